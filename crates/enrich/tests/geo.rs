@@ -1,0 +1,87 @@
+//! GeoIP over MaxMind's test databases in `../shared/data/geoip`, including
+//! the broken ones.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clickward_enrich::geo::{GeoDb, GeoError};
+
+fn geoip(name: &str) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::var("CLICKWARD_SHARED_DATA")
+        .map(PathBuf::from)
+        .ok()
+        .into_iter()
+        .chain(manifest.ancestors().map(|a| a.join("shared/data")))
+        .chain(manifest.ancestors().map(|a| a.join("../shared/data")))
+        .map(|p| p.join("geoip"))
+        .find(|p| p.is_dir())
+        .expect("../shared/data/geoip not found")
+        .join(name)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn city_database_answers_country_region_city() {
+    let db = GeoDb::open(&[geoip("GeoIP2-City-Test.mmdb")]).unwrap();
+    let g = db.lookup(ip("81.2.69.142")).unwrap().unwrap();
+    assert_eq!(g.country.as_deref(), Some("GB"));
+    assert_eq!(g.region.as_deref(), Some("England"));
+    assert_eq!(g.city.as_deref(), Some("London"));
+    let g = db.lookup(ip("89.160.20.112")).unwrap().unwrap();
+    assert_eq!(g.country.as_deref(), Some("SE"));
+    assert_eq!(g.city.as_deref(), Some("Linköping"));
+    let g = db.lookup(ip("2001:218::1")).unwrap().unwrap();
+    assert_eq!(g.country.as_deref(), Some("JP"));
+    assert_eq!(db.lookup(ip("127.0.0.1")).unwrap(), None);
+}
+
+#[test]
+fn geolite_layout_reads_too() {
+    let db = GeoDb::open(&[geoip("GeoLite2-City-Test.mmdb")]).unwrap();
+    let g = db.lookup(ip("2.125.160.216")).unwrap().unwrap();
+    assert_eq!(g.country.as_deref(), Some("GB"));
+}
+
+#[test]
+fn missing_file_is_refused_with_its_path() {
+    let e = GeoDb::open(&[geoip("does-not-exist.mmdb")]).err().unwrap();
+    assert!(matches!(e, GeoError::Open { .. }));
+    assert!(e.to_string().contains("does-not-exist.mmdb"), "{e}");
+}
+
+#[test]
+fn corrupt_files_are_refused_or_fail_per_lookup_without_panicking() {
+    let e = GeoDb::open(&[geoip("GeoIP2-City-Test-Invalid-Node-Count.mmdb")])
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("Invalid-Node-Count"), "{e}");
+    match GeoDb::open(&[geoip("GeoIP2-City-Test-Broken-Double-Format.mmdb")]) {
+        Err(e) => assert!(e.to_string().contains("Broken-Double-Format"), "{e}"),
+        Ok(db) => {
+            // Lookups may fail; they must not panic.
+            for a in ["81.2.69.142", "2001:218::1", "1.1.1.1"] {
+                let _ = db.lookup(ip(a));
+            }
+        }
+    }
+}
+
+#[test]
+fn non_location_databases_are_refused() {
+    let e = GeoDb::open(&[geoip("GeoLite2-ASN-Test.mmdb")]).err().unwrap();
+    assert!(matches!(e, GeoError::NotLocation { .. }), "{e}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cw-geo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.mmdb");
+    std::fs::write(&junk, b"this is not a maxmind database").unwrap();
+    assert!(GeoDb::open(&[&junk]).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
