@@ -1,0 +1,796 @@
+//! The SQLite store: WAL, one writer connection used for batched transactions
+//! (group commit), and a small pool of reader connections.
+//!
+//! Every call runs on tokio's blocking pool. The writer is a `std` mutex, not
+//! a tokio one: it is only ever held inside blocking tasks, never across an
+//! `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clickward_core::click::{NewClick, VisitorKey};
+use clickward_core::dedup;
+use clickward_core::id::{ClickId, LinkCode, Slug};
+use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::report::{ClickCounts, Dimension};
+use clickward_core::Micros;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
+
+use crate::{
+    AffiliateInput, ApiKey, CatalogInput, ClickRow, ClickWritten, KeyScope, LinkInput,
+    LinkRecord, ProgramInput, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// SQLite's `synchronous` setting for the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL + `NORMAL`: a committed click survives a crash or `kill -9` of
+    /// clickward; the last commits may be lost if the machine loses power.
+    #[default]
+    Normal,
+    /// WAL + `FULL`: also survives power loss; each commit waits for fsync.
+    Full,
+}
+
+/// How to open a SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous` setting.
+    pub synchronous: Synchronous,
+    /// Reader connections kept open.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    max_readers: usize,
+}
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema
+    /// up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Migration`] when the database holds migrations this
+    /// binary does not know (it was written by a newer clickward) or a
+    /// migration fails; [`StoreError::Sqlite`] when the file cannot be opened.
+    pub fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, StoreError> {
+        let mut writer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&writer, opts.synchronous)?;
+        embedded::migrations::runner()
+            .set_abort_missing(true)
+            .set_abort_divergent(true)
+            .run(&mut writer)
+            .map_err(|e| {
+                StoreError::Migration(format!(
+                    "{e} (a database written by a newer clickward cannot be opened by this one)"
+                ))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                max_readers: opts.readers.max(1),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = match inner.readers.lock().map_err(poisoned)?.pop() {
+                    Some(c) => c,
+                    None => {
+                        let c = Connection::open_with_flags(
+                            &inner.path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )?;
+                        c.busy_timeout(std::time::Duration::from_secs(5))?;
+                        c
+                    }
+                };
+                let out = f(&conn);
+                let mut pool = inner.readers.lock().map_err(poisoned)?;
+                if pool.len() < inner.max_readers {
+                    pool.push(conn);
+                }
+                out
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+
+    fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = inner.writer.lock().map_err(poisoned)?;
+                f(&mut conn)
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
+    StoreError::Task("a store connection lock was poisoned by an earlier panic".to_owned())
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+fn status_of(s: &str) -> Result<Status, StoreError> {
+    Status::parse(s).ok_or_else(|| corrupt("status", s))
+}
+
+fn slug_of(s: &str) -> Result<Slug, StoreError> {
+    Slug::parse(s).map_err(|_| corrupt("slug", s))
+}
+
+fn program_from(row: &Row<'_>) -> Result<Program, StoreError> {
+    Ok(Program {
+        id: row.get(0)?,
+        slug: slug_of(&row.get::<_, String>(1)?)?,
+        name: row.get(2)?,
+        status: status_of(&row.get::<_, String>(3)?)?,
+    })
+}
+
+fn affiliate_from(row: &Row<'_>) -> Result<Affiliate, StoreError> {
+    Ok(Affiliate {
+        id: row.get(0)?,
+        slug: slug_of(&row.get::<_, String>(1)?)?,
+        name: row.get(2)?,
+        status: status_of(&row.get::<_, String>(3)?)?,
+    })
+}
+
+const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, l.redirect, l.utm, \
+     l.status, l.program_id, l.affiliate_id, p.status, a.status \
+     FROM links l JOIN programs p ON p.id = l.program_id \
+     LEFT JOIN affiliates a ON a.id = l.affiliate_id";
+
+fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
+    let code: String = row.get(1)?;
+    let utm_json: String = row.get(6)?;
+    let utm: UtmDefaults =
+        serde_json::from_str(&utm_json).map_err(|_| corrupt("utm", &utm_json))?;
+    let redirect = row
+        .get::<_, Option<u16>>(5)?
+        .map(|c| RedirectStatus::from_code(c).map_err(|_| corrupt("redirect", &c.to_string())))
+        .transpose()?;
+    let status = status_of(&row.get::<_, String>(7)?)?;
+    let program_status = status_of(&row.get::<_, String>(10)?)?;
+    let affiliate_status = row
+        .get::<_, Option<String>>(11)?
+        .map(|s| status_of(&s))
+        .transpose()?;
+    Ok(LinkRecord {
+        link: Link {
+            id: row.get(0)?,
+            code: LinkCode::parse(&code).map_err(|_| corrupt("link code", &code))?,
+            program: slug_of(&row.get::<_, String>(2)?)?,
+            affiliate: row.get::<_, Option<String>>(3)?.map(|s| slug_of(&s)).transpose()?,
+            destination: row.get(4)?,
+            redirect,
+            utm,
+            status,
+        },
+        program_id: row.get(8)?,
+        affiliate_id: row.get(9)?,
+        redirects: status == Status::Active
+            && program_status == Status::Active
+            && affiliate_status != Some(Status::Disabled),
+    })
+}
+
+fn save_program_tx(tx: &Transaction<'_>, p: &ProgramInput, mode: SaveMode) -> Result<(), StoreError> {
+    let now = now_micros();
+    let exists: bool = tx
+        .query_row("SELECT 1 FROM programs WHERE slug = ?1", [p.slug.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some();
+    match (mode, exists) {
+        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("program {:?}", p.slug.as_str()))),
+        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("program {:?}", p.slug.as_str()))),
+        _ => {}
+    }
+    if exists {
+        tx.execute(
+            "UPDATE programs SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
+             AND (name IS NOT ?2 OR status IS NOT ?3)",
+            params![p.slug.as_str(), p.name, p.status.as_str(), now],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO programs (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![p.slug.as_str(), p.name, p.status.as_str(), now],
+        )?;
+    }
+    Ok(())
+}
+
+fn save_affiliate_tx(
+    tx: &Transaction<'_>,
+    a: &AffiliateInput,
+    mode: SaveMode,
+) -> Result<(), StoreError> {
+    let now = now_micros();
+    let exists: bool = tx
+        .query_row("SELECT 1 FROM affiliates WHERE slug = ?1", [a.slug.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some();
+    match (mode, exists) {
+        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("affiliate {:?}", a.slug.as_str()))),
+        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("affiliate {:?}", a.slug.as_str()))),
+        _ => {}
+    }
+    if exists {
+        tx.execute(
+            "UPDATE affiliates SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
+             AND (name IS NOT ?2 OR status IS NOT ?3)",
+            params![a.slug.as_str(), a.name, a.status.as_str(), now],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO affiliates (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![a.slug.as_str(), a.name, a.status.as_str(), now],
+        )?;
+    }
+    Ok(())
+}
+
+fn save_link_tx(tx: &Transaction<'_>, l: &LinkInput, mode: SaveMode) -> Result<(), StoreError> {
+    let now = now_micros();
+    let program_id: i64 = tx
+        .query_row("SELECT id FROM programs WHERE slug = ?1", [l.program.as_str()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("program {:?}", l.program.as_str())))?;
+    let affiliate_id: Option<i64> = match &l.affiliate {
+        None => None,
+        Some(a) => Some(
+            tx.query_row("SELECT id FROM affiliates WHERE slug = ?1", [a.as_str()], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", a.as_str())))?,
+        ),
+    };
+    let exists = tx
+        .query_row("SELECT 1 FROM links WHERE code = ?1", [l.code.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some();
+    match (mode, exists) {
+        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("link {:?}", l.code.as_str()))),
+        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("link {:?}", l.code.as_str()))),
+        _ => {}
+    }
+    let utm = serde_json::to_string(&l.utm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let redirect = l.redirect.map(RedirectStatus::code);
+    if exists {
+        tx.execute(
+            "UPDATE links SET program_id = ?2, affiliate_id = ?3, destination = ?4, redirect = ?5, \
+             utm = ?6, status = ?7, updated_at = ?8 WHERE code = ?1 AND (program_id IS NOT ?2 \
+             OR affiliate_id IS NOT ?3 OR destination IS NOT ?4 OR redirect IS NOT ?5 \
+             OR utm IS NOT ?6 OR status IS NOT ?7)",
+            params![l.code.as_str(), program_id, affiliate_id, l.destination, redirect, utm, l.status.as_str(), now],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO links (code, program_id, affiliate_id, destination, redirect, utm, status, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            params![l.code.as_str(), program_id, affiliate_id, l.destination, redirect, utm, l.status.as_str(), now],
+        )?;
+    }
+    Ok(())
+}
+
+fn get_link_conn(conn: &Connection, code: &str) -> Result<LinkRecord, StoreError> {
+    let mut st = conn.prepare_cached(&format!("{LINK_SELECT} WHERE l.code = ?1"))?;
+    let mut rows = st.query([code])?;
+    match rows.next()? {
+        Some(r) => link_from(r),
+        None => Err(StoreError::NotFound(format!("link {code:?}"))),
+    }
+}
+
+const CLICK_SELECT: &str = "SELECT c.click_id, c.ts, l.code, p.slug, a.slug, c.src, c.sub1, c.sub2, \
+     c.sub3, c.sub4, c.sub5, c.referrer, c.device, c.os, c.browser, c.bot_reason, c.invalid_reason, \
+     c.country, c.region, c.city, c.visitor_key, c.is_unique FROM clicks c \
+     JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
+     LEFT JOIN affiliates a ON a.id = c.affiliate_id";
+
+fn click_from(r: &Row<'_>) -> Result<ClickRow, StoreError> {
+    let id: Vec<u8> = r.get(0)?;
+    let id: [u8; 16] = id
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("click_id is not 16 bytes".to_owned()))?;
+    let vk: Vec<u8> = r.get(20)?;
+    let vk: [u8; 16] = vk
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("visitor_key is not 16 bytes".to_owned()))?;
+    Ok(ClickRow {
+        click_id: ClickId::from_bytes(id),
+        ts: r.get(1)?,
+        link: r.get(2)?,
+        program: r.get(3)?,
+        affiliate: r.get(4)?,
+        src: r.get(5)?,
+        subs: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+        referrer: r.get(11)?,
+        device: r.get(12)?,
+        os: r.get(13)?,
+        browser: r.get(14)?,
+        bot_reason: r.get(15)?,
+        invalid_reason: r.get(16)?,
+        country: r.get(17)?,
+        region: r.get(18)?,
+        city: r.get(19)?,
+        visitor_key: VisitorKey(vk).to_hex(),
+        unique: r.get(21)?,
+    })
+}
+
+/// The first click id at or after `ts` (µs): the ULID of its millisecond
+/// with zero randomness. Valid because a click's id millisecond is `ts / 1000`.
+fn id_floor(ts: Micros) -> Vec<u8> {
+    let ms = u64::try_from(ts.div_euclid(1000)).unwrap_or(0);
+    ClickId::from_parts(ms, 0).to_bytes().to_vec()
+}
+
+fn dim_column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Time(_) => "b.label",
+        Dimension::Link => "l.code",
+        Dimension::Program => "p.slug",
+        Dimension::Affiliate => "a.slug",
+        Dimension::Src => "c.src",
+        Dimension::Sub(0) => "c.sub1",
+        Dimension::Sub(1) => "c.sub2",
+        Dimension::Sub(2) => "c.sub3",
+        Dimension::Sub(3) => "c.sub4",
+        Dimension::Sub(_) => "c.sub5",
+        Dimension::Country => "c.country",
+        Dimension::Device => "c.device",
+        Dimension::Browser => "c.browser",
+        Dimension::Os => "c.os",
+    }
+}
+
+fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, StoreError> {
+    let mut args: Vec<Value> = Vec::new();
+    let buckets = q.buckets.clone().unwrap_or_else(|| {
+        vec![clickward_core::report::Bucket {
+            label: String::new(),
+            start: q.start,
+            end: q.end,
+        }]
+    });
+    let mut values = String::new();
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        values.push_str("(?,?,?,?,?)");
+        args.push(Value::Text(b.label.clone()));
+        args.push(Value::Blob(id_floor(b.start)));
+        args.push(Value::Blob(id_floor(b.end)));
+        args.push(Value::Integer(b.start));
+        args.push(Value::Integer(b.end));
+    }
+    let cols: Vec<&str> = q.dims.iter().map(|d| dim_column(*d)).collect();
+    let select_keys = if cols.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", cols.join(", "))
+    };
+    let group = if cols.is_empty() {
+        String::new()
+    } else {
+        let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
+        format!("GROUP BY {} ORDER BY {}", n.join(", "), n.join(", "))
+    };
+    // The click_id range narrows each bucket through the primary key; the
+    // ts condition keeps the answer exact whatever the ids say.
+    let sql = format!(
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+         SELECT {select_keys} COUNT(*), COUNT(c.bot_reason), COUNT(c.invalid_reason), \
+         COALESCE(SUM(c.is_unique), 0) \
+         FROM b JOIN clicks c ON c.click_id >= b.sid AND c.click_id < b.eid \
+         AND c.ts >= b.s AND c.ts < b.e \
+         JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
+         LEFT JOIN affiliates a ON a.id = c.affiliate_id {group}"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let n = cols.len();
+    let mut rows = st.query(rusqlite::params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            keys.push(r.get::<_, Option<String>>(i)?);
+        }
+        let counts = ClickCounts {
+            gross_clicks: r.get(n)?,
+            bot_clicks: r.get(n + 1)?,
+            invalid_clicks: r.get(n + 2)?,
+            unique_clicks: r.get(n + 3)?,
+        };
+        if counts.gross_clicks > 0 {
+            out.push(ReportRow { keys, counts });
+        }
+    }
+    Ok(out)
+}
+
+fn write_clicks_conn(
+    conn: &mut Connection,
+    clicks: &[NewClick],
+    window: Micros,
+) -> Result<Vec<ClickWritten>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(clicks.len());
+    {
+        let mut last_unique = tx.prepare_cached(
+            "SELECT last_unique FROM visitor_links WHERE link_id = ?1 AND visitor_key = ?2",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, \
+             sub1, sub2, sub3, sub4, sub5, referrer, device, os, browser, bot_reason, \
+             invalid_reason, country, region, city, visitor_key, is_unique) VALUES (?1, ?2, ?3, \
+             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, NULL, ?17, ?18, ?19, ?20, ?21)",
+        )?;
+        let mut remember = tx.prepare_cached(
+            "INSERT INTO visitor_links (link_id, visitor_key, last_unique) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (link_id, visitor_key) DO UPDATE SET last_unique = \
+             max(last_unique, excluded.last_unique)",
+        )?;
+        for c in clicks {
+            let unique = if c.is_human() {
+                let mut last: Option<Micros> = None;
+                for key in std::iter::once(&c.visitor_key).chain(c.previous_keys.iter()) {
+                    let found: Option<Micros> = last_unique
+                        .query_row(params![c.link_id, key.0.as_slice()], |r| r.get(0))
+                        .optional()?;
+                    last = last.max(found);
+                }
+                dedup::is_unique(c.ts, last, window)
+            } else {
+                false
+            };
+            let p = &c.params;
+            let inserted = insert.execute(params![
+                c.click_id.to_bytes().as_slice(),
+                c.ts,
+                c.link_id,
+                c.program_id,
+                c.affiliate_id,
+                p.src,
+                p.subs[0],
+                p.subs[1],
+                p.subs[2],
+                p.subs[3],
+                p.subs[4],
+                c.referrer,
+                c.device.as_str(),
+                c.os,
+                c.browser,
+                c.bot.map(|b| b.as_str()),
+                c.country,
+                c.region,
+                c.city,
+                c.visitor_key.0.as_slice(),
+                unique,
+            ])? == 1;
+            if inserted && unique {
+                remember.execute(params![c.link_id, c.visitor_key.0.as_slice(), c.ts])?;
+            }
+            out.push(ClickWritten {
+                inserted,
+                unique: unique && inserted,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn scope_of(s: &str) -> Result<KeyScope, StoreError> {
+    match s {
+        "admin" => Ok(KeyScope::Admin),
+        "read" => Ok(KeyScope::Read),
+        other => Err(corrupt("key scope", other)),
+    }
+}
+
+impl Store for SqliteStore {
+    fn save_program(&self, p: ProgramInput, mode: SaveMode) -> StoreFuture<'_, Program> {
+        let this = self.clone();
+        Box::pin(async move {
+            let slug = p.slug.clone();
+            this.write(move |c| {
+                let tx = c.transaction()?;
+                save_program_tx(&tx, &p, mode)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+            this.get_program(slug).await
+        })
+    }
+
+    fn list_programs(&self) -> StoreFuture<'_, Vec<Program>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM programs ORDER BY slug")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(program_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_program(&self, slug: Slug) -> StoreFuture<'_, Program> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM programs WHERE slug = ?1")?;
+            let mut rows = st.query([slug.as_str()])?;
+            match rows.next()? {
+                Some(r) => program_from(r),
+                None => Err(StoreError::NotFound(format!("program {:?}", slug.as_str()))),
+            }
+        })
+    }
+
+    fn save_affiliate(&self, a: AffiliateInput, mode: SaveMode) -> StoreFuture<'_, Affiliate> {
+        let this = self.clone();
+        Box::pin(async move {
+            let slug = a.slug.clone();
+            this.write(move |c| {
+                let tx = c.transaction()?;
+                save_affiliate_tx(&tx, &a, mode)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+            this.get_affiliate(slug).await
+        })
+    }
+
+    fn list_affiliates(&self) -> StoreFuture<'_, Vec<Affiliate>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM affiliates ORDER BY slug")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(affiliate_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_affiliate(&self, slug: Slug) -> StoreFuture<'_, Affiliate> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM affiliates WHERE slug = ?1")?;
+            let mut rows = st.query([slug.as_str()])?;
+            match rows.next()? {
+                Some(r) => affiliate_from(r),
+                None => Err(StoreError::NotFound(format!("affiliate {:?}", slug.as_str()))),
+            }
+        })
+    }
+
+    fn save_link(&self, l: LinkInput, mode: SaveMode) -> StoreFuture<'_, LinkRecord> {
+        let code = l.code.clone();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            save_link_tx(&tx, &l, mode)?;
+            let rec = get_link_conn(&tx, code.as_str())?;
+            tx.commit()?;
+            Ok(rec)
+        })
+    }
+
+    fn list_links(&self) -> StoreFuture<'_, Vec<LinkRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("{LINK_SELECT} ORDER BY l.code"))?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(link_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_link(&self, code: LinkCode) -> StoreFuture<'_, LinkRecord> {
+        self.read(move |c| get_link_conn(c, code.as_str()))
+    }
+
+    fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            for p in &cat.programs {
+                save_program_tx(&tx, p, SaveMode::Upsert)?;
+            }
+            for a in &cat.affiliates {
+                save_affiliate_tx(&tx, a, SaveMode::Upsert)?;
+            }
+            for l in &cat.links {
+                save_link_tx(&tx, l, SaveMode::Upsert)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn catalog_version(&self) -> StoreFuture<'_, i64> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT value FROM meta WHERE key = 'catalog_version'", [], |r| r.get(0))?)
+        })
+    }
+
+    fn write_clicks(
+        &self,
+        clicks: Vec<NewClick>,
+        dedup_window: Micros,
+    ) -> StoreFuture<'_, Vec<ClickWritten>> {
+        self.write(move |c| write_clicks_conn(c, &clicks, dedup_window))
+    }
+
+    fn list_clicks(&self, link: Option<LinkCode>, limit: u32) -> StoreFuture<'_, Vec<ClickRow>> {
+        self.read(move |c| {
+            let mut out = Vec::new();
+            let mut push_all = |mut rows: rusqlite::Rows<'_>| -> Result<(), StoreError> {
+                while let Some(r) = rows.next()? {
+                    out.push(click_from(r)?);
+                }
+                Ok(())
+            };
+            match link {
+                Some(code) => {
+                    let mut st = c.prepare_cached(&format!(
+                        "{CLICK_SELECT} WHERE c.link_id = (SELECT id FROM links WHERE code = ?1) \
+                         ORDER BY c.click_id DESC LIMIT ?2"
+                    ))?;
+                    push_all(st.query(params![code.as_str(), limit])?)?;
+                }
+                None => {
+                    let mut st = c.prepare_cached(&format!(
+                        "{CLICK_SELECT} ORDER BY c.click_id DESC LIMIT ?1"
+                    ))?;
+                    push_all(st.query(params![limit])?)?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!("{CLICK_SELECT} WHERE c.click_id = ?1"))?;
+            let mut rows = st.query([id.to_bytes().as_slice()])?;
+            match rows.next()? {
+                Some(r) => click_from(r),
+                None => Err(StoreError::NotFound(format!("click {id}"))),
+            }
+        })
+    }
+
+    fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>> {
+        self.read(move |c| report_conn(c, &q))
+    }
+
+    fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM visitor_links WHERE last_unique < ?1", [before])?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn create_api_key(
+        &self,
+        hash: [u8; 32],
+        prefix: String,
+        scope: KeyScope,
+        label: Option<String>,
+    ) -> StoreFuture<'_, ApiKey> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (prefix, hash, scope, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![prefix, hash.as_slice(), scope.as_str(), label, now_micros()],
+            )?;
+            Ok(ApiKey {
+                id: c.last_insert_rowid(),
+                prefix,
+                scope,
+                label,
+            })
+        })
+    }
+
+    fn find_api_key(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, prefix, scope, label FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+            )?;
+            let mut rows = st.query([hash.as_slice()])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(ApiKey {
+                    id: r.get(0)?,
+                    prefix: r.get(1)?,
+                    scope: scope_of(&r.get::<_, String>(2)?)?,
+                    label: r.get(3)?,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+}
