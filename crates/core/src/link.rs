@@ -391,19 +391,26 @@ impl Destination {
         } else {
             "?"
         };
+        let mut value = String::new();
         for (k, segs) in &self.utm {
-            out.push_str(sep);
-            out.push_str(k);
-            out.push('=');
+            value.clear();
             for seg in segs {
                 match seg {
                     // A literal UTM value is data, not URL syntax: encode it too.
                     Segment::Lit(l) => {
-                        let _ = write!(out, "{}", utf8_percent_encode(l, VALUE));
+                        let _ = write!(value, "{}", utf8_percent_encode(l, VALUE));
                     }
-                    Segment::Macro(_) => push_segment(&mut out, seg, v),
+                    Segment::Macro(_) => push_segment(&mut value, seg, v),
                 }
             }
+            // `utm_content={src}` on a click without src adds nothing.
+            if value.is_empty() {
+                continue;
+            }
+            out.push_str(sep);
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&value);
             sep = "&";
         }
         if let Some(f) = &self.fragment {
@@ -472,6 +479,12 @@ mod tests {
         assert_eq!(
             d.expand(&values()),
             "https://m.example/p?utm_source=keep&utm_content=qiita%20article%26x%3D1&utm_medium=affiliate#top"
+        );
+        let no_src = MacroValues { src: "", ..values() };
+        assert_eq!(
+            d.expand(&no_src),
+            "https://m.example/p?utm_source=keep&utm_medium=affiliate#top",
+            "a UTM default whose macro is empty is left out"
         );
         let bare = Destination::compile(
             "https://m.example",

@@ -1,1 +1,24 @@
-//! placeholder
+//! clickward: the server and CLI.
+//!
+//! # Layout
+//! - [`app`]: state, start-up, background tasks, graceful shutdown;
+//! - [`http`]: routes (tracking redirects, admin API, ops);
+//! - [`ingest`]: the click pipeline (bounded queue → batched writer);
+//! - [`config`], [`catalog`], [`secrets`]: what is read from disk;
+//! - [`cli`]: the `clickward` command line; [`import`]: CSV history import;
+//! - [`telemetry`]: every metric name, declared once.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod import;
+pub mod ingest;
+pub mod links;
+pub mod secrets;
+pub mod telemetry;
+
+pub use app::{AppState, Server};

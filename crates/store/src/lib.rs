@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use clickward_core::Micros;
 use clickward_core::click::NewClick;
@@ -264,7 +265,7 @@ pub trait Store: Send + Sync + 'static {
     /// click, in order. Committed when this returns `Ok`.
     fn write_clicks(
         &self,
-        clicks: Vec<NewClick>,
+        clicks: Arc<Vec<NewClick>>,
         dedup_window: Micros,
     ) -> StoreFuture<'_, Vec<ClickWritten>>;
     /// Newest clicks first, optionally of one link.

@@ -699,7 +699,7 @@ impl Store for SqliteStore {
 
     fn write_clicks(
         &self,
-        clicks: Vec<NewClick>,
+        clicks: Arc<Vec<NewClick>>,
         dedup_window: Micros,
     ) -> StoreFuture<'_, Vec<ClickWritten>> {
         self.write(move |c| write_clicks_conn(c, &clicks, dedup_window))

@@ -103,12 +103,12 @@ async fn unique_is_decided_per_visitor_and_link_within_the_window() {
     bot.bot = Some(BotReason::UaPattern);
     let out = s
         .write_clicks(
-            vec![
+            std::sync::Arc::new(vec![
                 click(1, t0, 1, 1),
                 click(1, t0 + 2 * MICROS_PER_SEC, 1, 2), // double tap
                 click(2, t0 + 2 * MICROS_PER_SEC, 1, 3), // other link
                 bot,
-            ],
+            ]),
             WINDOW,
         )
         .await
@@ -117,7 +117,7 @@ async fn unique_is_decided_per_visitor_and_link_within_the_window() {
     assert_eq!(uniques, vec![true, false, true, false]);
     // Within the window in a later batch: still a duplicate; after it: unique.
     let out = s
-        .write_clicks(vec![click(1, t0 + 23 * HOUR, 1, 5), click(1, t0 + 24 * HOUR, 1, 6)], WINDOW)
+        .write_clicks(std::sync::Arc::new(vec![click(1, t0 + 23 * HOUR, 1, 5), click(1, t0 + 24 * HOUR, 1, 6)]), WINDOW)
         .await
         .unwrap();
     assert_eq!(out.iter().map(|o| o.unique).collect::<Vec<_>>(), vec![false, true]);
@@ -130,7 +130,7 @@ async fn previous_day_key_keeps_a_midnight_double_tap_single() {
     let before = click(1, midnight - MICROS_PER_SEC, 1, 1);
     let mut after = click(1, midnight + MICROS_PER_SEC, 2, 2); // new day, new salt, new key
     after.previous_keys = vec![VisitorKey([1; 16])];
-    let out = s.write_clicks(vec![before, after], WINDOW).await.unwrap();
+    let out = s.write_clicks(std::sync::Arc::new(vec![before, after]), WINDOW).await.unwrap();
     assert_eq!(out.iter().map(|o| o.unique).collect::<Vec<_>>(), vec![true, false]);
 }
 
@@ -138,8 +138,8 @@ async fn previous_day_key_keeps_a_midnight_double_tap_single() {
 async fn replayed_click_ids_change_nothing() {
     let (_d, s) = store().await;
     let c = click(1, 300 * MICROS_PER_DAY, 1, 7);
-    let first = s.write_clicks(vec![c.clone()], WINDOW).await.unwrap();
-    let again = s.write_clicks(vec![c.clone()], WINDOW).await.unwrap();
+    let first = s.write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW).await.unwrap();
+    let again = s.write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW).await.unwrap();
     assert!(first[0].inserted && first[0].unique);
     assert!(!again[0].inserted && !again[0].unique);
     assert_eq!(s.list_clicks(None, 10).await.unwrap().len(), 1);
@@ -158,7 +158,7 @@ async fn report_groups_by_local_day_and_dimension() {
     let t = i64::try_from(base.as_microsecond()).unwrap();
     let mut bot = click(2, t + MICROS_PER_SEC, 5, 3);
     bot.bot = Some(BotReason::Head);
-    s.write_clicks(vec![click(1, t, 1, 1), click(1, t + MICROS_PER_SEC, 2, 2), bot], WINDOW)
+    s.write_clicks(std::sync::Arc::new(vec![click(1, t, 1, 1), click(1, t + MICROS_PER_SEC, 2, 2), bot]), WINDOW)
         .await
         .unwrap();
     let b = buckets(date(2026, 11, 20), date(2026, 11, 21), &tz, TimeGrain::Day).unwrap();

@@ -1,0 +1,507 @@
+//! The `clickward` command line.
+//!
+//! Every command reads the same config (`--config`, `CLICKWARD_CONFIG`) and
+//! data directory (`--data-dir`, `CLICKWARD_DATA_DIR`). Commands that change
+//! the catalogue write to the database directly; a running server sees the
+//! change within a second.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clickward_core::id::{LinkCode, Slug};
+use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
+use clickward_core::report::{self, ClickCounts, Dimension};
+use clickward_enrich::geo::GeoDb;
+use clickward_enrich::ua::UaParser;
+use clickward_store::{
+    AffiliateInput, KeyScope, LinkInput, ProgramInput, ReportQuery, ReportRow, SaveMode, Store,
+};
+use jiff::tz::TimeZone;
+
+use crate::app::open_store;
+use crate::config::{Config, Durability, Validated};
+
+/// clickward: a self-hosted affiliate link tracker.
+#[derive(Debug, Parser)]
+#[command(name = "clickward", version, about)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "CLICKWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database and secrets). Default: ./clickward-data
+    #[arg(long, global = true, env = "CLICKWARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the tracker.
+    Serve(ServeArgs),
+    /// Manage tracking links.
+    #[command(subcommand)]
+    Link(LinkCmd),
+    /// Manage affiliates.
+    #[command(subcommand)]
+    Affiliate(AffiliateCmd),
+    /// Manage programs.
+    #[command(subcommand)]
+    Program(ProgramCmd),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Print click counts grouped by time and dimensions.
+    Report(ReportArgs),
+    /// Import click history from CSV.
+    Import(ImportArgs),
+}
+
+/// `clickward serve` flags; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "CLICKWARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Catalogue TOML to load at start and on SIGHUP.
+    #[arg(long, env = "CLICKWARD_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// "sync" (default) or "buffered".
+    #[arg(long, env = "CLICKWARD_DURABILITY")]
+    pub durability: Option<Durability>,
+    /// GeoIP .mmdb file(s); repeat the flag or separate with commas.
+    #[arg(long, env = "CLICKWARD_GEOIP", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+}
+
+/// `clickward link …`
+#[derive(Debug, Subcommand)]
+pub enum LinkCmd {
+    /// Create a link.
+    Add {
+        /// Code used in /r/{code}, /ref/{code}, /go?id={code}.
+        #[arg(long)]
+        code: String,
+        /// Program slug.
+        #[arg(long)]
+        program: String,
+        /// Affiliate slug.
+        #[arg(long)]
+        affiliate: Option<String>,
+        /// Destination URL; may use {click_id} {code} {affiliate} {program} {src} {sub1}..{sub5}.
+        #[arg(long)]
+        destination: String,
+        /// 302 (default) or 307.
+        #[arg(long)]
+        redirect: Option<u16>,
+        /// UTM default, e.g. --utm utm_source=newsletter (repeatable).
+        #[arg(long, value_parser = parse_kv)]
+        utm: Vec<(String, String)>,
+    },
+    /// List links.
+    List,
+    /// Disable a link (it answers 404 or the fallback URL; its clicks stay).
+    Disable {
+        /// Link code.
+        code: String,
+    },
+}
+
+/// `clickward affiliate …`
+#[derive(Debug, Subcommand)]
+pub enum AffiliateCmd {
+    /// Create an affiliate.
+    Add {
+        /// Slug.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List affiliates.
+    List,
+}
+
+/// `clickward program …`
+#[derive(Debug, Subcommand)]
+pub enum ProgramCmd {
+    /// Create a program.
+    Add {
+        /// Slug.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List programs.
+    List,
+}
+
+/// Scope of a new key.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// Everything.
+    Admin,
+    /// GET only.
+    Read,
+}
+
+/// `clickward key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create an API key and print it once.
+    Create {
+        /// admin or read.
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// A note for people.
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+/// Output format of `clickward report`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON document.
+    Json,
+}
+
+/// `clickward report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// First local date, YYYY-MM-DD (default: today in --tz).
+    #[arg(long)]
+    pub from: Option<jiff::civil::Date>,
+    /// Last local date, inclusive (default: --from).
+    #[arg(long)]
+    pub to: Option<jiff::civil::Date>,
+    /// IANA time zone the dates and days are in.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Group by, comma separated: hour day week month link program affiliate src sub1..sub5 country device browser os.
+    #[arg(long, default_value = "day")]
+    pub by: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `clickward import` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CSV file (see `clickward_server::import` for its columns).
+    pub file: PathBuf,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// Loads the config file (if any) and applies `--data-dir`.
+///
+/// # Errors
+/// Config errors, naming the file and key.
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    Ok(cfg)
+}
+
+/// Applies `serve` flags and validates.
+///
+/// # Errors
+/// Config errors.
+pub fn serve_config(mut cfg: Config, args: &ServeArgs) -> anyhow::Result<Validated> {
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(c) = &args.catalog {
+        cfg.catalog = Some(c.clone());
+    }
+    if let Some(d) = args.durability {
+        cfg.durability = d;
+    }
+    if !args.geoip.is_empty() {
+        cfg.geoip = args.geoip.clone();
+    }
+    Ok(cfg.validate()?)
+}
+
+fn slug(s: &str, what: &str) -> anyhow::Result<Slug> {
+    Slug::parse(s).with_context(|| format!("{what} {s:?}"))
+}
+
+/// Runs every command but `serve`.
+///
+/// # Errors
+/// Whatever the command ran into, with context.
+pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
+    let v = cfg.validate()?;
+    let store = open_store(&v)?;
+    match command {
+        Command::Serve(_) => bail!("serve is handled by main"),
+        Command::Link(LinkCmd::Add { code, program, affiliate, destination, redirect, utm }) => {
+            let utm: UtmDefaults = utm.into_iter().collect();
+            Destination::compile(&destination, &utm)?;
+            let redirect = redirect.map(RedirectStatus::from_code).transpose()?;
+            let rec = store
+                .save_link(
+                    LinkInput {
+                        code: LinkCode::parse(&code).with_context(|| format!("link code {code:?}"))?,
+                        program: slug(&program, "program")?,
+                        affiliate: affiliate.map(|a| slug(&a, "affiliate")).transpose()?,
+                        destination,
+                        redirect,
+                        utm,
+                        status: Status::Active,
+                    },
+                    SaveMode::Create,
+                )
+                .await?;
+            println!("created link {} -> {}", rec.link.code, rec.link.destination);
+        }
+        Command::Link(LinkCmd::List) => {
+            println!("{:<24} {:<10} {:<16} {:<16} destination", "code", "status", "program", "affiliate");
+            for r in store.list_links().await? {
+                let status = if r.redirects { "active" } else { "inactive" };
+                println!(
+                    "{:<24} {:<10} {:<16} {:<16} {}",
+                    r.link.code,
+                    status,
+                    r.link.program,
+                    r.link.affiliate.as_ref().map(Slug::as_str).unwrap_or("-"),
+                    r.link.destination
+                );
+            }
+        }
+        Command::Link(LinkCmd::Disable { code }) => {
+            let cur = store.get_link(LinkCode::parse(&code).with_context(|| format!("link code {code:?}"))?).await?;
+            let l = cur.link;
+            store
+                .save_link(
+                    LinkInput {
+                        code: l.code,
+                        program: l.program,
+                        affiliate: l.affiliate,
+                        destination: l.destination,
+                        redirect: l.redirect,
+                        utm: l.utm,
+                        status: Status::Disabled,
+                    },
+                    SaveMode::Update,
+                )
+                .await?;
+            println!("disabled link {code}");
+        }
+        Command::Affiliate(AffiliateCmd::Add { slug: s, name }) => {
+            let a = store
+                .save_affiliate(
+                    AffiliateInput { name: name.unwrap_or_else(|| s.clone()), slug: slug(&s, "affiliate")?, status: Status::Active },
+                    SaveMode::Create,
+                )
+                .await?;
+            println!("created affiliate {}", a.slug);
+        }
+        Command::Affiliate(AffiliateCmd::List) => {
+            for a in store.list_affiliates().await? {
+                println!("{:<24} {:<10} {}", a.slug, a.status.as_str(), a.name);
+            }
+        }
+        Command::Program(ProgramCmd::Add { slug: s, name }) => {
+            let p = store
+                .save_program(
+                    ProgramInput { name: name.unwrap_or_else(|| s.clone()), slug: slug(&s, "program")?, status: Status::Active },
+                    SaveMode::Create,
+                )
+                .await?;
+            println!("created program {}", p.slug);
+        }
+        Command::Program(ProgramCmd::List) => {
+            for p in store.list_programs().await? {
+                println!("{:<24} {:<10} {}", p.slug, p.status.as_str(), p.name);
+            }
+        }
+        Command::Key(KeyCmd::Create { scope, label }) => {
+            let (secret, hash, prefix) = crate::auth::new_key();
+            let scope = match scope {
+                ScopeArg::Admin => KeyScope::Admin,
+                ScopeArg::Read => KeyScope::Read,
+            };
+            store.create_api_key(hash, prefix, scope, label).await?;
+            eprintln!("created a {} key; it is shown only now:", scope.as_str());
+            println!("{secret}");
+        }
+        Command::Report(args) => {
+            let text = report_text(&store, &args).await?;
+            print!("{text}");
+        }
+        Command::Import(args) => {
+            let ua = UaParser::new(20_000)?;
+            let geo = if v.config.geoip.is_empty() { None } else { Some(GeoDb::open(&v.config.geoip)?) };
+            let s = crate::import::import_csv(&store, &ua, geo.as_ref(), &args.file, v.dedup_window).await?;
+            println!(
+                "{} rows: {} clicks imported, {} already present, {} skipped",
+                s.rows, s.imported, s.already_present, s.skipped_count
+            );
+            for (line, why) in &s.skipped {
+                println!("  line {line}: {why}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the report query for `args`.
+///
+/// # Errors
+/// Unknown time zone or dimension, two time dimensions, bad range.
+pub fn report_query(args: &ReportArgs, today: jiff::Timestamp) -> anyhow::Result<(ReportQuery, TimeZone)> {
+    let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
+    let from = args.from.unwrap_or_else(|| today.to_zoned(tz.clone()).date());
+    let to = args.to.unwrap_or(from);
+    let dims = args
+        .by
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(str::parse::<Dimension>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let grains: Vec<_> = dims
+        .iter()
+        .filter_map(|d| match d {
+            Dimension::Time(g) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    if grains.len() > 1 {
+        bail!("--by may name one of hour, day, week, month");
+    }
+    let (start, end) = report::date_range(from, to, &tz)?;
+    let buckets = match grains.first() {
+        Some(g) => Some(report::buckets(from, to, &tz, *g)?),
+        None => None,
+    };
+    Ok((ReportQuery { start, end, buckets, dims }, tz))
+}
+
+/// The report as text in the chosen format.
+///
+/// # Errors
+/// Query or store errors.
+pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<String> {
+    let (q, _tz) = report_query(args, jiff::Timestamp::now())?;
+    let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
+    let rows = store.click_report(q).await?;
+    Ok(render(&names, &rows, args.format))
+}
+
+const METRICS: [&str; 5] = ["gross_clicks", "bot_clicks", "clicks", "unique_clicks", "duplicate_clicks"];
+
+fn metric_values(c: &ClickCounts) -> [i64; 5] {
+    [c.gross_clicks, c.bot_clicks, c.clicks(), c.unique_clicks, c.duplicate_clicks()]
+}
+
+fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
+    let mut total = ClickCounts::default();
+    for r in rows {
+        total.add(&r.counts);
+    }
+    let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
+    match format {
+        Format::Json => {
+            let to_obj = |keys: &[Option<String>], c: &ClickCounts| {
+                let mut m = BTreeMap::new();
+                for (n, k) in names.iter().zip(keys) {
+                    m.insert(n.clone(), serde_json::json!(k));
+                }
+                for (n, v) in METRICS.iter().zip(metric_values(c)) {
+                    m.insert((*n).to_owned(), serde_json::json!(v));
+                }
+                m
+            };
+            let doc = serde_json::json!({
+                "rows": rows.iter().map(|r| to_obj(&r.keys, &r.counts)).collect::<Vec<_>>(),
+                "totals": to_obj(&[], &total),
+            });
+            format!("{doc:#}\n")
+        }
+        Format::Csv => {
+            let mut out = String::new();
+            let header: Vec<&str> = names.iter().map(String::as_str).chain(METRICS).collect();
+            out.push_str(&header.join(","));
+            out.push('\n');
+            for r in rows {
+                let mut cells: Vec<String> = r.keys.iter().map(|k| csv_cell(&key(k))).collect();
+                cells.extend(metric_values(&r.counts).iter().map(ToString::to_string));
+                out.push_str(&cells.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        Format::Table => {
+            let mut table: Vec<Vec<String>> = Vec::new();
+            table.push(names.iter().cloned().chain(METRICS.iter().map(|m| (*m).to_owned())).collect());
+            for r in rows {
+                let mut line: Vec<String> = r.keys.iter().map(key).collect();
+                line.extend(metric_values(&r.counts).iter().map(ToString::to_string));
+                table.push(line);
+            }
+            let mut tot: Vec<String> = names.iter().enumerate().map(|(i, _)| if i == 0 { "total".to_owned() } else { String::new() }).collect();
+            if names.is_empty() {
+                tot.clear();
+            }
+            tot.extend(metric_values(&total).iter().map(ToString::to_string));
+            table.push(tot);
+            let cols = table.iter().map(Vec::len).max().unwrap_or(0);
+            let widths: Vec<usize> = (0..cols)
+                .map(|c| table.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+                .collect();
+            let mut out = String::new();
+            for (i, row) in table.iter().enumerate() {
+                if i == table.len() - 1 {
+                    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                    out.push_str(rule.join("  ").trim_end());
+                    out.push('\n');
+                }
+                let cells: Vec<String> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(c, s)| {
+                        let pad = widths[c].saturating_sub(s.chars().count());
+                        if c >= names.len() { format!("{}{s}", " ".repeat(pad)) } else { format!("{s}{}", " ".repeat(pad)) }
+                    })
+                    .collect();
+                out.push_str(cells.join("  ").trim_end());
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,303 @@
+//! Server configuration: a TOML file (unknown keys are an error naming the
+//! key), then environment variables, then command-line flags, validated once
+//! before the listener binds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clickward_core::Micros;
+use clickward_core::link::RedirectStatus;
+use clickward_store::Synchronous;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// When a redirect is answered relative to its click being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Answer only after the click is committed to SQLite (default): a crash
+    /// loses no click whose redirect was sent.
+    #[default]
+    Sync,
+    /// Answer first, commit within a few ms: a crash may lose that window.
+    Buffered,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "buffered" => Ok(Self::Buffered),
+            other => Err(format!("durability {other:?} is not \"sync\" or \"buffered\"")),
+        }
+    }
+}
+
+/// Ingest queue settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Clicks the queue holds before the overload policy applies.
+    pub queue_capacity: usize,
+    /// Most clicks written in one transaction.
+    pub max_batch: usize,
+    /// How long a redirect waits for room in a full queue before it is
+    /// answered anyway and its click counted as `dropped` (e.g. "50ms").
+    #[serde(with = "duration_text")]
+    pub queue_full_wait: Duration,
+    /// With `durability = "sync"`, how long a redirect waits for its commit
+    /// before it is answered anyway and counted as `unconfirmed` (the click
+    /// stays queued and is still written).
+    #[serde(with = "duration_text")]
+    pub commit_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            max_batch: 2_048,
+            queue_full_wait: Duration::from_millis(50),
+            commit_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// SQLite settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"normal"` (default; survives a process crash) or `"full"` (also
+    /// survives power loss, slower).
+    pub synchronous: SyncSetting,
+}
+
+/// Spelling of [`Synchronous`] in the config file.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncSetting {
+    /// WAL + NORMAL.
+    #[default]
+    Normal,
+    /// WAL + FULL.
+    Full,
+}
+
+impl From<SyncSetting> for Synchronous {
+    fn from(s: SyncSetting) -> Self {
+        match s {
+            SyncSetting::Normal => Synchronous::Normal,
+            SyncSetting::Full => Synchronous::Full,
+        }
+    }
+}
+
+/// The whole configuration. Every field has a default, so an empty file (or
+/// none) is a working config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the database and secrets (created mode 0700).
+    pub data_dir: PathBuf,
+    /// Catalogue TOML loaded at start and on SIGHUP (programs, affiliates, links).
+    pub catalog: Option<PathBuf>,
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// Default redirect status: 302 or 307 (301 and 308 are refused).
+    pub redirect_status: u16,
+    /// Where unknown or disabled codes send the visitor instead of a 404 page.
+    pub fallback_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    pub trusted_proxies: Vec<String>,
+    /// Dedup window, e.g. "24h" (rolling; see `clickward_core::dedup`).
+    #[serde(with = "duration_text")]
+    pub dedup_window: Duration,
+    /// GeoIP `.mmdb` files, asked in order (e.g. the DB-IP v4 and v6 files).
+    pub geoip: Vec<PathBuf>,
+    /// Mark the visitor cookie `Secure` (set it when served over https).
+    pub cookie_secure: bool,
+    /// Ingest queue.
+    pub ingest: IngestConfig,
+    /// SQLite.
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./clickward-data"),
+            catalog: None,
+            durability: Durability::Sync,
+            redirect_status: 302,
+            fallback_url: None,
+            trusted_proxies: Vec::new(),
+            dedup_window: Duration::from_secs(24 * 3600),
+            geoip: Vec::new(),
+            cookie_secure: false,
+            ingest: IngestConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    /// A value is not acceptable.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// A config after validation, with derived values.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The config as given.
+    pub config: Config,
+    /// Default redirect status.
+    pub redirect: RedirectStatus,
+    /// Parsed trusted proxies.
+    pub trusted: Vec<IpNet>,
+    /// Dedup window, µs.
+    pub dedup_window: Micros,
+}
+
+impl Config {
+    /// Reads a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`] naming the file, and
+    /// for an unknown key its name and position.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))
+    }
+
+    /// Checks every value and derives what the server needs.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(self) -> Result<Validated, ConfigError> {
+        let redirect = RedirectStatus::from_code(self.redirect_status)
+            .map_err(|e| ConfigError::Invalid(format!("redirect_status: {e}")))?;
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "trusted_proxies: {s:?} is not an IP address or CIDR"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(url) = &self.fallback_url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "fallback_url: {url:?} is not an absolute http(s) URL"
+                )));
+            }
+        }
+        if self.dedup_window.is_zero() {
+            return Err(ConfigError::Invalid(
+                "dedup_window must be longer than zero".to_owned(),
+            ));
+        }
+        if self.dedup_window > Duration::from_secs(366 * 86_400) {
+            return Err(ConfigError::Invalid(
+                "dedup_window is longer than a year".to_owned(),
+            ));
+        }
+        if self.ingest.queue_capacity == 0 || self.ingest.max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.queue_capacity and ingest.max_batch must be at least 1".to_owned(),
+            ));
+        }
+        let dedup_window = i64::try_from(self.dedup_window.as_micros()).unwrap_or(i64::MAX);
+        Ok(Validated {
+            config: self,
+            redirect,
+            trusted,
+            dedup_window,
+        })
+    }
+}
+
+/// Durations as text: "24h", "50ms", "1h 30m" (jiff's friendly format) or ISO
+/// 8601 ("PT24H").
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "24h", "50ms", "1h 30m" or "PT24H" into a non-negative duration.
+///
+/// # Errors
+/// A message naming the text.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like \"24h\" or \"50ms\": {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = toml::from_str::<Config>("listen = \"127.0.0.1:1\"\ndurabilty = \"sync\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("durabilty"), "{e}");
+        let e = toml::from_str::<Config>("[ingest]\nqueue = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue"), "{e}");
+    }
+
+    #[test]
+    fn permanent_redirect_is_refused() {
+        let c: Config = toml::from_str("redirect_status = 301").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("redirect_status") && e.contains("301"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_proxies_parse() {
+        let c: Config = toml::from_str(
+            "dedup_window = \"12h\"\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n[ingest]\nqueue_full_wait = \"5ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dedup_window, Duration::from_secs(12 * 3600));
+        let v = c.validate().unwrap();
+        assert_eq!(v.trusted.len(), 2);
+        assert_eq!(v.config.ingest.queue_full_wait, Duration::from_millis(5));
+        let bad: Config = toml::from_str("trusted_proxies = [\"nope\"]").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("nope"));
+        assert!(toml::from_str::<Config>("dedup_window = \"soon\"").is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! Routes. Handlers are thin: extract, call core / enrich / store, answer.
+//!
+//! - tracking: `GET|HEAD /r/{code}` (canonical), `/ref/{code}`, `/go?id={code}`
+//! - ops: `/healthz`, `/readyz`, `/metrics`
+//! - admin API under `/api/v1` (bearer API keys)
+
+mod api;
+mod error;
+mod ops;
+mod redirect;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+
+pub use error::ApiError;
+
+/// Largest request body the admin API reads, bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/programs", get(api::list_programs).post(api::create_program))
+        .route("/programs/{slug}", get(api::get_program).patch(api::update_program))
+        .route("/programs/{slug}/disable", post(api::disable_program))
+        .route("/programs/{slug}/enable", post(api::enable_program))
+        .route("/affiliates", get(api::list_affiliates).post(api::create_affiliate))
+        .route("/affiliates/{slug}", get(api::get_affiliate).patch(api::update_affiliate))
+        .route("/affiliates/{slug}/disable", post(api::disable_affiliate))
+        .route("/affiliates/{slug}/enable", post(api::enable_affiliate))
+        .route("/links", get(api::list_links).post(api::create_link))
+        .route("/links/{code}", get(api::get_link).patch(api::update_link))
+        .route("/links/{code}/disable", post(api::disable_link))
+        .route("/links/{code}/enable", post(api::enable_link))
+        .route("/clicks", get(api::list_clicks))
+        .route("/clicks/{click_id}", get(api::get_click))
+        .fallback(api::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .route("/r/{code}", get(redirect::track_path))
+        .route("/ref/{code}", get(redirect::track_path))
+        .route("/go", get(redirect::track_go))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .nest("/api/v1", api)
+        .fallback(redirect::not_found_page)
+        .with_state(state)
+}

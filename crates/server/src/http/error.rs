@@ -1,0 +1,84 @@
+//! The admin API's error answer: a status and a JSON body
+//! `{"error": "<kind>", "reason": "<what is wrong>"}`.
+//!
+//! Client errors say what is wrong; server errors are logged with their cause
+//! and answered with an opaque reason.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use clickward_store::StoreError;
+use serde_json::json;
+
+/// An API failure.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    /// 400 with a reason.
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, kind: "bad_request", reason: reason.into() }
+    }
+
+    /// 422 with a reason.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "invalid", reason: reason.into() }
+    }
+
+    /// 404 with a reason.
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, kind: "not_found", reason: reason.into() }
+    }
+
+    /// 401.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, kind: "unauthorized", reason: reason.into() }
+    }
+
+    /// 403.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, kind: "forbidden", reason: reason.into() }
+    }
+
+    /// 500; the cause is logged, not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {cause}");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            reason: "internal error; see the server log".to_owned(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => Self::not_found(e.to_string()),
+            StoreError::Conflict(_) => Self {
+                status: StatusCode::CONFLICT,
+                kind: "conflict",
+                reason: e.to_string(),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.kind, "reason": self.reason }));
+        let mut resp = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}

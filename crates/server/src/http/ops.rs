@@ -1,0 +1,40 @@
+//! `/healthz` (the process answers), `/readyz` (it can take clicks, with
+//! detail), `/metrics` (Prometheus text).
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let shutting_down = app.0.shutting_down.load(Ordering::SeqCst);
+    let db_ok = app.0.store.catalog_version().await.is_ok();
+    let ready = db_ok && !shutting_down;
+    let body = json!({
+        "ready": ready,
+        "database": if db_ok { "ok" } else { "unreachable" },
+        "shutting_down": shutting_down,
+        "links": app.0.links.len(),
+        "ingest_queue_depth": app.0.ingest.depth(),
+        "ingest_queue_capacity": app.0.ingest.capacity(),
+        "durability": format!("{:?}", app.0.cfg.config.durability).to_lowercase(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.0.metrics.render(),
+    )
+}

@@ -1,0 +1,261 @@
+//! The tracking routes: resolve the code, classify the request, hand the
+//! click to the ingest pipeline, answer with a temporary redirect.
+//!
+//! Never a 301/308 (browsers cache them and the next click never reaches us),
+//! always `Cache-Control: no-store`. The raw IP is used here, in memory, for
+//! GeoIP and the visitor key, and goes no further.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::PrivateCookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use clickward_core::click::{NewClick, TrackingParams, VisitorKey, normalize_referrer};
+use clickward_core::id::ClickId;
+use clickward_core::link::MacroValues;
+use clickward_enrich::bot::{self, RequestShape};
+use clickward_enrich::ip::client_ip;
+
+use crate::app::AppState;
+use crate::telemetry;
+
+/// Name of the first-party visitor cookie (encrypted and signed).
+pub const VISITOR_COOKIE: &str = "cw_vid";
+
+type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+fn parse_query(q: Option<&str>) -> Pairs<'_> {
+    // Invalid percent-encoding and invalid UTF-8 are decoded lossily (U+FFFD):
+    // a malformed sub-id must not cost the click.
+    q.map(|q| url::form_urlencoded::parse(q.as_bytes()).collect())
+        .unwrap_or_default()
+}
+
+/// `GET|HEAD /r/{code}` and `/ref/{code}`.
+pub async fn track_path(
+    State(app): State<AppState>,
+    method: Method,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    code: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    // A path that is not valid UTF-8 after decoding cannot name a link.
+    let Ok(Path(code)) = code else {
+        return not_found(&app);
+    };
+    let pairs = parse_query(query.as_deref());
+    track(&app, started, &code, &pairs, method, peer, &headers).await
+}
+
+/// `GET|HEAD /go?id={code}&src=…`.
+pub async fn track_go(
+    State(app): State<AppState>,
+    method: Method,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let pairs = parse_query(query.as_deref());
+    let Some(code) = pairs.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()) else {
+        return not_found(&app);
+    };
+    track(&app, started, &code, &pairs, method, peer, &headers).await
+}
+
+async fn track(
+    app: &AppState,
+    started: Instant,
+    code: &str,
+    pairs: &Pairs<'_>,
+    method: Method,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
+    let s = &app.0;
+    let Some(link) = s.links.get(code) else {
+        return not_found(app);
+    };
+    let now = s.clock.now_micros();
+    let params = TrackingParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+
+    let ua = headers
+        .get(header::USER_AGENT)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    let info = s.ua.parse(ua);
+    let prefetch = ["sec-purpose", "purpose", "x-moz"]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .any(|v| bot::is_prefetch_header(v.as_bytes()));
+    let shape = RequestShape {
+        head: method == Method::HEAD,
+        prefetch,
+    };
+    let bot_reason = bot::classify(shape, info.bot);
+
+    let ip = client_ip(
+        peer.ip(),
+        headers.get_all("x-forwarded-for").iter().map(HeaderValue::as_bytes),
+        &s.cfg.trusted,
+    );
+    let geo = match &s.geo {
+        Some(db) => db.lookup(ip).unwrap_or_else(|_| {
+            metrics::counter!(telemetry::GEOIP_ERRORS_TOTAL).increment(1);
+            None
+        }),
+        None => None,
+    };
+
+    // The visitor: the key in our cookie when it decrypts, else a key of
+    // (IP, user agent) under today's salt (plus earlier salts for dedup).
+    let jar = PrivateCookieJar::from_headers(headers, s.cookie_key.clone());
+    let from_cookie = jar
+        .get(VISITOR_COOKIE)
+        .and_then(|c| VisitorKey::from_hex(c.value()));
+    if from_cookie.is_none() && has_raw_cookie(headers, VISITOR_COOKIE) {
+        metrics::counter!(telemetry::COOKIE_REJECTED_TOTAL).increment(1);
+    }
+    let (visitor_key, previous_keys, jar) = match from_cookie {
+        Some(k) => (k, Vec::new(), None),
+        None => match s.salts.keys_for(now, s.cfg.dedup_window, ip, ua) {
+            Ok((k, prev)) => {
+                let cookie = Cookie::build((VISITOR_COOKIE, k.to_hex()))
+                    .path("/")
+                    .http_only(true)
+                    .secure(s.cfg.config.cookie_secure)
+                    .same_site(SameSite::Lax)
+                    .max_age(cookie_max_age(s.cfg.dedup_window));
+                (k, prev, Some(jar.add(cookie)))
+            }
+            Err(e) => {
+                // Cannot persist today's salt: still redirect, still record,
+                // under a key that only dedups within this request.
+                tracing::error!("visitor salt unavailable: {e}");
+                let mut k = [0u8; 16];
+                rand::fill(&mut k[..]);
+                (VisitorKey(k), Vec::new(), None)
+            }
+        },
+    };
+
+    let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
+    let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
+    let click_id_text = click_id.to_string();
+    let record = &link.record;
+    let location = link.destination.expand(&MacroValues {
+        click_id: &click_id_text,
+        code: record.link.code.as_str(),
+        affiliate: record.link.affiliate.as_ref().map(|a| a.as_str()).unwrap_or(""),
+        program: record.link.program.as_str(),
+        src: params.src.as_deref().unwrap_or(""),
+        subs: std::array::from_fn(|i| params.subs[i].as_deref().unwrap_or("")),
+    });
+
+    let referrer = headers
+        .get(header::REFERER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .and_then(|r| normalize_referrer(&r));
+    let geo = geo.unwrap_or_default();
+    let click = NewClick {
+        click_id,
+        ts: now,
+        link_id: record.link.id,
+        program_id: record.program_id,
+        affiliate_id: record.affiliate_id,
+        params,
+        referrer,
+        device: info.device,
+        os: info.os.as_deref().map(str::to_owned),
+        browser: info.browser.as_deref().map(str::to_owned),
+        bot: bot_reason,
+        country: geo.country,
+        region: geo.region,
+        city: geo.city,
+        visitor_key,
+        previous_keys,
+    };
+    let outcome = s.ingest.submit(click).await;
+    metrics::counter!(telemetry::CLICKS_TOTAL, "outcome" => outcome.label()).increment(1);
+    if let Some(reason) = bot_reason {
+        metrics::counter!(telemetry::BOT_CLICKS_TOTAL, "reason" => reason.as_str()).increment(1);
+    }
+
+    let status = StatusCode::from_u16(link.redirect.code()).unwrap_or(StatusCode::FOUND);
+    let Ok(location) = HeaderValue::try_from(location) else {
+        // Destinations are checked when saved and macro values are encoded,
+        // so this cannot happen; answer plainly if it ever does.
+        return (StatusCode::INTERNAL_SERVER_ERROR, "bad destination\n").into_response();
+    };
+    let mut resp = (
+        status,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response();
+    if let Some(jar) = jar {
+        resp = (jar, resp).into_response();
+    }
+    metrics::histogram!(telemetry::REDIRECT_SECONDS).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn cookie_max_age(window_us: i64) -> cookie::time::Duration {
+    // The cookie only serves dedup, so it lives exactly as long as the window.
+    cookie::time::Duration::seconds((window_us / 1_000_000).max(60))
+}
+
+fn has_raw_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b';')
+            .any(|c| c.trim_ascii().starts_with(name.as_bytes()))
+    })
+}
+
+const NOT_FOUND_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\">\
+<title>Link not found</title></head><body style=\"font-family:system-ui,sans-serif;margin:3em auto;max-width:32em\">\
+<h1>Link not found</h1><p>This tracking link does not exist or is no longer active.</p></body></html>\n";
+
+fn not_found(app: &AppState) -> Response {
+    metrics::counter!(telemetry::CLICKS_TOTAL, "outcome" => "not_found").increment(1);
+    if let Some(url) = &app.0.cfg.config.fallback_url {
+        if let Ok(v) = HeaderValue::try_from(url.as_str()) {
+            return (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, v),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                ],
+            )
+                .into_response();
+        }
+    }
+    not_found_html()
+}
+
+fn not_found_html() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        NOT_FOUND_PAGE,
+    )
+        .into_response()
+}
+
+/// Any path no route knows.
+pub async fn not_found_page() -> Response {
+    not_found_html()
+}

@@ -1,0 +1,218 @@
+//! The click pipeline: a bounded queue in front of the store's batched writer.
+//!
+//! Redirect handlers [`Ingest::submit`] a click; one task drains the queue,
+//! taking everything waiting (up to `max_batch`) into one transaction. While a
+//! batch commits, the next one gathers, so under load many clicks share one
+//! commit (group commit) and the queue never waits on a commit per click.
+//!
+//! Overload is explicit: when the queue is full a handler waits up to
+//! `queue_full_wait`, then answers the redirect anyway and counts the click
+//! as `dropped`. Failed writes are retried with backoff, never skipped.
+//! [`IngestTask::drain`] closes the queue and writes everything in it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickward_core::Micros;
+use clickward_core::click::NewClick;
+use clickward_store::Store;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Durability, IngestConfig};
+use crate::telemetry;
+
+struct Job {
+    click: NewClick,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// What became of a submitted click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Committed (sync) or queued (buffered).
+    Recorded,
+    /// Queued, but the commit did not finish within `commit_timeout`.
+    Unconfirmed,
+    /// Not queued: the queue stayed full, or the pipeline is closed.
+    Dropped,
+}
+
+impl Submitted {
+    /// The `outcome` label of [`telemetry::CLICKS_TOTAL`].
+    pub fn label(self) -> &'static str {
+        match self {
+            Submitted::Recorded => "recorded",
+            Submitted::Unconfirmed => "unconfirmed",
+            Submitted::Dropped => "dropped",
+        }
+    }
+}
+
+/// The handlers' side of the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+    durability: Durability,
+    queue_full_wait: Duration,
+    commit_timeout: Duration,
+    capacity: usize,
+}
+
+/// The writer task; [`IngestTask::drain`] stops it after writing everything.
+pub struct IngestTask {
+    close: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Ingest {
+    /// Starts the writer task.
+    pub fn start(
+        store: Arc<dyn Store>,
+        cfg: &IngestConfig,
+        durability: Durability,
+        dedup_window: Micros,
+    ) -> (Ingest, IngestTask) {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (close, closed) = watch::channel(false);
+        let handle = tokio::spawn(writer(store, rx, closed, cfg.max_batch, dedup_window));
+        (
+            Ingest {
+                tx,
+                durability,
+                queue_full_wait: cfg.queue_full_wait,
+                commit_timeout: cfg.commit_timeout,
+                capacity: cfg.queue_capacity,
+            },
+            IngestTask { close, handle },
+        )
+    }
+
+    /// Clicks waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    /// Queue capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Hands a click to the pipeline, waiting for its commit with
+    /// `durability = "sync"`.
+    pub async fn submit(&self, click: NewClick) -> Submitted {
+        let (done, committed) = match self.durability {
+            Durability::Sync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Durability::Buffered => (None, None),
+        };
+        let job = Job { click, done };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                match tokio::time::timeout(self.queue_full_wait, self.tx.send(job)).await {
+                    Ok(Ok(())) => {}
+                    _ => return Submitted::Dropped,
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Submitted::Dropped,
+        }
+        let Some(committed) = committed else {
+            return Submitted::Recorded;
+        };
+        match tokio::time::timeout(self.commit_timeout, committed).await {
+            Ok(Ok(true)) => Submitted::Recorded,
+            // The writer gave up on the batch at shutdown (logged there).
+            Ok(Ok(false) | Err(_)) => Submitted::Dropped,
+            Err(_) => Submitted::Unconfirmed,
+        }
+    }
+}
+
+impl IngestTask {
+    /// Closes the queue, writes every click still in it, and waits for the
+    /// writer to finish.
+    pub async fn drain(self) {
+        let _ = self.close.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+async fn writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Job>,
+    mut closed: watch::Receiver<bool>,
+    max_batch: usize,
+    dedup_window: Micros,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut closing = false;
+    loop {
+        let n = if closing {
+            rx.recv_many(&mut jobs, max_batch).await
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut jobs, max_batch) => n,
+                _ = closed.changed() => {
+                    // No new clicks from here on; what is queued is written.
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        metrics::gauge!(telemetry::QUEUE_DEPTH).set(rx.len() as f64);
+        metrics::histogram!(telemetry::BATCH_SIZE).record(n as f64);
+        let (clicks, dones): (Vec<NewClick>, Vec<Option<oneshot::Sender<bool>>>) =
+            jobs.drain(..).map(|j| (j.click, j.done)).unzip();
+        let committed =
+            write_with_retry(store.as_ref(), Arc::new(clicks), dedup_window, closing).await;
+        if committed {
+            metrics::counter!(telemetry::CLICKS_WRITTEN_TOTAL).increment(n as u64);
+        }
+        for done in dones.into_iter().flatten() {
+            let _ = done.send(committed);
+        }
+    }
+    metrics::gauge!(telemetry::QUEUE_DEPTH).set(0.0);
+}
+
+/// Writes one batch, retrying with backoff until it commits. While shutting
+/// down, gives up after a bounded number of tries so that a broken disk
+/// cannot hold the process forever; that loss is logged with its size.
+async fn write_with_retry(
+    store: &dyn Store,
+    clicks: Arc<Vec<NewClick>>,
+    dedup_window: Micros,
+    closing: bool,
+) -> bool {
+    let mut delay = Duration::from_millis(20);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match store.write_clicks(clicks.clone(), dedup_window).await {
+            Ok(_) => return true,
+            Err(e) => {
+                metrics::counter!(telemetry::WRITE_ERRORS_TOTAL).increment(1);
+                if closing && tries >= 20 {
+                    tracing::error!(
+                        clicks = clicks.len(),
+                        "giving up writing clicks at shutdown after {tries} tries: {e}"
+                    );
+                    return false;
+                }
+                tracing::warn!(
+                    clicks = clicks.len(),
+                    "click batch write failed (try {tries}), retrying in {delay:?}: {e}"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The in-memory link cache the redirect path reads.
+//!
+//! The whole map is replaced on change (API write, SIGHUP, or a catalogue
+//! version bump seen by the poller when another process such as the CLI
+//! changed the database), so a lookup is one read lock and one hash probe.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use clickward_core::link::{Destination, RedirectStatus};
+use clickward_store::{LinkRecord, Store, StoreError};
+
+/// A link ready to redirect.
+#[derive(Debug)]
+pub struct CachedLink {
+    /// The stored link.
+    pub record: LinkRecord,
+    /// Its compiled destination.
+    pub destination: Destination,
+    /// The status to answer with (the link's own or the server default).
+    pub redirect: RedirectStatus,
+}
+
+/// Code → link, for links whose link, program and affiliate are all active.
+pub struct LinkCache {
+    map: RwLock<Arc<HashMap<String, Arc<CachedLink>>>>,
+    version: AtomicI64,
+    default_redirect: RedirectStatus,
+}
+
+impl LinkCache {
+    /// An empty cache.
+    pub fn new(default_redirect: RedirectStatus) -> Self {
+        Self {
+            map: RwLock::new(Arc::new(HashMap::new())),
+            version: AtomicI64::new(-1),
+            default_redirect,
+        }
+    }
+
+    /// The active link with this code.
+    pub fn get(&self, code: &str) -> Option<Arc<CachedLink>> {
+        let map = self.map.read().ok()?.clone();
+        map.get(code).cloned()
+    }
+
+    /// How many active links are cached.
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// `true` when no link is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reloads every link from the store.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let version = store.catalog_version().await?;
+        let records = store.list_links().await?;
+        let mut map = HashMap::with_capacity(records.len());
+        for record in records.into_iter().filter(|r| r.redirects) {
+            match Destination::compile(&record.link.destination, &record.link.utm) {
+                Ok(destination) => {
+                    let redirect = record.link.redirect.unwrap_or(self.default_redirect);
+                    map.insert(
+                        record.link.code.to_string(),
+                        Arc::new(CachedLink {
+                            record,
+                            destination,
+                            redirect,
+                        }),
+                    );
+                }
+                Err(e) => tracing::warn!(code = %record.link.code, "link skipped: {e}"),
+            }
+        }
+        if let Ok(mut m) = self.map.write() {
+            *m = Arc::new(map);
+        }
+        self.version.store(version, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Reloads when the store's catalogue version differs from the cached one.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn refresh_if_changed(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let v = store.catalog_version().await?;
+        if v == self.version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.refresh(store).await?;
+        Ok(true)
+    }
+}

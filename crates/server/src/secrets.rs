@@ -1,0 +1,221 @@
+//! The data directory and the secrets in it.
+//!
+//! - `secrets/cookie.key`: 64 random bytes, the key of the encrypted and
+//!   signed first-party cookie (AES-256-GCM, via `cookie`'s private jar).
+//! - `secrets/visitor-salts.json`: one random 32-byte salt per UTC day, kept
+//!   only as long as the dedup window can reach back
+//!   (`clickward_core::dedup::salts_to_keep`), then deleted from the file.
+//!
+//! Directories are created mode 0700 and files 0600.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use anyhow::{Context, bail};
+use clickward_core::click::VisitorKey;
+use clickward_core::{Micros, dedup, utc_day};
+use clickward_enrich::visitor::{Salt, visitor_key};
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+///
+/// # Errors
+/// When the directory cannot be created.
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename), mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Loads the 64-byte cookie key, creating it on first start.
+///
+/// # Errors
+/// When the file cannot be read or written, or holds fewer than 64 bytes.
+pub fn cookie_key(dir: &Path) -> anyhow::Result<axum_extra::extract::cookie::Key> {
+    ensure_private_dir(dir)?;
+    let path = dir.join("cookie.key");
+    if !path.exists() {
+        let mut key = [0u8; 64];
+        rand::fill(&mut key[..]);
+        write_private(&path, &key)?;
+    }
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 64 {
+        bail!(
+            "{} holds {} bytes; a cookie key needs 64 (delete it to make a new one, which logs every visitor out of dedup)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(axum_extra::extract::cookie::Key::from(&bytes[..64]))
+}
+
+/// The visitor-key salts, one per UTC day.
+pub struct Salts {
+    path: Option<PathBuf>,
+    keep: usize,
+    days: RwLock<BTreeMap<i64, Salt>>,
+}
+
+impl Salts {
+    /// Loads the salt file (or starts empty), keeping enough days for a
+    /// dedup window of `window` µs.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn load(dir: &Path, window: Micros) -> anyhow::Result<Self> {
+        ensure_private_dir(dir)?;
+        let path = dir.join("visitor-salts.json");
+        let days = if path.exists() {
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let raw: BTreeMap<i64, String> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a salt file", path.display()))?;
+            raw.into_iter()
+                .filter_map(|(d, hex)| {
+                    let v = hex::decode(hex).ok()?;
+                    let s: Salt = v.try_into().ok()?;
+                    Some((d, s))
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Self {
+            path: Some(path),
+            keep: dedup::salts_to_keep(window),
+            days: RwLock::new(days),
+        })
+    }
+
+    /// Salts that live only in memory and are never pruned (for
+    /// `clickward import`): history is hashed under salts nobody keeps.
+    pub fn ephemeral() -> Self {
+        Self {
+            path: None,
+            keep: usize::MAX,
+            days: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The salt of `day` if it is still kept.
+    fn get(&self, day: i64) -> Option<Salt> {
+        self.days.read().ok()?.get(&day).copied()
+    }
+
+    /// The salt of `day`, creating (and persisting) it if missing, and
+    /// forgetting salts no dedup window can reach any more.
+    fn get_or_create(&self, day: i64) -> anyhow::Result<Salt> {
+        if let Some(s) = self.get(day) {
+            return Ok(s);
+        }
+        let mut days = self
+            .days
+            .write()
+            .map_err(|_| anyhow::anyhow!("salt lock poisoned"))?;
+        if let Some(s) = days.get(&day) {
+            return Ok(*s);
+        }
+        let mut salt = [0u8; 32];
+        rand::fill(&mut salt[..]);
+        days.insert(day, salt);
+        if self.keep != usize::MAX {
+            let newest = days.keys().next_back().copied().unwrap_or(day);
+            let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
+            days.retain(|d, _| *d > newest.saturating_sub(keep));
+        }
+        if let Some(path) = &self.path {
+            let text: BTreeMap<i64, String> =
+                days.iter().map(|(d, s)| (*d, hex::encode(s))).collect();
+            write_private(path, serde_json::to_string(&text)?.as_bytes())?;
+        }
+        Ok(salt)
+    }
+
+    /// The visitor key of `(ip, ua)` for a click at `ts`, and the keys the
+    /// same visitor had under the earlier salts the dedup window reaches.
+    ///
+    /// # Errors
+    /// When a new day's salt cannot be persisted.
+    pub fn keys_for(
+        &self,
+        ts: Micros,
+        window: Micros,
+        ip: IpAddr,
+        ua: &[u8],
+    ) -> anyhow::Result<(VisitorKey, Vec<VisitorKey>)> {
+        let today = utc_day(ts);
+        let key = visitor_key(&self.get_or_create(today)?, ip, ua);
+        let previous = dedup::salt_days(ts, window)
+            .filter(|d| *d != today)
+            .filter_map(|d| self.get(d))
+            .map(|s| visitor_key(&s, ip, ua))
+            .collect();
+        Ok((key, previous))
+    }
+
+    /// Days whose salts are currently kept (for tests and `/readyz`).
+    pub fn kept_days(&self) -> Vec<i64> {
+        self.days
+            .read()
+            .map(|d| d.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickward_core::MICROS_PER_DAY;
+
+    #[test]
+    fn salts_rotate_and_old_ones_are_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = MICROS_PER_DAY;
+        let s = Salts::load(dir.path(), window).unwrap();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        let (k1, prev) = s.keys_for(10 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        assert!(prev.is_empty());
+        let (k2, prev) = s.keys_for(11 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        assert_ne!(k1, k2);
+        assert_eq!(prev, vec![k1]);
+        s.keys_for(12 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        assert_eq!(s.kept_days(), vec![11, 12]);
+        // The file holds exactly the kept days, and is private.
+        let reloaded = Salts::load(dir.path(), window).unwrap();
+        assert_eq!(reloaded.kept_days(), vec![11, 12]);
+        let mode = fs::metadata(dir.path().join("visitor-salts.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

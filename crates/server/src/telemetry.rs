@@ -1,0 +1,76 @@
+//! Every metric clickward exports, declared in one place, and the log setup.
+//!
+//! Metrics are recorded through the `metrics` facade and rendered by the
+//! Prometheus exporter from our own `/metrics` route. Nothing here is ever
+//! labelled with an IP, a visitor key or any other visitor value.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Tracking requests by outcome: `recorded` (committed, or queued with
+/// `durability = "buffered"`), `unconfirmed` (sync commit did not finish
+/// within `ingest.commit_timeout`; still queued), `dropped` (queue full past
+/// `ingest.queue_full_wait`, or shutting down), `not_found` (unknown or
+/// disabled code).
+pub const CLICKS_TOTAL: &str = "clickward_clicks_total";
+/// Recorded clicks classified as bots, by reason (`ua_pattern`, `head`, …).
+pub const BOT_CLICKS_TOTAL: &str = "clickward_bot_clicks_total";
+/// Time from request to redirect answer, seconds (histogram).
+pub const REDIRECT_SECONDS: &str = "clickward_redirect_duration_seconds";
+/// Clicks waiting in the ingest queue.
+pub const QUEUE_DEPTH: &str = "clickward_ingest_queue_depth";
+/// Clicks per committed transaction (histogram).
+pub const BATCH_SIZE: &str = "clickward_ingest_batch_size";
+/// Failed click-batch writes (each is retried).
+pub const WRITE_ERRORS_TOTAL: &str = "clickward_ingest_write_errors_total";
+/// Clicks committed to the database.
+pub const CLICKS_WRITTEN_TOTAL: &str = "clickward_ingest_clicks_written_total";
+/// Visitor cookies that failed to decrypt (tampered or foreign), ignored.
+pub const COOKIE_REJECTED_TOTAL: &str = "clickward_cookie_rejected_total";
+/// GeoIP lookups that hit a corrupt record (click recorded without location).
+pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
+/// Catalogue reloads by result (`ok`, `error`).
+pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(REDIRECT_SECONDS.to_owned()),
+                    &[
+                        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(BATCH_SIZE.to_owned()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+                    )
+                });
+            match builder.and_then(PrometheusBuilder::install_recorder) {
+                Ok(h) => h,
+                // Another recorder is already installed (only possible when
+                // embedding clickward); render from a detached one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,refinery_core=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
