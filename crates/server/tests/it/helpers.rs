@@ -1,0 +1,189 @@
+//! Test harness: a real server on 127.0.0.1:0 with its own data directory and
+//! an injectable clock, plus a client that does not follow redirects.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickward::Server;
+use clickward::clock::ManualClock;
+use clickward::config::Config;
+use clickward_store::{KeyScope, SqliteOptions, SqliteStore, Store};
+use reqwest::header::HeaderMap;
+
+/// 2026-11-20T12:00:00Z in µs.
+pub const NOON: i64 = 1_795_176_000_000_000;
+
+pub fn shared_data() -> PathBuf {
+    if let Ok(dir) = std::env::var("CLICKWARD_SHARED_DATA") {
+        return PathBuf::from(dir);
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .chain(manifest.ancestors().map(|a| a.join("../shared/data")))
+        .find(|p| p.join("user-agents").is_dir())
+        .expect("../shared/data not found beside the repository")
+}
+
+pub fn seed_catalog() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/links.toml")
+}
+
+pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/153.0.0.0 Safari/537.36";
+pub const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/26.6.1 Mobile/15E148 Safari/604.1";
+
+pub struct TestApp {
+    pub server: Option<Server>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    pub store: SqliteStore,
+    pub admin_key: String,
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            catalog: Some(seed_catalog()),
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let clock = Arc::new(ManualClock::new(NOON));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(cfg.validate().expect("config"), listener, clock.clone())
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.addr());
+        let store = SqliteStore::open(
+            &dir.path().join("data/clickward.db"),
+            &SqliteOptions::default(),
+        )
+        .expect("store");
+        let (admin_key, hash, prefix) = clickward::auth::new_key();
+        store
+            .create_api_key(hash, prefix, KeyScope::Admin, None)
+            .await
+            .expect("key");
+        TestApp {
+            server: Some(server),
+            base,
+            dir,
+            clock,
+            client: client(),
+            store,
+            admin_key,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get_ua(&self, path: &str, ua: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("user-agent", ua)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_with(&self, path: &str, headers: HeaderMap) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .headers(headers)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn api_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The newest clicks (API), newest first.
+    pub async fn clicks(&self, link: &str) -> Vec<serde_json::Value> {
+        let (s, v) = self
+            .api_get(&format!("/api/v1/clicks?link={link}&limit=1000"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            s.wait().await.expect("clean stop");
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -1,0 +1,13 @@
+//! Integration tests over real HTTP: the server runs in-process on port 0
+//! (or as the real binary where signals matter) and is driven with reqwest.
+
+mod helpers;
+
+mod api;
+mod classify;
+mod cli;
+mod dedup;
+mod geo;
+mod privacy;
+mod redirect;
+mod shutdown;
