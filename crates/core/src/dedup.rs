@@ -38,7 +38,9 @@ pub fn salt_days(ts: Micros, window: Micros) -> impl Iterator<Item = i64> {
 /// the window in whole days, rounded up, plus today.
 pub fn salts_to_keep(window: Micros) -> usize {
     let days = (window.max(0) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
-    usize::try_from(days).unwrap_or(usize::MAX).saturating_add(1)
+    usize::try_from(days)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1)
 }
 
 #[cfg(test)]

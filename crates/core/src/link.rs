@@ -228,7 +228,9 @@ pub enum DestinationError {
     #[error("unclosed '{{' in destination {0:?}")]
     Unclosed(String),
     /// A UTM default key that is not one of [`UTM_KEYS`].
-    #[error("unknown UTM key {0:?}; known keys: utm_source utm_medium utm_campaign utm_content utm_term utm_id")]
+    #[error(
+        "unknown UTM key {0:?}; known keys: utm_source utm_medium utm_campaign utm_content utm_term utm_id"
+    )]
     UnknownUtmKey(String),
 }
 
@@ -257,7 +259,8 @@ fn compile_segments(t: &str) -> Result<Vec<Segment>, DestinationError> {
             .find('}')
             .ok_or_else(|| DestinationError::Unclosed(t.to_owned()))?;
         let name = &after[..close];
-        let m = Macro::parse(name).ok_or_else(|| DestinationError::UnknownMacro(name.to_owned()))?;
+        let m =
+            Macro::parse(name).ok_or_else(|| DestinationError::UnknownMacro(name.to_owned()))?;
         out.push(Segment::Macro(m));
         rest = &after[close + 1..];
     }
@@ -480,7 +483,10 @@ mod tests {
             d.expand(&values()),
             "https://m.example/p?utm_source=keep&utm_content=qiita%20article%26x%3D1&utm_medium=affiliate#top"
         );
-        let no_src = MacroValues { src: "", ..values() };
+        let no_src = MacroValues {
+            src: "",
+            ..values()
+        };
         assert_eq!(
             d.expand(&no_src),
             "https://m.example/p?utm_source=keep&utm_medium=affiliate#top",
@@ -532,7 +538,10 @@ mod tests {
     #[test]
     fn permanent_redirects_are_refused() {
         assert_eq!(RedirectStatus::from_code(302), Ok(RedirectStatus::Found));
-        assert_eq!(RedirectStatus::from_code(307), Ok(RedirectStatus::Temporary));
+        assert_eq!(
+            RedirectStatus::from_code(307),
+            Ok(RedirectStatus::Temporary)
+        );
         assert_eq!(
             RedirectStatus::from_code(301),
             Err(RedirectStatusError::Permanent(301))

@@ -138,7 +138,7 @@ pub const MAX_BUCKETS: usize = 10_000;
 
 fn micros(z: &Zoned) -> Micros {
     // Timestamps in a report range are far inside i64 µs.
-    i64::try_from(z.timestamp().as_microsecond()).unwrap_or(i64::MAX)
+    z.timestamp().as_microsecond()
 }
 
 /// The UTC interval covering local dates `from..=to` in `tz`.
@@ -150,7 +150,11 @@ pub fn date_range(from: Date, to: Date, tz: &TimeZone) -> Result<(Micros, Micros
         return Err(RangeError::Reversed(from, to));
     }
     let err = |e: jiff::Error| RangeError::OutOfRange(e.to_string());
-    let start = from.to_zoned(tz.clone()).map_err(err)?.start_of_day().map_err(err)?;
+    let start = from
+        .to_zoned(tz.clone())
+        .map_err(err)?
+        .start_of_day()
+        .map_err(err)?;
     let end = to
         .tomorrow()
         .map_err(err)?
@@ -292,8 +296,13 @@ mod tests {
 
     #[test]
     fn tokyo_day_starts_at_15_utc() {
-        let b = buckets(date(2026, 11, 20), date(2026, 11, 21), &tz("Asia/Tokyo"), TimeGrain::Day)
-            .unwrap();
+        let b = buckets(
+            date(2026, 11, 20),
+            date(2026, 11, 21),
+            &tz("Asia/Tokyo"),
+            TimeGrain::Day,
+        )
+        .unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].label, "2026-11-20");
         let start = Timestamp::from_microsecond(b[0].start).unwrap();
@@ -314,8 +323,13 @@ mod tests {
 
     #[test]
     fn kathmandu_quarter_hour_offset() {
-        let b = buckets(date(2026, 1, 1), date(2026, 1, 1), &tz("Asia/Kathmandu"), TimeGrain::Day)
-            .unwrap();
+        let b = buckets(
+            date(2026, 1, 1),
+            date(2026, 1, 1),
+            &tz("Asia/Kathmandu"),
+            TimeGrain::Day,
+        )
+        .unwrap();
         let start = Timestamp::from_microsecond(b[0].start).unwrap();
         assert_eq!(start.to_string(), "2025-12-31T18:15:00Z");
     }
@@ -323,7 +337,13 @@ mod tests {
     #[test]
     fn weeks_and_months_are_clipped_to_the_range() {
         let utc = TimeZone::UTC;
-        let b = buckets(date(2026, 11, 18), date(2026, 11, 24), &utc, TimeGrain::Week).unwrap();
+        let b = buckets(
+            date(2026, 11, 18),
+            date(2026, 11, 24),
+            &utc,
+            TimeGrain::Week,
+        )
+        .unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].label, "2026-11-16");
         let (s, e) = date_range(date(2026, 11, 18), date(2026, 11, 24), &utc).unwrap();

@@ -263,14 +263,20 @@ mod tests {
         let bot = |ua: &str| d.classify_ua(ua.as_bytes()).is_some();
         // (?<!cam)scan
         assert!(bot("Mozilla/5.0 (compatible; Netscan/1.0)"));
-        assert!(!bot("Mozilla/5.0 CamScanner/6.0 (Linux; Android 12) Mobile"));
+        assert!(!bot(
+            "Mozilla/5.0 CamScanner/6.0 (Linux; Android 12) Mobile"
+        ));
         // java(?!;)
         assert!(bot("Java/1.8.0_151"));
         // (?<! cu)bots?
         assert!(bot("Mozilla/5.0 (compatible; SomeBot/2.0)"));
-        assert!(!bot("Mozilla/5.0 (Linux; Android 11; Cubot X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"));
+        assert!(!bot(
+            "Mozilla/5.0 (Linux; Android 11; Cubot X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+        ));
         // google(?!app|wv...)
-        assert!(!bot("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) GoogleApp/300.0 Mobile/15E148 Safari/604.1"));
+        assert!(!bot(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) GoogleApp/300.0 Mobile/15E148 Safari/604.1"
+        ));
         assert!(bot("Mozilla/5.0 (compatible; Google-InspectionTool/1.0)"));
     }
 
@@ -285,15 +291,25 @@ mod tests {
             "WhatsApp/2.23.20.0 A",
             "TelegramBot (like TwitterBot)",
         ] {
-            assert_eq!(d.classify_ua(ua.as_bytes()), Some(BotReason::PreviewFetcher), "{ua}");
+            assert_eq!(
+                d.classify_ua(ua.as_bytes()),
+                Some(BotReason::PreviewFetcher),
+                "{ua}"
+            );
         }
     }
 
     #[test]
     fn request_shape_wins_over_user_agent() {
-        let head = RequestShape { head: true, prefetch: false };
+        let head = RequestShape {
+            head: true,
+            prefetch: false,
+        };
         assert_eq!(classify(head, None), Some(BotReason::Head));
-        let pre = RequestShape { head: false, prefetch: true };
+        let pre = RequestShape {
+            head: false,
+            prefetch: true,
+        };
         assert_eq!(classify(pre, None), Some(BotReason::Prefetch));
         assert_eq!(classify(RequestShape::default(), None), None);
         assert!(is_prefetch_header(b"prefetch;prerender"));

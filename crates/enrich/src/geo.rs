@@ -50,7 +50,9 @@ pub enum GeoError {
         source: maxminddb::MaxMindDbError,
     },
     /// The file holds no locations (an ASN or anonymous-IP database).
-    #[error("GeoIP database {path} has type {kind:?}, which holds no locations; use a City or Country database")]
+    #[error(
+        "GeoIP database {path} has type {kind:?}, which holds no locations; use a City or Country database"
+    )]
     NotLocation {
         /// The file.
         path: PathBuf,
@@ -144,7 +146,10 @@ impl GeoDb {
                 .iter()
                 .any(|p| kind.starts_with(p));
             let layout = if maxmind_style {
-                if !(kind.contains("City") || kind.contains("Country") || kind.contains("Enterprise")) {
+                if !(kind.contains("City")
+                    || kind.contains("Country")
+                    || kind.contains("Enterprise"))
+                {
                     return Err(GeoError::NotLocation {
                         path: path.to_owned(),
                         kind,

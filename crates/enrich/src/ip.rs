@@ -89,7 +89,11 @@ mod tests {
 
     #[test]
     fn untrusted_peer_is_the_client_whatever_the_header_says() {
-        let got = client_ip(ip("198.51.100.7"), [b"1.1.1.1".as_slice()], &nets(&["10.0.0.0/8"]));
+        let got = client_ip(
+            ip("198.51.100.7"),
+            [b"1.1.1.1".as_slice()],
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(got, ip("198.51.100.7"));
     }
 
@@ -115,7 +119,11 @@ mod tests {
     fn garbage_is_never_trusted() {
         let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
         assert_eq!(
-            client_ip(ip("127.0.0.1"), [b"not-an-ip, 10.0.0.2".as_slice()], &trusted),
+            client_ip(
+                ip("127.0.0.1"),
+                [b"not-an-ip, 10.0.0.2".as_slice()],
+                &trusted
+            ),
             ip("10.0.0.2")
         );
         assert_eq!(
@@ -133,7 +141,11 @@ mod tests {
     #[test]
     fn mapped_v6_is_folded() {
         assert_eq!(canonical(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-        let got = client_ip(ip("::ffff:127.0.0.1"), [b"[2001:db8::1]:443".as_slice()], &nets(&["127.0.0.1/32"]));
+        let got = client_ip(
+            ip("::ffff:127.0.0.1"),
+            [b"[2001:db8::1]:443".as_slice()],
+            &nets(&["127.0.0.1/32"]),
+        );
         assert_eq!(got, ip("2001:db8::1"));
     }
 }

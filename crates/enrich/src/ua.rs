@@ -95,10 +95,7 @@ impl UaParser {
             .filter(|f| f != "Other")
             .map(|f| Arc::from(f.as_ref()));
         let dev_family = dev.as_ref().map(|d| d.device.as_ref()).unwrap_or("Other");
-        let dev_brand = dev
-            .as_ref()
-            .and_then(|d| d.brand.as_deref())
-            .unwrap_or("");
+        let dev_brand = dev.as_ref().and_then(|d| d.brand.as_deref()).unwrap_or("");
         let device = if bot.is_some() || dev_family == "Spider" {
             DeviceType::Bot
         } else {
@@ -127,9 +124,30 @@ fn device_type(ua: &str, family: &str, brand: &str, os: Option<&str>) -> DeviceT
     if contains_any(
         ua,
         &[
-            "SmartTV", "SMART-TV", "Smart-TV", "SmartTv", "Web0S", "webOS.TV", "NetCast", "HbbTV",
-            "AppleTV", "CrKey", "BRAVIA", "Roku", "AFTB", "AFTM", "AFTS", "AFTT", "GoogleTV",
-            "Android TV", "Tizen 2", "Tizen 3", "Tizen 4", "Tizen 5", "Tizen 6", "Tizen 7",
+            "SmartTV",
+            "SMART-TV",
+            "Smart-TV",
+            "SmartTv",
+            "Web0S",
+            "webOS.TV",
+            "NetCast",
+            "HbbTV",
+            "AppleTV",
+            "CrKey",
+            "BRAVIA",
+            "Roku",
+            "AFTB",
+            "AFTM",
+            "AFTS",
+            "AFTT",
+            "GoogleTV",
+            "Android TV",
+            "Tizen 2",
+            "Tizen 3",
+            "Tizen 4",
+            "Tizen 5",
+            "Tizen 6",
+            "Tizen 7",
         ],
     ) && !ua.contains("Mobile")
     {
@@ -144,11 +162,11 @@ fn device_type(ua: &str, family: &str, brand: &str, os: Option<&str>) -> DeviceT
     {
         return DeviceType::Tablet;
     }
-    match os {
-        Some("iOS" | "Android" | "Windows Phone" | "KaiOS" | "BlackBerry OS" | "Symbian OS") => {
-            return DeviceType::Mobile;
-        }
-        _ => {}
+    if matches!(
+        os,
+        Some("iOS" | "Android" | "Windows Phone" | "KaiOS" | "BlackBerry OS" | "Symbian OS")
+    ) {
+        return DeviceType::Mobile;
     }
     if ua.contains("Mobi") || family == "iPhone" {
         return DeviceType::Mobile;

@@ -3,6 +3,8 @@
 //! Targets (issue 2): at least 99% of the crawler-user-agents instances are
 //! recognised as bots, and none of the top browser agents is flagged.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use clickward_enrich::ua::UaParser;
@@ -31,8 +33,7 @@ struct Crawler {
 #[test]
 fn crawler_corpus_is_recognised_at_least_99_percent() {
     let path = shared_data().join("user-agents/crawler-user-agents.json");
-    let crawlers: Vec<Crawler> =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let crawlers: Vec<Crawler> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let parser = UaParser::new(10_000).unwrap();
     let mut total = 0usize;
     let mut missed = Vec::new();
@@ -55,7 +56,11 @@ fn crawler_corpus_is_recognised_at_least_99_percent() {
     for m in missed.iter().take(30) {
         eprintln!("missed: {m}");
     }
-    assert!(recall >= 0.99, "bot recall {:.2}% is under 99%", recall * 100.0);
+    assert!(
+        recall >= 0.99,
+        "bot recall {:.2}% is under 99%",
+        recall * 100.0
+    );
 }
 
 #[test]
@@ -76,5 +81,8 @@ fn no_top_browser_agent_is_flagged() {
     assert!(count >= 20, "browser corpus unexpectedly small: {count}");
     // The list holds a few truncated agents ("… AppleWebKit/537.36") that name
     // no browser; nearly all others must.
-    assert!(with_family * 10 >= count * 9, "{with_family} of {count} have a browser family");
+    assert!(
+        with_family * 10 >= count * 9,
+        "{with_family} of {count} have a browser family"
+    );
 }

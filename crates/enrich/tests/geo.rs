@@ -1,6 +1,8 @@
 //! GeoIP over MaxMind's test databases in `../shared/data/geoip`, including
 //! the broken ones.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -72,7 +74,9 @@ fn corrupt_files_are_refused_or_fail_per_lookup_without_panicking() {
 
 #[test]
 fn non_location_databases_are_refused() {
-    let e = GeoDb::open(&[geoip("GeoLite2-ASN-Test.mmdb")]).err().unwrap();
+    let e = GeoDb::open(&[geoip("GeoLite2-ASN-Test.mmdb")])
+        .err()
+        .unwrap();
     assert!(matches!(e, GeoError::NotLocation { .. }), "{e}");
 }
 

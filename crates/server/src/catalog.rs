@@ -95,19 +95,28 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
     let mut programs = HashSet::new();
     for p in &file.programs {
         if !programs.insert(p.slug.clone()) {
-            return Err(invalid(format!("program {:?} is declared twice", p.slug.as_str())));
+            return Err(invalid(format!(
+                "program {:?} is declared twice",
+                p.slug.as_str()
+            )));
         }
     }
     let mut affiliates = HashSet::new();
     for a in &file.affiliates {
         if !affiliates.insert(a.slug.clone()) {
-            return Err(invalid(format!("affiliate {:?} is declared twice", a.slug.as_str())));
+            return Err(invalid(format!(
+                "affiliate {:?} is declared twice",
+                a.slug.as_str()
+            )));
         }
     }
     let mut codes = HashSet::new();
     for l in &file.links {
         if !codes.insert(l.code.clone()) {
-            return Err(invalid(format!("link code {:?} is declared twice", l.code.as_str())));
+            return Err(invalid(format!(
+                "link code {:?} is declared twice",
+                l.code.as_str()
+            )));
         }
         if !programs.contains(&l.program) {
             return Err(invalid(format!(
@@ -116,14 +125,12 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
                 l.program.as_str()
             )));
         }
-        if let Some(a) = &l.affiliate {
-            if !affiliates.contains(a) {
-                return Err(invalid(format!(
-                    "link {:?} names affiliate {:?}, which is not declared in this file",
-                    l.code.as_str(),
-                    a.as_str()
-                )));
-            }
+        if let Some(a) = l.affiliate.as_ref().filter(|a| !affiliates.contains(*a)) {
+            return Err(invalid(format!(
+                "link {:?} names affiliate {:?}, which is not declared in this file",
+                l.code.as_str(),
+                a.as_str()
+            )));
         }
         Destination::compile(&l.destination, &l.utm)
             .map_err(|e| invalid(format!("link {:?}: {e}", l.code.as_str())))?;
@@ -183,8 +190,16 @@ destination = "https://shop.example/"
         let cat = load(&path).unwrap();
         let codes: Vec<&str> = cat.links.iter().map(|l| l.code.as_str()).collect();
         for code in [
-            "solare", "boardbrew", "wholefoods", "totalwine", "smallgoods", "puesto",
-            "gbvintners", "rakuten_sim", "amazon_kindle", "a8_nisa",
+            "solare",
+            "boardbrew",
+            "wholefoods",
+            "totalwine",
+            "smallgoods",
+            "puesto",
+            "gbvintners",
+            "rakuten_sim",
+            "amazon_kindle",
+            "a8_nisa",
         ] {
             assert!(codes.contains(&code), "seed catalogue lacks {code}");
         }
@@ -192,24 +207,39 @@ destination = "https://shop.example/"
 
     #[test]
     fn duplicate_codes_are_named() {
-        let text = format!("{OK}\n[[links]]\ncode = \"a\"\nprogram = \"shop\"\ndestination = \"https://x.example/\"\n");
+        let text = format!(
+            "{OK}\n[[links]]\ncode = \"a\"\nprogram = \"shop\"\ndestination = \"https://x.example/\"\n"
+        );
         let e = parse("t.toml", &text).unwrap_err().to_string();
-        assert!(e.contains("\"a\" is declared twice") && e.contains("t.toml"), "{e}");
+        assert!(
+            e.contains("\"a\" is declared twice") && e.contains("t.toml"),
+            "{e}"
+        );
     }
 
     #[test]
     fn permanent_redirects_and_typos_are_refused() {
-        let e = parse("t.toml", &format!("{OK}redirect = 301\n")).unwrap_err().to_string();
+        let e = parse("t.toml", &format!("{OK}redirect = 301\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("301"), "{e}");
-        let e = parse("t.toml", &format!("{OK}destinaton = \"x\"\n")).unwrap_err().to_string();
+        let e = parse("t.toml", &format!("{OK}destinaton = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("destinaton"), "{e}");
-        let e = parse("t.toml", &OK.replace("https://shop.example/", "https://{src}/"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "t.toml",
+            &OK.replace("https://shop.example/", "https://{src}/"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("host"), "{e}");
-        let e = parse("t.toml", &OK.replace("program = \"shop\"", "program = \"nope\""))
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "t.toml",
+            &OK.replace("program = \"shop\"", "program = \"nope\""),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 }

@@ -260,14 +260,22 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
     let store = open_store(&v)?;
     match command {
         Command::Serve(_) => bail!("serve is handled by main"),
-        Command::Link(LinkCmd::Add { code, program, affiliate, destination, redirect, utm }) => {
+        Command::Link(LinkCmd::Add {
+            code,
+            program,
+            affiliate,
+            destination,
+            redirect,
+            utm,
+        }) => {
             let utm: UtmDefaults = utm.into_iter().collect();
             Destination::compile(&destination, &utm)?;
             let redirect = redirect.map(RedirectStatus::from_code).transpose()?;
             let rec = store
                 .save_link(
                     LinkInput {
-                        code: LinkCode::parse(&code).with_context(|| format!("link code {code:?}"))?,
+                        code: LinkCode::parse(&code)
+                            .with_context(|| format!("link code {code:?}"))?,
                         program: slug(&program, "program")?,
                         affiliate: affiliate.map(|a| slug(&a, "affiliate")).transpose()?,
                         destination,
@@ -281,7 +289,10 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             println!("created link {} -> {}", rec.link.code, rec.link.destination);
         }
         Command::Link(LinkCmd::List) => {
-            println!("{:<24} {:<10} {:<16} {:<16} destination", "code", "status", "program", "affiliate");
+            println!(
+                "{:<24} {:<10} {:<16} {:<16} destination",
+                "code", "status", "program", "affiliate"
+            );
             for r in store.list_links().await? {
                 let status = if r.redirects { "active" } else { "inactive" };
                 println!(
@@ -295,7 +306,9 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Link(LinkCmd::Disable { code }) => {
-            let cur = store.get_link(LinkCode::parse(&code).with_context(|| format!("link code {code:?}"))?).await?;
+            let cur = store
+                .get_link(LinkCode::parse(&code).with_context(|| format!("link code {code:?}"))?)
+                .await?;
             let l = cur.link;
             store
                 .save_link(
@@ -316,7 +329,11 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Affiliate(AffiliateCmd::Add { slug: s, name }) => {
             let a = store
                 .save_affiliate(
-                    AffiliateInput { name: name.unwrap_or_else(|| s.clone()), slug: slug(&s, "affiliate")?, status: Status::Active },
+                    AffiliateInput {
+                        name: name.unwrap_or_else(|| s.clone()),
+                        slug: slug(&s, "affiliate")?,
+                        status: Status::Active,
+                    },
                     SaveMode::Create,
                 )
                 .await?;
@@ -330,7 +347,11 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Program(ProgramCmd::Add { slug: s, name }) => {
             let p = store
                 .save_program(
-                    ProgramInput { name: name.unwrap_or_else(|| s.clone()), slug: slug(&s, "program")?, status: Status::Active },
+                    ProgramInput {
+                        name: name.unwrap_or_else(|| s.clone()),
+                        slug: slug(&s, "program")?,
+                        status: Status::Active,
+                    },
                     SaveMode::Create,
                 )
                 .await?;
@@ -357,8 +378,14 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Import(args) => {
             let ua = UaParser::new(20_000)?;
-            let geo = if v.config.geoip.is_empty() { None } else { Some(GeoDb::open(&v.config.geoip)?) };
-            let s = crate::import::import_csv(&store, &ua, geo.as_ref(), &args.file, v.dedup_window).await?;
+            let geo = if v.config.geoip.is_empty() {
+                None
+            } else {
+                Some(GeoDb::open(&v.config.geoip)?)
+            };
+            let s =
+                crate::import::import_csv(&store, &ua, geo.as_ref(), &args.file, v.dedup_window)
+                    .await?;
             println!(
                 "{} rows: {} clicks imported, {} already present, {} skipped",
                 s.rows, s.imported, s.already_present, s.skipped_count
@@ -375,9 +402,14 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Unknown time zone or dimension, two time dimensions, bad range.
-pub fn report_query(args: &ReportArgs, today: jiff::Timestamp) -> anyhow::Result<(ReportQuery, TimeZone)> {
+pub fn report_query(
+    args: &ReportArgs,
+    today: jiff::Timestamp,
+) -> anyhow::Result<(ReportQuery, TimeZone)> {
     let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
-    let from = args.from.unwrap_or_else(|| today.to_zoned(tz.clone()).date());
+    let from = args
+        .from
+        .unwrap_or_else(|| today.to_zoned(tz.clone()).date());
     let to = args.to.unwrap_or(from);
     let dims = args
         .by
@@ -400,7 +432,15 @@ pub fn report_query(args: &ReportArgs, today: jiff::Timestamp) -> anyhow::Result
         Some(g) => Some(report::buckets(from, to, &tz, *g)?),
         None => None,
     };
-    Ok((ReportQuery { start, end, buckets, dims }, tz))
+    Ok((
+        ReportQuery {
+            start,
+            end,
+            buckets,
+            dims,
+        },
+        tz,
+    ))
 }
 
 /// The report as text in the chosen format.
@@ -414,10 +454,22 @@ pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result
     Ok(render(&names, &rows, args.format))
 }
 
-const METRICS: [&str; 5] = ["gross_clicks", "bot_clicks", "clicks", "unique_clicks", "duplicate_clicks"];
+const METRICS: [&str; 5] = [
+    "gross_clicks",
+    "bot_clicks",
+    "clicks",
+    "unique_clicks",
+    "duplicate_clicks",
+];
 
 fn metric_values(c: &ClickCounts) -> [i64; 5] {
-    [c.gross_clicks, c.bot_clicks, c.clicks(), c.unique_clicks, c.duplicate_clicks()]
+    [
+        c.gross_clicks,
+        c.bot_clicks,
+        c.clicks(),
+        c.unique_clicks,
+        c.duplicate_clicks(),
+    ]
 }
 
 fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
@@ -459,13 +511,29 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
         }
         Format::Table => {
             let mut table: Vec<Vec<String>> = Vec::new();
-            table.push(names.iter().cloned().chain(METRICS.iter().map(|m| (*m).to_owned())).collect());
+            table.push(
+                names
+                    .iter()
+                    .cloned()
+                    .chain(METRICS.iter().map(|m| (*m).to_owned()))
+                    .collect(),
+            );
             for r in rows {
                 let mut line: Vec<String> = r.keys.iter().map(key).collect();
                 line.extend(metric_values(&r.counts).iter().map(ToString::to_string));
                 table.push(line);
             }
-            let mut tot: Vec<String> = names.iter().enumerate().map(|(i, _)| if i == 0 { "total".to_owned() } else { String::new() }).collect();
+            let mut tot: Vec<String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    if i == 0 {
+                        "total".to_owned()
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
             if names.is_empty() {
                 tot.clear();
             }
@@ -473,7 +541,14 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
             table.push(tot);
             let cols = table.iter().map(Vec::len).max().unwrap_or(0);
             let widths: Vec<usize> = (0..cols)
-                .map(|c| table.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+                .map(|c| {
+                    table
+                        .iter()
+                        .filter_map(|r| r.get(c))
+                        .map(|s| s.chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
                 .collect();
             let mut out = String::new();
             for (i, row) in table.iter().enumerate() {
@@ -487,7 +562,11 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
                     .enumerate()
                     .map(|(c, s)| {
                         let pad = widths[c].saturating_sub(s.chars().count());
-                        if c >= names.len() { format!("{}{s}", " ".repeat(pad)) } else { format!("{s}{}", " ".repeat(pad)) }
+                        if c >= names.len() {
+                            format!("{}{s}", " ".repeat(pad))
+                        } else {
+                            format!("{s}{}", " ".repeat(pad))
+                        }
                     })
                     .collect();
                 out.push_str(cells.join("  ").trim_end());

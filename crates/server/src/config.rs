@@ -30,7 +30,9 @@ impl std::str::FromStr for Durability {
         match s {
             "sync" => Ok(Self::Sync),
             "buffered" => Ok(Self::Buffered),
-            other => Err(format!("durability {other:?} is not \"sync\" or \"buffered\"")),
+            other => Err(format!(
+                "durability {other:?} is not \"sync\" or \"buffered\""
+            )),
         }
     }
 }

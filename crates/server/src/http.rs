@@ -22,12 +22,24 @@ const MAX_BODY: usize = 64 * 1024;
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/programs", get(api::list_programs).post(api::create_program))
-        .route("/programs/{slug}", get(api::get_program).patch(api::update_program))
+        .route(
+            "/programs",
+            get(api::list_programs).post(api::create_program),
+        )
+        .route(
+            "/programs/{slug}",
+            get(api::get_program).patch(api::update_program),
+        )
         .route("/programs/{slug}/disable", post(api::disable_program))
         .route("/programs/{slug}/enable", post(api::enable_program))
-        .route("/affiliates", get(api::list_affiliates).post(api::create_affiliate))
-        .route("/affiliates/{slug}", get(api::get_affiliate).patch(api::update_affiliate))
+        .route(
+            "/affiliates",
+            get(api::list_affiliates).post(api::create_affiliate),
+        )
+        .route(
+            "/affiliates/{slug}",
+            get(api::get_affiliate).patch(api::update_affiliate),
+        )
         .route("/affiliates/{slug}/disable", post(api::disable_affiliate))
         .route("/affiliates/{slug}/enable", post(api::enable_affiliate))
         .route("/links", get(api::list_links).post(api::create_link))

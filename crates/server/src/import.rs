@@ -53,14 +53,13 @@ pub struct ImportSummary {
 pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
     let s = s.trim();
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return i64::try_from(t.as_microsecond()).map_err(|_| format!("timestamp {s:?} out of range"));
+        return Ok(t.as_microsecond());
     }
     if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
         let z = dt
             .to_zoned(jiff::tz::TimeZone::UTC)
             .map_err(|e| format!("timestamp {s:?}: {e}"))?;
-        return i64::try_from(z.timestamp().as_microsecond())
-            .map_err(|_| format!("timestamp {s:?} out of range"));
+        return Ok(z.timestamp().as_microsecond());
     }
     if let Ok(n) = s.parse::<i64>() {
         // Anything past 1e12 is milliseconds (1e12 s is the year 33658).
@@ -185,7 +184,11 @@ pub async fn import_csv(
             Some(s) => match s.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    skip(&mut summary, line, "ip column is not an IP address".to_owned());
+                    skip(
+                        &mut summary,
+                        line,
+                        "ip column is not an IP address".to_owned(),
+                    );
                     continue;
                 }
             },
@@ -199,11 +202,10 @@ pub async fn import_csv(
         let pairs: Vec<(&str, &str)> = src
             .iter()
             .map(|s| ("src", s.as_str()))
-            .chain(
-                subs.iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.as_deref().map(|v| (["sub1", "sub2", "sub3", "sub4", "sub5"][i], v))),
-            )
+            .chain(subs.iter().enumerate().filter_map(|(i, s)| {
+                s.as_deref()
+                    .map(|v| (["sub1", "sub2", "sub3", "sub4", "sub5"][i], v))
+            }))
             .collect();
         let params = TrackingParams::from_pairs(pairs);
         let id_seed = *blake3::hash(&[rec.as_slice(), &line.to_le_bytes()].concat()).as_bytes();
@@ -298,8 +300,14 @@ mod tests {
     #[test]
     fn timestamps_in_common_shapes() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Ok(MICROS_PER_SEC));
-        assert_eq!(parse_timestamp("1970-01-01T09:00:01+09:00"), Ok(MICROS_PER_SEC));
-        assert_eq!(parse_timestamp("1970-01-01 00:00:02"), Ok(2 * MICROS_PER_SEC));
+        assert_eq!(
+            parse_timestamp("1970-01-01T09:00:01+09:00"),
+            Ok(MICROS_PER_SEC)
+        );
+        assert_eq!(
+            parse_timestamp("1970-01-01 00:00:02"),
+            Ok(2 * MICROS_PER_SEC)
+        );
         assert_eq!(parse_timestamp("3"), Ok(3 * MICROS_PER_SEC));
         assert_eq!(parse_timestamp("1700000000123"), Ok(1_700_000_000_123_000));
         assert!(parse_timestamp("yesterday").is_err());

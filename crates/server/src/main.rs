@@ -12,7 +12,10 @@ use tokio::signal::unix::{SignalKind, signal};
 fn main() -> std::process::ExitCode {
     clickward::telemetry::init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

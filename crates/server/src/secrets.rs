@@ -95,8 +95,8 @@ impl Salts {
         ensure_private_dir(dir)?;
         let path = dir.join("visitor-salts.json");
         let days = if path.exists() {
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             let raw: BTreeMap<i64, String> = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a salt file", path.display()))?;
             raw.into_iter()
@@ -202,12 +202,17 @@ mod tests {
         let window = MICROS_PER_DAY;
         let s = Salts::load(dir.path(), window).unwrap();
         let ip: IpAddr = "203.0.113.1".parse().unwrap();
-        let (k1, prev) = s.keys_for(10 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        let (k1, prev) = s
+            .keys_for(10 * MICROS_PER_DAY + 5, window, ip, b"ua")
+            .unwrap();
         assert!(prev.is_empty());
-        let (k2, prev) = s.keys_for(11 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        let (k2, prev) = s
+            .keys_for(11 * MICROS_PER_DAY + 5, window, ip, b"ua")
+            .unwrap();
         assert_ne!(k1, k2);
         assert_eq!(prev, vec![k1]);
-        s.keys_for(12 * MICROS_PER_DAY + 5, window, ip, b"ua").unwrap();
+        s.keys_for(12 * MICROS_PER_DAY + 5, window, ip, b"ua")
+            .unwrap();
         assert_eq!(s.kept_days(), vec![11, 12]);
         // The file holds exactly the kept days, and is private.
         let reloaded = Salts::load(dir.path(), window).unwrap();

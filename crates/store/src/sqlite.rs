@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use clickward_core::Micros;
 use clickward_core::click::{NewClick, VisitorKey};
 use clickward_core::dedup;
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
 use clickward_core::report::{ClickCounts, Dimension};
-use clickward_core::Micros;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
 use crate::{
-    AffiliateInput, ApiKey, CatalogInput, ClickRow, ClickWritten, KeyScope, LinkInput,
-    LinkRecord, ProgramInput, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+    AffiliateInput, ApiKey, CatalogInput, ClickRow, ClickWritten, KeyScope, LinkInput, LinkRecord,
+    ProgramInput, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
 };
 
 mod embedded {
@@ -239,7 +239,10 @@ fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
             id: row.get(0)?,
             code: LinkCode::parse(&code).map_err(|_| corrupt("link code", &code))?,
             program: slug_of(&row.get::<_, String>(2)?)?,
-            affiliate: row.get::<_, Option<String>>(3)?.map(|s| slug_of(&s)).transpose()?,
+            affiliate: row
+                .get::<_, Option<String>>(3)?
+                .map(|s| slug_of(&s))
+                .transpose()?,
             destination: row.get(4)?,
             redirect,
             utm,
@@ -253,15 +256,33 @@ fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
     })
 }
 
-fn save_program_tx(tx: &Transaction<'_>, p: &ProgramInput, mode: SaveMode) -> Result<(), StoreError> {
+fn save_program_tx(
+    tx: &Transaction<'_>,
+    p: &ProgramInput,
+    mode: SaveMode,
+) -> Result<(), StoreError> {
     let now = now_micros();
     let exists: bool = tx
-        .query_row("SELECT 1 FROM programs WHERE slug = ?1", [p.slug.as_str()], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM programs WHERE slug = ?1",
+            [p.slug.as_str()],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     match (mode, exists) {
-        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("program {:?}", p.slug.as_str()))),
-        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("program {:?}", p.slug.as_str()))),
+        (SaveMode::Create, true) => {
+            return Err(StoreError::Conflict(format!(
+                "program {:?}",
+                p.slug.as_str()
+            )));
+        }
+        (SaveMode::Update, false) => {
+            return Err(StoreError::NotFound(format!(
+                "program {:?}",
+                p.slug.as_str()
+            )));
+        }
         _ => {}
     }
     if exists {
@@ -286,12 +307,26 @@ fn save_affiliate_tx(
 ) -> Result<(), StoreError> {
     let now = now_micros();
     let exists: bool = tx
-        .query_row("SELECT 1 FROM affiliates WHERE slug = ?1", [a.slug.as_str()], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM affiliates WHERE slug = ?1",
+            [a.slug.as_str()],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     match (mode, exists) {
-        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("affiliate {:?}", a.slug.as_str()))),
-        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("affiliate {:?}", a.slug.as_str()))),
+        (SaveMode::Create, true) => {
+            return Err(StoreError::Conflict(format!(
+                "affiliate {:?}",
+                a.slug.as_str()
+            )));
+        }
+        (SaveMode::Update, false) => {
+            return Err(StoreError::NotFound(format!(
+                "affiliate {:?}",
+                a.slug.as_str()
+            )));
+        }
         _ => {}
     }
     if exists {
@@ -312,24 +347,40 @@ fn save_affiliate_tx(
 fn save_link_tx(tx: &Transaction<'_>, l: &LinkInput, mode: SaveMode) -> Result<(), StoreError> {
     let now = now_micros();
     let program_id: i64 = tx
-        .query_row("SELECT id FROM programs WHERE slug = ?1", [l.program.as_str()], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM programs WHERE slug = ?1",
+            [l.program.as_str()],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("program {:?}", l.program.as_str())))?;
     let affiliate_id: Option<i64> = match &l.affiliate {
         None => None,
         Some(a) => Some(
-            tx.query_row("SELECT id FROM affiliates WHERE slug = ?1", [a.as_str()], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", a.as_str())))?,
+            tx.query_row(
+                "SELECT id FROM affiliates WHERE slug = ?1",
+                [a.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", a.as_str())))?,
         ),
     };
     let exists = tx
-        .query_row("SELECT 1 FROM links WHERE code = ?1", [l.code.as_str()], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM links WHERE code = ?1",
+            [l.code.as_str()],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some();
     match (mode, exists) {
-        (SaveMode::Create, true) => return Err(StoreError::Conflict(format!("link {:?}", l.code.as_str()))),
-        (SaveMode::Update, false) => return Err(StoreError::NotFound(format!("link {:?}", l.code.as_str()))),
+        (SaveMode::Create, true) => {
+            return Err(StoreError::Conflict(format!("link {:?}", l.code.as_str())));
+        }
+        (SaveMode::Update, false) => {
+            return Err(StoreError::NotFound(format!("link {:?}", l.code.as_str())));
+        }
         _ => {}
     }
     let utm = serde_json::to_string(&l.utm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -340,7 +391,16 @@ fn save_link_tx(tx: &Transaction<'_>, l: &LinkInput, mode: SaveMode) -> Result<(
              utm = ?6, status = ?7, updated_at = ?8 WHERE code = ?1 AND (program_id IS NOT ?2 \
              OR affiliate_id IS NOT ?3 OR destination IS NOT ?4 OR redirect IS NOT ?5 \
              OR utm IS NOT ?6 OR status IS NOT ?7)",
-            params![l.code.as_str(), program_id, affiliate_id, l.destination, redirect, utm, l.status.as_str(), now],
+            params![
+                l.code.as_str(),
+                program_id,
+                affiliate_id,
+                l.destination,
+                redirect,
+                utm,
+                l.status.as_str(),
+                now
+            ],
         )?;
     } else {
         tx.execute(
@@ -588,7 +648,8 @@ impl Store for SqliteStore {
 
     fn list_programs(&self) -> StoreFuture<'_, Vec<Program>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM programs ORDER BY slug")?;
+            let mut st =
+                c.prepare_cached("SELECT id, slug, name, status FROM programs ORDER BY slug")?;
             let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -600,7 +661,8 @@ impl Store for SqliteStore {
 
     fn get_program(&self, slug: Slug) -> StoreFuture<'_, Program> {
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM programs WHERE slug = ?1")?;
+            let mut st =
+                c.prepare_cached("SELECT id, slug, name, status FROM programs WHERE slug = ?1")?;
             let mut rows = st.query([slug.as_str()])?;
             match rows.next()? {
                 Some(r) => program_from(r),
@@ -626,7 +688,8 @@ impl Store for SqliteStore {
 
     fn list_affiliates(&self) -> StoreFuture<'_, Vec<Affiliate>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM affiliates ORDER BY slug")?;
+            let mut st =
+                c.prepare_cached("SELECT id, slug, name, status FROM affiliates ORDER BY slug")?;
             let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -638,11 +701,15 @@ impl Store for SqliteStore {
 
     fn get_affiliate(&self, slug: Slug) -> StoreFuture<'_, Affiliate> {
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT id, slug, name, status FROM affiliates WHERE slug = ?1")?;
+            let mut st =
+                c.prepare_cached("SELECT id, slug, name, status FROM affiliates WHERE slug = ?1")?;
             let mut rows = st.query([slug.as_str()])?;
             match rows.next()? {
                 Some(r) => affiliate_from(r),
-                None => Err(StoreError::NotFound(format!("affiliate {:?}", slug.as_str()))),
+                None => Err(StoreError::NotFound(format!(
+                    "affiliate {:?}",
+                    slug.as_str()
+                ))),
             }
         })
     }
@@ -693,7 +760,11 @@ impl Store for SqliteStore {
 
     fn catalog_version(&self) -> StoreFuture<'_, i64> {
         self.read(|c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = 'catalog_version'", [], |r| r.get(0))?)
+            Ok(c.query_row(
+                "SELECT value FROM meta WHERE key = 'catalog_version'",
+                [],
+                |r| r.get(0),
+            )?)
         })
     }
 

@@ -1,6 +1,8 @@
 //! Store behaviour every backend must show. Runs against SQLite (a fresh file
 //! per test); the PostgreSQL backend will run the same cases.
 
+#![allow(clippy::unwrap_used)]
+
 use clickward_core::click::{BotReason, DeviceType, NewClick, TrackingParams, VisitorKey};
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Status, UtmDefaults};
@@ -24,8 +26,16 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default()).unwrap();
     s.apply_catalog(CatalogInput {
-        programs: vec![ProgramInput { slug: slug("shop"), name: "Shop".into(), status: Status::Active }],
-        affiliates: vec![AffiliateInput { slug: slug("blog"), name: "Blog".into(), status: Status::Active }],
+        programs: vec![ProgramInput {
+            slug: slug("shop"),
+            name: "Shop".into(),
+            status: Status::Active,
+        }],
+        affiliates: vec![AffiliateInput {
+            slug: slug("blog"),
+            name: "Blog".into(),
+            status: Status::Active,
+        }],
         links: vec![
             LinkInput {
                 code: LinkCode::parse("a").unwrap(),
@@ -59,7 +69,10 @@ fn click(link_id: i64, ts: i64, visitor: u8, n: u128) -> NewClick {
         link_id,
         program_id: 1,
         affiliate_id: None,
-        params: TrackingParams { src: Some("article".into()), subs: Default::default() },
+        params: TrackingParams {
+            src: Some("article".into()),
+            subs: Default::default(),
+        },
         referrer: None,
         device: DeviceType::Mobile,
         os: None,
@@ -80,18 +93,38 @@ async fn catalog_saves_conflicts_and_disables() {
     assert_eq!(links.len(), 2);
     assert!(links.iter().all(|l| l.redirects));
     let err = s
-        .save_program(ProgramInput { slug: slug("shop"), name: "x".into(), status: Status::Active }, SaveMode::Create)
+        .save_program(
+            ProgramInput {
+                slug: slug("shop"),
+                name: "x".into(),
+                status: Status::Active,
+            },
+            SaveMode::Create,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     let v0 = s.catalog_version().await.unwrap();
-    s.save_affiliate(AffiliateInput { slug: slug("blog"), name: "Blog".into(), status: Status::Disabled }, SaveMode::Update)
-        .await
-        .unwrap();
+    s.save_affiliate(
+        AffiliateInput {
+            slug: slug("blog"),
+            name: "Blog".into(),
+            status: Status::Disabled,
+        },
+        SaveMode::Update,
+    )
+    .await
+    .unwrap();
     assert!(s.catalog_version().await.unwrap() > v0);
     let a = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
-    assert!(!a.redirects, "a link of a disabled affiliate must not redirect");
-    let err = s.get_link(LinkCode::parse("zzz").unwrap()).await.unwrap_err();
+    assert!(
+        !a.redirects,
+        "a link of a disabled affiliate must not redirect"
+    );
+    let err = s
+        .get_link(LinkCode::parse("zzz").unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
 }
 
@@ -117,10 +150,19 @@ async fn unique_is_decided_per_visitor_and_link_within_the_window() {
     assert_eq!(uniques, vec![true, false, true, false]);
     // Within the window in a later batch: still a duplicate; after it: unique.
     let out = s
-        .write_clicks(std::sync::Arc::new(vec![click(1, t0 + 23 * HOUR, 1, 5), click(1, t0 + 24 * HOUR, 1, 6)]), WINDOW)
+        .write_clicks(
+            std::sync::Arc::new(vec![
+                click(1, t0 + 23 * HOUR, 1, 5),
+                click(1, t0 + 24 * HOUR, 1, 6),
+            ]),
+            WINDOW,
+        )
         .await
         .unwrap();
-    assert_eq!(out.iter().map(|o| o.unique).collect::<Vec<_>>(), vec![false, true]);
+    assert_eq!(
+        out.iter().map(|o| o.unique).collect::<Vec<_>>(),
+        vec![false, true]
+    );
 }
 
 #[tokio::test]
@@ -130,16 +172,28 @@ async fn previous_day_key_keeps_a_midnight_double_tap_single() {
     let before = click(1, midnight - MICROS_PER_SEC, 1, 1);
     let mut after = click(1, midnight + MICROS_PER_SEC, 2, 2); // new day, new salt, new key
     after.previous_keys = vec![VisitorKey([1; 16])];
-    let out = s.write_clicks(std::sync::Arc::new(vec![before, after]), WINDOW).await.unwrap();
-    assert_eq!(out.iter().map(|o| o.unique).collect::<Vec<_>>(), vec![true, false]);
+    let out = s
+        .write_clicks(std::sync::Arc::new(vec![before, after]), WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.unique).collect::<Vec<_>>(),
+        vec![true, false]
+    );
 }
 
 #[tokio::test]
 async fn replayed_click_ids_change_nothing() {
     let (_d, s) = store().await;
     let c = click(1, 300 * MICROS_PER_DAY, 1, 7);
-    let first = s.write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW).await.unwrap();
-    let again = s.write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW).await.unwrap();
+    let first = s
+        .write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW)
+        .await
+        .unwrap();
+    let again = s
+        .write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW)
+        .await
+        .unwrap();
     assert!(first[0].inserted && first[0].unique);
     assert!(!again[0].inserted && !again[0].unique);
     assert_eq!(s.list_clicks(None, 10).await.unwrap().len(), 1);
@@ -155,12 +209,19 @@ async fn report_groups_by_local_day_and_dimension() {
     // 2026-11-20 14:59:59 UTC is 23:59:59 on the 20th in Tokyo; a second
     // later is the 21st.
     let base: jiff::Timestamp = "2026-11-20T14:59:59Z".parse().unwrap();
-    let t = i64::try_from(base.as_microsecond()).unwrap();
+    let t = base.as_microsecond();
     let mut bot = click(2, t + MICROS_PER_SEC, 5, 3);
     bot.bot = Some(BotReason::Head);
-    s.write_clicks(std::sync::Arc::new(vec![click(1, t, 1, 1), click(1, t + MICROS_PER_SEC, 2, 2), bot]), WINDOW)
-        .await
-        .unwrap();
+    s.write_clicks(
+        std::sync::Arc::new(vec![
+            click(1, t, 1, 1),
+            click(1, t + MICROS_PER_SEC, 2, 2),
+            bot,
+        ]),
+        WINDOW,
+    )
+    .await
+    .unwrap();
     let b = buckets(date(2026, 11, 20), date(2026, 11, 21), &tz, TimeGrain::Day).unwrap();
     let rows = s
         .click_report(ReportQuery {
@@ -173,7 +234,14 @@ async fn report_groups_by_local_day_and_dimension() {
         .unwrap();
     let flat: Vec<(Vec<Option<String>>, i64, i64, i64)> = rows
         .iter()
-        .map(|r| (r.keys.clone(), r.counts.gross_clicks, r.counts.bot_clicks, r.counts.unique_clicks))
+        .map(|r| {
+            (
+                r.keys.clone(),
+                r.counts.gross_clicks,
+                r.counts.bot_clicks,
+                r.counts.unique_clicks,
+            )
+        })
         .collect();
     assert_eq!(
         flat,
@@ -197,7 +265,9 @@ async fn a_database_from_a_newer_clickward_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let err = SqliteStore::open(&path, &SqliteOptions::default()).err().unwrap();
+    let err = SqliteStore::open(&path, &SqliteOptions::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::Migration(_)), "{err}");
     assert!(err.to_string().contains("newer clickward"), "{err}");
 }

@@ -70,48 +70,98 @@ impl ProgramBody {
     }
 }
 
-pub async fn list_programs(_: Authorized, State(app): State<AppState>) -> ApiResult<Json<Vec<Program>>> {
+pub async fn list_programs(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<Program>>> {
     Ok(Json(app.0.store.list_programs().await?))
 }
 
-pub async fn get_program(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Program>> {
+pub async fn get_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Program>> {
     Ok(Json(app.0.store.get_program(parse_slug(&slug)?).await?))
 }
 
-pub async fn create_program(_: Authorized, State(app): State<AppState>, Json(v): Json<Value>) -> ApiResult<impl IntoResponse> {
+pub async fn create_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Json(v): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
     let b: ProgramBody = body(v)?;
-    let p = app.0.store.save_program(b.input(), SaveMode::Create).await?;
+    let p = app
+        .0
+        .store
+        .save_program(b.input(), SaveMode::Create)
+        .await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
 
-pub async fn update_program(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>, Json(patch): Json<Value>) -> ApiResult<Json<Program>> {
+pub async fn update_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<Program>> {
     let cur = app.0.store.get_program(parse_slug(&slug)?).await?;
-    let merged = merge(to_value(&ProgramBody { slug: cur.slug.clone(), name: Some(cur.name), status: cur.status })?, patch)?;
+    let merged = merge(
+        to_value(&ProgramBody {
+            slug: cur.slug.clone(),
+            name: Some(cur.name),
+            status: cur.status,
+        })?,
+        patch,
+    )?;
     let b: ProgramBody = body(merged)?;
     if b.slug != cur.slug {
         return Err(ApiError::invalid("a slug cannot be changed"));
     }
-    let p = app.0.store.save_program(b.input(), SaveMode::Update).await?;
+    let p = app
+        .0
+        .store
+        .save_program(b.input(), SaveMode::Update)
+        .await?;
     refresh(&app).await?;
     Ok(Json(p))
 }
 
-async fn set_program_status(app: &AppState, slug: &str, status: Status) -> ApiResult<Json<Program>> {
+async fn set_program_status(
+    app: &AppState,
+    slug: &str,
+    status: Status,
+) -> ApiResult<Json<Program>> {
     let cur = app.0.store.get_program(parse_slug(slug)?).await?;
     let p = app
         .0
         .store
-        .save_program(ProgramInput { slug: cur.slug, name: cur.name, status }, SaveMode::Update)
+        .save_program(
+            ProgramInput {
+                slug: cur.slug,
+                name: cur.name,
+                status,
+            },
+            SaveMode::Update,
+        )
         .await?;
     refresh(app).await?;
     Ok(Json(p))
 }
 
-pub async fn disable_program(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Program>> {
+pub async fn disable_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Program>> {
     set_program_status(&app, &slug, Status::Disabled).await
 }
 
-pub async fn enable_program(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Program>> {
+pub async fn enable_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Program>> {
     set_program_status(&app, &slug, Status::Active).await
 }
 
@@ -136,48 +186,98 @@ impl AffiliateBody {
     }
 }
 
-pub async fn list_affiliates(_: Authorized, State(app): State<AppState>) -> ApiResult<Json<Vec<Affiliate>>> {
+pub async fn list_affiliates(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<Affiliate>>> {
     Ok(Json(app.0.store.list_affiliates().await?))
 }
 
-pub async fn get_affiliate(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Affiliate>> {
+pub async fn get_affiliate(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Affiliate>> {
     Ok(Json(app.0.store.get_affiliate(parse_slug(&slug)?).await?))
 }
 
-pub async fn create_affiliate(_: Authorized, State(app): State<AppState>, Json(v): Json<Value>) -> ApiResult<impl IntoResponse> {
+pub async fn create_affiliate(
+    _: Authorized,
+    State(app): State<AppState>,
+    Json(v): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
     let b: AffiliateBody = body(v)?;
-    let a = app.0.store.save_affiliate(b.input(), SaveMode::Create).await?;
+    let a = app
+        .0
+        .store
+        .save_affiliate(b.input(), SaveMode::Create)
+        .await?;
     Ok((StatusCode::CREATED, Json(a)))
 }
 
-pub async fn update_affiliate(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>, Json(patch): Json<Value>) -> ApiResult<Json<Affiliate>> {
+pub async fn update_affiliate(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<Affiliate>> {
     let cur = app.0.store.get_affiliate(parse_slug(&slug)?).await?;
-    let merged = merge(to_value(&AffiliateBody { slug: cur.slug.clone(), name: Some(cur.name), status: cur.status })?, patch)?;
+    let merged = merge(
+        to_value(&AffiliateBody {
+            slug: cur.slug.clone(),
+            name: Some(cur.name),
+            status: cur.status,
+        })?,
+        patch,
+    )?;
     let b: AffiliateBody = body(merged)?;
     if b.slug != cur.slug {
         return Err(ApiError::invalid("a slug cannot be changed"));
     }
-    let a = app.0.store.save_affiliate(b.input(), SaveMode::Update).await?;
+    let a = app
+        .0
+        .store
+        .save_affiliate(b.input(), SaveMode::Update)
+        .await?;
     refresh(&app).await?;
     Ok(Json(a))
 }
 
-async fn set_affiliate_status(app: &AppState, slug: &str, status: Status) -> ApiResult<Json<Affiliate>> {
+async fn set_affiliate_status(
+    app: &AppState,
+    slug: &str,
+    status: Status,
+) -> ApiResult<Json<Affiliate>> {
     let cur = app.0.store.get_affiliate(parse_slug(slug)?).await?;
     let a = app
         .0
         .store
-        .save_affiliate(AffiliateInput { slug: cur.slug, name: cur.name, status }, SaveMode::Update)
+        .save_affiliate(
+            AffiliateInput {
+                slug: cur.slug,
+                name: cur.name,
+                status,
+            },
+            SaveMode::Update,
+        )
         .await?;
     refresh(app).await?;
     Ok(Json(a))
 }
 
-pub async fn disable_affiliate(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Affiliate>> {
+pub async fn disable_affiliate(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Affiliate>> {
     set_affiliate_status(&app, &slug, Status::Disabled).await
 }
 
-pub async fn enable_affiliate(_: Authorized, State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Json<Affiliate>> {
+pub async fn enable_affiliate(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Affiliate>> {
     set_affiliate_status(&app, &slug, Status::Active).await
 }
 
@@ -202,7 +302,8 @@ struct LinkBody {
 
 impl LinkBody {
     fn input(self) -> ApiResult<LinkInput> {
-        Destination::compile(&self.destination, &self.utm).map_err(|e| ApiError::invalid(e.to_string()))?;
+        Destination::compile(&self.destination, &self.utm)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
         Ok(LinkInput {
             code: self.code,
             program: self.program,
@@ -243,32 +344,64 @@ impl LinkView {
         LinkView {
             link: LinkBody::of(r),
             redirects: r.redirects,
-            tracking_paths: [format!("/r/{c}"), format!("/ref/{c}"), format!("/go?id={c}")],
+            tracking_paths: [
+                format!("/r/{c}"),
+                format!("/ref/{c}"),
+                format!("/go?id={c}"),
+            ],
         }
     }
 }
 
-pub async fn list_links(_: Authorized, State(app): State<AppState>) -> ApiResult<Json<Vec<LinkView>>> {
-    Ok(Json(app.0.store.list_links().await?.iter().map(LinkView::of).collect()))
+pub async fn list_links(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<LinkView>>> {
+    Ok(Json(
+        app.0
+            .store
+            .list_links()
+            .await?
+            .iter()
+            .map(LinkView::of)
+            .collect(),
+    ))
 }
 
-pub async fn get_link(_: Authorized, State(app): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<LinkView>> {
-    Ok(Json(LinkView::of(&app.0.store.get_link(parse_code(&code)?).await?)))
+pub async fn get_link(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<LinkView>> {
+    Ok(Json(LinkView::of(
+        &app.0.store.get_link(parse_code(&code)?).await?,
+    )))
 }
 
-pub async fn create_link(_: Authorized, State(app): State<AppState>, Json(v): Json<Value>) -> ApiResult<impl IntoResponse> {
+pub async fn create_link(
+    _: Authorized,
+    State(app): State<AppState>,
+    Json(v): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
     let b: LinkBody = body(v)?;
     let rec = app.0.store.save_link(b.input()?, SaveMode::Create).await?;
     refresh(&app).await?;
     Ok((StatusCode::CREATED, Json(LinkView::of(&rec))))
 }
 
-pub async fn update_link(_: Authorized, State(app): State<AppState>, Path(code): Path<String>, Json(patch): Json<Value>) -> ApiResult<Json<LinkView>> {
+pub async fn update_link(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(code): Path<String>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<LinkView>> {
     let cur = app.0.store.get_link(parse_code(&code)?).await?;
     let merged = merge(to_value(&LinkBody::of(&cur))?, patch)?;
     let b: LinkBody = body(merged)?;
     if b.code != cur.link.code {
-        return Err(ApiError::invalid("a link code cannot be changed; create a new link"));
+        return Err(ApiError::invalid(
+            "a link code cannot be changed; create a new link",
+        ));
     }
     let rec = app.0.store.save_link(b.input()?, SaveMode::Update).await?;
     refresh(&app).await?;
@@ -284,11 +417,19 @@ async fn set_link_status(app: &AppState, code: &str, status: Status) -> ApiResul
     Ok(Json(LinkView::of(&rec)))
 }
 
-pub async fn disable_link(_: Authorized, State(app): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<LinkView>> {
+pub async fn disable_link(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<LinkView>> {
     set_link_status(&app, &code, Status::Disabled).await
 }
 
-pub async fn enable_link(_: Authorized, State(app): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<LinkView>> {
+pub async fn enable_link(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<LinkView>> {
     set_link_status(&app, &code, Status::Active).await
 }
 
@@ -303,7 +444,11 @@ pub struct ClickListQuery {
 /// Most clicks one list call returns.
 const MAX_CLICK_LIMIT: u32 = 1000;
 
-pub async fn list_clicks(_: Authorized, State(app): State<AppState>, Query(q): Query<ClickListQuery>) -> ApiResult<Json<Vec<clickward_store::ClickRow>>> {
+pub async fn list_clicks(
+    _: Authorized,
+    State(app): State<AppState>,
+    Query(q): Query<ClickListQuery>,
+) -> ApiResult<Json<Vec<clickward_store::ClickRow>>> {
     let limit = match q.limit.as_deref() {
         None | Some("") => 100,
         Some(s) => s
@@ -314,13 +459,21 @@ pub async fn list_clicks(_: Authorized, State(app): State<AppState>, Query(q): Q
     };
     let link = match q.link.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(LinkCode::parse(c).map_err(|e| ApiError::bad_request(format!("link code {e}")))?),
+        Some(c) => {
+            Some(LinkCode::parse(c).map_err(|e| ApiError::bad_request(format!("link code {e}")))?)
+        }
     };
     Ok(Json(app.0.store.list_clicks(link, limit).await?))
 }
 
-pub async fn get_click(_: Authorized, State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<clickward_store::ClickRow>> {
-    let id: ClickId = id.parse().map_err(|e| ApiError::not_found(format!("click id: {e}")))?;
+pub async fn get_click(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<clickward_store::ClickRow>> {
+    let id: ClickId = id
+        .parse()
+        .map_err(|e| ApiError::not_found(format!("click id: {e}")))?;
     Ok(Json(app.0.store.get_click(id).await?))
 }
 

@@ -21,27 +21,47 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with a reason.
     pub fn bad_request(reason: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind: "bad_request", reason: reason.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request",
+            reason: reason.into(),
+        }
     }
 
     /// 422 with a reason.
     pub fn invalid(reason: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "invalid", reason: reason.into() }
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "invalid",
+            reason: reason.into(),
+        }
     }
 
     /// 404 with a reason.
     pub fn not_found(reason: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, kind: "not_found", reason: reason.into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found",
+            reason: reason.into(),
+        }
     }
 
     /// 401.
     pub fn unauthorized(reason: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, kind: "unauthorized", reason: reason.into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthorized",
+            reason: reason.into(),
+        }
     }
 
     /// 403.
     pub fn forbidden(reason: impl Into<String>) -> Self {
-        Self { status: StatusCode::FORBIDDEN, kind: "forbidden", reason: reason.into() }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "forbidden",
+            reason: reason.into(),
+        }
     }
 
     /// 500; the cause is logged, not sent.

@@ -28,7 +28,11 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         "ingest_queue_capacity": app.0.ingest.capacity(),
         "durability": format!("{:?}", app.0.cfg.config.durability).to_lowercase(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 

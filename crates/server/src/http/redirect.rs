@@ -63,7 +63,11 @@ pub async fn track_go(
 ) -> Response {
     let started = Instant::now();
     let pairs = parse_query(query.as_deref());
-    let Some(code) = pairs.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone()) else {
+    let Some(code) = pairs
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+    else {
         return not_found(&app);
     };
     track(&app, started, &code, &pairs, method, peer, &headers).await
@@ -102,7 +106,10 @@ async fn track(
 
     let ip = client_ip(
         peer.ip(),
-        headers.get_all("x-forwarded-for").iter().map(HeaderValue::as_bytes),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
         &s.cfg.trusted,
     );
     let geo = match &s.geo {
@@ -152,7 +159,12 @@ async fn track(
     let location = link.destination.expand(&MacroValues {
         click_id: &click_id_text,
         code: record.link.code.as_str(),
-        affiliate: record.link.affiliate.as_ref().map(|a| a.as_str()).unwrap_or(""),
+        affiliate: record
+            .link
+            .affiliate
+            .as_ref()
+            .map(|a| a.as_str())
+            .unwrap_or(""),
         program: record.link.program.as_str(),
         src: params.src.as_deref().unwrap_or(""),
         subs: std::array::from_fn(|i| params.subs[i].as_deref().unwrap_or("")),
@@ -228,17 +240,22 @@ const NOT_FOUND_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta cha
 
 fn not_found(app: &AppState) -> Response {
     metrics::counter!(telemetry::CLICKS_TOTAL, "outcome" => "not_found").increment(1);
-    if let Some(url) = &app.0.cfg.config.fallback_url {
-        if let Ok(v) = HeaderValue::try_from(url.as_str()) {
-            return (
-                StatusCode::FOUND,
-                [
-                    (header::LOCATION, v),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                ],
-            )
-                .into_response();
-        }
+    if let Some(v) = app
+        .0
+        .cfg
+        .config
+        .fallback_url
+        .as_deref()
+        .and_then(|u| HeaderValue::try_from(u).ok())
+    {
+        return (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, v),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response();
     }
     not_found_html()
 }

@@ -8,7 +8,12 @@ use crate::helpers::*;
 #[tokio::test]
 async fn keys_are_required_and_scoped() {
     let app = TestApp::start().await;
-    let r = app.client.get(app.url("/api/v1/links")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/links"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let r = app
@@ -28,7 +33,13 @@ async fn keys_are_required_and_scoped() {
         .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
         .await
         .unwrap();
-    let r = app.client.get(app.url("/api/v1/links")).bearer_auth(&read_key).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/links"))
+        .bearer_auth(&read_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let r = app
         .client
@@ -44,11 +55,25 @@ async fn keys_are_required_and_scoped() {
 #[tokio::test]
 async fn programs_affiliates_and_links_round_trip() {
     let app = TestApp::start().await;
-    let (s, v) = app.api_send(Method::POST, "/api/v1/programs", json!({"slug": "shoes", "name": "Shoe shop"})).await;
+    let (s, v) = app
+        .api_send(
+            Method::POST,
+            "/api/v1/programs",
+            json!({"slug": "shoes", "name": "Shoe shop"}),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
-    let (s, _) = app.api_send(Method::POST, "/api/v1/programs", json!({"slug": "shoes"})).await;
+    let (s, _) = app
+        .api_send(Method::POST, "/api/v1/programs", json!({"slug": "shoes"}))
+        .await;
     assert_eq!(s, 409);
-    let (s, v) = app.api_send(Method::POST, "/api/v1/affiliates", json!({"slug": "runner_blog"})).await;
+    let (s, v) = app
+        .api_send(
+            Method::POST,
+            "/api/v1/affiliates",
+            json!({"slug": "runner_blog"}),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = app
         .api_send(
@@ -70,17 +95,33 @@ async fn programs_affiliates_and_links_round_trip() {
     let r = app.get_ua("/r/shoes-spring?sub1=hero", CHROME).await;
     assert_eq!(r.status().as_u16(), 302);
     let loc = location(&r);
-    assert!(loc.starts_with("https://shoes.example/spring?cid="), "{loc}");
-    assert!(loc.ends_with("&utm_content=hero&utm_source=runner_blog"), "{loc}");
+    assert!(
+        loc.starts_with("https://shoes.example/spring?cid="),
+        "{loc}"
+    );
+    assert!(
+        loc.ends_with("&utm_content=hero&utm_source=runner_blog"),
+        "{loc}"
+    );
 
     // PATCH changes only what it names.
     let (s, v) = app
-        .api_send(Method::PATCH, "/api/v1/links/shoes-spring", json!({"redirect": 307}))
+        .api_send(
+            Method::PATCH,
+            "/api/v1/links/shoes-spring",
+            json!({"redirect": 307}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["redirect"], 307);
     assert_eq!(v["affiliate"], "runner_blog");
-    assert_eq!(app.get_ua("/r/shoes-spring", CHROME).await.status().as_u16(), 307);
+    assert_eq!(
+        app.get_ua("/r/shoes-spring", CHROME)
+            .await
+            .status()
+            .as_u16(),
+        307
+    );
 
     // Bad input is refused with a reason and changes nothing.
     for (body, status) in [
@@ -90,15 +131,24 @@ async fn programs_affiliates_and_links_round_trip() {
         (json!({"code": "renamed"}), 422),
         (json!({"colour": "red"}), 400),
     ] {
-        let (s, v) = app.api_send(Method::PATCH, "/api/v1/links/shoes-spring", body.clone()).await;
+        let (s, v) = app
+            .api_send(Method::PATCH, "/api/v1/links/shoes-spring", body.clone())
+            .await;
         assert_eq!(s, status, "{body} -> {v}");
         assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
     }
     let (_, v) = app.api_get("/api/v1/links/shoes-spring").await;
     assert_eq!(v["redirect"], 307);
-    assert_eq!(v["destination"], "https://shoes.example/spring?cid={click_id}");
+    assert_eq!(
+        v["destination"],
+        "https://shoes.example/spring?cid={click_id}"
+    );
     let (s, _) = app
-        .api_send(Method::POST, "/api/v1/links", json!({"code": "x", "program": "nope", "destination": "https://a.example/"}))
+        .api_send(
+            Method::POST,
+            "/api/v1/links",
+            json!({"code": "x", "program": "nope", "destination": "https://a.example/"}),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _) = app.api_get("/api/v1/links/does-not-exist").await;
@@ -118,14 +168,21 @@ async fn clicks_are_listed_newest_first_and_read_by_id() {
     app.get_ua("/ref/solare", CHROME).await;
     let (s, v) = app.api_get("/api/v1/clicks?link=puesto&limit=2").await;
     assert_eq!(s, 200);
-    let srcs: Vec<&str> = v.as_array().unwrap().iter().map(|c| c["src"].as_str().unwrap()).collect();
+    let srcs: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["src"].as_str().unwrap())
+        .collect();
     assert_eq!(srcs, vec!["c", "b"]);
     let id = v[0]["click_id"].as_str().unwrap().to_owned();
     let (s, c) = app.api_get(&format!("/api/v1/clicks/{id}")).await;
     assert_eq!(s, 200);
     assert_eq!(c["ts"], NOON + 2_000_000);
     assert!(c.get("ip").is_none(), "a click has no IP field");
-    let (s, _) = app.api_get("/api/v1/clicks/01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
+    let (s, _) = app
+        .api_get("/api/v1/clicks/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .await;
     assert_eq!(s, 404);
     let (s, _) = app.api_get("/api/v1/clicks/garbage").await;
     assert_eq!(s, 404);

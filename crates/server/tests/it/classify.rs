@@ -14,7 +14,10 @@ struct Crawler {
 async fn bot_share(app: &TestApp, code: &str) -> (i64, i64) {
     let rows = app.clicks(code).await;
     let bots = rows.iter().filter(|c| !c["bot_reason"].is_null()).count();
-    (i64::try_from(rows.len()).unwrap(), i64::try_from(bots).unwrap())
+    (
+        i64::try_from(rows.len()).unwrap(),
+        i64::try_from(bots).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -22,11 +25,13 @@ async fn every_corpus_agent_is_classified_over_http() {
     let app = TestApp::start().await;
     let data = shared_data().join("user-agents");
     let crawlers: Vec<Crawler> =
-        serde_json::from_slice(&std::fs::read(data.join("crawler-user-agents.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(data.join("crawler-user-agents.json")).unwrap())
+            .unwrap();
     let bots: Vec<String> = crawlers.into_iter().flat_map(|c| c.instances).collect();
     let mut browsers: Vec<String> = Vec::new();
     for f in ["top-desktop.json", "top-mobile.json"] {
-        let list: Vec<String> = serde_json::from_slice(&std::fs::read(data.join(f)).unwrap()).unwrap();
+        let list: Vec<String> =
+            serde_json::from_slice(&std::fs::read(data.join(f)).unwrap()).unwrap();
         browsers.extend(list);
     }
     // Ten requests in flight at a time: each waits for its group commit.
@@ -37,13 +42,19 @@ async fn every_corpus_agent_is_classified_over_http() {
         }
     }
     for ua in &browsers {
-        assert_eq!(app.get_ua("/ref/totalwine", ua).await.status().as_u16(), 302);
+        assert_eq!(
+            app.get_ua("/ref/totalwine", ua).await.status().as_u16(),
+            302
+        );
     }
     // The API lists at most 1000 per call; count through the report instead.
     let report = report_counts(&app, "puesto").await;
     let (gross, bot) = report;
     assert_eq!(gross, i64::try_from(bots.len()).unwrap());
-    assert!(bot * 100 >= gross * 99, "only {bot} of {gross} crawler agents flagged");
+    assert!(
+        bot * 100 >= gross * 99,
+        "only {bot} of {gross} crawler agents flagged"
+    );
     let (gross, bot) = bot_share(&app, "totalwine").await;
     assert_eq!(gross, i64::try_from(browsers.len()).unwrap());
     assert_eq!(bot, 0, "a top browser agent was flagged");
@@ -87,12 +98,18 @@ async fn head_prefetch_and_preview_fetchers_are_bots_with_reasons() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 302);
     assert!(location(&r).starts_with("https://smallgoods.example/"));
-    for (header, value) in [("sec-purpose", "prefetch;prerender"), ("purpose", "prefetch")] {
+    for (header, value) in [
+        ("sec-purpose", "prefetch;prerender"),
+        ("purpose", "prefetch"),
+    ] {
         let mut h = HeaderMap::new();
         h.insert("user-agent", HeaderValue::from_static(IPHONE));
         h.insert(header, HeaderValue::from_static(value));
         tick();
-        assert_eq!(app.get_with("/r/smallgoods", h).await.status().as_u16(), 302);
+        assert_eq!(
+            app.get_with("/r/smallgoods", h).await.status().as_u16(),
+            302
+        );
     }
     for ua in [
         "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
@@ -108,7 +125,11 @@ async fn head_prefetch_and_preview_fetchers_are_bots_with_reasons() {
     tick();
     app.get_ua("/r/smallgoods", IPHONE).await;
     let clicks = app.clicks("smallgoods").await;
-    let reasons: Vec<Option<&str>> = clicks.iter().rev().map(|c| c["bot_reason"].as_str()).collect();
+    let reasons: Vec<Option<&str>> = clicks
+        .iter()
+        .rev()
+        .map(|c| c["bot_reason"].as_str())
+        .collect();
     assert_eq!(
         reasons,
         vec![

@@ -28,8 +28,16 @@ fn text(o: &Output) -> String {
 fn bad_config_and_catalogue_stop_the_start_with_a_named_problem() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &str, &str); 4] = [
-        ("config.toml", "listen = \"127.0.0.1:0\"\nredirect_staus = 302\n", "redirect_staus"),
-        ("config.toml", "listen = \"127.0.0.1:0\"\nredirect_status = 301\n", "301"),
+        (
+            "config.toml",
+            "listen = \"127.0.0.1:0\"\nredirect_staus = 302\n",
+            "redirect_staus",
+        ),
+        (
+            "config.toml",
+            "listen = \"127.0.0.1:0\"\nredirect_status = 301\n",
+            "301",
+        ),
         (
             "links.toml",
             "[[programs]]\nslug = \"p\"\n[[links]]\ncode = \"a\"\nprogram = \"p\"\ndestination = \"https://a.example/\"\n[[links]]\ncode = \"a\"\nprogram = \"p\"\ndestination = \"https://b.example/\"\n",
@@ -45,9 +53,19 @@ fn bad_config_and_catalogue_stop_the_start_with_a_named_problem() {
         let path = dir.path().join(file);
         std::fs::write(&path, content).unwrap();
         let args: Vec<String> = if file == "config.toml" {
-            vec!["--config".into(), path.display().to_string(), "serve".into()]
+            vec![
+                "--config".into(),
+                path.display().to_string(),
+                "serve".into(),
+            ]
         } else {
-            vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--catalog".into(), path.display().to_string()]
+            vec![
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--catalog".into(),
+                path.display().to_string(),
+            ]
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = clickward(&dir.path().join("data"), &args);
@@ -70,8 +88,18 @@ fn cli_manages_the_catalogue_and_keys() {
     ok(&["program", "add", "--slug", "shop", "--name", "Shop"]);
     ok(&["affiliate", "add", "--slug", "blog"]);
     ok(&[
-        "link", "add", "--code", "spring", "--program", "shop", "--affiliate", "blog",
-        "--destination", "https://shop.example/?c={click_id}", "--utm", "utm_source=blog",
+        "link",
+        "add",
+        "--code",
+        "spring",
+        "--program",
+        "shop",
+        "--affiliate",
+        "blog",
+        "--destination",
+        "https://shop.example/?c={click_id}",
+        "--utm",
+        "utm_source=blog",
     ]);
     assert!(ok(&["link", "list"]).contains("spring"));
     assert!(ok(&["program", "list"]).contains("shop"));
@@ -80,7 +108,21 @@ fn cli_manages_the_catalogue_and_keys() {
     assert!(key.trim().starts_with("cwk_"), "{key}");
     ok(&["link", "disable", "spring"]);
     assert!(ok(&["link", "list"]).contains("inactive"));
-    let o = clickward(&data, &["link", "add", "--code", "bad", "--program", "shop", "--destination", "https://a.example/", "--redirect", "301"]);
+    let o = clickward(
+        &data,
+        &[
+            "link",
+            "add",
+            "--code",
+            "bad",
+            "--program",
+            "shop",
+            "--destination",
+            "https://a.example/",
+            "--redirect",
+            "301",
+        ],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("301"), "{}", text(&o));
 }
@@ -91,9 +133,18 @@ async fn cli_changes_reach_a_running_server() {
     let data = app.data_dir().join("data");
     let o = clickward(&data, &["link", "disable", "gbvintners"]);
     assert!(o.status.success(), "{}", text(&o));
-    eventually(std::time::Duration::from_secs(5), "the link to stop redirecting", || async {
-        (app.get_ua("/ref/gbvintners", CHROME).await.status().as_u16() == 404).then_some(())
-    })
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the link to stop redirecting",
+        || async {
+            (app.get_ua("/ref/gbvintners", CHROME)
+                .await
+                .status()
+                .as_u16()
+                == 404)
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -106,11 +157,27 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     app.get_ua("/go?id=rakuten_sim&src=qiita", IPHONE).await;
     app.clock.set(t + 2_000_000);
     app.get_ua("/go?id=rakuten_sim&src=qiita", IPHONE).await;
-    app.get_ua("/go?id=rakuten_sim&src=zenn", "Googlebot/2.1 (+http://www.google.com/bot.html)").await;
+    app.get_ua(
+        "/go?id=rakuten_sim&src=zenn",
+        "Googlebot/2.1 (+http://www.google.com/bot.html)",
+    )
+    .await;
     let data = app.data_dir().join("data");
     let o = clickward(
         &data,
-        &["report", "--from", "2026-11-20", "--to", "2026-11-21", "--tz", "Asia/Tokyo", "--by", "day,link,src", "--format", "csv"],
+        &[
+            "report",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--tz",
+            "Asia/Tokyo",
+            "--by",
+            "day,link,src",
+            "--format",
+            "csv",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
@@ -121,9 +188,25 @@ async fn report_cuts_days_in_the_asked_time_zone() {
          2026-11-21,rakuten_sim,zenn,1,1,0,0,0\n"
     );
     // In UTC all three fall on the 20th.
-    let o = clickward(&data, &["report", "--from", "2026-11-20", "--tz", "UTC", "--by", "day"]);
+    let o = clickward(
+        &data,
+        &[
+            "report",
+            "--from",
+            "2026-11-20",
+            "--tz",
+            "UTC",
+            "--by",
+            "day",
+        ],
+    );
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("2026-11-20") && l.split_whitespace().nth(1) == Some("3")), "{out}");
+    assert!(
+        out.lines().nth(1).is_some_and(
+            |l| l.starts_with("2026-11-20") && l.split_whitespace().nth(1) == Some("3")
+        ),
+        "{out}"
+    );
     let o = clickward(&data, &["report", "--tz", "Mars/Olympus"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("Mars/Olympus"));
@@ -137,8 +220,28 @@ fn import_brings_history_once() {
     // Apply the seed catalogue through a short-lived server start is not
     // needed: the CLI can create what the import refers to.
     let _ = &catalog;
-    assert!(clickward(&data, &["program", "add", "--slug", "shop"]).status.success());
-    assert!(clickward(&data, &["link", "add", "--code", "old", "--program", "shop", "--destination", "https://shop.example/"]).status.success());
+    assert!(
+        clickward(&data, &["program", "add", "--slug", "shop"])
+            .status
+            .success()
+    );
+    assert!(
+        clickward(
+            &data,
+            &[
+                "link",
+                "add",
+                "--code",
+                "old",
+                "--program",
+                "shop",
+                "--destination",
+                "https://shop.example/"
+            ]
+        )
+        .status
+        .success()
+    );
     let csv = dir.path().join("history.csv");
     std::fs::write(
         &csv,
@@ -156,12 +259,30 @@ fn import_brings_history_once() {
     let o = clickward(&data, &["import", csv.to_str().unwrap()]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("6 rows: 4 clicks imported, 0 already present, 2 skipped"), "{t}");
+    assert!(
+        t.contains("6 rows: 4 clicks imported, 0 already present, 2 skipped"),
+        "{t}"
+    );
     assert!(t.contains("line 6") && t.contains("yesterday"), "{t}");
     assert!(t.contains("line 7") && t.contains("\"gone\""), "{t}");
     let o = clickward(&data, &["import", csv.to_str().unwrap()]);
-    assert!(text(&o).contains("0 clicks imported, 4 already present"), "{}", text(&o));
-    let o = clickward(&data, &["report", "--from", "2026-11-01", "--by", "link", "--format", "csv"]);
+    assert!(
+        text(&o).contains("0 clicks imported, 4 already present"),
+        "{}",
+        text(&o)
+    );
+    let o = clickward(
+        &data,
+        &[
+            "report",
+            "--from",
+            "2026-11-01",
+            "--by",
+            "link",
+            "--format",
+            "csv",
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks\nold,4,1,3,2,1\n"

@@ -34,7 +34,11 @@ async fn a_double_tap_across_midnight_utc_counts_once() {
     app.get_ua("/ref/wholefoods", IPHONE).await;
     let clicks = app.clicks("wholefoods").await;
     assert_eq!(clicks.len(), 2);
-    assert_eq!(uniques(&clicks), 1, "the salt changed at midnight but the visitor did not");
+    assert_eq!(
+        uniques(&clicks),
+        1,
+        "the salt changed at midnight but the visitor did not"
+    );
     assert_ne!(clicks[0]["visitor_key"], clicks[1]["visitor_key"]);
 }
 
@@ -66,7 +70,10 @@ async fn the_visitor_cookie_identifies_the_visitor_and_a_forged_one_is_ignored()
     h.insert("user-agent", HeaderValue::from_static(IPHONE));
     h.insert("cookie", HeaderValue::from_str(&cookie).unwrap());
     let again = app.get_with("/ref/wholefoods", h).await;
-    assert!(again.headers().get("set-cookie").is_none(), "a valid cookie is not reissued");
+    assert!(
+        again.headers().get("set-cookie").is_none(),
+        "a valid cookie is not reissued"
+    );
     let clicks = app.clicks("wholefoods").await;
     assert_eq!(uniques(&clicks), 1);
     assert_eq!(clicks[0]["visitor_key"], clicks[1]["visitor_key"]);
@@ -79,12 +86,23 @@ async fn the_visitor_cookie_identifies_the_visitor_and_a_forged_one_is_ignored()
     let r = app.get_with("/ref/wholefoods", h).await;
     assert_eq!(r.status().as_u16(), 302);
     assert!(r.headers().get("set-cookie").is_some());
-    assert_eq!(metric(&app, "clickward_cookie_rejected_total").await, before + 1);
+    assert_eq!(
+        metric(&app, "clickward_cookie_rejected_total").await,
+        before + 1
+    );
     assert_eq!(uniques(&app.clicks("wholefoods").await), 2);
 }
 
 async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())

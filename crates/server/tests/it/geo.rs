@@ -19,7 +19,8 @@ async fn location_comes_from_the_client_behind_a_trusted_proxy() {
         c.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
     })
     .await;
-    app.get_with("/r/puesto", xff("6.6.6.6, 81.2.69.142, 10.1.1.1")).await;
+    app.get_with("/r/puesto", xff("6.6.6.6, 81.2.69.142, 10.1.1.1"))
+        .await;
     let c = &app.clicks("puesto").await[0];
     assert_eq!(c["country"], "GB");
     assert_eq!(c["region"], "England");
@@ -79,7 +80,10 @@ async fn a_database_with_broken_records_costs_the_location_not_the_click() {
     })
     .await;
     for ip in ["81.2.69.142", "2001:218::1", "89.160.20.112"] {
-        assert_eq!(app.get_with("/r/puesto", xff(ip)).await.status().as_u16(), 302);
+        assert_eq!(
+            app.get_with("/r/puesto", xff(ip)).await.status().as_u16(),
+            302
+        );
     }
     assert_eq!(app.clicks("puesto").await.len(), 3);
 }

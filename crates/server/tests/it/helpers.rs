@@ -65,7 +65,9 @@ impl TestApp {
         };
         tweak(&mut cfg);
         let clock = Arc::new(ManualClock::new(NOON));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let server = Server::start(cfg.validate().expect("config"), listener, clock.clone())
             .await
             .expect("server starts");

@@ -1,6 +1,9 @@
 //! Integration tests over real HTTP: the server runs in-process on port 0
 //! (or as the real binary where signals matter) and is driven with reqwest.
 
+// Test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod api;

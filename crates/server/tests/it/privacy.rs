@@ -39,14 +39,25 @@ async fn the_data_directory_holds_no_test_ip_in_any_form() {
         let mut h = HeaderMap::new();
         h.insert("user-agent", HeaderValue::from_static(IPHONE));
         h.insert("x-forwarded-for", HeaderValue::from_str(ip).unwrap());
-        h.insert("referer", HeaderValue::from_str(&format!("https://blog.example/?ip={ip}")).unwrap());
-        assert_eq!(app.get_with("/ref/solare?src=test", h).await.status().as_u16(), 302);
+        h.insert(
+            "referer",
+            HeaderValue::from_str(&format!("https://blog.example/?ip={ip}")).unwrap(),
+        );
+        assert_eq!(
+            app.get_with("/ref/solare?src=test", h)
+                .await
+                .status()
+                .as_u16(),
+            302
+        );
     }
     // The same for history brought in through the importer.
     let csv = app.data_dir().join("history.csv");
     let mut text = String::from("timestamp,code,src,user_agent,ip,referrer\n");
     for ip in TEST_IPS {
-        text.push_str(&format!("2026-11-19T10:00:00Z,solare,old,\"{IPHONE}\",{ip},https://x.example/\n"));
+        text.push_str(&format!(
+            "2026-11-19T10:00:00Z,solare,old,\"{IPHONE}\",{ip},https://x.example/\n"
+        ));
     }
     std::fs::write(&csv, text).unwrap();
     let summary = clickward::import::import_csv(

@@ -11,7 +11,10 @@ async fn all_three_routes_redirect_with_302_and_no_store() {
         let r = app.get_ua(path, CHROME).await;
         assert_eq!(r.status().as_u16(), 302, "{path}");
         assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
-        assert!(location(&r).starts_with("https://solare.example/?"), "{path}");
+        assert!(
+            location(&r).starts_with("https://solare.example/?"),
+            "{path}"
+        );
     }
     assert_eq!(app.clicks("solare").await.len(), 3);
 }
@@ -27,9 +30,15 @@ async fn destination_gets_macros_and_utm_defaults() {
     assert!(loc.contains("utm_medium=referral"), "{loc}");
     assert!(loc.contains("utm_content=qiita%20sim%26x"), "{loc}");
     // {click_id} is the id of the stored click.
-    let r = app.get_ua("/go?id=amazon_kindle&src=qiita_sim_article", CHROME).await;
+    let r = app
+        .get_ua("/go?id=amazon_kindle&src=qiita_sim_article", CHROME)
+        .await;
     let loc = location(&r);
-    let id = loc.rsplit("ascsubtag=").next().unwrap_or_default().to_owned();
+    let id = loc
+        .rsplit("ascsubtag=")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(id.len(), 26, "{loc}");
     let (s, click) = app.api_get(&format!("/api/v1/clicks/{id}")).await;
     assert_eq!(s, 200);
@@ -44,20 +53,35 @@ async fn destination_gets_macros_and_utm_defaults() {
 async fn query_keys_never_choose_the_host() {
     let app = TestApp::start().await;
     let r = app
-        .get_ua("/go?id=rakuten_sim&src=https://evil.example/&url=https://evil.example", CHROME)
+        .get_ua(
+            "/go?id=rakuten_sim&src=https://evil.example/&url=https://evil.example",
+            CHROME,
+        )
         .await;
     let loc = location(&r);
-    assert!(loc.starts_with("https://network.mobile.rakuten.co.jp/?cid="), "{loc}");
+    assert!(
+        loc.starts_with("https://network.mobile.rakuten.co.jp/?cid="),
+        "{loc}"
+    );
     assert!(loc.contains("src=https%3A%2F%2Fevil.example%2F"), "{loc}");
 }
 
 #[tokio::test]
 async fn per_link_and_global_307() {
     let app = TestApp::start().await;
-    assert_eq!(app.get_ua("/go?id=a8_nisa", CHROME).await.status().as_u16(), 307);
-    assert_eq!(app.get_ua("/ref/solare", CHROME).await.status().as_u16(), 302);
+    assert_eq!(
+        app.get_ua("/go?id=a8_nisa", CHROME).await.status().as_u16(),
+        307
+    );
+    assert_eq!(
+        app.get_ua("/ref/solare", CHROME).await.status().as_u16(),
+        302
+    );
     let app = TestApp::start_with(|c| c.redirect_status = 307).await;
-    assert_eq!(app.get_ua("/ref/solare", CHROME).await.status().as_u16(), 307);
+    assert_eq!(
+        app.get_ua("/ref/solare", CHROME).await.status().as_u16(),
+        307
+    );
 }
 
 #[tokio::test]
@@ -95,11 +119,16 @@ async fn fallback_url_replaces_the_404_page() {
 #[tokio::test]
 async fn bad_query_encoding_is_recorded_not_refused() {
     let app = TestApp::start().await;
-    let r = app.get_ua("/r/solare?src=%ff%fe%zz&sub1=%E6%97%A5", CHROME).await;
+    let r = app
+        .get_ua("/r/solare?src=%ff%fe%zz&sub1=%E6%97%A5", CHROME)
+        .await;
     assert_eq!(r.status().as_u16(), 302);
     let c = &app.clicks("solare").await[0];
     assert_eq!(c["subs"][0], "日");
-    assert!(c["src"].as_str().unwrap_or_default().contains('\u{fffd}'), "{c}");
+    assert!(
+        c["src"].as_str().unwrap_or_default().contains('\u{fffd}'),
+        "{c}"
+    );
 }
 
 #[tokio::test]
@@ -107,11 +136,25 @@ async fn huge_headers_are_answered_and_bounded() {
     let app = TestApp::start().await;
     let big = "a".repeat(64 * 1024);
     let mut h = HeaderMap::new();
-    h.insert("user-agent", HeaderValue::from_str(&format!("{CHROME} {big}")).unwrap());
-    h.insert("referer", HeaderValue::from_str(&format!("https://blog.example/{big}")).unwrap());
-    h.insert("cookie", HeaderValue::from_str(&format!("cw_vid={big}")).unwrap());
-    h.insert("x-forwarded-for", HeaderValue::from_str(&format!("{big}, 1.2.3.4")).unwrap());
-    let r = app.get_with(&format!("/r/solare?src={}", &big[..16 * 1024]), h).await;
+    h.insert(
+        "user-agent",
+        HeaderValue::from_str(&format!("{CHROME} {big}")).unwrap(),
+    );
+    h.insert(
+        "referer",
+        HeaderValue::from_str(&format!("https://blog.example/{big}")).unwrap(),
+    );
+    h.insert(
+        "cookie",
+        HeaderValue::from_str(&format!("cw_vid={big}")).unwrap(),
+    );
+    h.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&format!("{big}, 1.2.3.4")).unwrap(),
+    );
+    let r = app
+        .get_with(&format!("/r/solare?src={}", &big[..16 * 1024]), h)
+        .await;
     assert_eq!(r.status().as_u16(), 302);
     let c = &app.clicks("solare").await[0];
     assert!(c["referrer"].as_str().unwrap_or_default().len() <= 512);
@@ -121,21 +164,51 @@ async fn huge_headers_are_answered_and_bounded() {
 #[tokio::test]
 async fn disabled_links_stop_redirecting_at_once() {
     let app = TestApp::start().await;
-    assert_eq!(app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(), 302);
+    assert_eq!(
+        app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(),
+        302
+    );
     let (s, v) = app
-        .api_send(reqwest::Method::POST, "/api/v1/links/boardbrew/disable", serde_json::json!({}))
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/links/boardbrew/disable",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["redirects"], false);
-    assert_eq!(app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(), 404);
+    assert_eq!(
+        app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(),
+        404
+    );
     // Disabling the affiliate stops every one of its links.
-    app.api_send(reqwest::Method::POST, "/api/v1/links/boardbrew/enable", serde_json::json!({}))
-        .await;
-    app.api_send(reqwest::Method::POST, "/api/v1/affiliates/gourmet_guide/disable", serde_json::json!({}))
-        .await;
-    assert_eq!(app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(), 404);
-    assert_eq!(app.get_ua("/ref/solare", CHROME).await.status().as_u16(), 404);
-    assert_eq!(app.get_ua("/go?id=amazon_kindle", CHROME).await.status().as_u16(), 302);
+    app.api_send(
+        reqwest::Method::POST,
+        "/api/v1/links/boardbrew/enable",
+        serde_json::json!({}),
+    )
+    .await;
+    app.api_send(
+        reqwest::Method::POST,
+        "/api/v1/affiliates/gourmet_guide/disable",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        app.get_ua("/ref/boardbrew", CHROME).await.status().as_u16(),
+        404
+    );
+    assert_eq!(
+        app.get_ua("/ref/solare", CHROME).await.status().as_u16(),
+        404
+    );
+    assert_eq!(
+        app.get_ua("/go?id=amazon_kindle", CHROME)
+            .await
+            .status()
+            .as_u16(),
+        302
+    );
 }
 
 #[tokio::test]
@@ -149,7 +222,15 @@ async fn ops_endpoints_answer() {
     assert_eq!(v["links"], 10);
     app.get_ua("/r/solare", CHROME).await;
     app.get_ua("/r/nope", CHROME).await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "clickward_clicks_total{outcome=\"recorded\"}",
         "clickward_clicks_total{outcome=\"not_found\"}",

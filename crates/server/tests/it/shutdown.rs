@@ -18,7 +18,12 @@ async fn sigterm_under_load_loses_no_answered_click() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--catalog"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--catalog",
+        ])
         .arg(seed_catalog())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,7 +57,11 @@ async fn sigterm_under_load_loses_no_answered_click() {
                 };
                 if r.status().as_u16() == 302 {
                     let loc = location(&r);
-                    let id = loc.rsplit("ascsubtag=").next().unwrap_or_default().to_owned();
+                    let id = loc
+                        .rsplit("ascsubtag=")
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     answered.lock().unwrap().push(id);
                 }
             }
@@ -68,7 +77,10 @@ async fn sigterm_under_load_loses_no_answered_click() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "clickward exited with {exit}");
     for w in workers {
         w.await.unwrap();
@@ -87,5 +99,10 @@ async fn sigterm_under_load_loses_no_answered_click() {
         .collect();
     let missing: Vec<&String> = answered.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(answered.len() >= 300);
-    assert!(missing.is_empty(), "{} of {} answered clicks are missing", missing.len(), answered.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered clicks are missing",
+        missing.len(),
+        answered.len()
+    );
 }
