@@ -166,6 +166,27 @@ async fn writer(
         if n == 0 {
             break;
         }
+        // Group commit: let the handlers that are ready to run enqueue their
+        // clicks before this batch is cut. A yield costs a few hundred ns and,
+        // under load, makes batches several times larger (fewer commits, fewer
+        // WAL writes per click); when idle it adds nothing measurable.
+        for _ in 0..2 {
+            if jobs.len() >= max_batch {
+                break;
+            }
+            tokio::task::yield_now().await;
+            let before = jobs.len();
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if jobs.len() == before {
+                break;
+            }
+        }
+        let n = jobs.len();
         metrics::gauge!(telemetry::QUEUE_DEPTH).set(rx.len() as f64);
         metrics::histogram!(telemetry::BATCH_SIZE).record(n as f64);
         let (clicks, dones): (Vec<NewClick>, Vec<Option<oneshot::Sender<bool>>>) =

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Redirect benchmark: clickward (seed catalogue, full classification) against
+# nginx `return 302` with a buffered access log, driven by the same wrk
+# command in the same run. Prints a Markdown table of medians of RUNS runs,
+# the ratio to nginx, server CPU per request, and checks that every request
+# answered with a redirect has its row.
+#
+#   bash bench/run.sh            # RUNS=3 DURATION=10s CONNECTIONS=32
+#
+# Needs wrk and nginx (installed here with apt if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SHARED=${CLICKWARD_SHARED:-$ROOT/../shared}
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+OUT=$ROOT/bench/out
+mkdir -p "$OUT"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+
+cargo build --release -q -p clickward
+BIN=$ROOT/target/release/clickward
+python3 bench/make_mix.py "$SHARED" "$OUT/mix.lua" >&2
+
+WRK=(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/mix.lua")
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# one_run NAME URL PID -> appends "rps p50_ms p99_ms requests cpu_us_per_req non3xx" to $OUT/NAME.runs
+one_run() {
+  local name=$1 url=$2 pid=$3
+  local before after
+  before=$(cpu_ticks "$pid")
+  "${WRK[@]}" "$url" > "$OUT/$name.last" 2>&1
+  after=$(cpu_ticks "$pid")
+  python3 - "$OUT/$name.last" "$before" "$after" "$CLK_TCK" >> "$OUT/$name.runs" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+before, after, tck = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", text)
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errs = re.search(r"Socket errors: (.*)", text)
+cpu_us = (after - before) / tck * 1e6 / max(reqs, 1)
+print(f"{rps:.0f} {ms(*p50.groups()):.3f} {ms(*p99.groups()):.3f} {reqs} {cpu_us:.2f} {int(bad.group(1)) if bad else 0} {'errors' if errs else 'ok'}")
+PY
+}
+
+wait_http() {
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
+
+# ---- nginx reference ---------------------------------------------------------
+NGX=$OUT/nginx
+rm -rf "$NGX" && mkdir -p "$NGX/logs"
+cat > "$NGX/nginx.conf" <<NGINX
+worker_processes 1;
+error_log $NGX/logs/error.log;
+pid $NGX/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log $NGX/logs/access.log combined buffer=64k flush=1s;
+  server {
+    listen 127.0.0.1:18182 reuseport;
+    location / {
+      add_header Cache-Control no-store always;
+      return 302 https://merchant.example/landing;
+    }
+  }
+}
+NGINX
+
+start_clickward() {
+  local name=$1 durability=$2 threads=$3
+  local data=$OUT/$name-data
+  rm -rf "$data"
+  TOKIO_WORKER_THREADS=$threads RUST_LOG=warn "$BIN" --data-dir "$data" serve \
+    --listen 127.0.0.1:18181 --catalog examples/links.toml --durability "$durability" \
+    > "$OUT/$name.log" 2>&1 &
+  echo $!
+}
+
+rm -f "$OUT"/*.runs
+CONFIGS=("sync-1t sync 1" "sync-2t sync 2" "buffered-1t buffered 1")
+for run in $(seq 1 "$RUNS"); do
+  nginx -c "$NGX/nginx.conf" -p "$NGX" -g 'daemon on;'
+  wait_http http://127.0.0.1:18182/r/x
+  NPID=$(pgrep -f "nginx: worker process" | head -1)
+  one_run nginx "http://127.0.0.1:18182" "$NPID"
+  nginx -c "$NGX/nginx.conf" -p "$NGX" -s stop
+  sleep 0.5
+  for cfg in "${CONFIGS[@]}"; do
+    set -- $cfg
+    pid=$(start_clickward "$1" "$2" "$3")
+    wait_http http://127.0.0.1:18181/healthz
+    one_run "$1" "http://127.0.0.1:18181" "$pid"
+    kill -TERM "$pid"; wait "$pid" || true
+    # Every request wrk saw answered must have its row (kill -TERM drains).
+    rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from clicks').fetchone()[0])" "$OUT/$1-data/clickward.db")
+    answered=$(tail -1 "$OUT/$1.runs" | awk '{print $4 - $6}')
+    echo "$rows" >> "$OUT/$1.rows"
+    if [ "$rows" -lt "$answered" ]; then
+      echo "LOST CLICKS: $1 run $run answered $answered, stored $rows" >&2
+      exit 1
+    fi
+  done
+done
+
+python3 - "$OUT" "$RUNS" "$DURATION" "$CONNECTIONS" <<'PY'
+import statistics, sys
+out, runs, dur, conns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+def load(name):
+    rows = [l.split() for l in open(f"{out}/{name}.runs")]
+    med = lambda i: statistics.median(float(r[i]) for r in rows)
+    return dict(rps=med(0), p50=med(1), p99=med(2), reqs=sum(int(r[3]) for r in rows), cpu=med(4), bad=sum(int(r[5]) for r in rows))
+ng = load("nginx")
+names = [("nginx", "nginx 1.22 `return 302`, buffered access log, 1 worker"),
+         ("sync-1t", "clickward, durability=sync, 1 tokio worker"),
+         ("sync-2t", "clickward, durability=sync, 2 tokio workers"),
+         ("buffered-1t", "clickward, durability=buffered, 1 tokio worker")]
+print(f"wrk -t1 -c{conns} -d{dur} --latency, realistic UA/src mix; median of {runs} runs\n")
+print("| server | req/s | ratio to nginx | p50 ms | p99 ms | CPU µs/req | non-3xx |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for key, label in names:
+    r = load(key)
+    print(f"| {label} | {r['rps']:.0f} | {r['rps']/ng['rps']:.2f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu']:.1f} | {r['bad']} |")
+PY
+for cfg in "${CONFIGS[@]}"; do
+  set -- $cfg
+  echo "rows stored after each $1 run (all >= answered redirects): $(tr '\n' ' ' < "$OUT/$1.rows")"
+  rm -f "$OUT/$1.rows"
+done
