@@ -39,7 +39,8 @@ pub(crate) struct Inner {
     pub cookie_key: Key,
     pub clock: Arc<dyn Clock>,
     pub ingest: Ingest,
-    pub metrics: PrometheusHandle,
+    pub metrics: telemetry::HotMetrics,
+    pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
 }
 
@@ -108,7 +109,8 @@ impl Server {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
-        let metrics = telemetry::metrics_handle();
+        let prometheus = telemetry::metrics_handle();
+        let metrics = telemetry::HotMetrics::register();
         let geo = if cfg.config.geoip.is_empty() {
             None
         } else {
@@ -136,6 +138,7 @@ impl Server {
             clock,
             ingest,
             metrics,
+            prometheus,
             shutting_down: AtomicBool::new(false),
         }));
         state.reload_catalog().await?;
@@ -216,7 +219,7 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     }
                 }
                 _ = upkeep.tick() => {
-                    state.0.metrics.run_upkeep();
+                    state.0.prometheus.run_upkeep();
                     metrics::gauge!(telemetry::QUEUE_DEPTH).set(state.0.ingest.depth() as f64);
                 }
                 _ = purge.tick() => {

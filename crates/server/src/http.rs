@@ -51,8 +51,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()
-        .route("/r/{code}", get(redirect::track_path))
-        .route("/ref/{code}", get(redirect::track_path))
+        .route("/r/{*code}", get(redirect::track_path))
+        .route("/ref/{*code}", get(redirect::track_path))
         .route("/go", get(redirect::track_go))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

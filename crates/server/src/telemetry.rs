@@ -6,7 +6,11 @@
 
 use std::sync::OnceLock;
 
+use clickward_core::click::BotReason;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::ingest::Submitted;
 
 /// Tracking requests by outcome: `recorded` (committed, or queued with
 /// `durability = "buffered"`), `unconfirmed` (sync commit did not finish
@@ -34,6 +38,70 @@ pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
 pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Handles of the metrics the redirect path touches, registered once: a
+/// labelled `counter!` call hashes its key and looks it up on every use.
+pub struct HotMetrics {
+    recorded: Counter,
+    unconfirmed: Counter,
+    dropped: Counter,
+    /// `clicks_total{outcome="not_found"}`.
+    pub not_found: Counter,
+    bots: [(BotReason, Counter); 5],
+    /// [`REDIRECT_SECONDS`].
+    pub redirect_seconds: Histogram,
+    /// [`COOKIE_REJECTED_TOTAL`].
+    pub cookie_rejected: Counter,
+    /// [`GEOIP_ERRORS_TOTAL`].
+    pub geoip_errors: Counter,
+}
+
+impl HotMetrics {
+    /// Registers the handles with the installed recorder.
+    pub fn register() -> Self {
+        let outcome = |o: &'static str| metrics::counter!(CLICKS_TOTAL, "outcome" => o);
+        let bot = |r: BotReason| {
+            (
+                r,
+                metrics::counter!(BOT_CLICKS_TOTAL, "reason" => r.as_str()),
+            )
+        };
+        Self {
+            recorded: outcome("recorded"),
+            unconfirmed: outcome("unconfirmed"),
+            dropped: outcome("dropped"),
+            not_found: outcome("not_found"),
+            bots: [
+                bot(BotReason::UaPattern),
+                bot(BotReason::PreviewFetcher),
+                bot(BotReason::Head),
+                bot(BotReason::Prefetch),
+                bot(BotReason::EmptyUa),
+            ],
+            redirect_seconds: metrics::histogram!(REDIRECT_SECONDS),
+            cookie_rejected: metrics::counter!(COOKIE_REJECTED_TOTAL),
+            geoip_errors: metrics::counter!(GEOIP_ERRORS_TOTAL),
+        }
+    }
+
+    /// `clicks_total{outcome}` for a submitted click.
+    pub fn clicks(&self, s: Submitted) -> &Counter {
+        match s {
+            Submitted::Recorded => &self.recorded,
+            Submitted::Unconfirmed => &self.unconfirmed,
+            Submitted::Dropped => &self.dropped,
+        }
+    }
+
+    /// `bot_clicks_total{reason}`.
+    pub fn bot_clicks(&self, r: BotReason) -> &Counter {
+        self.bots
+            .iter()
+            .find(|(reason, _)| *reason == r)
+            .map(|(_, c)| c)
+            .unwrap_or(&self.bots[0].1)
+    }
+}
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn metrics_handle() -> PrometheusHandle {

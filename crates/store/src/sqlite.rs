@@ -117,14 +117,20 @@ impl SqliteStore {
                     "{e} (a database written by a newer clickward cannot be opened by this one)"
                 ))
             })?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
-                max_readers: opts.readers.max(1),
-            }),
-        })
+        // Checkpoints copy the WAL back into the database file; run inline
+        // (SQLite's default, every 1000 pages) they stall the commit that
+        // triggers them for milliseconds, and with sync durability every
+        // redirect waiting on that commit. A background thread does them
+        // instead, PASSIVE, so they never block the writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            max_readers: opts.readers.max(1),
+        });
+        spawn_checkpointer(Arc::downgrade(&inner), path.to_owned())?;
+        Ok(Self { inner })
     }
 
     /// The database file.
@@ -178,6 +184,46 @@ impl SqliteStore {
             .map_err(|e| StoreError::Task(e.to_string()))?
         })
     }
+}
+
+/// How often the background checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn spawn_checkpointer(store: std::sync::Weak<Inner>, path: PathBuf) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(100))?;
+    std::thread::Builder::new()
+        .name("clickward-checkpoint".to_owned())
+        .spawn(move || {
+            // Runs while the store is alive; a last checkpoint on the way out.
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let Some(inner) = store.upgrade() else {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                    return;
+                };
+                // Pass 1, beside the writer: copies the bulk of the WAL.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed (retried): {e}");
+                    continue;
+                }
+                // Pass 2, holding the writer: copies the few frames committed
+                // meanwhile, so the WAL is fully backfilled and the next
+                // commit rewinds it instead of growing the file forever.
+                let second = inner
+                    .writer
+                    .lock()
+                    .map(|w| w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+                if let Ok(Err(e)) = second {
+                    tracing::warn!("WAL checkpoint failed (retried): {e}");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Task(format!("starting the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
@@ -19,9 +20,9 @@ use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
 use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::ip::client_ip;
+use percent_encoding::percent_decode_str;
 
 use crate::app::AppState;
-use crate::telemetry;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
@@ -36,33 +37,38 @@ fn parse_query(q: Option<&str>) -> Pairs<'_> {
 }
 
 /// `GET|HEAD /r/{code}` and `/ref/{code}`.
+///
+/// Takes the request whole: the `HeaderMap` extractor would clone every
+/// header on the hottest path we have.
 pub async fn track_path(
     State(app): State<AppState>,
-    method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    code: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    RawQuery(query): RawQuery,
+    req: Request,
 ) -> Response {
     let started = Instant::now();
-    // A path that is not valid UTF-8 after decoding cannot name a link.
-    let Ok(Path(code)) = code else {
+    let (parts, _) = req.into_parts();
+    let path = parts.uri.path();
+    let raw = path
+        .strip_prefix("/r/")
+        .or_else(|| path.strip_prefix("/ref/"))
+        .unwrap_or_default();
+    // A code that is not valid UTF-8 after decoding cannot name a link.
+    let Ok(code) = percent_decode_str(raw).decode_utf8() else {
         return not_found(&app);
     };
-    let pairs = parse_query(query.as_deref());
-    track(&app, started, &code, &pairs, method, peer, &headers).await
+    let pairs = parse_query(parts.uri.query());
+    track(&app, started, &code, &pairs, &parts, peer).await
 }
 
 /// `GET|HEAD /go?id={code}&src=…`.
 pub async fn track_go(
     State(app): State<AppState>,
-    method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    req: Request,
 ) -> Response {
     let started = Instant::now();
-    let pairs = parse_query(query.as_deref());
+    let (parts, _) = req.into_parts();
+    let pairs = parse_query(parts.uri.query());
     let Some(code) = pairs
         .iter()
         .find(|(k, _)| k == "id")
@@ -70,7 +76,7 @@ pub async fn track_go(
     else {
         return not_found(&app);
     };
-    track(&app, started, &code, &pairs, method, peer, &headers).await
+    track(&app, started, &code, &pairs, &parts, peer).await
 }
 
 async fn track(
@@ -78,10 +84,10 @@ async fn track(
     started: Instant,
     code: &str,
     pairs: &Pairs<'_>,
-    method: Method,
+    parts: &Parts,
     peer: SocketAddr,
-    headers: &HeaderMap,
 ) -> Response {
+    let headers = &parts.headers;
     let s = &app.0;
     let Some(link) = s.links.get(code) else {
         return not_found(app);
@@ -99,7 +105,7 @@ async fn track(
         .filter_map(|h| headers.get(*h))
         .any(|v| bot::is_prefetch_header(v.as_bytes()));
     let shape = RequestShape {
-        head: method == Method::HEAD,
+        head: parts.method == Method::HEAD,
         prefetch,
     };
     let bot_reason = bot::classify(shape, info.bot);
@@ -114,7 +120,7 @@ async fn track(
     );
     let geo = match &s.geo {
         Some(db) => db.lookup(ip).unwrap_or_else(|_| {
-            metrics::counter!(telemetry::GEOIP_ERRORS_TOTAL).increment(1);
+            s.metrics.geoip_errors.increment(1);
             None
         }),
         None => None,
@@ -122,12 +128,16 @@ async fn track(
 
     // The visitor: the key in our cookie when it decrypts, else a key of
     // (IP, user agent) under today's salt (plus earlier salts for dedup).
-    let jar = PrivateCookieJar::from_headers(headers, s.cookie_key.clone());
+    let jar = if headers.contains_key(header::COOKIE) {
+        PrivateCookieJar::from_headers(headers, s.cookie_key.clone())
+    } else {
+        PrivateCookieJar::new(s.cookie_key.clone())
+    };
     let from_cookie = jar
         .get(VISITOR_COOKIE)
         .and_then(|c| VisitorKey::from_hex(c.value()));
     if from_cookie.is_none() && has_raw_cookie(headers, VISITOR_COOKIE) {
-        metrics::counter!(telemetry::COOKIE_REJECTED_TOTAL).increment(1);
+        s.metrics.cookie_rejected.increment(1);
     }
     let (visitor_key, previous_keys, jar) = match from_cookie {
         Some(k) => (k, Vec::new(), None),
@@ -194,9 +204,9 @@ async fn track(
         previous_keys,
     };
     let outcome = s.ingest.submit(click).await;
-    metrics::counter!(telemetry::CLICKS_TOTAL, "outcome" => outcome.label()).increment(1);
+    s.metrics.clicks(outcome).increment(1);
     if let Some(reason) = bot_reason {
-        metrics::counter!(telemetry::BOT_CLICKS_TOTAL, "reason" => reason.as_str()).increment(1);
+        s.metrics.bot_clicks(reason).increment(1);
     }
 
     let status = StatusCode::from_u16(link.redirect.code()).unwrap_or(StatusCode::FOUND);
@@ -216,7 +226,9 @@ async fn track(
     if let Some(jar) = jar {
         resp = (jar, resp).into_response();
     }
-    metrics::histogram!(telemetry::REDIRECT_SECONDS).record(started.elapsed().as_secs_f64());
+    s.metrics
+        .redirect_seconds
+        .record(started.elapsed().as_secs_f64());
     resp
 }
 
@@ -239,7 +251,7 @@ const NOT_FOUND_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta cha
 <h1>Link not found</h1><p>This tracking link does not exist or is no longer active.</p></body></html>\n";
 
 fn not_found(app: &AppState) -> Response {
-    metrics::counter!(telemetry::CLICKS_TOTAL, "outcome" => "not_found").increment(1);
+    app.0.metrics.not_found.increment(1);
     if let Some(v) = app
         .0
         .cfg
