@@ -92,7 +92,13 @@ start_clickward() {
   TOKIO_WORKER_THREADS=$threads RUST_LOG=warn "$BIN" --data-dir "$data" serve \
     --listen 127.0.0.1:18181 --catalog examples/links.toml --durability "$durability" \
     > "$OUT/$name.log" 2>&1 &
-  echo $!
+  CW_PID=$!
+}
+
+stop_clickward() {
+  kill -TERM "$1"
+  # SIGTERM drains the queue; wait for the process to be gone.
+  while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
 }
 
 rm -f "$OUT"/*.runs
@@ -106,10 +112,11 @@ for run in $(seq 1 "$RUNS"); do
   sleep 0.5
   for cfg in "${CONFIGS[@]}"; do
     set -- $cfg
-    pid=$(start_clickward "$1" "$2" "$3")
+    start_clickward "$1" "$2" "$3"
+    pid=$CW_PID
     wait_http http://127.0.0.1:18181/healthz
     one_run "$1" "http://127.0.0.1:18181" "$pid"
-    kill -TERM "$pid"; wait "$pid" || true
+    stop_clickward "$pid"
     # Every request wrk saw answered must have its row (kill -TERM drains).
     rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from clicks').fetchone()[0])" "$OUT/$1-data/clickward.db")
     answered=$(tail -1 "$OUT/$1.runs" | awk '{print $4 - $6}')

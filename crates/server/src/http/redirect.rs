@@ -142,6 +142,9 @@ async fn track(
     let (visitor_key, previous_keys, jar) = match from_cookie {
         Some(k) => (k, Vec::new(), None),
         None => match s.salts.keys_for(now, s.cfg.dedup_window, ip, ua) {
+            // Fetchers and prefetches get no cookie: they would not keep it,
+            // and a prefetch must not pin a visitor before the real click.
+            Ok((k, prev)) if bot_reason.is_some() => (k, prev, None),
             Ok((k, prev)) => {
                 let cookie = Cookie::build((VISITOR_COOKIE, k.to_hex()))
                     .path("/")
@@ -164,10 +167,11 @@ async fn track(
 
     let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
     let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
-    let click_id_text = click_id.to_string();
+    let mut id_buf = [0u8; ulid::ULID_LEN];
+    let click_id_text = click_id.0.array_to_str(&mut id_buf);
     let record = &link.record;
     let location = link.destination.expand(&MacroValues {
-        click_id: &click_id_text,
+        click_id: click_id_text,
         code: record.link.code.as_str(),
         affiliate: record
             .link
