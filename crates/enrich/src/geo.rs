@@ -7,9 +7,9 @@
 //!   Lite, CC BY 4.0): flat `country_code`, `state1`, `city`.
 //!
 //! Several files may be given (that package ships separate IPv4 and IPv6
-//! files); they are asked in order. Files are checked when opened, so a
-//! missing, truncated or corrupt file is refused with its path instead of
-//! answering garbage later.
+//! files); they are asked in order. A missing, truncated or structurally
+//! corrupt file is refused when opened, with its path; a corrupt record is an
+//! error of that lookup only (the caller records the click without location).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -40,15 +40,6 @@ pub enum GeoError {
         #[source]
         source: maxminddb::MaxMindDbError,
     },
-    /// The file is a MaxMind DB but its search tree or data is corrupt.
-    #[error("GeoIP database {path} is corrupt: {source}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What verification found.
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
     /// The file holds no locations (an ASN or anonymous-IP database).
     #[error(
         "GeoIP database {path} has type {kind:?}, which holds no locations; use a City or Country database"
@@ -60,8 +51,14 @@ pub enum GeoError {
         kind: String,
     },
     /// A lookup hit a record that does not decode.
-    #[error("GeoIP record does not decode: {0}")]
-    Decode(#[from] maxminddb::MaxMindDbError),
+    #[error("GeoIP database {path}: a record does not decode: {source}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        #[source]
+        source: maxminddb::MaxMindDbError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +110,7 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 }
 
 struct Db {
+    path: PathBuf,
     reader: Reader<Vec<u8>>,
     layout: Layout,
     ipv4_only: bool,
@@ -137,10 +135,10 @@ impl GeoDb {
                 path: path.to_owned(),
                 source,
             })?;
-            reader.verify().map_err(|source| GeoError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })?;
+            // Not `Reader::verify()`: it also enforces metadata details that
+            // real files break (DB-IP's npm file has an empty description
+            // map). Opening checks the header and search-tree bounds; corrupt
+            // records surface per lookup as `GeoError::Decode`.
             let kind = reader.metadata().database_type.clone();
             let maxmind_style = ["GeoIP2-", "GeoLite2-", "GeoIP-", "DBIP-"]
                 .iter()
@@ -161,6 +159,7 @@ impl GeoDb {
             };
             let ipv4_only = reader.metadata().ip_version == 4;
             dbs.push(Db {
+                path: path.to_owned(),
                 reader,
                 layout,
                 ipv4_only,
@@ -176,30 +175,40 @@ impl GeoDb {
     /// records the click without location and counts the error).
     pub fn lookup(&self, ip: IpAddr) -> Result<Option<Geo>, GeoError> {
         for db in &self.dbs {
+            let decode_err = |source| GeoError::Decode {
+                path: db.path.clone(),
+                source,
+            };
             if db.ipv4_only && ip.is_ipv6() {
                 continue;
             }
-            let found = db.reader.lookup(ip)?;
+            let found = db.reader.lookup(ip).map_err(decode_err)?;
             if !found.has_data() {
                 continue;
             }
             let geo = match db.layout {
-                Layout::Nested => found.decode::<Nested<'_>>()?.map(|r| Geo {
-                    country: non_empty(r.country.and_then(|c| c.iso_code)),
-                    region: non_empty(
-                        r.subdivisions
-                            .as_ref()
-                            .and_then(|s| s.first())
-                            .and_then(|s| s.names.as_ref())
-                            .and_then(|n| n.en),
-                    ),
-                    city: non_empty(r.city.and_then(|c| c.names).and_then(|n| n.en)),
-                }),
-                Layout::Flat => found.decode::<Flat<'_>>()?.map(|r| Geo {
-                    country: non_empty(r.country_code),
-                    region: non_empty(r.state1),
-                    city: non_empty(r.city),
-                }),
+                Layout::Nested => found
+                    .decode::<Nested<'_>>()
+                    .map_err(decode_err)?
+                    .map(|r| Geo {
+                        country: non_empty(r.country.and_then(|c| c.iso_code)),
+                        region: non_empty(
+                            r.subdivisions
+                                .as_ref()
+                                .and_then(|s| s.first())
+                                .and_then(|s| s.names.as_ref())
+                                .and_then(|n| n.en),
+                        ),
+                        city: non_empty(r.city.and_then(|c| c.names).and_then(|n| n.en)),
+                    }),
+                Layout::Flat => found
+                    .decode::<Flat<'_>>()
+                    .map_err(decode_err)?
+                    .map(|r| Geo {
+                        country: non_empty(r.country_code),
+                        region: non_empty(r.state1),
+                        city: non_empty(r.city),
+                    }),
             };
             if geo.is_some() {
                 return Ok(geo);

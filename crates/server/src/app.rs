@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     pub metrics: telemetry::HotMetrics,
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
+    pub geo_error_logged: AtomicBool,
 }
 
 impl AppState {
@@ -140,6 +141,7 @@ impl Server {
             metrics,
             prometheus,
             shutting_down: AtomicBool::new(false),
+            geo_error_logged: AtomicBool::new(false),
         }));
         state.reload_catalog().await?;
 

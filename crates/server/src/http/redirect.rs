@@ -119,8 +119,13 @@ async fn track(
         &s.cfg.trusted,
     );
     let geo = match &s.geo {
-        Some(db) => db.lookup(ip).unwrap_or_else(|_| {
+        Some(db) => db.lookup(ip).unwrap_or_else(|e| {
             s.metrics.geoip_errors.increment(1);
+            if !s.geo_error_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "{e}; such clicks are recorded without location (first occurrence; all are counted in clickward_geoip_errors_total)"
+                );
+            }
             None
         }),
         None => None,

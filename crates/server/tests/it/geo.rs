@@ -70,10 +70,6 @@ async fn broken_or_missing_databases_stop_the_start_with_the_file_named() {
 #[tokio::test]
 async fn a_database_with_broken_records_costs_the_location_not_the_click() {
     let path = shared_data().join("geoip/GeoIP2-City-Test-Broken-Double-Format.mmdb");
-    if clickward_enrich::geo::GeoDb::open(&[&path]).is_err() {
-        // Refused at start, which the test above covers for its sibling.
-        return;
-    }
     let app = TestApp::start_with(|c| {
         c.geoip = vec![path];
         c.trusted_proxies = vec!["127.0.0.1".into()];
