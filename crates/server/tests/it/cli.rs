@@ -288,3 +288,79 @@ fn import_brings_history_once() {
         "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks\nold,4,1,3,2,1\n"
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_catalogue_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("links.toml");
+    let base_text = std::fs::read_to_string(seed_catalog()).unwrap();
+    std::fs::write(&catalog, &base_text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--catalog",
+        ])
+        .arg(&catalog)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let status = |path: &'static str| {
+        let c = c.clone();
+        let url = format!("{base}{path}");
+        async move { c.get(url).send().await.ok().map(|r| r.status().as_u16()) }
+    };
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the server to start",
+        || status("/healthz"),
+    )
+    .await;
+    assert_eq!(status("/r/autumn").await, Some(404));
+
+    let added = format!(
+        "{base_text}\n[[links]]\ncode = \"autumn\"\nprogram = \"vendors\"\ndestination = \"https://autumn.example/\"\n"
+    );
+    std::fs::write(&catalog, added).unwrap();
+    let hup = |pid: u32| {
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hup(child.id()).success());
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the new link after SIGHUP",
+        || async { (status("/r/autumn").await == Some(302)).then_some(()) },
+    )
+    .await;
+
+    // A broken file is refused whole; the running catalogue stays.
+    std::fs::write(&catalog, "[[links]]\ncode = \"x\"\nredirect = 301\n").unwrap();
+    assert!(hup(child.id()).success());
+    // Give the reload a chance to (wrongly) apply, then check nothing moved.
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the server to keep answering",
+        || async { (status("/healthz").await == Some(200)).then_some(()) },
+    )
+    .await;
+    assert_eq!(status("/r/autumn").await, Some(302));
+    assert_eq!(status("/ref/solare").await, Some(302));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
