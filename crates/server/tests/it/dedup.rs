@@ -79,7 +79,7 @@ async fn the_visitor_cookie_identifies_the_visitor_and_a_forged_one_is_ignored()
     assert_eq!(clicks[0]["visitor_key"], clicks[1]["visitor_key"]);
 
     // A tampered cookie is not trusted: the click falls back to IP + UA.
-    let before = metric(&app, "clickward_cookie_rejected_total").await;
+    let before = app.metric("clickward_cookie_rejected_total").await;
     let mut h = HeaderMap::new();
     h.insert("user-agent", HeaderValue::from_static(CHROME));
     h.insert("cookie", HeaderValue::from_static("cw_vid=AAAAforgedBBBB"));
@@ -87,25 +87,8 @@ async fn the_visitor_cookie_identifies_the_visitor_and_a_forged_one_is_ignored()
     assert_eq!(r.status().as_u16(), 302);
     assert!(r.headers().get("set-cookie").is_some());
     assert_eq!(
-        metric(&app, "clickward_cookie_rejected_total").await,
+        app.metric("clickward_cookie_rejected_total").await,
         before + 1
     );
     assert_eq!(uniques(&app.clicks("wholefoods").await), 2);
-}
-
-async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

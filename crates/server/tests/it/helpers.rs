@@ -154,6 +154,28 @@ impl TestApp {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        r.text().await.expect("metrics body")
+    }
+
+    /// The value of an unlabelled counter or gauge on `/metrics` (0 if absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

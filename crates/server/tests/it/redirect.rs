@@ -222,15 +222,7 @@ async fn ops_endpoints_answer() {
     assert_eq!(v["links"], 10);
     app.get_ua("/r/solare", CHROME).await;
     app.get_ua("/r/nope", CHROME).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for name in [
         "clickward_clicks_total{outcome=\"recorded\"}",
         "clickward_clicks_total{outcome=\"not_found\"}",
