@@ -75,11 +75,18 @@ async fn a_database_with_broken_records_costs_the_location_not_the_click() {
         c.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
-    for ip in ["81.2.69.142", "2001:218::1", "89.160.20.112"] {
+    for (i, ip) in ["81.2.69.142", "2001:218::1", "89.160.20.112"]
+        .iter()
+        .enumerate()
+    {
+        app.clock.set(NOON + i64::try_from(i).unwrap() * 1_000_000);
         assert_eq!(
             app.get_with("/r/puesto", xff(ip)).await.status().as_u16(),
             302
         );
     }
-    assert_eq!(app.clicks("puesto").await.len(), 3);
+    let clicks = app.clicks("puesto").await;
+    let countries: Vec<Option<&str>> = clicks.iter().rev().map(|c| c["country"].as_str()).collect();
+    assert_eq!(countries, vec![Some("GB"), None, None]);
+    assert_eq!(app.metric("clickward_geoip_errors_total").await, 2);
 }
