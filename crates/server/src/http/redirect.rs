@@ -250,7 +250,8 @@ fn has_raw_cookie(headers: &HeaderMap, name: &str) -> bool {
     headers.get_all(header::COOKIE).iter().any(|v| {
         v.as_bytes()
             .split(|b| *b == b';')
-            .any(|c| c.trim_ascii().starts_with(name.as_bytes()))
+            .filter_map(|c| c.trim_ascii().split(|b| *b == b'=').next())
+            .any(|n| n == name.as_bytes())
     })
 }
 
