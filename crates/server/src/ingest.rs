@@ -167,10 +167,12 @@ async fn writer(
             break;
         }
         // Group commit: let the handlers that are ready to run enqueue their
-        // clicks before this batch is cut. A yield costs a few hundred ns and,
-        // under load, makes batches several times larger (fewer commits, fewer
-        // WAL writes per click); when idle it adds nothing measurable.
-        for _ in 0..2 {
+        // clicks before this batch is cut, for as long as yielding still
+        // brings new ones (at most 8 rounds). A yield costs a few hundred ns;
+        // under load it makes batches larger (measured at 32 connections:
+        // 14 → 22 clicks per commit, −2 µs CPU per click); when idle the first
+        // round finds nothing and the batch is cut at once.
+        for _ in 0..8 {
             if jobs.len() >= max_batch {
                 break;
             }
