@@ -19,6 +19,7 @@ pub mod click;
 pub mod dedup;
 pub mod id;
 pub mod link;
+pub mod money;
 pub mod report;
 
 /// A UTC timestamp in microseconds since the Unix epoch.
