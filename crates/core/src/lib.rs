@@ -15,7 +15,10 @@
 //! - Everything here is deterministic given its inputs: the clock, randomness and
 //!   secrets are passed in by the caller.
 
+pub mod attribution;
 pub mod click;
+pub mod commission;
+pub mod conversion;
 pub mod dedup;
 pub mod id;
 pub mod link;

@@ -56,7 +56,10 @@ impl Currency {
         let upper = code.trim().to_ascii_uppercase();
         let unknown = || MoneyError::UnknownCurrency(code.chars().take(16).collect());
         let c = iso_currency::Currency::from_code(&upper).ok_or_else(unknown)?;
-        let exponent = c.exponent().and_then(|e| u8::try_from(e).ok()).ok_or_else(unknown)?;
+        let exponent = c
+            .exponent()
+            .and_then(|e| u8::try_from(e).ok())
+            .ok_or_else(unknown)?;
         let bytes = upper.as_bytes();
         if bytes.len() != 3 {
             return Err(unknown());
@@ -91,8 +94,7 @@ impl Currency {
         let shown = || t.chars().take(40).collect::<String>();
         let (int, frac) = t.split_once('.').unwrap_or((t, ""));
         let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty() || !digits(int) || !digits(frac) || (t.contains('.') && frac.is_empty())
-        {
+        if int.is_empty() || !digits(int) || !digits(frac) || (t.contains('.') && frac.is_empty()) {
             return Err(MoneyError::NotDecimal(shown()));
         }
         let exp = usize::from(self.exponent);
@@ -109,7 +111,11 @@ impl Currency {
             return Err(MoneyError::TooLarge(shown()));
         }
         let mut minor: i64 = 0;
-        for b in int.bytes().chain(kept.bytes()).chain(std::iter::repeat_n(b'0', exp - kept.len())) {
+        for b in int
+            .bytes()
+            .chain(kept.bytes())
+            .chain(std::iter::repeat_n(b'0', exp - kept.len()))
+        {
             minor = minor
                 .checked_mul(10)
                 .and_then(|m| m.checked_add(i64::from(b - b'0')))
@@ -261,16 +267,30 @@ mod tests {
         assert_eq!(usd.parse_amount("12.340"), Ok(1234));
         assert_eq!(cur("JPY").parse_amount("1500"), Ok(1500));
         assert_eq!(cur("KWD").parse_amount("1.234"), Ok(1234));
-        for bad in ["1e3", "-5", "+5", "NaN", "inf", "1,000", "12.", ".5", "", " ", "0x10", "1 000", "１２"] {
-            assert!(matches!(usd.parse_amount(bad), Err(MoneyError::NotDecimal(_))), "{bad:?}");
+        for bad in [
+            "1e3", "-5", "+5", "NaN", "inf", "1,000", "12.", ".5", "", " ", "0x10", "1 000", "１２",
+        ] {
+            assert!(
+                matches!(usd.parse_amount(bad), Err(MoneyError::NotDecimal(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(usd.parse_amount("12.345"), Err(MoneyError::TooPrecise { .. })));
-        assert!(matches!(cur("JPY").parse_amount("10.5"), Err(MoneyError::TooPrecise { .. })));
+        assert!(matches!(
+            usd.parse_amount("12.345"),
+            Err(MoneyError::TooPrecise { .. })
+        ));
+        assert!(matches!(
+            cur("JPY").parse_amount("10.5"),
+            Err(MoneyError::TooPrecise { .. })
+        ));
         assert!(matches!(
             usd.parse_amount("1234567890123456789012345678901234567890"),
             Err(MoneyError::TooLarge(_))
         ));
-        assert!(matches!(usd.parse_amount("10000000000000.01"), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(
+            usd.parse_amount("10000000000000.01"),
+            Err(MoneyError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -280,7 +300,10 @@ mod tests {
         assert_eq!(bp.apply(135), 14); // 13.5 -> 14 (even)
         assert_eq!(bp.apply(126), 13); // 12.6 -> 13
         assert_eq!(bp.apply(-125), -12);
-        assert_eq!(BasisPoints::new(10_000).unwrap().apply(MAX_MINOR), MAX_MINOR);
+        assert_eq!(
+            BasisPoints::new(10_000).unwrap().apply(MAX_MINOR),
+            MAX_MINOR
+        );
         assert!(BasisPoints::new(10_001).is_err());
     }
 

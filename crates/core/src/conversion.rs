@@ -1,0 +1,329 @@
+//! Conversions: what a postback reports, its lifecycle, and the ledger
+//! entries each change makes.
+//!
+//! Lifecycle: `pending → approved → paid`; `pending → rejected`;
+//! `approved | paid → reversed` (refund or chargeback). Nothing is edited in
+//! place: every change appends ledger entries that move the commission
+//! between three buckets per affiliate and currency:
+//!
+//! | change | entries |
+//! |---|---|
+//! | new conversion (pending) | pending +c |
+//! | approve | pending −c, payable +c |
+//! | reject (from pending) | pending −c |
+//! | pay (payout batch) | payable −c, paid +c |
+//! | reverse (from approved) | payable −c |
+//! | reverse (from paid) | payable −c (a clawback netted against later payouts) |
+//!
+//! So for every conversion the sum of its entries is `c` while it stands
+//! (pending, approved, paid) and 0 once rejected or reversed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::truncate_utf8;
+
+/// Where a conversion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversionStatus {
+    /// Waiting for approval (manual, or automatic after the hold period).
+    Pending,
+    /// Approved; its commission is payable.
+    Approved,
+    /// Refused before approval.
+    Rejected,
+    /// Included in a payout batch.
+    Paid,
+    /// Refunded or charged back after approval or payment.
+    Reversed,
+}
+
+impl ConversionStatus {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Paid => "paid",
+            Self::Reversed => "reversed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            "paid" => Self::Paid,
+            "reversed" => Self::Reversed,
+            _ => return None,
+        })
+    }
+}
+
+/// A bucket of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    /// Earned, not yet approved.
+    Pending,
+    /// Approved and not yet paid (clawbacks make it go down).
+    Payable,
+    /// Paid out.
+    Paid,
+}
+
+impl Bucket {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Payable => "payable",
+            Self::Paid => "paid",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "payable" => Self::Payable,
+            "paid" => Self::Paid,
+            _ => return None,
+        })
+    }
+}
+
+/// A status change that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {} conversion cannot become {}", .from.as_str(), .to.as_str())]
+pub struct TransitionError {
+    /// Current status.
+    pub from: ConversionStatus,
+    /// Asked-for status.
+    pub to: ConversionStatus,
+}
+
+/// The ledger entries `(bucket, minor units)` of moving a conversion whose
+/// commission is `commission` from `from` to `to`.
+///
+/// # Errors
+/// [`TransitionError`] for changes the lifecycle does not allow (anything
+/// out of `rejected` or `reversed`, approving a paid conversion, …).
+pub fn transition(
+    from: ConversionStatus,
+    to: ConversionStatus,
+    commission: i64,
+) -> Result<Vec<(Bucket, i64)>, TransitionError> {
+    use ConversionStatus as S;
+    let c = commission;
+    Ok(match (from, to) {
+        (S::Pending, S::Approved) => vec![(Bucket::Pending, -c), (Bucket::Payable, c)],
+        (S::Pending, S::Rejected) => vec![(Bucket::Pending, -c)],
+        (S::Approved, S::Paid) => vec![(Bucket::Payable, -c), (Bucket::Paid, c)],
+        (S::Approved | S::Paid, S::Reversed) => vec![(Bucket::Payable, -c)],
+        _ => return Err(TransitionError { from, to }),
+    })
+}
+
+/// The entry of a new (pending) conversion.
+pub fn created(commission: i64) -> Vec<(Bucket, i64)> {
+    vec![(Bucket::Pending, commission)]
+}
+
+/// Longest accepted order id, bytes.
+pub const MAX_ORDER_ID_LEN: usize = 255;
+/// Longest kept advertiser sub value, bytes.
+pub const MAX_ADV_SUB_LEN: usize = 255;
+
+/// The fields of a conversion report, read from a postback query, a form or
+/// JSON, before validation against the program.
+///
+/// Key names (DESIGN.md §4 and the platforms' postback docs):
+/// click id `click_id | transaction_id` (TUNE, Everflow) `| cid | clickid`
+/// (Voluum) `| subid | sid` (Prosper202); order id `order_id | txid` (Voluum)
+/// `| conversion_unique_id` (TUNE) `| external_id` (Tapfiliate) `| invoice_id`
+/// (Dub); `amount | sale_amount`; `currency`; event `event | et` (Voluum)
+/// `| goal`; `status`; `occurred_at`; advertiser subs `adv_sub1..5`
+/// (`adv_sub, adv_sub2..5` TUNE, `adv1..5` Everflow).
+/// The first occurrence of a key wins; empty values count as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversionReport {
+    /// Click id as sent.
+    pub click_id: Option<String>,
+    /// Order id as sent.
+    pub order_id: Option<String>,
+    /// Amount as sent (decimal text).
+    pub amount: Option<String>,
+    /// Currency code as sent.
+    pub currency: Option<String>,
+    /// Event name as sent.
+    pub event: Option<String>,
+    /// Status as sent (`pending`, `approved`, `rejected`).
+    pub status: Option<String>,
+    /// RFC 3339 or Unix seconds, as sent.
+    pub occurred_at: Option<String>,
+    /// Advertiser subs.
+    pub adv_subs: [Option<String>; 5],
+}
+
+impl ConversionReport {
+    /// Reads the recognised keys from decoded pairs; others are ignored.
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut r = ConversionReport::default();
+        for (k, v) in pairs {
+            if v.is_empty() {
+                continue;
+            }
+            let slot = match k {
+                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid" => {
+                    &mut r.click_id
+                }
+                "order_id" | "txid" | "conversion_unique_id" | "external_id" | "invoice_id" => {
+                    &mut r.order_id
+                }
+                "amount" | "sale_amount" => &mut r.amount,
+                "currency" => &mut r.currency,
+                "event" | "et" | "goal" => &mut r.event,
+                "status" => &mut r.status,
+                "occurred_at" => &mut r.occurred_at,
+                "adv_sub1" | "adv_sub" | "adv1" => &mut r.adv_subs[0],
+                "adv_sub2" | "adv2" => &mut r.adv_subs[1],
+                "adv_sub3" | "adv3" => &mut r.adv_subs[2],
+                "adv_sub4" | "adv4" => &mut r.adv_subs[3],
+                "adv_sub5" | "adv5" => &mut r.adv_subs[4],
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.to_owned());
+            }
+        }
+        for s in r.adv_subs.iter_mut().flatten() {
+            *s = truncate_utf8(s, MAX_ADV_SUB_LEN).to_owned();
+        }
+        r
+    }
+}
+
+/// An event name: 1–32 of `a-z 0-9 _ -` (lower-cased on input).
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_event(s: &str) -> Result<String, String> {
+    let e = s.trim().to_ascii_lowercase();
+    let ok = !e.is_empty()
+        && e.len() <= 32
+        && e.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(e)
+    } else {
+        Err(format!(
+            "event {:?} is not 1-32 characters of a-z 0-9 _ -",
+            truncate_utf8(s, 40)
+        ))
+    }
+}
+
+/// An order id: 1–255 bytes, no control characters.
+///
+/// # Errors
+/// A message naming the problem.
+pub fn parse_order_id(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("order_id is empty".to_owned());
+    }
+    if t.len() > MAX_ORDER_ID_LEN {
+        return Err(format!(
+            "order_id is {} bytes long; at most {MAX_ORDER_ID_LEN} are allowed",
+            t.len()
+        ));
+    }
+    if t.chars().any(char::is_control) {
+        return Err("order_id contains control characters".to_owned());
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConversionStatus as S;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dialects_fill_the_same_fields() {
+        let tune = ConversionReport::from_pairs([
+            ("transaction_id", "C1"),
+            ("conversion_unique_id", "O1"),
+            ("amount", "9.99"),
+            ("adv_sub", "x"),
+        ]);
+        let voluum = ConversionReport::from_pairs([
+            ("cid", "C1"),
+            ("txid", "O1"),
+            ("amount", "9.99"),
+            ("et", "sale"),
+        ]);
+        let prosper = ConversionReport::from_pairs([("subid", "C1"), ("invoice_id", "O1")]);
+        assert_eq!(tune.click_id.as_deref(), Some("C1"));
+        assert_eq!(tune.order_id.as_deref(), Some("O1"));
+        assert_eq!(tune.adv_subs[0].as_deref(), Some("x"));
+        assert_eq!(voluum.event.as_deref(), Some("sale"));
+        assert_eq!(prosper.click_id, voluum.click_id);
+    }
+
+    #[test]
+    fn lifecycle_refuses_what_it_must() {
+        assert!(transition(S::Pending, S::Approved, 5).is_ok());
+        assert!(transition(S::Rejected, S::Approved, 5).is_err());
+        assert!(transition(S::Reversed, S::Approved, 5).is_err());
+        assert!(transition(S::Paid, S::Approved, 5).is_err());
+        assert!(transition(S::Pending, S::Reversed, 5).is_err());
+        assert!(transition(S::Pending, S::Paid, 5).is_err());
+    }
+
+    #[test]
+    fn order_ids_and_events_are_bounded() {
+        assert!(parse_order_id(&"x".repeat(10 * 1024)).is_err());
+        assert!(parse_order_id(" ").is_err());
+        assert!(parse_order_id("a\u{0}b").is_err());
+        assert_eq!(parse_order_id(" ORD-1 "), Ok("ORD-1".to_owned()));
+        assert_eq!(parse_event("Sale"), Ok("sale".to_owned()));
+        assert!(parse_event("sale; drop").is_err());
+    }
+
+    fn status() -> impl Strategy<Value = ConversionStatus> {
+        prop::sample::select(vec![
+            S::Pending,
+            S::Approved,
+            S::Rejected,
+            S::Paid,
+            S::Reversed,
+        ])
+    }
+
+    proptest! {
+        /// Whatever sequence of changes is tried, a conversion's entries sum
+        /// to its commission while it stands and to 0 once it does not.
+        #[test]
+        fn entries_sum_to_what_the_status_says(c in 0i64..1_000_000, steps in prop::collection::vec(status(), 0..12)) {
+            let mut st = S::Pending;
+            let mut sum: i64 = created(c).iter().map(|(_, a)| a).sum();
+            for to in steps {
+                if let Ok(entries) = transition(st, to, c) {
+                    sum += entries.iter().map(|(_, a)| a).sum::<i64>();
+                    st = to;
+                }
+                let expected = match st { S::Pending | S::Approved | S::Paid => c, S::Rejected | S::Reversed => 0 };
+                prop_assert_eq!(sum, expected);
+            }
+        }
+    }
+}
