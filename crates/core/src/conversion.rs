@@ -66,7 +66,7 @@ impl ConversionStatus {
 /// A bucket of the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Bucket {
+pub enum LedgerBucket {
     /// Earned, not yet approved.
     Pending,
     /// Approved and not yet paid (clawbacks make it go down).
@@ -75,7 +75,7 @@ pub enum Bucket {
     Paid,
 }
 
-impl Bucket {
+impl LedgerBucket {
     /// Stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,21 +116,21 @@ pub fn transition(
     from: ConversionStatus,
     to: ConversionStatus,
     commission: i64,
-) -> Result<Vec<(Bucket, i64)>, TransitionError> {
+) -> Result<Vec<(LedgerBucket, i64)>, TransitionError> {
     use ConversionStatus as S;
     let c = commission;
     Ok(match (from, to) {
-        (S::Pending, S::Approved) => vec![(Bucket::Pending, -c), (Bucket::Payable, c)],
-        (S::Pending, S::Rejected) => vec![(Bucket::Pending, -c)],
-        (S::Approved, S::Paid) => vec![(Bucket::Payable, -c), (Bucket::Paid, c)],
-        (S::Approved | S::Paid, S::Reversed) => vec![(Bucket::Payable, -c)],
+        (S::Pending, S::Approved) => vec![(LedgerBucket::Pending, -c), (LedgerBucket::Payable, c)],
+        (S::Pending, S::Rejected) => vec![(LedgerBucket::Pending, -c)],
+        (S::Approved, S::Paid) => vec![(LedgerBucket::Payable, -c), (LedgerBucket::Paid, c)],
+        (S::Approved | S::Paid, S::Reversed) => vec![(LedgerBucket::Payable, -c)],
         _ => return Err(TransitionError { from, to }),
     })
 }
 
 /// The entry of a new (pending) conversion.
-pub fn created(commission: i64) -> Vec<(Bucket, i64)> {
-    vec![(Bucket::Pending, commission)]
+pub fn created(commission: i64) -> Vec<(LedgerBucket, i64)> {
+    vec![(LedgerBucket::Pending, commission)]
 }
 
 /// Longest accepted order id, bytes.

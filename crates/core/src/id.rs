@@ -185,3 +185,27 @@ mod tests {
         assert!("not-a-ulid".parse::<ClickId>().is_err());
     }
 }
+
+/// The id of one conversion: a ULID, printed as 26 characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversionId(pub Ulid);
+
+impl fmt::Display for ConversionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; ulid::ULID_LEN];
+        f.write_str(self.0.array_to_str(&mut buf))
+    }
+}
+
+impl FromStr for ConversionId {
+    type Err = ClickIdError;
+    fn from_str(s: &str) -> Result<Self, ClickIdError> {
+        Ulid::from_string(s).map(Self).map_err(|_| ClickIdError)
+    }
+}
+
+impl Serialize for ConversionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -23,6 +23,7 @@ pub mod dedup;
 pub mod id;
 pub mod link;
 pub mod money;
+pub mod program;
 pub mod report;
 
 /// A UTC timestamp in microseconds since the Unix epoch.

@@ -16,8 +16,12 @@ use std::sync::Arc;
 
 use clickward_core::Micros;
 use clickward_core::click::NewClick;
-use clickward_core::id::{ClickId, LinkCode, Slug};
+use clickward_core::commission::CommissionPlan;
+use clickward_core::conversion::{ConversionStatus, LedgerBucket};
+use clickward_core::id::{ClickId, ConversionId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::money::Currency;
+use clickward_core::program::ProgramSettings;
 use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use serde::Serialize;
 
@@ -235,6 +239,129 @@ pub struct ApiKey {
     pub label: Option<String>,
 }
 
+/// The click a conversion is attributed to, as the store hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickFacts {
+    /// Click id.
+    pub click_id: ClickId,
+    /// UTC µs.
+    pub ts: Micros,
+    /// Link.
+    pub link_id: i64,
+    /// Program.
+    pub program_id: i64,
+    /// Affiliate.
+    pub affiliate_id: Option<i64>,
+    /// `false` when the affiliate is disabled (its conversions are refused).
+    pub affiliate_active: bool,
+    /// Placement.
+    pub src: Option<String>,
+    /// sub1..sub5.
+    pub subs: [Option<String>; 5],
+}
+
+/// A conversion ready to store (validated, attributed, commission computed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConversion {
+    /// New id.
+    pub conversion_id: ConversionId,
+    /// Program.
+    pub program_id: i64,
+    /// Event name.
+    pub event: String,
+    /// Order id (unique per program and event).
+    pub order_id: String,
+    /// The attributed click, with CTIT (µs) and how it was found
+    /// (`click_id` or `cookie`).
+    pub click: Option<(ClickFacts, Micros, &'static str)>,
+    /// Sale amount, minor units.
+    pub amount: Option<i64>,
+    /// Currency.
+    pub currency: Currency,
+    /// Commission, minor units.
+    pub commission: i64,
+    /// `pending` or `approved`.
+    pub status: ConversionStatus,
+    /// When it happened, UTC µs.
+    pub occurred_at: Micros,
+    /// When it was received, UTC µs.
+    pub received_at: Micros,
+    /// Advertiser subs.
+    pub adv_subs: [Option<String>; 5],
+    /// Hash of what makes two reports "the same" (replay vs conflict).
+    pub fingerprint: [u8; 32],
+    /// Who reported it (`postback`, `api:<key prefix>`, `pixel`).
+    pub actor: String,
+}
+
+/// One stored conversion, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversionRow {
+    /// Id.
+    pub conversion_id: ConversionId,
+    /// Program slug.
+    pub program: String,
+    /// Event.
+    pub event: String,
+    /// Order id.
+    pub order_id: String,
+    /// Attributed click.
+    pub click_id: Option<ClickId>,
+    /// Link code.
+    pub link: Option<String>,
+    /// Affiliate slug.
+    pub affiliate: Option<String>,
+    /// Placement.
+    pub src: Option<String>,
+    /// sub1..sub5.
+    pub subs: [Option<String>; 5],
+    /// Sale amount, minor units.
+    pub amount_minor: Option<i64>,
+    /// Commission, minor units.
+    pub commission_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Status.
+    pub status: ConversionStatus,
+    /// UTC µs.
+    pub occurred_at: Micros,
+    /// UTC µs.
+    pub received_at: Micros,
+    /// Click to conversion, µs.
+    pub ctit_us: Option<Micros>,
+    /// `click_id` or `cookie`.
+    pub attributed_by: Option<String>,
+    /// Advertiser subs.
+    pub adv_subs: [Option<String>; 5],
+    #[serde(skip)]
+    /// Replay fingerprint.
+    pub fingerprint: Vec<u8>,
+}
+
+/// What recording a conversion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new conversion (201).
+    Created(ConversionRow),
+    /// The same report again: nothing changed (200 with the original).
+    Replay(ConversionRow),
+    /// Same (program, event, order id), different data: nothing changed (409).
+    Conflict(ConversionRow),
+}
+
+/// A ledger balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// Affiliate slug (`None`: unattributed conversions).
+    pub affiliate: Option<String>,
+    /// Currency.
+    pub currency: String,
+    /// Bucket.
+    pub bucket: LedgerBucket,
+    /// Sum of entries, minor units.
+    pub minor: i64,
+}
+
 /// What the server needs from a database. See the crate docs.
 pub trait Store: Send + Sync + 'static {
     /// Creates, updates or upserts a program.
@@ -276,6 +403,61 @@ pub trait Store: Send + Sync + 'static {
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>>;
     /// Deletes dedup state older than `before` (UTC µs); returns rows removed.
     fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64>;
+
+    /// A program's conversion settings.
+    fn program_settings(&self, program_id: i64) -> StoreFuture<'_, ProgramSettings>;
+    /// Replaces a program's conversion settings.
+    fn save_program_settings(&self, slug: Slug, s: ProgramSettings) -> StoreFuture<'_, ()>;
+    /// The affiliate's commission override in a program, if any.
+    fn affiliate_commission(
+        &self,
+        program_id: i64,
+        affiliate_id: i64,
+    ) -> StoreFuture<'_, Option<CommissionPlan>>;
+    /// Sets (or with `None` removes) an affiliate's commission override.
+    fn save_affiliate_commission(
+        &self,
+        program: Slug,
+        affiliate: Slug,
+        plan: Option<CommissionPlan>,
+    ) -> StoreFuture<'_, ()>;
+    /// The facts of a click that attribution needs.
+    fn click_facts(&self, id: ClickId) -> StoreFuture<'_, Option<ClickFacts>>;
+    /// Records a conversion and its first ledger entry in one transaction;
+    /// uniqueness of (program, event, order id) is the database's.
+    fn record_conversion(&self, c: NewConversion) -> StoreFuture<'_, Recorded>;
+    /// One conversion.
+    fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow>;
+    /// Newest first, optionally by status.
+    fn list_conversions(
+        &self,
+        status: Option<ConversionStatus>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ConversionRow>>;
+    /// Moves a conversion to `to`, appending its ledger entries with who and
+    /// why. Errors with `Conflict` when the lifecycle forbids the change.
+    fn set_conversion_status(
+        &self,
+        id: ConversionId,
+        to: ConversionStatus,
+        actor: String,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ConversionRow>;
+    /// Approves pending conversions whose program hold period has passed at
+    /// `now` (UTC µs); returns how many.
+    fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64>;
+    /// Sums of the ledger by affiliate, currency and bucket.
+    fn balances(&self) -> StoreFuture<'_, Vec<Balance>>;
+    /// A stored API answer for an Idempotency-Key: `(fingerprint, status, body)`.
+    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>>;
+    /// Stores an API answer under an Idempotency-Key (first one wins).
+    fn save_idempotent_response(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        status: u16,
+        body: String,
+    ) -> StoreFuture<'_, ()>;
 
     /// Stores a new API key by its hash.
     fn create_api_key(

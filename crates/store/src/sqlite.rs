@@ -18,10 +18,18 @@ use clickward_core::report::{ClickCounts, Dimension};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
+use clickward_core::commission::CommissionPlan;
+use clickward_core::conversion::ConversionStatus;
+use clickward_core::id::ConversionId;
+use clickward_core::program::ProgramSettings;
+
 use crate::{
-    AffiliateInput, ApiKey, CatalogInput, ClickRow, ClickWritten, KeyScope, LinkInput, LinkRecord,
-    ProgramInput, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+    AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickWritten,
+    ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, ProgramInput, Recorded,
+    ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
 };
+
+mod conversions;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -886,6 +894,107 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let n = c.execute("DELETE FROM visitor_links WHERE last_unique < ?1", [before])?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn program_settings(&self, program_id: i64) -> StoreFuture<'_, ProgramSettings> {
+        self.read(move |c| conversions::program_settings(c, program_id))
+    }
+
+    fn save_program_settings(&self, slug: Slug, s: ProgramSettings) -> StoreFuture<'_, ()> {
+        self.write(move |c| conversions::save_program_settings(c, slug.as_str(), &s))
+    }
+
+    fn affiliate_commission(
+        &self,
+        program_id: i64,
+        affiliate_id: i64,
+    ) -> StoreFuture<'_, Option<CommissionPlan>> {
+        self.read(move |c| conversions::affiliate_commission(c, program_id, affiliate_id))
+    }
+
+    fn save_affiliate_commission(
+        &self,
+        program: Slug,
+        affiliate: Slug,
+        plan: Option<CommissionPlan>,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            conversions::save_affiliate_commission(
+                c,
+                program.as_str(),
+                affiliate.as_str(),
+                plan.as_ref(),
+            )
+        })
+    }
+
+    fn click_facts(&self, id: ClickId) -> StoreFuture<'_, Option<ClickFacts>> {
+        self.read(move |c| conversions::click_facts(c, id))
+    }
+
+    fn record_conversion(&self, v: NewConversion) -> StoreFuture<'_, Recorded> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = conversions::record_conversion(&tx, &v)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow> {
+        self.read(move |c| conversions::get_conversion(c, id))
+    }
+
+    fn list_conversions(
+        &self,
+        status: Option<ConversionStatus>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ConversionRow>> {
+        self.read(move |c| conversions::list_conversions(c, status, limit))
+    }
+
+    fn set_conversion_status(
+        &self,
+        id: ConversionId,
+        to: ConversionStatus,
+        actor: String,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ConversionRow> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = conversions::set_status(&tx, id, to, &actor, reason.as_deref())?;
+            tx.commit()?;
+            Ok(row)
+        })
+    }
+
+    fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = conversions::approve_due(&tx, now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn balances(&self) -> StoreFuture<'_, Vec<Balance>> {
+        self.read(conversions::balances)
+    }
+
+    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {
+        self.read(move |c| conversions::idempotent_response(c, &key))
+    }
+
+    fn save_idempotent_response(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        status: u16,
+        body: String,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            conversions::save_idempotent_response(c, &key, &fingerprint, status, &body)
         })
     }
 

@@ -1,0 +1,89 @@
+//! Program settings that govern conversions: currency, windows, attribution
+//! model, commission plan, hold period, postback authentication.
+
+use serde::{Deserialize, Serialize};
+
+use crate::commission::CommissionPlan;
+use crate::money::Currency;
+
+/// Which click a conversion goes to when a visitor clicked several links of
+/// one program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributionModel {
+    /// The latest click wins (a new click replaces the cookie).
+    #[default]
+    LastClick,
+    /// The first click wins (an existing valid cookie is kept).
+    FirstClick,
+}
+
+impl AttributionModel {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LastClick => "last_click",
+            Self::FirstClick => "first_click",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "last_click" => Some(Self::LastClick),
+            "first_click" => Some(Self::FirstClick),
+            _ => None,
+        }
+    }
+}
+
+/// Default cookie and attribution window: 30 days, seconds.
+pub const DEFAULT_WINDOW_S: i64 = 30 * 86_400;
+
+/// A program's conversion settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramSettings {
+    /// Currency of amounts and commissions.
+    pub currency: Currency,
+    /// Max-Age of the attribution cookie, seconds.
+    pub cookie_window_s: i64,
+    /// Longest click-to-conversion time accepted, seconds.
+    pub attribution_window_s: i64,
+    /// Last or first click.
+    pub attribution: AttributionModel,
+    /// What affiliates earn.
+    pub commission: CommissionPlan,
+    /// Pending conversions are approved automatically this many seconds after
+    /// they are received; `None` = only by hand.
+    pub hold_s: Option<i64>,
+    /// Token a postback must carry (`token=`); secret.
+    pub postback_token: Option<String>,
+    /// Key of the HMAC-SHA256 signature a postback may carry instead; secret.
+    pub postback_secret: Option<String>,
+    /// When not empty, postbacks are accepted only from these IPs / CIDRs.
+    pub postback_ips: Vec<String>,
+    /// Also append the click id to the destination under this query key.
+    pub click_id_param: Option<String>,
+    /// Smallest payable balance paid out, minor units.
+    pub min_payout: i64,
+}
+
+impl ProgramSettings {
+    /// Settings with the defaults and the given currency.
+    pub fn new(currency: Currency) -> Self {
+        Self {
+            currency,
+            cookie_window_s: DEFAULT_WINDOW_S,
+            attribution_window_s: DEFAULT_WINDOW_S,
+            attribution: AttributionModel::LastClick,
+            commission: CommissionPlan::default(),
+            hold_s: None,
+            postback_token: None,
+            postback_secret: None,
+            postback_ips: Vec::new(),
+            click_id_param: None,
+            min_payout: 0,
+        }
+    }
+}

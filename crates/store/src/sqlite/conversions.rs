@@ -1,0 +1,441 @@
+//! SQL for program settings, conversions, the ledger and idempotency keys.
+
+use clickward_core::Micros;
+use clickward_core::commission::CommissionPlan;
+use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
+use clickward_core::id::{ClickId, ConversionId};
+use clickward_core::money::Currency;
+use clickward_core::program::{AttributionModel, ProgramSettings};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{corrupt, now_micros};
+use crate::{Balance, ClickFacts, ConversionRow, NewConversion, Recorded, StoreError};
+
+pub(super) fn program_settings(
+    c: &Connection,
+    program_id: i64,
+) -> Result<ProgramSettings, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT currency, cookie_window_s, attribution_window_s, attribution, commission, hold_s, \
+         postback_token, postback_secret, postback_ips, click_id_param, min_payout \
+         FROM programs WHERE id = ?1",
+    )?;
+    let mut rows = st.query([program_id])?;
+    let r = rows
+        .next()?
+        .ok_or_else(|| StoreError::NotFound(format!("program #{program_id}")))?;
+    let currency: String = r.get(0)?;
+    let attribution: String = r.get(3)?;
+    let plan: String = r.get(4)?;
+    let ips: String = r.get(8)?;
+    Ok(ProgramSettings {
+        currency: Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?,
+        cookie_window_s: r.get(1)?,
+        attribution_window_s: r.get(2)?,
+        attribution: AttributionModel::parse(&attribution)
+            .ok_or_else(|| corrupt("attribution", &attribution))?,
+        commission: serde_json::from_str(&plan).map_err(|_| corrupt("commission plan", &plan))?,
+        hold_s: r.get(5)?,
+        postback_token: r.get(6)?,
+        postback_secret: r.get(7)?,
+        postback_ips: serde_json::from_str(&ips).map_err(|_| corrupt("postback_ips", &ips))?,
+        click_id_param: r.get(9)?,
+        min_payout: r.get(10)?,
+    })
+}
+
+pub(super) fn save_program_settings(
+    c: &Connection,
+    slug: &str,
+    s: &ProgramSettings,
+) -> Result<(), StoreError> {
+    let plan =
+        serde_json::to_string(&s.commission).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let ips =
+        serde_json::to_string(&s.postback_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let n = c.execute(
+        "UPDATE programs SET currency = ?2, cookie_window_s = ?3, attribution_window_s = ?4, \
+         attribution = ?5, commission = ?6, hold_s = ?7, postback_token = ?8, postback_secret = ?9, \
+         postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13 WHERE slug = ?1",
+        params![
+            slug,
+            s.currency.code(),
+            s.cookie_window_s,
+            s.attribution_window_s,
+            s.attribution.as_str(),
+            plan,
+            s.hold_s,
+            s.postback_token,
+            s.postback_secret,
+            ips,
+            s.click_id_param,
+            s.min_payout,
+            now_micros()
+        ],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("program {slug:?}")));
+    }
+    Ok(())
+}
+
+pub(super) fn affiliate_commission(
+    c: &Connection,
+    program_id: i64,
+    affiliate_id: i64,
+) -> Result<Option<CommissionPlan>, StoreError> {
+    let plan: Option<String> = c
+        .prepare_cached("SELECT commission FROM affiliate_commissions WHERE program_id = ?1 AND affiliate_id = ?2")?
+        .query_row([program_id, affiliate_id], |r| r.get(0))
+        .optional()?;
+    plan.map(|p| serde_json::from_str(&p).map_err(|_| corrupt("commission plan", &p)))
+        .transpose()
+}
+
+pub(super) fn save_affiliate_commission(
+    c: &Connection,
+    program: &str,
+    affiliate: &str,
+    plan: Option<&CommissionPlan>,
+) -> Result<(), StoreError> {
+    let pid: i64 = c
+        .query_row("SELECT id FROM programs WHERE slug = ?1", [program], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("program {program:?}")))?;
+    let aid: i64 = c
+        .query_row(
+            "SELECT id FROM affiliates WHERE slug = ?1",
+            [affiliate],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    match plan {
+        Some(p) => {
+            let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.execute(
+                "INSERT INTO affiliate_commissions (program_id, affiliate_id, commission) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (program_id, affiliate_id) DO UPDATE SET commission = excluded.commission",
+                params![pid, aid, json],
+            )?;
+        }
+        None => {
+            c.execute(
+                "DELETE FROM affiliate_commissions WHERE program_id = ?1 AND affiliate_id = ?2",
+                params![pid, aid],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn click_facts(c: &Connection, id: ClickId) -> Result<Option<ClickFacts>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT c.ts, c.link_id, c.program_id, c.affiliate_id, a.status, c.src, c.sub1, c.sub2, c.sub3, \
+         c.sub4, c.sub5 FROM clicks c LEFT JOIN affiliates a ON a.id = c.affiliate_id WHERE c.click_id = ?1",
+    )?;
+    let mut rows = st.query([id.to_bytes().as_slice()])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let status: Option<String> = r.get(4)?;
+    Ok(Some(ClickFacts {
+        click_id: id,
+        ts: r.get(0)?,
+        link_id: r.get(1)?,
+        program_id: r.get(2)?,
+        affiliate_id: r.get(3)?,
+        affiliate_active: status.as_deref() != Some("disabled"),
+        src: r.get(5)?,
+        subs: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+    }))
+}
+
+const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
+     a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
+     v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
+     v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
+     LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
+
+fn ulid_of(b: Vec<u8>, what: &str) -> Result<ulid::Ulid, StoreError> {
+    let a: [u8; 16] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 16 bytes")))?;
+    Ok(ulid::Ulid::from_bytes(a))
+}
+
+fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
+    let status: String = r.get(16)?;
+    Ok(ConversionRow {
+        conversion_id: ConversionId(ulid_of(r.get(0)?, "conversion_id")?),
+        program: r.get(1)?,
+        event: r.get(2)?,
+        order_id: r.get(3)?,
+        click_id: r
+            .get::<_, Option<Vec<u8>>>(4)?
+            .map(|b| ulid_of(b, "click_id").map(ClickId))
+            .transpose()?,
+        link: r.get(5)?,
+        affiliate: r.get(6)?,
+        src: r.get(7)?,
+        subs: [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?],
+        amount_minor: r.get(13)?,
+        commission_minor: r.get(14)?,
+        currency: r.get(15)?,
+        status: ConversionStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        occurred_at: r.get(17)?,
+        received_at: r.get(18)?,
+        ctit_us: r.get(19)?,
+        attributed_by: r.get(20)?,
+        adv_subs: [r.get(21)?, r.get(22)?, r.get(23)?, r.get(24)?, r.get(25)?],
+        fingerprint: r.get(26)?,
+    })
+}
+
+pub(super) fn get_conversion(
+    c: &Connection,
+    id: ConversionId,
+) -> Result<ConversionRow, StoreError> {
+    let mut st = c.prepare_cached(&format!("{CONVERSION_SELECT} WHERE v.conversion_id = ?1"))?;
+    let mut rows = st.query([id.0.to_bytes().as_slice()])?;
+    match rows.next()? {
+        Some(r) => conversion_from(r),
+        None => Err(StoreError::NotFound(format!("conversion {id}"))),
+    }
+}
+
+pub(super) fn list_conversions(
+    c: &Connection,
+    status: Option<ConversionStatus>,
+    limit: u32,
+) -> Result<Vec<ConversionRow>, StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "{CONVERSION_SELECT} WHERE (?1 IS NULL OR v.status = ?1) ORDER BY v.id DESC LIMIT ?2"
+    ))?;
+    let mut rows = st.query(params![status.map(ConversionStatus::as_str), limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(conversion_from(r)?);
+    }
+    Ok(out)
+}
+
+fn append_entries(
+    c: &Connection,
+    conversion: i64,
+    affiliate: Option<i64>,
+    currency: &str,
+    entries: &[(LedgerBucket, i64)],
+    kind: &str,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO ledger (conversion_id, affiliate_id, currency, bucket, amount, kind, actor, reason, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let now = now_micros();
+    for (bucket, amount) in entries {
+        st.execute(params![
+            conversion,
+            affiliate,
+            currency,
+            bucket.as_str(),
+            amount,
+            kind,
+            actor,
+            reason,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+/// Inside the caller's transaction.
+pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Recorded, StoreError> {
+    let existing: Option<Vec<u8>> = c
+        .prepare_cached(
+            "SELECT conversion_id FROM conversions WHERE program_id = ?1 AND event = ?2 AND order_id = ?3",
+        )?
+        .query_row(params![v.program_id, v.event, v.order_id], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        let row = get_conversion(c, ConversionId(ulid_of(id, "conversion_id")?))?;
+        return Ok(if row.fingerprint == v.fingerprint {
+            Recorded::Replay(row)
+        } else {
+            Recorded::Conflict(row)
+        });
+    }
+    let (facts, ctit, by) = match &v.click {
+        Some((f, ctit, by)) => (Some(f), Some(*ctit), Some(*by)),
+        None => (None, None, None),
+    };
+    let sub = |i: usize| facts.and_then(|f| f.subs[i].clone());
+    c.prepare_cached(
+        "INSERT INTO conversions (conversion_id, program_id, event, order_id, click_id, link_id, affiliate_id, \
+         src, sub1, sub2, sub3, sub4, sub5, amount, currency, commission, status, occurred_at, received_at, \
+         ctit_us, attributed_by, adv_sub1, adv_sub2, adv_sub3, adv_sub4, adv_sub5, fingerprint) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+         ?22, ?23, ?24, ?25, ?26, ?27)",
+    )?
+    .execute(params![
+        v.conversion_id.0.to_bytes().as_slice(),
+        v.program_id,
+        v.event,
+        v.order_id,
+        facts.map(|f| f.click_id.to_bytes().to_vec()),
+        facts.map(|f| f.link_id),
+        facts.and_then(|f| f.affiliate_id),
+        facts.and_then(|f| f.src.clone()),
+        sub(0),
+        sub(1),
+        sub(2),
+        sub(3),
+        sub(4),
+        v.amount,
+        v.currency.code(),
+        v.commission,
+        v.status.as_str(),
+        v.occurred_at,
+        v.received_at,
+        ctit,
+        by,
+        v.adv_subs[0],
+        v.adv_subs[1],
+        v.adv_subs[2],
+        v.adv_subs[3],
+        v.adv_subs[4],
+        v.fingerprint.as_slice(),
+    ])?;
+    let id = c.last_insert_rowid();
+    let affiliate = facts.and_then(|f| f.affiliate_id);
+    let mut entries = conversion::created(v.commission);
+    if v.status == ConversionStatus::Approved {
+        entries.extend(
+            conversion::transition(
+                ConversionStatus::Pending,
+                ConversionStatus::Approved,
+                v.commission,
+            )
+            .map_err(|e| StoreError::Conflict(e.to_string()))?,
+        );
+    }
+    append_entries(
+        c,
+        id,
+        affiliate,
+        v.currency.code(),
+        &entries,
+        "created",
+        &v.actor,
+        None,
+    )?;
+    Ok(Recorded::Created(get_conversion(c, v.conversion_id)?))
+}
+
+/// Inside the caller's transaction.
+pub(super) fn set_status(
+    c: &Connection,
+    id: ConversionId,
+    to: ConversionStatus,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<ConversionRow, StoreError> {
+    let (rowid, from, commission, affiliate, currency): (i64, String, i64, Option<i64>, String) = c
+        .query_row(
+            "SELECT id, status, commission, affiliate_id, currency FROM conversions WHERE conversion_id = ?1",
+            [id.0.to_bytes().as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("conversion {id}")))?;
+    let from = ConversionStatus::parse(&from).ok_or_else(|| corrupt("status", &from))?;
+    let entries = conversion::transition(from, to, commission)
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+    c.execute(
+        "UPDATE conversions SET status = ?2 WHERE id = ?1",
+        params![rowid, to.as_str()],
+    )?;
+    append_entries(
+        c,
+        rowid,
+        affiliate,
+        &currency,
+        &entries,
+        to.as_str(),
+        actor,
+        reason,
+    )?;
+    get_conversion(c, id)
+}
+
+/// Inside the caller's transaction.
+pub(super) fn approve_due(c: &Connection, now: Micros) -> Result<u64, StoreError> {
+    let due: Vec<Vec<u8>> = {
+        let mut st = c.prepare_cached(
+            "SELECT v.conversion_id FROM conversions v JOIN programs p ON p.id = v.program_id \
+             WHERE v.status = 'pending' AND p.hold_s IS NOT NULL AND v.received_at + p.hold_s * 1000000 <= ?1",
+        )?;
+        let rows = st.query_map([now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let n = due.len();
+    for id in due {
+        set_status(
+            c,
+            ConversionId(ulid_of(id, "conversion_id")?),
+            ConversionStatus::Approved,
+            "auto:hold",
+            Some("hold period passed"),
+        )?;
+    }
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) fn balances(c: &Connection) -> Result<Vec<Balance>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT a.slug, l.currency, l.bucket, SUM(l.amount) FROM ledger l LEFT JOIN affiliates a \
+         ON a.id = l.affiliate_id GROUP BY l.affiliate_id, l.currency, l.bucket ORDER BY a.slug, l.currency, l.bucket",
+    )?;
+    let mut rows = st.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let bucket: String = r.get(2)?;
+        out.push(Balance {
+            affiliate: r.get(0)?,
+            currency: r.get(1)?,
+            bucket: LedgerBucket::parse(&bucket).ok_or_else(|| corrupt("bucket", &bucket))?,
+            minor: r.get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn idempotent_response(
+    c: &Connection,
+    key: &str,
+) -> Result<Option<(Vec<u8>, u16, String)>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+    )
+}
+
+pub(super) fn save_idempotent_response(
+    c: &Connection,
+    key: &str,
+    fingerprint: &[u8],
+    status: u16,
+    body: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (key) DO NOTHING",
+        params![key, fingerprint, status, body, now_micros()],
+    )?;
+    Ok(())
+}
