@@ -62,6 +62,7 @@ impl AppState {
                 let cat = catalog::load(path)?;
                 self.0.store.apply_catalog(cat).await?;
             }
+            ensure_postback_tokens(self.0.store.as_ref()).await?;
             self.0.links.refresh(self.0.store.as_ref()).await?;
             anyhow::Ok(())
         }
@@ -70,6 +71,22 @@ impl AppState {
         metrics::counter!(telemetry::CATALOG_RELOADS_TOTAL, "result" => label).increment(1);
         result
     }
+}
+
+/// Gives every program without a postback token a random one, so postbacks
+/// can be authenticated from the start (`clickward program list` shows it).
+///
+/// # Errors
+/// Store errors.
+pub async fn ensure_postback_tokens(store: &dyn Store) -> anyhow::Result<()> {
+    for p in store.list_programs().await? {
+        let mut settings = store.program_settings(p.id).await?;
+        if settings.postback_token.is_none() {
+            settings.postback_token = Some(crate::auth::new_token());
+            store.save_program_settings(p.slug, settings).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens the SQLite store in the configured data directory.
@@ -211,6 +228,7 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
         let mut poll = tokio::time::interval(Duration::from_millis(500));
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         let mut purge = tokio::time::interval(Duration::from_secs(3600));
+        let mut approve = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
@@ -223,6 +241,12 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                 _ = upkeep.tick() => {
                     state.0.prometheus.run_upkeep();
                     metrics::gauge!(telemetry::QUEUE_DEPTH).set(state.0.ingest.depth() as f64);
+                }
+                _ = approve.tick() => {
+                    // Hold periods: pending conversions become approved.
+                    if let Err(e) = state.0.store.approve_due(state.0.clock.now_micros()).await {
+                        tracing::warn!("automatic approval failed: {e}");
+                    }
                 }
                 _ = purge.tick() => {
                     let before = state.0.clock.now_micros() - state.0.cfg.dedup_window;

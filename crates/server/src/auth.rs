@@ -24,6 +24,13 @@ pub fn new_key() -> (String, [u8; 32], String) {
     (secret, hash, prefix)
 }
 
+/// A random URL-safe token (24 bytes, 32 characters), for postback URLs.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// SHA-256 of a presented key.
 pub fn hash_key(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()

@@ -9,8 +9,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use clickward_core::commission::CommissionPlan;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
+use clickward_core::money::Currency;
+use clickward_core::program::{AttributionModel, ProgramSettings};
 use clickward_store::{AffiliateInput, CatalogInput, LinkInput, ProgramInput};
 use serde::Deserialize;
 
@@ -32,6 +35,122 @@ struct ProgramEntry {
     name: Option<String>,
     #[serde(default)]
     status: Status,
+    currency: Option<String>,
+    cookie_window: Option<String>,
+    attribution_window: Option<String>,
+    attribution: Option<AttributionModel>,
+    commission: Option<CommissionPlan>,
+    hold: Option<String>,
+    postback_token: Option<String>,
+    postback_secret: Option<String>,
+    #[serde(default)]
+    postback_ips: Vec<String>,
+    click_id_param: Option<String>,
+    min_payout: Option<String>,
+}
+
+impl ProgramEntry {
+    fn take_settings(&mut self) -> SettingsEntry {
+        SettingsEntry {
+            currency: self.currency.take(),
+            cookie_window: self.cookie_window.take(),
+            attribution_window: self.attribution_window.take(),
+            attribution: self.attribution.take(),
+            commission: self.commission.take(),
+            hold: self.hold.take(),
+            postback_token: self.postback_token.take(),
+            postback_secret: self.postback_secret.take(),
+            postback_ips: std::mem::take(&mut self.postback_ips),
+            click_id_param: self.click_id_param.take(),
+            min_payout: self.min_payout.take(),
+        }
+    }
+}
+
+/// Conversion settings of a program in the catalogue; durations as text
+/// ("30d", "72h"), money as decimal text in the program currency.
+#[derive(Debug, Default)]
+pub struct SettingsEntry {
+    /// ISO 4217 code (default USD).
+    pub currency: Option<String>,
+    /// Cookie Max-Age (default 30d).
+    pub cookie_window: Option<String>,
+    /// Longest click-to-conversion time (default 30d).
+    pub attribution_window: Option<String>,
+    /// `last_click` (default) or `first_click`.
+    pub attribution: Option<AttributionModel>,
+    /// Commission plan.
+    pub commission: Option<CommissionPlan>,
+    /// Auto-approve after this long (default: by hand only).
+    pub hold: Option<String>,
+    /// Postback token (default: generated; see `clickward program list`).
+    pub postback_token: Option<String>,
+    /// Postback HMAC-SHA256 key.
+    pub postback_secret: Option<String>,
+    /// Postback source IPs / CIDRs.
+    pub postback_ips: Vec<String>,
+    /// Query key under which the click id is appended to destinations.
+    pub click_id_param: Option<String>,
+    /// Smallest payout, decimal text.
+    pub min_payout: Option<String>,
+}
+
+fn seconds(what: &str, text: &str) -> Result<i64, String> {
+    let d = crate::config::parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
+    i64::try_from(d.as_secs()).map_err(|_| format!("{what}: {text:?} is too long"))
+}
+
+impl SettingsEntry {
+    /// Checks and converts into stored settings.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn into_settings(self) -> Result<ProgramSettings, String> {
+        let currency = match &self.currency {
+            Some(c) => Currency::parse(c).map_err(|e| format!("currency: {e}"))?,
+            None => Currency::parse("USD").map_err(|e| e.to_string())?,
+        };
+        let mut s = ProgramSettings::new(currency);
+        if let Some(w) = &self.cookie_window {
+            s.cookie_window_s = seconds("cookie_window", w)?;
+        }
+        if let Some(w) = &self.attribution_window {
+            s.attribution_window_s = seconds("attribution_window", w)?;
+        }
+        if let Some(a) = self.attribution {
+            s.attribution = a;
+        }
+        if let Some(plan) = self.commission {
+            plan.validate().map_err(|e| format!("commission: {e}"))?;
+            s.commission = plan;
+        }
+        if let Some(h) = &self.hold {
+            s.hold_s = Some(seconds("hold", h)?);
+        }
+        for ip in &self.postback_ips {
+            if ip.parse::<ipnet::IpNet>().is_err() && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("postback_ips: {ip:?} is not an IP address or CIDR"));
+            }
+        }
+        if let Some(p) = &self.click_id_param
+            && (p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(format!("click_id_param: {p:?} is not a plain query key"));
+        }
+        if let Some(m) = &self.min_payout {
+            s.min_payout = currency
+                .parse_amount(m)
+                .map_err(|e| format!("min_payout: {e}"))?;
+        }
+        s.postback_token = self.postback_token;
+        s.postback_secret = self.postback_secret;
+        s.postback_ips = self.postback_ips;
+        s.click_id_param = self.click_id_param;
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,11 +207,20 @@ pub fn load(path: &Path) -> Result<CatalogInput, CatalogError> {
 /// # Errors
 /// As [`load`].
 pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
-    let file: File =
+    let mut file: File =
         toml::from_str(text).map_err(|e| CatalogError::Parse(name.to_owned(), e.to_string()))?;
     let invalid = |msg: String| CatalogError::Invalid(name.to_owned(), msg);
 
     let mut programs = HashSet::new();
+    let mut settings = Vec::new();
+    for p in &mut file.programs {
+        let entry = p.take_settings();
+        settings.push(
+            entry
+                .into_settings()
+                .map_err(|e| invalid(format!("program {:?}: {e}", p.slug.as_str())))?,
+        );
+    }
     for p in &file.programs {
         if !programs.insert(p.slug.clone()) {
             return Err(invalid(format!(
@@ -140,10 +268,12 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
         programs: file
             .programs
             .into_iter()
-            .map(|p| ProgramInput {
+            .zip(settings)
+            .map(|(p, settings)| ProgramInput {
                 name: p.name.unwrap_or_else(|| p.slug.to_string()),
                 slug: p.slug,
                 status: p.status,
+                settings: Some(settings),
             })
             .collect(),
         affiliates: file

@@ -351,6 +351,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
                         name: name.unwrap_or_else(|| s.clone()),
                         slug: slug(&s, "program")?,
                         status: Status::Active,
+                        settings: None,
                     },
                     SaveMode::Create,
                 )
@@ -358,8 +359,21 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             println!("created program {}", p.slug);
         }
         Command::Program(ProgramCmd::List) => {
+            crate::app::ensure_postback_tokens(&store).await?;
+            println!(
+                "{:<24} {:<10} {:<8} {:<34} name",
+                "slug", "status", "currency", "postback token"
+            );
             for p in store.list_programs().await? {
-                println!("{:<24} {:<10} {}", p.slug, p.status.as_str(), p.name);
+                let s = store.program_settings(p.id).await?;
+                println!(
+                    "{:<24} {:<10} {:<8} {:<34} {}",
+                    p.slug,
+                    p.status.as_str(),
+                    s.currency,
+                    s.postback_token.as_deref().unwrap_or("-"),
+                    p.name
+                );
             }
         }
         Command::Key(KeyCmd::Create { scope, label }) => {

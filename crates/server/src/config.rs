@@ -259,9 +259,14 @@ mod duration_text {
 /// # Errors
 /// A message naming the text.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration like \"24h\" or \"50ms\": {e}"))?;
+    let bad =
+        |e: jiff::Error| format!("{s:?} is not a duration like \"30d\", \"24h\" or \"50ms\": {e}");
+    // Days and weeks are fixed lengths here (24 h, 7 × 24 h): windows are
+    // measured in elapsed time, not calendar days.
+    let span: jiff::Span = s.trim().parse().map_err(bad)?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(bad)?;
     Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
 }
 
@@ -301,5 +306,9 @@ mod tests {
         let bad: Config = toml::from_str("trusted_proxies = [\"nope\"]").unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("nope"));
         assert!(toml::from_str::<Config>("dedup_window = \"soon\"").is_err());
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("PT24H"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("-5m").is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! - admin API under `/api/v1` (bearer API keys)
 
 mod api;
+mod conversions;
 mod error;
 mod ops;
 mod redirect;
@@ -46,6 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/links/{code}", get(api::get_link).patch(api::update_link))
         .route("/links/{code}/disable", post(api::disable_link))
         .route("/links/{code}/enable", post(api::enable_link))
+        .route(
+            "/conversions",
+            get(conversions::list).post(conversions::create),
+        )
+        .route("/conversions/{id}", get(conversions::get))
+        .route("/conversions/{id}/{action}", post(conversions::change))
+        .route("/balances", get(conversions::balances))
         .route("/clicks", get(api::list_clicks))
         .route("/clicks/{click_id}", get(api::get_click))
         .fallback(api::not_found)
@@ -54,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/r/{*code}", get(redirect::track_path))
         .route("/ref/{*code}", get(redirect::track_path))
         .route("/go", get(redirect::track_go))
+        .route("/postback", conversions::postback_methods())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conversions;
 pub mod http;
 pub mod import;
 pub mod ingest;

@@ -34,6 +34,8 @@ pub const CLICKS_WRITTEN_TOTAL: &str = "clickward_ingest_clicks_written_total";
 pub const COOKIE_REJECTED_TOTAL: &str = "clickward_cookie_rejected_total";
 /// GeoIP lookups that hit a corrupt record (click recorded without location).
 pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
+/// Postbacks by answered status code (`201`, `200`, `409`, `401`, …).
+pub const POSTBACKS_TOTAL: &str = "clickward_postbacks_total";
 /// Catalogue reloads by result (`ok`, `error`).
 pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";
 

@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 slug: program,
                 name: "p".into(),
                 status: Status::Active,
+                settings: None,
             }],
             affiliates: vec![],
             links,

@@ -75,6 +75,9 @@ pub struct ProgramInput {
     pub name: String,
     /// Status.
     pub status: Status,
+    /// Conversion settings to store with it; `None` keeps what is stored.
+    /// A `None` postback token or secret inside keeps the stored one.
+    pub settings: Option<ProgramSettings>,
 }
 
 /// An affiliate as given by the catalogue, the CLI or the API.

@@ -351,6 +351,9 @@ fn save_program_tx(
             params![p.slug.as_str(), p.name, p.status.as_str(), now],
         )?;
     }
+    if let Some(settings) = &p.settings {
+        conversions::save_program_settings(tx, p.slug.as_str(), settings)?;
+    }
     Ok(())
 }
 

@@ -30,6 +30,7 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
             slug: slug("shop"),
             name: "Shop".into(),
             status: Status::Active,
+            settings: None,
         }],
         affiliates: vec![AffiliateInput {
             slug: slug("blog"),
@@ -98,6 +99,7 @@ async fn catalog_saves_conflicts_and_disables() {
                 slug: slug("shop"),
                 name: "x".into(),
                 status: Status::Active,
+                settings: None,
             },
             SaveMode::Create,
         )

@@ -66,6 +66,7 @@ impl ProgramBody {
             name: self.name.unwrap_or_else(|| self.slug.to_string()),
             slug: self.slug,
             status: self.status,
+            settings: None,
         }
     }
 }
@@ -141,6 +142,7 @@ async fn set_program_status(
                 slug: cur.slug,
                 name: cur.name,
                 status,
+                settings: None,
             },
             SaveMode::Update,
         )

@@ -9,6 +9,7 @@ mod helpers;
 mod api;
 mod classify;
 mod cli;
+mod conversions;
 mod dedup;
 mod geo;
 mod privacy;

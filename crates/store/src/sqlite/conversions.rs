@@ -55,7 +55,8 @@ pub(super) fn save_program_settings(
         serde_json::to_string(&s.postback_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let n = c.execute(
         "UPDATE programs SET currency = ?2, cookie_window_s = ?3, attribution_window_s = ?4, \
-         attribution = ?5, commission = ?6, hold_s = ?7, postback_token = ?8, postback_secret = ?9, \
+         attribution = ?5, commission = ?6, hold_s = ?7, postback_token = COALESCE(?8, postback_token), \
+         postback_secret = COALESCE(?9, postback_secret), \
          postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13 WHERE slug = ?1",
         params![
             slug,
@@ -222,15 +223,20 @@ pub(super) fn list_conversions(
     Ok(out)
 }
 
-fn append_entries(
-    c: &Connection,
+/// Who and why of a set of ledger entries for one conversion.
+struct Posting<'a> {
     conversion: i64,
     affiliate: Option<i64>,
-    currency: &str,
+    currency: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    reason: Option<&'a str>,
+}
+
+fn append_entries(
+    c: &Connection,
+    p: &Posting<'_>,
     entries: &[(LedgerBucket, i64)],
-    kind: &str,
-    actor: &str,
-    reason: Option<&str>,
 ) -> Result<(), StoreError> {
     let mut st = c.prepare_cached(
         "INSERT INTO ledger (conversion_id, affiliate_id, currency, bucket, amount, kind, actor, reason, \
@@ -239,14 +245,14 @@ fn append_entries(
     let now = now_micros();
     for (bucket, amount) in entries {
         st.execute(params![
-            conversion,
-            affiliate,
-            currency,
+            p.conversion,
+            p.affiliate,
+            p.currency,
             bucket.as_str(),
             amount,
-            kind,
-            actor,
-            reason,
+            p.kind,
+            p.actor,
+            p.reason,
             now
         ])?;
     }
@@ -323,16 +329,15 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
             .map_err(|e| StoreError::Conflict(e.to_string()))?,
         );
     }
-    append_entries(
-        c,
-        id,
+    let posting = Posting {
+        conversion: id,
         affiliate,
-        v.currency.code(),
-        &entries,
-        "created",
-        &v.actor,
-        None,
-    )?;
+        currency: v.currency.code(),
+        kind: "created",
+        actor: &v.actor,
+        reason: None,
+    };
+    append_entries(c, &posting, &entries)?;
     Ok(Recorded::Created(get_conversion(c, v.conversion_id)?))
 }
 
@@ -359,16 +364,15 @@ pub(super) fn set_status(
         "UPDATE conversions SET status = ?2 WHERE id = ?1",
         params![rowid, to.as_str()],
     )?;
-    append_entries(
-        c,
-        rowid,
+    let posting = Posting {
+        conversion: rowid,
         affiliate,
-        &currency,
-        &entries,
-        to.as_str(),
+        currency: &currency,
+        kind: to.as_str(),
         actor,
         reason,
-    )?;
+    };
+    append_entries(c, &posting, &entries)?;
     get_conversion(c, id)
 }
 

@@ -1,0 +1,286 @@
+//! Conversion routes: S2S postback, JSON API (with Idempotency-Key), status
+//! changes, balances. The work is in [`crate::conversions::intake`].
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use clickward_core::conversion::{ConversionReport, ConversionStatus};
+use clickward_core::id::ConversionId;
+use clickward_enrich::ip::client_ip;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::Authorized;
+use crate::conversions::{Answer, Via, conversion_json, intake};
+use crate::http::ApiError;
+use clickward_store::KeyScope;
+
+/// Largest postback or API body read, bytes.
+const MAX_BODY: usize = 16 * 1024;
+
+fn answer(a: Answer) -> Response {
+    (a.status, Json(a.body)).into_response()
+}
+
+/// `GET|POST /postback?click_id=…&order_id=…&amount=…&token=…`.
+///
+/// POST bodies are `application/x-www-form-urlencoded`; their pairs follow
+/// the query's, and a signature then covers the body instead of the query.
+pub async fn postback(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = if parts.method == Method::POST {
+        match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return answer(Answer {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    body: json!({"status": "malformed", "reason": format!("body larger than {MAX_BODY} bytes")}),
+                });
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    let query = parts.uri.query().unwrap_or_default();
+    let body_text = String::from_utf8_lossy(&body);
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .chain(url::form_urlencoded::parse(&body))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |names: &[&str]| {
+        pairs
+            .iter()
+            .find(|(k, v)| names.contains(&k.as_str()) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let report = ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let ip = client_ip(
+        peer.ip(),
+        parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+        &app.0.cfg.trusted,
+    );
+    let signed = if body.is_empty() {
+        query
+    } else {
+        body_text.as_ref()
+    };
+    let via = Via::Postback {
+        raw_query: signed,
+        token: get(&["token", "security_token", "verification_token"]),
+        signature: get(&["signature"]),
+        ip,
+    };
+    let a = intake(&app, &report, None, via).await;
+    metrics::counter!(crate::telemetry::POSTBACKS_TOTAL, "status" => a.status.as_str().to_owned())
+        .increment(1);
+    answer(a)
+}
+
+/// `POST /api/v1/conversions` (admin key), JSON:
+/// `{"click_id", "order_id", "amount": "12.34", "currency", "event", "status",
+/// "occurred_at", "adv_sub1".."adv_sub5"}`. Amounts are strings (or
+/// integers): JSON decimals are floats and money is never a float.
+/// An `Idempotency-Key` header makes a retry return the first answer.
+pub async fn create(
+    Authorized(key): Authorized,
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if key.scope != KeyScope::Admin {
+        return ApiError::forbidden("recording conversions needs an admin key").into_response();
+    }
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if idem.is_some_and(|k| k.len() > 255) {
+        return ApiError::bad_request("Idempotency-Key is longer than 255 bytes").into_response();
+    }
+    let print = blake3::hash(&body).as_bytes().to_vec();
+    if let Some(k) = idem {
+        match app.0.store.idempotent_response(k.to_owned()).await {
+            Ok(Some((fp, status, stored))) => {
+                if fp != print {
+                    return answer(Answer {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        body: json!({"status": "invalid", "reason": "Idempotency-Key was used before with a different request"}),
+                    });
+                }
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let body: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
+                return (
+                    status,
+                    [(
+                        header::HeaderName::from_static("idempotent-replayed"),
+                        "true",
+                    )],
+                    Json(body),
+                )
+                    .into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    let report = match parse_json_report(&body) {
+        Ok(r) => r,
+        Err(reason) => {
+            return answer(Answer {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({"status": "malformed", "reason": reason}),
+            });
+        }
+    };
+    let a = intake(
+        &app,
+        &report,
+        None,
+        Via::Api {
+            actor: format!("api:{}", key.prefix),
+        },
+    )
+    .await;
+    // Server errors are not stored: a retry may succeed.
+    if let Some(k) = idem
+        && a.status.as_u16() < 500
+    {
+        let _ = app
+            .0
+            .store
+            .save_idempotent_response(k.to_owned(), print, a.status.as_u16(), a.body.to_string())
+            .await;
+    }
+    answer(a)
+}
+
+fn parse_json_report(body: &[u8]) -> Result<ConversionReport, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err("body must be a JSON object".to_owned());
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in map {
+        let text = match v {
+            Value::String(s) => s,
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            Value::Number(_) => {
+                return Err(format!(
+                    "{k} must be a string like \"12.34\": JSON decimals are floats"
+                ));
+            }
+            Value::Null => continue,
+            _ => return Err(format!("{k} must be a string")),
+        };
+        pairs.push((k, text));
+    }
+    Ok(ConversionReport::from_pairs(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/conversions?status=&limit=` (newest first).
+pub async fn list(
+    _: Authorized,
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            ConversionStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app.0.store.list_conversions(status, limit).await?;
+    Ok(Json(rows.iter().map(conversion_json).collect()))
+}
+
+fn parse_id(s: &str) -> Result<ConversionId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::not_found("no such conversion"))
+}
+
+/// `GET /api/v1/conversions/{id}`.
+pub async fn get(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(conversion_json(
+        &app.0.store.get_conversion(parse_id(&id)?).await?,
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/conversions/{id}/{approve|reject|reverse}` with an optional
+/// `{"reason": "…"}`; appends ledger entries, never edits. 409 when the
+/// lifecycle forbids the change.
+pub async fn change(
+    Authorized(key): Authorized,
+    State(app): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let to = match action.as_str() {
+        "approve" => ConversionStatus::Approved,
+        "reject" => ConversionStatus::Rejected,
+        "reverse" => ConversionStatus::Reversed,
+        _ => {
+            return Err(ApiError::not_found(
+                "actions are approve, reject and reverse",
+            ));
+        }
+    };
+    let change: Change = if body.is_empty() {
+        Change::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let reason = change
+        .reason
+        .map(|r| clickward_core::truncate_utf8(&r, 1000).to_owned());
+    let row = app
+        .0
+        .store
+        .set_conversion_status(parse_id(&id)?, to, format!("api:{}", key.prefix), reason)
+        .await?;
+    Ok(Json(conversion_json(&row)))
+}
+
+/// `GET /api/v1/balances`: ledger sums by affiliate, currency and bucket.
+pub async fn balances(_: Authorized, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = app.0.store.balances().await?;
+    Ok(Json(json!(rows)))
+}
+
+/// The method guard for `/postback`.
+pub fn postback_methods() -> axum::routing::MethodRouter<AppState> {
+    axum::routing::get(postback).post(postback)
+}

@@ -1,0 +1,402 @@
+//! Conversions over real HTTP: postbacks, replays, concurrency, rejections,
+//! hold-period approval, reversal, the API with Idempotency-Key.
+
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::*;
+
+const CATALOG: &str = r#"
+[[programs]]
+slug = "shop"
+currency = "USD"
+commission = { default = { type = "share", bps = 1000 }, events = { lead = { type = "flat", amount = 150 } } }
+hold = "72h"
+attribution_window = "30d"
+postback_token = "tok-shop"
+
+[[programs]]
+slug = "signed"
+currency = "JPY"
+commission = { default = { type = "flat", amount = 500 } }
+postback_token = "tok-signed"
+postback_secret = "s3cret"
+postback_ips = ["10.9.9.9"]
+
+[[affiliates]]
+slug = "solare"
+
+[[affiliates]]
+slug = "gone"
+
+[[links]]
+code = "solare"
+program = "shop"
+affiliate = "solare"
+destination = "https://shop.example/?cid={click_id}"
+
+[[links]]
+code = "gone"
+program = "shop"
+affiliate = "gone"
+destination = "https://shop.example/g?cid={click_id}"
+
+[[links]]
+code = "sig"
+program = "signed"
+affiliate = "solare"
+destination = "https://jp.example/?cid={click_id}"
+"#;
+
+async fn app() -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CATALOG).unwrap();
+    let app = TestApp::start_with(|c| c.catalog = Some(path.clone())).await;
+    (app, dir)
+}
+
+async fn click(app: &TestApp, code: &str) -> String {
+    let r = app.get_ua(&format!("/ref/{code}?src=review"), IPHONE).await;
+    assert_eq!(r.status().as_u16(), 302);
+    location(&r).rsplit("cid=").next().unwrap().to_owned()
+}
+
+async fn postback(app: &TestApp, query: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .get(app.url(&format!("/postback?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn conversions(app: &TestApp) -> Vec<Value> {
+    let (s, v) = app.api_get("/api/v1/conversions?limit=1000").await;
+    assert_eq!(s, 200, "{v}");
+    v.as_array().cloned().unwrap()
+}
+
+async fn payable(app: &TestApp, affiliate: &str) -> i64 {
+    let (_, v) = app.api_get("/api/v1/balances").await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["affiliate"] == affiliate && b["bucket"] == "payable")
+        .map(|b| b["minor"].as_i64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_click_and_its_postback_make_one_conversion_with_the_right_commission() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    let q =
+        format!("transaction_id={id}&order_id=A-1&amount=123.45&token=tok-shop&adv_sub=basket7");
+    let (s, v) = postback(&app, &q).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["status"], "created");
+    let c = &v["conversion"];
+    assert_eq!(c["affiliate"], "solare");
+    assert_eq!(c["link"], "solare");
+    assert_eq!(c["src"], "review");
+    assert_eq!(c["amount"], "123.45");
+    // 10% of 12,345 cents is 1,234.5: half to even gives 1,234.
+    assert_eq!(c["commission_minor"], 1234);
+    assert_eq!(c["commission"], "12.34");
+    assert_eq!(c["status"], "pending");
+    assert_eq!(c["attributed_by"], "click_id");
+    assert_eq!(c["adv_subs"][0], "basket7");
+
+    // The same postback 100 times: one conversion, 200 with the original.
+    for _ in 0..100 {
+        let (s, again) = postback(&app, &q).await;
+        assert_eq!(s, 200);
+        assert_eq!(again["status"], "duplicate");
+        assert_eq!(again["conversion"]["conversion_id"], c["conversion_id"]);
+    }
+    // 20 at once, for a new order: exactly one 201.
+    let q2 = format!("click_id={id}&order_id=A-2&amount=10&token=tok-shop");
+    let results = futures::future::join_all((0..20).map(|_| postback(&app, &q2))).await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    let replays = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, replays), (1, 19));
+    // A lead pays its own flat rate.
+    let (s, v) = postback(&app, &format!("cid={id}&txid=L-1&et=lead&token=tok-shop")).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["commission_minor"], 150);
+    assert_eq!(conversions(&app).await.len(), 3);
+}
+
+#[tokio::test]
+async fn every_bad_postback_is_refused_with_its_code_and_stores_nothing() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    let gone = click(&app, "gone").await;
+    let (s, _) = postback(
+        &app,
+        &format!("click_id={id}&order_id=O-0&amount=5&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let long = "x".repeat(10 * 1024);
+    let forty = "1".repeat(40);
+    let cases: Vec<(String, u16)> = vec![
+        (
+            format!("click_id={id}&order_id=O-0&amount=6&token=tok-shop"),
+            409,
+        ),
+        (
+            "click_id=01ARZ3NDEKTSV4RRFFQ69G5FAV&order_id=O-1&token=tok-shop".into(),
+            404,
+        ),
+        ("click_id=garbage&order_id=O-1&token=tok-shop".into(), 404),
+        ("order_id=O-1&token=tok-shop".into(), 404),
+        (format!("click_id={id}&order_id=O-1&token=wrong"), 401),
+        (format!("click_id={id}&order_id=O-1"), 401),
+        (
+            format!("click_id={id}&order_id=O-1&amount=1e3&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount=-5&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount=12.345&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount=NaN&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount={forty}&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount=5&currency=ZZZ&token=tok-shop"),
+            422,
+        ),
+        (
+            format!("click_id={id}&order_id=O-1&amount=5&currency=EUR&token=tok-shop"),
+            422,
+        ),
+        (format!("click_id={id}&order_id={long}&token=tok-shop"), 400),
+        (format!("click_id={id}&token=tok-shop"), 400),
+        (
+            format!("click_id={id}&order_id=O-1&status=maybe&token=tok-shop"),
+            400,
+        ),
+        // A share needs an amount.
+        (format!("click_id={id}&order_id=O-1&token=tok-shop"), 422),
+    ];
+    for (q, want) in &cases {
+        let (s, v) = postback(&app, q).await;
+        assert_eq!(s, *want, "{} -> {v}", &q[..q.len().min(80)]);
+        assert_ne!(v["status"], "created");
+        assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
+    }
+    // A disabled affiliate earns nothing.
+    app.api_send(Method::POST, "/api/v1/affiliates/gone/disable", json!({}))
+        .await;
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={gone}&order_id=G-1&amount=5&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    // Outside the 30-day window.
+    app.clock.set(NOON + 31 * 86_400_000_000);
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={id}&order_id=O-9&amount=5&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("window"), "{v}");
+    assert_eq!(
+        conversions(&app).await.len(),
+        1,
+        "a rejection stored something"
+    );
+}
+
+fn sign(secret: &str, query: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(query.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn signatures_and_ip_allowlists() {
+    let (app, _d) = app().await;
+    let id = click(&app, "sig").await;
+    let xff = |ip: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-forwarded-for", ip.parse().unwrap());
+        h
+    };
+    let q = format!("click_id={id}&order_id=J-1&amount=1500");
+    let good = format!("{q}&signature={}", sign("s3cret", &q));
+    // Without a trusted proxy the peer is 127.0.0.1: not on the allowlist.
+    let r = app
+        .client
+        .get(app.url(&format!("/postback?{good}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    drop(app);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CATALOG).unwrap();
+    let app = TestApp::start_with(|c| {
+        c.catalog = Some(path.clone());
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let id = click(&app, "sig").await;
+    let q = format!("click_id={id}&order_id=J-1&amount=1500");
+    let good = format!("{q}&signature={}", sign("s3cret", &q));
+    // A valid signature over other parameters.
+    let forged = format!(
+        "click_id={id}&order_id=J-1&amount=9999&signature={}",
+        sign("s3cret", &q)
+    );
+    let get = |query: String, ip: &'static str| {
+        let c = app.client.clone();
+        let url = app.url(&format!("/postback?{query}"));
+        let h = xff(ip);
+        async move {
+            c.get(url)
+                .headers(h)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        get(forged, "10.9.9.9").await,
+        401,
+        "signature over other parameters"
+    );
+    assert_eq!(
+        get(good.clone(), "10.1.1.1").await,
+        401,
+        "address not allowed"
+    );
+    assert_eq!(get(good, "10.9.9.9").await, 201);
+    let c = &conversions(&app).await[0];
+    assert_eq!(c["currency"], "JPY");
+    assert_eq!(c["amount"], "1500");
+    assert_eq!(c["commission"], "500");
+}
+
+#[tokio::test]
+async fn hold_period_approval_reversal_and_balances_add_up() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    for (order, amount) in [("H-1", "100.00"), ("H-2", "50.00")] {
+        let (s, _) = postback(
+            &app,
+            &format!("click_id={id}&order_id={order}&amount={amount}&token=tok-shop"),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    assert_eq!(payable(&app, "solare").await, 0);
+    // Not yet: the hold is 72 h.
+    use clickward_store::Store;
+    assert_eq!(
+        app.store
+            .approve_due(NOON + 71 * 3_600_000_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        app.store
+            .approve_due(NOON + 72 * 3_600_000_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(payable(&app, "solare").await, 1000 + 500);
+    let all = conversions(&app).await;
+    assert!(all.iter().all(|c| c["status"] == "approved"));
+    // A refund after approval is a negative adjustment, not an edit.
+    let h2 = all.iter().find(|c| c["order_id"] == "H-2").unwrap();
+    let path = format!(
+        "/api/v1/conversions/{}/reverse",
+        h2["conversion_id"].as_str().unwrap()
+    );
+    let (s, v) = app
+        .api_send(Method::POST, &path, json!({"reason": "refund #88"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "reversed");
+    assert_eq!(payable(&app, "solare").await, 1000);
+    let (s, _) = app.api_send(Method::POST, &path, json!({})).await;
+    assert_eq!(s, 409, "a reversed conversion cannot be reversed again");
+    // The ledger refuses edits.
+    let conn = rusqlite::Connection::open(app.data_dir().join("data/clickward.db")).unwrap();
+    assert!(conn.execute("UPDATE ledger SET amount = 0", []).is_err());
+    assert!(conn.execute("DELETE FROM ledger", []).is_err());
+}
+
+#[tokio::test]
+async fn the_api_honours_idempotency_keys_and_refuses_float_amounts() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    let send = |body: Value, key: Option<&'static str>| {
+        let mut r = app
+            .client
+            .post(app.url("/api/v1/conversions"))
+            .bearer_auth(&app.admin_key)
+            .json(&body);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (
+                r.status().as_u16(),
+                replayed,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let body = json!({"click_id": id, "order_id": "API-1", "amount": "20.00"});
+    let (s1, r1, v1) = send(body.clone(), Some("k-1")).await;
+    assert_eq!((s1, r1), (201, false), "{v1}");
+    let (s2, r2, v2) = send(body.clone(), Some("k-1")).await;
+    assert_eq!((s2, r2), (201, true));
+    assert_eq!(v1, v2, "a retry with the same key gets the first answer");
+    let (s3, _, _) = send(
+        json!({"click_id": id, "order_id": "API-2", "amount": "1"}),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!(s3, 422, "a key reused for another request");
+    let (s4, _, v4) = send(
+        json!({"click_id": id, "order_id": "API-3", "amount": 12.5}),
+        None,
+    )
+    .await;
+    assert_eq!(s4, 400, "{v4}");
+    let (s5, _, _) = send(
+        json!({"click_id": id, "order_id": "API-4", "amount": 12}),
+        None,
+    )
+    .await;
+    assert_eq!(s5, 201);
+    assert_eq!(conversions(&app).await.len(), 2);
+}
