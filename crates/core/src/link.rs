@@ -379,6 +379,20 @@ impl Destination {
         })
     }
 
+    /// Also appends the click id under `key` (a program's `click_id_param`
+    /// for cookieless S2S tracking), unless the template's query has `key`.
+    pub fn with_click_id_param(mut self, key: &str) -> Self {
+        let present = self.main.iter().any(|s| match s {
+            Segment::Lit(l) => l.contains(&format!("?{key}=")) || l.contains(&format!("&{key}=")),
+            Segment::Macro(_) => false,
+        });
+        if !present {
+            self.utm
+                .push((key.to_owned(), vec![Segment::Macro(Macro::ClickId)]));
+        }
+        self
+    }
+
     /// Builds the `Location` for one click.
     pub fn expand(&self, v: &MacroValues<'_>) -> String {
         let mut out = String::with_capacity(256);
@@ -500,6 +514,27 @@ mod tests {
         assert_eq!(
             bare.expand(&values()),
             "https://m.example?utm_campaign=spring%20sale"
+        );
+    }
+
+    #[test]
+    fn click_id_param_is_appended_once() {
+        let d = Destination::compile("https://m.example/p?x=1#f", &UtmDefaults::new())
+            .unwrap()
+            .with_click_id_param("aff_click");
+        assert_eq!(
+            d.expand(&values()),
+            "https://m.example/p?x=1&aff_click=01HZY0000000000000000000AB#f"
+        );
+        let d = Destination::compile(
+            "https://m.example/?aff_click={click_id}",
+            &UtmDefaults::new(),
+        )
+        .unwrap()
+        .with_click_id_param("aff_click");
+        assert_eq!(
+            d.expand(&values()),
+            "https://m.example/?aff_click=01HZY0000000000000000000AB"
         );
     }
 

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ref/{*code}", get(redirect::track_path))
         .route("/go", get(redirect::track_go))
         .route("/postback", conversions::postback_methods())
+        .route("/pixel.gif", get(conversions::pixel))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use clickward_core::link::{Destination, RedirectStatus};
+use clickward_core::program::AttributionModel;
+
+/// Prefix of the per-program attribution cookie names.
+pub const ATTRIBUTION_COOKIE_PREFIX: &str = "cw_at_";
 use clickward_store::{LinkRecord, Store, StoreError};
 
 /// A link ready to redirect.
@@ -20,6 +24,19 @@ pub struct CachedLink {
     pub destination: Destination,
     /// The status to answer with (the link's own or the server default).
     pub redirect: RedirectStatus,
+    /// Attribution cookie settings of the link's program.
+    pub attribution: Arc<AttributionCookie>,
+}
+
+/// What the redirect needs to set a program's attribution cookie.
+#[derive(Debug)]
+pub struct AttributionCookie {
+    /// Cookie name: `cw_at_` + program slug.
+    pub name: String,
+    /// Max-Age, seconds.
+    pub max_age_s: i64,
+    /// First click keeps an existing valid cookie; last click replaces it.
+    pub model: AttributionModel,
 }
 
 /// Code → link, for links whose link, program and affiliate are all active.
@@ -62,10 +79,28 @@ impl LinkCache {
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
         let version = store.catalog_version().await?;
         let records = store.list_links().await?;
+        let mut programs: HashMap<i64, (Arc<AttributionCookie>, Option<String>)> = HashMap::new();
         let mut map = HashMap::with_capacity(records.len());
         for record in records.into_iter().filter(|r| r.redirects) {
+            if !programs.contains_key(&record.program_id) {
+                let s = store.program_settings(record.program_id).await?;
+                let cookie = Arc::new(AttributionCookie {
+                    name: format!("{ATTRIBUTION_COOKIE_PREFIX}{}", record.link.program),
+                    max_age_s: s.cookie_window_s,
+                    model: s.attribution,
+                });
+                programs.insert(record.program_id, (cookie, s.click_id_param));
+            }
+            let Some((attribution, click_id_param)) = programs.get(&record.program_id).cloned()
+            else {
+                continue;
+            };
             match Destination::compile(&record.link.destination, &record.link.utm) {
                 Ok(destination) => {
+                    let destination = match &click_id_param {
+                        Some(key) => destination.with_click_id_param(key),
+                        None => destination,
+                    };
                     let redirect = record.link.redirect.unwrap_or(self.default_redirect);
                     map.insert(
                         record.link.code.to_string(),
@@ -73,6 +108,7 @@ impl LinkCache {
                             record,
                             destination,
                             redirect,
+                            attribution,
                         }),
                     );
                 }

@@ -284,3 +284,89 @@ pub async fn balances(_: Authorized, State(app): State<AppState>) -> Result<Json
 pub fn postback_methods() -> axum::routing::MethodRouter<AppState> {
     axum::routing::get(postback).post(postback)
 }
+
+/// A transparent 1×1 GIF (43 bytes).
+const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// `GET /pixel.gif?order_id=…&amount=…[&event=…][&program=slug]` for
+/// same-domain setups: attributed by the first-party attribution cookie only
+/// (a `click_id` in the query is ignored: the encrypted cookie is what makes
+/// a pixel trustworthy). Always answers the GIF, never an error page; the
+/// outcome is in the status code and `X-Clickward-Status` /
+/// `X-Clickward-Reason`.
+pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let query = parts.uri.query().unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid"
+            )
+        })
+        .collect();
+    let program = pairs
+        .iter()
+        .find(|(k, _)| k == "program")
+        .map(|(_, v)| v.clone());
+    let jar = axum_extra::extract::PrivateCookieJar::from_headers(
+        &parts.headers,
+        app.0.cookie_key.clone(),
+    );
+    let cookies: Vec<(String, String)> = jar
+        .iter()
+        .filter_map(|c| {
+            let slug = c
+                .name()
+                .strip_prefix(crate::links::ATTRIBUTION_COOKIE_PREFIX)?
+                .to_owned();
+            Some((slug, c.value().to_owned()))
+        })
+        .collect();
+    let chosen = match &program {
+        Some(p) => cookies.iter().find(|(slug, _)| slug == p),
+        None if cookies.len() == 1 => cookies.first(),
+        None => None,
+    };
+    let cookie_click = chosen
+        .and_then(|(_, v)| super::redirect::AttributionValue::decode(v))
+        .map(|v| v.click_id);
+    let a = if cookie_click.is_none() && cookies.len() > 1 && program.is_none() {
+        Answer {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"status": "malformed", "reason": "several programs' cookies: say which with program="}),
+        }
+    } else {
+        let report =
+            ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        intake(&app, &report, cookie_click, Via::Pixel).await
+    };
+    let kind = a.body["status"].as_str().unwrap_or("error").to_owned();
+    let reason = a.body["reason"].as_str().unwrap_or_default();
+    let reason = HeaderValue::from_str(
+        &reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "),
+    )
+    .unwrap_or(HeaderValue::from_static(""));
+    (
+        a.status,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/gif")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::HeaderName::from_static("x-clickward-status"),
+                HeaderValue::from_str(&kind).unwrap_or(HeaderValue::from_static("error")),
+            ),
+            (
+                header::HeaderName::from_static("x-clickward-reason"),
+                reason,
+            ),
+        ],
+        PIXEL_GIF,
+    )
+        .into_response()
+}

@@ -18,6 +18,7 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use clickward_core::click::{NewClick, TrackingParams, VisitorKey, normalize_referrer};
 use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
+use clickward_core::program::AttributionModel;
 use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::ip::client_ip;
 use percent_encoding::percent_decode_str;
@@ -26,6 +27,44 @@ use crate::app::AppState;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
+
+/// The content of an attribution cookie (encrypted by the private jar):
+/// `click_id|affiliate|program|click time (Unix s)`.
+pub struct AttributionValue<'a> {
+    /// Click id.
+    pub click_id: ClickId,
+    /// Affiliate slug ("" when none).
+    pub affiliate: &'a str,
+    /// Program slug.
+    pub program: &'a str,
+    /// Click time, Unix seconds.
+    pub ts_s: i64,
+}
+
+impl<'a> AttributionValue<'a> {
+    /// The cookie value (before encryption).
+    pub fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.click_id, self.affiliate, self.program, self.ts_s
+        )
+    }
+
+    /// Parses a decrypted value; `None` when it is not ours.
+    pub fn decode(v: &'a str) -> Option<Self> {
+        let mut it = v.split('|');
+        let click_id = it.next()?.parse().ok()?;
+        let affiliate = it.next()?;
+        let program = it.next()?;
+        let ts_s = it.next()?.parse().ok()?;
+        it.next().is_none().then_some(Self {
+            click_id,
+            affiliate,
+            program,
+            ts_s,
+        })
+    }
+}
 
 type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
@@ -144,12 +183,15 @@ async fn track(
     if from_cookie.is_none() && has_raw_cookie(headers, VISITOR_COOKIE) {
         s.metrics.cookie_rejected.increment(1);
     }
-    let (visitor_key, previous_keys, jar) = match from_cookie {
-        Some(k) => (k, Vec::new(), None),
+    // Cookies are for browsers: fetchers and prefetches get none (they would
+    // not keep them, and a prefetch must not claim attribution before the
+    // real click).
+    let human = bot_reason.is_none();
+    let mut set_cookies = false;
+    let (visitor_key, previous_keys, mut jar) = match from_cookie {
+        Some(k) => (k, Vec::new(), jar),
         None => match s.salts.keys_for(now, s.cfg.dedup_window, ip, ua) {
-            // Fetchers and prefetches get no cookie: they would not keep it,
-            // and a prefetch must not pin a visitor before the real click.
-            Ok((k, prev)) if bot_reason.is_some() => (k, prev, None),
+            Ok((k, prev)) if !human => (k, prev, jar),
             Ok((k, prev)) => {
                 let cookie = Cookie::build((VISITOR_COOKIE, k.to_hex()))
                     .path("/")
@@ -157,7 +199,8 @@ async fn track(
                     .secure(s.cfg.config.cookie_secure)
                     .same_site(SameSite::Lax)
                     .max_age(cookie_max_age(s.cfg.dedup_window));
-                (k, prev, Some(jar.add(cookie)))
+                set_cookies = true;
+                (k, prev, jar.add(cookie))
             }
             Err(e) => {
                 // Cannot persist today's salt: still redirect, still record,
@@ -165,7 +208,7 @@ async fn track(
                 tracing::error!("visitor salt unavailable: {e}");
                 let mut k = [0u8; 16];
                 rand::fill(&mut k[..]);
-                (VisitorKey(k), Vec::new(), None)
+                (VisitorKey(k), Vec::new(), jar)
             }
         },
     };
@@ -188,6 +231,38 @@ async fn track(
         src: params.src.as_deref().unwrap_or(""),
         subs: std::array::from_fn(|i| params.subs[i].as_deref().unwrap_or("")),
     });
+
+    // The program's attribution cookie: last click replaces it, first click
+    // keeps a valid one. It carries click id, affiliate, program, click time.
+    if human {
+        let at = &link.attribution;
+        let existing = jar.get(&at.name);
+        if existing.is_none() && has_raw_cookie(headers, &at.name) {
+            s.metrics.cookie_rejected.increment(1);
+        }
+        if existing.is_none() || at.model == AttributionModel::LastClick {
+            let value = AttributionValue {
+                click_id,
+                affiliate: record
+                    .link
+                    .affiliate
+                    .as_ref()
+                    .map(|a| a.as_str())
+                    .unwrap_or(""),
+                program: record.link.program.as_str(),
+                ts_s: now / 1_000_000,
+            }
+            .encode();
+            let cookie = Cookie::build((at.name.clone(), value))
+                .path("/")
+                .http_only(true)
+                .secure(s.cfg.config.cookie_secure)
+                .same_site(SameSite::Lax)
+                .max_age(cookie::time::Duration::seconds(at.max_age_s.max(1)));
+            jar = jar.add(cookie);
+            set_cookies = true;
+        }
+    }
 
     let referrer = headers
         .get(header::REFERER)
@@ -232,7 +307,7 @@ async fn track(
         ],
     )
         .into_response();
-    if let Some(jar) = jar {
+    if set_cookies {
         resp = (jar, resp).into_response();
     }
     s.metrics

@@ -25,8 +25,30 @@ postback_token = "tok-signed"
 postback_secret = "s3cret"
 postback_ips = ["10.9.9.9"]
 
+[[programs]]
+slug = "firsty"
+attribution = "first_click"
+click_id_param = "aff_click"
+cookie_window = "7d"
+commission = { default = { type = "flat", amount = 300 } }
+
 [[affiliates]]
 slug = "solare"
+
+[[affiliates]]
+slug = "boardbrew"
+
+[[links]]
+code = "f1"
+program = "firsty"
+affiliate = "solare"
+destination = "https://first.example/landing"
+
+[[links]]
+code = "f2"
+program = "firsty"
+affiliate = "boardbrew"
+destination = "https://first.example/landing?x=1"
 
 [[affiliates]]
 slug = "gone"
@@ -399,4 +421,134 @@ async fn the_api_honours_idempotency_keys_and_refuses_float_amounts() {
     .await;
     assert_eq!(s5, 201);
     assert_eq!(conversions(&app).await.len(), 2);
+}
+
+/// `name=value` of every cookie a response sets.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn pixel(app: &TestApp, query: &str, cookies: &[String]) -> (u16, String, Vec<u8>) {
+    let mut r = app.client.get(app.url(&format!("/pixel.gif?{query}")));
+    if !cookies.is_empty() {
+        r = r.header("cookie", cookies.join("; "));
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    let kind = r.headers()["x-clickward-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, kind, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn the_pixel_converts_from_the_cookie_the_redirect_set() {
+    let (app, _d) = app().await;
+    let r = app.get_ua("/ref/solare?src=footer", IPHONE).await;
+    let cookies = set_cookies(&r);
+    assert!(
+        cookies.iter().any(|c| c.starts_with("cw_at_shop=")),
+        "{cookies:?}"
+    );
+    let sc = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    let at = sc.iter().find(|c| c.starts_with("cw_at_shop=")).unwrap();
+    assert!(
+        at.contains("HttpOnly") && at.contains("SameSite=Lax") && at.contains("Max-Age=2592000"),
+        "{at}"
+    );
+    // A bot gets no attribution cookie.
+    let bot = app.get_ua("/ref/solare", "facebookexternalhit/1.1").await;
+    assert!(set_cookies(&bot).is_empty());
+
+    let (s, kind, body) = pixel(&app, "order_id=P-1&amount=30.00", &cookies).await;
+    assert_eq!((s, kind.as_str()), (201, "created"));
+    assert!(body.starts_with(b"GIF89a"));
+    let c = &conversions(&app).await[0];
+    assert_eq!(c["attributed_by"], "cookie");
+    assert_eq!(c["affiliate"], "solare");
+    assert_eq!(c["src"], "footer");
+    assert_eq!(c["commission"], "3.00");
+    // Replayed pixel: 200, still a GIF.
+    let (s, kind, _) = pixel(&app, "order_id=P-1&amount=30.00", &cookies).await;
+    assert_eq!((s, kind.as_str()), (200, "duplicate"));
+    // No cookie, or a forged one: a GIF with 404, nothing stored.
+    let (s, _, body) = pixel(&app, "order_id=P-2&amount=1", &[]).await;
+    assert_eq!(s, 404);
+    assert!(body.starts_with(b"GIF89a"));
+    let (s, _, _) = pixel(
+        &app,
+        "order_id=P-3&amount=1",
+        &["cw_at_shop=forged".to_owned()],
+    )
+    .await;
+    assert_eq!(s, 404);
+    // A click id in the query is not trusted on the pixel.
+    let other = click(&app, "solare").await;
+    let (s, _, _) = pixel(
+        &app,
+        &format!("order_id=P-4&amount=1&click_id={other}"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(conversions(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn first_click_keeps_its_cookie_and_click_ids_are_appended() {
+    let (app, _d) = app().await;
+    let r1 = app.get_ua("/r/f1", IPHONE).await;
+    let loc = location(&r1);
+    assert!(
+        loc.starts_with("https://first.example/landing?aff_click="),
+        "{loc}"
+    );
+    let first = set_cookies(&r1);
+    let r2 = app
+        .client
+        .get(app.url("/r/f2"))
+        .header("user-agent", IPHONE)
+        .header("cookie", first.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r2).starts_with("https://first.example/landing?x=1&aff_click="));
+    assert!(
+        !set_cookies(&r2)
+            .iter()
+            .any(|c| c.starts_with("cw_at_firsty=")),
+        "first click: the existing cookie stays"
+    );
+    let (s, _, _) = pixel(&app, "order_id=F-1&program=firsty", &first).await;
+    assert_eq!(s, 201);
+    assert_eq!(conversions(&app).await[0]["affiliate"], "solare");
+
+    // Last click (the default): the second click's cookie replaces the first.
+    let a = app.get_ua("/ref/solare", IPHONE).await;
+    let b = app
+        .client
+        .get(app.url("/ref/gone"))
+        .header("user-agent", IPHONE)
+        .header("cookie", set_cookies(&a).join("; "))
+        .send()
+        .await
+        .unwrap();
+    let latest = set_cookies(&b);
+    assert!(latest.iter().any(|c| c.starts_with("cw_at_shop=")));
+    let (s, _, _) = pixel(&app, "order_id=L-1&amount=10&program=shop", &latest).await;
+    assert_eq!(s, 201);
+    assert_eq!(conversions(&app).await[0]["affiliate"], "gone");
 }
