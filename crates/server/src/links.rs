@@ -82,14 +82,16 @@ impl LinkCache {
         let mut programs: HashMap<i64, (Arc<AttributionCookie>, Option<String>)> = HashMap::new();
         let mut map = HashMap::with_capacity(records.len());
         for record in records.into_iter().filter(|r| r.redirects) {
-            if !programs.contains_key(&record.program_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                programs.entry(record.program_id)
+            {
                 let s = store.program_settings(record.program_id).await?;
                 let cookie = Arc::new(AttributionCookie {
                     name: format!("{ATTRIBUTION_COOKIE_PREFIX}{}", record.link.program),
                     max_age_s: s.cookie_window_s,
                     model: s.attribution,
                 });
-                programs.insert(record.program_id, (cookie, s.click_id_param));
+                slot.insert((cookie, s.click_id_param));
             }
             let Some((attribution, click_id_param)) = programs.get(&record.program_id).cloned()
             else {
