@@ -11,8 +11,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clickward_core::conversion::ConversionStatus;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
+use clickward_core::money::Currency;
 use clickward_core::report::{self, ClickCounts, Dimension};
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
@@ -56,6 +58,12 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Review conversions: list, approve, reject, reverse.
+    #[command(subcommand)]
+    Conversion(ConversionCmd),
+    /// Pay affiliates: preview balances, create payout batches.
+    #[command(subcommand)]
+    Payout(PayoutCmd),
     /// Print click counts grouped by time and dimensions.
     Report(ReportArgs),
     /// Import click history from CSV.
@@ -142,6 +150,70 @@ pub enum ProgramCmd {
     },
     /// List programs.
     List,
+}
+
+/// `clickward conversion …`
+#[derive(Debug, Subcommand)]
+pub enum ConversionCmd {
+    /// Newest first.
+    List {
+        /// Only this status: pending, approved, rejected, paid, reversed.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Approve a pending conversion.
+    Approve {
+        /// Conversion id.
+        id: String,
+        /// Why (kept in the ledger).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a pending conversion.
+    Reject {
+        /// Conversion id.
+        id: String,
+        /// Why (kept in the ledger).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reverse an approved or paid conversion (refund, chargeback).
+    Reverse {
+        /// Conversion id.
+        id: String,
+        /// Why (kept in the ledger).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `clickward payout …`
+#[derive(Debug, Subcommand)]
+pub enum PayoutCmd {
+    /// The affiliate's approved, unpaid balance per program and currency.
+    Preview {
+        /// Affiliate slug.
+        #[arg(long)]
+        affiliate: String,
+    },
+    /// Pay the eligible balance in one currency; idempotent by --key.
+    Create {
+        /// Affiliate slug.
+        #[arg(long)]
+        affiliate: String,
+        /// ISO 4217 code.
+        #[arg(long)]
+        currency: String,
+        /// Idempotency key (default: affiliate-currency-YYYY-MM-DD, UTC).
+        #[arg(long)]
+        key: Option<String>,
+        /// Also write the batch as CSV for the payment provider.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
 }
 
 /// Scope of a new key.
@@ -386,6 +458,91 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             eprintln!("created a {} key; it is shown only now:", scope.as_str());
             println!("{secret}");
         }
+        Command::Conversion(cmd) => conversion_command(&store, cmd).await?,
+        Command::Payout(PayoutCmd::Preview { affiliate }) => {
+            let lines = store.payout_preview(slug(&affiliate, "affiliate")?).await?;
+            println!(
+                "{:<24} {:<8} {:>16} {:>16}  eligible",
+                "program", "currency", "payable", "minimum"
+            );
+            for l in lines {
+                let cur = Currency::parse(&l.currency)?;
+                println!(
+                    "{:<24} {:<8} {:>16} {:>16}  {}",
+                    l.program,
+                    l.currency,
+                    cur.format(l.payable_minor),
+                    cur.format(l.min_payout_minor),
+                    if l.eligible { "yes" } else { "no" }
+                );
+            }
+        }
+        Command::Payout(PayoutCmd::Create {
+            affiliate,
+            currency,
+            key,
+            csv,
+        }) => {
+            let cur = Currency::parse(&currency)?;
+            let key = key.unwrap_or_else(|| {
+                format!(
+                    "{affiliate}-{}-{}",
+                    cur.code(),
+                    jiff::Timestamp::now().strftime("%Y-%m-%d")
+                )
+            });
+            let batch_id = ulid::Ulid::generate();
+            let p = store
+                .create_payout(
+                    slug(&affiliate, "affiliate")?,
+                    cur,
+                    key,
+                    batch_id,
+                    "cli".to_owned(),
+                )
+                .await?;
+            let verb = if p.created {
+                "created"
+            } else {
+                "already existed (same key; nothing changed)"
+            };
+            println!(
+                "payout {} {verb}: {} {} to {} for {} conversions",
+                p.batch_id,
+                cur.format(p.amount_minor),
+                p.currency,
+                p.affiliate,
+                p.conversions
+            );
+            if let Some(path) = csv {
+                let mut w = csv::Writer::from_path(&path)?;
+                w.write_record([
+                    "batch_id",
+                    "affiliate",
+                    "currency",
+                    "amount",
+                    "amount_minor",
+                    "conversions",
+                    "key",
+                    "created_at",
+                ])?;
+                let created = jiff::Timestamp::from_microsecond(p.created_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                w.write_record([
+                    p.batch_id.as_str(),
+                    p.affiliate.as_str(),
+                    p.currency.as_str(),
+                    cur.format(p.amount_minor).as_str(),
+                    p.amount_minor.to_string().as_str(),
+                    p.conversions.to_string().as_str(),
+                    p.key.as_str(),
+                    created.as_str(),
+                ])?;
+                w.flush()?;
+                println!("wrote {}", path.display());
+            }
+        }
         Command::Report(args) => {
             let text = report_text(&store, &args).await?;
             print!("{text}");
@@ -409,6 +566,54 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn conversion_command(store: &dyn Store, cmd: ConversionCmd) -> anyhow::Result<()> {
+    let (id, to, reason) = match cmd {
+        ConversionCmd::List { status, limit } => {
+            let status = status
+                .map(|s| {
+                    ConversionStatus::parse(&s).with_context(|| format!("unknown status {s:?}"))
+                })
+                .transpose()?;
+            println!(
+                "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} cur",
+                "conversion", "status", "program", "affiliate", "event", "amount", "commission"
+            );
+            for c in store.list_conversions(status, limit).await? {
+                let cur = Currency::parse(&c.currency)?;
+                println!(
+                    "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} {}",
+                    c.conversion_id.to_string(),
+                    c.status.as_str(),
+                    c.program,
+                    c.affiliate.as_deref().unwrap_or("-"),
+                    c.event,
+                    c.amount_minor
+                        .map(|a| cur.format(a))
+                        .unwrap_or_else(|| "-".to_owned()),
+                    cur.format(c.commission_minor),
+                    c.currency
+                );
+            }
+            return Ok(());
+        }
+        ConversionCmd::Approve { id, reason } => (id, ConversionStatus::Approved, reason),
+        ConversionCmd::Reject { id, reason } => (id, ConversionStatus::Rejected, reason),
+        ConversionCmd::Reverse { id, reason } => (id, ConversionStatus::Reversed, reason),
+    };
+    let id = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{id:?} is not a conversion id"))?;
+    let row = store
+        .set_conversion_status(id, to, "cli".to_owned(), reason)
+        .await?;
+    println!(
+        "conversion {} is {}",
+        row.conversion_id,
+        row.status.as_str()
+    );
     Ok(())
 }
 

@@ -365,6 +365,42 @@ pub struct Balance {
     pub minor: i64,
 }
 
+/// One program's part of an affiliate's payable balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PayoutLine {
+    /// Program slug.
+    pub program: String,
+    /// Currency.
+    pub currency: String,
+    /// Payable balance, minor units (approved, unpaid, net of clawbacks).
+    pub payable_minor: i64,
+    /// The program's minimum payout, minor units.
+    pub min_payout_minor: i64,
+    /// `true` when the balance is positive and reaches the minimum.
+    pub eligible: bool,
+}
+
+/// A payout batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payout {
+    /// Batch id (ULID).
+    pub batch_id: String,
+    /// The idempotency key it was created with.
+    pub key: String,
+    /// Affiliate slug.
+    pub affiliate: String,
+    /// Currency.
+    pub currency: String,
+    /// Amount paid, minor units.
+    pub amount_minor: i64,
+    /// Conversions marked paid.
+    pub conversions: i64,
+    /// UTC µs.
+    pub created_at: Micros,
+    /// `false` when the key already had a batch (nothing changed).
+    pub created: bool,
+}
+
 /// What the server needs from a database. See the crate docs.
 pub trait Store: Send + Sync + 'static {
     /// Creates, updates or upserts a program.
@@ -451,6 +487,19 @@ pub trait Store: Send + Sync + 'static {
     fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64>;
     /// Sums of the ledger by affiliate, currency and bucket.
     fn balances(&self) -> StoreFuture<'_, Vec<Balance>>;
+    /// An affiliate's payable balances by program and currency.
+    fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>>;
+    /// Pays the affiliate's eligible payable balance in `currency`: marks
+    /// approved conversions paid and nets clawbacks, in one transaction.
+    /// The same `key` returns the same batch and changes nothing.
+    fn create_payout(
+        &self,
+        affiliate: Slug,
+        currency: Currency,
+        key: String,
+        batch_id: ulid::Ulid,
+        actor: String,
+    ) -> StoreFuture<'_, Payout>;
     /// A stored API answer for an Idempotency-Key: `(fingerprint, status, body)`.
     fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>>;
     /// Stores an API answer under an Idempotency-Key (first one wins).

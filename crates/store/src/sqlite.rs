@@ -21,12 +21,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, param
 use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::ConversionStatus;
 use clickward_core::id::ConversionId;
+use clickward_core::money::Currency;
 use clickward_core::program::ProgramSettings;
 
 use crate::{
     AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickWritten,
-    ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, ProgramInput, Recorded,
-    ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+    ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Payout, PayoutLine,
+    ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
 };
 
 mod conversions;
@@ -983,6 +984,33 @@ impl Store for SqliteStore {
 
     fn balances(&self) -> StoreFuture<'_, Vec<Balance>> {
         self.read(conversions::balances)
+    }
+
+    fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>> {
+        self.read(move |c| conversions::payout_preview(c, affiliate.as_str()))
+    }
+
+    fn create_payout(
+        &self,
+        affiliate: Slug,
+        currency: Currency,
+        key: String,
+        batch_id: ulid::Ulid,
+        actor: String,
+    ) -> StoreFuture<'_, Payout> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let p = conversions::create_payout(
+                &tx,
+                affiliate.as_str(),
+                currency,
+                &key,
+                batch_id,
+                &actor,
+            )?;
+            tx.commit()?;
+            Ok(p)
+        })
     }
 
     fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {

@@ -552,3 +552,144 @@ async fn first_click_keeps_its_cookie_and_click_ids_are_appended() {
     assert_eq!(s, 201);
     assert_eq!(conversions(&app).await[0]["affiliate"], "gone");
 }
+
+fn cli(app: &TestApp, args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(app.data_dir().join("data"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{args:?}: {text}");
+    text
+}
+
+#[tokio::test]
+async fn payout_batches_are_idempotent_and_net_clawbacks() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    for (order, amount) in [("B-1", "100.00"), ("B-2", "40.00"), ("B-3", "7.00")] {
+        let (s, _) = postback(
+            &app,
+            &format!("click_id={id}&order_id={order}&amount={amount}&token=tok-shop"),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let all = conversions(&app).await;
+    let id_of = |order: &str| {
+        all.iter().find(|c| c["order_id"] == order).unwrap()["conversion_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    cli(&app, &["conversion", "approve", &id_of("B-1")]);
+    cli(
+        &app,
+        &[
+            "conversion",
+            "approve",
+            &id_of("B-2"),
+            "--reason",
+            "checked",
+        ],
+    );
+    cli(
+        &app,
+        &[
+            "conversion",
+            "reject",
+            &id_of("B-3"),
+            "--reason",
+            "test order",
+        ],
+    );
+    let preview = cli(&app, &["payout", "preview", "--affiliate", "solare"]);
+    assert!(
+        preview.contains("14.00") && preview.contains("yes"),
+        "{preview}"
+    );
+
+    let csv = app.data_dir().join("batch.csv");
+    let out = cli(
+        &app,
+        &[
+            "payout",
+            "create",
+            "--affiliate",
+            "solare",
+            "--currency",
+            "USD",
+            "--key",
+            "nov",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("created: 14.00 USD to solare for 2 conversions"),
+        "{out}"
+    );
+    let again = cli(
+        &app,
+        &[
+            "payout",
+            "create",
+            "--affiliate",
+            "solare",
+            "--currency",
+            "USD",
+            "--key",
+            "nov",
+        ],
+    );
+    assert!(again.contains("already existed"), "{again}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("batch_id,affiliate,currency,amount,amount_minor,conversions"),
+        "{text}"
+    );
+    assert!(text.contains(",solare,USD,14.00,1400,2,nov,"), "{text}");
+    assert_eq!(payable(&app, "solare").await, 0);
+
+    // A chargeback after payment: the clawback is netted against the next payout.
+    cli(
+        &app,
+        &[
+            "conversion",
+            "reverse",
+            &id_of("B-2"),
+            "--reason",
+            "chargeback",
+        ],
+    );
+    assert_eq!(payable(&app, "solare").await, -400);
+    let (s, _) = postback(
+        &app,
+        &format!("click_id={id}&order_id=B-4&amount=100.00&status=approved&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let out = cli(
+        &app,
+        &[
+            "payout",
+            "create",
+            "--affiliate",
+            "solare",
+            "--currency",
+            "USD",
+            "--key",
+            "dec",
+        ],
+    );
+    assert!(out.contains("created: 6.00 USD"), "{out}");
+    assert_eq!(payable(&app, "solare").await, 0);
+    let listed = cli(&app, &["conversion", "list", "--status", "reversed"]);
+    assert!(listed.contains("reversed"), "{listed}");
+}

@@ -443,3 +443,167 @@ pub(super) fn save_idempotent_response(
     )?;
     Ok(())
 }
+
+pub(super) fn payout_preview(
+    c: &Connection,
+    affiliate: &str,
+) -> Result<Vec<crate::PayoutLine>, StoreError> {
+    let aid: i64 = c
+        .query_row(
+            "SELECT id FROM affiliates WHERE slug = ?1",
+            [affiliate],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    let mut st = c.prepare_cached(
+        "SELECT p.slug, l.currency, SUM(l.amount), p.min_payout FROM ledger l \
+         JOIN conversions v ON v.id = l.conversion_id JOIN programs p ON p.id = v.program_id \
+         WHERE l.affiliate_id = ?1 AND l.bucket = 'payable' GROUP BY p.id, l.currency ORDER BY p.slug, l.currency",
+    )?;
+    let mut rows = st.query([aid])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let payable: i64 = r.get(2)?;
+        let min: i64 = r.get(3)?;
+        out.push(crate::PayoutLine {
+            program: r.get(0)?,
+            currency: r.get(1)?,
+            payable_minor: payable,
+            min_payout_minor: min,
+            eligible: payable > 0 && payable >= min,
+        });
+    }
+    Ok(out)
+}
+
+fn payout_by_key(c: &Connection, key: &str) -> Result<Option<crate::Payout>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at FROM payouts o \
+         JOIN affiliates a ON a.id = o.affiliate_id WHERE o.key = ?1",
+    )?;
+    let mut rows = st.query([key])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(crate::Payout {
+        batch_id: ulid_of(r.get(0)?, "batch_id")?.to_string(),
+        key: r.get(1)?,
+        affiliate: r.get(2)?,
+        currency: r.get(3)?,
+        amount_minor: r.get(4)?,
+        conversions: r.get(5)?,
+        created_at: r.get(6)?,
+        created: false,
+    }))
+}
+
+/// Inside the caller's transaction.
+pub(super) fn create_payout(
+    c: &Connection,
+    affiliate: &str,
+    currency: Currency,
+    key: &str,
+    batch_id: ulid::Ulid,
+    actor: &str,
+) -> Result<crate::Payout, StoreError> {
+    if let Some(existing) = payout_by_key(c, key)? {
+        return Ok(existing);
+    }
+    let aid: i64 = c
+        .query_row(
+            "SELECT id FROM affiliates WHERE slug = ?1",
+            [affiliate],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    let now = now_micros();
+    c.execute(
+        "INSERT INTO payouts (batch_id, key, affiliate_id, currency, amount, conversions, actor, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6)",
+        params![batch_id.to_bytes().as_slice(), key, aid, currency.code(), actor, now],
+    )?;
+    let payout_id = c.last_insert_rowid();
+    let eligible: Vec<String> = payout_preview(c, affiliate)?
+        .into_iter()
+        .filter(|l| l.eligible && l.currency == currency.code())
+        .map(|l| l.program)
+        .collect();
+    let mut amount = 0i64;
+    let mut count = 0i64;
+    let mut entry = c.prepare_cached(
+        "INSERT INTO ledger (conversion_id, payout_id, affiliate_id, currency, bucket, amount, kind, actor, \
+         reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+    )?;
+    for program in eligible {
+        // Approved conversions become paid.
+        let approved: Vec<(i64, i64)> = {
+            let mut st = c.prepare_cached(
+                "SELECT v.id, v.commission FROM conversions v JOIN programs p ON p.id = v.program_id \
+                 WHERE p.slug = ?1 AND v.affiliate_id = ?2 AND v.currency = ?3 AND v.status = 'approved'",
+            )?;
+            let rows = st.query_map(params![program, aid, currency.code()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, commission) in &approved {
+            let entries = conversion::transition(
+                ConversionStatus::Approved,
+                ConversionStatus::Paid,
+                *commission,
+            )
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            c.execute("UPDATE conversions SET status = 'paid' WHERE id = ?1", [id])?;
+            for (bucket, a) in entries {
+                entry.execute(params![
+                    id,
+                    payout_id,
+                    aid,
+                    currency.code(),
+                    bucket.as_str(),
+                    a,
+                    "paid",
+                    actor,
+                    now
+                ])?;
+            }
+            amount += commission;
+            count += 1;
+        }
+        // What is still in `payable` for this program now is the clawbacks of
+        // reversed paid conversions: net them against this payout.
+        let rest: i64 = c.query_row(
+            "SELECT COALESCE(SUM(l.amount), 0) FROM ledger l JOIN conversions v ON v.id = l.conversion_id \
+             JOIN programs p ON p.id = v.program_id WHERE p.slug = ?1 AND l.affiliate_id = ?2 \
+             AND l.currency = ?3 AND l.bucket = 'payable'",
+            params![program, aid, currency.code()],
+            |r| r.get(0),
+        )?;
+        if rest != 0 {
+            for (bucket, a) in [(LedgerBucket::Payable, -rest), (LedgerBucket::Paid, rest)] {
+                entry.execute(params![
+                    Option::<i64>::None,
+                    payout_id,
+                    aid,
+                    currency.code(),
+                    bucket.as_str(),
+                    a,
+                    "netted",
+                    actor,
+                    now
+                ])?;
+            }
+            amount += rest;
+        }
+    }
+    c.execute(
+        "UPDATE payouts SET amount = ?2, conversions = ?3 WHERE id = ?1",
+        params![payout_id, amount, count],
+    )?;
+    let mut p =
+        payout_by_key(c, key)?.ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
+    p.created = true;
+    Ok(p)
+}
