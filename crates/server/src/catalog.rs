@@ -26,6 +26,18 @@ struct File {
     affiliates: Vec<AffiliateEntry>,
     #[serde(default)]
     links: Vec<LinkEntry>,
+    #[serde(default)]
+    commissions: Vec<CommissionEntry>,
+}
+
+/// A per-affiliate commission plan: its event rates and default beat the
+/// program's (see `clickward_core::commission::resolve`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommissionEntry {
+    program: Slug,
+    affiliate: Slug,
+    commission: CommissionPlan,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,7 +276,25 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
             .map_err(|e| invalid(format!("link {:?}: {e}", l.code.as_str())))?;
     }
 
+    for c in &file.commissions {
+        if !programs.contains(&c.program) || !affiliates.contains(&c.affiliate) {
+            return Err(invalid(format!(
+                "commission for {:?} in {:?} names a program or affiliate not declared in this file",
+                c.affiliate.as_str(),
+                c.program.as_str()
+            )));
+        }
+        c.commission
+            .validate()
+            .map_err(|e| invalid(format!("commission for {:?}: {e}", c.affiliate.as_str())))?;
+    }
+
     Ok(CatalogInput {
+        commissions: file
+            .commissions
+            .into_iter()
+            .map(|c| (c.program, c.affiliate, c.commission))
+            .collect(),
         programs: file
             .programs
             .into_iter()

@@ -19,7 +19,8 @@ use clickward_core::report::{self, ClickCounts, Dimension};
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
 use clickward_store::{
-    AffiliateInput, KeyScope, LinkInput, ProgramInput, ReportQuery, ReportRow, SaveMode, Store,
+    AffiliateInput, ConversionTotals, KeyScope, LinkInput, ProgramInput, ReportQuery, ReportRow,
+    SaveMode, Store,
 };
 use jiff::tz::TimeZone;
 
@@ -673,45 +674,114 @@ pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result
     Ok(render(&names, &rows, args.format))
 }
 
-const METRICS: [&str; 5] = [
+/// Report columns after the dimensions (DESIGN.md §2).
+///
+/// `revenue`, `payout` and `epc` are per currency ("12.34 USD; 500 JPY").
+/// `cr` = conversions / unique_clicks, `epc` = payout / unique_clicks, each
+/// rounded half to even (to 0.01% and to the currency's minor unit); empty
+/// when there are no unique clicks.
+const METRICS: [&str; 10] = [
     "gross_clicks",
     "bot_clicks",
     "clicks",
     "unique_clicks",
     "duplicate_clicks",
+    "conversions",
+    "revenue",
+    "payout",
+    "cr",
+    "epc",
 ];
 
-fn metric_values(c: &ClickCounts) -> [i64; 5] {
+/// `n / d` rounded half to even, for non-negative `n` and positive `d`.
+fn div_half_even(n: i128, d: i128) -> i128 {
+    let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+    }
+}
+
+fn money_text(m: &BTreeMap<String, i64>) -> String {
+    m.iter()
+        .map(|(c, v)| match Currency::parse(c) {
+            Ok(cur) => format!("{} {c}", cur.format(*v)),
+            Err(_) => format!("{v} {c}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
+    let unique = i128::from(c.unique_clicks);
+    let cr = if unique > 0 {
+        let bp = div_half_even(i128::from(m.conversions) * 10_000, unique);
+        format!("{}.{:02}%", bp / 100, bp % 100)
+    } else {
+        String::new()
+    };
+    let epc = if unique > 0 {
+        money_text(
+            &m.payout
+                .iter()
+                .map(|(cur, v)| {
+                    let per = div_half_even(i128::from(*v), unique);
+                    (cur.clone(), i64::try_from(per).unwrap_or(i64::MAX))
+                })
+                .collect(),
+        )
+    } else {
+        String::new()
+    };
     [
-        c.gross_clicks,
-        c.bot_clicks,
-        c.clicks(),
-        c.unique_clicks,
-        c.duplicate_clicks(),
+        c.gross_clicks.to_string(),
+        c.bot_clicks.to_string(),
+        c.clicks().to_string(),
+        c.unique_clicks.to_string(),
+        c.duplicate_clicks().to_string(),
+        m.conversions.to_string(),
+        money_text(&m.revenue),
+        money_text(&m.payout),
+        cr,
+        epc,
     ]
 }
 
 fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
     let mut total = ClickCounts::default();
+    let mut total_money = ConversionTotals::default();
     for r in rows {
         total.add(&r.counts);
+        total_money.add(&r.money);
     }
     let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
     match format {
         Format::Json => {
-            let to_obj = |keys: &[Option<String>], c: &ClickCounts| {
-                let mut m = BTreeMap::new();
+            let to_obj = |keys: &[Option<String>], c: &ClickCounts, m: &ConversionTotals| {
+                let mut o = serde_json::Map::new();
                 for (n, k) in names.iter().zip(keys) {
-                    m.insert(n.clone(), serde_json::json!(k));
+                    o.insert(n.clone(), serde_json::json!(k));
                 }
-                for (n, v) in METRICS.iter().zip(metric_values(c)) {
-                    m.insert((*n).to_owned(), serde_json::json!(v));
+                for (n, v) in METRICS.iter().zip(metric_values(c, m)) {
+                    o.insert((*n).to_owned(), serde_json::json!(v));
                 }
-                m
+                o.insert("gross_clicks".into(), serde_json::json!(c.gross_clicks));
+                o.insert("bot_clicks".into(), serde_json::json!(c.bot_clicks));
+                o.insert("clicks".into(), serde_json::json!(c.clicks()));
+                o.insert("unique_clicks".into(), serde_json::json!(c.unique_clicks));
+                o.insert(
+                    "duplicate_clicks".into(),
+                    serde_json::json!(c.duplicate_clicks()),
+                );
+                o.insert("conversions".into(), serde_json::json!(m.conversions));
+                o.insert("revenue_minor".into(), serde_json::json!(m.revenue));
+                o.insert("payout_minor".into(), serde_json::json!(m.payout));
+                o
             };
             let doc = serde_json::json!({
-                "rows": rows.iter().map(|r| to_obj(&r.keys, &r.counts)).collect::<Vec<_>>(),
-                "totals": to_obj(&[], &total),
+                "rows": rows.iter().map(|r| to_obj(&r.keys, &r.counts, &r.money)).collect::<Vec<_>>(),
+                "totals": to_obj(&[], &total, &total_money),
             });
             format!("{doc:#}\n")
         }
@@ -722,7 +792,11 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
             out.push('\n');
             for r in rows {
                 let mut cells: Vec<String> = r.keys.iter().map(|k| csv_cell(&key(k))).collect();
-                cells.extend(metric_values(&r.counts).iter().map(ToString::to_string));
+                cells.extend(
+                    metric_values(&r.counts, &r.money)
+                        .iter()
+                        .map(|v| csv_cell(v)),
+                );
                 out.push_str(&cells.join(","));
                 out.push('\n');
             }
@@ -739,7 +813,7 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
             );
             for r in rows {
                 let mut line: Vec<String> = r.keys.iter().map(key).collect();
-                line.extend(metric_values(&r.counts).iter().map(ToString::to_string));
+                line.extend(metric_values(&r.counts, &r.money));
                 table.push(line);
             }
             let mut tot: Vec<String> = names
@@ -753,10 +827,7 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
                     }
                 })
                 .collect();
-            if names.is_empty() {
-                tot.clear();
-            }
-            tot.extend(metric_values(&total).iter().map(ToString::to_string));
+            tot.extend(metric_values(&total, &total_money));
             table.push(tot);
             let cols = table.iter().map(Vec::len).max().unwrap_or(0);
             let widths: Vec<usize> = (0..cols)

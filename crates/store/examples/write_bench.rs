@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     store
         .apply_catalog(CatalogInput {
+            commissions: vec![],
             programs: vec![ProgramInput {
                 slug: program,
                 name: "p".into(),

@@ -118,8 +118,10 @@ pub struct CatalogInput {
     pub programs: Vec<ProgramInput>,
     /// Affiliates, upserted second.
     pub affiliates: Vec<AffiliateInput>,
-    /// Links, upserted last.
+    /// Links, upserted third.
     pub links: Vec<LinkInput>,
+    /// Per-affiliate commission plans `(program, affiliate, plan)`, last.
+    pub commissions: Vec<(Slug, Slug, CommissionPlan)>,
 }
 
 /// A link with what the redirect path needs to know about its owners.
@@ -207,6 +209,34 @@ pub struct ReportRow {
     pub keys: Vec<Option<String>>,
     /// Click counts.
     pub counts: ClickCounts,
+    /// Conversions by the time they occurred (rejected and reversed ones
+    /// left out), with money per currency.
+    pub money: ConversionTotals,
+}
+
+/// Conversion totals of a report row. Money stays per currency: sums across
+/// currencies would mean nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConversionTotals {
+    /// Conversions (pending, approved, paid).
+    pub conversions: i64,
+    /// Sale amounts by currency, minor units.
+    pub revenue: std::collections::BTreeMap<String, i64>,
+    /// Commissions by currency, minor units.
+    pub payout: std::collections::BTreeMap<String, i64>,
+}
+
+impl ConversionTotals {
+    /// Adds another row's totals.
+    pub fn add(&mut self, o: &ConversionTotals) {
+        self.conversions += o.conversions;
+        for (c, v) in &o.revenue {
+            *self.revenue.entry(c.clone()).or_default() += v;
+        }
+        for (c, v) in &o.payout {
+            *self.payout.entry(c.clone()).or_default() += v;
+        }
+    }
 }
 
 /// Scope of an API key.

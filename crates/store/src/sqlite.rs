@@ -588,8 +588,8 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     );
     let mut st = conn.prepare(&sql)?;
     let n = cols.len();
-    let mut rows = st.query(rusqlite::params_from_iter(args))?;
-    let mut out = Vec::new();
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    let mut out: std::collections::BTreeMap<Vec<Option<String>>, ReportRow> = Default::default();
     while let Some(r) = rows.next()? {
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
@@ -602,10 +602,74 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
             unique_clicks: r.get(n + 3)?,
         };
         if counts.gross_clicks > 0 {
-            out.push(ReportRow { keys, counts });
+            out.insert(
+                keys.clone(),
+                ReportRow {
+                    keys,
+                    counts,
+                    money: Default::default(),
+                },
+            );
         }
     }
-    Ok(out)
+    drop(rows);
+    drop(st);
+
+    // Conversions by the time they occurred, the same groups.
+    let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();
+    let select_keys = if conv_cols.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", conv_cols.join(", "))
+    };
+    let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
+    let sql = format!(
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+         SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
+         FROM b JOIN conversions v ON v.occurred_at >= b.s AND v.occurred_at < b.e \
+         AND v.status NOT IN ('rejected', 'reversed') \
+         JOIN programs p ON p.id = v.program_id LEFT JOIN links l ON l.id = v.link_id \
+         LEFT JOIN affiliates a ON a.id = v.affiliate_id LEFT JOIN clicks c ON c.click_id = v.click_id \
+         GROUP BY {}",
+        group.join(", ")
+    );
+    let mut st = conn.prepare(&sql)?;
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    while let Some(r) = rows.next()? {
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            keys.push(r.get::<_, Option<String>>(i)?);
+        }
+        let currency: String = r.get(n)?;
+        let row = out.entry(keys.clone()).or_insert_with(|| ReportRow {
+            keys,
+            counts: ClickCounts::default(),
+            money: Default::default(),
+        });
+        row.money.conversions += r.get::<_, i64>(n + 1)?;
+        *row.money.revenue.entry(currency.clone()).or_default() += r.get::<_, i64>(n + 2)?;
+        *row.money.payout.entry(currency).or_default() += r.get::<_, i64>(n + 3)?;
+    }
+    Ok(out.into_values().collect())
+}
+
+fn conversion_dim_column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Time(_) => "b.label",
+        Dimension::Link => "l.code",
+        Dimension::Program => "p.slug",
+        Dimension::Affiliate => "a.slug",
+        Dimension::Src => "v.src",
+        Dimension::Sub(0) => "v.sub1",
+        Dimension::Sub(1) => "v.sub2",
+        Dimension::Sub(2) => "v.sub3",
+        Dimension::Sub(3) => "v.sub4",
+        Dimension::Sub(_) => "v.sub5",
+        Dimension::Country => "c.country",
+        Dimension::Device => "c.device",
+        Dimension::Browser => "c.browser",
+        Dimension::Os => "c.os",
+    }
 }
 
 fn write_clicks_conn(
@@ -827,6 +891,14 @@ impl Store for SqliteStore {
             }
             for l in &cat.links {
                 save_link_tx(&tx, l, SaveMode::Upsert)?;
+            }
+            for (program, affiliate, plan) in &cat.commissions {
+                conversions::save_affiliate_commission(
+                    &tx,
+                    program.as_str(),
+                    affiliate.as_str(),
+                    Some(plan),
+                )?;
             }
             tx.commit()?;
             Ok(())

@@ -26,6 +26,7 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default()).unwrap();
     s.apply_catalog(CatalogInput {
+        commissions: vec![],
         programs: vec![ProgramInput {
             slug: slug("shop"),
             name: "Shop".into(),

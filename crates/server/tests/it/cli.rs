@@ -182,10 +182,10 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "day,link,src,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks\n\
-         2026-11-20,rakuten_sim,qiita,1,0,1,1,0\n\
-         2026-11-21,rakuten_sim,qiita,1,0,1,0,1\n\
-         2026-11-21,rakuten_sim,zenn,1,1,0,0,0\n"
+        "day,link,src,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
+         2026-11-20,rakuten_sim,qiita,1,0,1,1,0,0,,,0.00%,\n\
+         2026-11-21,rakuten_sim,qiita,1,0,1,0,1,0,,,,\n\
+         2026-11-21,rakuten_sim,zenn,1,1,0,0,0,0,,,,\n"
     );
     // In UTC all three fall on the 20th.
     let o = clickward(
@@ -285,7 +285,7 @@ fn import_brings_history_once() {
     );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks\nold,4,1,3,2,1\n"
+        "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nold,4,1,3,2,1,0,,,0.00%,\n"
     );
 }
 

@@ -53,6 +53,17 @@ destination = "https://first.example/landing?x=1"
 [[affiliates]]
 slug = "gone"
 
+[[commissions]]
+program = "shop"
+affiliate = "boardbrew"
+commission = { default = { type = "hybrid", amount = 100, bps = 1500 } }
+
+[[links]]
+code = "bb"
+program = "shop"
+affiliate = "boardbrew"
+destination = "https://shop.example/bb?cid={click_id}"
+
 [[links]]
 code = "solare"
 program = "shop"
@@ -147,11 +158,21 @@ async fn a_click_and_its_postback_make_one_conversion_with_the_right_commission(
     let created = results.iter().filter(|(s, _)| *s == 201).count();
     let replays = results.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!((created, replays), (1, 19));
+    // A VIP affiliate's override: 1.00 + 15% of 10.00.
+    let vip = click(&app, "bb").await;
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={vip}&order_id=V-1&amount=10.00&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["commission"], "2.50");
+    assert_eq!(v["conversion"]["affiliate"], "boardbrew");
     // A lead pays its own flat rate.
     let (s, v) = postback(&app, &format!("cid={id}&txid=L-1&et=lead&token=tok-shop")).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["conversion"]["commission_minor"], 150);
-    assert_eq!(conversions(&app).await.len(), 3);
+    assert_eq!(conversions(&app).await.len(), 4);
 }
 
 #[tokio::test]
@@ -692,4 +713,22 @@ async fn payout_batches_are_idempotent_and_net_clawbacks() {
     assert_eq!(payable(&app, "solare").await, 0);
     let listed = cli(&app, &["conversion", "list", "--status", "reversed"]);
     assert!(listed.contains("reversed"), "{listed}");
+    // Reports count standing conversions (B-1 paid, B-4 paid): 2 of 1 unique click.
+    let report = cli(
+        &app,
+        &[
+            "report",
+            "--from",
+            "2026-11-20",
+            "--by",
+            "link",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        report,
+        "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
+         solare,1,0,1,1,0,2,200.00 USD,20.00 USD,200.00%,20.00 USD\n"
+    );
 }

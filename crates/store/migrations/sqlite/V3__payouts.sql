@@ -12,3 +12,4 @@ CREATE TABLE payouts (
     actor        TEXT NOT NULL,
     created_at   INTEGER NOT NULL
 );
+CREATE INDEX conversions_time ON conversions (occurred_at);
