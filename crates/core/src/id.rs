@@ -65,7 +65,7 @@ macro_rules! code_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -128,7 +128,7 @@ impl ClickId {
 impl fmt::Display for ClickId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; ulid::ULID_LEN];
-        f.write_str(self.0.array_to_str(&mut buf))
+        f.pad(self.0.array_to_str(&mut buf))
     }
 }
 
@@ -193,7 +193,7 @@ pub struct ConversionId(pub Ulid);
 impl fmt::Display for ConversionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; ulid::ULID_LEN];
-        f.write_str(self.0.array_to_str(&mut buf))
+        f.pad(self.0.array_to_str(&mut buf))
     }
 }
 
