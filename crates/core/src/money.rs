@@ -181,6 +181,66 @@ impl fmt::Display for Money {
     }
 }
 
+/// An exchange rate: how many units of the target currency one unit of the
+/// source currency buys, as exact decimal text ("1.0850", "157.25").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeRate {
+    /// The rate × 10^`scale`.
+    num: i128,
+    /// Decimal places of `num`.
+    scale: u32,
+}
+
+/// Why a rate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("exchange rate {0:?} is not a positive decimal with at most 12 decimal places")]
+pub struct RateError(pub String);
+
+impl ExchangeRate {
+    /// Parses a positive decimal ("1.085", "157.25"), ≤ 12 decimal places.
+    ///
+    /// # Errors
+    /// [`RateError`].
+    pub fn parse(text: &str) -> Result<Self, RateError> {
+        let t = text.trim();
+        let bad = || RateError(t.chars().take(40).collect());
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > 12 || int.len() > 12 {
+            return Err(bad());
+        }
+        let num: i128 = format!("{int}{frac}").parse().map_err(|_| bad())?;
+        if num == 0 {
+            return Err(bad());
+        }
+        Ok(Self {
+            num,
+            scale: u32::try_from(frac.len()).map_err(|_| bad())?,
+        })
+    }
+
+    /// Converts `minor` units of `from` into minor units of `to`, rounded
+    /// half to even once.
+    ///
+    /// # Errors
+    /// [`MoneyError::TooLarge`] when the result leaves the accepted range.
+    pub fn convert(&self, minor: i64, from: Currency, to: Currency) -> Result<i64, MoneyError> {
+        let pow = |e: u32| 10i128.pow(e);
+        let n = i128::from(minor) * self.num * pow(u32::from(to.exponent));
+        let d = pow(self.scale) * pow(u32::from(from.exponent));
+        let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
+        let q = match (2 * r).cmp(&d) {
+            std::cmp::Ordering::Less => q,
+            std::cmp::Ordering::Greater => q + 1,
+            std::cmp::Ordering::Equal => q + (q & 1),
+        };
+        i64::try_from(q)
+            .ok()
+            .filter(|v| v.abs() <= MAX_MINOR)
+            .ok_or_else(|| MoneyError::TooLarge(format!("{minor} {from} converted to {to}")))
+    }
+}
+
 /// A share in basis points: 1 bp = 0.01%, 10 000 bp = 100%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
@@ -305,6 +365,22 @@ mod tests {
             MAX_MINOR
         );
         assert!(BasisPoints::new(10_001).is_err());
+    }
+
+    #[test]
+    fn exchange_rates_convert_exactly_once() {
+        let r = ExchangeRate::parse("1.0850").unwrap();
+        // 10.00 EUR -> 10.85 USD
+        assert_eq!(r.convert(1000, cur("EUR"), cur("USD")), Ok(1085));
+        // 1,000 JPY at 0.0064 USD/JPY -> 6.40 USD
+        let jpy = ExchangeRate::parse("0.0064").unwrap();
+        assert_eq!(jpy.convert(1000, cur("JPY"), cur("USD")), Ok(640));
+        // 0.125 KWD at 100 JPY/KWD is 12.5 JPY -> 12 (half to even)
+        let one = ExchangeRate::parse("100").unwrap();
+        assert_eq!(one.convert(125, cur("KWD"), cur("JPY")), Ok(12));
+        for bad in ["0", "-1", "1e3", "abc", "1.0000000000001", ""] {
+            assert!(ExchangeRate::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

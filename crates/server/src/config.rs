@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clickward_core::Micros;
 use clickward_core::link::RedirectStatus;
+use clickward_core::money::{Currency, ExchangeRate};
 use clickward_store::Synchronous;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -122,6 +123,10 @@ pub struct Config {
     pub geoip: Vec<PathBuf>,
     /// Mark the visitor cookie `Secure` (set it when served over https).
     pub cookie_secure: bool,
+    /// Exchange rates for conversions reported in another currency than the
+    /// program's: `"EUR/USD" = "1.0850"` (1 EUR buys 1.0850 USD). Without a
+    /// rate such conversions are refused with 422.
+    pub rates: std::collections::BTreeMap<String, String>,
     /// Ingest queue.
     pub ingest: IngestConfig,
     /// SQLite.
@@ -141,6 +146,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(24 * 3600),
             geoip: Vec::new(),
             cookie_secure: false,
+            rates: Default::default(),
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -172,6 +178,8 @@ pub struct Validated {
     pub trusted: Vec<IpNet>,
     /// Dedup window, µs.
     pub dedup_window: Micros,
+    /// Parsed exchange rates, (from, to) → rate.
+    pub rates: std::collections::HashMap<(Currency, Currency), ExchangeRate>,
 }
 
 impl Config {
@@ -232,11 +240,23 @@ impl Config {
             ));
         }
         let dedup_window = i64::try_from(self.dedup_window.as_micros()).unwrap_or(i64::MAX);
+        let mut rates = std::collections::HashMap::new();
+        for (pair, rate) in &self.rates {
+            let bad = |why: String| ConfigError::Invalid(format!("rates.{pair:?}: {why}"));
+            let (from, to) = pair
+                .split_once('/')
+                .ok_or_else(|| bad("the key must be FROM/TO, like \"EUR/USD\"".to_owned()))?;
+            let from = Currency::parse(from).map_err(|e| bad(e.to_string()))?;
+            let to = Currency::parse(to).map_err(|e| bad(e.to_string()))?;
+            let r = ExchangeRate::parse(rate).map_err(|e| bad(e.to_string()))?;
+            rates.insert((from, to), r);
+        }
         Ok(Validated {
             config: self,
             redirect,
             trusted,
             dedup_window,
+            rates,
         })
     }
 }

@@ -239,21 +239,38 @@ pub async fn intake(
             Err(e) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
         },
     };
-    if currency != settings.currency {
-        return reject(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            format!(
-                "currency {currency} differs from the program's {} and no rate table is configured",
-                settings.currency
-            ),
-        );
-    }
+    let rate = if currency == settings.currency {
+        None
+    } else {
+        match s.cfg.rates.get(&(currency, settings.currency)) {
+            Some(r) => Some(*r),
+            None => {
+                return reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!(
+                        "currency {currency} differs from the program's {p} and no {currency}/{p} rate is configured",
+                        p = settings.currency
+                    ),
+                );
+            }
+        }
+    };
     let amount = match report.amount.as_deref().map(|a| currency.parse_amount(a)) {
         None => None,
         Some(Ok(a)) => Some(a),
         Some(Err(e)) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
     };
+    // Amounts in another currency are converted once, at intake, into the
+    // program's currency; the commission is computed on the converted amount.
+    let amount = match (amount, rate) {
+        (Some(a), Some(r)) => match r.convert(a, currency, settings.currency) {
+            Ok(v) => Some(v),
+            Err(e) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        },
+        (a, _) => a,
+    };
+    let currency = settings.currency;
     let occurred_at = match report.occurred_at.as_deref() {
         None => now,
         Some(t) => match parse_time(t) {

@@ -244,6 +244,17 @@ async fn every_bad_postback_is_refused_with_its_code_and_stores_nothing() {
         assert_ne!(v["status"], "created");
         assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
     }
+    // A click of another program, with this program's token.
+    let other = {
+        let r = app.get_ua("/r/f1", IPHONE).await;
+        location(&r).rsplit("aff_click=").next().unwrap().to_owned()
+    };
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={other}&order_id=X-1&amount=5&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 401, "{v}");
     // A disabled affiliate earns nothing.
     app.api_send(Method::POST, "/api/v1/affiliates/gone/disable", json!({}))
         .await;
@@ -731,4 +742,32 @@ async fn payout_batches_are_idempotent_and_net_clawbacks() {
         "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
          solare,1,0,1,1,0,2,200.00 USD,20.00 USD,200.00%,20.00 USD\n"
     );
+}
+
+#[tokio::test]
+async fn another_currency_is_converted_once_when_a_rate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CATALOG).unwrap();
+    let app = TestApp::start_with(|c| {
+        c.catalog = Some(path.clone());
+        c.rates.insert("EUR/USD".into(), "1.10".into());
+    })
+    .await;
+    let id = click(&app, "solare").await;
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={id}&order_id=E-1&amount=10.00&currency=EUR&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["currency"], "USD");
+    assert_eq!(v["conversion"]["amount"], "11.00");
+    assert_eq!(v["conversion"]["commission"], "1.10");
+    let (s, _) = postback(
+        &app,
+        &format!("click_id={id}&order_id=E-2&amount=10&currency=GBP&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 422, "no GBP/USD rate");
 }
