@@ -13,6 +13,8 @@ mod redirect;
 use axum::Router;
 use axum::routing::{get, post};
 
+use clickward_core::link::{Affiliate, Program};
+
 use crate::app::AppState;
 
 pub use error::ApiError;
@@ -25,24 +27,36 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/programs",
-            get(api::list_programs).post(api::create_program),
+            get(api::list_named::<Program>).post(api::create_named::<Program>),
         )
         .route(
             "/programs/{slug}",
-            get(api::get_program).patch(api::update_program),
+            get(api::get_named::<Program>).patch(api::update_named::<Program>),
         )
-        .route("/programs/{slug}/disable", post(api::disable_program))
-        .route("/programs/{slug}/enable", post(api::enable_program))
+        .route(
+            "/programs/{slug}/disable",
+            post(api::disable_named::<Program>),
+        )
+        .route(
+            "/programs/{slug}/enable",
+            post(api::enable_named::<Program>),
+        )
         .route(
             "/affiliates",
-            get(api::list_affiliates).post(api::create_affiliate),
+            get(api::list_named::<Affiliate>).post(api::create_named::<Affiliate>),
         )
         .route(
             "/affiliates/{slug}",
-            get(api::get_affiliate).patch(api::update_affiliate),
+            get(api::get_named::<Affiliate>).patch(api::update_named::<Affiliate>),
         )
-        .route("/affiliates/{slug}/disable", post(api::disable_affiliate))
-        .route("/affiliates/{slug}/enable", post(api::enable_affiliate))
+        .route(
+            "/affiliates/{slug}/disable",
+            post(api::disable_named::<Affiliate>),
+        )
+        .route(
+            "/affiliates/{slug}/enable",
+            post(api::enable_named::<Affiliate>),
+        )
         .route("/links", get(api::list_links).post(api::create_link))
         .route("/links/{code}", get(api::get_link).patch(api::update_link))
         .route("/links/{code}/disable", post(api::disable_link))

@@ -251,24 +251,6 @@ fn slug_of(s: &str) -> Result<Slug, StoreError> {
     Slug::parse(s).map_err(|_| corrupt("slug", s))
 }
 
-fn program_from(row: &Row<'_>) -> Result<Program, StoreError> {
-    Ok(Program {
-        id: row.get(0)?,
-        slug: slug_of(&row.get::<_, String>(1)?)?,
-        name: row.get(2)?,
-        status: status_of(&row.get::<_, String>(3)?)?,
-    })
-}
-
-fn affiliate_from(row: &Row<'_>) -> Result<Affiliate, StoreError> {
-    Ok(Affiliate {
-        id: row.get(0)?,
-        slug: slug_of(&row.get::<_, String>(1)?)?,
-        name: row.get(2)?,
-        status: status_of(&row.get::<_, String>(3)?)?,
-    })
-}
-
 const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, l.redirect, l.utm, \
      l.status, l.program_id, l.affiliate_id, p.status, a.status \
      FROM links l JOIN programs p ON p.id = l.program_id \
@@ -311,47 +293,77 @@ fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
     })
 }
 
+/// Programs and affiliates share their shape (slug, name, status): one
+/// writer for both, by table.
+#[derive(Clone, Copy)]
+enum Named {
+    Programs,
+    Affiliates,
+}
+
+impl Named {
+    fn table(self) -> &'static str {
+        match self {
+            Named::Programs => "programs",
+            Named::Affiliates => "affiliates",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Named::Programs => "program",
+            Named::Affiliates => "affiliate",
+        }
+    }
+}
+
+fn save_named_tx(
+    tx: &Transaction<'_>,
+    which: Named,
+    slug: &Slug,
+    name: &str,
+    status: Status,
+    mode: SaveMode,
+) -> Result<(), StoreError> {
+    let now = now_micros();
+    let table = which.table();
+    let exists: bool = tx
+        .query_row(
+            &format!("SELECT 1 FROM {table} WHERE slug = ?1"),
+            [slug.as_str()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    let what = || format!("{} {:?}", which.kind(), slug.as_str());
+    match (mode, exists) {
+        (SaveMode::Create, true) => return Err(StoreError::Conflict(what())),
+        (SaveMode::Update, false) => return Err(StoreError::NotFound(what())),
+        _ => {}
+    }
+    if exists {
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
+                 AND (name IS NOT ?2 OR status IS NOT ?3)"
+            ),
+            params![slug.as_str(), name, status.as_str(), now],
+        )?;
+    } else {
+        tx.execute(
+            &format!("INSERT INTO {table} (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)"),
+            params![slug.as_str(), name, status.as_str(), now],
+        )?;
+    }
+    Ok(())
+}
+
 fn save_program_tx(
     tx: &Transaction<'_>,
     p: &ProgramInput,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
-    let now = now_micros();
-    let exists: bool = tx
-        .query_row(
-            "SELECT 1 FROM programs WHERE slug = ?1",
-            [p.slug.as_str()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    match (mode, exists) {
-        (SaveMode::Create, true) => {
-            return Err(StoreError::Conflict(format!(
-                "program {:?}",
-                p.slug.as_str()
-            )));
-        }
-        (SaveMode::Update, false) => {
-            return Err(StoreError::NotFound(format!(
-                "program {:?}",
-                p.slug.as_str()
-            )));
-        }
-        _ => {}
-    }
-    if exists {
-        tx.execute(
-            "UPDATE programs SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
-             AND (name IS NOT ?2 OR status IS NOT ?3)",
-            params![p.slug.as_str(), p.name, p.status.as_str(), now],
-        )?;
-    } else {
-        tx.execute(
-            "INSERT INTO programs (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![p.slug.as_str(), p.name, p.status.as_str(), now],
-        )?;
-    }
+    save_named_tx(tx, Named::Programs, &p.slug, &p.name, p.status, mode)?;
     if let Some(settings) = &p.settings {
         conversions::save_program_settings(tx, p.slug.as_str(), settings)?;
     }
@@ -363,43 +375,60 @@ fn save_affiliate_tx(
     a: &AffiliateInput,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
-    let now = now_micros();
-    let exists: bool = tx
-        .query_row(
-            "SELECT 1 FROM affiliates WHERE slug = ?1",
-            [a.slug.as_str()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    match (mode, exists) {
-        (SaveMode::Create, true) => {
-            return Err(StoreError::Conflict(format!(
-                "affiliate {:?}",
-                a.slug.as_str()
-            )));
-        }
-        (SaveMode::Update, false) => {
-            return Err(StoreError::NotFound(format!(
-                "affiliate {:?}",
-                a.slug.as_str()
-            )));
-        }
-        _ => {}
+    save_named_tx(tx, Named::Affiliates, &a.slug, &a.name, a.status, mode)
+}
+
+/// `(id, slug, name, status)` rows of programs or affiliates.
+fn named_rows(
+    c: &Connection,
+    which: Named,
+    slug: Option<&Slug>,
+) -> Result<Vec<(i64, Slug, String, Status)>, StoreError> {
+    let table = which.table();
+    let sql = match slug {
+        Some(_) => format!("SELECT id, slug, name, status FROM {table} WHERE slug = ?1"),
+        None => format!("SELECT id, slug, name, status FROM {table} ORDER BY slug"),
+    };
+    let mut st = c.prepare_cached(&sql)?;
+    let mut rows = match slug {
+        Some(s) => st.query([s.as_str()])?,
+        None => st.query([])?,
+    };
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push((
+            r.get(0)?,
+            slug_of(&r.get::<_, String>(1)?)?,
+            r.get(2)?,
+            status_of(&r.get::<_, String>(3)?)?,
+        ));
     }
-    if exists {
-        tx.execute(
-            "UPDATE affiliates SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
-             AND (name IS NOT ?2 OR status IS NOT ?3)",
-            params![a.slug.as_str(), a.name, a.status.as_str(), now],
-        )?;
-    } else {
-        tx.execute(
-            "INSERT INTO affiliates (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![a.slug.as_str(), a.name, a.status.as_str(), now],
-        )?;
+    if let (Some(s), true) = (slug, out.is_empty()) {
+        return Err(StoreError::NotFound(format!(
+            "{} {:?}",
+            which.kind(),
+            s.as_str()
+        )));
     }
-    Ok(())
+    Ok(out)
+}
+
+fn program_of((id, slug, name, status): (i64, Slug, String, Status)) -> Program {
+    Program {
+        id,
+        slug,
+        name,
+        status,
+    }
+}
+
+fn affiliate_of((id, slug, name, status): (i64, Slug, String, Status)) -> Affiliate {
+    Affiliate {
+        id,
+        slug,
+        name,
+        status,
+    }
 }
 
 fn save_link_tx(tx: &Transaction<'_>, l: &LinkInput, mode: SaveMode) -> Result<(), StoreError> {
@@ -787,26 +816,20 @@ impl Store for SqliteStore {
 
     fn list_programs(&self) -> StoreFuture<'_, Vec<Program>> {
         self.read(|c| {
-            let mut st =
-                c.prepare_cached("SELECT id, slug, name, status FROM programs ORDER BY slug")?;
-            let mut rows = st.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(program_from(r)?);
-            }
-            Ok(out)
+            Ok(named_rows(c, Named::Programs, None)?
+                .into_iter()
+                .map(program_of)
+                .collect())
         })
     }
 
     fn get_program(&self, slug: Slug) -> StoreFuture<'_, Program> {
         self.read(move |c| {
-            let mut st =
-                c.prepare_cached("SELECT id, slug, name, status FROM programs WHERE slug = ?1")?;
-            let mut rows = st.query([slug.as_str()])?;
-            match rows.next()? {
-                Some(r) => program_from(r),
-                None => Err(StoreError::NotFound(format!("program {:?}", slug.as_str()))),
-            }
+            let row = named_rows(c, Named::Programs, Some(&slug))?
+                .into_iter()
+                .next();
+            row.map(program_of)
+                .ok_or_else(|| StoreError::NotFound(format!("program {:?}", slug.as_str())))
         })
     }
 
@@ -827,29 +850,20 @@ impl Store for SqliteStore {
 
     fn list_affiliates(&self) -> StoreFuture<'_, Vec<Affiliate>> {
         self.read(|c| {
-            let mut st =
-                c.prepare_cached("SELECT id, slug, name, status FROM affiliates ORDER BY slug")?;
-            let mut rows = st.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(affiliate_from(r)?);
-            }
-            Ok(out)
+            Ok(named_rows(c, Named::Affiliates, None)?
+                .into_iter()
+                .map(affiliate_of)
+                .collect())
         })
     }
 
     fn get_affiliate(&self, slug: Slug) -> StoreFuture<'_, Affiliate> {
         self.read(move |c| {
-            let mut st =
-                c.prepare_cached("SELECT id, slug, name, status FROM affiliates WHERE slug = ?1")?;
-            let mut rows = st.query([slug.as_str()])?;
-            match rows.next()? {
-                Some(r) => affiliate_from(r),
-                None => Err(StoreError::NotFound(format!(
-                    "affiliate {:?}",
-                    slug.as_str()
-                ))),
-            }
+            let row = named_rows(c, Named::Affiliates, Some(&slug))?
+                .into_iter()
+                .next();
+            row.map(affiliate_of)
+                .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", slug.as_str())))
         })
     }
 

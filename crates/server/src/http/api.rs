@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Status, UtmDefaults};
-use clickward_store::{AffiliateInput, LinkInput, LinkRecord, ProgramInput, SaveMode};
+use clickward_store::{
+    AffiliateInput, LinkInput, LinkRecord, ProgramInput, SaveMode, Store, StoreFuture,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,238 +51,163 @@ async fn refresh(app: &AppState) -> ApiResult<()> {
     Ok(())
 }
 
-// ---- programs ---------------------------------------------------------------
+// ---- programs and affiliates ---------------------------------------------
+//
+// Both have the same API shape (slug, name, status); one set of handlers
+// serves both, typed by the resource. Program conversion settings come from
+// the catalogue (see docs/postbacks.md) and are not part of this body.
 
+/// The body of a program or an affiliate.
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ProgramBody {
+pub struct NamedBody {
     slug: Slug,
     name: Option<String>,
     #[serde(default)]
     status: Status,
 }
 
-impl ProgramBody {
-    fn input(self) -> ProgramInput {
-        ProgramInput {
-            name: self.name.unwrap_or_else(|| self.slug.to_string()),
-            slug: self.slug,
-            status: self.status,
+/// A resource served by the `*_named` handlers.
+pub trait NamedResource: Serialize + Send + Sized + 'static {
+    /// What to call it in errors.
+    const KIND: &'static str;
+    /// All, by slug.
+    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>>;
+    /// One.
+    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self>;
+    /// Create or update.
+    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self>;
+    /// The body that would recreate it.
+    fn body(&self) -> NamedBody;
+}
+
+impl NamedResource for Program {
+    const KIND: &'static str = "program";
+    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>> {
+        s.list_programs()
+    }
+    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self> {
+        s.get_program(slug)
+    }
+    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
+        let input = ProgramInput {
+            name: b.name.unwrap_or_else(|| b.slug.to_string()),
+            slug: b.slug,
+            status: b.status,
             settings: None,
-        }
+        };
+        s.save_program(input, mode)
     }
-}
-
-pub async fn list_programs(
-    _: Authorized,
-    State(app): State<AppState>,
-) -> ApiResult<Json<Vec<Program>>> {
-    Ok(Json(app.0.store.list_programs().await?))
-}
-
-pub async fn get_program(
-    _: Authorized,
-    State(app): State<AppState>,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Program>> {
-    Ok(Json(app.0.store.get_program(parse_slug(&slug)?).await?))
-}
-
-pub async fn create_program(
-    _: Authorized,
-    State(app): State<AppState>,
-    Json(v): Json<Value>,
-) -> ApiResult<impl IntoResponse> {
-    let b: ProgramBody = body(v)?;
-    let p = app
-        .0
-        .store
-        .save_program(b.input(), SaveMode::Create)
-        .await?;
-    Ok((StatusCode::CREATED, Json(p)))
-}
-
-pub async fn update_program(
-    _: Authorized,
-    State(app): State<AppState>,
-    Path(slug): Path<String>,
-    Json(patch): Json<Value>,
-) -> ApiResult<Json<Program>> {
-    let cur = app.0.store.get_program(parse_slug(&slug)?).await?;
-    let merged = merge(
-        to_value(&ProgramBody {
-            slug: cur.slug.clone(),
-            name: Some(cur.name),
-            status: cur.status,
-        })?,
-        patch,
-    )?;
-    let b: ProgramBody = body(merged)?;
-    if b.slug != cur.slug {
-        return Err(ApiError::invalid("a slug cannot be changed"));
-    }
-    let p = app
-        .0
-        .store
-        .save_program(b.input(), SaveMode::Update)
-        .await?;
-    refresh(&app).await?;
-    Ok(Json(p))
-}
-
-async fn set_program_status(
-    app: &AppState,
-    slug: &str,
-    status: Status,
-) -> ApiResult<Json<Program>> {
-    let cur = app.0.store.get_program(parse_slug(slug)?).await?;
-    let p = app
-        .0
-        .store
-        .save_program(
-            ProgramInput {
-                slug: cur.slug,
-                name: cur.name,
-                status,
-                settings: None,
-            },
-            SaveMode::Update,
-        )
-        .await?;
-    refresh(app).await?;
-    Ok(Json(p))
-}
-
-pub async fn disable_program(
-    _: Authorized,
-    State(app): State<AppState>,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Program>> {
-    set_program_status(&app, &slug, Status::Disabled).await
-}
-
-pub async fn enable_program(
-    _: Authorized,
-    State(app): State<AppState>,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Program>> {
-    set_program_status(&app, &slug, Status::Active).await
-}
-
-// ---- affiliates -------------------------------------------------------------
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct AffiliateBody {
-    slug: Slug,
-    name: Option<String>,
-    #[serde(default)]
-    status: Status,
-}
-
-impl AffiliateBody {
-    fn input(self) -> AffiliateInput {
-        AffiliateInput {
-            name: self.name.unwrap_or_else(|| self.slug.to_string()),
-            slug: self.slug,
+    fn body(&self) -> NamedBody {
+        NamedBody {
+            slug: self.slug.clone(),
+            name: Some(self.name.clone()),
             status: self.status,
         }
     }
 }
 
-pub async fn list_affiliates(
-    _: Authorized,
-    State(app): State<AppState>,
-) -> ApiResult<Json<Vec<Affiliate>>> {
-    Ok(Json(app.0.store.list_affiliates().await?))
+impl NamedResource for Affiliate {
+    const KIND: &'static str = "affiliate";
+    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>> {
+        s.list_affiliates()
+    }
+    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self> {
+        s.get_affiliate(slug)
+    }
+    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
+        let input = AffiliateInput {
+            name: b.name.unwrap_or_else(|| b.slug.to_string()),
+            slug: b.slug,
+            status: b.status,
+        };
+        s.save_affiliate(input, mode)
+    }
+    fn body(&self) -> NamedBody {
+        NamedBody {
+            slug: self.slug.clone(),
+            name: Some(self.name.clone()),
+            status: self.status,
+        }
+    }
 }
 
-pub async fn get_affiliate(
+pub async fn list_named<R: NamedResource>(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<R>>> {
+    Ok(Json(R::list(app.0.store.as_ref()).await?))
+}
+
+pub async fn get_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Affiliate>> {
-    Ok(Json(app.0.store.get_affiliate(parse_slug(&slug)?).await?))
+) -> ApiResult<Json<R>> {
+    Ok(Json(
+        R::get(app.0.store.as_ref(), parse_slug(&slug)?).await?,
+    ))
 }
 
-pub async fn create_affiliate(
+pub async fn create_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let b: AffiliateBody = body(v)?;
-    let a = app
-        .0
-        .store
-        .save_affiliate(b.input(), SaveMode::Create)
-        .await?;
-    Ok((StatusCode::CREATED, Json(a)))
+    let b: NamedBody = body(v)?;
+    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Create).await?;
+    Ok((StatusCode::CREATED, Json(saved)))
 }
 
-pub async fn update_affiliate(
+pub async fn update_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
     Path(slug): Path<String>,
     Json(patch): Json<Value>,
-) -> ApiResult<Json<Affiliate>> {
-    let cur = app.0.store.get_affiliate(parse_slug(&slug)?).await?;
-    let merged = merge(
-        to_value(&AffiliateBody {
-            slug: cur.slug.clone(),
-            name: Some(cur.name),
-            status: cur.status,
-        })?,
-        patch,
-    )?;
-    let b: AffiliateBody = body(merged)?;
-    if b.slug != cur.slug {
-        return Err(ApiError::invalid("a slug cannot be changed"));
+) -> ApiResult<Json<R>> {
+    let cur = R::get(app.0.store.as_ref(), parse_slug(&slug)?).await?;
+    let cur_slug = cur.body().slug;
+    let merged = merge(to_value(&cur.body())?, patch)?;
+    let b: NamedBody = body(merged)?;
+    if b.slug != cur_slug {
+        return Err(ApiError::invalid(format!(
+            "a {} slug cannot be changed",
+            R::KIND
+        )));
     }
-    let a = app
-        .0
-        .store
-        .save_affiliate(b.input(), SaveMode::Update)
-        .await?;
+    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Update).await?;
     refresh(&app).await?;
-    Ok(Json(a))
+    Ok(Json(saved))
 }
 
-async fn set_affiliate_status(
+async fn set_named_status<R: NamedResource>(
     app: &AppState,
     slug: &str,
     status: Status,
-) -> ApiResult<Json<Affiliate>> {
-    let cur = app.0.store.get_affiliate(parse_slug(slug)?).await?;
-    let a = app
-        .0
-        .store
-        .save_affiliate(
-            AffiliateInput {
-                slug: cur.slug,
-                name: cur.name,
-                status,
-            },
-            SaveMode::Update,
-        )
-        .await?;
+) -> ApiResult<Json<R>> {
+    let mut b = R::get(app.0.store.as_ref(), parse_slug(slug)?)
+        .await?
+        .body();
+    b.status = status;
+    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Update).await?;
     refresh(app).await?;
-    Ok(Json(a))
+    Ok(Json(saved))
 }
 
-pub async fn disable_affiliate(
+pub async fn disable_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Affiliate>> {
-    set_affiliate_status(&app, &slug, Status::Disabled).await
+) -> ApiResult<Json<R>> {
+    set_named_status(&app, &slug, Status::Disabled).await
 }
 
-pub async fn enable_affiliate(
+pub async fn enable_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Affiliate>> {
-    set_affiliate_status(&app, &slug, Status::Active).await
+) -> ApiResult<Json<R>> {
+    set_named_status(&app, &slug, Status::Active).await
 }
 
 // ---- links ------------------------------------------------------------------
