@@ -183,6 +183,17 @@ async fn track(
     if from_cookie.is_none() && has_raw_cookie(headers, VISITOR_COOKIE) {
         s.metrics.cookie_rejected.increment(1);
     }
+    // `Secure` when configured, or when a trusted proxy says the visitor
+    // came over https (X-Forwarded-Proto).
+    let secure = s.cfg.config.cookie_secure
+        || (s
+            .cfg
+            .trusted
+            .iter()
+            .any(|n| n.contains(&clickward_enrich::ip::canonical(peer.ip())))
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
     // Cookies are for browsers: fetchers and prefetches get none (they would
     // not keep them, and a prefetch must not claim attribution before the
     // real click).
@@ -196,7 +207,7 @@ async fn track(
                 let cookie = Cookie::build((VISITOR_COOKIE, k.to_hex()))
                     .path("/")
                     .http_only(true)
-                    .secure(s.cfg.config.cookie_secure)
+                    .secure(secure)
                     .same_site(SameSite::Lax)
                     .max_age(cookie_max_age(s.cfg.dedup_window));
                 set_cookies = true;
@@ -256,7 +267,7 @@ async fn track(
             let cookie = Cookie::build((at.name.clone(), value))
                 .path("/")
                 .http_only(true)
-                .secure(s.cfg.config.cookie_secure)
+                .secure(secure)
                 .same_site(SameSite::Lax)
                 .max_age(cookie::time::Duration::seconds(at.max_age_s.max(1)));
             jar = jar.add(cookie);

@@ -501,6 +501,10 @@ async fn the_pixel_converts_from_the_cookie_the_redirect_set() {
         at.contains("HttpOnly") && at.contains("SameSite=Lax") && at.contains("Max-Age=2592000"),
         "{at}"
     );
+    assert!(
+        !at.contains("Secure"),
+        "plain http without a trusted proxy: {at}"
+    );
     // A bot gets no attribution cookie.
     let bot = app.get_ua("/ref/solare", "facebookexternalhit/1.1").await;
     assert!(set_cookies(&bot).is_empty());
@@ -770,4 +774,32 @@ async fn another_currency_is_converted_once_when_a_rate_is_configured() {
     )
     .await;
     assert_eq!(s, 422, "no GBP/USD rate");
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_an_https_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CATALOG).unwrap();
+    let app = TestApp::start_with(|c| {
+        c.catalog = Some(path.clone());
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let r = app
+        .client
+        .get(app.url("/ref/solare"))
+        .header("user-agent", IPHONE)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let all: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|c| c.contains("Secure")), "{all:?}");
 }
