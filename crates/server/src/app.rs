@@ -43,6 +43,9 @@ pub(crate) struct Inner {
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
     pub geo_error_logged: AtomicBool,
+    pub events: crate::events::EventHub,
+    /// Becomes `true` when the server stops (ends live streams).
+    pub stop: watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -145,6 +148,7 @@ impl Server {
             cfg.config.durability,
             cfg.dedup_window,
         );
+        let (stop, stopped) = watch::channel(false);
         let state = AppState(Arc::new(Inner {
             links: LinkCache::new(cfg.redirect),
             cfg,
@@ -159,11 +163,12 @@ impl Server {
             prometheus,
             shutting_down: AtomicBool::new(false),
             geo_error_logged: AtomicBool::new(false),
+            events: crate::events::EventHub::new(),
+            stop: stopped.clone(),
         }));
         state.reload_catalog().await?;
 
         let addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
         let serve_state = state.clone();

@@ -354,10 +354,17 @@ pub async fn intake(
         actor,
     };
     match s.store.record_conversion(new).await {
-        Ok(Recorded::Created(row)) => Answer {
-            status: StatusCode::CREATED,
-            body: json!({ "status": "created", "reason": "new conversion", "conversion": conversion_json(&row) }),
-        },
+        Ok(Recorded::Created(row)) => {
+            let conversion = conversion_json(&row);
+            s.events.publish(crate::events::LiveEvent::Conversion {
+                conversion: conversion.clone(),
+                change: "created".to_owned(),
+            });
+            Answer {
+                status: StatusCode::CREATED,
+                body: json!({ "status": "created", "reason": "new conversion", "conversion": conversion }),
+            }
+        }
         Ok(Recorded::Replay(row)) => Answer {
             status: StatusCode::OK,
             body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(&row) }),

@@ -7,6 +7,7 @@
 mod api;
 mod conversions;
 mod error;
+mod events;
 mod ops;
 mod redirect;
 
@@ -68,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/conversions/{id}", get(conversions::get))
         .route("/conversions/{id}/{action}", post(conversions::change))
         .route("/balances", get(conversions::balances))
+        .route("/events", get(events::stream))
+        .route("/events/url", get(events::signed_url))
         .route("/clicks", get(api::list_clicks))
         .route("/clicks/{click_id}", get(api::get_click))
         .fallback(api::not_found)

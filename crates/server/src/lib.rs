@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conversions;
+pub mod events;
 pub mod http;
 pub mod import;
 pub mod ingest;

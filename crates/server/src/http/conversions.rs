@@ -271,6 +271,10 @@ pub async fn change(
         .store
         .set_conversion_status(parse_id(&id)?, to, format!("api:{}", key.prefix), reason)
         .await?;
+    app.0.events.publish(crate::events::LiveEvent::Conversion {
+        conversion: conversion_json(&row),
+        change: row.status.as_str().to_owned(),
+    });
     Ok(Json(conversion_json(&row)))
 }
 

@@ -11,6 +11,7 @@ mod classify;
 mod cli;
 mod conversions;
 mod dedup;
+mod events;
 mod geo;
 mod privacy;
 mod redirect;
