@@ -668,7 +668,19 @@ pub fn report_query(
 /// # Errors
 /// Query or store errors.
 pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<String> {
-    let (q, _tz) = report_query(args, jiff::Timestamp::now())?;
+    report_text_at(store, args, jiff::Timestamp::now()).await
+}
+
+/// [`report_text`] with "today" taken from `now`.
+///
+/// # Errors
+/// Query or store errors.
+pub async fn report_text_at(
+    store: &dyn Store,
+    args: &ReportArgs,
+    now: jiff::Timestamp,
+) -> anyhow::Result<String> {
+    let (q, _tz) = report_query(args, now)?;
     let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
     let rows = store.click_report(q).await?;
     Ok(render(&names, &rows, args.format))

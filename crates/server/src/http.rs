@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/balances", get(conversions::balances))
         .route("/events", get(events::stream))
         .route("/events/url", get(events::signed_url))
+        .route("/reports", get(api::report))
         .route("/clicks", get(api::list_clicks))
         .route("/clicks/{click_id}", get(api::get_click))
         .fallback(api::not_found)

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Status, UtmDefaults};
 use clickward_store::{
@@ -408,4 +408,51 @@ pub async fn get_click(
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such API route")
+}
+
+// ---- reports ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct ReportParams {
+    from: Option<jiff::civil::Date>,
+    to: Option<jiff::civil::Date>,
+    tz: Option<String>,
+    group_by: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /api/v1/reports?from=YYYY-MM-DD&to=YYYY-MM-DD&tz=Asia/Tokyo&group_by=day,link,src&format=json|csv`:
+/// the report `clickward report` prints (same engine, same numbers).
+pub async fn report(
+    _: Authorized,
+    State(app): State<AppState>,
+    Query(p): Query<ReportParams>,
+) -> Response {
+    let format = match p.format.as_deref() {
+        None | Some("json") => crate::cli::Format::Json,
+        Some("csv") => crate::cli::Format::Csv,
+        Some(other) => {
+            return ApiError::bad_request(format!("format {other:?} is not json or csv"))
+                .into_response();
+        }
+    };
+    let args = crate::cli::ReportArgs {
+        from: p.from,
+        to: p.to,
+        tz: p.tz.unwrap_or_else(|| "UTC".to_owned()),
+        by: p.group_by.unwrap_or_else(|| "day".to_owned()),
+        format,
+    };
+    let now = jiff::Timestamp::from_microsecond(app.0.clock.now_micros())
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    match crate::cli::report_text_at(app.0.store.as_ref(), &args, now).await {
+        Ok(text) => {
+            let ct = match format {
+                crate::cli::Format::Csv => "text/csv; charset=utf-8",
+                _ => "application/json",
+            };
+            ([(axum::http::header::CONTENT_TYPE, ct)], text).into_response()
+        }
+        Err(e) => ApiError::bad_request(format!("{e:#}")).into_response(),
+    }
 }

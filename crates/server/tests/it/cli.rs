@@ -187,6 +187,25 @@ async fn report_cuts_days_in_the_asked_time_zone() {
          2026-11-21,rakuten_sim,qiita,1,0,1,0,1,0,,,,\n\
          2026-11-21,rakuten_sim,zenn,1,1,0,0,0,0,,,,\n"
     );
+    // The API answers the same numbers.
+    let r = app
+        .client
+        .get(app.url("/api/v1/reports?from=2026-11-20&to=2026-11-21&tz=Asia/Tokyo&group_by=day,link,src&format=csv"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.unwrap(), String::from_utf8_lossy(&o.stdout));
+    let (s, v) = app
+        .api_get("/api/v1/reports?from=2026-11-20&to=2026-11-21&tz=Asia/Tokyo&group_by=day")
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["totals"]["gross_clicks"], 3);
+    assert_eq!(v["rows"][1]["duplicate_clicks"], 1);
+    let (s, v) = app.api_get("/api/v1/reports?tz=Mars/Olympus").await;
+    assert_eq!(s, 400);
+    assert!(v["reason"].as_str().unwrap().contains("Mars/Olympus"));
     // In UTC all three fall on the 20th.
     let o = clickward(
         &data,
