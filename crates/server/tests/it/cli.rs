@@ -383,3 +383,71 @@ async fn sighup_reloads_the_catalogue_and_a_bad_one_changes_nothing() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn gen_writes_a_realistic_history_that_reports_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let uas = shared_data().join("user-agents/top-mobile.json");
+    let o = clickward(
+        &data,
+        &[
+            "gen",
+            "--clicks",
+            "5000",
+            "--days",
+            "3",
+            "--links",
+            "4",
+            "--affiliates",
+            "2",
+            "--bot-pct",
+            "10",
+            "--double-tap-pct",
+            "20",
+            "--conversions-per-10k",
+            "500",
+            "--visitors",
+            "3000",
+            "--user-agents",
+            uas.to_str().unwrap(),
+        ],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("generated 5000 clicks"), "{t}");
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let from = today
+        .checked_sub(jiff::Span::new().days(4))
+        .unwrap()
+        .to_string();
+    let o = clickward(
+        &data,
+        &[
+            "report",
+            "--from",
+            &from,
+            "--to",
+            &today.to_string(),
+            "--by",
+            "link",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &v["totals"];
+    assert_eq!(t["gross_clicks"], 5000);
+    let bots = t["bot_clicks"].as_i64().unwrap();
+    assert!((300..=700).contains(&bots), "bots {bots}");
+    let dup = t["duplicate_clicks"].as_i64().unwrap();
+    assert!(dup >= 500, "double taps must show as duplicates: {dup}");
+    let conversions = t["conversions"].as_i64().unwrap();
+    assert!(
+        conversions > 50 && conversions <= t["unique_clicks"].as_i64().unwrap(),
+        "{t}"
+    );
+    assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+}
