@@ -193,16 +193,32 @@ async fn writer(
         metrics::histogram!(telemetry::BATCH_SIZE).record(n as f64);
         let (clicks, dones): (Vec<NewClick>, Vec<Option<oneshot::Sender<bool>>>) =
             jobs.drain(..).map(|j| (j.click, j.done)).unzip();
-        let committed =
-            write_with_retry(store.as_ref(), Arc::new(clicks), dedup_window, closing).await;
-        if committed {
-            metrics::counter!(telemetry::CLICKS_WRITTEN_TOTAL).increment(n as u64);
+        let clicks = Arc::new(clicks);
+        let written = write_with_retry(store.as_ref(), clicks.clone(), dedup_window, closing).await;
+        let committed = written.is_some();
+        if let Some(written) = written {
+            record_quality(&clicks, &written);
         }
         for done in dones.into_iter().flatten() {
             let _ = done.send(committed);
         }
     }
     metrics::gauge!(telemetry::QUEUE_DEPTH).set(0.0);
+}
+
+/// Data-quality metrics of a committed batch: volume, dedup share, lag.
+fn record_quality(clicks: &[NewClick], written: &[clickward_store::ClickWritten]) {
+    let human = clicks.iter().filter(|c| c.is_human()).count();
+    let unique = written.iter().filter(|w| w.unique).count();
+    metrics::counter!(telemetry::CLICKS_WRITTEN_TOTAL).increment(clicks.len() as u64);
+    metrics::counter!(telemetry::UNIQUE_CLICKS_TOTAL).increment(unique as u64);
+    metrics::counter!(telemetry::DUPLICATE_CLICKS_TOTAL)
+        .increment(human.saturating_sub(unique) as u64);
+    // Oldest click of the batch to its commit, by the wall clock.
+    if let Some(oldest) = clicks.iter().map(|c| c.ts).min() {
+        let now = crate::clock::Clock::now_micros(&crate::clock::SystemClock);
+        metrics::gauge!(telemetry::INGEST_LAG_SECONDS).set((now - oldest).max(0) as f64 / 1e6);
+    }
 }
 
 /// Writes one batch, retrying with backoff until it commits. While shutting
@@ -213,13 +229,13 @@ async fn write_with_retry(
     clicks: Arc<Vec<NewClick>>,
     dedup_window: Micros,
     closing: bool,
-) -> bool {
+) -> Option<Vec<clickward_store::ClickWritten>> {
     let mut delay = Duration::from_millis(20);
     let mut tries = 0u32;
     loop {
         tries += 1;
         match store.write_clicks(clicks.clone(), dedup_window).await {
-            Ok(_) => return true,
+            Ok(written) => return Some(written),
             Err(e) => {
                 metrics::counter!(telemetry::WRITE_ERRORS_TOTAL).increment(1);
                 if closing && tries >= 20 {
@@ -227,7 +243,7 @@ async fn write_with_retry(
                         clicks = clicks.len(),
                         "giving up writing clicks at shutdown after {tries} tries: {e}"
                     );
-                    return false;
+                    return None;
                 }
                 tracing::warn!(
                     clicks = clicks.len(),

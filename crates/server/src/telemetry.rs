@@ -30,11 +30,19 @@ pub const BATCH_SIZE: &str = "clickward_ingest_batch_size";
 pub const WRITE_ERRORS_TOTAL: &str = "clickward_ingest_write_errors_total";
 /// Clicks committed to the database.
 pub const CLICKS_WRITTEN_TOTAL: &str = "clickward_ingest_clicks_written_total";
+/// Human clicks written that were unique (dedup share = duplicate / (unique + duplicate)).
+pub const UNIQUE_CLICKS_TOTAL: &str = "clickward_unique_clicks_total";
+/// Human clicks written that were duplicates of a visitor's unique click.
+pub const DUPLICATE_CLICKS_TOTAL: &str = "clickward_duplicate_clicks_total";
+/// Oldest click of the last committed batch to its commit, seconds.
+pub const INGEST_LAG_SECONDS: &str = "clickward_ingest_lag_seconds";
 /// Visitor cookies that failed to decrypt (tampered or foreign), ignored.
 pub const COOKIE_REJECTED_TOTAL: &str = "clickward_cookie_rejected_total";
 /// GeoIP lookups that hit a corrupt record (click recorded without location).
 pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
-/// Postbacks by answered status code (`201`, `200`, `409`, `401`, …).
+/// Postbacks by answered status code (`201`, `200`, `409`, `401`, …) and
+/// outcome (`created`, `duplicate`, `conflict`, `unknown_click`, `invalid`,
+/// `unauthorized`, `malformed`): rejected postbacks by reason.
 pub const POSTBACKS_TOTAL: &str = "clickward_postbacks_total";
 /// Catalogue reloads by result (`ok`, `error`).
 pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";

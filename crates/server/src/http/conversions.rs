@@ -84,8 +84,13 @@ pub async fn postback(
         ip,
     };
     let a = intake(&app, &report, None, via).await;
-    metrics::counter!(crate::telemetry::POSTBACKS_TOTAL, "status" => a.status.as_str().to_owned())
-        .increment(1);
+    let outcome = a.body["status"].as_str().unwrap_or("error").to_owned();
+    metrics::counter!(
+        crate::telemetry::POSTBACKS_TOTAL,
+        "status" => a.status.as_str().to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
     answer(a)
 }
 

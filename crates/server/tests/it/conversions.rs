@@ -278,6 +278,19 @@ async fn every_bad_postback_is_refused_with_its_code_and_stores_nothing() {
         1,
         "a rejection stored something"
     );
+    let metrics = app.metrics_text().await;
+    for outcome in [
+        "unauthorized",
+        "malformed",
+        "invalid",
+        "unknown_click",
+        "conflict",
+    ] {
+        assert!(
+            metrics.contains(&format!("outcome=\"{outcome}\"")),
+            "rejections by reason: {outcome}"
+        );
+    }
 }
 
 fn sign(secret: &str, query: &str) -> String {

@@ -229,6 +229,8 @@ async fn ops_endpoints_answer() {
         "clickward_redirect_duration_seconds_bucket",
         "clickward_ingest_batch_size_bucket",
         "clickward_ingest_queue_depth",
+        "clickward_unique_clicks_total",
+        "clickward_ingest_lag_seconds",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
