@@ -312,10 +312,12 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
     let query = parts.uri.query().unwrap_or_default();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        // A page cannot choose the click (the cookie does) nor approve its
+        // own conversion.
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid"
+                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid" | "status"
             )
         })
         .collect();

@@ -544,6 +544,15 @@ async fn the_pixel_converts_from_the_cookie_the_redirect_set() {
     )
     .await;
     assert_eq!(s, 404);
+    // A page cannot approve its own conversion.
+    let (s, _, _) = pixel(&app, "order_id=P-5&amount=1&status=approved", &cookies).await;
+    assert_eq!(s, 201);
+    let p5 = conversions(&app)
+        .await
+        .into_iter()
+        .find(|c| c["order_id"] == "P-5")
+        .unwrap();
+    assert_eq!(p5["status"], "pending");
     // A click id in the query is not trusted on the pixel.
     let other = click(&app, "solare").await;
     let (s, _, _) = pixel(
@@ -553,7 +562,7 @@ async fn the_pixel_converts_from_the_cookie_the_redirect_set() {
     )
     .await;
     assert_eq!(s, 404);
-    assert_eq!(conversions(&app).await.len(), 1);
+    assert_eq!(conversions(&app).await.len(), 2, "P-1 and P-5 only");
 }
 
 #[tokio::test]
