@@ -234,6 +234,7 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         let mut purge = tokio::time::interval(Duration::from_secs(3600));
         let mut approve = tokio::time::interval(Duration::from_secs(60));
+        let mut rollup = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
@@ -246,6 +247,24 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                 _ = upkeep.tick() => {
                     state.0.prometheus.run_upkeep();
                     metrics::gauge!(telemetry::QUEUE_DEPTH).set(state.0.ingest.depth() as f64);
+                }
+                _ = rollup.tick() => {
+                    // Catch up chunk by chunk; the writer is free between chunks.
+                    let mut last = None;
+                    loop {
+                        match state.0.store.advance_rollups(state.0.clock.now_micros()).await {
+                            Ok(w) if Some(w) != last => last = Some(w),
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!("rollup failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(w) = last {
+                        let lag = (state.0.clock.now_micros() - w).max(0) as f64 / 1e6;
+                        metrics::gauge!(telemetry::ROLLUP_LAG_SECONDS).set(lag);
+                    }
                 }
                 _ = approve.tick() => {
                     // Hold periods: pending conversions become approved.

@@ -71,6 +71,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Write synthetic history (clicks and conversions) for tests and benchmarks.
     Gen(GenArgs),
+    /// Recompute rollups for a range (idempotent), or catch up to now.
+    Rollup(RollupArgs),
 }
 
 /// `clickward serve` flags; each overrides the config file.
@@ -272,6 +274,18 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `clickward rollup` arguments. Without --from/--to, rolls up everything
+/// settled since the watermark.
+#[derive(Debug, Args)]
+pub struct RollupArgs {
+    /// First UTC date (YYYY-MM-DD) to recompute.
+    #[arg(long)]
+    pub from: Option<jiff::civil::Date>,
+    /// Last UTC date, inclusive.
+    #[arg(long)]
+    pub to: Option<jiff::civil::Date>,
 }
 
 /// `clickward gen` arguments.
@@ -585,6 +599,38 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             let text = report_text(&store, &args).await?;
             print!("{text}");
         }
+        Command::Rollup(args) => {
+            let started = std::time::Instant::now();
+            match (args.from, args.to) {
+                (Some(from), to) => {
+                    let to = to.unwrap_or(from);
+                    let (s, e) = report::date_range(from, to, &TimeZone::UTC)?;
+                    store.rollup(s, e).await?;
+                    println!(
+                        "recomputed rollups {from} .. {to} (UTC) in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                (None, Some(_)) => bail!("--to needs --from"),
+                (None, None) => {
+                    let now = jiff::Timestamp::now().as_microsecond();
+                    let mut last = None;
+                    loop {
+                        let w = store.advance_rollups(now).await?;
+                        if Some(w) == last {
+                            break;
+                        }
+                        last = Some(w);
+                    }
+                    let w = last.and_then(|w| jiff::Timestamp::from_microsecond(w).ok());
+                    println!(
+                        "rolled up to {} in {:.1} s",
+                        w.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
         Command::Gen(args) => {
             let ua = UaParser::new(20_000)?;
             let user_agents: Vec<String> = match &args.user_agents {
@@ -727,6 +773,7 @@ pub fn report_query(
             end,
             buckets,
             dims,
+            raw_only: false,
         },
         tz,
     ))

@@ -289,5 +289,6 @@ pub async fn generate(
             summary.conversions += 1;
         }
     }
+    store.rollup(start, spec.end + 1).await?;
     Ok(summary)
 }

@@ -247,6 +247,7 @@ pub async fn import_csv(
 
     // Dedup decides in time order, as it would have live.
     rows.sort_by_key(|r| (r.ts, r.line));
+    let span = rows.first().map(|r| r.ts).zip(rows.last().map(|r| r.ts));
     let salts = Salts::ephemeral();
     let mut batch = Vec::with_capacity(5000);
     for mut row in rows {
@@ -268,6 +269,10 @@ pub async fn import_csv(
         }
     }
     flush(store, &mut batch, dedup_window, &mut summary).await?;
+    // History may land before the rollup watermark: recompute its range.
+    if let Some((first, last)) = span {
+        store.rollup(first, last + 1).await?;
+    }
     Ok(summary)
 }
 

@@ -36,6 +36,8 @@ pub const UNIQUE_CLICKS_TOTAL: &str = "clickward_unique_clicks_total";
 pub const DUPLICATE_CLICKS_TOTAL: &str = "clickward_duplicate_clicks_total";
 /// Oldest click of the last committed batch to its commit, seconds.
 pub const INGEST_LAG_SECONDS: &str = "clickward_ingest_lag_seconds";
+/// Now minus the rollup watermark, seconds (about a minute when current).
+pub const ROLLUP_LAG_SECONDS: &str = "clickward_rollup_lag_seconds";
 /// Visitor cookies that failed to decrypt (tampered or foreign), ignored.
 pub const COOKIE_REJECTED_TOTAL: &str = "clickward_cookie_rejected_total";
 /// GeoIP lookups that hit a corrupt record (click recorded without location).

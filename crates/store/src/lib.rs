@@ -200,6 +200,8 @@ pub struct ReportQuery {
     pub buckets: Option<Vec<Bucket>>,
     /// Group-by dimensions in output order (at most one time dimension).
     pub dims: Vec<Dimension>,
+    /// Read raw clicks only, ignoring rollups (for checks; same numbers).
+    pub raw_only: bool,
 }
 
 /// One report row: the value of each dimension (in query order) and counts.
@@ -470,6 +472,13 @@ pub trait Store: Send + Sync + 'static {
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow>;
     /// Grouped click counts.
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>>;
+    /// Recomputes the rollups of `[start, end)` (UTC µs, widened to whole
+    /// 15-minute buckets) from raw clicks. Idempotent: running it twice, or
+    /// again after a crash in the middle, gives the same rows.
+    fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()>;
+    /// Rolls up settled buckets after the watermark (at most one chunk per
+    /// call) and moves the watermark; returns it.
+    fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros>;
     /// Deletes dedup state older than `before` (UTC µs); returns rows removed.
     fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64>;
 

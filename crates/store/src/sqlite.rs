@@ -31,6 +31,7 @@ use crate::{
 };
 
 mod conversions;
+mod rollups;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -547,7 +548,7 @@ fn click_from(r: &Row<'_>) -> Result<ClickRow, StoreError> {
 
 /// The first click id at or after `ts` (µs): the ULID of its millisecond
 /// with zero randomness. Valid because a click's id millisecond is `ts / 1000`.
-fn id_floor(ts: Micros) -> Vec<u8> {
+pub(crate) fn id_floor(ts: Micros) -> Vec<u8> {
     let ms = u64::try_from(ts.div_euclid(1000)).unwrap_or(0);
     ClickId::from_parts(ms, 0).to_bytes().to_vec()
 }
@@ -571,15 +572,16 @@ fn dim_column(d: Dimension) -> &'static str {
     }
 }
 
-fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, StoreError> {
+fn raw_counts(
+    conn: &Connection,
+    buckets: &[clickward_core::report::Bucket],
+    dims: &[Dimension],
+) -> Result<std::collections::BTreeMap<Vec<Option<String>>, ClickCounts>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    if buckets.is_empty() {
+        return Ok(out);
+    }
     let mut args: Vec<Value> = Vec::new();
-    let buckets = q.buckets.clone().unwrap_or_else(|| {
-        vec![clickward_core::report::Bucket {
-            label: String::new(),
-            start: q.start,
-            end: q.end,
-        }]
-    });
     let mut values = String::new();
     for (i, b) in buckets.iter().enumerate() {
         if i > 0 {
@@ -592,7 +594,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         args.push(Value::Integer(b.start));
         args.push(Value::Integer(b.end));
     }
-    let cols: Vec<&str> = q.dims.iter().map(|d| dim_column(*d)).collect();
+    let cols: Vec<&str> = dims.iter().map(|d| dim_column(*d)).collect();
     let select_keys = if cols.is_empty() {
         String::new()
     } else {
@@ -602,7 +604,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         String::new()
     } else {
         let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
-        format!("GROUP BY {} ORDER BY {}", n.join(", "), n.join(", "))
+        format!("GROUP BY {}", n.join(", "))
     };
     // The click_id range narrows each bucket through the primary key; the
     // ts condition keeps the answer exact whatever the ids say.
@@ -618,7 +620,6 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     let mut st = conn.prepare(&sql)?;
     let n = cols.len();
     let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
-    let mut out: std::collections::BTreeMap<Vec<Option<String>>, ReportRow> = Default::default();
     while let Some(r) = rows.next()? {
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
@@ -631,18 +632,65 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
             unique_clicks: r.get(n + 3)?,
         };
         if counts.gross_clicks > 0 {
-            out.insert(
+            out.insert(keys, counts);
+        }
+    }
+    Ok(out)
+}
+
+fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, StoreError> {
+    let buckets = q.buckets.clone().unwrap_or_else(|| {
+        vec![clickward_core::report::Bucket {
+            label: String::new(),
+            start: q.start,
+            end: q.end,
+        }]
+    });
+    // Clicks before the rollup watermark come from the smallest rollup that
+    // holds the report's dimensions; after it, and for reports no rollup
+    // holds, from raw clicks. The sum is exact either way.
+    let w = rollups::watermark(conn)?;
+    let planned = match (q.raw_only, rollups::Cube::pick(&q.dims)) {
+        (false, Some(cube)) => rollups::split(&buckets, w).map(|parts| (cube, parts)),
+        _ => None,
+    };
+    let click_counts = match planned {
+        Some((cube, (rolled, raw))) => {
+            let mut counts = rollups::counts(conn, cube, &rolled, &q.dims)?;
+            for (k, c) in raw_counts(conn, &raw, &q.dims)? {
+                counts.entry(k).or_default().add(&c);
+            }
+            counts
+        }
+        None => raw_counts(conn, &buckets, &q.dims)?,
+    };
+    let mut out: std::collections::BTreeMap<Vec<Option<String>>, ReportRow> = click_counts
+        .into_iter()
+        .map(|(keys, counts)| {
+            (
                 keys.clone(),
                 ReportRow {
                     keys,
                     counts,
                     money: Default::default(),
                 },
-            );
+            )
+        })
+        .collect();
+    let n = q.dims.len();
+    let mut args: Vec<Value> = Vec::new();
+    let mut values = String::new();
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
         }
+        values.push_str("(?,?,?,?,?)");
+        args.push(Value::Text(b.label.clone()));
+        args.push(Value::Blob(id_floor(b.start)));
+        args.push(Value::Blob(id_floor(b.end)));
+        args.push(Value::Integer(b.start));
+        args.push(Value::Integer(b.end));
     }
-    drop(rows);
-    drop(st);
 
     // Conversions by the time they occurred, the same groups.
     let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();
@@ -978,6 +1026,41 @@ impl Store for SqliteStore {
 
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>> {
         self.read(move |c| report_conn(c, &q))
+    }
+
+    fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            // Chunked so the writer (and with it every redirect) never waits
+            // on one long transaction.
+            let mut from = start;
+            while from < end {
+                let to = (from + rollups::CHUNK).min(end);
+                this.write(move |c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    rollups::recompute(&tx, from, to)?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+                from = to;
+            }
+            Ok(())
+        })
+    }
+
+    fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some((from, to)) = rollups::next_chunk(&tx, now)? {
+                rollups::recompute(&tx, from, to)?;
+                rollups::set_watermark(&tx, to)?;
+            }
+            let w = rollups::watermark(&tx)?;
+            tx.commit()?;
+            Ok(w)
+        })
     }
 
     fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64> {
