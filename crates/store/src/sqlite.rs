@@ -1031,15 +1031,16 @@ impl Store for SqliteStore {
     fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()> {
         let this = self.clone();
         Box::pin(async move {
-            // Chunked so the writer (and with it every redirect) never waits
-            // on one long transaction.
+            // Chunked; each chunk is aggregated on a reader and swapped in by
+            // a short write, so ingest never waits on the scan.
             let mut from = start;
             while from < end {
                 let to = (from + rollups::CHUNK).min(end);
+                let agg = this.read(move |c| rollups::aggregate(c, from, to)).await?;
                 this.write(move |c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    rollups::recompute(&tx, from, to)?;
+                    rollups::replace(&tx, &agg)?;
                     tx.commit()?;
                     Ok(())
                 })
@@ -1051,15 +1052,26 @@ impl Store for SqliteStore {
     }
 
     fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros> {
-        self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some((from, to)) = rollups::next_chunk(&tx, now)? {
-                rollups::recompute(&tx, from, to)?;
-                rollups::set_watermark(&tx, to)?;
-            }
-            let w = rollups::watermark(&tx)?;
-            tx.commit()?;
-            Ok(w)
+        let this = self.clone();
+        Box::pin(async move {
+            let Some((from, to)) = this.read(move |c| rollups::next_chunk(c, now)).await? else {
+                return this.read(rollups::watermark).await;
+            };
+            let agg = this.read(move |c| rollups::aggregate(c, from, to)).await?;
+            this.write(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // Another advancer may have moved on meanwhile: only move a
+                // watermark that is still where this chunk starts.
+                let w = rollups::watermark(&tx)?;
+                if w == 0 || w == from {
+                    rollups::replace(&tx, &agg)?;
+                    rollups::set_watermark(&tx, to)?;
+                }
+                let w = rollups::watermark(&tx)?;
+                tx.commit()?;
+                Ok(w)
+            })
+            .await
         })
     }
 

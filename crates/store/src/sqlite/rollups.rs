@@ -27,44 +27,110 @@ fn ceil(ts: Micros) -> Micros {
     floor(ts + BUCKET - 1)
 }
 
-/// Recomputes every rollup row of `[start, end)` (widened to whole buckets)
-/// from the raw clicks, in one transaction: delete, then insert the GROUP BY.
-pub(super) fn recompute(c: &Connection, start: Micros, end: Micros) -> Result<(), StoreError> {
+type Counts = [i64; 4];
+
+/// The rollup rows of a range, computed by reading (no write lock held).
+pub(super) struct Aggregate {
+    s: Micros,
+    e: Micros,
+    link: Vec<(i64, i64, i64, i64, Counts)>,
+    src: Vec<(i64, String, Counts)>,
+    geo: Vec<(i64, String, String, Counts)>,
+}
+
+/// Computes the rollup rows of `[start, end)` (widened to whole buckets) from
+/// the raw clicks. Read-only: run it on a reader so the writer, and every
+/// redirect waiting on it, is not held while the GROUP BYs scan.
+pub(super) fn aggregate(
+    c: &Connection,
+    start: Micros,
+    end: Micros,
+) -> Result<Aggregate, StoreError> {
     let (s, e) = (floor(start), ceil(end));
+    let mut agg = Aggregate {
+        s,
+        e,
+        link: Vec::new(),
+        src: Vec::new(),
+        geo: Vec::new(),
+    };
     if e <= s {
-        return Ok(());
+        return Ok(agg);
     }
     let (sid, eid) = (id_floor(s), id_floor(e));
-    for t in ["rollup_link", "rollup_src", "rollup_geo"] {
-        c.execute(
-            &format!("DELETE FROM {t} WHERE bucket >= ?1 AND bucket < ?2"),
-            params![s, e],
-        )?;
-    }
     let from = "FROM clicks WHERE click_id >= ?1 AND click_id < ?2 AND ts >= ?3 AND ts < ?4";
     let counts = "COUNT(*), COUNT(bot_reason), COUNT(invalid_reason), SUM(is_unique)";
     let bucket = format!("(ts / {BUCKET}) * {BUCKET}");
-    c.execute(
-        &format!(
-            "INSERT INTO rollup_link (link_id, bucket, program_id, affiliate_key, gross, bot, invalid, uniq) \
-             SELECT link_id, {bucket}, program_id, IFNULL(affiliate_id, 0), {counts} {from} GROUP BY 1, 2, 3, 4"
-        ),
-        params![sid, eid, s, e],
+    let mut st = c.prepare(&format!(
+        "SELECT link_id, {bucket}, program_id, IFNULL(affiliate_id, 0), {counts} {from} GROUP BY 1, 2, 3, 4"
+    ))?;
+    let mut rows = st.query(params![sid, eid, s, e])?;
+    while let Some(r) = rows.next()? {
+        agg.link.push((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+        ));
+    }
+    drop(rows);
+    let mut st = c.prepare(&format!(
+        "SELECT {bucket}, IFNULL(src, ''), {counts} {from} GROUP BY 1, 2"
+    ))?;
+    let mut rows = st.query(params![sid, eid, s, e])?;
+    while let Some(r) = rows.next()? {
+        agg.src.push((
+            r.get(0)?,
+            r.get(1)?,
+            [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
+        ));
+    }
+    drop(rows);
+    let mut st = c.prepare(&format!(
+        "SELECT {bucket}, IFNULL(country, ''), device, {counts} {from} GROUP BY 1, 2, 3"
+    ))?;
+    let mut rows = st.query(params![sid, eid, s, e])?;
+    while let Some(r) = rows.next()? {
+        agg.geo.push((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+        ));
+    }
+    Ok(agg)
+}
+
+/// Replaces the rollup rows of the aggregate's range (inside the caller's
+/// transaction): short, whatever the number of clicks behind it.
+pub(super) fn replace(c: &Connection, a: &Aggregate) -> Result<(), StoreError> {
+    for t in ["rollup_link", "rollup_src", "rollup_geo"] {
+        c.execute(
+            &format!("DELETE FROM {t} WHERE bucket >= ?1 AND bucket < ?2"),
+            params![a.s, a.e],
+        )?;
+    }
+    let mut st = c.prepare_cached(
+        "INSERT INTO rollup_link (link_id, bucket, program_id, affiliate_key, gross, bot, invalid, uniq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    c.execute(
-        &format!(
-            "INSERT INTO rollup_src (bucket, src, gross, bot, invalid, uniq) \
-             SELECT {bucket}, IFNULL(src, ''), {counts} {from} GROUP BY 1, 2"
-        ),
-        params![sid, eid, s, e],
+    for (l, b, p, af, k) in &a.link {
+        st.execute(params![l, b, p, af, k[0], k[1], k[2], k[3]])?;
+    }
+    let mut st = c.prepare_cached(
+        "INSERT INTO rollup_src (bucket, src, gross, bot, invalid, uniq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    c.execute(
-        &format!(
-            "INSERT INTO rollup_geo (bucket, country, device, gross, bot, invalid, uniq) \
-             SELECT {bucket}, IFNULL(country, ''), device, {counts} {from} GROUP BY 1, 2, 3"
-        ),
-        params![sid, eid, s, e],
+    for (b, src, k) in &a.src {
+        st.execute(params![b, src, k[0], k[1], k[2], k[3]])?;
+    }
+    let mut st = c.prepare_cached(
+        "INSERT INTO rollup_geo (bucket, country, device, gross, bot, invalid, uniq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    for (b, country, device, k) in &a.geo {
+        st.execute(params![b, country, device, k[0], k[1], k[2], k[3]])?;
+    }
     Ok(())
 }
 
