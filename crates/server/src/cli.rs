@@ -271,6 +271,10 @@ pub struct ReportArgs {
     /// Group by, comma separated: hour day week month link program affiliate src sub1..sub5 country device browser os.
     #[arg(long, default_value = "day")]
     pub by: String,
+    /// Only clicks with this value, e.g. --filter link=solare (repeatable;
+    /// any dimension but the time ones).
+    #[arg(long = "filter", value_parser = parse_kv)]
+    pub filters: Vec<(String, String)>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -762,6 +766,18 @@ pub fn report_query(
     if grains.len() > 1 {
         bail!("--by may name one of hour, day, week, month");
     }
+    let filters = args
+        .filters
+        .iter()
+        .map(|(k, v)| {
+            let d: Dimension = k.parse()?;
+            anyhow::ensure!(
+                !matches!(d, Dimension::Time(_)),
+                "--filter {k}: filter time with --from/--to"
+            );
+            Ok((d, v.clone()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (start, end) = report::date_range(from, to, &tz)?;
     let buckets = match grains.first() {
         Some(g) => Some(report::buckets(from, to, &tz, *g)?),
@@ -773,6 +789,7 @@ pub fn report_query(
             end,
             buckets,
             dims,
+            filters,
             raw_only: false,
         },
         tz,

@@ -200,6 +200,9 @@ pub struct ReportQuery {
     pub buckets: Option<Vec<Bucket>>,
     /// Group-by dimensions in output order (at most one time dimension).
     pub dims: Vec<Dimension>,
+    /// Equality filters: only clicks (and conversions) whose dimension has
+    /// this value. Time dimensions are not filters (use the range).
+    pub filters: Vec<(Dimension, String)>,
     /// Read raw clicks only, ignoring rollups (for checks; same numbers).
     pub raw_only: bool,
 }

@@ -576,6 +576,7 @@ fn raw_counts(
     conn: &Connection,
     buckets: &[clickward_core::report::Bucket],
     dims: &[Dimension],
+    filters: &[(Dimension, String)],
 ) -> Result<std::collections::BTreeMap<Vec<Option<String>>, ClickCounts>, StoreError> {
     let mut out = std::collections::BTreeMap::new();
     if buckets.is_empty() {
@@ -606,6 +607,7 @@ fn raw_counts(
         let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
         format!("GROUP BY {}", n.join(", "))
     };
+    let where_ = filter_sql(filters, dim_column, &mut args);
     // The click_id range narrows each bucket through the primary key; the
     // ts condition keeps the answer exact whatever the ids say.
     let sql = format!(
@@ -615,7 +617,7 @@ fn raw_counts(
          FROM b JOIN clicks c ON c.click_id >= b.sid AND c.click_id < b.eid \
          AND c.ts >= b.s AND c.ts < b.e \
          JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
-         LEFT JOIN affiliates a ON a.id = c.affiliate_id {group}"
+         LEFT JOIN affiliates a ON a.id = c.affiliate_id {where_} {group}"
     );
     let mut st = conn.prepare(&sql)?;
     let n = cols.len();
@@ -638,6 +640,27 @@ fn raw_counts(
     Ok(out)
 }
 
+/// `WHERE a = ? AND b = ?` for equality filters (values appended to `args`).
+fn filter_sql(
+    filters: &[(Dimension, String)],
+    column: impl Fn(Dimension) -> &'static str,
+    args: &mut Vec<Value>,
+) -> String {
+    let mut parts = Vec::new();
+    for (d, v) in filters {
+        if matches!(d, Dimension::Time(_)) {
+            continue;
+        }
+        parts.push(format!("{} = ?", column(*d)));
+        args.push(Value::Text(v.clone()));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", parts.join(" AND "))
+    }
+}
+
 fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, StoreError> {
     let buckets = q.buckets.clone().unwrap_or_else(|| {
         vec![clickward_core::report::Bucket {
@@ -650,19 +673,25 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     // holds the report's dimensions; after it, and for reports no rollup
     // holds, from raw clicks. The sum is exact either way.
     let w = rollups::watermark(conn)?;
-    let planned = match (q.raw_only, rollups::Cube::pick(&q.dims)) {
+    let needed: Vec<Dimension> = q
+        .dims
+        .iter()
+        .copied()
+        .chain(q.filters.iter().map(|(d, _)| *d))
+        .collect();
+    let planned = match (q.raw_only, rollups::Cube::pick(&needed)) {
         (false, Some(cube)) => rollups::split(&buckets, w).map(|parts| (cube, parts)),
         _ => None,
     };
     let click_counts = match planned {
         Some((cube, (rolled, raw))) => {
-            let mut counts = rollups::counts(conn, cube, &rolled, &q.dims)?;
-            for (k, c) in raw_counts(conn, &raw, &q.dims)? {
+            let mut counts = rollups::counts(conn, cube, &rolled, &q.dims, &q.filters)?;
+            for (k, c) in raw_counts(conn, &raw, &q.dims, &q.filters)? {
                 counts.entry(k).or_default().add(&c);
             }
             counts
         }
-        None => raw_counts(conn, &buckets, &q.dims)?,
+        None => raw_counts(conn, &buckets, &q.dims, &q.filters)?,
     };
     let mut out: std::collections::BTreeMap<Vec<Option<String>>, ReportRow> = click_counts
         .into_iter()
@@ -700,6 +729,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         format!("{}, ", conv_cols.join(", "))
     };
     let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
+    let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
     let sql = format!(
         "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
@@ -707,7 +737,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
          AND v.status NOT IN ('rejected', 'reversed') \
          JOIN programs p ON p.id = v.program_id LEFT JOIN links l ON l.id = v.link_id \
          LEFT JOIN affiliates a ON a.id = v.affiliate_id LEFT JOIN clicks c ON c.click_id = v.click_id \
-         GROUP BY {}",
+         {where_} GROUP BY {}",
         group.join(", ")
     );
     let mut st = conn.prepare(&sql)?;

@@ -232,6 +232,7 @@ async fn report_groups_by_local_day_and_dimension() {
             end: b[1].end,
             buckets: Some(b),
             dims: vec![Dimension::Time(TimeGrain::Day), Dimension::Link],
+            filters: vec![],
             raw_only: false,
         })
         .await
@@ -545,7 +546,14 @@ mod rollups {
         ])
     }
 
-    async fn run(clicks: Vec<C>, now_offset_s: i64, dims: Vec<D>, tz: &str, twice: bool) {
+    async fn run(
+        clicks: Vec<C>,
+        now_offset_s: i64,
+        dims: Vec<D>,
+        tz: &str,
+        twice: bool,
+        filter: Option<(D, &str)>,
+    ) {
         let (_d, s) = store().await;
         let mut sorted = clicks;
         sorted.sort_by_key(|c| c.offset_s);
@@ -605,6 +613,9 @@ mod rollups {
             end,
             buckets: grain.map(|g| buckets(from, to, &tz, g).unwrap()),
             dims: dims.clone(),
+            filters: filter
+                .map(|(d, v)| vec![(d, v.to_owned())])
+                .unwrap_or_default(),
             raw_only: false,
         };
         let planned = s.click_report(q.clone()).await.unwrap();
@@ -630,9 +641,12 @@ mod rollups {
             dims in dims_strategy(),
             tz in prop::sample::select(vec!["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"]),
             twice in any::<bool>(),
+            filter in prop::option::of(prop::sample::select(vec![
+                (D::Link, "a"), (D::Program, "shop"), (D::Src, "s1"), (D::Country, "JP"), (D::Device, "mobile"), (D::Sub(0), "x"),
+            ])),
         ) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            rt.block_on(run(clicks, now_offset_s, dims, tz, twice));
+            rt.block_on(run(clicks, now_offset_s, dims, tz, twice, filter));
         }
     }
 }
@@ -659,6 +673,7 @@ async fn reports_before_the_watermark_come_from_rollups() {
         end: t0 + MICROS_PER_DAY,
         buckets: None,
         dims: vec![Dimension::Link],
+        filters: vec![],
         raw_only: false,
     };
     let before = s.click_report(q.clone()).await.unwrap();

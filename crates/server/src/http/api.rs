@@ -419,6 +419,9 @@ pub struct ReportParams {
     tz: Option<String>,
     group_by: Option<String>,
     format: Option<String>,
+    /// Every other key names a dimension to filter on (`link=solare`).
+    #[serde(flatten)]
+    filters: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /api/v1/reports?from=YYYY-MM-DD&to=YYYY-MM-DD&tz=Asia/Tokyo&group_by=day,link,src&format=json|csv`:
@@ -441,6 +444,7 @@ pub async fn report(
         to: p.to,
         tz: p.tz.unwrap_or_else(|| "UTC".to_owned()),
         by: p.group_by.unwrap_or_else(|| "day".to_owned()),
+        filters: p.filters.into_iter().collect(),
         format,
     };
     let now = jiff::Timestamp::from_microsecond(app.0.clock.now_micros())

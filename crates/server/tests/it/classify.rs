@@ -70,6 +70,7 @@ async fn report_counts(app: &TestApp, code: &str) -> (i64, i64) {
             end: NOON + 86_400_000_000,
             buckets: None,
             dims: vec![Dimension::Link],
+            filters: vec![],
             raw_only: false,
         })
         .await

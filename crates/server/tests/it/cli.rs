@@ -203,6 +203,35 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     assert_eq!(s, 200);
     assert_eq!(v["totals"]["gross_clicks"], 3);
     assert_eq!(v["rows"][1]["duplicate_clicks"], 1);
+    // Filters: the CLI's --filter and the API's dimension keys.
+    let o = clickward(
+        &data,
+        &[
+            "report",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--tz",
+            "Asia/Tokyo",
+            "--by",
+            "src",
+            "--filter",
+            "src=zenn",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "src,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nzenn,1,1,0,0,0,0,,,,\n"
+    );
+    let (s, v) = app.api_get("/api/v1/reports?from=2026-11-20&to=2026-11-21&tz=Asia/Tokyo&group_by=day&link=rakuten_sim&src=qiita").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["totals"]["gross_clicks"], 2);
+    let (s, _) = app.api_get("/api/v1/reports?colour=red").await;
+    assert_eq!(s, 400, "unknown dimension");
     let (s, v) = app.api_get("/api/v1/reports?tz=Mars/Olympus").await;
     assert_eq!(s, 400);
     assert!(v["reason"].as_str().unwrap().contains("Mars/Olympus"));

@@ -235,6 +235,7 @@ pub(super) fn counts(
     cube: Cube,
     buckets: &[Bucket],
     dims: &[Dimension],
+    filters: &[(Dimension, String)],
 ) -> Result<BTreeMap<Vec<Option<String>>, ClickCounts>, StoreError> {
     let mut out = BTreeMap::new();
     if buckets.is_empty() {
@@ -263,10 +264,23 @@ pub(super) fn counts(
         let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
         format!("GROUP BY {}", n.join(", "))
     };
+    let conds: Vec<String> = filters
+        .iter()
+        .filter(|(d, _)| !matches!(d, Dimension::Time(_)))
+        .map(|(d, v)| {
+            args.push(Value::Text(v.clone()));
+            format!("{} = ?", cube.column(*d))
+        })
+        .collect();
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
     let (table, joins) = cube.from();
     let sql = format!(
         "WITH b(label, s, e) AS (VALUES {values}) SELECT {keys} SUM(r.gross), SUM(r.bot), SUM(r.invalid), \
-         SUM(r.uniq) FROM b JOIN {table} ON r.bucket >= b.s AND r.bucket < b.e {joins} {group}"
+         SUM(r.uniq) FROM b JOIN {table} ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
     );
     let mut st = c.prepare(&sql)?;
     let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
