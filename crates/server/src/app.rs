@@ -228,10 +228,32 @@ async fn drain(task: IngestTask) {
     task.drain().await;
 }
 
+/// Deletes raw clicks past retention, 10k per transaction so that ingest
+/// interleaves; the store never deletes past the rollup watermark.
+async fn purge_old_clicks(state: &AppState, keep: clickward_core::Micros) {
+    let cutoff = state.0.clock.now_micros() - keep;
+    let mut total = 0u64;
+    loop {
+        match state.0.store.purge_clicks(cutoff, 10_000).await {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => {
+                tracing::warn!("retention purge failed: {e}");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if total > 0 {
+        tracing::info!("retention: deleted {total} raw clicks older than the retention period");
+    }
+}
+
 fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut poll = tokio::time::interval(Duration::from_millis(500));
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        // Dedup state and retention: hourly (the first tick is immediate).
         let mut purge = tokio::time::interval(Duration::from_secs(3600));
         let mut approve = tokio::time::interval(Duration::from_secs(60));
         let mut rollup = tokio::time::interval(Duration::from_secs(10));
@@ -273,6 +295,9 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     }
                 }
                 _ = purge.tick() => {
+                    if let Some(keep) = state.0.cfg.retention_clicks {
+                        purge_old_clicks(&state, keep).await;
+                    }
                     let before = state.0.clock.now_micros() - state.0.cfg.dedup_window;
                     if let Err(e) = state.0.store.purge_dedup(before).await {
                         tracing::warn!("dedup purge failed: {e}");

@@ -68,6 +68,17 @@ impl Default for IngestConfig {
     }
 }
 
+/// How long raw data is kept.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Raw clicks older than this ("400d") are deleted, in batches, once
+    /// they are rolled up; rollups and conversions stay, so reports over the
+    /// period still answer (for the dimensions the rollups hold). Default:
+    /// keep raw clicks forever.
+    pub clicks: Option<String>,
+}
+
 /// SQLite settings.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -129,6 +140,8 @@ pub struct Config {
     pub rates: std::collections::BTreeMap<String, String>,
     /// Ingest queue.
     pub ingest: IngestConfig,
+    /// Retention.
+    pub retention: RetentionConfig,
     /// SQLite.
     pub storage: StorageConfig,
 }
@@ -148,6 +161,7 @@ impl Default for Config {
             cookie_secure: false,
             rates: Default::default(),
             ingest: IngestConfig::default(),
+            retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
         }
     }
@@ -178,6 +192,8 @@ pub struct Validated {
     pub trusted: Vec<IpNet>,
     /// Dedup window, µs.
     pub dedup_window: Micros,
+    /// Raw-click retention, µs (`None`: keep).
+    pub retention_clicks: Option<Micros>,
     /// Parsed exchange rates, (from, to) → rate.
     pub rates: std::collections::HashMap<(Currency, Currency), ExchangeRate>,
 }
@@ -251,7 +267,21 @@ impl Config {
             let r = ExchangeRate::parse(rate).map_err(|e| bad(e.to_string()))?;
             rates.insert((from, to), r);
         }
+        let retention_clicks = match &self.retention.clicks {
+            None => None,
+            Some(t) => {
+                let d = parse_duration(t)
+                    .map_err(|e| ConfigError::Invalid(format!("retention.clicks: {e}")))?;
+                if d < Duration::from_secs(86_400) {
+                    return Err(ConfigError::Invalid(format!(
+                        "retention.clicks: {t:?} is shorter than a day"
+                    )));
+                }
+                Some(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            }
+        };
         Ok(Validated {
+            retention_clicks,
             config: self,
             redirect,
             trusted,
@@ -327,6 +357,18 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("nope"));
         assert!(toml::from_str::<Config>("dedup_window = \"soon\"").is_err());
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        let c: Config = toml::from_str("[retention]\nclicks = \"400d\"").unwrap();
+        assert_eq!(
+            c.validate().unwrap().retention_clicks,
+            Some(400 * 86_400 * 1_000_000)
+        );
+        let c: Config = toml::from_str("[retention]\nclicks = \"1h\"").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("retention.clicks")
+        );
         assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("PT24H"), Ok(Duration::from_secs(86_400)));
         assert!(parse_duration("-5m").is_err());

@@ -482,6 +482,10 @@ pub trait Store: Send + Sync + 'static {
     /// Rolls up settled buckets after the watermark (at most one chunk per
     /// call) and moves the watermark; returns it.
     fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros>;
+    /// Deletes up to `limit` raw clicks older than `before` (UTC µs), never
+    /// past the rollup watermark (so reports over the period still answer
+    /// from rollups); returns how many. Callers loop until it returns 0.
+    fn purge_clicks(&self, before: Micros, limit: u32) -> StoreFuture<'_, u64>;
     /// Deletes dedup state older than `before` (UTC µs); returns rows removed.
     fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64>;
 

@@ -1105,6 +1105,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn purge_clicks(&self, before: Micros, limit: u32) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let cutoff = before.min(rollups::watermark(&tx)?);
+            let n = tx.execute(
+                "DELETE FROM clicks WHERE click_id IN \
+                 (SELECT click_id FROM clicks WHERE click_id < ?1 AND ts < ?2 LIMIT ?3)",
+                params![id_floor(cutoff), cutoff, limit],
+            )?;
+            tx.commit()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64> {
         self.write(move |c| {
             let n = c.execute("DELETE FROM visitor_links WHERE last_unique < ?1", [before])?;
