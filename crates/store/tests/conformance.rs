@@ -766,3 +766,101 @@ async fn retention_purges_raw_clicks_behind_the_watermark_only() {
         "reports over purged periods still answer"
     );
 }
+
+/// Day boundaries in zones with DST and with half- and quarter-hour offsets,
+/// on hand-built clicks with known answers, read through rollups and raw.
+#[tokio::test]
+async fn local_days_are_exact_in_dst_and_offset_zones() {
+    let (_d, s) = store().await;
+    let at = |t: &str| -> i64 { t.parse::<jiff::Timestamp>().unwrap().as_microsecond() };
+    let instants = [
+        // New York, spring forward 2026-03-08 (day of 23 h: 05:00Z .. 04:00Z next day).
+        "2026-03-08T04:59:59Z", // 03-07 23:59:59 EST
+        "2026-03-08T05:00:00Z", // 03-08 00:00 EST
+        "2026-03-09T03:59:59Z", // 03-08 23:59:59 EDT
+        "2026-03-09T04:00:00Z", // 03-09 00:00 EDT
+        // New York, fall back 2026-11-01 (day of 25 h: 04:00Z .. 05:00Z next day).
+        "2026-11-01T04:00:00Z", // 11-01 00:00 EDT
+        "2026-11-01T05:30:00Z", // 01:30 EDT (first)
+        "2026-11-01T06:30:00Z", // 01:30 EST (second)
+        "2026-11-02T04:59:59Z", // 11-01 23:59:59 EST
+        "2026-11-02T05:00:00Z", // 11-02 00:00 EST
+        // Kolkata +05:30: 2026-06-01 starts at 2026-05-31T18:30Z.
+        "2026-05-31T18:29:59Z",
+        "2026-05-31T18:30:00Z",
+        // Kathmandu +05:45: 2026-06-01 starts at 2026-05-31T18:15Z.
+        "2026-05-31T18:14:59Z",
+        "2026-05-31T18:15:00Z",
+    ];
+    let mut clicks: Vec<NewClick> = instants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            click(
+                1,
+                at(t),
+                u8::try_from(i).unwrap(),
+                u128::try_from(i).unwrap(),
+            )
+        })
+        .collect();
+    clicks.sort_by_key(|c| c.ts);
+    s.write_clicks(std::sync::Arc::new(clicks), WINDOW)
+        .await
+        .unwrap();
+    let days = |tz: &'static str, from: jiff::civil::Date, to: jiff::civil::Date| {
+        let s = s.clone();
+        async move {
+            let tz = TimeZone::get(tz).unwrap();
+            let (start, end) = clickward_core::report::date_range(from, to, &tz).unwrap();
+            let q = ReportQuery {
+                start,
+                end,
+                buckets: Some(buckets(from, to, &tz, TimeGrain::Day).unwrap()),
+                dims: vec![Dimension::Time(TimeGrain::Day)],
+                filters: vec![],
+                raw_only: false,
+            };
+            let rows = s.click_report(q).await.unwrap();
+            rows.into_iter()
+                .map(|r| (r.keys[0].clone().unwrap(), r.counts.gross_clicks))
+                .collect::<Vec<_>>()
+        }
+    };
+    let check = |label: &str, got: Vec<(String, i64)>, want: &[(&str, i64)]| {
+        let want: Vec<(String, i64)> = want.iter().map(|(d, n)| ((*d).to_owned(), *n)).collect();
+        assert_eq!(got, want, "{label}");
+    };
+    for pass in ["raw", "rollups"] {
+        if pass == "rollups" {
+            let mut last = None;
+            loop {
+                let w = s.advance_rollups(at("2026-12-01T00:00:00Z")).await.unwrap();
+                if Some(w) == last {
+                    break;
+                }
+                last = Some(w);
+            }
+        }
+        check(
+            pass,
+            days("America/New_York", date(2026, 3, 7), date(2026, 3, 9)).await,
+            &[("2026-03-07", 1), ("2026-03-08", 2), ("2026-03-09", 1)],
+        );
+        check(
+            pass,
+            days("America/New_York", date(2026, 10, 31), date(2026, 11, 2)).await,
+            &[("2026-11-01", 4), ("2026-11-02", 1)],
+        );
+        check(
+            pass,
+            days("Asia/Kolkata", date(2026, 5, 31), date(2026, 6, 1)).await,
+            &[("2026-05-31", 3), ("2026-06-01", 1)],
+        );
+        check(
+            pass,
+            days("Asia/Kathmandu", date(2026, 5, 31), date(2026, 6, 1)).await,
+            &[("2026-05-31", 1), ("2026-06-01", 3)],
+        );
+    }
+}
