@@ -195,6 +195,29 @@ pub fn normalize_referrer(raw: &str) -> Option<String> {
     Some(truncate_utf8(r, MAX_REFERRER_LEN).to_owned())
 }
 
+/// The lower-cased host of a (normalized) referrer: `https://Qiita.com/x` →
+/// `qiita.com`; `None` when there is none.
+pub fn referrer_host(referrer: &str) -> Option<String> {
+    let rest = referrer
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(referrer);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    // Drop a `:port`, but not the colons of a bare IPv6 literal.
+    let host = match host.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (h.ends_with(']') || !h.contains(':')) =>
+        {
+            h
+        }
+        _ => host,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// Everything recorded about one click except its unique flag, which the
 /// store decides when it writes the click (see [`crate::dedup`]).
 ///
@@ -282,6 +305,27 @@ mod tests {
         );
         assert_eq!(normalize_referrer(""), None);
         assert_eq!(normalize_referrer("?q=1"), None);
+    }
+
+    #[test]
+    fn referrer_hosts() {
+        assert_eq!(
+            referrer_host("https://Qiita.com/u/items/1").as_deref(),
+            Some("qiita.com")
+        );
+        assert_eq!(
+            referrer_host("http://blog.example:8080/x").as_deref(),
+            Some("blog.example")
+        );
+        assert_eq!(
+            referrer_host("android-app://com.google.android.gm/").as_deref(),
+            Some("com.google.android.gm")
+        );
+        assert_eq!(
+            referrer_host("https://user@host.example/").as_deref(),
+            Some("host.example")
+        );
+        assert_eq!(referrer_host(""), None);
     }
 
     #[test]

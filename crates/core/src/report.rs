@@ -51,12 +51,14 @@ pub enum Dimension {
     Browser,
     /// OS family.
     Os,
+    /// Host of the referrer.
+    ReferrerHost,
 }
 
 /// A group-by name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown dimension {0:?}; known: hour day week month link program affiliate src sub1..sub5 country device browser os"
+    "unknown dimension {0:?}; known: hour day week month link program affiliate src sub1..sub5 country device browser os referrer_host"
 )]
 pub struct DimensionError(pub String);
 
@@ -81,6 +83,7 @@ impl FromStr for Dimension {
             "device" => Dimension::Device,
             "browser" => Dimension::Browser,
             "os" => Dimension::Os,
+            "referrer_host" => Dimension::ReferrerHost,
             other => return Err(DimensionError(other.to_owned())),
         })
     }
@@ -102,6 +105,7 @@ impl fmt::Display for Dimension {
             Dimension::Device => "device",
             Dimension::Browser => "browser",
             Dimension::Os => "os",
+            Dimension::ReferrerHost => "referrer_host",
         };
         f.write_str(s)
     }

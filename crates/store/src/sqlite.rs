@@ -569,6 +569,7 @@ fn dim_column(d: Dimension) -> &'static str {
         Dimension::Device => "c.device",
         Dimension::Browser => "c.browser",
         Dimension::Os => "c.os",
+        Dimension::ReferrerHost => "c.referrer_host",
     }
 }
 
@@ -776,6 +777,7 @@ fn conversion_dim_column(d: Dimension) -> &'static str {
         Dimension::Device => "c.device",
         Dimension::Browser => "c.browser",
         Dimension::Os => "c.os",
+        Dimension::ReferrerHost => "c.referrer_host",
     }
 }
 
@@ -811,8 +813,9 @@ fn insert_clicks(
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, \
              sub1, sub2, sub3, sub4, sub5, referrer, device, os, browser, bot_reason, \
-             invalid_reason, country, region, city, visitor_key, is_unique) VALUES (?1, ?2, ?3, \
-             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, NULL, ?17, ?18, ?19, ?20, ?21)",
+             invalid_reason, country, region, city, visitor_key, is_unique, referrer_host) VALUES (?1, \
+             ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, NULL, ?17, ?18, ?19, ?20, \
+             ?21, ?22)",
         )?;
         let mut remember = tx.prepare_cached(
             "INSERT INTO visitor_links (link_id, visitor_key, last_unique) VALUES (?1, ?2, ?3) \
@@ -855,6 +858,9 @@ fn insert_clicks(
                 c.city,
                 c.visitor_key.0.as_slice(),
                 unique,
+                c.referrer
+                    .as_deref()
+                    .and_then(clickward_core::click::referrer_host),
             ])? == 1;
             if inserted && unique {
                 remember.execute(params![c.link_id, c.visitor_key.0.as_slice(), c.ts])?;

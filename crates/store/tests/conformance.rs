@@ -864,3 +864,33 @@ async fn local_days_are_exact_in_dst_and_offset_zones() {
         );
     }
 }
+
+#[tokio::test]
+async fn reports_group_by_referrer_host() {
+    let (_d, s) = store().await;
+    let t0 = 200 * MICROS_PER_DAY;
+    let mut a = click(1, t0, 1, 1);
+    a.referrer = Some("https://Qiita.com/u/items/1".into());
+    let mut b = click(1, t0 + 1, 2, 2);
+    b.referrer = Some("https://qiita.com/other".into());
+    let c = click(2, t0 + 2, 3, 3);
+    s.write_clicks(std::sync::Arc::new(vec![a, b, c]), WINDOW)
+        .await
+        .unwrap();
+    let rows = s
+        .click_report(ReportQuery {
+            start: t0,
+            end: t0 + MICROS_PER_DAY,
+            buckets: None,
+            dims: vec![Dimension::ReferrerHost],
+            filters: vec![],
+            raw_only: false,
+        })
+        .await
+        .unwrap();
+    let got: Vec<(Option<String>, i64)> = rows
+        .iter()
+        .map(|r| (r.keys[0].clone(), r.counts.gross_clicks))
+        .collect();
+    assert_eq!(got, vec![(None, 1), (Some("qiita.com".into()), 2)]);
+}
