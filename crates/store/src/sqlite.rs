@@ -731,14 +731,33 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     };
     let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
     let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
+    // The click row is only needed for dimensions conversions do not carry
+    // (a random lookup per conversion into a large table: skip it otherwise).
+    let needs_click = q
+        .dims
+        .iter()
+        .chain(q.filters.iter().map(|(d, _)| d))
+        .any(|d| conversion_dim_column(*d).starts_with("c."));
+    let uses = |d: Dimension| q.dims.contains(&d) || q.filters.iter().any(|(f, _)| *f == d);
+    let mut joins = String::new();
+    if uses(Dimension::Program) {
+        joins.push_str(" JOIN programs p ON p.id = v.program_id");
+    }
+    if uses(Dimension::Link) {
+        joins.push_str(" LEFT JOIN links l ON l.id = v.link_id");
+    }
+    if uses(Dimension::Affiliate) {
+        joins.push_str(" LEFT JOIN affiliates a ON a.id = v.affiliate_id");
+    }
+    if needs_click {
+        joins.push_str(" LEFT JOIN clicks c ON c.click_id = v.click_id");
+    }
     let sql = format!(
         "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
          FROM b JOIN conversions v ON v.occurred_at >= b.s AND v.occurred_at < b.e \
          AND v.status NOT IN ('rejected', 'reversed') \
-         JOIN programs p ON p.id = v.program_id LEFT JOIN links l ON l.id = v.link_id \
-         LEFT JOIN affiliates a ON a.id = v.affiliate_id LEFT JOIN clicks c ON c.click_id = v.click_id \
-         {where_} GROUP BY {}",
+         {joins} {where_} GROUP BY {}",
         group.join(", ")
     );
     let mut st = conn.prepare(&sql)?;
