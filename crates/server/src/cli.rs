@@ -73,6 +73,8 @@ pub enum Command {
     Gen(GenArgs),
     /// Recompute rollups for a range (idempotent), or catch up to now.
     Rollup(RollupArgs),
+    /// Write raw clicks of a range as CSV to standard output.
+    Export(ExportArgs),
 }
 
 /// `clickward serve` flags; each overrides the config file.
@@ -290,6 +292,20 @@ pub struct RollupArgs {
     /// Last UTC date, inclusive.
     #[arg(long)]
     pub to: Option<jiff::civil::Date>,
+}
+
+/// `clickward export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// First local date, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: jiff::civil::Date,
+    /// Last local date, inclusive (default: --from).
+    #[arg(long)]
+    pub to: Option<jiff::civil::Date>,
+    /// IANA time zone of the dates.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
 }
 
 /// `clickward gen` arguments.
@@ -602,6 +618,19 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Report(args) => {
             let text = report_text(&store, &args).await?;
             print!("{text}");
+        }
+        Command::Export(args) => {
+            let tz = TimeZone::get(&args.tz)
+                .with_context(|| format!("unknown time zone {:?}", args.tz))?;
+            let (s, e) = report::date_range(args.from, args.to.unwrap_or(args.from), &tz)?;
+            let started = std::time::Instant::now();
+            let n = store
+                .export_clicks(s, e, crate::export::csv_sink(std::io::stdout()))
+                .await?;
+            eprintln!(
+                "exported {n} clicks in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Rollup(args) => {
             let started = std::time::Instant::now();

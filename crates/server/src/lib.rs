@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod conversions;
 pub mod events;
+pub mod export;
 pub mod generate;
 pub mod http;
 pub mod import;

@@ -52,6 +52,9 @@ pub enum StoreError {
     Task(String),
 }
 
+/// Receives exported clicks one by one (see [`Store::export_clicks`]).
+pub type ClickSink = Box<dyn FnMut(&ClickRow) -> std::io::Result<()> + Send>;
+
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -473,6 +476,10 @@ pub trait Store: Send + Sync + 'static {
     fn list_clicks(&self, link: Option<LinkCode>, limit: u32) -> StoreFuture<'_, Vec<ClickRow>>;
     /// One click.
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow>;
+    /// Streams the raw clicks of `[start, end)` (UTC µs) oldest first into
+    /// `sink`, on a reader (ingest goes on); stops at the sink's first error.
+    /// Returns how many rows were passed.
+    fn export_clicks(&self, start: Micros, end: Micros, sink: ClickSink) -> StoreFuture<'_, u64>;
     /// Grouped click counts.
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>>;
     /// Recomputes the rollups of `[start, end)` (UTC µs, widened to whole

@@ -25,7 +25,7 @@ use clickward_core::money::Currency;
 use clickward_core::program::ProgramSettings;
 
 use crate::{
-    AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickWritten,
+    AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickSink, ClickWritten,
     ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Payout, PayoutLine,
     ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
 };
@@ -1076,6 +1076,27 @@ impl Store for SqliteStore {
                 Some(r) => click_from(r),
                 None => Err(StoreError::NotFound(format!("click {id}"))),
             }
+        })
+    }
+
+    fn export_clicks(
+        &self,
+        start: Micros,
+        end: Micros,
+        mut sink: ClickSink,
+    ) -> StoreFuture<'_, u64> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "{CLICK_SELECT} WHERE c.click_id >= ?1 AND c.click_id < ?2 AND c.ts >= ?3 AND c.ts < ?4 \
+                 ORDER BY c.click_id"
+            ))?;
+            let mut rows = st.query(params![id_floor(start), id_floor(end), start, end])?;
+            let mut n = 0u64;
+            while let Some(r) = rows.next()? {
+                sink(&click_from(r)?).map_err(|e| StoreError::Task(format!("export: {e}")))?;
+                n += 1;
+            }
+            Ok(n)
         })
     }
 

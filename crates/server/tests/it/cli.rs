@@ -479,4 +479,21 @@ fn gen_writes_a_realistic_history_that_reports_add_up() {
         "{t}"
     );
     assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+    // The raw export has every click, once.
+    let o = clickward(
+        &data,
+        &["export", "--from", &from, "--to", &today.to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("click_id,ts,link,program")
+    );
+    let ids: std::collections::HashSet<&str> =
+        lines.map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(ids.len(), 5000);
 }

@@ -1,0 +1,52 @@
+//! CSV export of raw clicks (`clickward export`).
+
+use std::io::Write;
+
+// Dropping the sink (at the end of the export) flushes the buffers.
+use clickward_store::{ClickRow, ClickSink};
+
+/// The header row.
+pub const HEADER: &str = "click_id,ts,link,program,affiliate,src,sub1,sub2,sub3,sub4,sub5,referrer,device,os,browser,bot_reason,invalid_reason,country,region,city,unique\n";
+
+/// A sink writing CSV (header first) to `out`, buffered.
+pub fn csv_sink<W: Write + Send + 'static>(out: W) -> ClickSink {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(std::io::BufWriter::with_capacity(1 << 16, out));
+    let mut header = false;
+    Box::new(move |c: &ClickRow| {
+        if !header {
+            w.write_record(HEADER.trim_end().split(','))?;
+            header = true;
+        }
+        let ts = jiff::Timestamp::from_microsecond(c.ts)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let id = c.click_id.to_string();
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        w.write_record([
+            id.as_str(),
+            ts.as_str(),
+            c.link.as_str(),
+            c.program.as_str(),
+            o(&c.affiliate).as_str(),
+            o(&c.src).as_str(),
+            o(&c.subs[0]).as_str(),
+            o(&c.subs[1]).as_str(),
+            o(&c.subs[2]).as_str(),
+            o(&c.subs[3]).as_str(),
+            o(&c.subs[4]).as_str(),
+            o(&c.referrer).as_str(),
+            c.device.as_str(),
+            o(&c.os).as_str(),
+            o(&c.browser).as_str(),
+            o(&c.bot_reason).as_str(),
+            o(&c.invalid_reason).as_str(),
+            o(&c.country).as_str(),
+            o(&c.region).as_str(),
+            o(&c.city).as_str(),
+            if c.unique { "1" } else { "0" },
+        ])?;
+        Ok(())
+    })
+}
