@@ -256,6 +256,18 @@ pub enum Format {
     Csv,
     /// One JSON document.
     Json,
+    /// One JSON object per line (rows, then a `"totals"` line).
+    Ndjson,
+}
+
+/// Which time puts a conversion in a time bucket.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum TimeBasis {
+    /// When the conversion occurred (default).
+    #[default]
+    Conversion,
+    /// When its click happened.
+    Click,
 }
 
 /// `clickward report` arguments.
@@ -277,6 +289,20 @@ pub struct ReportArgs {
     /// any dimension but the time ones).
     #[arg(long = "filter", value_parser = parse_kv)]
     pub filters: Vec<(String, String)>,
+    /// Bucket conversions by their own time or their click's.
+    #[arg(long, value_enum, default_value_t)]
+    pub time_basis: TimeBasis,
+    /// Sort rows by a count column (gross_clicks, bot_clicks, clicks,
+    /// unique_clicks, duplicate_clicks, conversions); prefix `-` for
+    /// descending. Default: by the dimensions.
+    #[arg(long, allow_hyphen_values = true)]
+    pub sort: Option<String>,
+    /// At most this many rows (after --offset). Totals cover every row.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -820,6 +846,7 @@ pub fn report_query(
             dims,
             filters,
             raw_only: false,
+            by_click_time: false,
         },
         tz,
     ))
@@ -842,10 +869,46 @@ pub async fn report_text_at(
     args: &ReportArgs,
     now: jiff::Timestamp,
 ) -> anyhow::Result<String> {
-    let (q, _tz) = report_query(args, now)?;
+    let (mut q, _tz) = report_query(args, now)?;
+    q.by_click_time = args.time_basis == TimeBasis::Click;
     let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
-    let rows = store.click_report(q).await?;
-    Ok(render(&names, &rows, args.format))
+    let mut rows = store.click_report(q).await?;
+    let totals = totals_of(&rows);
+    if let Some(sort) = &args.sort {
+        let (desc, col) = sort
+            .strip_prefix('-')
+            .map_or((false, sort.as_str()), |c| (true, c));
+        let key = |r: &ReportRow| -> anyhow::Result<i64> {
+            let c = &r.counts;
+            Ok(match col {
+                "gross_clicks" => c.gross_clicks,
+                "bot_clicks" => c.bot_clicks,
+                "clicks" => c.clicks(),
+                "unique_clicks" => c.unique_clicks,
+                "duplicate_clicks" => c.duplicate_clicks(),
+                "conversions" => r.money.conversions,
+                other => bail!(
+                    "--sort {other}: sort by gross_clicks, bot_clicks, clicks, unique_clicks, duplicate_clicks or conversions"
+                ),
+            })
+        };
+        key(&ReportRow {
+            keys: vec![],
+            counts: ClickCounts::default(),
+            money: ConversionTotals::default(),
+        })?;
+        // Stable: ties keep the dimension order.
+        rows.sort_by_key(|r| {
+            let k = key(r).unwrap_or(0);
+            if desc { -k } else { k }
+        });
+    }
+    let rows: Vec<ReportRow> = rows
+        .into_iter()
+        .skip(args.offset)
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(render(&names, &rows, totals, args.format))
 }
 
 /// Report columns after the dimensions (DESIGN.md §2).
@@ -922,16 +985,25 @@ fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
     ]
 }
 
-fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
+fn totals_of(rows: &[ReportRow]) -> (ClickCounts, ConversionTotals) {
     let mut total = ClickCounts::default();
     let mut total_money = ConversionTotals::default();
     for r in rows {
         total.add(&r.counts);
         total_money.add(&r.money);
     }
+    (total, total_money)
+}
+
+fn render(
+    names: &[String],
+    rows: &[ReportRow],
+    (total, total_money): (ClickCounts, ConversionTotals),
+    format: Format,
+) -> String {
     let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
     match format {
-        Format::Json => {
+        Format::Ndjson | Format::Json => {
             let to_obj = |keys: &[Option<String>], c: &ClickCounts, m: &ConversionTotals| {
                 let mut o = serde_json::Map::new();
                 for (n, k) in names.iter().zip(keys) {
@@ -953,6 +1025,21 @@ fn render(names: &[String], rows: &[ReportRow], format: Format) -> String {
                 o.insert("payout_minor".into(), serde_json::json!(m.payout));
                 o
             };
+            if matches!(format, Format::Ndjson) {
+                let mut out = String::new();
+                for r in rows {
+                    out.push_str(
+                        &serde_json::Value::Object(to_obj(&r.keys, &r.counts, &r.money))
+                            .to_string(),
+                    );
+                    out.push('\n');
+                }
+                out.push_str(
+                    &serde_json::json!({ "totals": to_obj(&[], &total, &total_money) }).to_string(),
+                );
+                out.push('\n');
+                return out;
+            }
             let doc = serde_json::json!({
                 "rows": rows.iter().map(|r| to_obj(&r.keys, &r.counts, &r.money)).collect::<Vec<_>>(),
                 "totals": to_obj(&[], &total, &total_money),

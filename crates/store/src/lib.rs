@@ -208,6 +208,9 @@ pub struct ReportQuery {
     pub filters: Vec<(Dimension, String)>,
     /// Read raw clicks only, ignoring rollups (for checks; same numbers).
     pub raw_only: bool,
+    /// Put conversions (and their money) in the time bucket of their click
+    /// instead of the time they occurred.
+    pub by_click_time: bool,
 }
 
 /// One report row: the value of each dimension (in query order) and counts.

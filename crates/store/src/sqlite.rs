@@ -738,6 +738,12 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         .iter()
         .chain(q.filters.iter().map(|(d, _)| d))
         .any(|d| conversion_dim_column(*d).starts_with("c."));
+    // The click's time is the conversion's time minus its CTIT.
+    let vt = if q.by_click_time {
+        "(v.occurred_at - IFNULL(v.ctit_us, 0))"
+    } else {
+        "v.occurred_at"
+    };
     let uses = |d: Dimension| q.dims.contains(&d) || q.filters.iter().any(|(f, _)| *f == d);
     let mut joins = String::new();
     if uses(Dimension::Program) {
@@ -755,7 +761,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     let sql = format!(
         "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
-         FROM b JOIN conversions v ON v.occurred_at >= b.s AND v.occurred_at < b.e \
+         FROM b JOIN conversions v ON {vt} >= b.s AND {vt} < b.e \
          AND v.status NOT IN ('rejected', 'reversed') \
          {joins} {where_} GROUP BY {}",
         group.join(", ")

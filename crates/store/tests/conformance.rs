@@ -234,6 +234,7 @@ async fn report_groups_by_local_day_and_dimension() {
             dims: vec![Dimension::Time(TimeGrain::Day), Dimension::Link],
             filters: vec![],
             raw_only: false,
+            by_click_time: false,
         })
         .await
         .unwrap();
@@ -617,6 +618,7 @@ mod rollups {
                 .map(|(d, v)| vec![(d, v.to_owned())])
                 .unwrap_or_default(),
             raw_only: false,
+            by_click_time: false,
         };
         let planned = s.click_report(q.clone()).await.unwrap();
         let raw = s
@@ -675,6 +677,7 @@ async fn reports_before_the_watermark_come_from_rollups() {
         dims: vec![Dimension::Link],
         filters: vec![],
         raw_only: false,
+        by_click_time: false,
     };
     let before = s.click_report(q.clone()).await.unwrap();
     let mut last = None;
@@ -743,6 +746,7 @@ async fn retention_purges_raw_clicks_behind_the_watermark_only() {
         dims: vec![Dimension::Time(TimeGrain::Day), Dimension::Link],
         filters: vec![],
         raw_only: false,
+        by_click_time: false,
     };
     let before = s.click_report(q.clone()).await.unwrap();
     // Asked to purge everything: only what lies before the watermark goes.
@@ -820,6 +824,7 @@ async fn local_days_are_exact_in_dst_and_offset_zones() {
                 dims: vec![Dimension::Time(TimeGrain::Day)],
                 filters: vec![],
                 raw_only: false,
+                by_click_time: false,
             };
             let rows = s.click_report(q).await.unwrap();
             rows.into_iter()
@@ -885,6 +890,7 @@ async fn reports_group_by_referrer_host() {
             dims: vec![Dimension::ReferrerHost],
             filters: vec![],
             raw_only: false,
+            by_click_time: false,
         })
         .await
         .unwrap();

@@ -419,13 +419,19 @@ pub struct ReportParams {
     tz: Option<String>,
     group_by: Option<String>,
     format: Option<String>,
+    time_basis: Option<String>,
+    sort: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
     /// Every other key names a dimension to filter on (`link=solare`).
     #[serde(flatten)]
     filters: std::collections::BTreeMap<String, String>,
 }
 
-/// `GET /api/v1/reports?from=YYYY-MM-DD&to=YYYY-MM-DD&tz=Asia/Tokyo&group_by=day,link,src&format=json|csv`:
-/// the report `clickward report` prints (same engine, same numbers).
+/// `GET /api/v1/reports?from=YYYY-MM-DD&to=YYYY-MM-DD&tz=Asia/Tokyo&group_by=day,link,src`
+/// `&format=json|ndjson|csv&time_basis=conversion|click&sort=-clicks&limit=&offset=`
+/// plus dimension filters (`link=solare`): the report `clickward report`
+/// prints (same engine, same numbers).
 pub async fn report(
     _: Authorized,
     State(app): State<AppState>,
@@ -434,9 +440,20 @@ pub async fn report(
     let format = match p.format.as_deref() {
         None | Some("json") => crate::cli::Format::Json,
         Some("csv") => crate::cli::Format::Csv,
+        Some("ndjson") => crate::cli::Format::Ndjson,
         Some(other) => {
-            return ApiError::bad_request(format!("format {other:?} is not json or csv"))
+            return ApiError::bad_request(format!("format {other:?} is not json, ndjson or csv"))
                 .into_response();
+        }
+    };
+    let time_basis = match p.time_basis.as_deref() {
+        None | Some("conversion") => crate::cli::TimeBasis::Conversion,
+        Some("click") => crate::cli::TimeBasis::Click,
+        Some(other) => {
+            return ApiError::bad_request(format!(
+                "time_basis {other:?} is not click or conversion"
+            ))
+            .into_response();
         }
     };
     let args = crate::cli::ReportArgs {
@@ -445,6 +462,10 @@ pub async fn report(
         tz: p.tz.unwrap_or_else(|| "UTC".to_owned()),
         by: p.group_by.unwrap_or_else(|| "day".to_owned()),
         filters: p.filters.into_iter().collect(),
+        time_basis,
+        sort: p.sort,
+        limit: p.limit,
+        offset: p.offset.unwrap_or(0),
         format,
     };
     let now = jiff::Timestamp::from_microsecond(app.0.clock.now_micros())
@@ -453,6 +474,7 @@ pub async fn report(
         Ok(text) => {
             let ct = match format {
                 crate::cli::Format::Csv => "text/csv; charset=utf-8",
+                crate::cli::Format::Ndjson => "application/x-ndjson",
                 _ => "application/json",
             };
             ([(axum::http::header::CONTENT_TYPE, ct)], text).into_response()

@@ -72,6 +72,7 @@ async fn report_counts(app: &TestApp, code: &str) -> (i64, i64) {
             dims: vec![Dimension::Link],
             filters: vec![],
             raw_only: false,
+            by_click_time: false,
         })
         .await
         .unwrap();

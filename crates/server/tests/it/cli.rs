@@ -203,6 +203,38 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     assert_eq!(s, 200);
     assert_eq!(v["totals"]["gross_clicks"], 3);
     assert_eq!(v["rows"][1]["duplicate_clicks"], 1);
+    // Sorted, paginated, as NDJSON; totals still cover every row.
+    let o = clickward(
+        &data,
+        &[
+            "report",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--tz",
+            "Asia/Tokyo",
+            "--by",
+            "src",
+            "--sort",
+            "-gross_clicks",
+            "--limit",
+            "1",
+            "--format",
+            "ndjson",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["src"], "qiita");
+    assert_eq!(lines[0]["gross_clicks"], 2);
+    assert_eq!(lines[1]["totals"]["gross_clicks"], 3);
+    let o = clickward(&data, &["report", "--by", "src", "--sort", "colour"]);
+    assert!(!o.status.success());
     // Filters: the CLI's --filter and the API's dimension keys.
     let o = clickward(
         &data,

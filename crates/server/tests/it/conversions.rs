@@ -825,3 +825,46 @@ async fn cookies_are_secure_behind_an_https_proxy() {
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all.iter().all(|c| c.contains("Secure")), "{all:?}");
 }
+
+#[tokio::test]
+async fn money_can_be_reported_by_conversion_time_or_click_time() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await; // 2026-11-20T12:00Z
+    let (s, v) = postback(&app, &format!("click_id={id}&order_id=T-1&amount=10.00&occurred_at=2026-11-21T09:00:00Z&token=tok-shop")).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["ctit_s"], 21 * 3600);
+    let by = |basis: &'static str| {
+        let c = app.client.clone();
+        let url = app.url(&format!(
+            "/api/v1/reports?from=2026-11-20&to=2026-11-21&group_by=day&time_basis={basis}"
+        ));
+        let key = app.admin_key.clone();
+        async move {
+            let v: Value = c
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["day"].as_str().unwrap().to_owned(),
+                        r["conversions"].as_i64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by("conversion").await,
+        vec![("2026-11-20".to_owned(), 0), ("2026-11-21".to_owned(), 1)]
+    );
+    assert_eq!(by("click").await, vec![("2026-11-20".to_owned(), 1)]);
+}
