@@ -583,19 +583,7 @@ fn raw_counts(
     if buckets.is_empty() {
         return Ok(out);
     }
-    let mut args: Vec<Value> = Vec::new();
-    let mut values = String::new();
-    for (i, b) in buckets.iter().enumerate() {
-        if i > 0 {
-            values.push(',');
-        }
-        values.push_str("(?,?,?,?,?)");
-        args.push(Value::Text(b.label.clone()));
-        args.push(Value::Blob(id_floor(b.start)));
-        args.push(Value::Blob(id_floor(b.end)));
-        args.push(Value::Integer(b.start));
-        args.push(Value::Integer(b.end));
-    }
+    let (values, mut args) = bucket_values(buckets);
     let cols: Vec<&str> = dims.iter().map(|d| dim_column(*d)).collect();
     let select_keys = if cols.is_empty() {
         String::new()
@@ -639,6 +627,25 @@ fn raw_counts(
         }
     }
     Ok(out)
+}
+
+/// The `VALUES` rows `(label, first id, end id, start µs, end µs)` of report
+/// buckets, and their parameters.
+pub(crate) fn bucket_values(buckets: &[clickward_core::report::Bucket]) -> (String, Vec<Value>) {
+    let mut args = Vec::with_capacity(buckets.len() * 5);
+    let mut values = String::with_capacity(buckets.len() * 12);
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        values.push_str("(?,?,?,?,?)");
+        args.push(Value::Text(b.label.clone()));
+        args.push(Value::Blob(id_floor(b.start)));
+        args.push(Value::Blob(id_floor(b.end)));
+        args.push(Value::Integer(b.start));
+        args.push(Value::Integer(b.end));
+    }
+    (values, args)
 }
 
 /// `WHERE a = ? AND b = ?` for equality filters (values appended to `args`).
@@ -708,19 +715,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         })
         .collect();
     let n = q.dims.len();
-    let mut args: Vec<Value> = Vec::new();
-    let mut values = String::new();
-    for (i, b) in buckets.iter().enumerate() {
-        if i > 0 {
-            values.push(',');
-        }
-        values.push_str("(?,?,?,?,?)");
-        args.push(Value::Text(b.label.clone()));
-        args.push(Value::Blob(id_floor(b.start)));
-        args.push(Value::Blob(id_floor(b.end)));
-        args.push(Value::Integer(b.start));
-        args.push(Value::Integer(b.end));
-    }
+    let (values, mut args) = bucket_values(&buckets);
 
     // Conversions by the time they occurred, the same groups.
     let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();

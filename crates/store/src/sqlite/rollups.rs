@@ -241,17 +241,8 @@ pub(super) fn counts(
     if buckets.is_empty() {
         return Ok(out);
     }
-    let mut args: Vec<Value> = Vec::new();
-    let mut values = String::new();
-    for (i, b) in buckets.iter().enumerate() {
-        if i > 0 {
-            values.push(',');
-        }
-        values.push_str("(?,?,?)");
-        args.push(Value::Text(b.label.clone()));
-        args.push(Value::Integer(b.start));
-        args.push(Value::Integer(b.end));
-    }
+    // Same bucket rows as raw reports; the id bounds go unused here.
+    let (values, mut args) = super::bucket_values(buckets);
     let cols: Vec<&str> = dims.iter().map(|d| cube.column(*d)).collect();
     let keys = if cols.is_empty() {
         String::new()
@@ -279,7 +270,7 @@ pub(super) fn counts(
     };
     let (table, joins) = cube.from();
     let sql = format!(
-        "WITH b(label, s, e) AS (VALUES {values}) SELECT {keys} SUM(r.gross), SUM(r.bot), SUM(r.invalid), \
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) SELECT {keys} SUM(r.gross), SUM(r.bot), SUM(r.invalid), \
          SUM(r.uniq) FROM b JOIN {table} ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
     );
     let mut st = c.prepare(&sql)?;
