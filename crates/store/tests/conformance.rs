@@ -88,6 +88,18 @@ fn click(link_id: i64, ts: i64, visitor: u8, n: u128) -> NewClick {
     }
 }
 
+/// Advances the rollups until the watermark stops moving; returns it.
+async fn catch_up(s: &SqliteStore, now: i64) -> i64 {
+    let mut last = None;
+    loop {
+        let w = s.advance_rollups(now).await.unwrap();
+        if Some(w) == last {
+            return w;
+        }
+        last = Some(w);
+    }
+}
+
 #[tokio::test]
 async fn catalog_saves_conflicts_and_disables() {
     let (_d, s) = store().await;
@@ -587,14 +599,7 @@ mod rollups {
         // Roll up to a random point inside the data, so reports mix rollups
         // and raw clicks.
         let now = DAY0 + now_offset_s * MICROS_PER_SEC;
-        let mut last = None;
-        loop {
-            let w = s.advance_rollups(now).await.unwrap();
-            if Some(w) == last {
-                break;
-            }
-            last = Some(w);
-        }
+        catch_up(&s, now).await;
         if twice {
             // Recomputing a range (again) changes nothing.
             s.rollup(DAY0, DAY0 + 5 * MICROS_PER_DAY).await.unwrap();
@@ -680,14 +685,7 @@ async fn reports_before_the_watermark_come_from_rollups() {
         by_click_time: false,
     };
     let before = s.click_report(q.clone()).await.unwrap();
-    let mut last = None;
-    loop {
-        let w = s.advance_rollups(t0 + MICROS_PER_DAY).await.unwrap();
-        if Some(w) == last {
-            break;
-        }
-        last = Some(w);
-    }
+    catch_up(&s, t0 + MICROS_PER_DAY).await;
     // Remove the raw clicks behind the store's back: the rollups still answer.
     let conn = rusqlite::Connection::open(d.path().join("t.db")).unwrap();
     assert_eq!(conn.execute("DELETE FROM clicks", []).unwrap(), 50);
@@ -722,15 +720,7 @@ async fn retention_purges_raw_clicks_behind_the_watermark_only() {
         .await
         .unwrap();
     // Roll up the first day only.
-    let mut last = None;
-    loop {
-        let w = s.advance_rollups(t0 + MICROS_PER_DAY).await.unwrap();
-        if Some(w) == last {
-            break;
-        }
-        last = Some(w);
-    }
-    let w = last.unwrap();
+    let w = catch_up(&s, t0 + MICROS_PER_DAY).await;
     let q = ReportQuery {
         start: t0 - MICROS_PER_DAY,
         end: t0 + 4 * MICROS_PER_DAY,
@@ -838,14 +828,7 @@ async fn local_days_are_exact_in_dst_and_offset_zones() {
     };
     for pass in ["raw", "rollups"] {
         if pass == "rollups" {
-            let mut last = None;
-            loop {
-                let w = s.advance_rollups(at("2026-12-01T00:00:00Z")).await.unwrap();
-                if Some(w) == last {
-                    break;
-                }
-                last = Some(w);
-            }
+            catch_up(&s, at("2026-12-01T00:00:00Z")).await;
         }
         check(
             pass,

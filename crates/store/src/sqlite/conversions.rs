@@ -80,6 +80,17 @@ pub(super) fn save_program_settings(
     Ok(())
 }
 
+/// The id of a program or affiliate by slug (`table` is ours, not input).
+fn id_of(c: &Connection, table: &str, kind: &str, slug: &str) -> Result<i64, StoreError> {
+    c.query_row(
+        &format!("SELECT id FROM {table} WHERE slug = ?1"),
+        [slug],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("{kind} {slug:?}")))
+}
+
 pub(super) fn affiliate_commission(
     c: &Connection,
     program_id: i64,
@@ -99,20 +110,8 @@ pub(super) fn save_affiliate_commission(
     affiliate: &str,
     plan: Option<&CommissionPlan>,
 ) -> Result<(), StoreError> {
-    let pid: i64 = c
-        .query_row("SELECT id FROM programs WHERE slug = ?1", [program], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("program {program:?}")))?;
-    let aid: i64 = c
-        .query_row(
-            "SELECT id FROM affiliates WHERE slug = ?1",
-            [affiliate],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    let pid = id_of(c, "programs", "program", program)?;
+    let aid = id_of(c, "affiliates", "affiliate", affiliate)?;
     match plan {
         Some(p) => {
             let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -448,14 +447,7 @@ pub(super) fn payout_preview(
     c: &Connection,
     affiliate: &str,
 ) -> Result<Vec<crate::PayoutLine>, StoreError> {
-    let aid: i64 = c
-        .query_row(
-            "SELECT id FROM affiliates WHERE slug = ?1",
-            [affiliate],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    let aid = id_of(c, "affiliates", "affiliate", affiliate)?;
     let mut st = c.prepare_cached(
         "SELECT p.slug, l.currency, SUM(l.amount), p.min_payout FROM ledger l \
          JOIN conversions v ON v.id = l.conversion_id JOIN programs p ON p.id = v.program_id \
@@ -510,14 +502,7 @@ pub(super) fn create_payout(
     if let Some(existing) = payout_by_key(c, key)? {
         return Ok(existing);
     }
-    let aid: i64 = c
-        .query_row(
-            "SELECT id FROM affiliates WHERE slug = ?1",
-            [affiliate],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("affiliate {affiliate:?}")))?;
+    let aid = id_of(c, "affiliates", "affiliate", affiliate)?;
     let now = now_micros();
     c.execute(
         "INSERT INTO payouts (batch_id, key, affiliate_id, currency, amount, conversions, actor, created_at) \
