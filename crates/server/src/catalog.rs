@@ -61,63 +61,15 @@ struct ProgramEntry {
     min_payout: Option<String>,
 }
 
-impl ProgramEntry {
-    fn take_settings(&mut self) -> SettingsEntry {
-        SettingsEntry {
-            currency: self.currency.take(),
-            cookie_window: self.cookie_window.take(),
-            attribution_window: self.attribution_window.take(),
-            attribution: self.attribution.take(),
-            commission: self.commission.take(),
-            hold: self.hold.take(),
-            postback_token: self.postback_token.take(),
-            postback_secret: self.postback_secret.take(),
-            postback_ips: std::mem::take(&mut self.postback_ips),
-            click_id_param: self.click_id_param.take(),
-            min_payout: self.min_payout.take(),
-        }
-    }
-}
-
-/// Conversion settings of a program in the catalogue; durations as text
-/// ("30d", "72h"), money as decimal text in the program currency.
-#[derive(Debug, Default)]
-pub struct SettingsEntry {
-    /// ISO 4217 code (default USD).
-    pub currency: Option<String>,
-    /// Cookie Max-Age (default 30d).
-    pub cookie_window: Option<String>,
-    /// Longest click-to-conversion time (default 30d).
-    pub attribution_window: Option<String>,
-    /// `last_click` (default) or `first_click`.
-    pub attribution: Option<AttributionModel>,
-    /// Commission plan.
-    pub commission: Option<CommissionPlan>,
-    /// Auto-approve after this long (default: by hand only).
-    pub hold: Option<String>,
-    /// Postback token (default: generated; see `clickward program list`).
-    pub postback_token: Option<String>,
-    /// Postback HMAC-SHA256 key.
-    pub postback_secret: Option<String>,
-    /// Postback source IPs / CIDRs.
-    pub postback_ips: Vec<String>,
-    /// Query key under which the click id is appended to destinations.
-    pub click_id_param: Option<String>,
-    /// Smallest payout, decimal text.
-    pub min_payout: Option<String>,
-}
-
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
     let d = crate::config::parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
     i64::try_from(d.as_secs()).map_err(|_| format!("{what}: {text:?} is too long"))
 }
 
-impl SettingsEntry {
-    /// Checks and converts into stored settings.
-    ///
-    /// # Errors
-    /// A message naming the setting.
-    pub fn into_settings(self) -> Result<ProgramSettings, String> {
+impl ProgramEntry {
+    /// Checks the conversion settings ("30d"-style durations, decimal money
+    /// in the program currency) and moves them into stored settings.
+    fn take_settings(&mut self) -> Result<ProgramSettings, String> {
         let currency = match &self.currency {
             Some(c) => Currency::parse(c).map_err(|e| format!("currency: {e}"))?,
             None => Currency::parse("USD").map_err(|e| e.to_string())?,
@@ -132,7 +84,7 @@ impl SettingsEntry {
         if let Some(a) = self.attribution {
             s.attribution = a;
         }
-        if let Some(plan) = self.commission {
+        if let Some(plan) = self.commission.take() {
             plan.validate().map_err(|e| format!("commission: {e}"))?;
             s.commission = plan;
         }
@@ -157,10 +109,10 @@ impl SettingsEntry {
                 .parse_amount(m)
                 .map_err(|e| format!("min_payout: {e}"))?;
         }
-        s.postback_token = self.postback_token;
-        s.postback_secret = self.postback_secret;
-        s.postback_ips = self.postback_ips;
-        s.click_id_param = self.click_id_param;
+        s.postback_token = self.postback_token.take();
+        s.postback_secret = self.postback_secret.take();
+        s.postback_ips = std::mem::take(&mut self.postback_ips);
+        s.click_id_param = self.click_id_param.take();
         Ok(s)
     }
 }
@@ -226,10 +178,8 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
     let mut programs = HashSet::new();
     let mut settings = Vec::new();
     for p in &mut file.programs {
-        let entry = p.take_settings();
         settings.push(
-            entry
-                .into_settings()
+            p.take_settings()
                 .map_err(|e| invalid(format!("program {:?}: {e}", p.slug.as_str())))?,
         );
     }
