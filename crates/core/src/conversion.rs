@@ -50,6 +50,13 @@ impl ConversionStatus {
         }
     }
 
+    /// `true` for the statuses reports count as conversions (with their
+    /// revenue and payout): pending, approved, paid. Rejected and reversed
+    /// conversions are left out.
+    pub fn counted(self) -> bool {
+        matches!(self, Self::Pending | Self::Approved | Self::Paid)
+    }
+
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {

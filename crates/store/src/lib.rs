@@ -486,8 +486,10 @@ pub trait Store: Send + Sync + 'static {
     /// Grouped click counts.
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>>;
     /// Recomputes the rollups of `[start, end)` (UTC µs, widened to whole
-    /// 15-minute buckets) from raw clicks. Idempotent: running it twice, or
-    /// again after a crash in the middle, gives the same rows.
+    /// 15-minute buckets) from raw clicks and conversions. Idempotent:
+    /// running it twice, or again after a crash in the middle, gives the
+    /// same rows. (Conversion rollups are also kept exact as conversions are
+    /// recorded and change status; this repairs a hand-edited database.)
     fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()>;
     /// Rolls up settled buckets after the watermark (at most one chunk per
     /// call) and moves the watermark; returns it.

@@ -691,10 +691,10 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         (false, Some(cube)) => rollups::split(&buckets, w).map(|parts| (cube, parts)),
         _ => None,
     };
-    let click_counts = match planned {
+    let click_counts = match &planned {
         Some((cube, (rolled, raw))) => {
-            let mut counts = rollups::counts(conn, cube, &rolled, &q.dims, &q.filters)?;
-            for (k, c) in raw_counts(conn, &raw, &q.dims, &q.filters)? {
+            let mut counts = rollups::counts(conn, *cube, rolled, &q.dims, &q.filters)?;
+            for (k, c) in raw_counts(conn, raw, &q.dims, &q.filters)? {
                 counts.entry(k).or_default().add(&c);
             }
             counts
@@ -714,10 +714,37 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
             )
         })
         .collect();
-    let n = q.dims.len();
-    let (values, mut args) = bucket_values(&buckets);
+    // Conversion rollups are exact for every bucket (no watermark), so they
+    // serve whenever the dimensions fit one and the buckets are whole
+    // 15-minute UTC spans.
+    let money = match &planned {
+        Some((cube, _)) => {
+            rollups::money(conn, *cube, &buckets, &q.dims, &q.filters, q.by_click_time)?
+        }
+        None => raw_money(conn, q, &buckets)?,
+    };
+    for (keys, currency, [conversions, revenue, payout]) in money {
+        let row = out.entry(keys.clone()).or_insert_with(|| ReportRow {
+            keys,
+            counts: ClickCounts::default(),
+            money: Default::default(),
+        });
+        row.money.conversions += conversions;
+        *row.money.revenue.entry(currency.clone()).or_default() += revenue;
+        *row.money.payout.entry(currency).or_default() += payout;
+    }
+    Ok(out.into_values().collect())
+}
 
-    // Conversions by the time they occurred, the same groups.
+/// Conversion totals grouped straight from the conversion rows:
+/// `(keys, currency, [conversions, revenue, payout])`, minor units.
+fn raw_money(
+    conn: &Connection,
+    q: &ReportQuery,
+    buckets: &[clickward_core::report::Bucket],
+) -> Result<Vec<(Vec<Option<String>>, String, [i64; 3])>, StoreError> {
+    let n = q.dims.len();
+    let (values, mut args) = bucket_values(buckets);
     let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();
     let select_keys = if conv_cols.is_empty() {
         String::new()
@@ -726,14 +753,8 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     };
     let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
     let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
-    // The click row is only needed for dimensions conversions do not carry
-    // (a random lookup per conversion into a large table: skip it otherwise).
-    let needs_click = q
-        .dims
-        .iter()
-        .chain(q.filters.iter().map(|(d, _)| d))
-        .any(|d| conversion_dim_column(*d).starts_with("c."));
-    // The click's time is the conversion's time minus its CTIT.
+    // The click's time is the conversion's time minus its CTIT (the same
+    // expression as the `conversions_click_time` index).
     let vt = if q.by_click_time {
         "(v.occurred_at - IFNULL(v.ctit_us, 0))"
     } else {
@@ -750,35 +771,26 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
     if uses(Dimension::Affiliate) {
         joins.push_str(" LEFT JOIN affiliates a ON a.id = v.affiliate_id");
     }
-    if needs_click {
-        joins.push_str(" LEFT JOIN clicks c ON c.click_id = v.click_id");
-    }
     let sql = format!(
         "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
          FROM b JOIN conversions v ON {vt} >= b.s AND {vt} < b.e \
-         AND v.status NOT IN ('rejected', 'reversed') \
+         AND v.status IN {} \
          {joins} {where_} GROUP BY {}",
+        rollups::COUNTED,
         group.join(", ")
     );
     let mut st = conn.prepare(&sql)?;
     let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
             keys.push(r.get::<_, Option<String>>(i)?);
         }
-        let currency: String = r.get(n)?;
-        let row = out.entry(keys.clone()).or_insert_with(|| ReportRow {
-            keys,
-            counts: ClickCounts::default(),
-            money: Default::default(),
-        });
-        row.money.conversions += r.get::<_, i64>(n + 1)?;
-        *row.money.revenue.entry(currency.clone()).or_default() += r.get::<_, i64>(n + 2)?;
-        *row.money.payout.entry(currency).or_default() += r.get::<_, i64>(n + 3)?;
+        out.push((keys, r.get(n)?, [r.get(n + 1)?, r.get(n + 2)?, r.get(n + 3)?]));
     }
-    Ok(out.into_values().collect())
+    Ok(out)
 }
 
 fn conversion_dim_column(d: Dimension) -> &'static str {
@@ -793,11 +805,11 @@ fn conversion_dim_column(d: Dimension) -> &'static str {
         Dimension::Sub(2) => "v.sub3",
         Dimension::Sub(3) => "v.sub4",
         Dimension::Sub(_) => "v.sub5",
-        Dimension::Country => "c.country",
-        Dimension::Device => "c.device",
-        Dimension::Browser => "c.browser",
-        Dimension::Os => "c.os",
-        Dimension::ReferrerHost => "c.referrer_host",
+        Dimension::Country => "v.country",
+        Dimension::Device => "v.device",
+        Dimension::Browser => "v.browser",
+        Dimension::Os => "v.os",
+        Dimension::ReferrerHost => "v.referrer_host",
     }
 }
 
@@ -1118,6 +1130,7 @@ impl Store for SqliteStore {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     rollups::replace(&tx, &agg)?;
+                    rollups::recompute_conversions(&tx, from, to)?;
                     tx.commit()?;
                     Ok(())
                 })

@@ -316,6 +316,17 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         v.fingerprint.as_slice(),
     ])?;
     let id = c.last_insert_rowid();
+    if facts.is_some() {
+        c.prepare_cached(
+            "UPDATE conversions SET (country, device, browser, os, referrer_host) = \
+             (SELECT k.country, k.device, k.browser, k.os, k.referrer_host FROM clicks k \
+             WHERE k.click_id = conversions.click_id) WHERE id = ?1",
+        )?
+        .execute([id])?;
+    }
+    if v.status.counted() {
+        super::rollups::apply_conversion(c, id, 1)?;
+    }
     let affiliate = facts.and_then(|f| f.affiliate_id);
     let mut entries = conversion::created(v.commission);
     if v.status == ConversionStatus::Approved {
@@ -363,6 +374,11 @@ pub(super) fn set_status(
         "UPDATE conversions SET status = ?2 WHERE id = ?1",
         params![rowid, to.as_str()],
     )?;
+    match (from.counted(), to.counted()) {
+        (true, false) => super::rollups::apply_conversion(c, rowid, -1)?,
+        (false, true) => super::rollups::apply_conversion(c, rowid, 1)?,
+        _ => {}
+    }
     let posting = Posting {
         conversion: rowid,
         affiliate,

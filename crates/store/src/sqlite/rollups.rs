@@ -200,16 +200,30 @@ impl Cube {
         }
     }
 
-    /// The rollup table and the joins its dimension columns need.
-    fn from(self) -> (&'static str, &'static str) {
-        match self {
-            Cube::Link => (
-                "rollup_link r",
+    /// The rollup table, of clicks or of conversions.
+    fn table(self, conv: bool) -> &'static str {
+        match (self, conv) {
+            (Cube::Link, false) => "rollup_link",
+            (Cube::Link, true) => "rollup_conv_link",
+            (Cube::Src, false) => "rollup_src",
+            (Cube::Src, true) => "rollup_conv_src",
+            (Cube::Geo, false) => "rollup_geo",
+            (Cube::Geo, true) => "rollup_conv_geo",
+        }
+    }
+
+    /// The joins the table's dimension columns need (as `r`).
+    fn joins(self, conv: bool) -> &'static str {
+        match (self, conv) {
+            (Cube::Link, false) => {
                 "JOIN links l ON l.id = r.link_id JOIN programs p ON p.id = r.program_id \
-                 LEFT JOIN affiliates a ON a.id = NULLIF(r.affiliate_key, 0)",
-            ),
-            Cube::Src => ("rollup_src r", ""),
-            Cube::Geo => ("rollup_geo r", ""),
+                 LEFT JOIN affiliates a ON a.id = NULLIF(r.affiliate_key, 0)"
+            }
+            (Cube::Link, true) => {
+                "LEFT JOIN links l ON l.id = NULLIF(r.link_key, 0) JOIN programs p ON p.id = r.program_id \
+                 LEFT JOIN affiliates a ON a.id = NULLIF(r.affiliate_key, 0)"
+            }
+            _ => "",
         }
     }
 
@@ -221,11 +235,73 @@ impl Cube {
             Dimension::Affiliate => "a.slug",
             Dimension::Src => "NULLIF(r.src, '')",
             Dimension::Country => "NULLIF(r.country, '')",
-            Dimension::Device => "r.device",
+            Dimension::Device => "NULLIF(r.device, '')",
             // `pick` never chooses a cube without the dimension.
             _ => "NULL",
         }
     }
+
+    /// The conversion rollup's key columns (after basis and bucket, before
+    /// currency) and the expressions over `conversions` that fill them.
+    fn conv_keys(self) -> (&'static str, &'static str) {
+        match self {
+            Cube::Link => (
+                "link_key, program_id, affiliate_key",
+                "IFNULL(link_id, 0), program_id, IFNULL(affiliate_id, 0)",
+            ),
+            Cube::Src => ("src", "IFNULL(src, '')"),
+            Cube::Geo => ("country, device", "IFNULL(country, ''), IFNULL(device, '')"),
+        }
+    }
+
+    const ALL: [Cube; 3] = [Cube::Link, Cube::Src, Cube::Geo];
+}
+
+/// A grouped SELECT over a rollup: `metrics` summed per report bucket and
+/// dimension value (`extra` adds conditions and group columns after the
+/// dimensions), with its parameters.
+fn grouped(
+    cube: Cube,
+    conv: bool,
+    buckets: &[Bucket],
+    dims: &[Dimension],
+    filters: &[(Dimension, String)],
+    metrics: &str,
+    extra: Option<(&str, &str)>,
+) -> (String, Vec<Value>) {
+    // Same bucket rows as raw reports; the id bounds go unused here.
+    let (values, mut args) = super::bucket_values(buckets);
+    let mut cols: Vec<&str> = dims.iter().map(|d| cube.column(*d)).collect();
+    let mut conds: Vec<String> = filters
+        .iter()
+        .filter(|(d, _)| !matches!(d, Dimension::Time(_)))
+        .map(|(d, v)| {
+            args.push(Value::Text(v.clone()));
+            format!("{} = ?", cube.column(*d))
+        })
+        .collect();
+    if let Some((cond, col)) = extra {
+        conds.push(cond.to_owned());
+        cols.push(col);
+    }
+    let keys: String = cols.iter().map(|c| format!("{c}, ")).collect();
+    let group = if cols.is_empty() {
+        String::new()
+    } else {
+        let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
+        format!("GROUP BY {}", n.join(", "))
+    };
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let (table, joins) = (cube.table(conv), cube.joins(conv));
+    let sql = format!(
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) SELECT {keys} {metrics} \
+         FROM b JOIN {table} r ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
+    );
+    (sql, args)
 }
 
 /// Click counts from a rollup for buckets that lie wholly before the
@@ -241,41 +317,18 @@ pub(super) fn counts(
     if buckets.is_empty() {
         return Ok(out);
     }
-    // Same bucket rows as raw reports; the id bounds go unused here.
-    let (values, mut args) = super::bucket_values(buckets);
-    let cols: Vec<&str> = dims.iter().map(|d| cube.column(*d)).collect();
-    let keys = if cols.is_empty() {
-        String::new()
-    } else {
-        format!("{}, ", cols.join(", "))
-    };
-    let group = if cols.is_empty() {
-        String::new()
-    } else {
-        let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
-        format!("GROUP BY {}", n.join(", "))
-    };
-    let conds: Vec<String> = filters
-        .iter()
-        .filter(|(d, _)| !matches!(d, Dimension::Time(_)))
-        .map(|(d, v)| {
-            args.push(Value::Text(v.clone()));
-            format!("{} = ?", cube.column(*d))
-        })
-        .collect();
-    let where_ = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    let (table, joins) = cube.from();
-    let sql = format!(
-        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) SELECT {keys} SUM(r.gross), SUM(r.bot), SUM(r.invalid), \
-         SUM(r.uniq) FROM b JOIN {table} ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
+    let (sql, args) = grouped(
+        cube,
+        false,
+        buckets,
+        dims,
+        filters,
+        "SUM(r.gross), SUM(r.bot), SUM(r.invalid), SUM(r.uniq)",
+        None,
     );
     let mut st = c.prepare(&sql)?;
     let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
-    let n = cols.len();
+    let n = dims.len();
     while let Some(r) = rows.next()? {
         let mut k = Vec::with_capacity(n);
         for i in 0..n {
@@ -296,6 +349,127 @@ pub(super) fn counts(
         );
     }
     Ok(out)
+}
+
+/// Conversion totals from a conversion rollup (exact for every bucket, no
+/// watermark): `(keys, currency, conversions, revenue, payout)` rows, in
+/// minor units. `by_click_time` reads the click-time basis.
+pub(super) fn money(
+    c: &Connection,
+    cube: Cube,
+    buckets: &[Bucket],
+    dims: &[Dimension],
+    filters: &[(Dimension, String)],
+    by_click_time: bool,
+) -> Result<Vec<(Vec<Option<String>>, String, [i64; 3])>, StoreError> {
+    let mut out = Vec::new();
+    if buckets.is_empty() {
+        return Ok(out);
+    }
+    let basis = if by_click_time {
+        "r.basis = 1"
+    } else {
+        "r.basis = 0"
+    };
+    let (sql, args) = grouped(
+        cube,
+        true,
+        buckets,
+        dims,
+        filters,
+        "SUM(r.conversions), SUM(r.revenue), SUM(r.payout)",
+        Some((basis, "r.currency")),
+    );
+    let mut st = c.prepare(&sql)?;
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    let n = dims.len();
+    while let Some(r) = rows.next()? {
+        let mut k = Vec::with_capacity(n);
+        for i in 0..n {
+            k.push(r.get::<_, Option<String>>(i)?);
+        }
+        let currency: Option<String> = r.get(n)?;
+        let conversions: Option<i64> = r.get(n + 1)?;
+        // Groups whose rows a rejection emptied.
+        let (Some(currency), Some(conversions)) = (currency, conversions.filter(|v| *v > 0)) else {
+            continue;
+        };
+        out.push((k, currency, [conversions, r.get(n + 2)?, r.get(n + 3)?]));
+    }
+    Ok(out)
+}
+
+/// Statuses whose conversions reports count.
+pub(super) const COUNTED: &str = "('pending', 'approved', 'paid')";
+
+/// The bucket expression over `conversions` of each basis (0: occurred,
+/// 1: click time); the time expressions match the `conversions_occurred`
+/// and `conversions_click_time` indexes.
+const BASES: [(i64, &str); 2] = [(0, "occurred_at"), (1, "(occurred_at - IFNULL(ctit_us, 0))")];
+
+/// Adds (`sign` 1) or takes away (`sign` -1) one conversion, by row id, in
+/// every conversion rollup. Inside the transaction that records it or
+/// changes its status, so the rollups never disagree with the rows.
+pub(super) fn apply_conversion(c: &Connection, rowid: i64, sign: i64) -> Result<(), StoreError> {
+    for cube in Cube::ALL {
+        let table = cube.table(true);
+        let (cols, exprs) = cube.conv_keys();
+        for (basis, t) in BASES {
+            c.prepare_cached(&format!(
+                "INSERT INTO {table} (basis, bucket, {cols}, currency, conversions, revenue, payout) \
+                 SELECT {basis}, ({t} / {BUCKET}) * {BUCKET}, {exprs}, currency, ?2, ?2 * IFNULL(amount, 0), \
+                 ?2 * commission FROM conversions WHERE id = ?1 \
+                 ON CONFLICT (basis, bucket, {cols}, currency) DO UPDATE SET \
+                 conversions = conversions + excluded.conversions, revenue = revenue + excluded.revenue, \
+                 payout = payout + excluded.payout"
+            ))?
+            .execute(params![rowid, sign])?;
+            if sign < 0 {
+                c.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE basis = {basis} AND conversions = 0 AND bucket = \
+                     (SELECT ({t} / {BUCKET}) * {BUCKET} FROM conversions WHERE id = ?1)"
+                ))?
+                .execute([rowid])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes the conversion rollups of `[start, end)` (widened to whole
+/// buckets) from the conversion rows: replace, never add. Inside the
+/// caller's write transaction (conversions are few; no reader pass, so no
+/// conversion recorded meanwhile can be missed).
+pub(super) fn recompute_conversions(
+    c: &Connection,
+    start: Micros,
+    end: Micros,
+) -> Result<(), StoreError> {
+    let (s, e) = (floor(start), ceil(end));
+    for cube in Cube::ALL {
+        let table = cube.table(true);
+        let (cols, exprs) = cube.conv_keys();
+        let group: Vec<String> = (1..=cols.split(',').count() + 3)
+            .map(|i| i.to_string())
+            .collect();
+        for (basis, t) in BASES {
+            c.execute(
+                &format!("DELETE FROM {table} WHERE basis = {basis} AND bucket >= ?1 AND bucket < ?2"),
+                params![s, e],
+            )?;
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (basis, bucket, {cols}, currency, conversions, revenue, payout) \
+                     SELECT {basis}, ({t} / {BUCKET}) * {BUCKET}, {exprs}, currency, COUNT(*), \
+                     SUM(IFNULL(amount, 0)), SUM(commission) FROM conversions \
+                     WHERE {t} >= ?1 AND {t} < ?2 AND status IN {COUNTED} GROUP BY {}",
+                    group.join(", ")
+                ),
+                params![s, e],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Splits report buckets at the watermark: the parts before it (for the
