@@ -5,7 +5,6 @@
 //! the catalogue write to the database directly; a running server sees the
 //! change within a second.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -26,6 +25,7 @@ use jiff::tz::TimeZone;
 
 use crate::app::open_store;
 use crate::config::{Config, Durability, Validated};
+use crate::report_output::ReportOutput;
 
 /// clickward: a self-hosted affiliate link tracker.
 #[derive(Debug, Parser)]
@@ -642,8 +642,10 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Report(args) => {
-            let text = report_text(&store, &args).await?;
-            print!("{text}");
+            let mut out = std::io::stdout().lock();
+            for chunk in report_text(&store, &args).await? {
+                std::io::Write::write_all(&mut out, chunk.as_bytes())?;
+            }
         }
         Command::Export(args) => {
             let tz = TimeZone::get(&args.tz)
@@ -856,7 +858,7 @@ pub fn report_query(
 ///
 /// # Errors
 /// Query or store errors.
-pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<String> {
+pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<ReportOutput> {
     report_text_at(store, args, jiff::Timestamp::now()).await
 }
 
@@ -868,12 +870,12 @@ pub async fn report_text_at(
     store: &dyn Store,
     args: &ReportArgs,
     now: jiff::Timestamp,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<ReportOutput> {
     let (mut q, _tz) = report_query(args, now)?;
     q.by_click_time = args.time_basis == TimeBasis::Click;
     let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
     let mut rows = store.click_report(q).await?;
-    let totals = totals_of(&rows);
+    let totals = crate::report_output::totals_of(&rows);
     if let Some(sort) = &args.sort {
         let (desc, col) = sort
             .strip_prefix('-')
@@ -908,230 +910,5 @@ pub async fn report_text_at(
         .skip(args.offset)
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
-    Ok(render(&names, &rows, totals, args.format))
-}
-
-/// Report columns after the dimensions (DESIGN.md §2).
-///
-/// `revenue`, `payout` and `epc` are per currency ("12.34 USD; 500 JPY").
-/// `cr` = conversions / unique_clicks, `epc` = payout / unique_clicks, each
-/// rounded half to even (to 0.01% and to the currency's minor unit); empty
-/// when there are no unique clicks.
-const METRICS: [&str; 10] = [
-    "gross_clicks",
-    "bot_clicks",
-    "clicks",
-    "unique_clicks",
-    "duplicate_clicks",
-    "conversions",
-    "revenue",
-    "payout",
-    "cr",
-    "epc",
-];
-
-/// `n / d` rounded half to even, for non-negative `n` and positive `d`.
-fn div_half_even(n: i128, d: i128) -> i128 {
-    let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
-    match (2 * r).cmp(&d) {
-        std::cmp::Ordering::Less => q,
-        std::cmp::Ordering::Greater => q + 1,
-        std::cmp::Ordering::Equal => q + (q & 1),
-    }
-}
-
-fn money_text(m: &BTreeMap<String, i64>) -> String {
-    m.iter()
-        .map(|(c, v)| match Currency::parse(c) {
-            Ok(cur) => format!("{} {c}", cur.format(*v)),
-            Err(_) => format!("{v} {c}"),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
-    let unique = i128::from(c.unique_clicks);
-    let cr = if unique > 0 {
-        let bp = div_half_even(i128::from(m.conversions) * 10_000, unique);
-        format!("{}.{:02}%", bp / 100, bp % 100)
-    } else {
-        String::new()
-    };
-    let epc = if unique > 0 {
-        money_text(
-            &m.payout
-                .iter()
-                .map(|(cur, v)| {
-                    let per = div_half_even(i128::from(*v), unique);
-                    (cur.clone(), i64::try_from(per).unwrap_or(i64::MAX))
-                })
-                .collect(),
-        )
-    } else {
-        String::new()
-    };
-    [
-        c.gross_clicks.to_string(),
-        c.bot_clicks.to_string(),
-        c.clicks().to_string(),
-        c.unique_clicks.to_string(),
-        c.duplicate_clicks().to_string(),
-        m.conversions.to_string(),
-        money_text(&m.revenue),
-        money_text(&m.payout),
-        cr,
-        epc,
-    ]
-}
-
-fn totals_of(rows: &[ReportRow]) -> (ClickCounts, ConversionTotals) {
-    let mut total = ClickCounts::default();
-    let mut total_money = ConversionTotals::default();
-    for r in rows {
-        total.add(&r.counts);
-        total_money.add(&r.money);
-    }
-    (total, total_money)
-}
-
-fn render(
-    names: &[String],
-    rows: &[ReportRow],
-    (total, total_money): (ClickCounts, ConversionTotals),
-    format: Format,
-) -> String {
-    let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
-    match format {
-        Format::Ndjson | Format::Json => {
-            let to_obj = |keys: &[Option<String>], c: &ClickCounts, m: &ConversionTotals| {
-                let mut o = serde_json::Map::new();
-                for (n, k) in names.iter().zip(keys) {
-                    o.insert(n.clone(), serde_json::json!(k));
-                }
-                for (n, v) in METRICS.iter().zip(metric_values(c, m)) {
-                    o.insert((*n).to_owned(), serde_json::json!(v));
-                }
-                o.insert("gross_clicks".into(), serde_json::json!(c.gross_clicks));
-                o.insert("bot_clicks".into(), serde_json::json!(c.bot_clicks));
-                o.insert("clicks".into(), serde_json::json!(c.clicks()));
-                o.insert("unique_clicks".into(), serde_json::json!(c.unique_clicks));
-                o.insert(
-                    "duplicate_clicks".into(),
-                    serde_json::json!(c.duplicate_clicks()),
-                );
-                o.insert("conversions".into(), serde_json::json!(m.conversions));
-                o.insert("revenue_minor".into(), serde_json::json!(m.revenue));
-                o.insert("payout_minor".into(), serde_json::json!(m.payout));
-                o
-            };
-            if matches!(format, Format::Ndjson) {
-                let mut out = String::new();
-                for r in rows {
-                    out.push_str(
-                        &serde_json::Value::Object(to_obj(&r.keys, &r.counts, &r.money))
-                            .to_string(),
-                    );
-                    out.push('\n');
-                }
-                out.push_str(
-                    &serde_json::json!({ "totals": to_obj(&[], &total, &total_money) }).to_string(),
-                );
-                out.push('\n');
-                return out;
-            }
-            let doc = serde_json::json!({
-                "rows": rows.iter().map(|r| to_obj(&r.keys, &r.counts, &r.money)).collect::<Vec<_>>(),
-                "totals": to_obj(&[], &total, &total_money),
-            });
-            format!("{doc:#}\n")
-        }
-        Format::Csv => {
-            let mut out = String::new();
-            let header: Vec<&str> = names.iter().map(String::as_str).chain(METRICS).collect();
-            out.push_str(&header.join(","));
-            out.push('\n');
-            for r in rows {
-                let mut cells: Vec<String> = r.keys.iter().map(|k| csv_cell(&key(k))).collect();
-                cells.extend(
-                    metric_values(&r.counts, &r.money)
-                        .iter()
-                        .map(|v| csv_cell(v)),
-                );
-                out.push_str(&cells.join(","));
-                out.push('\n');
-            }
-            out
-        }
-        Format::Table => {
-            let mut table: Vec<Vec<String>> = Vec::new();
-            table.push(
-                names
-                    .iter()
-                    .cloned()
-                    .chain(METRICS.iter().map(|m| (*m).to_owned()))
-                    .collect(),
-            );
-            for r in rows {
-                let mut line: Vec<String> = r.keys.iter().map(key).collect();
-                line.extend(metric_values(&r.counts, &r.money));
-                table.push(line);
-            }
-            let mut tot: Vec<String> = names
-                .iter()
-                .enumerate()
-                .map(|(i, _)| {
-                    if i == 0 {
-                        "total".to_owned()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
-            tot.extend(metric_values(&total, &total_money));
-            table.push(tot);
-            let cols = table.iter().map(Vec::len).max().unwrap_or(0);
-            let widths: Vec<usize> = (0..cols)
-                .map(|c| {
-                    table
-                        .iter()
-                        .filter_map(|r| r.get(c))
-                        .map(|s| s.chars().count())
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let mut out = String::new();
-            for (i, row) in table.iter().enumerate() {
-                if i == table.len() - 1 {
-                    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-                    out.push_str(rule.join("  ").trim_end());
-                    out.push('\n');
-                }
-                let cells: Vec<String> = row
-                    .iter()
-                    .enumerate()
-                    .map(|(c, s)| {
-                        let pad = widths[c].saturating_sub(s.chars().count());
-                        if c >= names.len() {
-                            format!("{}{s}", " ".repeat(pad))
-                        } else {
-                            format!("{s}{}", " ".repeat(pad))
-                        }
-                    })
-                    .collect();
-                out.push_str(cells.join("  ").trim_end());
-                out.push('\n');
-            }
-            out
-        }
-    }
-}
-
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    Ok(ReportOutput::new(names, rows, totals, args.format))
 }

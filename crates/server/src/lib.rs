@@ -22,6 +22,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod links;
+pub mod report_output;
 pub mod secrets;
 pub mod telemetry;
 

@@ -742,7 +742,7 @@ fn raw_money(
     conn: &Connection,
     q: &ReportQuery,
     buckets: &[clickward_core::report::Bucket],
-) -> Result<Vec<(Vec<Option<String>>, String, [i64; 3])>, StoreError> {
+) -> Result<Vec<rollups::MoneyRow>, StoreError> {
     let n = q.dims.len();
     let (values, mut args) = bucket_values(buckets);
     let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();
@@ -788,7 +788,11 @@ fn raw_money(
         for i in 0..n {
             keys.push(r.get::<_, Option<String>>(i)?);
         }
-        out.push((keys, r.get(n)?, [r.get(n + 1)?, r.get(n + 2)?, r.get(n + 3)?]));
+        out.push((
+            keys,
+            r.get(n)?,
+            [r.get(n + 1)?, r.get(n + 2)?, r.get(n + 3)?],
+        ));
     }
     Ok(out)
 }

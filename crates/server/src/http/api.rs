@@ -471,13 +471,23 @@ pub async fn report(
     let now = jiff::Timestamp::from_microsecond(app.0.clock.now_micros())
         .unwrap_or_else(|_| jiff::Timestamp::now());
     match crate::cli::report_text_at(app.0.store.as_ref(), &args, now).await {
-        Ok(text) => {
+        Ok(output) => {
             let ct = match format {
                 crate::cli::Format::Csv => "text/csv; charset=utf-8",
                 crate::cli::Format::Ndjson => "application/x-ndjson",
                 _ => "application/json",
             };
-            ([(axum::http::header::CONTENT_TYPE, ct)], text).into_response()
+            // Streamed (chunked) a few hundred rows at a time: a large report
+            // is never held as one string on top of its rows.
+            let chunks =
+                futures::stream::iter(output.map(|chunk| {
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk))
+                }));
+            (
+                [(axum::http::header::CONTENT_TYPE, ct)],
+                axum::body::Body::from_stream(chunks),
+            )
+                .into_response()
         }
         Err(e) => ApiError::bad_request(format!("{e:#}")).into_response(),
     }

@@ -529,3 +529,69 @@ fn gen_writes_a_realistic_history_that_reports_add_up() {
         lines.map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(ids.len(), 5000);
 }
+
+/// A report of thousands of rows comes over HTTP streamed (chunked, no
+/// Content-Length), whole in every format, and adds up to its totals.
+#[tokio::test]
+async fn large_reports_stream_whole() {
+    let app = TestApp::start().await;
+    let data = app.data_dir().join("data");
+    let ua = shared_data().join("user-agents/top-desktop.json");
+    let o = clickward(
+        &data,
+        &[
+            "gen",
+            "--clicks",
+            "4000",
+            "--days",
+            "7",
+            "--links",
+            "30",
+            "--user-agents",
+            ua.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let today = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date();
+    let range = format!(
+        "from={}&to={}",
+        today.checked_sub(jiff::Span::new().days(9)).unwrap(),
+        today.checked_add(jiff::Span::new().days(1)).unwrap()
+    );
+    let get = |format: &str| {
+        app.client
+            .get(app.url(&format!(
+                "/api/v1/reports?{range}&group_by=hour,link&format={format}"
+            )))
+            .bearer_auth(&app.admin_key)
+            .send()
+    };
+    let r = get("json").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "a streamed body has no length: {:?}",
+        r.headers()
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.len() > 1000, "{} rows", rows.len());
+    let sum: i64 = rows
+        .iter()
+        .map(|r| r["gross_clicks"].as_i64().unwrap())
+        .sum();
+    assert_eq!(sum, 4000);
+    assert_eq!(v["totals"]["gross_clicks"], 4000);
+    let csv = get("csv").await.unwrap().text().await.unwrap();
+    assert_eq!(csv.lines().count(), rows.len() + 1, "header + every row");
+    let ndjson = get("ndjson").await.unwrap().text().await.unwrap();
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len() + 1, "every row + totals");
+    assert_eq!(lines[..rows.len()], rows[..]);
+    assert_eq!(lines[rows.len()]["totals"], v["totals"]);
+}

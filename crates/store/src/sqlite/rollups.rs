@@ -361,7 +361,7 @@ pub(super) fn money(
     dims: &[Dimension],
     filters: &[(Dimension, String)],
     by_click_time: bool,
-) -> Result<Vec<(Vec<Option<String>>, String, [i64; 3])>, StoreError> {
+) -> Result<Vec<MoneyRow>, StoreError> {
     let mut out = Vec::new();
     if buckets.is_empty() {
         return Ok(out);
@@ -399,13 +399,20 @@ pub(super) fn money(
     Ok(out)
 }
 
+/// Conversion totals of one report group in one currency:
+/// `(dimension values, currency, [conversions, revenue, payout])`, minor units.
+pub(super) type MoneyRow = (Vec<Option<String>>, String, [i64; 3]);
+
 /// Statuses whose conversions reports count.
 pub(super) const COUNTED: &str = "('pending', 'approved', 'paid')";
 
 /// The bucket expression over `conversions` of each basis (0: occurred,
 /// 1: click time); the time expressions match the `conversions_occurred`
 /// and `conversions_click_time` indexes.
-const BASES: [(i64, &str); 2] = [(0, "occurred_at"), (1, "(occurred_at - IFNULL(ctit_us, 0))")];
+const BASES: [(i64, &str); 2] = [
+    (0, "occurred_at"),
+    (1, "(occurred_at - IFNULL(ctit_us, 0))"),
+];
 
 /// Adds (`sign` 1) or takes away (`sign` -1) one conversion, by row id, in
 /// every conversion rollup. Inside the transaction that records it or
@@ -454,7 +461,9 @@ pub(super) fn recompute_conversions(
             .collect();
         for (basis, t) in BASES {
             c.execute(
-                &format!("DELETE FROM {table} WHERE basis = {basis} AND bucket >= ?1 AND bucket < ?2"),
+                &format!(
+                    "DELETE FROM {table} WHERE basis = {basis} AND bucket >= ?1 AND bucket < ?2"
+                ),
                 params![s, e],
             )?;
             c.execute(
