@@ -755,11 +755,10 @@ fn raw_money(
     let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
     // The click's time is the conversion's time minus its CTIT (the same
     // expression as the `conversions_click_time` index).
-    let vt = if q.by_click_time {
-        "(v.occurred_at - IFNULL(v.ctit_us, 0))"
-    } else {
-        "v.occurred_at"
-    };
+    let (_, t, index) = rollups::BASES[usize::from(q.by_click_time)];
+    let vt = t
+        .replace("occurred_at", "v.occurred_at")
+        .replace("ctit_us", "v.ctit_us");
     let uses = |d: Dimension| q.dims.contains(&d) || q.filters.iter().any(|(f, _)| *f == d);
     let mut joins = String::new();
     if uses(Dimension::Program) {
@@ -774,7 +773,7 @@ fn raw_money(
     let sql = format!(
         "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
-         FROM b JOIN conversions v ON {vt} >= b.s AND {vt} < b.e \
+         FROM b JOIN conversions v INDEXED BY {index} ON {vt} >= b.s AND {vt} < b.e \
          AND v.status IN {} \
          {joins} {where_} GROUP BY {}",
         rollups::COUNTED,

@@ -898,7 +898,7 @@ mod rollups {
             tz in prop::sample::select(vec!["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"]),
             twice in any::<bool>(),
             filter in prop::option::of(prop::sample::select(vec![
-                (D::Link, "a"), (D::Program, "shop"), (D::Src, "s1"), (D::Country, "JP"), (D::Device, "mobile"), (D::Sub(0), "x"),
+                (D::Link, "a"), (D::Program, "shop"), (D::Affiliate, "blog"), (D::Src, "s1"), (D::Country, "JP"), (D::Device, "mobile"), (D::Sub(0), "x"),
             ])),
             by_click_time in any::<bool>(),
         ) {
