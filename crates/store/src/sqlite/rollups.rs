@@ -371,6 +371,10 @@ fn scan(
     Ok(out)
 }
 
+/// A scanned group with its report keys and currency (empty for clicks),
+/// and its four sums.
+type Keyed = (Vec<Option<String>>, String, [i64; 4]);
+
 /// Report keys of scanned groups: dimension values in query order (names
 /// looked up once per distinct id), and the currency for conversion scans.
 fn keys_of(
@@ -379,7 +383,7 @@ fn keys_of(
     buckets: &[Bucket],
     dims: &[Dimension],
     scan: Scan,
-) -> Result<Vec<(Vec<Option<String>>, String, [i64; 4])>, StoreError> {
+) -> Result<Vec<Keyed>, StoreError> {
     let mut names: HashMap<(u8, i64), Option<String>> = HashMap::new();
     let mut name = |table: u8, id: i64| -> Result<Option<String>, StoreError> {
         if id == 0 {
