@@ -41,11 +41,15 @@ declare -a NAMES=(
   "30 days by day, one link"
   "90 days by day x src, all links"
   "7 days by country x device, Asia/Kolkata"
+  "90 days by program (no time dimension)"
+  "90 days by day x affiliate, Asia/Tokyo"
 )
 declare -a QUERIES=(
   "from=$(d 30)&to=$(d 1)&group_by=day&link=gen-l7"
   "from=$(d 90)&to=$(d 1)&group_by=day,src"
   "from=$(d 7)&to=$(d 1)&tz=Asia/Kolkata&group_by=country,device"
+  "from=$(d 90)&to=$(d 1)&group_by=program"
+  "from=$(d 90)&to=$(d 1)&tz=Asia/Tokyo&group_by=day,affiliate"
 )
 echo
 echo "$CLICKS clicks over 90 days, 200 links, 40 affiliates; database $size; $RUNS runs each, over HTTP (curl time_total)"

@@ -747,8 +747,9 @@ mod rollups {
     }
 
     /// A database holding conversions from before conversion rollups (schema
-    /// V5) gets them filled by the upgrade: the money of reports read through
-    /// rollups is right at once, with no `clickward rollup` needed.
+    /// V5) gets them filled by the upgrade (V6, and V7's hourly and daily
+    /// levels): the money of reports read through rollups is right at once,
+    /// with no `clickward rollup` needed.
     #[tokio::test]
     async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
         let (dir, s) = store().await;
@@ -812,17 +813,31 @@ mod rollups {
             .unwrap();
         convert(&s, &clicks, &ids).await;
         drop(s);
-        // Take the database back to V5: what V6 added goes, its history row
-        // too. (Written for V6 being the newest migration.)
+        // Take the database back to V5: what V6 and V7 added goes, their
+        // history rows too. (A later migration must be undone here as well.)
         let path = dir.path().join("t.db");
         let conn = rusqlite::Connection::open(&path).unwrap();
+        let levels: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND (name GLOB 'rollup_*_h' OR name GLOB 'rollup_*_d')",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(levels.len(), 12, "{levels:?}");
+        for t in levels {
+            conn.execute_batch(&format!("DROP TABLE {t}")).unwrap();
+        }
         conn.execute_batch(
             "DROP TABLE rollup_conv_link; DROP TABLE rollup_conv_src; DROP TABLE rollup_conv_geo; \
              DROP INDEX conversions_occurred; DROP INDEX conversions_click_time; \
              ALTER TABLE conversions DROP COLUMN country; ALTER TABLE conversions DROP COLUMN device; \
              ALTER TABLE conversions DROP COLUMN browser; ALTER TABLE conversions DROP COLUMN os; \
              ALTER TABLE conversions DROP COLUMN referrer_host; \
-             DELETE FROM refinery_schema_history WHERE version = 6;",
+             DELETE FROM refinery_schema_history WHERE version IN (6, 7);",
         )
         .unwrap();
         drop(conn);
