@@ -29,6 +29,41 @@ fn ceil(ts: Micros) -> Micros {
 
 type Counts = [i64; 4];
 
+/// Small integer ids for text values, so grouping a row costs no allocation
+/// (a value is copied once, the first time it is seen). NULL is "".
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, v: rusqlite::types::ValueRef<'_>) -> Result<u32, StoreError> {
+        let text = match v {
+            rusqlite::types::ValueRef::Null => "",
+            other => other
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(format!("rollup text column: {e}")))?,
+        };
+        if let Some(id) = self.ids.get(text) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.insert(text.to_owned(), id);
+        Ok(id)
+    }
+
+    /// The values, indexed by id.
+    fn into_texts(self) -> Vec<String> {
+        let mut texts = vec![String::new(); self.ids.len()];
+        for (text, id) in self.ids {
+            if let Some(slot) = texts.get_mut(id as usize) {
+                *slot = text;
+            }
+        }
+        texts
+    }
+}
+
 /// The rollup rows of a range, computed by reading (no write lock held).
 pub(super) struct Aggregate {
     s: Micros,
@@ -67,21 +102,7 @@ pub(super) fn aggregate(
          FROM clicks WHERE click_id >= ?1 AND click_id < ?2 AND ts >= ?3 AND ts < ?4",
     )?;
     let mut rows = st.query(params![id_floor(s), id_floor(e), s, e])?;
-    let mut names: HashMap<String, u32> = HashMap::new();
-    let mut intern = |v: rusqlite::types::ValueRef<'_>| -> Result<u32, StoreError> {
-        let text = match v {
-            rusqlite::types::ValueRef::Null => "",
-            other => other
-                .as_str()
-                .map_err(|e| StoreError::Corrupt(format!("click text column: {e}")))?,
-        };
-        if let Some(id) = names.get(text) {
-            return Ok(*id);
-        }
-        let id = u32::try_from(names.len()).unwrap_or(u32::MAX);
-        names.insert(text.to_owned(), id);
-        Ok(id)
-    };
+    let mut names = Interner::default();
     let mut link: HashMap<(i64, i64, i64, i64), Counts> = HashMap::new();
     let mut src: HashMap<(i64, u32), Counts> = HashMap::new();
     let mut geo: HashMap<(i64, u32, u32), Counts> = HashMap::new();
@@ -102,16 +123,11 @@ pub(super) fn aggregate(
         add(link
             .entry((r.get(0)?, bucket, r.get(2)?, r.get(3)?))
             .or_default());
-        add(src.entry((bucket, intern(r.get_ref(4)?)?)).or_default());
-        let (country, device) = (intern(r.get_ref(5)?)?, intern(r.get_ref(6)?)?);
+        add(src.entry((bucket, names.id(r.get_ref(4)?)?)).or_default());
+        let (country, device) = (names.id(r.get_ref(5)?)?, names.id(r.get_ref(6)?)?);
         add(geo.entry((bucket, country, device)).or_default());
     }
-    let mut by_id = vec![String::new(); names.len()];
-    for (name, id) in names {
-        if let Some(slot) = by_id.get_mut(id as usize) {
-            *slot = name;
-        }
-    }
+    let by_id = names.into_texts();
     let name = |id: u32| by_id.get(id as usize).cloned().unwrap_or_default();
     agg.link = link
         .into_iter()
@@ -410,7 +426,7 @@ fn scan(
         }
     }
     let n_texts = texts.matches(',').count();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut ids = Interner::default();
     for (level, (suffix, _)) in LEVELS.iter().enumerate() {
         let level_tiles = &tiles[level];
         let Some(first) = level_tiles.first() else {
@@ -444,18 +460,7 @@ fn scan(
                 }
                 let mut t = [0u32; 3];
                 for (slot, col) in t.iter_mut().zip(8..8 + n_texts) {
-                    let text = r
-                        .get_ref(col)?
-                        .as_str()
-                        .map_err(|e| StoreError::Corrupt(format!("rollup text column: {e}")))?;
-                    *slot = match ids.get(text) {
-                        Some(id) => *id,
-                        None => {
-                            let id = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                            ids.insert(text.to_owned(), id);
-                            id
-                        }
-                    };
+                    *slot = ids.id(r.get_ref(col)?)?;
                 }
                 let sums = out
                     .groups
@@ -467,12 +472,7 @@ fn scan(
             }
         }
     }
-    out.texts = vec![String::new(); ids.len()];
-    for (text, id) in ids {
-        if let Some(slot) = out.texts.get_mut(id as usize) {
-            *slot = text;
-        }
-    }
+    out.texts = ids.into_texts();
     Ok(out)
 }
 
