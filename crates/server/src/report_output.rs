@@ -137,11 +137,6 @@ impl ReportOutput {
         }
     }
 
-    /// The whole document as one string.
-    pub fn into_string(self) -> String {
-        self.collect()
-    }
-
     fn json_obj(&self, keys: &[Option<String>], c: &ClickCounts, m: &ConversionTotals) -> String {
         let mut o = serde_json::Map::new();
         for (n, k) in self.names.iter().zip(keys) {

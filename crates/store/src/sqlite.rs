@@ -753,12 +753,10 @@ fn raw_money(
     };
     let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
     let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
-    // The click's time is the conversion's time minus its CTIT (the same
-    // expression as the `conversions_click_time` index).
-    let (_, t, index) = rollups::BASES[usize::from(q.by_click_time)];
-    let vt = t
-        .replace("occurred_at", "v.occurred_at")
-        .replace("ctit_us", "v.ctit_us");
+    // The click's time is the conversion's time minus its CTIT: the
+    // expression of the `conversions_click_time` index, unqualified (no
+    // other joined table has these columns) so the index matches it.
+    let (_, vt, index) = rollups::BASES[usize::from(q.by_click_time)];
     let uses = |d: Dimension| q.dims.contains(&d) || q.filters.iter().any(|(f, _)| *f == d);
     let mut joins = String::new();
     if uses(Dimension::Program) {

@@ -380,14 +380,15 @@ fn scan(
         texts: Vec::new(),
     };
     let conv = basis.is_some();
+    // Text dimensions go to slots 0 and 1 of the group key, a conversion
+    // rollup's currency to slot 2.
     let (ints, texts) = match (cube, conv) {
-        (Cube::Link, false) => ("link_id, program_id, affiliate_key", ""),
-        (Cube::Link, true) => ("link_key, program_id, affiliate_key", ", currency"),
-        (Cube::Src, false) => ("0, 0, 0", ", src"),
-        (Cube::Src, true) => ("0, 0, 0", ", src, currency"),
-        (Cube::Geo, false) => ("0, 0, 0", ", country, device"),
-        (Cube::Geo, true) => ("0, 0, 0", ", country, device, currency"),
+        (Cube::Link, false) => ("link_id, program_id, affiliate_key", ", '', ''"),
+        (Cube::Link, true) => ("link_key, program_id, affiliate_key", ", '', ''"),
+        (Cube::Src, _) => ("0, 0, 0", ", src, ''"),
+        (Cube::Geo, _) => ("0, 0, 0", ", country, device"),
     };
+    let texts = format!("{texts}{}", if conv { ", currency" } else { ", ''" });
     let metrics = if conv {
         "conversions, revenue, payout, 0"
     } else {
@@ -425,7 +426,6 @@ fn scan(
             tiles[level].push((from, to, i));
         }
     }
-    let n_texts = texts.matches(',').count();
     let mut ids = Interner::default();
     for (level, (suffix, _)) in LEVELS.iter().enumerate() {
         let level_tiles = &tiles[level];
@@ -459,7 +459,7 @@ fn scan(
                     continue;
                 }
                 let mut t = [0u32; 3];
-                for (slot, col) in t.iter_mut().zip(8..8 + n_texts) {
+                for (slot, col) in t.iter_mut().zip(8..) {
                     *slot = ids.id(r.get_ref(col)?)?;
                 }
                 let sums = out
@@ -484,7 +484,6 @@ type Keyed = (Vec<Option<String>>, String, [i64; 4]);
 /// looked up once per distinct id), and the currency for conversion scans.
 fn keys_of(
     c: &Connection,
-    cube: Cube,
     buckets: &[Bucket],
     dims: &[Dimension],
     scan: Scan,
@@ -515,12 +514,6 @@ fn keys_of(
             .filter(|t| !t.is_empty())
             .cloned()
     };
-    // Position of currency among the text columns (after the dimensions).
-    let currency_at = match cube {
-        Cube::Link => 0,
-        Cube::Src => 1,
-        Cube::Geo => 2,
-    };
     let mut out = Vec::with_capacity(scan.groups.len());
     for ((b, ints, t), sums) in &scan.groups {
         let mut keys = Vec::with_capacity(dims.len());
@@ -536,7 +529,7 @@ fn keys_of(
                 _ => None,
             });
         }
-        out.push((keys, text(t[currency_at]).unwrap_or_default(), *sums));
+        out.push((keys, text(t[2]).unwrap_or_default(), *sums));
     }
     Ok(out)
 }
@@ -552,7 +545,7 @@ pub(super) fn counts(
 ) -> Result<BTreeMap<Vec<Option<String>>, ClickCounts>, StoreError> {
     let scanned = scan(c, cube, None, buckets, filters)?;
     let mut out: BTreeMap<Vec<Option<String>>, ClickCounts> = BTreeMap::new();
-    for (keys, _, [gross, bot, invalid, uniq]) in keys_of(c, cube, buckets, dims, scanned)? {
+    for (keys, _, [gross, bot, invalid, uniq]) in keys_of(c, buckets, dims, scanned)? {
         out.entry(keys).or_default().add(&ClickCounts {
             gross_clicks: gross,
             bot_clicks: bot,
@@ -576,7 +569,7 @@ pub(super) fn money(
 ) -> Result<Vec<MoneyRow>, StoreError> {
     let scanned = scan(c, cube, Some(i64::from(by_click_time)), buckets, filters)?;
     let mut sums: BTreeMap<(Vec<Option<String>>, String), [i64; 3]> = BTreeMap::new();
-    for (keys, currency, [n, revenue, payout, _]) in keys_of(c, cube, buckets, dims, scanned)? {
+    for (keys, currency, [n, revenue, payout, _]) in keys_of(c, buckets, dims, scanned)? {
         let s = sums.entry((keys, currency)).or_default();
         s[0] += n;
         s[1] += revenue;
