@@ -25,9 +25,22 @@ use clickward_core::program::ProgramSettings;
 use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use serde::Serialize;
 
+mod plan;
+mod postgres;
 mod sqlite;
 
+pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+/// A notification from another node (PostgreSQL NOTIFY): a catalogue change
+/// or live events. See [`Store::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// [`CATALOG_CHANNEL`] or [`EVENTS_CHANNEL`].
+    pub channel: String,
+    /// What the sender put in it (the catalogue version, or event JSON).
+    pub payload: String,
+}
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +54,9 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL (or the connection to it) said no.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// Migrations failed, or the database is newer than this binary.
     #[error("database schema: {0}")]
     Migration(String),
@@ -579,4 +595,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ApiKey>;
     /// Finds an unrevoked key by its hash.
     fn find_api_key(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>>;
+
+    /// Notices from other nodes sharing this store (catalogue changes, live
+    /// events), starting now; `None` when no other node can share it
+    /// (SQLite: other processes are seen through [`Store::catalog_version`]).
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
+
+    /// Sends `payload` (at most 7,999 bytes, PostgreSQL's NOTIFY limit) on
+    /// `channel` to every node's [`Store::subscribe`], the sender's included.
+    /// A no-op where there are no other nodes.
+    fn publish(&self, channel: &'static str, payload: String) -> StoreFuture<'_, ()> {
+        let _ = (channel, payload);
+        Box::pin(async { Ok(()) })
+    }
 }

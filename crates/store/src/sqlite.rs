@@ -33,6 +33,8 @@ use crate::{
 mod conversions;
 mod rollups;
 
+pub(crate) use crate::plan::id_floor;
+
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
@@ -546,33 +548,6 @@ fn click_from(r: &Row<'_>) -> Result<ClickRow, StoreError> {
     })
 }
 
-/// The first click id at or after `ts` (µs): the ULID of its millisecond
-/// with zero randomness. Valid because a click's id millisecond is `ts / 1000`.
-pub(crate) fn id_floor(ts: Micros) -> Vec<u8> {
-    let ms = u64::try_from(ts.div_euclid(1000)).unwrap_or(0);
-    ClickId::from_parts(ms, 0).to_bytes().to_vec()
-}
-
-fn dim_column(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Time(_) => "b.label",
-        Dimension::Link => "l.code",
-        Dimension::Program => "p.slug",
-        Dimension::Affiliate => "a.slug",
-        Dimension::Src => "c.src",
-        Dimension::Sub(0) => "c.sub1",
-        Dimension::Sub(1) => "c.sub2",
-        Dimension::Sub(2) => "c.sub3",
-        Dimension::Sub(3) => "c.sub4",
-        Dimension::Sub(_) => "c.sub5",
-        Dimension::Country => "c.country",
-        Dimension::Device => "c.device",
-        Dimension::Browser => "c.browser",
-        Dimension::Os => "c.os",
-        Dimension::ReferrerHost => "c.referrer_host",
-    }
-}
-
 fn raw_counts(
     conn: &Connection,
     buckets: &[clickward_core::report::Bucket],
@@ -584,7 +559,7 @@ fn raw_counts(
         return Ok(out);
     }
     let (values, mut args) = bucket_values(buckets);
-    let cols: Vec<&str> = dims.iter().map(|d| dim_column(*d)).collect();
+    let cols: Vec<&str> = dims.iter().map(|d| crate::plan::dim_column(*d)).collect();
     let select_keys = if cols.is_empty() {
         String::new()
     } else {
@@ -596,7 +571,7 @@ fn raw_counts(
         let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
         format!("GROUP BY {}", n.join(", "))
     };
-    let where_ = filter_sql(filters, dim_column, &mut args);
+    let where_ = filter_sql(filters, crate::plan::dim_column, &mut args);
     // The click_id range narrows each bucket through the primary key; the
     // ts condition keeps the answer exact whatever the ids say.
     let sql = format!(
@@ -687,7 +662,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         .copied()
         .chain(q.filters.iter().map(|(d, _)| *d))
         .collect();
-    let planned = match (q.raw_only, rollups::Cube::pick(&needed)) {
+    let planned = match (q.raw_only, crate::plan::Cube::pick(&needed)) {
         (false, Some(cube)) => rollups::split(&buckets, w).map(|parts| (cube, parts)),
         _ => None,
     };
@@ -701,19 +676,6 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         }
         None => raw_counts(conn, &buckets, &q.dims, &q.filters)?,
     };
-    let mut out: std::collections::BTreeMap<Vec<Option<String>>, ReportRow> = click_counts
-        .into_iter()
-        .map(|(keys, counts)| {
-            (
-                keys.clone(),
-                ReportRow {
-                    keys,
-                    counts,
-                    money: Default::default(),
-                },
-            )
-        })
-        .collect();
     // Conversion rollups are exact for every bucket (no watermark), so they
     // serve whenever the dimensions fit one and the buckets are whole
     // 15-minute UTC spans.
@@ -723,17 +685,7 @@ fn report_conn(conn: &Connection, q: &ReportQuery) -> Result<Vec<ReportRow>, Sto
         }
         None => raw_money(conn, q, &buckets)?,
     };
-    for (keys, currency, [conversions, revenue, payout]) in money {
-        let row = out.entry(keys.clone()).or_insert_with(|| ReportRow {
-            keys,
-            counts: ClickCounts::default(),
-            money: Default::default(),
-        });
-        row.money.conversions += conversions;
-        *row.money.revenue.entry(currency.clone()).or_default() += revenue;
-        *row.money.payout.entry(currency).or_default() += payout;
-    }
-    Ok(out.into_values().collect())
+    Ok(crate::plan::assemble(click_counts, money))
 }
 
 /// Conversion totals grouped straight from the conversion rows:
@@ -742,17 +694,21 @@ fn raw_money(
     conn: &Connection,
     q: &ReportQuery,
     buckets: &[clickward_core::report::Bucket],
-) -> Result<Vec<rollups::MoneyRow>, StoreError> {
+) -> Result<Vec<crate::plan::MoneyRow>, StoreError> {
     let n = q.dims.len();
     let (values, mut args) = bucket_values(buckets);
-    let conv_cols: Vec<&str> = q.dims.iter().map(|d| conversion_dim_column(*d)).collect();
+    let conv_cols: Vec<&str> = q
+        .dims
+        .iter()
+        .map(|d| crate::plan::conversion_dim_column(*d))
+        .collect();
     let select_keys = if conv_cols.is_empty() {
         String::new()
     } else {
         format!("{}, ", conv_cols.join(", "))
     };
     let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
-    let where_ = filter_sql(&q.filters, conversion_dim_column, &mut args);
+    let where_ = filter_sql(&q.filters, crate::plan::conversion_dim_column, &mut args);
     // The click's time is the conversion's time minus its CTIT: the
     // expression of the `conversions_click_time` index, unqualified (no
     // other joined table has these columns) so the index matches it.
@@ -792,26 +748,6 @@ fn raw_money(
         ));
     }
     Ok(out)
-}
-
-fn conversion_dim_column(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Time(_) => "b.label",
-        Dimension::Link => "l.code",
-        Dimension::Program => "p.slug",
-        Dimension::Affiliate => "a.slug",
-        Dimension::Src => "v.src",
-        Dimension::Sub(0) => "v.sub1",
-        Dimension::Sub(1) => "v.sub2",
-        Dimension::Sub(2) => "v.sub3",
-        Dimension::Sub(3) => "v.sub4",
-        Dimension::Sub(_) => "v.sub5",
-        Dimension::Country => "v.country",
-        Dimension::Device => "v.device",
-        Dimension::Browser => "v.browser",
-        Dimension::Os => "v.os",
-        Dimension::ReferrerHost => "v.referrer_host",
-    }
 }
 
 fn write_clicks_conn(
@@ -1125,7 +1061,7 @@ impl Store for SqliteStore {
             // a short write, so ingest never waits on the scan.
             let mut from = start;
             while from < end {
-                let to = (from + rollups::CHUNK).min(end);
+                let to = (from + crate::plan::CHUNK).min(end);
                 let agg = this.read(move |c| rollups::aggregate(c, from, to)).await?;
                 this.write(move |c| {
                     let tx =

@@ -1,5 +1,7 @@
-//! Store behaviour every backend must show. Runs against SQLite (a fresh file
-//! per test); the PostgreSQL backend will run the same cases.
+//! Store behaviour every backend must show. Each case runs against SQLite (a
+//! fresh file per test) and against PostgreSQL (a fresh schema per test) when
+//! `CLICKWARD_TEST_PG` holds a server URL; without it the PostgreSQL cases
+//! say loudly that they skipped, and under `CI=true` they fail instead.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,11 +11,12 @@ use clickward_core::link::{Status, UtmDefaults};
 use clickward_core::report::{Dimension, TimeGrain, buckets};
 use clickward_core::{MICROS_PER_DAY, MICROS_PER_SEC};
 use clickward_store::{
-    AffiliateInput, CatalogInput, LinkInput, ProgramInput, ReportQuery, SaveMode, SqliteOptions,
-    SqliteStore, Store, StoreError,
+    AffiliateInput, CatalogInput, LinkInput, PgOptions, PgStore, ProgramInput, ReportQuery,
+    SaveMode, SqliteOptions, SqliteStore, Store, StoreError,
 };
 use jiff::civil::date;
 use jiff::tz::TimeZone;
+use std::sync::Arc;
 
 const HOUR: i64 = 3600 * MICROS_PER_SEC;
 const WINDOW: i64 = 24 * HOUR;
@@ -22,9 +25,151 @@ fn slug(s: &str) -> Slug {
     Slug::parse(s).unwrap()
 }
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default()).unwrap();
+/// The store under test.
+type S = Arc<dyn Store>;
+
+/// Which backend a case runs on.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite,
+    /// The server URL of `CLICKWARD_TEST_PG`.
+    Pg(String),
+}
+
+/// The server to run PostgreSQL cases on, or `None` (after saying so) to skip.
+fn pg() -> Option<Backend> {
+    match std::env::var("CLICKWARD_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(Backend::Pg(url)),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the PostgreSQL conformance cases: set CLICKWARD_TEST_PG"
+            );
+            eprintln!(
+                "!!! SKIPPED on PostgreSQL: CLICKWARD_TEST_PG is not set \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test) !!!"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `async fn $name(b: Backend)` on SQLite and, when configured, on
+/// PostgreSQL, as the tests `$name::sqlite` and `$name::postgres`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(b) = super::pg() {
+                    super::$name(b).await
+                }
+            }
+        }
+    };
+}
+
+/// Keeps a test's database alive and lets the test reach behind the store.
+#[allow(clippy::large_enum_variant)] // one per test
+enum Guard {
+    Sqlite(tempfile::TempDir),
+    Pg {
+        config: tokio_postgres::Config,
+        admin: String,
+        schema: String,
+    },
+}
+
+impl Guard {
+    /// Runs a statement on the test's database behind the store's back;
+    /// returns the rows it changed.
+    async fn exec(&self, sql: &str) -> u64 {
+        match self {
+            Guard::Sqlite(d) => {
+                let conn = rusqlite::Connection::open(d.path().join("t.db")).unwrap();
+                conn.execute(sql, []).unwrap() as u64
+            }
+            Guard::Pg { config, .. } => {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                client.execute(sql, &[]).await.unwrap()
+            }
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Pg { admin, schema, .. } = self {
+            let (admin, schema) = (admin.clone(), schema.clone());
+            // Drop runs inside the test's runtime: use a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// An empty, migrated store on `b` (a new SQLite file, or a new schema).
+async fn open(b: &Backend) -> (Guard, S) {
+    match b {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let s = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default()).unwrap();
+            (Guard::Sqlite(dir), Arc::new(s))
+        }
+        Backend::Pg(url) => {
+            let schema = format!(
+                "cw_test_{}",
+                ulid::Ulid::generate().to_string().to_lowercase()
+            );
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .unwrap();
+            let mut config: tokio_postgres::Config = url.parse().unwrap();
+            config.options(format!("-c search_path={schema}"));
+            let s = PgStore::connect_with(config.clone(), &PgOptions { pool_size: 4 })
+                .await
+                .unwrap();
+            (
+                Guard::Pg {
+                    config,
+                    admin: url.clone(),
+                    schema,
+                },
+                Arc::new(s),
+            )
+        }
+    }
+}
+
+/// [`open`] with the catalogue every case starts from: program `shop`,
+/// affiliate `blog`, links `a` (of blog) and `b`.
+async fn store(b: Backend) -> (Guard, S) {
+    let (g, s) = open(&b).await;
     s.apply_catalog(CatalogInput {
         commissions: vec![],
         programs: vec![ProgramInput {
@@ -61,7 +206,7 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
     })
     .await
     .unwrap();
-    (dir, s)
+    (g, s)
 }
 
 fn click(link_id: i64, ts: i64, visitor: u8, n: u128) -> NewClick {
@@ -89,7 +234,7 @@ fn click(link_id: i64, ts: i64, visitor: u8, n: u128) -> NewClick {
 }
 
 /// Advances the rollups until the watermark stops moving; returns it.
-async fn catch_up(s: &SqliteStore, now: i64) -> i64 {
+async fn catch_up(s: &S, now: i64) -> i64 {
     let mut last = None;
     loop {
         let w = s.advance_rollups(now).await.unwrap();
@@ -100,9 +245,9 @@ async fn catch_up(s: &SqliteStore, now: i64) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn catalog_saves_conflicts_and_disables() {
-    let (_d, s) = store().await;
+both!(catalog_saves_conflicts_and_disables);
+async fn catalog_saves_conflicts_and_disables(b: Backend) {
+    let (_d, s) = store(b).await;
     let links = s.list_links().await.unwrap();
     assert_eq!(links.len(), 2);
     assert!(links.iter().all(|l| l.redirects));
@@ -143,9 +288,9 @@ async fn catalog_saves_conflicts_and_disables() {
     assert!(matches!(err, StoreError::NotFound(_)));
 }
 
-#[tokio::test]
-async fn unique_is_decided_per_visitor_and_link_within_the_window() {
-    let (_d, s) = store().await;
+both!(unique_is_decided_per_visitor_and_link_within_the_window);
+async fn unique_is_decided_per_visitor_and_link_within_the_window(b: Backend) {
+    let (_d, s) = store(b).await;
     let t0 = 100 * MICROS_PER_DAY + 10 * HOUR;
     let mut bot = click(1, t0 + 3, 9, 4);
     bot.bot = Some(BotReason::UaPattern);
@@ -180,9 +325,9 @@ async fn unique_is_decided_per_visitor_and_link_within_the_window() {
     );
 }
 
-#[tokio::test]
-async fn previous_day_key_keeps_a_midnight_double_tap_single() {
-    let (_d, s) = store().await;
+both!(previous_day_key_keeps_a_midnight_double_tap_single);
+async fn previous_day_key_keeps_a_midnight_double_tap_single(b: Backend) {
+    let (_d, s) = store(b).await;
     let midnight = 200 * MICROS_PER_DAY;
     let before = click(1, midnight - MICROS_PER_SEC, 1, 1);
     let mut after = click(1, midnight + MICROS_PER_SEC, 2, 2); // new day, new salt, new key
@@ -197,9 +342,9 @@ async fn previous_day_key_keeps_a_midnight_double_tap_single() {
     );
 }
 
-#[tokio::test]
-async fn replayed_click_ids_change_nothing() {
-    let (_d, s) = store().await;
+both!(replayed_click_ids_change_nothing);
+async fn replayed_click_ids_change_nothing(b: Backend) {
+    let (_d, s) = store(b).await;
     let c = click(1, 300 * MICROS_PER_DAY, 1, 7);
     let first = s
         .write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW)
@@ -217,9 +362,9 @@ async fn replayed_click_ids_change_nothing() {
     assert_eq!(row.link, "a");
 }
 
-#[tokio::test]
-async fn report_groups_by_local_day_and_dimension() {
-    let (_d, s) = store().await;
+both!(report_groups_by_local_day_and_dimension);
+async fn report_groups_by_local_day_and_dimension(b: Backend) {
+    let (_d, s) = store(b).await;
     let tz = TimeZone::get("Asia/Tokyo").unwrap();
     // 2026-11-20 14:59:59 UTC is 23:59:59 on the 20th in Tokyo; a second
     // later is the 21st.
@@ -329,8 +474,8 @@ mod ledger {
 
     const AFFILIATES: [&str; 2] = ["blog", "news"];
 
-    async fn run(ops: Vec<Op>) {
-        let (_d, s) = store().await;
+    async fn run(b: Backend, ops: Vec<Op>) {
+        let (_d, s) = store(b).await;
         s.save_affiliate(
             AffiliateInput {
                 slug: slug("news"),
@@ -500,7 +645,16 @@ mod ledger {
         #[test]
         fn balances_add_up_to_the_cent(ops in prop::collection::vec(op(), 1..40)) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            rt.block_on(run(ops));
+            rt.block_on(run(Backend::Sqlite, ops));
+        }
+
+        /// The same on PostgreSQL.
+        #[test]
+        fn balances_add_up_to_the_cent_on_postgres(ops in prop::collection::vec(op(), 1..40)) {
+            if let Some(b) = pg() {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+                rt.block_on(run(b, ops));
+            }
         }
     }
 }
@@ -588,7 +742,7 @@ mod rollups {
 
     /// Records each click's conversion (after the clicks are written) and
     /// moves it to its fate through the store's lifecycle.
-    async fn convert(s: &SqliteStore, clicks: &[C], ids: &[ClickId]) {
+    async fn convert(s: &S, clicks: &[C], ids: &[ClickId]) {
         use clickward_core::conversion::ConversionStatus as S;
         use clickward_core::id::ConversionId;
         use clickward_core::money::Currency;
@@ -666,7 +820,9 @@ mod rollups {
         ])
     }
 
+    #[allow(clippy::too_many_arguments)] // the property's inputs, as proptest draws them
     async fn run(
+        b: Backend,
         clicks: Vec<C>,
         now_offset_s: i64,
         dims: Vec<D>,
@@ -675,7 +831,7 @@ mod rollups {
         filter: Option<(D, &str)>,
         by_click_time: bool,
     ) {
-        let (_d, s) = store().await;
+        let (_d, s) = store(b).await;
         let mut sorted = clicks;
         sorted.sort_by_key(|c| c.offset_s);
         let batch: Vec<NewClick> = sorted
@@ -752,7 +908,10 @@ mod rollups {
     /// with no `clickward rollup` needed.
     #[tokio::test]
     async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
-        let (dir, s) = store().await;
+        let (g, s) = store(Backend::Sqlite).await;
+        let Guard::Sqlite(dir) = &g else {
+            unreachable!("opened on SQLite")
+        };
         let conv = |amount, fate| {
             Some(Conv {
                 delay_s: 3600,
@@ -918,14 +1077,34 @@ mod rollups {
             by_click_time in any::<bool>(),
         ) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            rt.block_on(run(clicks, now_offset_s, dims, tz, twice, filter, by_click_time));
+            rt.block_on(run(Backend::Sqlite, clicks, now_offset_s, dims, tz, twice, filter, by_click_time));
+        }
+
+        /// The same on PostgreSQL (click rollups; its money is always read
+        /// from the conversion rows).
+        #[test]
+        fn rollup_reports_equal_raw_group_by_on_postgres(
+            clicks in prop::collection::vec(click_strategy(), 1..200),
+            now_offset_s in 0i64..(5 * 86_400),
+            dims in dims_strategy(),
+            tz in prop::sample::select(vec!["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"]),
+            twice in any::<bool>(),
+            filter in prop::option::of(prop::sample::select(vec![
+                (D::Link, "a"), (D::Program, "shop"), (D::Affiliate, "blog"), (D::Src, "s1"), (D::Country, "JP"), (D::Device, "mobile"), (D::Sub(0), "x"),
+            ])),
+            by_click_time in any::<bool>(),
+        ) {
+            if let Some(b) = pg() {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+                rt.block_on(run(b, clicks, now_offset_s, dims, tz, twice, filter, by_click_time));
+            }
         }
     }
 }
 
-#[tokio::test]
-async fn reports_before_the_watermark_come_from_rollups() {
-    let (d, s) = store().await;
+both!(reports_before_the_watermark_come_from_rollups);
+async fn reports_before_the_watermark_come_from_rollups(b: Backend) {
+    let (d, s) = store(b).await;
     let t0 = 100 * MICROS_PER_DAY;
     let clicks: Vec<NewClick> = (0..50)
         .map(|i| {
@@ -952,8 +1131,7 @@ async fn reports_before_the_watermark_come_from_rollups() {
     let before = s.click_report(q.clone()).await.unwrap();
     catch_up(&s, t0 + MICROS_PER_DAY).await;
     // Remove the raw clicks behind the store's back: the rollups still answer.
-    let conn = rusqlite::Connection::open(d.path().join("t.db")).unwrap();
-    assert_eq!(conn.execute("DELETE FROM clicks", []).unwrap(), 50);
+    assert_eq!(d.exec("DELETE FROM clicks").await, 50);
     let after = s.click_report(q.clone()).await.unwrap();
     assert_eq!(after, before);
     assert!(
@@ -967,9 +1145,9 @@ async fn reports_before_the_watermark_come_from_rollups() {
     );
 }
 
-#[tokio::test]
-async fn retention_purges_raw_clicks_behind_the_watermark_only() {
-    let (_d, s) = store().await;
+both!(retention_purges_raw_clicks_behind_the_watermark_only);
+async fn retention_purges_raw_clicks_behind_the_watermark_only(b: Backend) {
+    let (_d, s) = store(b).await;
     let t0 = 100 * MICROS_PER_DAY;
     let clicks: Vec<NewClick> = (0..300)
         .map(|i| {
@@ -1026,11 +1204,11 @@ async fn retention_purges_raw_clicks_behind_the_watermark_only() {
     );
 }
 
+both!(local_days_are_exact_in_dst_and_offset_zones);
 /// Day boundaries in zones with DST and with half- and quarter-hour offsets,
 /// on hand-built clicks with known answers, read through rollups and raw.
-#[tokio::test]
-async fn local_days_are_exact_in_dst_and_offset_zones() {
-    let (_d, s) = store().await;
+async fn local_days_are_exact_in_dst_and_offset_zones(b: Backend) {
+    let (_d, s) = store(b).await;
     let at = |t: &str| -> i64 { t.parse::<jiff::Timestamp>().unwrap().as_microsecond() };
     let instants = [
         // New York, spring forward 2026-03-08 (day of 23 h: 05:00Z .. 04:00Z next day).
@@ -1118,9 +1296,9 @@ async fn local_days_are_exact_in_dst_and_offset_zones() {
     }
 }
 
-#[tokio::test]
-async fn reports_group_by_referrer_host() {
-    let (_d, s) = store().await;
+both!(reports_group_by_referrer_host);
+async fn reports_group_by_referrer_host(b: Backend) {
+    let (_d, s) = store(b).await;
     let t0 = 200 * MICROS_PER_DAY;
     let mut a = click(1, t0, 1, 1);
     a.referrer = Some("https://Qiita.com/u/items/1".into());
@@ -1147,4 +1325,182 @@ async fn reports_group_by_referrer_host() {
         .map(|r| (r.keys[0].clone(), r.counts.gross_clicks))
         .collect();
     assert_eq!(got, vec![(None, 1), (Some("qiita.com".into()), 2)]);
+}
+
+/// PostgreSQL only: several nodes share one database.
+mod shared {
+    use super::*;
+
+    /// A second "node": another store (its own pool) on the same schema.
+    async fn second_node(g: &Guard) -> S {
+        let Guard::Pg { config, .. } = g else {
+            unreachable!("opened on PostgreSQL")
+        };
+        Arc::new(
+            PgStore::connect_with(config.clone(), &PgOptions { pool_size: 4 })
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// A double tap whose two clicks reach the database through two nodes at
+    /// the same moment counts once, however the batches interleave.
+    #[tokio::test]
+    async fn a_double_tap_across_nodes_counts_once() {
+        let Some(b) = pg() else { return };
+        let (g, a) = store(b).await;
+        let other = second_node(&g).await;
+        let t0 = 400 * MICROS_PER_DAY;
+        for round in 0..20u8 {
+            let ts = t0 + i64::from(round) * 2 * WINDOW;
+            let one = Arc::new(vec![click(1, ts, round, u128::from(round) * 2)]);
+            let two = Arc::new(vec![click(
+                1,
+                ts + MICROS_PER_SEC,
+                round,
+                u128::from(round) * 2 + 1,
+            )]);
+            let (x, y) = tokio::join!(a.write_clicks(one, WINDOW), other.write_clicks(two, WINDOW));
+            let uniques = [x.unwrap()[0].unique, y.unwrap()[0].unique];
+            assert_eq!(
+                uniques.iter().filter(|u| **u).count(),
+                1,
+                "round {round}: {uniques:?}"
+            );
+        }
+    }
+
+    /// A click that reaches PostgreSQL after its bucket was rolled up (a
+    /// node's spool drained after an outage) is counted in reports at once.
+    #[tokio::test]
+    async fn clicks_arriving_behind_the_watermark_are_counted() {
+        let Some(b) = pg() else { return };
+        let (_g, s) = store(b).await;
+        let t0 = 100 * MICROS_PER_DAY;
+        let early: Vec<NewClick> = (0..10)
+            .map(|i| {
+                click(
+                    1,
+                    t0 + i * 60 * MICROS_PER_SEC,
+                    1,
+                    u128::try_from(i).unwrap(),
+                )
+            })
+            .collect();
+        s.write_clicks(Arc::new(early), WINDOW).await.unwrap();
+        let w = catch_up(&s, t0 + MICROS_PER_DAY).await;
+        assert!(w > t0 + 10 * 60 * MICROS_PER_SEC);
+        let mut late: Vec<NewClick> = (0..5)
+            .map(|i| {
+                click(
+                    2,
+                    t0 + i * 90 * MICROS_PER_SEC,
+                    2,
+                    100 + u128::try_from(i).unwrap(),
+                )
+            })
+            .collect();
+        late[0].bot = Some(BotReason::Head);
+        late[1].params.src = Some("late".into());
+        s.write_clicks(Arc::new(late), WINDOW).await.unwrap();
+        for dims in [
+            vec![Dimension::Link],
+            vec![Dimension::Src],
+            vec![Dimension::Country, Dimension::Device],
+        ] {
+            let q = ReportQuery {
+                start: t0 - MICROS_PER_DAY,
+                end: t0 + MICROS_PER_DAY,
+                buckets: None,
+                dims: dims.clone(),
+                filters: vec![],
+                raw_only: false,
+                by_click_time: false,
+            };
+            let planned = s.click_report(q.clone()).await.unwrap();
+            let raw = s
+                .click_report(ReportQuery {
+                    raw_only: true,
+                    ..q
+                })
+                .await
+                .unwrap();
+            assert_eq!(planned, raw, "{dims:?}");
+            let gross: i64 = planned.iter().map(|r| r.counts.gross_clicks).sum();
+            assert_eq!(gross, 15, "{dims:?}");
+        }
+    }
+
+    /// A schema written by a newer clickward is refused with a clear error.
+    #[tokio::test]
+    async fn a_schema_from_a_newer_clickward_is_refused() {
+        let Some(b) = pg() else { return };
+        let (g, s) = store(b).await;
+        drop(s);
+        g.exec(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (999, 'future', '2030-01-01T00:00:00Z', '1')",
+        )
+        .await;
+        let Guard::Pg { config, .. } = &g else {
+            unreachable!()
+        };
+        let err = PgStore::connect_with(config.clone(), &PgOptions::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Migration(_)), "{err}");
+        assert!(err.to_string().contains("newer clickward"), "{err}");
+    }
+
+    /// A link change made through one node is announced to the others.
+    #[tokio::test]
+    async fn catalogue_changes_are_announced_to_other_nodes() {
+        let Some(b) = pg() else { return };
+        let (g, a) = store(b).await;
+        let other = second_node(&g).await;
+        let mut notices = other.subscribe().unwrap();
+        // The listener announces itself once it listens.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.channel, clickward_store::CATALOG_CHANNEL);
+        let mut link = a.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+        link.link.status = Status::Disabled;
+        a.save_link(
+            LinkInput {
+                code: link.link.code.clone(),
+                program: link.link.program.clone(),
+                affiliate: link.link.affiliate.clone(),
+                destination: link.link.destination.clone(),
+                redirect: None,
+                utm: UtmDefaults::new(),
+                status: Status::Disabled,
+            },
+            SaveMode::Update,
+        )
+        .await
+        .unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(1), notices.recv())
+            .await
+            .expect("a notice within a second")
+            .unwrap();
+        assert_eq!(n.channel, clickward_store::CATALOG_CHANNEL);
+        assert_eq!(
+            n.payload,
+            other.catalog_version().await.unwrap().to_string()
+        );
+        a.publish(clickward_store::EVENTS_CHANNEL, "{\"x\":1}".into())
+            .await
+            .unwrap();
+        let e = tokio::time::timeout(std::time::Duration::from_secs(1), notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.channel.as_str(), e.payload.as_str()),
+            (clickward_store::EVENTS_CHANNEL, "{\"x\":1}")
+        );
+    }
 }

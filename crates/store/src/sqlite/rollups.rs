@@ -8,24 +8,9 @@ use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::id_floor;
 use crate::StoreError;
-
-/// Rollup bucket: 15 minutes, UTC, µs.
-pub const BUCKET: i64 = 15 * 60 * 1_000_000;
-/// Clicks are rolled up once their bucket ended this long ago, so that
-/// clicks still in the ingest queue land before their bucket is rolled.
-pub const SETTLE: i64 = 60 * 1_000_000;
-/// Largest range recomputed in one transaction (the writer is free between).
-pub const CHUNK: i64 = 6 * 3600 * 1_000_000;
-
-fn floor(ts: Micros) -> Micros {
-    ts.div_euclid(BUCKET) * BUCKET
-}
-
-fn ceil(ts: Micros) -> Micros {
-    floor(ts + BUCKET - 1)
-}
+pub(super) use crate::plan::split;
+use crate::plan::{BUCKET, CHUNK, Cube, SETTLE, ceil, floor, id_floor};
 
 type Counts = [i64; 4];
 
@@ -241,34 +226,7 @@ pub(super) fn next_chunk(
     Ok(Some((w, target.min(w + CHUNK))))
 }
 
-/// A set of dimensions a rollup table holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cube {
-    Link,
-    Src,
-    Geo,
-}
-
 impl Cube {
-    /// The smallest rollup that holds every non-time dimension of a report.
-    pub(super) fn pick(dims: &[Dimension]) -> Option<Cube> {
-        let rest: Vec<Dimension> = dims
-            .iter()
-            .copied()
-            .filter(|d| !matches!(d, Dimension::Time(_)))
-            .collect();
-        let within = |allowed: &[Dimension]| rest.iter().all(|d| allowed.contains(d));
-        if within(&[Dimension::Src]) {
-            Some(Cube::Src)
-        } else if within(&[Dimension::Country, Dimension::Device]) {
-            Some(Cube::Geo)
-        } else if within(&[Dimension::Link, Dimension::Program, Dimension::Affiliate]) {
-            Some(Cube::Link)
-        } else {
-            None
-        }
-    }
-
     /// The rollup table, of clicks or of conversions.
     fn table(self, conv: bool) -> &'static str {
         match (self, conv) {
@@ -311,8 +269,6 @@ impl Cube {
             (Cube::Geo, true) => ("basis, country, device, currency", MONEY),
         }
     }
-
-    const ALL: [Cube; 3] = [Cube::Link, Cube::Src, Cube::Geo];
 }
 
 /// A rollup row's group before names are looked up: report bucket index,
@@ -583,9 +539,7 @@ pub(super) fn money(
         .collect())
 }
 
-/// Conversion totals of one report group in one currency:
-/// `(dimension values, currency, [conversions, revenue, payout])`, minor units.
-pub(super) type MoneyRow = (Vec<Option<String>>, String, [i64; 3]);
+pub(super) use crate::plan::MoneyRow;
 
 /// Statuses whose conversions reports count.
 pub(super) const COUNTED: &str = "('pending', 'approved', 'paid')";
@@ -670,37 +624,6 @@ pub(super) fn recompute_conversions(
         }
     }
     cascade(c, true, s, e)
-}
-
-/// Splits report buckets at the watermark: the parts before it (for the
-/// rollup) and after it (for raw clicks). `None` when a boundary is not on a
-/// 15-minute UTC instant (then everything is read raw).
-pub(super) fn split(buckets: &[Bucket], w: Micros) -> Option<(Vec<Bucket>, Vec<Bucket>)> {
-    if buckets
-        .iter()
-        .any(|b| b.start % BUCKET != 0 || b.end % BUCKET != 0)
-    {
-        return None;
-    }
-    let mut rolled = Vec::new();
-    let mut raw = Vec::new();
-    for b in buckets {
-        if b.start < w {
-            rolled.push(Bucket {
-                label: b.label.clone(),
-                start: b.start,
-                end: b.end.min(w),
-            });
-        }
-        if b.end > w {
-            raw.push(Bucket {
-                label: b.label.clone(),
-                start: b.start.max(w),
-                end: b.end,
-            });
-        }
-    }
-    Some((rolled, raw))
 }
 
 #[cfg(test)]

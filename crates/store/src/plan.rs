@@ -1,0 +1,179 @@
+//! Pure planning shared by the SQLite and PostgreSQL stores: rollup bucket
+//! arithmetic, which rollup answers a report, and where the watermark cuts
+//! a report's buckets, how its parts add up, and the column names of report
+//! dimensions (the same in both dialects).
+
+use clickward_core::Micros;
+use clickward_core::id::ClickId;
+use std::collections::BTreeMap;
+
+use clickward_core::report::{Bucket, ClickCounts, Dimension};
+
+use crate::ReportRow;
+
+/// Rollup bucket: 15 minutes, UTC, µs.
+pub(crate) const BUCKET: i64 = 15 * 60 * 1_000_000;
+/// Clicks are rolled up once their bucket ended this long ago, so that
+/// clicks still in the ingest queue land before their bucket is rolled.
+pub(crate) const SETTLE: i64 = 60 * 1_000_000;
+/// Largest range recomputed in one transaction (the writer is free between).
+pub(crate) const CHUNK: i64 = 6 * 3600 * 1_000_000;
+
+/// The 15-minute bucket holding `ts` (µs).
+pub(crate) fn floor(ts: Micros) -> Micros {
+    ts.div_euclid(BUCKET) * BUCKET
+}
+
+/// The first bucket start at or after `ts` (µs).
+pub(crate) fn ceil(ts: Micros) -> Micros {
+    floor(ts + BUCKET - 1)
+}
+
+/// The first click id at or after `ts` (µs): the ULID of its millisecond
+/// with zero randomness. Valid because a click's id millisecond is `ts / 1000`.
+pub(crate) fn id_floor(ts: Micros) -> Vec<u8> {
+    let ms = u64::try_from(ts.div_euclid(1000)).unwrap_or(0);
+    ClickId::from_parts(ms, 0).to_bytes().to_vec()
+}
+
+/// A set of dimensions a rollup table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cube {
+    Link,
+    Src,
+    Geo,
+}
+
+impl Cube {
+    /// The smallest rollup that holds every non-time dimension of a report.
+    pub(crate) fn pick(dims: &[Dimension]) -> Option<Cube> {
+        let rest: Vec<Dimension> = dims
+            .iter()
+            .copied()
+            .filter(|d| !matches!(d, Dimension::Time(_)))
+            .collect();
+        let within = |allowed: &[Dimension]| rest.iter().all(|d| allowed.contains(d));
+        if within(&[Dimension::Src]) {
+            Some(Cube::Src)
+        } else if within(&[Dimension::Country, Dimension::Device]) {
+            Some(Cube::Geo)
+        } else if within(&[Dimension::Link, Dimension::Program, Dimension::Affiliate]) {
+            Some(Cube::Link)
+        } else {
+            None
+        }
+    }
+
+    /// Every cube.
+    pub(crate) const ALL: [Cube; 3] = [Cube::Link, Cube::Src, Cube::Geo];
+}
+
+/// Splits report buckets at the watermark: the parts before it (for the
+/// rollup) and after it (for raw clicks). `None` when a boundary is not on a
+/// 15-minute UTC instant (then everything is read raw).
+pub(crate) fn split(buckets: &[Bucket], w: Micros) -> Option<(Vec<Bucket>, Vec<Bucket>)> {
+    if buckets
+        .iter()
+        .any(|b| b.start % BUCKET != 0 || b.end % BUCKET != 0)
+    {
+        return None;
+    }
+    let mut rolled = Vec::new();
+    let mut raw = Vec::new();
+    for b in buckets {
+        if b.start < w {
+            rolled.push(Bucket {
+                label: b.label.clone(),
+                start: b.start,
+                end: b.end.min(w),
+            });
+        }
+        if b.end > w {
+            raw.push(Bucket {
+                label: b.label.clone(),
+                start: b.start.max(w),
+                end: b.end,
+            });
+        }
+    }
+    Some((rolled, raw))
+}
+
+/// The column of a report dimension over `clicks c` joined with `links l`,
+/// `programs p`, `affiliates a` and buckets `b`.
+pub(crate) fn dim_column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Time(_) => "b.label",
+        Dimension::Link => "l.code",
+        Dimension::Program => "p.slug",
+        Dimension::Affiliate => "a.slug",
+        Dimension::Src => "c.src",
+        Dimension::Sub(0) => "c.sub1",
+        Dimension::Sub(1) => "c.sub2",
+        Dimension::Sub(2) => "c.sub3",
+        Dimension::Sub(3) => "c.sub4",
+        Dimension::Sub(_) => "c.sub5",
+        Dimension::Country => "c.country",
+        Dimension::Device => "c.device",
+        Dimension::Browser => "c.browser",
+        Dimension::Os => "c.os",
+        Dimension::ReferrerHost => "c.referrer_host",
+    }
+}
+
+/// The column of a report dimension over `conversions v` (joins as for
+/// [`dim_column`]).
+pub(crate) fn conversion_dim_column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Time(_) => "b.label",
+        Dimension::Link => "l.code",
+        Dimension::Program => "p.slug",
+        Dimension::Affiliate => "a.slug",
+        Dimension::Src => "v.src",
+        Dimension::Sub(0) => "v.sub1",
+        Dimension::Sub(1) => "v.sub2",
+        Dimension::Sub(2) => "v.sub3",
+        Dimension::Sub(3) => "v.sub4",
+        Dimension::Sub(_) => "v.sub5",
+        Dimension::Country => "v.country",
+        Dimension::Device => "v.device",
+        Dimension::Browser => "v.browser",
+        Dimension::Os => "v.os",
+        Dimension::ReferrerHost => "v.referrer_host",
+    }
+}
+
+/// Conversion totals of one report group in one currency:
+/// `(dimension values, currency, [conversions, revenue, payout])`, minor units.
+pub(crate) type MoneyRow = (Vec<Option<String>>, String, [i64; 3]);
+
+/// Report rows from click counts and conversion totals by group, in key order.
+pub(crate) fn assemble(
+    counts: BTreeMap<Vec<Option<String>>, ClickCounts>,
+    money: Vec<MoneyRow>,
+) -> Vec<ReportRow> {
+    let mut out: BTreeMap<Vec<Option<String>>, ReportRow> = counts
+        .into_iter()
+        .map(|(keys, counts)| {
+            (
+                keys.clone(),
+                ReportRow {
+                    keys,
+                    counts,
+                    money: Default::default(),
+                },
+            )
+        })
+        .collect();
+    for (keys, currency, [conversions, revenue, payout]) in money {
+        let row = out.entry(keys.clone()).or_insert_with(|| ReportRow {
+            keys,
+            counts: ClickCounts::default(),
+            money: Default::default(),
+        });
+        row.money.conversions += conversions;
+        *row.money.revenue.entry(currency.clone()).or_default() += revenue;
+        *row.money.payout.entry(currency).or_default() += payout;
+    }
+    out.into_values().collect()
+}
