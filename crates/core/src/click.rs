@@ -106,7 +106,7 @@ impl DeviceType {
 
 /// A 16-byte keyed hash that identifies a browser without its IP
 /// (see `clickward_enrich::visitor`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VisitorKey(pub [u8; 16]);
 
 impl VisitorKey {
@@ -145,7 +145,7 @@ impl VisitorKey {
 /// Keys (DESIGN.md §4): `src` (alias `source`); `sub1..sub5` with the aliases
 /// `aff_sub, aff_sub2..aff_sub5` (TUNE/HasOffers) and `s1..s5` (Prosper202).
 /// The first occurrence of a parameter wins; empty values count as absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackingParams {
     /// Placement (`src`).
     pub src: Option<String>,
@@ -222,7 +222,8 @@ pub fn referrer_host(referrer: &str) -> Option<String> {
 /// store decides when it writes the click (see [`crate::dedup`]).
 ///
 /// There is no IP address here, by construction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Serde: a node's spool keeps clicks until they reach the shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewClick {
     /// The click's id (its ms timestamp equals `ts / 1000`).
     pub click_id: ClickId,

@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum_extra::extract::cookie::Key;
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
-use clickward_store::{SqliteOptions, SqliteStore, Store};
+use clickward_store::{PgOptions, PgStore, Spool, SqliteOptions, SqliteStore, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::catalog;
 use crate::clock::Clock;
 use crate::config::Validated;
-use crate::ingest::{Ingest, IngestTask};
+use crate::ingest::{Ingest, IngestTask, Sink};
 use crate::links::LinkCache;
 use crate::secrets::{self, Salts};
 use crate::telemetry;
@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub shutting_down: AtomicBool,
     pub geo_error_logged: AtomicBool,
     pub events: crate::events::EventHub,
+    /// The node's click spool, when the store is a shared PostgreSQL.
+    pub spool: Option<Spool>,
     /// Becomes `true` when the server stops (ends live streams).
     pub stop: watch::Receiver<bool>,
 }
@@ -92,21 +94,41 @@ pub async fn ensure_postback_tokens(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the SQLite store in the configured data directory.
+/// Opens the configured store: PostgreSQL when `storage.url` is set
+/// (migrating it), else SQLite in the data directory.
 ///
 /// # Errors
-/// When the directory or database cannot be created or opened.
-pub fn open_store(cfg: &Validated) -> anyhow::Result<SqliteStore> {
+/// When the directory or database cannot be created, opened or reached, or
+/// its schema is newer than this binary.
+pub async fn open_store(cfg: &Validated) -> anyhow::Result<Arc<dyn Store>> {
     secrets::ensure_private_dir(&cfg.config.data_dir)?;
+    if let Some(url) = &cfg.config.storage.url {
+        let opts = PgOptions {
+            pool_size: cfg.config.storage.pool_size,
+        };
+        // The URL may hold a password: name the setting, not the value.
+        let store = PgStore::connect(url, &opts)
+            .await
+            .context("opening the PostgreSQL store of storage.url")?;
+        return Ok(Arc::new(store));
+    }
     let path = cfg.config.data_dir.join("clickward.db");
-    SqliteStore::open(
+    let store = SqliteStore::open(
         &path,
         &SqliteOptions {
             synchronous: cfg.config.storage.synchronous.into(),
             ..SqliteOptions::default()
         },
     )
-    .with_context(|| format!("opening database {}", path.display()))
+    .with_context(|| format!("opening database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the node's click spool (used with a PostgreSQL store).
+fn open_spool(cfg: &Validated) -> anyhow::Result<Spool> {
+    let path = cfg.config.data_dir.join("spool.db");
+    Spool::open(&path, cfg.config.storage.synchronous.into())
+        .with_context(|| format!("opening the click spool {}", path.display()))
 }
 
 /// A started server.
@@ -137,13 +159,27 @@ impl Server {
         } else {
             Some(GeoDb::open(&cfg.config.geoip)?)
         };
-        let store: Arc<dyn Store> = Arc::new(open_store(&cfg)?);
+        let store = open_store(&cfg).await?;
+        // With PostgreSQL, redirects commit to the local spool and a shipper
+        // moves the clicks on; they never wait on the network.
+        let spool = match cfg.config.storage.url {
+            Some(_) => Some(open_spool(&cfg)?),
+            None => None,
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let sink = match &spool {
+            Some(spool) => Sink::Spool {
+                spool: spool.clone(),
+                wake: wake.clone(),
+            },
+            None => Sink::Store(store.clone()),
+        };
         let secrets_dir = cfg.config.data_dir.join("secrets");
         let cookie_key = secrets::cookie_key(&secrets_dir)?;
         let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
         let ua = UaParser::new(20_000).context("building the user-agent parser")?;
         let (ingest, ingest_task) = Ingest::start(
-            store.clone(),
+            sink,
             &cfg.config.ingest,
             cfg.config.durability,
             cfg.dedup_window,
@@ -164,9 +200,31 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             geo_error_logged: AtomicBool::new(false),
             events: crate::events::EventHub::new(),
+            spool: spool.clone(),
             stop: stopped.clone(),
         }));
         state.reload_catalog().await?;
+        // Every node must hash visitors with the same daily salts.
+        let today = clickward_core::utc_day(state.0.clock.now_micros());
+        state
+            .0
+            .salts
+            .sync_shared(state.0.store.as_ref(), today)
+            .await
+            .context("agreeing on visitor salts through the shared store")?;
+        let (ship_stop, ship_stopped) = watch::channel(false);
+        let shipper = spool.map(|spool| {
+            crate::cluster::spawn_shipper(
+                spool,
+                state.0.store.clone(),
+                state.0.cfg.config.storage.ship_batch,
+                state.0.cfg.dedup_window,
+                wake,
+                ship_stopped,
+                Duration::from_secs(5),
+            )
+        });
+        let exchange = crate::cluster::spawn_exchange(state.clone(), stopped.clone());
 
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());
@@ -187,6 +245,15 @@ impl Server {
             // Every handler has returned; now write what is queued.
             serve_state.0.shutting_down.store(true, Ordering::SeqCst);
             drain(ingest_task).await;
+            // Then ship what the spool holds, for a few seconds at most;
+            // the rest stays on disk and ships at the next start.
+            let _ = ship_stop.send(true);
+            if let Some(shipper) = shipper {
+                let _ = shipper.await;
+            }
+            if let Some(exchange) = exchange {
+                exchange.abort();
+            }
             background.abort();
             Ok(())
         });
@@ -257,6 +324,7 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
         let mut purge = tokio::time::interval(Duration::from_secs(3600));
         let mut approve = tokio::time::interval(Duration::from_secs(60));
         let mut rollup = tokio::time::interval(Duration::from_secs(10));
+        let mut salts = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
@@ -286,6 +354,13 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     if let Some(w) = last {
                         let lag = (state.0.clock.now_micros() - w).max(0) as f64 / 1e6;
                         metrics::gauge!(telemetry::ROLLUP_LAG_SECONDS).set(lag);
+                    }
+                }
+                _ = salts.tick() => {
+                    // Tomorrow's salt is agreed on well before midnight.
+                    let today = clickward_core::utc_day(state.0.clock.now_micros());
+                    if let Err(e) = state.0.salts.sync_shared(state.0.store.as_ref(), today).await {
+                        tracing::warn!("visitor salt sync failed (retried in a minute): {e}");
                     }
                 }
                 _ = approve.tick() => {

@@ -394,6 +394,11 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(d) = &cli.data_dir {
         cfg.data_dir = d.clone();
     }
+    if let Ok(url) = std::env::var("CLICKWARD_DATABASE_URL")
+        && !url.is_empty()
+    {
+        cfg.storage.url = Some(url);
+    }
     Ok(cfg)
 }
 
@@ -427,7 +432,8 @@ fn slug(s: &str, what: &str) -> anyhow::Result<Slug> {
 /// Whatever the command ran into, with context.
 pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
     let v = cfg.validate()?;
-    let store = open_store(&v)?;
+    let opened = open_store(&v).await?;
+    let store: &dyn Store = opened.as_ref();
     match command {
         Command::Serve(_) => bail!("serve is handled by main"),
         Command::Link(LinkCmd::Add {
@@ -529,7 +535,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             println!("created program {}", p.slug);
         }
         Command::Program(ProgramCmd::List) => {
-            crate::app::ensure_postback_tokens(&store).await?;
+            crate::app::ensure_postback_tokens(store).await?;
             println!(
                 "{:<24} {:<10} {:<8} {:<34} name",
                 "slug", "status", "currency", "postback token"
@@ -556,7 +562,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             eprintln!("created a {} key; it is shown only now:", scope.as_str());
             println!("{secret}");
         }
-        Command::Conversion(cmd) => conversion_command(&store, cmd).await?,
+        Command::Conversion(cmd) => conversion_command(store, cmd).await?,
         Command::Payout(PayoutCmd::Preview { affiliate }) => {
             let lines = store.payout_preview(slug(&affiliate, "affiliate")?).await?;
             println!(
@@ -643,7 +649,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Report(args) => {
             let mut out = std::io::stdout().lock();
-            for chunk in report_text(&store, &args).await? {
+            for chunk in report_text(store, &args).await? {
                 std::io::Write::write_all(&mut out, chunk.as_bytes())?;
             }
         }
@@ -716,7 +722,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
                 dedup_window: v.dedup_window,
             };
             let started = std::time::Instant::now();
-            let s = crate::generate::generate(&store, &ua, &spec).await?;
+            let s = crate::generate::generate(store, &ua, &spec).await?;
             println!(
                 "generated {} clicks and {} conversions in {:.1} s",
                 s.clicks,
@@ -731,9 +737,8 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             } else {
                 Some(GeoDb::open(&v.config.geoip)?)
             };
-            let s =
-                crate::import::import_csv(&store, &ua, geo.as_ref(), &args.file, v.dedup_window)
-                    .await?;
+            let s = crate::import::import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window)
+                .await?;
             println!(
                 "{} rows: {} clicks imported, {} already present, {} skipped",
                 s.rows, s.imported, s.already_present, s.skipped_count

@@ -79,13 +79,33 @@ pub struct RetentionConfig {
     pub clicks: Option<String>,
 }
 
-/// SQLite settings.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// Where the store lives.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `"normal"` (default; survives a process crash) or `"full"` (also
-    /// survives power loss, slower).
+    /// SQLite `synchronous` of the database (or, with `url`, of the node's
+    /// click spool): `"normal"` (default; survives a process crash) or
+    /// `"full"` (also survives power loss, slower).
     pub synchronous: SyncSetting,
+    /// `postgres://user@host:port/db`: the shared store of a multi-node
+    /// deployment (overridden by `CLICKWARD_DATABASE_URL`). Unset: SQLite in
+    /// the data directory.
+    pub url: Option<String>,
+    /// PostgreSQL connections per node (default 16).
+    pub pool_size: usize,
+    /// Clicks per batch shipped from the spool to PostgreSQL (default 5000).
+    pub ship_batch: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: SyncSetting::default(),
+            url: None,
+            pool_size: 16,
+            ship_batch: 5000,
+        }
+    }
 }
 
 /// Spelling of [`Synchronous`] in the config file.
@@ -239,6 +259,19 @@ impl Config {
                     "fallback_url: {url:?} is not an absolute http(s) URL"
                 )));
             }
+        }
+        if let Some(url) = &self.storage.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            // Never echo the URL: it may hold a password.
+            return Err(ConfigError::Invalid(
+                "storage.url must start with postgres:// or postgresql://".to_owned(),
+            ));
+        }
+        if self.storage.pool_size == 0 || self.storage.ship_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.pool_size and storage.ship_batch must be at least 1".to_owned(),
+            ));
         }
         if self.dedup_window.is_zero() {
             return Err(ConfigError::Invalid(

@@ -68,6 +68,10 @@ pub enum LiveEvent {
         /// `created`, `approved`, `rejected`, `reversed`, `paid`.
         change: String,
     },
+    /// An event of another node sharing the PostgreSQL store, as that node
+    /// serialized it (a `click` or `conversion` object).
+    #[serde(untagged)]
+    Remote(serde_json::Value),
 }
 
 /// A published event with its id.
@@ -84,6 +88,8 @@ pub struct EventHub {
     next: AtomicU64,
     ring: Mutex<VecDeque<Arc<Numbered>>>,
     tx: broadcast::Sender<Arc<Numbered>>,
+    /// With a shared store: this node's own events, for the other nodes.
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<Arc<Numbered>>>,
 }
 
 impl Default for EventHub {
@@ -100,14 +106,32 @@ impl EventHub {
             next: AtomicU64::new(1),
             ring: Mutex::new(VecDeque::with_capacity(RING)),
             tx,
+            outbox: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, hands each event this node publishes to `outbox` too
+    /// (never waiting: when it is full the event stays local and is counted).
+    /// Events of other nodes ([`LiveEvent::Remote`]) are not handed on.
+    pub fn forward_to(&self, outbox: tokio::sync::mpsc::Sender<Arc<Numbered>>) {
+        let _ = self.outbox.set(outbox);
     }
 
     /// Publishes an event; never blocks on readers.
     pub fn publish(&self, event: LiveEvent) {
+        let n = self.publish_here(event);
+        if let (Some(n), Some(out)) = (n, self.outbox.get())
+            && !matches!(n.event, LiveEvent::Remote(_))
+            && out.try_send(n).is_err()
+        {
+            metrics::counter!(crate::telemetry::EVENTS_NOT_FORWARDED_TOTAL).increment(1);
+        }
+    }
+
+    fn publish_here(&self, event: LiveEvent) -> Option<Arc<Numbered>> {
         // The ring lock orders ids and ring entries; it is held for a push.
         let Ok(mut ring) = self.ring.lock() else {
-            return;
+            return None;
         };
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let n = Arc::new(Numbered { id, event });
@@ -116,7 +140,8 @@ impl EventHub {
         }
         ring.push_back(n.clone());
         // No receivers is fine: the ring keeps it for a later resume.
-        let _ = self.tx.send(n);
+        let _ = self.tx.send(n.clone());
+        Some(n)
     }
 
     /// Subscribes, resuming after `last_id` when given. Returns the events to

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clickward_core::Micros;
 use clickward_core::click::NewClick;
-use clickward_store::Store;
+use clickward_store::{ClickWritten, Spool, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -59,6 +59,40 @@ pub struct Ingest {
     capacity: usize,
 }
 
+/// Where the writer commits clicks.
+#[derive(Clone)]
+pub enum Sink {
+    /// The store itself (SQLite), which decides each click's unique flag as
+    /// it writes.
+    Store(Arc<dyn Store>),
+    /// The node's spool (with a PostgreSQL store): committed locally, then
+    /// shipped; `wake` tells the shipper there is something to ship.
+    Spool {
+        /// The spool.
+        spool: Spool,
+        /// Woken after each committed batch.
+        wake: Arc<tokio::sync::Notify>,
+    },
+}
+
+impl Sink {
+    /// Commits a batch; the unique flags when the sink decides them.
+    async fn write(
+        &self,
+        clicks: Arc<Vec<NewClick>>,
+        dedup_window: Micros,
+    ) -> Result<Option<Vec<ClickWritten>>, clickward_store::StoreError> {
+        match self {
+            Sink::Store(store) => store.write_clicks(clicks, dedup_window).await.map(Some),
+            Sink::Spool { spool, wake } => {
+                spool.append(clicks).await?;
+                wake.notify_one();
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// The writer task; [`IngestTask::drain`] stops it after writing everything.
 pub struct IngestTask {
     close: watch::Sender<bool>,
@@ -68,14 +102,14 @@ pub struct IngestTask {
 impl Ingest {
     /// Starts the writer task.
     pub fn start(
-        store: Arc<dyn Store>,
+        sink: Sink,
         cfg: &IngestConfig,
         durability: Durability,
         dedup_window: Micros,
     ) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (close, closed) = watch::channel(false);
-        let handle = tokio::spawn(writer(store, rx, closed, cfg.max_batch, dedup_window));
+        let handle = tokio::spawn(writer(sink, rx, closed, cfg.max_batch, dedup_window));
         (
             Ingest {
                 tx,
@@ -141,7 +175,7 @@ impl IngestTask {
 }
 
 async fn writer(
-    store: Arc<dyn Store>,
+    sink: Sink,
     mut rx: mpsc::Receiver<Job>,
     mut closed: watch::Receiver<bool>,
     max_batch: usize,
@@ -194,9 +228,9 @@ async fn writer(
         let (clicks, dones): (Vec<NewClick>, Vec<Option<oneshot::Sender<bool>>>) =
             jobs.drain(..).map(|j| (j.click, j.done)).unzip();
         let clicks = Arc::new(clicks);
-        let written = write_with_retry(store.as_ref(), clicks.clone(), dedup_window, closing).await;
+        let written = write_with_retry(&sink, clicks.clone(), dedup_window, closing).await;
         let committed = written.is_some();
-        if let Some(written) = written {
+        if let Some(Some(written)) = written {
             record_quality(&clicks, &written);
         }
         for done in dones.into_iter().flatten() {
@@ -206,8 +240,9 @@ async fn writer(
     metrics::gauge!(telemetry::QUEUE_DEPTH).set(0.0);
 }
 
-/// Data-quality metrics of a committed batch: volume, dedup share, lag.
-fn record_quality(clicks: &[NewClick], written: &[clickward_store::ClickWritten]) {
+/// Data-quality metrics of a batch whose unique flags are decided: volume,
+/// dedup share, lag. (With a spool, the shipper records them.)
+pub(crate) fn record_quality(clicks: &[NewClick], written: &[clickward_store::ClickWritten]) {
     let human = clicks.iter().filter(|c| c.is_human()).count();
     let unique = written.iter().filter(|w| w.unique).count();
     metrics::counter!(telemetry::CLICKS_WRITTEN_TOTAL).increment(clicks.len() as u64);
@@ -225,16 +260,16 @@ fn record_quality(clicks: &[NewClick], written: &[clickward_store::ClickWritten]
 /// down, gives up after a bounded number of tries so that a broken disk
 /// cannot hold the process forever; that loss is logged with its size.
 async fn write_with_retry(
-    store: &dyn Store,
+    sink: &Sink,
     clicks: Arc<Vec<NewClick>>,
     dedup_window: Micros,
     closing: bool,
-) -> Option<Vec<clickward_store::ClickWritten>> {
+) -> Option<Option<Vec<ClickWritten>>> {
     let mut delay = Duration::from_millis(20);
     let mut tries = 0u32;
     loop {
         tries += 1;
-        match store.write_clicks(clicks.clone(), dedup_window).await {
+        match sink.write(clicks.clone(), dedup_window).await {
             Ok(written) => return Some(written),
             Err(e) => {
                 metrics::counter!(telemetry::WRITE_ERRORS_TOTAL).increment(1);

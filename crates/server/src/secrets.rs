@@ -160,6 +160,59 @@ impl Salts {
         Ok(salt)
     }
 
+    /// Agrees with the other nodes sharing `store` on the salts of `today`
+    /// and `today + 1` (offering this node's own, or new ones), so every
+    /// node computes the same visitor key. Run at start and every minute,
+    /// the next day's salt is in place before midnight. A no-op on SQLite.
+    ///
+    /// # Errors
+    /// When the shared store cannot be reached or the salt file written.
+    pub async fn sync_shared(
+        &self,
+        store: &dyn clickward_store::Store,
+        today: i64,
+    ) -> anyhow::Result<()> {
+        let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
+        for day in [today, today + 1] {
+            let candidate = match self.get(day) {
+                Some(s) => s,
+                None => {
+                    let mut s = [0u8; 32];
+                    rand::fill(&mut s[..]);
+                    s
+                }
+            };
+            let Some(shared) = store
+                .shared_salt(day, candidate, today.saturating_sub(keep) + 1)
+                .await?
+            else {
+                return Ok(());
+            };
+            if self.get(day) != Some(shared) {
+                self.set(day, shared, today)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the salt of `day` (and persists), forgetting days before the
+    /// oldest one a window ending `today` reaches.
+    fn set(&self, day: i64, salt: Salt, today: i64) -> anyhow::Result<()> {
+        let mut days = self
+            .days
+            .write()
+            .map_err(|_| anyhow::anyhow!("salt lock poisoned"))?;
+        days.insert(day, salt);
+        let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
+        days.retain(|d, _| *d > today.saturating_sub(keep));
+        if let Some(path) = &self.path {
+            let text: BTreeMap<i64, String> =
+                days.iter().map(|(d, s)| (*d, hex::encode(s))).collect();
+            write_private(path, serde_json::to_string(&text)?.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// The visitor key of `(ip, ua)` for a click at `ts`, and the keys the
     /// same visitor had under the earlier salts the dedup window reaches.
     ///

@@ -48,6 +48,17 @@ pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
 pub const POSTBACKS_TOTAL: &str = "clickward_postbacks_total";
 /// Catalogue reloads by result (`ok`, `error`).
 pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";
+/// Gauge: clicks in this node's spool, not yet in PostgreSQL.
+pub const SPOOL_CLICKS: &str = "clickward_spool_clicks";
+/// Gauge: age (s) of the oldest click in the spool; 0 when it is empty.
+pub const SHIP_LAG_SECONDS: &str = "clickward_ship_lag_seconds";
+/// Counter: clicks shipped from the spool to PostgreSQL.
+pub const SHIPPED_CLICKS_TOTAL: &str = "clickward_shipped_clicks_total";
+/// Counter: failed shipping attempts (retried with backoff).
+pub const SHIP_ERRORS_TOTAL: &str = "clickward_ship_errors_total";
+/// Counter: live events of this node not sent to the other nodes (the
+/// forwarding queue was full or PostgreSQL did not take them).
+pub const EVENTS_NOT_FORWARDED_TOTAL: &str = "clickward_events_not_forwarded_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

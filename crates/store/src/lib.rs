@@ -27,9 +27,11 @@ use serde::Serialize;
 
 mod plan;
 mod postgres;
+mod spool;
 mod sqlite;
 
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
+pub use spool::{Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// A notification from another node (PostgreSQL NOTIFY): a catalogue change
@@ -595,6 +597,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ApiKey>;
     /// Finds an unrevoked key by its hash.
     fn find_api_key(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>>;
+
+    /// The visitor-key salt all nodes use for UTC day `day` (days since the
+    /// epoch): the stored one, or `candidate` if none is stored yet (first
+    /// offer wins). Deletes salts of days before `keep_from`. `None` where
+    /// the node's own salt file is the only truth (SQLite).
+    fn shared_salt(
+        &self,
+        day: i64,
+        candidate: [u8; 32],
+        keep_from: i64,
+    ) -> StoreFuture<'_, Option<[u8; 32]>> {
+        let _ = (day, candidate, keep_from);
+        Box::pin(async { Ok(None) })
+    }
 
     /// Notices from other nodes sharing this store (catalogue changes, live
     /// events), starting now; `None` when no other node can share it

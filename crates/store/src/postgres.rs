@@ -2307,6 +2307,32 @@ impl Store for PgStore {
         })
     }
 
+    fn shared_salt(
+        &self,
+        day: i64,
+        candidate: [u8; 32],
+        keep_from: i64,
+    ) -> StoreFuture<'_, Option<[u8; 32]>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.execute("DELETE FROM visitor_salts WHERE day < $1", &[&keep_from])
+                .await?;
+            c.execute(
+                "INSERT INTO visitor_salts (day, salt) VALUES ($1, $2) ON CONFLICT (day) DO NOTHING",
+                &[&day, &candidate.as_slice()],
+            )
+            .await?;
+            let salt: Vec<u8> = c
+                .query_one("SELECT salt FROM visitor_salts WHERE day = $1", &[&day])
+                .await?
+                .try_get(0)?;
+            let salt: [u8; 32] = salt
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a visitor salt is not 32 bytes".to_owned()))?;
+            Ok(Some(salt))
+        })
+    }
+
     fn subscribe(&self) -> Option<broadcast::Receiver<Notice>> {
         self.listen();
         Some(self.notices.subscribe())

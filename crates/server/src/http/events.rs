@@ -91,9 +91,14 @@ pub async fn stream(
 }
 
 fn sse_event(n: &Numbered) -> Event {
-    let kind = match n.event {
+    let kind = match &n.event {
         crate::events::LiveEvent::Click { .. } => "click",
         crate::events::LiveEvent::Conversion { .. } => "conversion",
+        // Another node's event names its own type.
+        crate::events::LiveEvent::Remote(v) => match v.get("type").and_then(|t| t.as_str()) {
+            Some("conversion") => "conversion",
+            _ => "click",
+        },
     };
     Event::default()
         .id(n.id.to_string())

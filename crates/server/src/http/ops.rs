@@ -18,8 +18,14 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let shutting_down = app.0.shutting_down.load(Ordering::SeqCst);
     let db_ok = app.0.store.catalog_version().await.is_ok();
-    let ready = db_ok && !shutting_down;
-    let body = json!({
+    // With a spool the node takes clicks while PostgreSQL is away: it stays
+    // ready (taking every node out of the balancer would lose the clicks).
+    let spool = match &app.0.spool {
+        Some(s) => s.stats().await.ok(),
+        None => None,
+    };
+    let ready = (db_ok || app.0.spool.is_some()) && !shutting_down;
+    let mut body = json!({
         "ready": ready,
         "database": if db_ok { "ok" } else { "unreachable" },
         "shutting_down": shutting_down,
@@ -27,7 +33,12 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         "ingest_queue_depth": app.0.ingest.depth(),
         "ingest_queue_capacity": app.0.ingest.capacity(),
         "durability": format!("{:?}", app.0.cfg.config.durability).to_lowercase(),
+        "store": if app.0.spool.is_some() { "postgres" } else { "sqlite" },
     });
+    if let Some(stats) = spool {
+        body["spool_clicks"] = json!(stats.clicks);
+        body["ship_lag_seconds"] = json!(crate::cluster::ship_lag_seconds(stats.oldest));
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -1,0 +1,151 @@
+//! A node's click spool: a small local SQLite file where the redirect path
+//! commits clicks when the shared store is PostgreSQL, so that
+//! `durability = "sync"` still means "on this node's disk" and a redirect
+//! never waits on the network. A shipper moves clicks from here to the
+//! shared store in batches and removes them only after the shared store
+//! committed them (shipping is idempotent by `click_id`, so a batch shipped
+//! twice after a lost answer changes nothing).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use clickward_core::Micros;
+use clickward_core::click::NewClick;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{StoreError, Synchronous};
+
+/// The spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// What the spool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    /// Clicks waiting to be shipped.
+    pub clicks: u64,
+    /// Timestamp (UTC µs) of the oldest waiting click.
+    pub oldest: Option<Micros>,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool file.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the file cannot be opened or created.
+    pub fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                Synchronous::Normal => "NORMAL",
+                Synchronous::Full => "FULL",
+            },
+        )?;
+        // One row per click: its time (for the lag) and the click as JSON.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
+             click TEXT NOT NULL)",
+        )?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with<T, F>(&self, f: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut c = conn.lock().map_err(|_| {
+                    StoreError::Task("the spool lock was poisoned by an earlier panic".to_owned())
+                })?;
+                f(&mut c)
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+        }
+    }
+
+    /// Commits a batch of clicks (one transaction).
+    ///
+    /// # Errors
+    /// When the file cannot be written; nothing of the batch is kept then.
+    pub async fn append(&self, clicks: Arc<Vec<NewClick>>) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached("INSERT INTO spool (ts, click) VALUES (?1, ?2)")?;
+                for click in clicks.iter() {
+                    let json = serde_json::to_string(click)
+                        .map_err(|e| StoreError::Corrupt(format!("spooling a click: {e}")))?;
+                    st.execute(params![click.ts, json])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The oldest `limit` clicks with their sequence numbers, oldest first.
+    ///
+    /// # Errors
+    /// When the file cannot be read or a row is not a click.
+    pub async fn peek(&self, limit: usize) -> Result<Vec<(i64, NewClick)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached("SELECT seq, click FROM spool ORDER BY seq LIMIT ?1")?;
+            let mut rows = st.query([i64::try_from(limit).unwrap_or(i64::MAX)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let json: String = r.get(1)?;
+                let click = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("spooled click: {e}")))?;
+                out.push((r.get(0)?, click));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Forgets every click up to and including `seq` (they are shipped).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub async fn remove_through(&self, seq: i64) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.prepare_cached("DELETE FROM spool WHERE seq <= ?1")?
+                .execute([seq])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// How many clicks wait, and how old the oldest is.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub async fn stats(&self) -> Result<SpoolStats, StoreError> {
+        self.with(|c| {
+            let clicks: i64 = c.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+            let oldest: Option<Micros> = c
+                .query_row("SELECT ts FROM spool ORDER BY seq LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(SpoolStats {
+                clicks: u64::try_from(clicks).unwrap_or(0),
+                oldest,
+            })
+        })
+        .await
+    }
+}
