@@ -13,6 +13,7 @@ mod conversions;
 mod dedup;
 mod events;
 mod geo;
+mod multinode;
 mod privacy;
 mod redirect;
 mod shutdown;

@@ -1,0 +1,379 @@
+//! Two clickward processes on one PostgreSQL: a private cluster this test
+//! starts with `initdb` on its own port (so it can stop it; the machine's
+//! shared server is never touched). Needs PostgreSQL's server binaries; runs
+//! in CI (`CI=true` fails without them), skips loudly elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A private PostgreSQL cluster, stopped and deleted on drop.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    /// `initdb` and `postgres` refuse to run as root: run them as `postgres`.
+    as_postgres: bool,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// PostgreSQL's server binaries (`initdb`, `pg_ctl`), if installed.
+fn pg_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.push(PathBuf::from("/usr/local/bin"));
+    dirs.into_iter().rev().find(|d| d.join("initdb").exists())
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let Some(bin) = pg_bin() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the multi-node test: PostgreSQL server binaries (initdb) are missing"
+            );
+            eprintln!("!!! SKIPPED multi-node test: no initdb found (install postgresql) !!!");
+            return None;
+        };
+        let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().ok()?.stdout)
+            .trim()
+            == "0";
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pg");
+        std::fs::create_dir(&data).unwrap();
+        if root {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&data)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the cluster directory");
+        }
+        let c = Cluster {
+            _dir: dir,
+            data,
+            bin,
+            port: free_port(),
+            as_postgres: root,
+        };
+        let ok = c
+            .run(
+                "initdb",
+                &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+            )
+            .success();
+        assert!(ok, "initdb failed");
+        c.up();
+        Some(c)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::ExitStatus {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.args(args)
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off",
+            self.port
+        );
+        let ok = self
+            .run("pg_ctl", &["-w", "-t", "60", "-o", &opts, "start", "-D"])
+            .success();
+        assert!(ok, "pg_ctl start failed");
+    }
+
+    fn down(&self) {
+        let ok = self
+            .run("pg_ctl", &["-w", "-m", "fast", "stop", "-D"])
+            .success();
+        assert!(ok, "pg_ctl stop failed");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run("pg_ctl", &["-m", "immediate", "stop", "-D"]);
+    }
+}
+
+/// A clickward process on the cluster.
+struct Node {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Node {
+    async fn start(dir: &Path, name: &str, url: &str) -> Node {
+        let data = dir.join(name);
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_clickward"))
+            .env("CLICKWARD_DATABASE_URL", url)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--catalog",
+            ])
+            .arg(seed_catalog())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn clickward");
+        let base = format!("http://127.0.0.1:{port}");
+        let c = client();
+        eventually(Duration::from_secs(60), "the node to listen", || {
+            let c = c.clone();
+            let url = format!("{base}/healthz");
+            async move { c.get(url).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        Node { child, base, data }
+    }
+
+    async fn readyz(&self) -> serde_json::Value {
+        client()
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against the cluster; returns stdout.
+fn cli(url: &str, data: &Path, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .env("CLICKWARD_DATABASE_URL", url)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A distinct, real-looking desktop Chrome per visitor.
+fn chrome(n: u32) -> String {
+    CHROME.replace("153.0.0.0", &format!("153.0.{n}.0"))
+}
+
+async fn total(node: &Node, key: &str, query: &str) -> serde_json::Value {
+    let r = client()
+        .get(format!(
+            "{}/api/v1/reports?from=2020-01-01&to=2040-01-01&{query}",
+            node.base
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["totals"].clone()
+}
+
+async fn drained(nodes: &[&Node]) {
+    eventually(Duration::from_secs(60), "the spools to drain", || async {
+        for n in nodes {
+            if n.readyz().await["spool_clicks"] != 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_truth() {
+    let Some(pg) = Cluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let a = Node::start(dir.path(), "a", &url).await;
+    let b = Node::start(dir.path(), "b", &url).await;
+    let key = cli(&url, &a.data, &["key", "create", "--scope", "admin"])
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let c = client();
+
+    // Clicks through both nodes, and one visitor's double tap across them.
+    for i in 0..20u32 {
+        for (node, n) in [(&a, i), (&b, 1000 + i)] {
+            let r = c
+                .get(format!("{}/go?id=rakuten_sim&src=both", node.base))
+                .header("user-agent", chrome(n))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 302);
+        }
+    }
+    for node in [&a, &b] {
+        let r = c
+            .get(format!("{}/go?id=rakuten_sim&src=tap", node.base))
+            .header("user-agent", chrome(5000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+    }
+    drained(&[&a, &b]).await;
+    for node in [&a, &b] {
+        let t = total(node, &key, "group_by=link&link=rakuten_sim").await;
+        assert_eq!(t["gross_clicks"], 42, "{t}");
+        assert_eq!(t["unique_clicks"], 41, "the double tap counts once: {t}");
+        let t = total(node, &key, "group_by=src&src=tap").await;
+        assert_eq!(t["gross_clicks"], 2, "{t}");
+        assert_eq!(t["unique_clicks"], 1, "{t}");
+    }
+
+    // A link disabled through node A stops redirecting on node B within 1 s.
+    let r = c
+        .post(format!("{}/api/v1/links/a8_nisa/disable", a.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let disabled_at = Instant::now();
+    eventually(Duration::from_secs(1), "node B to stop redirecting", || {
+        let c = c.clone();
+        let url = format!("{}/go?id=a8_nisa", b.base);
+        async move {
+            let r = c.get(url).header("user-agent", CHROME).send().await.ok()?;
+            (r.status().as_u16() == 404).then_some(())
+        }
+    })
+    .await;
+    assert!(disabled_at.elapsed() < Duration::from_secs(1));
+
+    // PostgreSQL away for 10 s under load through both nodes: redirects go
+    // on, no answered click is lost, and the report is exact afterwards.
+    let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4u32 {
+        let base = if w % 2 == 0 { &a.base } else { &b.base }.clone();
+        let (c, answered, failed, stop) =
+            (c.clone(), answered.clone(), failed.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let url = format!("{base}/go?id=amazon_kindle&src=outage&sub1={w}-{n}");
+                match c
+                    .get(url)
+                    .header("user-agent", chrome(w * 100_000 + n))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 302 => {
+                        let loc = location(&r);
+                        let id = loc.rsplit("ascsubtag=").next().unwrap_or_default();
+                        answered.lock().unwrap().push(id.to_owned());
+                    }
+                    Ok(r) => failed.lock().unwrap().push(r.status().to_string()),
+                    Err(e) => failed.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(20), "load to build up", || {
+        let n = answered.lock().unwrap().len();
+        async move { (n >= 100).then_some(()) }
+    })
+    .await;
+    pg.down();
+    let before_outage = answered.lock().unwrap().len();
+    // The outage itself lasts 10 s (this is the scenario, not a wait).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = answered.lock().unwrap().len() - before_outage;
+    assert!(during > 100, "redirects kept answering: {during}");
+    let spooled = a.readyz().await["spool_clicks"].as_u64().unwrap()
+        + b.readyz().await["spool_clicks"].as_u64().unwrap();
+    assert!(
+        spooled > 0,
+        "clicks wait in the spools while PostgreSQL is down"
+    );
+    pg.up();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "{:?}",
+        failed.lock().unwrap()
+    );
+    drained(&[&a, &b]).await;
+    let answered = answered.lock().unwrap().clone();
+    for node in [&a, &b] {
+        let t = total(node, &key, "group_by=src&src=outage").await;
+        assert_eq!(t["gross_clicks"], answered.len(), "{t}");
+        assert_eq!(t["unique_clicks"], answered.len(), "{t}");
+    }
+    // Every answered click id is stored (a sample, through node B).
+    for id in answered.iter().step_by(answered.len() / 50 + 1) {
+        let r = c
+            .get(format!("{}/api/v1/clicks/{id}", b.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "click {id}");
+    }
+}
