@@ -10,6 +10,16 @@ if [ ! -d ../shared/data/user-agents ] && [ -z "${CLICKWARD_SHARED_DATA:-}" ]; t
   echo "error: ../shared/data not found beside the repository (or set CLICKWARD_SHARED_DATA)" >&2
   exit 1
 fi
+# PostgreSQL cases (store conformance on PostgreSQL, the multi-node test)
+# need CLICKWARD_TEST_PG and PostgreSQL's server binaries; .ci/run provides
+# both. Use the local server when it answers and nothing was set.
+if [ -z "${CLICKWARD_TEST_PG:-}" ] && command -v pg_isready >/dev/null 2>&1 \
+  && pg_isready -q -h 127.0.0.1 -p 5432; then
+  export CLICKWARD_TEST_PG="postgres://postgres@127.0.0.1:5432/test"
+fi
+if [ -z "${CLICKWARD_TEST_PG:-}" ]; then
+  echo "!!! CLICKWARD_TEST_PG is not set: the PostgreSQL cases will SKIP (they run in CI) !!!" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
