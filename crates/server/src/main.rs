@@ -51,6 +51,11 @@ async fn serve(cfg: clickward::config::Validated) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    // Handlers first: a signal arriving while the server starts (it may
+    // already answer /healthz) must be handled, not kill the process.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let server = Server::start(cfg, listener, Arc::new(SystemClock)).await?;
     tracing::info!(
         "clickward listening on http://{} (data in {}, durability {:?}, {} links)",
@@ -60,9 +65,6 @@ async fn serve(cfg: clickward::config::Validated) -> anyhow::Result<()> {
         server.state().links_len()
     );
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
