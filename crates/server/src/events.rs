@@ -119,16 +119,21 @@ impl EventHub {
 
     /// Publishes an event; never blocks on readers.
     pub fn publish(&self, event: LiveEvent) {
-        let n = self.publish_here(event);
-        if let (Some(n), Some(out)) = (n, self.outbox.get())
-            && !matches!(n.event, LiveEvent::Remote(_))
+        // Single node (no outbox): nothing more than the ring and the channel.
+        let outbox = self
+            .outbox
+            .get()
+            .filter(|_| !matches!(event, LiveEvent::Remote(_)));
+        let n = self.publish_here(event, outbox.is_some());
+        if let (Some(n), Some(out)) = (n, outbox)
             && out.try_send(n).is_err()
         {
             metrics::counter!(crate::telemetry::EVENTS_NOT_FORWARDED_TOTAL).increment(1);
         }
     }
 
-    fn publish_here(&self, event: LiveEvent) -> Option<Arc<Numbered>> {
+    /// Rings and broadcasts; returns the event when `keep` (to forward it).
+    fn publish_here(&self, event: LiveEvent, keep: bool) -> Option<Arc<Numbered>> {
         // The ring lock orders ids and ring entries; it is held for a push.
         let Ok(mut ring) = self.ring.lock() else {
             return None;
@@ -140,8 +145,9 @@ impl EventHub {
         }
         ring.push_back(n.clone());
         // No receivers is fine: the ring keeps it for a later resume.
-        let _ = self.tx.send(n.clone());
-        Some(n)
+        let kept = keep.then(|| n.clone());
+        let _ = self.tx.send(n);
+        kept
     }
 
     /// Subscribes, resuming after `last_id` when given. Returns the events to

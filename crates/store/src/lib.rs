@@ -25,6 +25,7 @@ use clickward_core::program::ProgramSettings;
 use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use serde::Serialize;
 
+mod common;
 mod plan;
 mod postgres;
 mod spool;

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clickward_core::Micros;
 use clickward_core::click::{NewClick, VisitorKey, referrer_host};
@@ -42,6 +42,8 @@ use crate::{
     ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Notice, Payout, PayoutLine,
     ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
 };
+
+use crate::common::{Named, corrupt, now_micros, scope_of, slug_of, status_of, ulid_of};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -95,32 +97,6 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     notices: broadcast::Sender<Notice>,
     listening: Arc<std::sync::atomic::AtomicBool>,
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}"))
-}
-
-fn status_of(s: &str) -> Result<Status, StoreError> {
-    Status::parse(s).ok_or_else(|| corrupt("status", s))
-}
-
-fn slug_of(s: &str) -> Result<Slug, StoreError> {
-    Slug::parse(s).map_err(|_| corrupt("slug", s))
-}
-
-fn ulid_of(b: Vec<u8>, what: &str) -> Result<ulid::Ulid, StoreError> {
-    let a: [u8; 16] = b
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is not 16 bytes")))?;
-    Ok(ulid::Ulid::from_bytes(a))
 }
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -319,29 +295,6 @@ fn link_from(row: &Row) -> Result<LinkRecord, StoreError> {
             && program_status == Status::Active
             && affiliate_status != Some(Status::Disabled),
     })
-}
-
-/// Programs or affiliates (same shape: slug, name, status), by table.
-#[derive(Clone, Copy)]
-enum Named {
-    Programs,
-    Affiliates,
-}
-
-impl Named {
-    fn table(self) -> &'static str {
-        match self {
-            Named::Programs => "programs",
-            Named::Affiliates => "affiliates",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Named::Programs => "program",
-            Named::Affiliates => "affiliate",
-        }
-    }
 }
 
 async fn save_named(
@@ -1640,14 +1593,6 @@ async fn create_payout(
         .ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
     p.created = true;
     Ok(p)
-}
-
-fn scope_of(s: &str) -> Result<KeyScope, StoreError> {
-    match s {
-        "admin" => Ok(KeyScope::Admin),
-        "read" => Ok(KeyScope::Read),
-        other => Err(corrupt("key scope", other)),
-    }
 }
 
 /// Runs `f` in a transaction on a pooled connection and commits.

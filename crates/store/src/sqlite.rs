@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clickward_core::Micros;
 use clickward_core::click::{NewClick, VisitorKey};
@@ -32,6 +31,8 @@ use crate::{
 
 mod conversions;
 mod rollups;
+
+use crate::common::{Named, corrupt, now_micros, scope_of, slug_of, status_of};
 
 pub(crate) use crate::plan::id_floor;
 
@@ -79,13 +80,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
@@ -242,18 +236,6 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
     StoreError::Task("a store connection lock was poisoned by an earlier panic".to_owned())
 }
 
-fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}"))
-}
-
-fn status_of(s: &str) -> Result<Status, StoreError> {
-    Status::parse(s).ok_or_else(|| corrupt("status", s))
-}
-
-fn slug_of(s: &str) -> Result<Slug, StoreError> {
-    Slug::parse(s).map_err(|_| corrupt("slug", s))
-}
-
 const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, l.redirect, l.utm, \
      l.status, l.program_id, l.affiliate_id, p.status, a.status \
      FROM links l JOIN programs p ON p.id = l.program_id \
@@ -294,30 +276,6 @@ fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
             && program_status == Status::Active
             && affiliate_status != Some(Status::Disabled),
     })
-}
-
-/// Programs and affiliates share their shape (slug, name, status): one
-/// writer for both, by table.
-#[derive(Clone, Copy)]
-enum Named {
-    Programs,
-    Affiliates,
-}
-
-impl Named {
-    fn table(self) -> &'static str {
-        match self {
-            Named::Programs => "programs",
-            Named::Affiliates => "affiliates",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Named::Programs => "program",
-            Named::Affiliates => "affiliate",
-        }
-    }
 }
 
 fn save_named_tx(
@@ -841,14 +799,6 @@ fn insert_clicks(
         }
     }
     Ok(out)
-}
-
-fn scope_of(s: &str) -> Result<KeyScope, StoreError> {
-    match s {
-        "admin" => Ok(KeyScope::Admin),
-        "read" => Ok(KeyScope::Read),
-        other => Err(corrupt("key scope", other)),
-    }
 }
 
 impl Store for SqliteStore {

@@ -8,7 +8,7 @@ use clickward_core::money::Currency;
 use clickward_core::program::{AttributionModel, ProgramSettings};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{corrupt, now_micros};
+use crate::common::{corrupt, now_micros, ulid_of};
 use crate::{Balance, ClickFacts, ConversionRow, NewConversion, Recorded, StoreError};
 
 pub(super) fn program_settings(
@@ -158,13 +158,6 @@ const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.orde
      v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
      v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
      LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
-
-fn ulid_of(b: Vec<u8>, what: &str) -> Result<ulid::Ulid, StoreError> {
-    let a: [u8; 16] = b
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is not 16 bytes")))?;
-    Ok(ulid::Ulid::from_bytes(a))
-}
 
 fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
     let status: String = r.get(16)?;
