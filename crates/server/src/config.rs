@@ -108,6 +108,32 @@ impl Default for StorageConfig {
     }
 }
 
+/// The dashboard (`/dashboard`) and the affiliate portal (`/portal`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// A session ends after this long without a request (e.g. "30m").
+    #[serde(with = "duration_text")]
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however active (e.g. "12h").
+    #[serde(with = "duration_text")]
+    pub session_max: Duration,
+    /// The address visitors reach clickward at (`https://t.example.com`),
+    /// used in tracking links and postback URLs the pages show and in magic
+    /// links. Unset: the address the page was requested at.
+    pub public_url: Option<String>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            public_url: None,
+        }
+    }
+}
+
 /// Spelling of [`Synchronous`] in the config file.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -164,6 +190,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// SQLite.
     pub storage: StorageConfig,
+    /// Dashboard and portal.
+    pub dashboard: DashboardConfig,
 }
 
 impl Default for Config {
@@ -183,6 +211,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -259,6 +288,21 @@ impl Config {
                     "fallback_url: {url:?} is not an absolute http(s) URL"
                 )));
             }
+        }
+        if let Some(url) = &self.dashboard.public_url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "dashboard.public_url: {url:?} is not an absolute http(s) URL without a query"
+                )));
+            }
+        }
+        if self.dashboard.session_idle.is_zero() || self.dashboard.session_max.is_zero() {
+            return Err(ConfigError::Invalid(
+                "dashboard.session_idle and session_max must be longer than 0".into(),
+            ));
         }
         if let Some(url) = &self.storage.url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

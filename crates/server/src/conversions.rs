@@ -69,6 +69,34 @@ fn reject(status: StatusCode, kind: &str, reason: impl Into<String>) -> Answer {
     }
 }
 
+/// Moves a conversion to `to` (approve, reject, reverse) as `actor`, with a
+/// reason (cut to 1,000 bytes), and tells live subscribers. Shared by the API
+/// and the dashboard's forms.
+///
+/// # Errors
+/// `NotFound`, or `Conflict` when the lifecycle forbids the change.
+pub async fn change_status(
+    app: &AppState,
+    id: ConversionId,
+    to: ConversionStatus,
+    actor: String,
+    reason: Option<String>,
+) -> Result<ConversionRow, StoreError> {
+    let reason = reason
+        .map(|r| clickward_core::truncate_utf8(r.trim(), 1000).to_owned())
+        .filter(|r| !r.is_empty());
+    let row = app
+        .0
+        .store
+        .set_conversion_status(id, to, actor, reason)
+        .await?;
+    app.0.events.publish(crate::events::LiveEvent::Conversion {
+        conversion: conversion_json(&row),
+        change: row.status.as_str().to_owned(),
+    });
+    Ok(row)
+}
+
 /// A conversion as answers show it: money as decimal text and minor units.
 pub fn conversion_json(c: &ConversionRow) -> Value {
     let cur = Currency::parse(&c.currency).ok();

@@ -54,6 +54,8 @@ pub enum LiveEvent {
         browser: Option<String>,
         /// Country code.
         country: Option<String>,
+        /// Normalized referrer (no query or fragment), as stored.
+        referrer: Option<String>,
         /// Bot reason; `None` for a human click.
         bot_reason: Option<&'static str>,
         /// How the pipeline took it: `recorded`, `unconfirmed`, `dropped`.

@@ -18,7 +18,9 @@ use clickward_core::link::{Affiliate, Program};
 
 use crate::app::AppState;
 
+pub use api::save_link;
 pub use error::ApiError;
+pub use events::live_stream;
 
 /// Largest request body the admin API reads, bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -86,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/api/v1", api)
+        .merge(crate::dashboard::router(state.clone()))
         .fallback(redirect::not_found_page)
         .with_state(state)
 }

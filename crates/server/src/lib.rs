@@ -16,6 +16,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conversions;
+pub mod dashboard;
 pub mod events;
 pub mod export;
 pub mod generate;

@@ -33,7 +33,7 @@ const METRICS: [&str; 10] = [
 ];
 
 /// `n / d` rounded half to even, for non-negative `n` and positive `d`.
-fn div_half_even(n: i128, d: i128) -> i128 {
+pub(crate) fn div_half_even(n: i128, d: i128) -> i128 {
     let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
     match (2 * r).cmp(&d) {
         std::cmp::Ordering::Less => q,
@@ -52,7 +52,7 @@ fn money_text(m: &BTreeMap<String, i64>) -> String {
         .join("; ")
 }
 
-fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
+pub(crate) fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
     let unique = i128::from(c.unique_clicks);
     let cr = if unique > 0 {
         let bp = div_half_even(i128::from(m.conversions) * 10_000, unique);

@@ -46,6 +46,14 @@ pub(crate) fn scope_of(s: &str) -> Result<KeyScope, StoreError> {
     }
 }
 
+pub(crate) fn role_of(s: &str) -> Result<crate::UserRole, StoreError> {
+    match s {
+        "admin" => Ok(crate::UserRole::Admin),
+        "affiliate" => Ok(crate::UserRole::Affiliate),
+        other => Err(corrupt("user role", other)),
+    }
+}
+
 /// Programs or affiliates (same shape: slug, name, status), by table.
 #[derive(Clone, Copy)]
 pub(crate) enum Named {

@@ -461,6 +461,70 @@ pub struct Payout {
     pub created: bool,
 }
 
+/// What a dashboard user may see: everything, or one affiliate's own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    /// The merchant or network: the whole dashboard.
+    Admin,
+    /// One affiliate: the portal, their own links and numbers only.
+    Affiliate,
+}
+
+impl UserRole {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Admin => "admin",
+            UserRole::Affiliate => "affiliate",
+        }
+    }
+}
+
+/// A dashboard or portal user (`clickward user add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: i64,
+    /// Sign-in name (unique).
+    pub username: String,
+    /// Role.
+    pub role: UserRole,
+    /// The affiliate's slug, for [`UserRole::Affiliate`].
+    pub affiliate: Option<String>,
+    /// Password hash (PHC string, argon2id); `None`: magic links only.
+    pub password_hash: Option<String>,
+    /// When the password (or role) last changed, UTC µs: sessions signed in
+    /// before it are no longer valid.
+    pub credentials_changed_at: Micros,
+}
+
+/// A user to create or overwrite (by username).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInput {
+    /// Sign-in name.
+    pub username: String,
+    /// Role.
+    pub role: UserRole,
+    /// Affiliate slug (must exist); required for [`UserRole::Affiliate`].
+    pub affiliate: Option<Slug>,
+    /// PHC password hash; `None` keeps no password (magic links only).
+    pub password_hash: Option<String>,
+    /// Now, UTC µs: stored as the user's credentials time.
+    pub changed_at: Micros,
+}
+
+/// Filters of [`Store::list_conversions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionFilter {
+    /// Only this status.
+    pub status: Option<ConversionStatus>,
+    /// Only conversions attributed to this affiliate.
+    pub affiliate: Option<Slug>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
 /// What the server needs from a database. See the crate docs.
 pub trait Store: Send + Sync + 'static {
     /// Creates, updates or upserts a program.
@@ -544,12 +608,8 @@ pub trait Store: Send + Sync + 'static {
     fn record_conversion(&self, c: NewConversion) -> StoreFuture<'_, Recorded>;
     /// One conversion.
     fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow>;
-    /// Newest first, optionally by status.
-    fn list_conversions(
-        &self,
-        status: Option<ConversionStatus>,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<ConversionRow>>;
+    /// Newest first, filtered.
+    fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>>;
     /// Moves a conversion to `to`, appending its ledger entries with who and
     /// why. Errors with `Conflict` when the lifecycle forbids the change.
     fn set_conversion_status(
@@ -577,6 +637,8 @@ pub trait Store: Send + Sync + 'static {
         batch_id: ulid::Ulid,
         actor: String,
     ) -> StoreFuture<'_, Payout>;
+    /// Payout batches, newest first, optionally of one affiliate.
+    fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>>;
     /// A stored API answer for an Idempotency-Key: `(fingerprint, status, body)`.
     fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>>;
     /// Stores an API answer under an Idempotency-Key (first one wins).
@@ -598,6 +660,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ApiKey>;
     /// Finds an unrevoked key by its hash.
     fn find_api_key(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>>;
+    /// Unrevoked keys, oldest first.
+    fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>>;
+    /// Revokes a key; `NotFound` when no unrevoked key has this id.
+    fn revoke_api_key(&self, id: i64) -> StoreFuture<'_, ()>;
+
+    /// Creates a user or overwrites the one with the same username (a new
+    /// password ends that user's existing sessions). `NotFound` for an
+    /// unknown affiliate.
+    fn save_user(&self, u: UserInput) -> StoreFuture<'_, User>;
+    /// A user by sign-in name.
+    fn find_user(&self, username: String) -> StoreFuture<'_, Option<User>>;
+    /// A user by id.
+    fn get_user(&self, id: i64) -> StoreFuture<'_, Option<User>>;
+    /// All users, by username.
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
 
     /// The visitor-key salt all nodes use for UTC day `day` (days since the
     /// epoch): the stored one, or `candidate` if none is stored yet (first

@@ -39,11 +39,12 @@ use tokio_postgres::{GenericClient, NoTls, Row};
 use crate::plan::{self, BUCKET, CHUNK, Cube, SETTLE, id_floor};
 use crate::{
     AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickSink, ClickWritten,
-    ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Notice, Payout, PayoutLine,
-    ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+    ConversionFilter, ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Notice,
+    Payout, PayoutLine, ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store,
+    StoreError, StoreFuture, User, UserInput,
 };
 
-use crate::common::{Named, corrupt, now_micros, scope_of, slug_of, status_of, ulid_of};
+use crate::common::{Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of, ulid_of};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -1455,18 +1456,45 @@ async fn payout_preview(
     Ok(out)
 }
 
-async fn payout_by_key(c: &impl GenericClient, key: &str) -> Result<Option<Payout>, StoreError> {
-    let Some(r) = c
-        .query_opt(
-            "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at \
-             FROM payouts o JOIN affiliates a ON a.id = o.affiliate_id WHERE o.key = $1",
-            &[&key],
-        )
+const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
+     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
+
+async fn user_where(
+    c: &impl GenericClient,
+    cond: &str,
+    arg: &(dyn ToSql + Sync),
+) -> Result<Option<User>, StoreError> {
+    c.query_opt(&format!("{USER_SELECT} WHERE {cond}"), &[arg])
         .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Payout {
+        .as_ref()
+        .map(user_from)
+        .transpose()
+}
+
+fn user_from(r: &Row) -> Result<User, StoreError> {
+    Ok(User {
+        id: r.try_get(0)?,
+        username: r.try_get(1)?,
+        role: role_of(&r.try_get::<_, String>(2)?)?,
+        affiliate: r.try_get(3)?,
+        password_hash: r.try_get(4)?,
+        credentials_changed_at: r.try_get(5)?,
+    })
+}
+
+const PAYOUT_SELECT: &str = "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, \
+     o.created_at FROM payouts o JOIN affiliates a ON a.id = o.affiliate_id";
+
+async fn payout_by_key(c: &impl GenericClient, key: &str) -> Result<Option<Payout>, StoreError> {
+    c.query_opt(&format!("{PAYOUT_SELECT} WHERE o.key = $1"), &[&key])
+        .await?
+        .as_ref()
+        .map(payout_from)
+        .transpose()
+}
+
+fn payout_from(r: &Row) -> Result<Payout, StoreError> {
+    Ok(Payout {
         batch_id: ulid_of(r.try_get(0)?, "batch_id")?.to_string(),
         key: r.try_get(1)?,
         affiliate: r.try_get(2)?,
@@ -1475,7 +1503,7 @@ async fn payout_by_key(c: &impl GenericClient, key: &str) -> Result<Option<Payou
         conversions: r.try_get(5)?,
         created_at: r.try_get(6)?,
         created: false,
-    }))
+    })
 }
 
 async fn create_payout(
@@ -2042,19 +2070,19 @@ impl Store for PgStore {
         })
     }
 
-    fn list_conversions(
-        &self,
-        status: Option<ConversionStatus>,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<ConversionRow>> {
+    fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>> {
         Box::pin(async move {
             let c = self.client().await?;
             c.query(
                 &format!(
                     "{CONVERSION_SELECT} WHERE ($1::text IS NULL OR v.status = $1::text) \
-                     ORDER BY v.id DESC LIMIT $2"
+                     AND ($2::text IS NULL OR a.slug = $2::text) ORDER BY v.id DESC LIMIT $3"
                 ),
-                &[&status.map(ConversionStatus::as_str), &i64::from(limit)],
+                &[
+                    &f.status.map(ConversionStatus::as_str),
+                    &f.affiliate.as_ref().map(Slug::as_str),
+                    &i64::from(f.limit),
+                ],
             )
             .await?
             .iter()
@@ -2249,6 +2277,120 @@ impl Store for PgStore {
                 scope: scope_of(&r.try_get::<_, String>(2)?)?,
                 label: r.try_get(3)?,
             }))
+        })
+    }
+
+    fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.query(
+                "SELECT id, prefix, scope, label FROM api_keys WHERE revoked_at IS NULL ORDER BY id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ApiKey {
+                    id: r.try_get(0)?,
+                    prefix: r.try_get(1)?,
+                    scope: scope_of(&r.try_get::<_, String>(2)?)?,
+                    label: r.try_get(3)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn revoke_api_key(&self, id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let n = c
+                .execute(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id, &now_micros()],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("API key {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.query(
+                &format!(
+                    "{PAYOUT_SELECT} WHERE ($1::text IS NULL OR a.slug = $1::text) \
+                     ORDER BY o.id DESC LIMIT $2"
+                ),
+                &[&affiliate.as_ref().map(Slug::as_str), &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(payout_from)
+            .collect()
+        })
+    }
+
+    fn save_user(&self, u: UserInput) -> StoreFuture<'_, User> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let affiliate_id: Option<i64> = match &u.affiliate {
+                Some(slug) => Some(
+                    c.query_opt(
+                        "SELECT id FROM affiliates WHERE slug = $1",
+                        &[&slug.as_str()],
+                    )
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("affiliate {slug}")))?
+                    .try_get(0)?,
+                ),
+                None => None,
+            };
+            c.execute(
+                "INSERT INTO users (username, role, affiliate_id, password_hash, credentials_changed_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (username) DO UPDATE SET role = excluded.role, \
+                 affiliate_id = excluded.affiliate_id, password_hash = excluded.password_hash, \
+                 credentials_changed_at = excluded.credentials_changed_at",
+                &[
+                    &u.username,
+                    &u.role.as_str(),
+                    &affiliate_id,
+                    &u.password_hash,
+                    &u.changed_at,
+                ],
+            )
+            .await?;
+            user_where(&**c, "u.username = $1", &u.username)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("user {}", u.username)))
+        })
+    }
+
+    fn find_user(&self, username: String) -> StoreFuture<'_, Option<User>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            user_where(&**c, "u.username = $1", &username).await
+        })
+    }
+
+    fn get_user(&self, id: i64) -> StoreFuture<'_, Option<User>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            user_where(&**c, "u.id = $1", &id).await
+        })
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.query(&format!("{USER_SELECT} ORDER BY u.username"), &[])
+                .await?
+                .iter()
+                .map(user_from)
+                .collect()
         })
     }
 

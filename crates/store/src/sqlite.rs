@@ -25,14 +25,15 @@ use clickward_core::program::ProgramSettings;
 
 use crate::{
     AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickSink, ClickWritten,
-    ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Payout, PayoutLine,
-    ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError, StoreFuture,
+    ConversionFilter, ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Payout,
+    PayoutLine, ProgramInput, Recorded, ReportQuery, ReportRow, SaveMode, Store, StoreError,
+    StoreFuture, User, UserInput,
 };
 
 mod conversions;
 mod rollups;
 
-use crate::common::{Named, corrupt, now_micros, scope_of, slug_of, status_of};
+use crate::common::{Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of};
 
 pub(crate) use crate::plan::id_floor;
 
@@ -1122,12 +1123,14 @@ impl Store for SqliteStore {
         self.read(move |c| conversions::get_conversion(c, id))
     }
 
-    fn list_conversions(
-        &self,
-        status: Option<ConversionStatus>,
-        limit: u32,
-    ) -> StoreFuture<'_, Vec<ConversionRow>> {
-        self.read(move |c| conversions::list_conversions(c, status, limit))
+    fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>> {
+        self.read(move |c| conversions::list_conversions(c, &f))
+    }
+
+    fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>> {
+        self.read(move |c| {
+            conversions::list_payouts(c, affiliate.as_ref().map(Slug::as_str), limit)
+        })
     }
 
     fn set_conversion_status(
@@ -1239,4 +1242,110 @@ impl Store for SqliteStore {
             }
         })
     }
+
+    fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, prefix, scope, label FROM api_keys WHERE revoked_at IS NULL ORDER BY id",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(ApiKey {
+                    id: r.get(0)?,
+                    prefix: r.get(1)?,
+                    scope: scope_of(&r.get::<_, String>(2)?)?,
+                    label: r.get(3)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn revoke_api_key(&self, id: i64) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now_micros()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("API key {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn save_user(&self, u: UserInput) -> StoreFuture<'_, User> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let affiliate_id: Option<i64> = match &u.affiliate {
+                Some(slug) => Some(
+                    tx.query_row(
+                        "SELECT id FROM affiliates WHERE slug = ?1",
+                        [slug.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .ok_or_else(|| StoreError::NotFound(format!("affiliate {slug}")))?,
+                ),
+                None => None,
+            };
+            let now = u.changed_at;
+            tx.execute(
+                "INSERT INTO users (username, role, affiliate_id, password_hash, credentials_changed_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (username) DO UPDATE SET role = excluded.role, \
+                 affiliate_id = excluded.affiliate_id, password_hash = excluded.password_hash, \
+                 credentials_changed_at = excluded.credentials_changed_at",
+                params![u.username, u.role.as_str(), affiliate_id, u.password_hash, now],
+            )?;
+            let user = user_where(&tx, "u.username = ?1", &u.username)?
+                .ok_or_else(|| StoreError::NotFound(format!("user {}", u.username)))?;
+            tx.commit()?;
+            Ok(user)
+        })
+    }
+
+    fn find_user(&self, username: String) -> StoreFuture<'_, Option<User>> {
+        self.read(move |c| user_where(c, "u.username = ?1", &username))
+    }
+
+    fn get_user(&self, id: i64) -> StoreFuture<'_, Option<User>> {
+        self.read(move |c| user_where(c, "u.id = ?1", &id))
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("{USER_SELECT} ORDER BY u.username"))?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(user_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
+     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
+
+fn user_where(
+    c: &Connection,
+    cond: &str,
+    arg: &dyn rusqlite::ToSql,
+) -> Result<Option<User>, StoreError> {
+    let mut st = c.prepare_cached(&format!("{USER_SELECT} WHERE {cond}"))?;
+    let mut rows = st.query([arg])?;
+    rows.next()?.map(user_from).transpose()
+}
+
+fn user_from(r: &Row<'_>) -> Result<User, StoreError> {
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        role: role_of(&r.get::<_, String>(2)?)?,
+        affiliate: r.get(3)?,
+        password_hash: r.get(4)?,
+        credentials_changed_at: r.get(5)?,
+    })
 }

@@ -972,7 +972,7 @@ mod rollups {
             .unwrap();
         convert(&s, &clicks, &ids).await;
         drop(s);
-        // Take the database back to V5: what V6 and V7 added goes, their
+        // Take the database back to V5: what V6 to V8 added goes, their
         // history rows too. (A later migration must be undone here as well.)
         let path = dir.path().join("t.db");
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -996,7 +996,8 @@ mod rollups {
              ALTER TABLE conversions DROP COLUMN country; ALTER TABLE conversions DROP COLUMN device; \
              ALTER TABLE conversions DROP COLUMN browser; ALTER TABLE conversions DROP COLUMN os; \
              ALTER TABLE conversions DROP COLUMN referrer_host; \
-             DELETE FROM refinery_schema_history WHERE version IN (6, 7);",
+             DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
+             DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8);",
         )
         .unwrap();
         drop(conn);
@@ -1503,4 +1504,179 @@ mod shared {
             (clickward_store::EVENTS_CHANNEL, "{\"x\":1}")
         );
     }
+}
+
+both!(users_are_saved_found_and_tied_to_an_affiliate);
+async fn users_are_saved_found_and_tied_to_an_affiliate(b: Backend) {
+    use clickward_store::{UserInput, UserRole};
+    let (_d, s) = store(b).await;
+    let u = s
+        .save_user(UserInput {
+            username: "ana".into(),
+            role: UserRole::Affiliate,
+            affiliate: Some(slug("blog")),
+            password_hash: Some("$argon2id$first".into()),
+            changed_at: 1_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.affiliate.as_deref(), Some("blog"));
+    assert_eq!(u.credentials_changed_at, 1_000);
+    // Saving again replaces it (same id) and moves the credentials time.
+    let again = s
+        .save_user(UserInput {
+            username: "ana".into(),
+            role: UserRole::Affiliate,
+            affiliate: Some(slug("blog")),
+            password_hash: Some("$argon2id$second".into()),
+            changed_at: 2_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.id, u.id);
+    assert_eq!(again.credentials_changed_at, 2_000);
+    let found = s.get_user(u.id).await.unwrap().unwrap();
+    assert_eq!(found.password_hash.as_deref(), Some("$argon2id$second"));
+    assert_eq!(s.find_user("ana".into()).await.unwrap(), Some(found));
+    assert_eq!(s.find_user("nobody".into()).await.unwrap(), None);
+    // An affiliate user needs an existing affiliate; an admin has none.
+    let err = s
+        .save_user(UserInput {
+            username: "ghost".into(),
+            role: UserRole::Affiliate,
+            affiliate: Some(slug("no_such")),
+            password_hash: None,
+            changed_at: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    let admin = s
+        .save_user(UserInput {
+            username: "boss".into(),
+            role: UserRole::Admin,
+            affiliate: None,
+            password_hash: None,
+            changed_at: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(admin.role, UserRole::Admin);
+    let names: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["ana", "boss"]);
+}
+
+both!(api_keys_are_listed_and_revoked);
+async fn api_keys_are_listed_and_revoked(b: Backend) {
+    use clickward_store::KeyScope;
+    let (_d, s) = store(b).await;
+    let k1 = s
+        .create_api_key(
+            [1; 32],
+            "cwk_one".into(),
+            KeyScope::Admin,
+            Some("ci".into()),
+        )
+        .await
+        .unwrap();
+    let k2 = s
+        .create_api_key([2; 32], "cwk_two".into(), KeyScope::Read, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_api_keys().await.unwrap(),
+        vec![k1.clone(), k2.clone()]
+    );
+    s.revoke_api_key(k1.id).await.unwrap();
+    assert_eq!(s.list_api_keys().await.unwrap(), vec![k2]);
+    assert_eq!(
+        s.find_api_key([1; 32]).await.unwrap(),
+        None,
+        "revoked keys do not sign in"
+    );
+    assert!(matches!(
+        s.revoke_api_key(k1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+both!(conversions_and_payouts_are_listed_per_affiliate);
+async fn conversions_and_payouts_are_listed_per_affiliate(b: Backend) {
+    use clickward_core::conversion::ConversionStatus;
+    use clickward_core::id::ConversionId;
+    use clickward_core::money::Currency;
+    use clickward_store::{ConversionFilter, NewConversion};
+    let (_d, s) = store(b).await;
+    // Link a (id 1) belongs to blog; link b (id 2) to nobody.
+    let t0 = 1_800_000_000_000_000;
+    let mut c1 = click(1, t0, 1, 1);
+    c1.affiliate_id = Some(1);
+    let c2 = click(2, t0 + 1, 2, 2);
+    s.write_clicks(Arc::new(vec![c1.clone(), c2.clone()]), WINDOW)
+        .await
+        .unwrap();
+    let usd = Currency::parse("USD").unwrap();
+    for (i, c) in [&c1, &c2].into_iter().enumerate() {
+        let facts = s.click_facts(c.click_id).await.unwrap().unwrap();
+        s.record_conversion(NewConversion {
+            conversion_id: ConversionId(ulid::Ulid::from_parts(9, u128::try_from(i).unwrap())),
+            program_id: 1,
+            event: "sale".into(),
+            order_id: format!("order{i}"),
+            click: Some((facts, 1_000, "click_id")),
+            amount: Some(10_000),
+            currency: usd,
+            commission: 1_000,
+            status: ConversionStatus::Approved,
+            occurred_at: t0 + 1_000,
+            received_at: t0 + 1_000,
+            adv_subs: Default::default(),
+            fingerprint: [0; 32],
+            actor: "test".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let of = |affiliate: Option<&str>, status| ConversionFilter {
+        status,
+        affiliate: affiliate.map(slug),
+        limit: 10,
+    };
+    let blog = s.list_conversions(of(Some("blog"), None)).await.unwrap();
+    assert_eq!(blog.len(), 1);
+    assert_eq!(blog[0].order_id, "order0");
+    assert_eq!(s.list_conversions(of(None, None)).await.unwrap().len(), 2);
+    assert!(
+        s.list_conversions(of(Some("blog"), Some(ConversionStatus::Pending)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.list_payouts(None, 10).await.unwrap().is_empty());
+    let p = s
+        .create_payout(
+            slug("blog"),
+            usd,
+            "nov".into(),
+            ulid::Ulid::from_parts(3, 3),
+            "test".into(),
+        )
+        .await
+        .unwrap();
+    let listed = s.list_payouts(Some(slug("blog")), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].batch_id, p.batch_id);
+    assert_eq!(listed[0].amount_minor, 1_000);
+    assert!(
+        s.list_payouts(Some(slug("other")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

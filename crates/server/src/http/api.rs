@@ -307,14 +307,29 @@ pub async fn get_link(
     )))
 }
 
+/// Saves a link and refreshes the link cache (the API and the dashboard's
+/// forms both write links through here).
+///
+/// # Errors
+/// The store's: `Conflict` on create of an existing code, `NotFound` for an
+/// unknown program, affiliate or (on update) link.
+pub async fn save_link(
+    app: &AppState,
+    input: LinkInput,
+    mode: SaveMode,
+) -> Result<LinkRecord, clickward_store::StoreError> {
+    let rec = app.0.store.save_link(input, mode).await?;
+    app.0.links.refresh(app.0.store.as_ref()).await?;
+    Ok(rec)
+}
+
 pub async fn create_link(
     _: Authorized,
     State(app): State<AppState>,
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: LinkBody = body(v)?;
-    let rec = app.0.store.save_link(b.input()?, SaveMode::Create).await?;
-    refresh(&app).await?;
+    let rec = save_link(&app, b.input()?, SaveMode::Create).await?;
     Ok((StatusCode::CREATED, Json(LinkView::of(&rec))))
 }
 
@@ -332,8 +347,7 @@ pub async fn update_link(
             "a link code cannot be changed; create a new link",
         ));
     }
-    let rec = app.0.store.save_link(b.input()?, SaveMode::Update).await?;
-    refresh(&app).await?;
+    let rec = save_link(&app, b.input()?, SaveMode::Update).await?;
     Ok(Json(LinkView::of(&rec)))
 }
 

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clickward_core::conversion::{ConversionReport, ConversionStatus};
-use clickward_core::id::ConversionId;
+use clickward_core::id::{ConversionId, Slug};
 use clickward_enrich::ip::client_ip;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::Authorized;
 use crate::conversions::{Answer, Via, conversion_json, intake};
 use crate::http::ApiError;
-use clickward_store::KeyScope;
+use clickward_store::{ConversionFilter, KeyScope};
 
 /// Largest postback or API body read, bytes.
 const MAX_BODY: usize = 16 * 1024;
@@ -201,10 +201,11 @@ fn parse_json_report(body: &[u8]) -> Result<ConversionReport, String> {
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    affiliate: Option<String>,
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/conversions?status=&limit=` (newest first).
+/// `GET /api/v1/conversions?status=&affiliate=&limit=` (newest first).
 pub async fn list(
     _: Authorized,
     State(app): State<AppState>,
@@ -217,8 +218,22 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))?,
         ),
     };
+    let affiliate = match q.affiliate.as_deref() {
+        None | Some("") => None,
+        Some(s) => {
+            Some(Slug::parse(s).map_err(|e| ApiError::bad_request(format!("affiliate {e}")))?)
+        }
+    };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = app.0.store.list_conversions(status, limit).await?;
+    let rows = app
+        .0
+        .store
+        .list_conversions(ConversionFilter {
+            status,
+            affiliate,
+            limit,
+        })
+        .await?;
     Ok(Json(rows.iter().map(conversion_json).collect()))
 }
 
@@ -268,18 +283,14 @@ pub async fn change(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
-    let reason = change
-        .reason
-        .map(|r| clickward_core::truncate_utf8(&r, 1000).to_owned());
-    let row = app
-        .0
-        .store
-        .set_conversion_status(parse_id(&id)?, to, format!("api:{}", key.prefix), reason)
-        .await?;
-    app.0.events.publish(crate::events::LiveEvent::Conversion {
-        conversion: conversion_json(&row),
-        change: row.status.as_str().to_owned(),
-    });
+    let row = crate::conversions::change_status(
+        &app,
+        parse_id(&id)?,
+        to,
+        format!("api:{}", key.prefix),
+        change.reason,
+    )
+    .await?;
     Ok(Json(conversion_json(&row)))
 }
 

@@ -76,11 +76,17 @@ pub async fn stream(
     if !signed_ok && let Err(e) = auth {
         return e.into_response();
     }
+    live_stream(app, &headers, q.last_event_id)
+}
+
+/// The SSE response of the live stream, resuming after `Last-Event-ID` (the
+/// header, else `last_event_id`). The caller has authenticated the request.
+pub fn live_stream(app: AppState, headers: &HeaderMap, last_event_id: Option<u64>) -> Response {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(q.last_event_id);
+        .or(last_event_id);
     Sse::new(events(app, last))
         .keep_alive(
             KeepAlive::new()

@@ -40,6 +40,7 @@ struct LiveClick {
     os: Option<String>,
     browser: Option<String>,
     country: Option<String>,
+    referrer: Option<String>,
 }
 
 /// The content of an attribution cookie (encrypted by the private jar):
@@ -322,6 +323,7 @@ async fn track(
         os: click.os.clone(),
         browser: click.browser.clone(),
         country: click.country.clone(),
+        referrer: click.referrer.clone(),
     };
     let outcome = s.ingest.submit(click).await;
     s.metrics.clicks(outcome).increment(1);
@@ -337,6 +339,7 @@ async fn track(
         os: live.os,
         browser: live.browser,
         country: live.country,
+        referrer: live.referrer,
         bot_reason: bot_reason.map(|b| b.as_str()),
         outcome: outcome.label(),
         redirect_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -10,6 +10,7 @@ mod api;
 mod classify;
 mod cli;
 mod conversions;
+mod dashboard;
 mod dedup;
 mod events;
 mod geo;

@@ -3,7 +3,7 @@
 use clickward_core::Micros;
 use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
-use clickward_core::id::{ClickId, ConversionId};
+use clickward_core::id::{ClickId, ConversionId, Slug};
 use clickward_core::money::Currency;
 use clickward_core::program::{AttributionModel, ProgramSettings};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -201,13 +201,17 @@ pub(super) fn get_conversion(
 
 pub(super) fn list_conversions(
     c: &Connection,
-    status: Option<ConversionStatus>,
-    limit: u32,
+    f: &crate::ConversionFilter,
 ) -> Result<Vec<ConversionRow>, StoreError> {
     let mut st = c.prepare_cached(&format!(
-        "{CONVERSION_SELECT} WHERE (?1 IS NULL OR v.status = ?1) ORDER BY v.id DESC LIMIT ?2"
+        "{CONVERSION_SELECT} WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR a.slug = ?2) \
+         ORDER BY v.id DESC LIMIT ?3"
     ))?;
-    let mut rows = st.query(params![status.map(ConversionStatus::as_str), limit])?;
+    let mut rows = st.query(params![
+        f.status.map(ConversionStatus::as_str),
+        f.affiliate.as_ref().map(Slug::as_str),
+        f.limit
+    ])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(conversion_from(r)?);
@@ -478,16 +482,25 @@ pub(super) fn payout_preview(
     Ok(out)
 }
 
-fn payout_by_key(c: &Connection, key: &str) -> Result<Option<crate::Payout>, StoreError> {
+pub(super) fn list_payouts(
+    c: &Connection,
+    affiliate: Option<&str>,
+    limit: u32,
+) -> Result<Vec<crate::Payout>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at FROM payouts o \
-         JOIN affiliates a ON a.id = o.affiliate_id WHERE o.key = ?1",
+         JOIN affiliates a ON a.id = o.affiliate_id WHERE (?1 IS NULL OR a.slug = ?1) ORDER BY o.id DESC LIMIT ?2",
     )?;
-    let mut rows = st.query([key])?;
-    let Some(r) = rows.next()? else {
-        return Ok(None);
-    };
-    Ok(Some(crate::Payout {
+    let mut rows = st.query(params![affiliate, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(payout_from(r)?);
+    }
+    Ok(out)
+}
+
+fn payout_from(r: &Row<'_>) -> Result<crate::Payout, StoreError> {
+    Ok(crate::Payout {
         batch_id: ulid_of(r.get(0)?, "batch_id")?.to_string(),
         key: r.get(1)?,
         affiliate: r.get(2)?,
@@ -496,7 +509,16 @@ fn payout_by_key(c: &Connection, key: &str) -> Result<Option<crate::Payout>, Sto
         conversions: r.get(5)?,
         created_at: r.get(6)?,
         created: false,
-    }))
+    })
+}
+
+fn payout_by_key(c: &Connection, key: &str) -> Result<Option<crate::Payout>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at FROM payouts o \
+         JOIN affiliates a ON a.id = o.affiliate_id WHERE o.key = ?1",
+    )?;
+    let mut rows = st.query([key])?;
+    rows.next()?.map(payout_from).transpose()
 }
 
 /// Inside the caller's transaction.

@@ -1,0 +1,1137 @@
+//! The merchant's pages under `/dashboard`. Thin: read through the store and
+//! the report engine, write through the same paths as the admin API.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form, Json};
+use clickward_core::conversion::ConversionStatus;
+use clickward_core::id::{LinkCode, Slug};
+use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Status};
+use clickward_core::report::Dimension;
+use clickward_store::{
+    AffiliateInput, ConversionFilter, KeyScope, LinkInput, LinkRecord, ProgramInput, SaveMode,
+};
+use serde::Deserialize;
+
+use super::session::Session;
+use super::stats::{self, Kpi, Range, RangeQuery, TopTable};
+use super::views::{self, BuilderQuery, Chrome, Notice, back, money, or_dash, utc};
+use super::{PageError, page, public_base};
+use crate::app::AppState;
+
+type PageResult = Result<Response, PageError>;
+
+/// Range and notices of a page's query.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    #[serde(flatten)]
+    range: RangeQuery,
+    #[serde(flatten)]
+    notice: Notice,
+    /// Search text (lists).
+    q: Option<String>,
+    /// Status filter (conversions).
+    status: Option<String>,
+}
+
+/// Stats block of a page: range form, tiles and chart.
+pub struct StatsView {
+    pub range: Range,
+    pub kpis: Vec<Kpi>,
+    /// The chart's data, JSON (put in a `data-` attribute, escaped).
+    pub series_json: String,
+    /// `from=…&to=…&tz=…` for the live refresh.
+    pub range_qs: String,
+    /// Filter of the live refresh (`link=…`), empty for none.
+    pub filter_qs: String,
+}
+
+async fn stats_view(
+    app: &AppState,
+    q: &RangeQuery,
+    filters: &[(Dimension, String)],
+) -> Result<StatsView, PageError> {
+    let range = Range::parse(q, app.0.clock.now_micros());
+    let (kpis, series) = stats::overview(app.0.store.as_ref(), &range, filters).await?;
+    let filter_qs = filters
+        .iter()
+        .fold(
+            url::form_urlencoded::Serializer::new(String::new()),
+            |mut s, (d, v)| {
+                s.append_pair(&d.to_string(), v);
+                s
+            },
+        )
+        .finish();
+    Ok(StatsView {
+        range_qs: range.query_string(),
+        series_json: serde_json::to_string(&series).unwrap_or_default(),
+        kpis,
+        range,
+        filter_qs,
+    })
+}
+
+// ---- overview ---------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    c: Chrome,
+    stats: StatsView,
+    tops: Vec<TopTable>,
+}
+
+/// `GET /dashboard/`: tiles, chart and top tables for a range.
+pub async fn overview(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let stats = stats_view(&app, &q.range, &[]).await?;
+    let store = app.0.store.as_ref();
+    let r = &stats.range;
+    let tops = vec![
+        stats::top(store, r, "Top links", Dimension::Link, &[], 10).await?,
+        stats::top(store, r, "Top affiliates", Dimension::Affiliate, &[], 10).await?,
+        stats::top(store, r, "Top src", Dimension::Src, &[], 10).await?,
+        stats::top(store, r, "Top countries", Dimension::Country, &[], 10).await?,
+    ];
+    let c = Chrome::new(&s, "Overview", "overview")
+        .notice(&q.notice)
+        .problem(stats.range.problem.clone())
+        .with_geo();
+    Ok(page(&OverviewPage { c, stats, tops }))
+}
+
+/// `GET /dashboard/kpis?from&to&tz[&link=…]`: the tiles as JSON
+/// (`{"kpi-clicks": "12", …}`), for the live refresh.
+pub async fn kpis_json(
+    State(app): State<AppState>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, PageError> {
+    let range = Range::parse(
+        &RangeQuery {
+            from: q.get("from").cloned(),
+            to: q.get("to").cloned(),
+            tz: q.get("tz").cloned(),
+        },
+        app.0.clock.now_micros(),
+    );
+    let mut filters = Vec::new();
+    for key in ["link", "affiliate", "program"] {
+        if let Some(v) = q.get(key) {
+            let d: Dimension = key.parse().map_err(|_| PageError::NotFound)?;
+            filters.push((d, v.clone()));
+        }
+    }
+    let tiles = stats::tiles(app.0.store.as_ref(), &range, &filters).await?;
+    let map: serde_json::Map<String, serde_json::Value> = tiles
+        .into_iter()
+        .map(|k| (k.id.to_owned(), serde_json::Value::String(k.value)))
+        .collect();
+    Ok(Json(serde_json::Value::Object(map)))
+}
+
+// ---- live -------------------------------------------------------------------
+
+/// A row of the live table (server-rendered ones are the latest clicks).
+pub struct LiveRow {
+    pub time: String,
+    pub kind: &'static str,
+    pub link: String,
+    pub affiliate: String,
+    pub src: String,
+    pub class: &'static str,
+    pub reason: String,
+    pub country: String,
+    pub referrer: String,
+    pub device: String,
+    pub browser: String,
+    pub redirect: String,
+}
+
+#[derive(Template)]
+#[template(path = "live.html")]
+struct LivePage {
+    c: Chrome,
+    rows: Vec<LiveRow>,
+}
+
+/// `GET /dashboard/live`: the latest clicks, then the live stream.
+pub async fn live(State(app): State<AppState>, Extension(s): Extension<Session>) -> PageResult {
+    let clicks = app.0.store.list_clicks(None, 50).await?;
+    let rows = clicks
+        .into_iter()
+        .map(|k| LiveRow {
+            time: utc(k.ts),
+            kind: "click",
+            link: k.link,
+            affiliate: or_dash(k.affiliate.as_deref()),
+            src: or_dash(k.src.as_deref()),
+            class: if k.bot_reason.is_some() {
+                "bot"
+            } else {
+                "human"
+            },
+            reason: or_dash(k.bot_reason.as_deref()),
+            country: or_dash(k.country.as_deref()),
+            referrer: or_dash(k.referrer.as_deref()),
+            device: k.device,
+            browser: or_dash(k.browser.as_deref()),
+            redirect: "–".to_owned(),
+        })
+        .collect();
+    Ok(page(&LivePage {
+        c: Chrome::new(&s, "Live", "live").with_geo(),
+        rows,
+    }))
+}
+
+/// `GET /dashboard/events`: the live event stream (SSE) for a signed-in
+/// dashboard; the same stream as `GET /api/v1/events`.
+pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    crate::http::live_stream(app, &headers, None)
+}
+
+// ---- links ------------------------------------------------------------------
+
+/// A link as the list shows it.
+pub struct LinkItem {
+    pub code: String,
+    pub program: String,
+    pub affiliate: String,
+    pub destination: String,
+    pub status: &'static str,
+    pub redirects: bool,
+    pub url: String,
+}
+
+fn link_item(r: &LinkRecord, base: &str) -> LinkItem {
+    LinkItem {
+        code: r.link.code.as_str().to_owned(),
+        program: r.link.program.as_str().to_owned(),
+        affiliate: or_dash(r.link.affiliate.as_ref().map(Slug::as_str)),
+        destination: r.link.destination.clone(),
+        status: r.link.status.as_str(),
+        redirects: r.redirects,
+        url: views::tracking_url(base, r.link.code.as_str(), "", &Default::default()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "links.html")]
+struct LinksPage {
+    c: Chrome,
+    q: String,
+    links: Vec<LinkItem>,
+    programs: Vec<String>,
+    affiliates: Vec<String>,
+}
+
+/// `GET /dashboard/links?q=`: list, search, and the create form.
+pub async fn links(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let base = public_base(&app, &headers);
+    let needle = q.q.clone().unwrap_or_default().trim().to_lowercase();
+    let links = app
+        .0
+        .store
+        .list_links()
+        .await?
+        .iter()
+        .map(|r| link_item(r, &base))
+        .filter(|l| {
+            needle.is_empty()
+                || [&l.code, &l.program, &l.affiliate, &l.destination]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&needle))
+        })
+        .collect();
+    let programs = app
+        .0
+        .store
+        .list_programs()
+        .await?
+        .into_iter()
+        .map(|p| p.slug.as_str().to_owned())
+        .collect();
+    let affiliates = app
+        .0
+        .store
+        .list_affiliates()
+        .await?
+        .into_iter()
+        .map(|a| a.slug.as_str().to_owned())
+        .collect();
+    Ok(page(&LinksPage {
+        c: Chrome::new(&s, "Links", "links").notice(&q.notice),
+        q: q.q.unwrap_or_default(),
+        links,
+        programs,
+        affiliates,
+    }))
+}
+
+/// The link form (create and edit).
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    program: String,
+    #[serde(default)]
+    affiliate: String,
+    destination: String,
+    #[serde(default)]
+    redirect: String,
+    #[serde(default)]
+    status: String,
+}
+
+fn form_link(
+    f: &LinkForm,
+    code: &str,
+    utm: clickward_core::link::UtmDefaults,
+) -> Result<LinkInput, String> {
+    let code = LinkCode::parse(code.trim()).map_err(|e| format!("link code {e}"))?;
+    let program = Slug::parse(f.program.trim()).map_err(|e| format!("program {e}"))?;
+    let affiliate = match f.affiliate.trim() {
+        "" | "–" => None,
+        a => Some(Slug::parse(a).map_err(|e| format!("affiliate {e}"))?),
+    };
+    let redirect = match f.redirect.trim() {
+        "" => None,
+        r => Some(
+            r.parse::<u16>()
+                .map_err(|_| format!("redirect {r:?} is not a status code"))
+                .and_then(|n| RedirectStatus::from_code(n).map_err(|e| e.to_string()))?,
+        ),
+    };
+    let status = match f.status.trim() {
+        "" | "active" => Status::Active,
+        "disabled" => Status::Disabled,
+        other => return Err(format!("status {other:?} is not active or disabled")),
+    };
+    let destination = f.destination.trim().to_owned();
+    Destination::compile(&destination, &utm).map_err(|e| e.to_string())?;
+    Ok(LinkInput {
+        code,
+        program,
+        affiliate,
+        destination,
+        redirect,
+        utm,
+        status,
+    })
+}
+
+/// `POST /dashboard/links`: creates a link (as `POST /api/v1/links`).
+pub async fn create_link(State(app): State<AppState>, Form(f): Form<LinkForm>) -> Response {
+    let input = match form_link(&f, &f.code, Default::default()) {
+        Ok(i) => i,
+        Err(e) => return back("/dashboard/links", "error", &e),
+    };
+    let code = input.code.as_str().to_owned();
+    match crate::http::save_link(&app, input, SaveMode::Create).await {
+        Ok(_) => back(
+            &format!("/dashboard/links/{code}"),
+            "msg",
+            &format!("Link {code} created."),
+        ),
+        Err(e) => back("/dashboard/links", "error", &e.to_string()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "link.html")]
+struct LinkPage {
+    c: Chrome,
+    link: LinkItem,
+    redirect: String,
+    stats: StatsView,
+    builder: BuilderQuery,
+    builder_codes: Option<Vec<String>>,
+    builder_link: String,
+    built: String,
+    programs: Vec<String>,
+    affiliates: Vec<String>,
+}
+
+/// The query of a link page: range, notices and the builder's fields.
+#[derive(Deserialize, Default)]
+pub struct ItemQuery {
+    #[serde(flatten)]
+    range: RangeQuery,
+    #[serde(flatten)]
+    notice: Notice,
+    #[serde(flatten)]
+    builder: BuilderQuery,
+}
+
+/// `GET /dashboard/links/{code}`: stats, edit form, link builder.
+pub async fn link(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> PageResult {
+    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
+    let rec = app.0.store.get_link(code.clone()).await?;
+    let base = public_base(&app, &headers);
+    let stats = stats_view(
+        &app,
+        &q.range,
+        &[(Dimension::Link, code.as_str().to_owned())],
+    )
+    .await?;
+    let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
+    let programs = app
+        .0
+        .store
+        .list_programs()
+        .await?
+        .into_iter()
+        .map(|p| p.slug.as_str().to_owned())
+        .collect();
+    let affiliates = app
+        .0
+        .store
+        .list_affiliates()
+        .await?
+        .into_iter()
+        .map(|a| a.slug.as_str().to_owned())
+        .collect();
+    Ok(page(&LinkPage {
+        c: Chrome::new(&s, format!("Link {}", code.as_str()), "links")
+            .notice(&q.notice)
+            .problem(stats.range.problem.clone()),
+        redirect: rec
+            .link
+            .redirect
+            .map(|r| r.code().to_string())
+            .unwrap_or_default(),
+        link: link_item(&rec, &base),
+        stats,
+        builder: q.builder,
+        builder_codes: None,
+        builder_link: String::new(),
+        built,
+        programs,
+        affiliates,
+    }))
+}
+
+/// `POST /dashboard/links/{code}`: saves the edit form (as `PATCH
+/// /api/v1/links/{code}`).
+pub async fn update_link(
+    State(app): State<AppState>,
+    Path(code): Path<String>,
+    Form(f): Form<LinkForm>,
+) -> Response {
+    let path = format!("/dashboard/links/{code}");
+    // The form does not edit UTM defaults: keep the stored ones.
+    let utm = match LinkCode::parse(&code) {
+        Ok(c) => match app.0.store.get_link(c).await {
+            Ok(cur) => cur.link.utm,
+            Err(_) => return PageError::NotFound.into_response(),
+        },
+        Err(_) => return PageError::NotFound.into_response(),
+    };
+    let input = match form_link(&f, &code, utm) {
+        Ok(i) => i,
+        Err(e) => return back(&path, "error", &e),
+    };
+    match crate::http::save_link(&app, input, SaveMode::Update).await {
+        Ok(_) => back(&path, "msg", "Saved."),
+        Err(e) => back(&path, "error", &e.to_string()),
+    }
+}
+
+// ---- affiliates and programs -----------------------------------------------
+
+/// A program or an affiliate in a list.
+pub struct NamedItem {
+    pub slug: String,
+    pub name: String,
+    pub status: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "named_list.html")]
+struct NamedListPage {
+    c: Chrome,
+    kind: &'static str,
+    base: &'static str,
+    q: String,
+    items: Vec<NamedItem>,
+}
+
+fn matches(needle: &str, item: &NamedItem) -> bool {
+    let n = needle.trim().to_lowercase();
+    n.is_empty() || item.slug.contains(&n) || item.name.to_lowercase().contains(&n)
+}
+
+/// `GET /dashboard/affiliates`.
+pub async fn affiliates(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let needle = q.q.clone().unwrap_or_default();
+    let items = app
+        .0
+        .store
+        .list_affiliates()
+        .await?
+        .into_iter()
+        .map(|a: Affiliate| NamedItem {
+            slug: a.slug.as_str().to_owned(),
+            name: a.name,
+            status: a.status.as_str(),
+        })
+        .filter(|i| matches(&needle, i))
+        .collect();
+    Ok(page(&NamedListPage {
+        c: Chrome::new(&s, "Affiliates", "affiliates").notice(&q.notice),
+        kind: "affiliate",
+        base: "/dashboard/affiliates",
+        q: needle,
+        items,
+    }))
+}
+
+/// `GET /dashboard/programs`.
+pub async fn programs(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let needle = q.q.clone().unwrap_or_default();
+    let items = app
+        .0
+        .store
+        .list_programs()
+        .await?
+        .into_iter()
+        .map(|p: Program| NamedItem {
+            slug: p.slug.as_str().to_owned(),
+            name: p.name,
+            status: p.status.as_str(),
+        })
+        .filter(|i| matches(&needle, i))
+        .collect();
+    Ok(page(&NamedListPage {
+        c: Chrome::new(&s, "Programs", "programs").notice(&q.notice),
+        kind: "program",
+        base: "/dashboard/programs",
+        q: needle,
+        items,
+    }))
+}
+
+/// The program / affiliate form.
+#[derive(Deserialize)]
+pub struct NamedForm {
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: String,
+}
+
+fn form_status(s: &str) -> Result<Status, String> {
+    match s.trim() {
+        "" | "active" => Ok(Status::Active),
+        "disabled" => Ok(Status::Disabled),
+        other => Err(format!("status {other:?} is not active or disabled")),
+    }
+}
+
+fn form_named(f: &NamedForm, slug: &str) -> Result<(Slug, String, Status), String> {
+    let slug = Slug::parse(slug.trim()).map_err(|e| format!("slug {e}"))?;
+    let name = match f.name.trim() {
+        "" => slug.as_str().to_owned(),
+        n => clickward_core::truncate_utf8(n, 200).to_owned(),
+    };
+    Ok((slug, name, form_status(&f.status)?))
+}
+
+async fn save_affiliate(
+    app: &AppState,
+    f: &NamedForm,
+    slug: &str,
+    mode: SaveMode,
+) -> Result<String, String> {
+    let (slug, name, status) = form_named(f, slug)?;
+    let input = AffiliateInput {
+        slug: slug.clone(),
+        name,
+        status,
+    };
+    app.0
+        .store
+        .save_affiliate(input, mode)
+        .await
+        .map_err(|e| e.to_string())?;
+    app.0
+        .links
+        .refresh(app.0.store.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(slug.as_str().to_owned())
+}
+
+async fn save_program(
+    app: &AppState,
+    f: &NamedForm,
+    slug: &str,
+    mode: SaveMode,
+) -> Result<String, String> {
+    let (slug, name, status) = form_named(f, slug)?;
+    let input = ProgramInput {
+        slug: slug.clone(),
+        name,
+        status,
+        settings: None,
+    };
+    app.0
+        .store
+        .save_program(input, mode)
+        .await
+        .map_err(|e| e.to_string())?;
+    // A new program gets its postback token, as at start-up.
+    crate::app::ensure_postback_tokens(app.0.store.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    app.0
+        .links
+        .refresh(app.0.store.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(slug.as_str().to_owned())
+}
+
+/// `POST /dashboard/affiliates`.
+pub async fn create_affiliate(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
+    match save_affiliate(&app, &f, &f.slug, SaveMode::Create).await {
+        Ok(slug) => back(
+            &format!("/dashboard/affiliates/{slug}"),
+            "msg",
+            "Affiliate created.",
+        ),
+        Err(e) => back("/dashboard/affiliates", "error", &e),
+    }
+}
+
+/// `POST /dashboard/affiliates/{slug}`.
+pub async fn update_affiliate(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Form(f): Form<NamedForm>,
+) -> Response {
+    let path = format!("/dashboard/affiliates/{slug}");
+    match save_affiliate(&app, &f, &slug, SaveMode::Update).await {
+        Ok(_) => back(&path, "msg", "Saved."),
+        Err(e) => back(&path, "error", &e),
+    }
+}
+
+/// `POST /dashboard/programs`.
+pub async fn create_program(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
+    match save_program(&app, &f, &f.slug, SaveMode::Create).await {
+        Ok(slug) => back(
+            &format!("/dashboard/programs/{slug}"),
+            "msg",
+            "Program created.",
+        ),
+        Err(e) => back("/dashboard/programs", "error", &e),
+    }
+}
+
+/// `POST /dashboard/programs/{slug}`.
+pub async fn update_program(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Form(f): Form<NamedForm>,
+) -> Response {
+    let path = format!("/dashboard/programs/{slug}");
+    match save_program(&app, &f, &slug, SaveMode::Update).await {
+        Ok(_) => back(&path, "msg", "Saved."),
+        Err(e) => back(&path, "error", &e),
+    }
+}
+
+/// Copy-paste postback URLs of a program, one per dialect (docs/postbacks.md).
+pub struct PostbackExample {
+    pub dialect: &'static str,
+    pub url: String,
+}
+
+fn postback_examples(base: &str, token: &str) -> Vec<PostbackExample> {
+    let t: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    vec![
+        PostbackExample {
+            dialect: "Generic",
+            url: format!(
+                "{base}/postback?click_id={{click_id}}&order_id={{order_id}}&amount={{amount}}&currency=USD&token={t}"
+            ),
+        },
+        PostbackExample {
+            dialect: "TUNE / HasOffers",
+            url: format!(
+                "{base}/postback?transaction_id={{aff_sub}}&conversion_unique_id={{adv_unique1}}&amount={{sale_amount}}&adv_sub={{adv_sub}}&security_token={t}"
+            ),
+        },
+        PostbackExample {
+            dialect: "Everflow",
+            url: format!(
+                "{base}/postback?transaction_id={{sub1}}&order_id={{order_id}}&amount={{sale_amount}}&adv1={{adv1}}&verification_token={t}"
+            ),
+        },
+        PostbackExample {
+            dialect: "Voluum",
+            url: format!(
+                "{base}/postback?cid={{externalid}}&txid={{transaction_id}}&amount={{payout}}&currency=USD&et={{event_type}}&token={t}"
+            ),
+        },
+        PostbackExample {
+            dialect: "Prosper202",
+            url: format!(
+                "{base}/postback?subid=[[subid]]&txid=[[transaction_id]]&amount=[[payout]]&token={t}"
+            ),
+        },
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "named_item.html")]
+struct NamedItemPage {
+    c: Chrome,
+    base: &'static str,
+    item: NamedItem,
+    stats: StatsView,
+    links: Vec<LinkItem>,
+    postbacks: Vec<PostbackExample>,
+}
+
+/// `GET /dashboard/affiliates/{slug}`: stats, links, edit form.
+pub async fn affiliate(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> PageResult {
+    let slug = Slug::parse(&slug).map_err(|_| PageError::NotFound)?;
+    let a = app.0.store.get_affiliate(slug.clone()).await?;
+    let base = public_base(&app, &headers);
+    let stats = stats_view(
+        &app,
+        &q.range,
+        &[(Dimension::Affiliate, slug.as_str().to_owned())],
+    )
+    .await?;
+    let links = app
+        .0
+        .store
+        .list_links()
+        .await?
+        .iter()
+        .filter(|r| r.link.affiliate.as_ref() == Some(&slug))
+        .map(|r| link_item(r, &base))
+        .collect();
+    Ok(page(&NamedItemPage {
+        c: Chrome::new(&s, format!("Affiliate {}", a.name), "affiliates")
+            .notice(&q.notice)
+            .problem(stats.range.problem.clone()),
+        base: "/dashboard/affiliates",
+        item: NamedItem {
+            slug: a.slug.as_str().to_owned(),
+            name: a.name,
+            status: a.status.as_str(),
+        },
+        stats,
+        links,
+        postbacks: Vec::new(),
+    }))
+}
+
+/// `GET /dashboard/programs/{slug}`: stats, links, postback URLs, edit form.
+pub async fn program(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> PageResult {
+    let slug = Slug::parse(&slug).map_err(|_| PageError::NotFound)?;
+    let p = app.0.store.get_program(slug.clone()).await?;
+    let base = public_base(&app, &headers);
+    let stats = stats_view(
+        &app,
+        &q.range,
+        &[(Dimension::Program, slug.as_str().to_owned())],
+    )
+    .await?;
+    let links = app
+        .0
+        .store
+        .list_links()
+        .await?
+        .iter()
+        .filter(|r| r.link.program == slug)
+        .map(|r| link_item(r, &base))
+        .collect();
+    let settings = app.0.store.program_settings(p.id).await?;
+    let postbacks = postback_examples(&base, settings.postback_token.as_deref().unwrap_or(""));
+    Ok(page(&NamedItemPage {
+        c: Chrome::new(&s, format!("Program {}", p.name), "programs")
+            .notice(&q.notice)
+            .problem(stats.range.problem.clone()),
+        base: "/dashboard/programs",
+        item: NamedItem {
+            slug: p.slug.as_str().to_owned(),
+            name: p.name,
+            status: p.status.as_str(),
+        },
+        stats,
+        links,
+        postbacks,
+    }))
+}
+
+// ---- conversions and payouts ------------------------------------------------
+
+/// A conversion row.
+pub struct ConversionItem {
+    pub id: String,
+    pub time: String,
+    pub program: String,
+    pub affiliate: String,
+    pub link: String,
+    pub src: String,
+    pub event: String,
+    pub order_id: String,
+    pub amount: String,
+    pub commission: String,
+    pub status: &'static str,
+    /// Actions the lifecycle allows now.
+    pub actions: Vec<&'static str>,
+}
+
+/// As the conversions pages show a stored conversion.
+pub fn conversion_item(c: &clickward_store::ConversionRow) -> ConversionItem {
+    let actions = match c.status {
+        ConversionStatus::Pending => vec!["approve", "reject"],
+        ConversionStatus::Approved => vec!["reverse"],
+        ConversionStatus::Paid => vec!["reverse"],
+        _ => vec![],
+    };
+    ConversionItem {
+        id: c.conversion_id.to_string(),
+        time: utc(c.occurred_at),
+        program: c.program.clone(),
+        affiliate: or_dash(c.affiliate.as_deref()),
+        link: or_dash(c.link.as_deref()),
+        src: or_dash(c.src.as_deref()),
+        event: c.event.clone(),
+        order_id: c.order_id.clone(),
+        amount: c
+            .amount_minor
+            .map(|a| money(a, &c.currency))
+            .unwrap_or_else(|| "–".to_owned()),
+        commission: money(c.commission_minor, &c.currency),
+        status: c.status.as_str(),
+        actions,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "conversions.html")]
+struct ConversionsPage {
+    c: Chrome,
+    status: String,
+    statuses: [&'static str; 5],
+    rows: Vec<ConversionItem>,
+}
+
+/// `GET /dashboard/conversions?status=`: the latest 200, with actions.
+pub async fn conversions(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let status_text = q.status.clone().unwrap_or_default();
+    let status = ConversionStatus::parse(status_text.trim());
+    let rows = app
+        .0
+        .store
+        .list_conversions(ConversionFilter {
+            status,
+            affiliate: None,
+            limit: 200,
+        })
+        .await?
+        .iter()
+        .map(conversion_item)
+        .collect();
+    let mut c = Chrome::new(&s, "Conversions", "conversions").notice(&q.notice);
+    if status.is_none() && !status_text.trim().is_empty() {
+        c = c.problem(Some(format!("unknown status {status_text:?}; showing all")));
+    }
+    Ok(page(&ConversionsPage {
+        c,
+        status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        statuses: ["pending", "approved", "rejected", "reversed", "paid"],
+        rows,
+    }))
+}
+
+/// An approve / reject / reverse form.
+#[derive(Deserialize)]
+pub struct ChangeForm {
+    action: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    back: String,
+}
+
+/// `POST /dashboard/conversions/{id}`: approve, reject or reverse (as
+/// `POST /api/v1/conversions/{id}/{action}`), recorded with the user's name.
+pub async fn change_conversion(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+    Form(f): Form<ChangeForm>,
+) -> Response {
+    let path = if f.back.starts_with("/dashboard/conversions") {
+        f.back.clone()
+    } else {
+        "/dashboard/conversions".to_owned()
+    };
+    let to = match f.action.as_str() {
+        "approve" => ConversionStatus::Approved,
+        "reject" => ConversionStatus::Rejected,
+        "reverse" => ConversionStatus::Reversed,
+        other => return back(&path, "error", &format!("unknown action {other:?}")),
+    };
+    let Ok(id) = id.parse() else {
+        return PageError::NotFound.into_response();
+    };
+    let actor = format!("dashboard:{}", s.name());
+    let reason = Some(f.reason).filter(|r| !r.trim().is_empty());
+    match crate::conversions::change_status(&app, id, to, actor, reason).await {
+        Ok(row) => back(
+            &path,
+            "msg",
+            &format!("Conversion {} is {}.", row.order_id, row.status.as_str()),
+        ),
+        Err(e) => back(&path, "error", &e.to_string()),
+    }
+}
+
+/// A balance line.
+pub struct BalanceItem {
+    pub affiliate: String,
+    pub bucket: &'static str,
+    pub amount: String,
+}
+
+/// A payout batch line.
+pub struct PayoutItem {
+    pub batch: String,
+    pub affiliate: String,
+    pub amount: String,
+    pub conversions: i64,
+    pub time: String,
+}
+
+/// Balances as lines.
+pub fn balance_items(rows: &[clickward_store::Balance]) -> Vec<BalanceItem> {
+    rows.iter()
+        .map(|b| BalanceItem {
+            affiliate: or_dash(b.affiliate.as_deref()),
+            bucket: b.bucket.as_str(),
+            amount: money(b.minor, &b.currency),
+        })
+        .collect()
+}
+
+/// Payout batches as lines.
+pub fn payout_items(rows: &[clickward_store::Payout]) -> Vec<PayoutItem> {
+    rows.iter()
+        .map(|p| PayoutItem {
+            batch: p.batch_id.clone(),
+            affiliate: p.affiliate.clone(),
+            amount: money(p.amount_minor, &p.currency),
+            conversions: p.conversions,
+            time: utc(p.created_at),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "payouts.html")]
+struct PayoutsPage {
+    c: Chrome,
+    balances: Vec<BalanceItem>,
+    payouts: Vec<PayoutItem>,
+}
+
+/// `GET /dashboard/payouts`: ledger balances and the latest batches.
+pub async fn payouts(State(app): State<AppState>, Extension(s): Extension<Session>) -> PageResult {
+    let balances = balance_items(&app.0.store.balances().await?);
+    let payouts = payout_items(&app.0.store.list_payouts(None, 200).await?);
+    Ok(page(&PayoutsPage {
+        c: Chrome::new(&s, "Payouts", "payouts"),
+        balances,
+        payouts,
+    }))
+}
+
+// ---- settings -----------------------------------------------------------------
+
+/// An API key line.
+pub struct KeyItem {
+    pub id: i64,
+    pub prefix: String,
+    pub scope: &'static str,
+    pub label: String,
+}
+
+/// Postback URLs of one program.
+pub struct ProgramPostbacks {
+    pub slug: String,
+    pub examples: Vec<PostbackExample>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    c: Chrome,
+    keys: Vec<KeyItem>,
+    new_key: Option<String>,
+    users: Vec<(String, &'static str, String)>,
+    programs: Vec<ProgramPostbacks>,
+}
+
+/// `?new_key=` is never used: a created key is shown once, in the answer to
+/// the form's POST.
+pub async fn settings(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    settings_page(&app, &s, &headers, &q.notice, None).await
+}
+
+async fn settings_page(
+    app: &AppState,
+    s: &Session,
+    headers: &HeaderMap,
+    notice: &Notice,
+    new_key: Option<String>,
+) -> PageResult {
+    let base = public_base(app, headers);
+    let keys = app
+        .0
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .map(|k| KeyItem {
+            id: k.id,
+            prefix: k.prefix,
+            scope: k.scope.as_str(),
+            label: or_dash(k.label.as_deref()),
+        })
+        .collect();
+    let users = app
+        .0
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (u.username, u.role.as_str(), or_dash(u.affiliate.as_deref())))
+        .collect();
+    let mut programs = Vec::new();
+    for p in app.0.store.list_programs().await? {
+        let settings = app.0.store.program_settings(p.id).await?;
+        programs.push(ProgramPostbacks {
+            slug: p.slug.as_str().to_owned(),
+            examples: postback_examples(&base, settings.postback_token.as_deref().unwrap_or("")),
+        });
+    }
+    Ok(page(&SettingsPage {
+        c: Chrome::new(s, "Settings", "settings").notice(notice),
+        keys,
+        new_key,
+        users,
+        programs,
+    }))
+}
+
+/// The new-key form.
+#[derive(Deserialize)]
+pub struct KeyForm {
+    scope: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// `POST /dashboard/settings/keys`: creates a key and shows it once.
+pub async fn create_key(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Form(f): Form<KeyForm>,
+) -> PageResult {
+    let scope = match f.scope.as_str() {
+        "admin" => KeyScope::Admin,
+        "read" => KeyScope::Read,
+        other => {
+            return Ok(back(
+                "/dashboard/settings",
+                "error",
+                &format!("scope {other:?} is not admin or read"),
+            ));
+        }
+    };
+    let (secret, hash, prefix) = crate::auth::new_key();
+    let label = Some(clickward_core::truncate_utf8(f.label.trim(), 100).to_owned())
+        .filter(|l| !l.is_empty());
+    app.0
+        .store
+        .create_api_key(hash, prefix, scope, label)
+        .await?;
+    settings_page(
+        &app,
+        &s,
+        &headers,
+        &Notice {
+            msg: Some("Key created. Copy it now: it is not shown again.".into()),
+            error: None,
+        },
+        Some(secret),
+    )
+    .await
+}
+
+/// `POST /dashboard/settings/keys/{id}/revoke`.
+pub async fn revoke_key(State(app): State<AppState>, Path(id): Path<i64>) -> Response {
+    match app.0.store.revoke_api_key(id).await {
+        Ok(()) => back("/dashboard/settings", "msg", "Key revoked."),
+        Err(e) => back("/dashboard/settings", "error", &e.to_string()),
+    }
+}

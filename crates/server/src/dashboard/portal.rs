@@ -1,0 +1,261 @@
+//! The affiliate portal under `/portal`: the signed-in affiliate's own
+//! links (with a link builder), stats, conversions and payouts. Every query
+//! is filtered by the session's affiliate on the server; another
+//! affiliate's link answers 404, exactly as a link that does not exist.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use clickward_core::id::{LinkCode, Slug};
+use clickward_core::report::Dimension;
+use clickward_store::ConversionFilter;
+use serde::Deserialize;
+
+use super::admin::{
+    BalanceItem, ConversionItem, LinkItem, PayoutItem, StatsView, balance_items, conversion_item,
+    payout_items,
+};
+use super::session::{Session, Who};
+use super::stats::{self, Range, RangeQuery};
+use super::views::{self, BuilderQuery, Chrome, Notice, or_dash};
+use super::{PageError, page, public_base};
+use crate::app::AppState;
+
+type PageResult = Result<axum::response::Response, PageError>;
+
+/// The page's query: range, notices, link builder.
+#[derive(Deserialize, Default)]
+pub struct PortalQuery {
+    #[serde(flatten)]
+    range: RangeQuery,
+    #[serde(flatten)]
+    notice: Notice,
+    #[serde(flatten)]
+    builder: BuilderQuery,
+    /// The link the builder works on.
+    link: Option<String>,
+}
+
+fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
+    match &s.who {
+        Who::Affiliate { slug, .. } => Slug::parse(slug).map_err(|_| PageError::NotFound),
+        Who::Admin { .. } => Err(PageError::NotFound),
+    }
+}
+
+async fn stats_for(
+    app: &AppState,
+    q: &RangeQuery,
+    filters: Vec<(Dimension, String)>,
+) -> Result<StatsView, PageError> {
+    let range = Range::parse(q, app.0.clock.now_micros());
+    let (kpis, series) = stats::overview(app.0.store.as_ref(), &range, &filters).await?;
+    let filter_qs = filters
+        .iter()
+        .fold(
+            url::form_urlencoded::Serializer::new(String::new()),
+            |mut s, (d, v)| {
+                s.append_pair(&d.to_string(), v);
+                s
+            },
+        )
+        .finish();
+    Ok(StatsView {
+        range_qs: range.query_string(),
+        series_json: serde_json::to_string(&series).unwrap_or_default(),
+        kpis,
+        range,
+        filter_qs,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+struct PortalPage {
+    c: Chrome,
+    affiliate: String,
+    stats: StatsView,
+    links: Vec<LinkItem>,
+    builder: BuilderQuery,
+    builder_codes: Option<Vec<String>>,
+    builder_link: String,
+    built: String,
+    rows: Vec<ConversionItem>,
+    balances: Vec<BalanceItem>,
+    payouts: Vec<PayoutItem>,
+}
+
+/// `GET /portal/`: the affiliate's numbers, links and link builder,
+/// conversions, balances and payouts.
+pub async fn home(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Query(q): Query<PortalQuery>,
+) -> PageResult {
+    let me = affiliate_of(&s)?;
+    let base = public_base(&app, &headers);
+    let stats = stats_for(
+        &app,
+        &q.range,
+        vec![(Dimension::Affiliate, me.as_str().to_owned())],
+    )
+    .await?;
+    let links: Vec<LinkItem> = app
+        .0
+        .store
+        .list_links()
+        .await?
+        .iter()
+        .filter(|r| r.link.affiliate.as_ref() == Some(&me))
+        .map(|r| LinkItem {
+            code: r.link.code.as_str().to_owned(),
+            program: r.link.program.as_str().to_owned(),
+            affiliate: me.as_str().to_owned(),
+            destination: r.link.destination.clone(),
+            status: r.link.status.as_str(),
+            redirects: r.redirects,
+            url: views::tracking_url(&base, r.link.code.as_str(), "", &Default::default()),
+        })
+        .collect();
+    // The builder only builds on the affiliate's own links.
+    let builder_link = q
+        .link
+        .as_deref()
+        .filter(|c| links.iter().any(|l| l.code == *c))
+        .or_else(|| links.first().map(|l| l.code.as_str()))
+        .unwrap_or_default()
+        .to_owned();
+    let built = if builder_link.is_empty() {
+        String::new()
+    } else {
+        views::tracking_url(&base, &builder_link, &q.builder.src, &q.builder.subs())
+    };
+    let conversions = app
+        .0
+        .store
+        .list_conversions(ConversionFilter {
+            status: None,
+            affiliate: Some(me.clone()),
+            limit: 100,
+        })
+        .await?
+        .iter()
+        .map(conversion_item)
+        .collect();
+    let balances: Vec<_> = app
+        .0
+        .store
+        .balances()
+        .await?
+        .into_iter()
+        .filter(|b| b.affiliate.as_deref() == Some(me.as_str()))
+        .collect();
+    let payouts = app.0.store.list_payouts(Some(me.clone()), 100).await?;
+    let codes = links.iter().map(|l| l.code.clone()).collect();
+    Ok(page(&PortalPage {
+        c: Chrome::new(&s, "Your numbers", "portal")
+            .notice(&q.notice)
+            .problem(stats.range.problem.clone()),
+        affiliate: me.as_str().to_owned(),
+        stats,
+        links,
+        builder: q.builder,
+        builder_codes: Some(codes),
+        builder_link,
+        built,
+        rows: conversions,
+        balances: balance_items(&balances),
+        payouts: payout_items(&payouts),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "portal_link.html")]
+struct PortalLinkPage {
+    c: Chrome,
+    link: LinkItem,
+    stats: StatsView,
+    builder: BuilderQuery,
+    builder_codes: Option<Vec<String>>,
+    builder_link: String,
+    built: String,
+}
+
+/// `GET /portal/links/{code}`: one of the affiliate's links; 404 for any
+/// other (another affiliate's, or none).
+pub async fn link(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(q): Query<PortalQuery>,
+) -> PageResult {
+    let me = affiliate_of(&s)?;
+    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
+    let rec = app.0.store.get_link(code.clone()).await?;
+    if rec.link.affiliate.as_ref() != Some(&me) {
+        return Err(PageError::NotFound);
+    }
+    let base = public_base(&app, &headers);
+    // Both filters: the link, and (again) the affiliate.
+    let stats = stats_for(
+        &app,
+        &q.range,
+        vec![
+            (Dimension::Link, code.as_str().to_owned()),
+            (Dimension::Affiliate, me.as_str().to_owned()),
+        ],
+    )
+    .await?;
+    let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
+    Ok(page(&PortalLinkPage {
+        c: Chrome::new(&s, format!("Link {}", code.as_str()), "portal")
+            .notice(&q.notice)
+            .problem(stats.range.problem.clone()),
+        link: LinkItem {
+            code: code.as_str().to_owned(),
+            program: rec.link.program.as_str().to_owned(),
+            affiliate: or_dash(Some(me.as_str())),
+            destination: rec.link.destination.clone(),
+            status: rec.link.status.as_str(),
+            redirects: rec.redirects,
+            url: views::tracking_url(&base, code.as_str(), "", &Default::default()),
+        },
+        stats,
+        builder: q.builder,
+        builder_codes: None,
+        builder_link: String::new(),
+        built,
+    }))
+}
+
+/// `GET /portal/kpis?from&to&tz[&link=]`: the affiliate's tiles as JSON; the
+/// affiliate filter is the session's, whatever the query says.
+pub async fn kpis_json(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> Result<axum::Json<serde_json::Value>, PageError> {
+    let me = affiliate_of(&s)?;
+    let range = Range::parse(
+        &RangeQuery {
+            from: q.get("from").cloned(),
+            to: q.get("to").cloned(),
+            tz: q.get("tz").cloned(),
+        },
+        app.0.clock.now_micros(),
+    );
+    let mut filters = vec![(Dimension::Affiliate, me.as_str().to_owned())];
+    if let Some(link) = q.get("link") {
+        filters.push((Dimension::Link, link.clone()));
+    }
+    let tiles = stats::tiles(app.0.store.as_ref(), &range, &filters).await?;
+    Ok(axum::Json(serde_json::Value::Object(
+        tiles
+            .into_iter()
+            .map(|k| (k.id.to_owned(), serde_json::Value::String(k.value)))
+            .collect(),
+    )))
+}

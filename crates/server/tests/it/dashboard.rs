@@ -1,0 +1,403 @@
+//! The dashboard and the portal over plain HTTP: sign-in, sessions, CSRF,
+//! the wall between affiliates, escaping and the security headers. (The same
+//! pages in a real browser: `browser.rs`.)
+
+use clickward::dashboard::session;
+use clickward_store::{Store, UserInput, UserRole};
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, SET_COOKIE};
+
+use crate::helpers::*;
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Adds a user with a password (or none) straight to the store.
+pub async fn add_user(app: &TestApp, name: &str, affiliate: Option<&str>, password: Option<&str>) {
+    app.store
+        .save_user(UserInput {
+            username: name.into(),
+            role: if affiliate.is_some() {
+                UserRole::Affiliate
+            } else {
+                UserRole::Admin
+            },
+            affiliate: affiliate.map(|a| clickward_core::id::Slug::parse(a).unwrap()),
+            password_hash: password.map(|p| session::hash_password(p).unwrap()),
+            changed_at: NOON - 1,
+        })
+        .await
+        .unwrap();
+}
+
+/// The `cw_session=…` pair a response set, if any.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cw_session=") && !v.starts_with("cw_session=;"))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// Signs in with a password; returns the cookie to send.
+pub async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", user), ("password", password), ("next", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "sign-in answers with a redirect");
+    session_cookie(&r).expect("a session cookie")
+}
+
+async fn get(app: &TestApp, cookie: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a token")
+        + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn pages_need_a_session_of_the_right_kind() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    add_user(
+        &app,
+        "gg",
+        Some("gourmet_guide"),
+        Some("gourmet guide secret"),
+    )
+    .await;
+
+    let r = app
+        .client
+        .get(app.url("/dashboard/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login?next=%2Fdashboard%2Flive");
+
+    // A wrong password: back to the form, no session.
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "merchant"), ("password", "wrong password!")])
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("/login?error="));
+    assert!(session_cookie(&r).is_none());
+
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let r = get(&app, &admin, "/dashboard").await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("id=\"kpi-clicks\""), "overview tiles");
+    assert!(
+        html.contains("DB-IP"),
+        "the DB-IP attribution where geo data is shown"
+    );
+    assert_eq!(get(&app, &admin, "/portal").await.status(), 404);
+
+    let aff = sign_in(&app, "gg", "gourmet guide secret").await;
+    let r = get(&app, &aff, "/portal").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("/r/solare"), "their own link");
+    assert!(
+        !html.contains("rakuten_sim") && !html.contains("techblog"),
+        "nothing of another affiliate"
+    );
+    assert_eq!(get(&app, &aff, "/portal/links/solare").await.status(), 200);
+    // techblog's link, and a link that does not exist: the same 404.
+    assert_eq!(
+        get(&app, &aff, "/portal/links/rakuten_sim").await.status(),
+        404
+    );
+    assert_eq!(get(&app, &aff, "/portal/links/nope").await.status(), 404);
+    assert_eq!(get(&app, &aff, "/dashboard").await.status(), 404);
+    assert_eq!(
+        get(&app, &aff, "/dashboard/conversions").await.status(),
+        404
+    );
+    // The tiles' JSON is the session's affiliate's, whatever the query asks.
+    let mine: serde_json::Value = get(&app, &aff, "/portal/kpis?affiliate=techblog")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["kpi-clicks"], "0");
+
+    // A tampered cookie is no session.
+    let mut forged = aff.clone();
+    forged.pop();
+    forged.push(if aff.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(get(&app, &forged, "/portal").await.status(), 303);
+}
+
+#[tokio::test]
+async fn forms_change_things_only_with_the_session_token_from_our_own_pages() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let html = get(&app, &admin, "/dashboard/links")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&html);
+    let form = |token: &str| {
+        vec![
+            ("csrf", token.to_owned()),
+            ("code", "form-made".to_owned()),
+            ("program", "vendors".to_owned()),
+            ("affiliate", "gourmet_guide".to_owned()),
+            (
+                "destination",
+                "https://shop.example/?c={click_id}".to_owned(),
+            ),
+        ]
+    };
+    let post = |fields: Vec<(&'static str, String)>, origin: Option<&str>| {
+        let mut rb = app
+            .client
+            .post(app.url("/dashboard/links"))
+            .header(COOKIE, admin.clone())
+            .form(&fields);
+        if let Some(o) = origin {
+            rb = rb.header("origin", o);
+        }
+        rb.send()
+    };
+    assert_eq!(
+        post(form("not-the-token"), None).await.unwrap().status(),
+        403
+    );
+    assert_eq!(post(form(""), None).await.unwrap().status(), 403);
+    let cross = post(form(&csrf), Some("https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    assert_eq!(
+        app.api_get("/api/v1/links/form-made").await.0,
+        404,
+        "nothing made"
+    );
+
+    let r = post(form(&csrf), Some(app.base.as_str())).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        location(&r),
+        "/dashboard/links/form-made?msg=Link+form-made+created."
+    );
+    let (s, link) = app.api_get("/api/v1/links/form-made").await;
+    assert_eq!(s, 200);
+    assert_eq!(link["affiliate"], "gourmet_guide");
+    // The new link redirects at once.
+    let r = app.get_ua("/r/form-made", CHROME).await;
+    assert_eq!(r.status(), 302);
+
+    // A bad destination is refused with the reason, and nothing changes.
+    let mut bad = form(&csrf);
+    bad[1].1 = "form-bad".into();
+    bad[4].1 = "javascript:alert(1)".into();
+    let r = post(bad, None).await.unwrap();
+    assert!(
+        location(&r).starts_with("/dashboard/links?error="),
+        "{}",
+        location(&r)
+    );
+    assert_eq!(app.api_get("/api/v1/links/form-bad").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_read_only_key_session_reads_but_cannot_post() {
+    let app = TestApp::start().await;
+    let (secret, hash, prefix) = clickward::auth::new_key();
+    app.store
+        .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("api_key", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&r).expect("session");
+    let r = get(&app, &cookie, "/dashboard/conversions").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        !html.contains("name=\"csrf\""),
+        "no forms for a read-only session"
+    );
+    let r = app
+        .client
+        .post(app.url("/dashboard/affiliates"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", "x"), ("slug", "sneaky")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.api_get("/api/v1/affiliates/sneaky").await.0, 404);
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_when_the_password_changes_and_on_logout() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let cookie = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    assert_eq!(get(&app, &cookie, "/dashboard").await.status(), 200);
+
+    // 29 minutes idle is fine (and moves "last seen"); 31 more is not.
+    app.clock.set(NOON + 29 * 60_000_000);
+    let r = get(&app, &cookie, "/dashboard").await;
+    assert_eq!(r.status(), 200);
+    let refreshed = session_cookie(&r).expect("last seen moved");
+    app.clock.set(NOON + 60 * 60_000_000);
+    assert_eq!(get(&app, &refreshed, "/dashboard").await.status(), 303);
+    assert_eq!(get(&app, &cookie, "/dashboard").await.status(), 303);
+
+    // A new password ends the sessions made with the old one.
+    let cookie = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    assert_eq!(get(&app, &cookie, "/dashboard").await.status(), 200);
+    app.store
+        .save_user(UserInput {
+            username: "merchant".into(),
+            role: UserRole::Admin,
+            affiliate: None,
+            password_hash: Some(session::hash_password("another long password").unwrap()),
+            changed_at: NOON + 60 * 60_000_000 + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(&app, &cookie, "/dashboard").await.status(), 303);
+
+    // Logout clears the cookie.
+    let cookie = sign_in(&app, "merchant", "another long password").await;
+    let r = app
+        .client
+        .post(app.url("/logout"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let cleared = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.starts_with("cw_session=") && v.contains("Max-Age=0"));
+    assert!(cleared, "logout removes the session cookie");
+}
+
+#[tokio::test]
+async fn a_magic_link_signs_an_affiliate_in_once() {
+    let app = TestApp::start().await;
+    add_user(&app, "tb", Some("techblog"), None).await;
+    let user = app.store.find_user("tb".into()).await.unwrap().unwrap();
+    let key = clickward::secrets::cookie_key(&app.data_dir().join("data/secrets")).unwrap();
+    let token = session::magic_token(key.signing(), &user, NOON);
+    let path = format!("/login/magic?t={token}");
+    let r = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(location(&r), "/portal");
+    let cookie = session_cookie(&r).expect("signed in");
+    let html = get(&app, &cookie, "/portal").await.text().await.unwrap();
+    assert!(html.contains("rakuten_sim"), "techblog's own link");
+    // The same link again: refused.
+    let r = app.client.get(app.url(&path)).send().await.unwrap();
+    assert!(location(&r).starts_with("/login?error="));
+    assert!(session_cookie(&r).is_none());
+    // An expired one too.
+    let user = app.store.find_user("tb".into()).await.unwrap().unwrap();
+    let old = session::magic_token(key.signing(), &user, NOON - session::MAGIC_LINK_TTL_US - 1);
+    let r = app
+        .client
+        .get(app.url(&format!("/login/magic?t={old}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).starts_with("/login?error="));
+}
+
+#[tokio::test]
+async fn values_from_visitors_are_text_on_every_page() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    add_user(
+        &app,
+        "gg",
+        Some("gourmet_guide"),
+        Some("gourmet guide secret"),
+    )
+    .await;
+    let payload = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let src: String = url::form_urlencoded::byte_serialize(payload.as_bytes()).collect();
+    let r = app
+        .client
+        .get(app.url(&format!("/r/solare?src={src}&sub1={src}")))
+        .header("user-agent", CHROME)
+        .header("referer", format!("https://evil.example/{payload}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let aff = sign_in(&app, "gg", "gourmet guide secret").await;
+    for (cookie, path) in [
+        (&admin, "/dashboard"),
+        (&admin, "/dashboard/live"),
+        (
+            &admin,
+            "/dashboard/links/solare?src=%3Cscript%3Ealert(3)%3C%2Fscript%3E",
+        ),
+        (&aff, "/portal"),
+        (
+            &aff,
+            "/portal/links/solare?sub1=%22%3E%3Cscript%3Ealert(4)%3C%2Fscript%3E",
+        ),
+    ] {
+        let html = get(&app, cookie, path).await.text().await.unwrap();
+        assert!(!html.contains("<script>alert"), "{path} runs the payload");
+        assert!(!html.contains("<img src=x"), "{path} makes an element");
+        assert!(
+            !html.contains("\"><script"),
+            "{path} breaks out of an attribute"
+        );
+    }
+    let live = get(&app, &admin, "/dashboard/live")
+        .await
+        .text()
+        .await
+        .unwrap();
+    // askama writes numeric entities; either spelling is the text "<script>".
+    assert!(
+        live.contains("&#60;script&#62;alert(1)") || live.contains("&lt;script&gt;alert(1)"),
+        "src shown as text"
+    );
+    assert!(live.contains("evil.example"), "the referrer is shown");
+}
