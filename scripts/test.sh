@@ -20,6 +20,9 @@ fi
 if [ -z "${CLICKWARD_TEST_PG:-}" ]; then
   echo "!!! CLICKWARD_TEST_PG is not set: the PostgreSQL cases will SKIP (they run in CI) !!!" >&2
 fi
+if [ ! -x /usr/bin/chromedriver ]; then
+  echo "!!! chromium-driver is not installed: the browser tests will SKIP (they run in CI) !!!" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod api;
+mod browser;
 mod classify;
 mod cli;
 mod conversions;

@@ -1,0 +1,482 @@
+//! The dashboard and the portal in a real browser: Debian's Chromium driven
+//! through chromedriver (WebDriver) with fantoccini. `.ci/run` installs both;
+//! without them these tests say loudly that they skipped, and under
+//! `CI=true` they fail instead.
+//!
+//! Screenshots of the overview and live pages are written to
+//! `target/screenshots/` (or `$CLICKWARD_SCREENSHOTS`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::dashboard::{ADMIN_PASSWORD, add_user};
+use crate::helpers::*;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process and a browser session; both end on drop.
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// Starts Chromium headless with a real desktop user agent from
+/// ../shared/data (a headless one would be classified as a bot, rightly).
+/// `None` when Chromium or chromedriver is missing outside CI.
+async fn browser() -> Option<Browser> {
+    let missing = [CHROMEDRIVER, CHROMIUM]
+        .into_iter()
+        .find(|p| !std::path::Path::new(p).exists());
+    if let Some(m) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{m} is missing: .ci/run installs Debian's chromium and chromium-driver"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: browser tests need {m} (apt-get install chromium chromium-driver) !!!\n"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let ua: Vec<String> = serde_json::from_slice(
+        &std::fs::read(shared_data().join("user-agents/top-desktop.json")).unwrap(),
+    )
+    .unwrap();
+    let ua = ua.iter().find(|u| u.contains("Chrome/")).unwrap().clone();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                "--window-size=1280,1000",
+                format!("--user-agent={ua}"),
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let client = loop {
+        let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        b.capabilities(caps.clone());
+        match b.connect(&url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "no browser session: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    Some(Browser {
+        client: Some(client),
+        driver,
+        _profile: profile,
+    })
+}
+
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CLICKWARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+        })
+}
+
+async fn save_screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls a JavaScript expression until it is `true`, or panics after `deadline`.
+async fn until_js(c: &Client, deadline: Duration, what: &str, expr: &str) {
+    let start = Instant::now();
+    loop {
+        let v = c
+            .execute(&format!("return !!({expr});"), vec![])
+            .await
+            .unwrap();
+        if v == json!(true) {
+            return;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sign_in(c: &Client, app: &TestApp, user: &str, password: &str) {
+    c.goto(&app.url("/login")).await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Opens `path` in a second tab and comes back to the first.
+async fn open_in_second_tab(c: &Client, app: &TestApp, path: &str) {
+    let first = c.window().await.unwrap();
+    let tab = c.new_window(true).await.unwrap();
+    c.switch_to_window(tab.handle).await.unwrap();
+    c.goto(&app.url(path)).await.unwrap();
+    c.close_window().await.unwrap();
+    c.switch_to_window(first).await.unwrap();
+}
+
+const XSS: &str = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
+
+#[tokio::test]
+async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_conversion() {
+    let app = TestApp::start().await;
+    let Some(b) = browser().await else { return };
+    let c = b.c();
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+
+    // Not signed in: the sign-in page, then back where we wanted to go.
+    c.goto(&app.url("/dashboard/links")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("merchant")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/links");
+
+    // Create a link through the form. Its destination is this server, so
+    // the second tab lands somewhere real on this closed network.
+    c.find(Locator::Id("link-code"))
+        .await
+        .unwrap()
+        .send_keys("browser-made")
+        .await
+        .unwrap();
+    c.find(Locator::Id("link-program"))
+        .await
+        .unwrap()
+        .select_by_value("vendors")
+        .await
+        .unwrap();
+    c.find(Locator::Id("link-affiliate"))
+        .await
+        .unwrap()
+        .select_by_value("gourmet_guide")
+        .await
+        .unwrap();
+    c.find(Locator::Id("link-destination"))
+        .await
+        .unwrap()
+        .send_keys(&app.url("/healthz?c={click_id}"))
+        .await
+        .unwrap();
+    c.find(Locator::Id("create-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/dashboard/links/browser-made"
+    );
+    assert!(text_of(c, ".notice.ok").await.contains("created"));
+    let (s, link) = app.api_get("/api/v1/links/browser-made").await;
+    assert_eq!(s, 200, "{link}");
+
+    // Live page: a click made in a second tab appears within 1 s.
+    c.goto(&app.url("/dashboard/live")).await.unwrap();
+    until_js(
+        c,
+        Duration::from_secs(5),
+        "the live stream to connect",
+        "document.getElementById('live-status').textContent === 'Live.'",
+    )
+    .await;
+    open_in_second_tab(c, &app, "/r/browser-made?src=second_tab").await;
+    let clicked = Instant::now();
+    until_js(
+        c,
+        Duration::from_secs(1),
+        "the click on the live page within 1 s",
+        "Array.from(document.querySelectorAll('#live-rows tr')).some(tr => \
+         tr.textContent.includes('browser-made') && tr.textContent.includes('second_tab'))",
+    )
+    .await;
+    eprintln!(
+        "click shown on the live page {:?} after its redirect",
+        clicked.elapsed()
+    );
+    let row = text_of(c, "#live-rows tr:first-child").await;
+    assert!(
+        row.contains("human") && row.contains("gourmet_guide"),
+        "{row}"
+    );
+
+    // A visitor's XSS attempt in src and referrer, while the page is open
+    // (inserted by the script) and after a reload (rendered by the server).
+    let src: String = url::form_urlencoded::byte_serialize(XSS.as_bytes()).collect();
+    let r = app
+        .client
+        .get(app.url(&format!("/r/browser-made?src={src}")))
+        .header("user-agent", CHROME)
+        .header("referer", format!("https://evil.example/{XSS}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    for round in ["live", "reloaded"] {
+        if round == "reloaded" {
+            c.goto(&app.url("/dashboard/live")).await.unwrap();
+        }
+        until_js(
+            c,
+            Duration::from_secs(2),
+            "the payload shown as text",
+            "Array.from(document.querySelectorAll('#live-rows td')).some(td => \
+             td.textContent.includes('<script>window.__xss=1</script>'))",
+        )
+        .await;
+        let ran = c
+            .execute(
+                "return [window.__xss === undefined, \
+                 document.querySelectorAll('#live-rows img, #live-rows script').length, \
+                 Array.from(document.querySelectorAll('#live-rows td')).some(td => td.textContent.includes('evil.example'))];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ran,
+            json!([true, 0, true]),
+            "{round}: no script ran, no element made, referrer shown"
+        );
+    }
+    save_screenshot(c, "live.png").await;
+
+    // Overview: the clicks tile moves by itself when a click comes in.
+    c.goto(&app.url("/dashboard")).await.unwrap();
+    until_js(
+        c,
+        Duration::from_secs(5),
+        "the overview's live stream",
+        "document.getElementById('live-status').textContent === 'Live.'",
+    )
+    .await;
+    let before: i64 = text_of(c, "#kpi-clicks").await.parse().unwrap();
+    open_in_second_tab(c, &app, "/r/browser-made?src=overview_tab").await;
+    until_js(
+        c,
+        Duration::from_secs(3),
+        "the clicks tile to move",
+        &format!(
+            "document.getElementById('kpi-clicks').textContent === '{}'",
+            before + 1
+        ),
+    )
+    .await;
+    // The chart was drawn.
+    until_js(
+        c,
+        Duration::from_secs(2),
+        "the chart",
+        "document.querySelector('#chart canvas') !== null",
+    )
+    .await;
+    save_screenshot(c, "overview.png").await;
+
+    // Approve a conversion from the conversions page.
+    let click_id = app.clicks("browser-made").await[0]["click_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": click_id, "order_id": "browser-1", "amount": "49.90"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["conversion"]["conversion_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.goto(&app.url("/dashboard/conversions?status=pending"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[aria-label='approve order browser-1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(c, ".notice.ok").await.contains("approved"));
+    c.goto(&app.url("/dashboard/conversions")).await.unwrap();
+    assert_eq!(
+        text_of(c, &format!("#conversion-{id} .status")).await,
+        "approved"
+    );
+    let (_, v) = app.api_get(&format!("/api/v1/conversions/{id}")).await;
+    assert_eq!(v["status"], "approved", "{v}");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_affiliate_sees_only_their_own_data() {
+    let app = TestApp::start().await;
+    let Some(b) = browser().await else { return };
+    let c = b.c();
+    add_user(
+        &app,
+        "gg",
+        Some("gourmet_guide"),
+        Some("gourmet guide secret"),
+    )
+    .await;
+    // A click on each affiliate's link.
+    for path in ["/r/solare?src=mine", "/r/rakuten_sim?src=theirs"] {
+        assert_eq!(app.get_ua(path, CHROME).await.status(), 302);
+    }
+    sign_in(c, &app, "gg", "gourmet guide secret").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/portal");
+    let page = c.source().await.unwrap();
+    assert!(page.contains("/r/solare"), "their link");
+    assert!(
+        !page.contains("rakuten_sim"),
+        "not another affiliate's link"
+    );
+    assert_eq!(text_of(c, "#kpi-clicks").await, "1", "only their own click");
+    // The link builder fills in src and sub-ids.
+    let builder = c.find(Locator::Css("form.builder")).await.unwrap();
+    builder
+        .find(Locator::Id("builder-link"))
+        .await
+        .unwrap()
+        .select_by_value("solare")
+        .await
+        .unwrap();
+    builder
+        .find(Locator::Css("input[name='src']"))
+        .await
+        .unwrap()
+        .send_keys("newsletter")
+        .await
+        .unwrap();
+    builder
+        .find(Locator::Css("input[name='sub1']"))
+        .await
+        .unwrap()
+        .send_keys("nov")
+        .await
+        .unwrap();
+    builder
+        .find(Locator::Css("button[type='submit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let built = c
+        .find(Locator::Id("built-url"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        built.ends_with("/r/solare?src=newsletter&sub1=nov"),
+        "{built}"
+    );
+    // Another affiliate's link page, and the merchant's dashboard: 404.
+    for path in [
+        "/portal/links/rakuten_sim",
+        "/dashboard",
+        "/dashboard/links/solare",
+    ] {
+        c.goto(&app.url(path)).await.unwrap();
+        assert_eq!(text_of(c, "h1").await, "404", "{path}");
+    }
+    c.goto(&app.url("/portal/links/solare")).await.unwrap();
+    assert_eq!(text_of(c, "h1").await, "Link solare");
+    b.close().await;
+}
