@@ -158,6 +158,26 @@ async fn until_js(c: &Client, deadline: Duration, what: &str, expr: &str) {
     }
 }
 
+/// Waits until the page at `path` (after a click that navigates) has loaded.
+async fn until_path(c: &Client, path: &str) {
+    let start = Instant::now();
+    loop {
+        let here = c.current_url().await.unwrap();
+        let ready = c
+            .execute("return document.readyState === 'complete';", vec![])
+            .await
+            .unwrap();
+        if here.path() == path && ready == json!(true) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still at {here}, not {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn sign_in(c: &Client, app: &TestApp, user: &str, password: &str) {
     c.goto(&app.url("/login")).await.unwrap();
     c.find(Locator::Id("username"))
@@ -220,7 +240,7 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/links");
+    until_path(c, "/dashboard/links").await;
 
     // Create a link through the form. Its destination is this server, so
     // the second tab lands somewhere real on this closed network.
@@ -254,10 +274,7 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
         .click()
         .await
         .unwrap();
-    assert_eq!(
-        c.current_url().await.unwrap().path(),
-        "/dashboard/links/browser-made"
-    );
+    until_path(c, "/dashboard/links/browser-made").await;
     assert!(text_of(c, ".notice.ok").await.contains("created"));
     let (s, link) = app.api_get("/api/v1/links/browser-made").await;
     assert_eq!(s, 200, "{link}");
@@ -362,6 +379,18 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
     )
     .await;
     save_screenshot(c, "overview.png").await;
+    // On a phone-sized window the page fits its width (tables scroll inside
+    // their own boxes) and the navigation stays reachable.
+    c.set_window_size(390, 844).await.unwrap();
+    until_js(
+        c,
+        Duration::from_secs(2),
+        "the page to fit a phone's width",
+        "document.documentElement.scrollWidth <= window.innerWidth + 1",
+    )
+    .await;
+    save_screenshot(c, "overview-phone.png").await;
+    c.set_window_size(1280, 1000).await.unwrap();
 
     // Approve a conversion from the conversions page.
     let click_id = app.clicks("browser-made").await[0]["click_id"]
@@ -389,7 +418,13 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
         .click()
         .await
         .unwrap();
-    assert!(text_of(c, ".notice.ok").await.contains("approved"));
+    until_js(
+        c,
+        Duration::from_secs(5),
+        "the approval notice",
+        "(document.querySelector('.notice.ok') || {}).textContent?.includes('approved')",
+    )
+    .await;
     c.goto(&app.url("/dashboard/conversions")).await.unwrap();
     assert_eq!(
         text_of(c, &format!("#conversion-{id} .status")).await,
@@ -417,7 +452,7 @@ async fn an_affiliate_sees_only_their_own_data() {
         assert_eq!(app.get_ua(path, CHROME).await.status(), 302);
     }
     sign_in(c, &app, "gg", "gourmet guide secret").await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/portal");
+    until_path(c, "/portal").await;
     let page = c.source().await.unwrap();
     assert!(page.contains("/r/solare"), "their link");
     assert!(
@@ -455,6 +490,13 @@ async fn an_affiliate_sees_only_their_own_data() {
         .click()
         .await
         .unwrap();
+    until_js(
+        c,
+        Duration::from_secs(5),
+        "the built link",
+        "(document.getElementById('built-url') || {}).value?.includes('newsletter')",
+    )
+    .await;
     let built = c
         .find(Locator::Id("built-url"))
         .await
