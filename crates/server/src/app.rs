@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub spool: Option<Spool>,
     /// Becomes `true` when the server stops (ends live streams).
     pub stop: watch::Receiver<bool>,
+    /// Recent failed sign-ins, per username (see `dashboard::login`).
+    pub sign_in_failures: crate::dashboard::SignInFailures,
 }
 
 impl AppState {
@@ -202,6 +204,7 @@ impl Server {
             events: crate::events::EventHub::new(),
             spool: spool.clone(),
             stop: stopped.clone(),
+            sign_in_failures: Default::default(),
         }));
         state.reload_catalog().await?;
         // Every node must hash visitors with the same daily salts.

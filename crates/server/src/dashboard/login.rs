@@ -13,6 +13,53 @@ use serde::Deserialize;
 use super::{page, secure, session};
 use crate::app::AppState;
 
+/// Failed sign-ins allowed per name (or per "API key") within
+/// [`FAILURE_WINDOW_US`] before further attempts are refused until the window
+/// has passed. In memory, per node: it slows guessing, it is no audit log.
+const MAX_FAILURES: u32 = 10;
+/// See [`MAX_FAILURES`]: 15 minutes, µs.
+const FAILURE_WINDOW_US: i64 = 15 * 60 * 1_000_000;
+/// Names tracked at most (the oldest window is dropped beyond it).
+const MAX_TRACKED: usize = 10_000;
+
+/// Recent failed sign-ins: name → (failures, start of the window, UTC µs).
+#[derive(Default)]
+pub struct SignInFailures(std::sync::Mutex<std::collections::HashMap<String, (u32, i64)>>);
+
+impl SignInFailures {
+    /// `true` when `name` may try now.
+    fn allowed(&self, name: &str, now: i64) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .is_none_or(|(n, since)| *n < MAX_FAILURES || now - since > FAILURE_WINDOW_US)
+    }
+
+    fn failed(&self, name: &str, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(name) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        let e = map.entry(name.to_owned()).or_insert((0, now));
+        if now - e.1 > FAILURE_WINDOW_US {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+
+    fn succeeded(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
@@ -92,20 +139,39 @@ pub async fn submit(
         }
     }
     let next = safe_next(Some(&f.next));
+    let now = app.0.clock.now_micros();
+    let failures = &app.0.sign_in_failures;
     let key = f.api_key.trim();
+    // Keys are guessed as a whole: one counter for all of them.
+    let name = if key.is_empty() {
+        f.username.trim().to_lowercase()
+    } else {
+        " api key".to_owned()
+    };
+    if !failures.allowed(&name, now) {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "error",
+                "Too many failed sign-ins; wait 15 minutes and try again.",
+            )
+            .finish();
+        return secure(Redirect::to(&format!("/login?{q}")).into_response());
+    }
     if !key.is_empty() {
-        if key.len() > 256 {
+        let hash = crate::auth::hash_key(key);
+        let found = if key.len() > 256 {
+            None
+        } else {
+            app.0.store.find_api_key(hash).await.ok().flatten()
+        };
+        if found.is_none() {
+            failures.failed(&name, now);
             return failed(&f.next);
         }
-        let hash = crate::auth::hash_key(key);
-        return match app.0.store.find_api_key(hash).await {
-            Ok(Some(_)) => {
-                let jar = session::start_key(&app, jar, hash);
-                let to = next.unwrap_or_else(|| "/dashboard".to_owned());
-                (jar, secure(Redirect::to(&to).into_response())).into_response()
-            }
-            _ => failed(&f.next),
-        };
+        failures.succeeded(&name);
+        let jar = session::start_key(&app, jar, hash);
+        let to = next.unwrap_or_else(|| "/dashboard".to_owned());
+        return (jar, secure(Redirect::to(&to).into_response())).into_response();
     }
     if f.username.len() > 200 || f.password.len() > 1024 {
         return failed(&f.next);
@@ -115,7 +181,12 @@ pub async fn submit(
         _ => {
             // Same work as a wrong password, so timing does not tell which
             // usernames exist.
-            let _ = session::verify_password(&f.password, DUMMY_HASH);
+            let password = f.password.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                session::verify_password(&password, dummy_hash())
+            })
+            .await;
+            failures.failed(&name, now);
             return failed(&f.next);
         }
     };
@@ -126,8 +197,10 @@ pub async fn submit(
         .await
         .unwrap_or(false);
     if !ok {
+        failures.failed(&name, now);
         return failed(&f.next);
     }
+    failures.succeeded(&name);
     let home = match user.role {
         UserRole::Admin => "/dashboard",
         UserRole::Affiliate => "/portal",
@@ -139,8 +212,12 @@ pub async fn submit(
     (jar, secure(Redirect::to(&to).into_response())).into_response()
 }
 
-/// A well-formed argon2id hash of nothing anyone types.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3M3Rj7B2yJ8TmE5oWvYQ1m8r0m5qfPqQ2kQkZx0c6pA";
+/// A real argon2id hash (same parameters as users' ones) of a random
+/// password, made once: checking it costs what checking a user's does.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| session::hash_password(&crate::auth::new_token()).unwrap_or_default())
+}
 
 #[derive(Deserialize)]
 pub struct MagicQuery {

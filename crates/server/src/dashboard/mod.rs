@@ -35,6 +35,8 @@ use clickward_store::StoreError;
 use crate::app::AppState;
 use session::{Session, Who};
 
+pub use login::SignInFailures;
+
 /// Largest form body a dashboard POST reads, bytes.
 const MAX_FORM: usize = 64 * 1024;
 

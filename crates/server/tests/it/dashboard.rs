@@ -401,3 +401,31 @@ async fn values_from_visitors_are_text_on_every_page() {
     );
     assert!(live.contains("evil.example"), "the referrer is shown");
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_refused_for_a_while() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    for _ in 0..10 {
+        let r = app
+            .client
+            .post(app.url("/login"))
+            .form(&[("username", "merchant"), ("password", "guess guess guess")])
+            .send()
+            .await
+            .unwrap();
+        assert!(session_cookie(&r).is_none());
+    }
+    // Now even the right password waits out the window.
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "Merchant"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r).contains("Too+many"), "{}", location(&r));
+    assert!(session_cookie(&r).is_none());
+    app.clock.set(NOON + 16 * 60_000_000);
+    sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+}
