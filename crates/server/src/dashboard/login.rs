@@ -36,14 +36,14 @@ impl SignInFailures {
 
     fn failed(&self, name: &str, now: i64) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(name) {
-            if let Some(oldest) = map
+        if map.len() >= MAX_TRACKED
+            && !map.contains_key(name)
+            && let Some(oldest) = map
                 .iter()
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+        {
+            map.remove(&oldest);
         }
         let e = map.entry(name.to_owned()).or_insert((0, now));
         if now - e.1 > FAILURE_WINDOW_US {
