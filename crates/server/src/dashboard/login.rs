@@ -123,20 +123,9 @@ pub async fn submit(
     Form(f): Form<LoginForm>,
 ) -> Response {
     // Login CSRF: a sign-in must come from our own login page.
-    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
-        let host = headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let same = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://").map(|(_, rest)| rest.to_owned()))
-            .is_some_and(|authority| authority.eq_ignore_ascii_case(host));
-        if !same {
-            return super::PageError::Forbidden("This form was sent from another site.".into())
-                .into_response();
-        }
+    if !super::same_origin(&headers) {
+        return super::PageError::Forbidden("This form was sent from another site.".into())
+            .into_response();
     }
     let next = safe_next(Some(&f.next));
     let now = app.0.clock.now_micros();

@@ -181,14 +181,14 @@ impl IntoResponse for PageError {
         }
         .render()
         .unwrap_or_else(|_| message.clone());
-        let mut r = (
-            status,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html,
+        secure(
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response(),
         )
-            .into_response();
-        r = secure(r);
-        r
     }
 }
 
@@ -259,28 +259,10 @@ async fn gate(
 /// sends one), an admin session that may write, and the session's CSRF token
 /// in the form. The body is read here (bounded) and handed on unchanged.
 async fn check_post(session: &Session, req: Request) -> Result<Request, PageError> {
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let same = origin
-            .to_str()
-            .ok()
-            .and_then(|o| url::Url::parse(o).ok())
-            .is_some_and(|u| {
-                let authority = match u.port() {
-                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
-                    None => u.host_str().unwrap_or_default().to_owned(),
-                };
-                authority.eq_ignore_ascii_case(host)
-            });
-        if !same {
-            return Err(PageError::Forbidden(
-                "This form was sent from another site.".into(),
-            ));
-        }
+    if !same_origin(req.headers()) {
+        return Err(PageError::Forbidden(
+            "This form was sent from another site.".into(),
+        ));
     }
     if let Who::Admin {
         can_write: false, ..
@@ -304,6 +286,30 @@ async fn check_post(session: &Session, req: Request) -> Result<Request, PageErro
         ));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// `false` when the browser says (`Origin`) that the request comes from a
+/// page of another host than the one it is sent to. Browsers send `Origin`
+/// with every POST; without one there is nothing to compare.
+pub fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .is_some_and(|u| {
+            let authority = match u.port() {
+                Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                None => u.host_str().unwrap_or_default().to_owned(),
+            };
+            authority.eq_ignore_ascii_case(host)
+        })
 }
 
 /// Where tracking links and postback URLs point: `dashboard.public_url`, or
