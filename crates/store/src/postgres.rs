@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
-use crate::plan::{self, BUCKET, CHUNK, Cube, SETTLE, id_floor};
+use crate::plan::{self, BUCKET, CHUNK, Cube, LEVELS, SETTLE, id_floor};
 use crate::{
     AffiliateInput, ApiKey, Balance, CatalogInput, ClickFacts, ClickRow, ClickSink, ClickWritten,
     ConversionFilter, ConversionRow, KeyScope, LinkInput, LinkRecord, NewConversion, Notice,
@@ -732,6 +732,12 @@ async fn insert_rows(
     Ok(())
 }
 
+fn add_counts(into: &mut Counts, k: &Counts) {
+    for (a, v) in into.iter_mut().zip(k) {
+        *a += v;
+    }
+}
+
 /// Adds clicks whose bucket is already rolled up to its rollup rows.
 async fn add_late(
     tx: &tokio_postgres::Transaction<'_>,
@@ -764,37 +770,58 @@ async fn add_late(
     }
     const ADD: &str = "gross = t.gross + excluded.gross, bot = t.bot + excluded.bot, \
          invalid = t.invalid + excluded.invalid, uniq = t.uniq + excluded.uniq";
-    for ((l, b, p, a), k) in link {
-        tx.execute(
-            &format!(
-                "INSERT INTO rollup_link AS t (link_id, bucket, program_id, affiliate_key, gross, bot, \
-                 invalid, uniq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (link_id, bucket, program_id, affiliate_key) DO UPDATE SET {ADD}"
-            ),
-            &[&l, &b, &p, &a, &k[0], &k[1], &k[2], &k[3]],
-        )
-        .await?;
-    }
-    for ((b, s), k) in src {
-        tx.execute(
-            &format!(
-                "INSERT INTO rollup_src AS t (bucket, src, gross, bot, invalid, uniq) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (bucket, src) DO UPDATE SET {ADD}"
-            ),
-            &[&b, &s, &k[0], &k[1], &k[2], &k[3]],
-        )
-        .await?;
-    }
-    for ((b, country, device), k) in geo {
-        tx.execute(
-            &format!(
-                "INSERT INTO rollup_geo AS t (bucket, country, device, gross, bot, invalid, uniq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (bucket, country, device) DO UPDATE SET {ADD}"
-            ),
-            &[&b, &country, &device, &k[0], &k[1], &k[2], &k[3]],
-        )
-        .await?;
+    // Every level gets the clicks: 15-minute rows and the hour and day
+    // rows above them.
+    for (suffix, width) in LEVELS {
+        let at = |b: i64| b - b.rem_euclid(width);
+        let mut l2: BTreeMap<(i64, i64, i64, i64), Counts> = BTreeMap::new();
+        for ((l, b, p, a), k) in &link {
+            add_counts(l2.entry((*l, at(*b), *p, *a)).or_default(), k);
+        }
+        let mut s2: BTreeMap<(i64, &str), Counts> = BTreeMap::new();
+        for ((b, src), k) in &src {
+            add_counts(s2.entry((at(*b), src.as_str())).or_default(), k);
+        }
+        let mut g2: BTreeMap<(i64, &str, &str), Counts> = BTreeMap::new();
+        for ((b, country, device), k) in &geo {
+            add_counts(
+                g2.entry((at(*b), country.as_str(), device.as_str()))
+                    .or_default(),
+                k,
+            );
+        }
+        for ((l, b, p, a), k) in l2 {
+            tx.execute(
+                &format!(
+                    "INSERT INTO rollup_link{suffix} AS t (link_id, bucket, program_id, affiliate_key, \
+                     gross, bot, invalid, uniq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (link_id, bucket, program_id, affiliate_key) DO UPDATE SET {ADD}"
+                ),
+                &[&l, &b, &p, &a, &k[0], &k[1], &k[2], &k[3]],
+            )
+            .await?;
+        }
+        for ((b, src), k) in s2 {
+            tx.execute(
+                &format!(
+                    "INSERT INTO rollup_src{suffix} AS t (bucket, src, gross, bot, invalid, uniq) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (bucket, src) DO UPDATE SET {ADD}"
+                ),
+                &[&b, &src, &k[0], &k[1], &k[2], &k[3]],
+            )
+            .await?;
+        }
+        for ((b, country, device), k) in g2 {
+            tx.execute(
+                &format!(
+                    "INSERT INTO rollup_geo{suffix} AS t (bucket, country, device, gross, bot, invalid, uniq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (bucket, country, device) DO UPDATE SET {ADD}"
+                ),
+                &[&b, &country, &device, &k[0], &k[1], &k[2], &k[3]],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -834,6 +861,42 @@ async fn replace_rollups(
         ),
     ] {
         tx.execute(&sql, &[&sid, &eid, &s, &e]).await?;
+    }
+    // The hour and day rows over the range, summed again from the level
+    // below (whole hours and days: the range is widened to them).
+    for pair in LEVELS.windows(2) {
+        let ((fine, _), (coarse, w)) = (pair[0], pair[1]);
+        let (cs, ce) = (s - s.rem_euclid(w), e + (w - e.rem_euclid(w)) % w);
+        let b = format!("bucket - bucket % {w}");
+        for (t, keys, group) in [
+            (
+                "rollup_link",
+                "link_id, bucket, program_id, affiliate_key",
+                "link_id, 2, program_id, affiliate_key",
+            ),
+            ("rollup_src", "bucket, src", "1, src"),
+            (
+                "rollup_geo",
+                "bucket, country, device",
+                "1, country, device",
+            ),
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {t}{coarse} WHERE bucket >= $1 AND bucket < $2"),
+                &[&cs, &ce],
+            )
+            .await?;
+            let select = keys.replace("bucket", &b);
+            tx.execute(
+                &format!(
+                    "INSERT INTO {t}{coarse} ({keys}, gross, bot, invalid, uniq) \
+                     SELECT {select}, SUM(gross)::int8, SUM(bot)::int8, SUM(invalid)::int8, SUM(uniq)::int8 \
+                     FROM {t}{fine} WHERE bucket >= $1 AND bucket < $2 GROUP BY {group}"
+                ),
+                &[&cs, &ce],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -958,6 +1021,7 @@ fn rollup_column(d: Dimension) -> &'static str {
 async fn rollup_counts(
     c: &impl GenericClient,
     cube: Cube,
+    suffix: &str,
     buckets: &[Bucket],
     dims: &[Dimension],
     filters: &[(Dimension, String)],
@@ -982,7 +1046,7 @@ async fn rollup_counts(
     let sql = format!(
         "SELECT {select} COALESCE(SUM(r.gross), 0)::int8, COALESCE(SUM(r.bot), 0)::int8, \
          COALESCE(SUM(r.invalid), 0)::int8, COALESCE(SUM(r.uniq), 0)::int8 \
-         FROM {b} JOIN {table} r ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
+         FROM {b} JOIN {table}{suffix} r ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
     );
     counts_of(c.query(&sql, &refs(&args)).await?, dims.len())
 }
@@ -1064,7 +1128,26 @@ async fn report(c: &impl GenericClient, q: &ReportQuery) -> Result<Vec<ReportRow
     };
     let counts = match planned {
         Some((cube, (rolled, raw))) => {
-            let mut counts = rollup_counts(c, cube, &rolled, &q.dims, &q.filters).await?;
+            // Each rolled bucket tiled with the coarsest rows that fit; the
+            // tiles keep their report bucket's label.
+            let mut tiles: [Vec<Bucket>; 3] = Default::default();
+            for b in &rolled {
+                for (level, from, to) in plan::tile(b.start, b.end) {
+                    tiles[level].push(Bucket {
+                        label: b.label.clone(),
+                        start: from,
+                        end: to,
+                    });
+                }
+            }
+            let mut counts = BTreeMap::new();
+            for (level, (suffix, _)) in LEVELS.iter().enumerate() {
+                let part =
+                    rollup_counts(c, cube, suffix, &tiles[level], &q.dims, &q.filters).await?;
+                for (k, v) in part {
+                    counts.entry(k).or_insert_with(ClickCounts::default).add(&v);
+                }
+            }
             for (k, v) in raw_counts(c, &raw, &q.dims, &q.filters).await? {
                 counts.entry(k).or_default().add(&v);
             }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 pub(super) use crate::plan::split;
-use crate::plan::{BUCKET, CHUNK, Cube, SETTLE, ceil, floor, id_floor};
+use crate::plan::{BUCKET, CHUNK, Cube, LEVELS, SETTLE, ceil, floor, id_floor, tile};
 
 type Counts = [i64; 4];
 
@@ -281,41 +281,6 @@ type GroupKey = (usize, [i64; 3], [u32; 3]);
 struct Scan {
     groups: HashMap<GroupKey, [i64; 4]>,
     texts: Vec<String>,
-}
-
-/// UTC hour and day, µs.
-const HOUR: i64 = 3600 * 1_000_000;
-const DAY: i64 = 24 * HOUR;
-
-/// Rollup levels, finest first: table suffix and bucket width (µs, UTC).
-/// Each coarser row is the sum of the finer rows under it (V7).
-const LEVELS: [(&str, i64); 3] = [("", BUCKET), ("_h", HOUR), ("_d", DAY)];
-
-/// Tiles `[s, e)` (15-minute aligned) with the fewest rollup rows: whole UTC
-/// days where they fit, whole hours next to them, 15-minute buckets at the
-/// ragged ends. Returns `(level, from, to)` runs in time order.
-fn tile(s: Micros, e: Micros) -> Vec<(usize, Micros, Micros)> {
-    let mut out: Vec<(usize, Micros, Micros)> = Vec::new();
-    let mut t = s;
-    while t < e {
-        let level = (0..LEVELS.len())
-            .rev()
-            .find(|&l| t % LEVELS[l].1 == 0 && t + LEVELS[l].1 <= e)
-            .unwrap_or(0);
-        let w = LEVELS[level].1;
-        // Whole units of this level, up to where a coarser one may start.
-        let mut to = e.div_euclid(w) * w;
-        if let Some((_, coarser)) = LEVELS.get(level + 1) {
-            to = to.min((t.div_euclid(*coarser) + 1) * coarser);
-        }
-        let to = to.max(t + w).min(e);
-        match out.last_mut() {
-            Some(last) if last.0 == level && last.2 == t => last.2 = to,
-            _ => out.push((level, t, to)),
-        }
-        t = to;
-    }
-    out
 }
 
 /// Reads the rollup rows under `buckets`, each bucket tiled by the coarsest
@@ -624,39 +589,4 @@ pub(super) fn recompute_conversions(
         }
     }
     cascade(c, true, s, e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const M: i64 = 60 * 1_000_000;
-
-    #[test]
-    fn tiles_take_the_coarsest_rows_that_fit() {
-        // Three whole UTC days: one run of daily rows.
-        assert_eq!(tile(DAY, 4 * DAY), vec![(2, DAY, 4 * DAY)]);
-        // An Asia/Kolkata day, 18:30 to 18:30 UTC: two quarter hours,
-        // hours to midnight, the next day's hours, two quarter hours.
-        let (s, e) = (18 * HOUR + 30 * M, DAY + 18 * HOUR + 30 * M);
-        assert_eq!(
-            tile(s, e),
-            vec![
-                (0, s, 19 * HOUR),
-                (1, 19 * HOUR, DAY + 18 * HOUR),
-                (0, DAY + 18 * HOUR, e),
-            ]
-        );
-        // A Tokyo week (15:00 UTC to 15:00 UTC): hours, days, hours.
-        let (s, e) = (15 * HOUR, 7 * DAY + 15 * HOUR);
-        assert_eq!(
-            tile(s, e),
-            vec![(1, s, DAY), (2, DAY, 7 * DAY), (1, 7 * DAY, e)]
-        );
-        assert_eq!(
-            tile(5 * BUCKET, 6 * BUCKET),
-            vec![(0, 5 * BUCKET, 6 * BUCKET)]
-        );
-        assert!(tile(DAY, DAY).is_empty());
-    }
 }
