@@ -622,8 +622,9 @@ pub trait Store: Send + Sync + 'static {
     /// Approves pending conversions whose program hold period has passed at
     /// `now` (UTC µs); returns how many.
     fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64>;
-    /// Sums of the ledger by affiliate, currency and bucket.
-    fn balances(&self) -> StoreFuture<'_, Vec<Balance>>;
+    /// Sums of the ledger by affiliate, currency and bucket; of one
+    /// affiliate only when given.
+    fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>>;
     /// An affiliate's payable balances by program and currency.
     fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>>;
     /// Pays the affiliate's eligible payable balance in `currency`: marks

@@ -2217,16 +2217,18 @@ impl Store for PgStore {
         })
     }
 
-    fn balances(&self) -> StoreFuture<'_, Vec<Balance>> {
+    fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>> {
         Box::pin(async move {
             let c = self.client().await?;
             let rows = c
                 .query(
                     "SELECT a.slug, l.currency, l.bucket, SUM(l.amount)::int8 FROM ledger l \
                      LEFT JOIN affiliates a ON a.id = l.affiliate_id \
+                     WHERE $1::text IS NULL \
+                        OR l.affiliate_id = (SELECT id FROM affiliates WHERE slug = $1::text) \
                      GROUP BY l.affiliate_id, a.slug, l.currency, l.bucket \
                      ORDER BY a.slug NULLS FIRST, l.currency, l.bucket",
-                    &[],
+                    &[&affiliate.as_ref().map(Slug::as_str)],
                 )
                 .await?;
             let mut out = Vec::with_capacity(rows.len());

@@ -1157,8 +1157,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn balances(&self) -> StoreFuture<'_, Vec<Balance>> {
-        self.read(conversions::balances)
+    fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>> {
+        self.read(move |c| conversions::balances(c, affiliate.as_ref().map(Slug::as_str)))
     }
 
     fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>> {

@@ -48,12 +48,11 @@ pub struct StatsView {
     pub filter_qs: String,
 }
 
-async fn stats_view(
+pub(super) async fn stats_view(
     app: &AppState,
-    q: &RangeQuery,
+    range: Range,
     filters: &[(Dimension, String)],
 ) -> Result<StatsView, PageError> {
-    let range = Range::parse(q, app.0.clock.now_micros());
     let (kpis, series) = stats::overview(app.0.store.as_ref(), &range, filters).await?;
     let filter_qs = filters
         .iter()
@@ -90,15 +89,23 @@ pub async fn overview(
     Extension(s): Extension<Session>,
     Query(q): Query<PageQuery>,
 ) -> PageResult {
-    let stats = stats_view(&app, &q.range, &[]).await?;
     let store = app.0.store.as_ref();
-    let r = &stats.range;
-    let tops = vec![
-        stats::top(store, r, "Top links", Dimension::Link, &[], 10).await?,
-        stats::top(store, r, "Top affiliates", Dimension::Affiliate, &[], 10).await?,
-        stats::top(store, r, "Top src", Dimension::Src, &[], 10).await?,
-        stats::top(store, r, "Top countries", Dimension::Country, &[], 10).await?,
-    ];
+    let range = Range::parse(&q.range, app.0.clock.now_micros());
+    let r = &range;
+    // Five reports at once: the store has several readers.
+    let top = |title, dim| async move {
+        stats::top(store, r, title, dim, &[], 10)
+            .await
+            .map_err(PageError::from)
+    };
+    let (stats, links, affiliates, srcs, countries) = futures::try_join!(
+        stats_view(&app, range.clone(), &[]),
+        top("Top links", Dimension::Link),
+        top("Top affiliates", Dimension::Affiliate),
+        top("Top src", Dimension::Src),
+        top("Top countries", Dimension::Country),
+    )?;
+    let tops = vec![links, affiliates, srcs, countries];
     let c = Chrome::new(&s, "Overview", "overview")
         .notice(&q.notice)
         .problem(stats.range.problem.clone())
@@ -388,7 +395,7 @@ pub async fn link(
     let base = public_base(&app, &headers);
     let stats = stats_view(
         &app,
-        &q.range,
+        Range::parse(&q.range, app.0.clock.now_micros()),
         &[(Dimension::Link, code.as_str().to_owned())],
     )
     .await?;
@@ -736,7 +743,7 @@ pub async fn affiliate(
     let base = public_base(&app, &headers);
     let stats = stats_view(
         &app,
-        &q.range,
+        Range::parse(&q.range, app.0.clock.now_micros()),
         &[(Dimension::Affiliate, slug.as_str().to_owned())],
     )
     .await?;
@@ -778,7 +785,7 @@ pub async fn program(
     let base = public_base(&app, &headers);
     let stats = stats_view(
         &app,
-        &q.range,
+        Range::parse(&q.range, app.0.clock.now_micros()),
         &[(Dimension::Program, slug.as_str().to_owned())],
     )
     .await?;
@@ -990,7 +997,7 @@ struct PayoutsPage {
 
 /// `GET /dashboard/payouts`: ledger balances and the latest batches.
 pub async fn payouts(State(app): State<AppState>, Extension(s): Extension<Session>) -> PageResult {
-    let balances = balance_items(&app.0.store.balances().await?);
+    let balances = balance_items(&app.0.store.balances(None).await?);
     let payouts = payout_items(&app.0.store.list_payouts(None, 200).await?);
     Ok(page(&PayoutsPage {
         c: Chrome::new(&s, "Payouts", "payouts"),

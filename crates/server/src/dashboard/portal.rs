@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::admin::{
     BalanceItem, ConversionItem, LinkItem, PayoutItem, StatsView, balance_items, conversion_item,
-    payout_items,
+    payout_items, stats_view,
 };
 use super::session::{Session, Who};
 use super::stats::{self, Range, RangeQuery};
@@ -44,32 +44,6 @@ fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
     }
 }
 
-async fn stats_for(
-    app: &AppState,
-    q: &RangeQuery,
-    filters: Vec<(Dimension, String)>,
-) -> Result<StatsView, PageError> {
-    let range = Range::parse(q, app.0.clock.now_micros());
-    let (kpis, series) = stats::overview(app.0.store.as_ref(), &range, &filters).await?;
-    let filter_qs = filters
-        .iter()
-        .fold(
-            url::form_urlencoded::Serializer::new(String::new()),
-            |mut s, (d, v)| {
-                s.append_pair(&d.to_string(), v);
-                s
-            },
-        )
-        .finish();
-    Ok(StatsView {
-        range_qs: range.query_string(),
-        series_json: serde_json::to_string(&series).unwrap_or_default(),
-        kpis,
-        range,
-        filter_qs,
-    })
-}
-
 #[derive(Template)]
 #[template(path = "portal.html")]
 struct PortalPage {
@@ -96,10 +70,10 @@ pub async fn home(
 ) -> PageResult {
     let me = affiliate_of(&s)?;
     let base = public_base(&app, &headers);
-    let stats = stats_for(
+    let stats = stats_view(
         &app,
-        &q.range,
-        vec![(Dimension::Affiliate, me.as_str().to_owned())],
+        Range::parse(&q.range, app.0.clock.now_micros()),
+        &[(Dimension::Affiliate, me.as_str().to_owned())],
     )
     .await?;
     let links: Vec<LinkItem> = app
@@ -147,7 +121,7 @@ pub async fn home(
     let balances: Vec<_> = app
         .0
         .store
-        .balances()
+        .balances(Some(me.clone()))
         .await?
         .into_iter()
         .filter(|b| b.affiliate.as_deref() == Some(me.as_str()))
@@ -200,10 +174,10 @@ pub async fn link(
     }
     let base = public_base(&app, &headers);
     // Both filters: the link, and (again) the affiliate.
-    let stats = stats_for(
+    let stats = stats_view(
         &app,
-        &q.range,
-        vec![
+        Range::parse(&q.range, app.0.clock.now_micros()),
+        &[
             (Dimension::Link, code.as_str().to_owned()),
             (Dimension::Affiliate, me.as_str().to_owned()),
         ],

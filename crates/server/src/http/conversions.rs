@@ -296,7 +296,7 @@ pub async fn change(
 
 /// `GET /api/v1/balances`: ledger sums by affiliate, currency and bucket.
 pub async fn balances(_: Authorized, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let rows = app.0.store.balances().await?;
+    let rows = app.0.store.balances(None).await?;
     Ok(Json(json!(rows)))
 }
 

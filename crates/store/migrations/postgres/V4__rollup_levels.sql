@@ -88,3 +88,10 @@ CREATE TABLE rollup_geo_d (
 INSERT INTO rollup_geo_d (bucket, country, device, gross, bot, invalid, uniq)
     SELECT bucket - bucket % 86400000000, country, device, SUM(gross), SUM(bot), SUM(invalid), SUM(uniq)
     FROM rollup_geo_h GROUP BY 1, 2, 3;
+
+-- An affiliate's reports (the portal) over zones whose days are not UTC
+-- days read hourly rows: by affiliate, not all links' rows. Balances sum the
+-- ledger by affiliate, currency and bucket: index-only with the amount.
+CREATE INDEX rollup_link_h_affiliate ON rollup_link_h (affiliate_key, bucket);
+CREATE INDEX ledger_sums ON ledger (affiliate_id, currency, bucket, amount);
+DROP INDEX ledger_affiliate;

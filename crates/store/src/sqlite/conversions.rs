@@ -411,12 +411,28 @@ pub(super) fn approve_due(c: &Connection, now: Micros) -> Result<u64, StoreError
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) fn balances(c: &Connection) -> Result<Vec<Balance>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT a.slug, l.currency, l.bucket, SUM(l.amount) FROM ledger l LEFT JOIN affiliates a \
-         ON a.id = l.affiliate_id GROUP BY l.affiliate_id, l.currency, l.bucket ORDER BY a.slug, l.currency, l.bucket",
-    )?;
-    let mut rows = st.query([])?;
+pub(super) fn balances(
+    c: &Connection,
+    affiliate: Option<&str>,
+) -> Result<Vec<Balance>, StoreError> {
+    // Two statements: with `?1 IS NULL OR …` in one, SQLite would not use
+    // the index for the one affiliate.
+    let mut st = match affiliate {
+        None => c.prepare_cached(
+            "SELECT a.slug, l.currency, l.bucket, SUM(l.amount) FROM ledger l LEFT JOIN affiliates a \
+             ON a.id = l.affiliate_id GROUP BY l.affiliate_id, l.currency, l.bucket \
+             ORDER BY a.slug, l.currency, l.bucket",
+        )?,
+        Some(_) => c.prepare_cached(
+            "SELECT a.slug, l.currency, l.bucket, SUM(l.amount) FROM ledger l JOIN affiliates a \
+             ON a.id = l.affiliate_id WHERE a.slug = ?1 GROUP BY l.currency, l.bucket \
+             ORDER BY l.currency, l.bucket",
+        )?,
+    };
+    let mut rows = match affiliate {
+        None => st.query([])?,
+        Some(a) => st.query([a])?,
+    };
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let bucket: String = r.get(2)?;
