@@ -35,7 +35,7 @@
             { label: "Unique", stroke: "#059669", width: 2 },
             { label: "Bots", stroke: "#9ca3af", width: 1 },
           ],
-          axes: [{}, {}],
+          axes: [{}, { size: 70 }],
         }, [s.x, s.clicks, s.unique, s.bots], chartEl);
         window.addEventListener("resize", function () {
           plot.setSize({ width: width(), height: 260 });

@@ -147,6 +147,36 @@ pub struct Kpi {
     pub value: String,
 }
 
+/// `12345678.90 USD; 500 JPY` as `12,345,678.90 USD; 500 JPY`: thousands
+/// separators in the integer part of every number (display only; the API
+/// and exports keep plain numbers).
+pub fn grouped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 3);
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && chars[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &chars[start..i];
+        // Digits after a decimal point are a fraction: no separators.
+        let fraction = start > 0 && chars[start - 1] == '.';
+        for (k, d) in digits.iter().enumerate() {
+            if !fraction && k > 0 && (digits.len() - k).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(*d);
+        }
+    }
+    out
+}
+
 /// Tiles: clicks, unique clicks, bot share, conversions, revenue, payout,
 /// CR (conversions / unique clicks), EPC (payout / unique clicks); the same
 /// definitions and rounding as the report API.
@@ -169,7 +199,7 @@ pub fn kpis(rows: &[ReportRow]) -> Vec<Kpi> {
             s.to_owned()
         }
     };
-    vec![
+    let mut tiles = vec![
         Kpi {
             id: "kpi-clicks",
             label: "Clicks",
@@ -210,7 +240,11 @@ pub fn kpis(rows: &[ReportRow]) -> Vec<Kpi> {
             label: "EPC",
             value: or_dash(&v[9]),
         },
-    ]
+    ];
+    for k in &mut tiles {
+        k.value = grouped(&k.value);
+    }
+    tiles
 }
 
 /// The chart's data: bucket labels and three series (clicks, unique clicks,
@@ -234,12 +268,12 @@ pub struct Series {
 pub struct TopRow {
     /// Dimension value (`–` for none).
     pub key: String,
-    /// Human clicks.
-    pub clicks: i64,
-    /// Unique clicks.
-    pub unique: i64,
-    /// Conversions.
-    pub conversions: i64,
+    /// Human clicks (as shown).
+    pub clicks: String,
+    /// Unique clicks (as shown).
+    pub unique: String,
+    /// Conversions (as shown).
+    pub conversions: String,
     /// Revenue text (per currency).
     pub revenue: String,
 }
@@ -338,13 +372,13 @@ pub async fn top(
                     .cloned()
                     .flatten()
                     .unwrap_or_else(|| "–".to_owned()),
-                clicks: r.counts.clicks(),
-                unique: r.counts.unique_clicks,
-                conversions: r.money.conversions,
+                clicks: grouped(&v[2]),
+                unique: grouped(&v[3]),
+                conversions: grouped(&v[5]),
                 revenue: if v[6].is_empty() {
                     "–".to_owned()
                 } else {
-                    v[6].clone()
+                    grouped(&v[6])
                 },
             }
         })
@@ -355,6 +389,19 @@ pub async fn top(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_get_thousands_separators_but_fractions_do_not() {
+        assert_eq!(grouped("3005357"), "3,005,357");
+        assert_eq!(
+            grouped("5964801.50 USD; 500 JPY"),
+            "5,964,801.50 USD; 500 JPY"
+        );
+        assert_eq!(grouped("0.12345 USD"), "0.12345 USD");
+        assert_eq!(grouped("2.04%"), "2.04%");
+        assert_eq!(grouped("–"), "–");
+        assert_eq!(grouped("-1234.5"), "-1,234.5");
+    }
 
     #[test]
     fn a_bad_range_falls_back_to_the_last_seven_days_and_says_why() {

@@ -358,7 +358,11 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
         "document.getElementById('live-status').textContent === 'Live.'",
     )
     .await;
-    let before: i64 = text_of(c, "#kpi-clicks").await.parse().unwrap();
+    let before: i64 = text_of(c, "#kpi-clicks")
+        .await
+        .replace(',', "")
+        .parse()
+        .unwrap();
     open_in_second_tab(c, &app, "/r/browser-made?src=overview_tab").await;
     until_js(
         c,
