@@ -1018,6 +1018,9 @@ fn rollup_column(d: Dimension) -> &'static str {
     }
 }
 
+/// Click counts from the rollup level `suffix` of `cube`: `buckets` are that
+/// level's row buckets (start = the rows' `bucket`), labelled with the report
+/// bucket they belong to.
 async fn rollup_counts(
     c: &impl GenericClient,
     cube: Cube,
@@ -1046,7 +1049,7 @@ async fn rollup_counts(
     let sql = format!(
         "SELECT {select} COALESCE(SUM(r.gross), 0)::int8, COALESCE(SUM(r.bot), 0)::int8, \
          COALESCE(SUM(r.invalid), 0)::int8, COALESCE(SUM(r.uniq), 0)::int8 \
-         FROM {b} JOIN {table}{suffix} r ON r.bucket >= b.s AND r.bucket < b.e {joins} {where_} {group}"
+         FROM {b} JOIN {table}{suffix} r ON r.bucket = b.s {joins} {where_} {group}"
     );
     counts_of(c.query(&sql, &refs(&args)).await?, dims.len())
 }
@@ -1128,16 +1131,23 @@ async fn report(c: &impl GenericClient, q: &ReportQuery) -> Result<Vec<ReportRow
     };
     let counts = match planned {
         Some((cube, (rolled, raw))) => {
-            // Each rolled bucket tiled with the coarsest rows that fit; the
-            // tiles keep their report bucket's label.
+            // Each rolled bucket tiled with the coarsest rows that fit, and
+            // each tile cut into its rows' buckets (with the report bucket's
+            // label): rows then join their bucket by equality, a hash join,
+            // instead of one index range scan per tile.
             let mut tiles: [Vec<Bucket>; 3] = Default::default();
             for b in &rolled {
                 for (level, from, to) in plan::tile(b.start, b.end) {
-                    tiles[level].push(Bucket {
-                        label: b.label.clone(),
-                        start: from,
-                        end: to,
-                    });
+                    let width = LEVELS[level].1;
+                    let mut t = from;
+                    while t < to {
+                        tiles[level].push(Bucket {
+                            label: b.label.clone(),
+                            start: t,
+                            end: t + width,
+                        });
+                        t += width;
+                    }
                 }
             }
             let mut counts = BTreeMap::new();

@@ -1032,8 +1032,8 @@ struct SettingsPage {
     programs: Vec<ProgramPostbacks>,
 }
 
-/// `?new_key=` is never used: a created key is shown once, in the answer to
-/// the form's POST.
+/// `GET /dashboard/settings`: API keys, users and postback URLs. A created
+/// key is shown once, in the answer to the form's POST (never in a URL).
 pub async fn settings(
     State(app): State<AppState>,
     Extension(s): Extension<Session>,
