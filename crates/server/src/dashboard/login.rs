@@ -123,7 +123,7 @@ pub async fn submit(
     Form(f): Form<LoginForm>,
 ) -> Response {
     // Login CSRF: a sign-in must come from our own login page.
-    if !super::same_origin(&headers) {
+    if !super::same_origin(&app, &headers) {
         return super::PageError::Forbidden("This form was sent from another site.".into())
             .into_response();
     }

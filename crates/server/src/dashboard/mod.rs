@@ -238,7 +238,7 @@ async fn gate(
         return PageError::NotFound.into_response();
     }
     let req = if req.method() == Method::POST {
-        match check_post(&session, req).await {
+        match check_post(&app, &session, req).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
         }
@@ -258,8 +258,8 @@ async fn gate(
 /// A POST must come from our own pages: same `Origin` (when the browser
 /// sends one), an admin session that may write, and the session's CSRF token
 /// in the form. The body is read here (bounded) and handed on unchanged.
-async fn check_post(session: &Session, req: Request) -> Result<Request, PageError> {
-    if !same_origin(req.headers()) {
+async fn check_post(app: &AppState, session: &Session, req: Request) -> Result<Request, PageError> {
+    if !same_origin(app, req.headers()) {
         return Err(PageError::Forbidden(
             "This form was sent from another site.".into(),
         ));
@@ -289,12 +289,25 @@ async fn check_post(session: &Session, req: Request) -> Result<Request, PageErro
 }
 
 /// `false` when the browser says (`Origin`) that the request comes from a
-/// page of another host than the one it is sent to. Browsers send `Origin`
-/// with every POST; without one there is nothing to compare.
-pub fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+/// page of another host than the one it is sent to (or than
+/// `dashboard.public_url`, for proxies that rewrite `Host`). Browsers send
+/// `Origin` with every POST; without one there is nothing to compare.
+pub fn same_origin(app: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
+    let public = app
+        .0
+        .cfg
+        .config
+        .dashboard
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin().ascii_serialization());
+    if public.is_some() && origin.to_str().ok() == public.as_deref() {
+        return true;
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -429,3 +429,48 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
     app.clock.set(NOON + 16 * 60_000_000);
     sign_in(&app, "merchant", ADMIN_PASSWORD).await;
 }
+
+#[tokio::test]
+async fn behind_a_proxy_forms_from_the_public_address_are_accepted() {
+    let app = TestApp::start_with(|c| {
+        c.dashboard.public_url = Some("https://t.example.com".into());
+    })
+    .await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let html = get(&app, &admin, "/dashboard/links")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("https://t.example.com/r/solare"),
+        "links on the public address"
+    );
+    let csrf = csrf_of(&html);
+    let post = |origin: &'static str, slug: &'static str| {
+        app.client
+            .post(app.url("/dashboard/affiliates"))
+            .header(COOKIE, &admin)
+            .header("origin", origin)
+            .form(&[("csrf", csrf.as_str()), ("slug", slug)])
+            .send()
+    };
+    // The proxy rewrote Host to 127.0.0.1:port; the page was on the public address.
+    assert_eq!(
+        post("https://t.example.com", "via_proxy")
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    assert_eq!(app.api_get("/api/v1/affiliates/via_proxy").await.0, 200);
+    assert_eq!(
+        post("https://t.example.com.evil.example", "evil")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(app.api_get("/api/v1/affiliates/evil").await.0, 404);
+}
