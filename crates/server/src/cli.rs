@@ -818,6 +818,11 @@ async fn user_command(v: &Validated, store: &dyn Store, cmd: UserCmd) -> anyhow:
             let password_hash = if no_password {
                 None
             } else {
+                use std::io::IsTerminal;
+                if std::io::stdin().is_terminal() {
+                    // No echo control here: say so rather than pretend.
+                    eprint!("password for {name} (shown as typed; or pipe it in): ");
+                }
                 let mut line = String::new();
                 std::io::stdin()
                     .read_line(&mut line)

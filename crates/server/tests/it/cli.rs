@@ -595,3 +595,78 @@ async fn large_reports_stream_whole() {
     assert_eq!(lines[..rows.len()], rows[..]);
     assert_eq!(lines[rows.len()]["totals"], v["totals"]);
 }
+
+#[test]
+fn cli_adds_users_with_a_password_from_stdin_and_prints_magic_links() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let made = clickward(
+        &data,
+        &["affiliate", "add", "--slug", "gg", "--name", "Gourmet"],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let add = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = add(&["user", "add", "boss", "--admin"], "short\n");
+    assert!(!short.status.success());
+    assert!(
+        text(&short).contains("at least 10 characters"),
+        "{}",
+        text(&short)
+    );
+    let ok = add(&["user", "add", "boss", "--admin"], "a long passphrase\n");
+    assert!(ok.status.success(), "{}", text(&ok));
+    let ghost = add(
+        &["user", "add", "x", "--affiliate", "nobody"],
+        "a long passphrase\n",
+    );
+    assert!(!ghost.status.success());
+    assert!(text(&ghost).contains("nobody"), "{}", text(&ghost));
+    let aff = add(
+        &["user", "add", "ana", "--affiliate", "gg", "--no-password"],
+        "",
+    );
+    assert!(aff.status.success(), "{}", text(&aff));
+    let list = text(&clickward(&data, &["user", "list"]));
+    assert!(
+        list.contains("boss") && list.contains("ana") && list.contains("gg"),
+        "{list}"
+    );
+    let link = clickward(
+        &data,
+        &[
+            "user",
+            "magic-link",
+            "ana",
+            "--base",
+            "https://t.example.com/",
+        ],
+    );
+    let url = String::from_utf8_lossy(&link.stdout).trim().to_owned();
+    assert!(
+        url.starts_with("https://t.example.com/login/magic?t="),
+        "{url}"
+    );
+    assert!(
+        !clickward(&data, &["user", "magic-link", "nobody"])
+            .status
+            .success()
+    );
+}
