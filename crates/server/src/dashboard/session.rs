@@ -2,7 +2,7 @@
 //!
 //! A session is one cookie, `cw_session`, encrypted and authenticated with
 //! the server's cookie key (AES-256-GCM, axum-extra's `PrivateCookieJar`),
-//! HttpOnly, SameSite=Strict, holding who signed in, when, when they were
+//! HttpOnly, SameSite=Lax, holding who signed in, when, when they were
 //! last seen and the session's CSRF token. There is no session table: every
 //! request re-checks the cookie against the store (the user still exists
 //! with the same password, or the API key is still unrevoked), so changing a
@@ -96,7 +96,10 @@ fn cookie_of(app: &AppState, stored: &Stored) -> Cookie<'static> {
     let value = serde_json::to_string(stored).unwrap_or_default();
     let mut c = Cookie::new(SESSION_COOKIE, value);
     c.set_http_only(true);
-    c.set_same_site(SameSite::Strict);
+    // Lax, not Strict: a magic link opened from a mail client, and any
+    // bookmark followed from another site, must arrive signed in. Forms are
+    // guarded by the CSRF token and the Origin check, not by the cookie.
+    c.set_same_site(SameSite::Lax);
     c.set_path("/");
     c.set_secure(app.0.cfg.config.cookie_secure);
     c

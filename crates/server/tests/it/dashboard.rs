@@ -48,6 +48,18 @@ pub async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "sign-in answers with a redirect");
+    let full = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cw_session="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        full.contains("HttpOnly") && full.contains("SameSite=Lax") && full.contains("Path=/"),
+        "{full}"
+    );
     session_cookie(&r).expect("a session cookie")
 }
 
