@@ -26,6 +26,10 @@
       var s = JSON.parse(chartEl.getAttribute("data-series") || "{}");
       if (s.x && s.x.length) {
         var width = function () { return Math.max(280, chartEl.clientWidth || 600); };
+        // Axis text and grid follow the page's palette (light or dark).
+        var style = getComputedStyle(document.body);
+        var fg = style.color;
+        var line = style.getPropertyValue("--line").trim() || "#e5e7eb";
         var plot = new uPlot({
           width: width(),
           height: 260,
@@ -35,7 +39,10 @@
             { label: "Unique", stroke: "#059669", width: 2 },
             { label: "Bots", stroke: "#9ca3af", width: 1 },
           ],
-          axes: [{}, { size: 70 }],
+          axes: [
+            { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } },
+            { size: 70, stroke: fg, grid: { stroke: line }, ticks: { stroke: line } },
+          ],
         }, [s.x, s.clicks, s.unique, s.bots], chartEl);
         window.addEventListener("resize", function () {
           plot.setSize({ width: width(), height: 260 });

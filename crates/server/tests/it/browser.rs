@@ -49,6 +49,11 @@ impl Browser {
 /// ../shared/data (a headless one would be classified as a bot, rightly).
 /// `None` when Chromium or chromedriver is missing outside CI.
 async fn browser() -> Option<Browser> {
+    browser_with(&[]).await
+}
+
+/// [`browser`] with extra Chromium switches.
+async fn browser_with(extra: &[&str]) -> Option<Browser> {
     let missing = [CHROMEDRIVER, CHROMIUM]
         .into_iter()
         .find(|p| !std::path::Path::new(p).exists());
@@ -79,21 +84,30 @@ async fn browser() -> Option<Browser> {
     )
     .unwrap();
     let ua = ua.iter().find(|u| u.contains("Chrome/")).unwrap().clone();
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--window-size=1280,1000",
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .map(str::to_owned)
+    .collect();
+    args.push(format!("--user-agent={ua}"));
+    args.push(format!("--user-data-dir={}", profile.path().display()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                "--window-size=1280,1000",
-                format!("--user-agent={ua}"),
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }),
+        json!({ "binary": CHROMIUM, "args": args }),
     );
     let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
@@ -524,5 +538,37 @@ async fn an_affiliate_sees_only_their_own_data() {
     }
     c.goto(&app.url("/portal/links/solare")).await.unwrap();
     assert_eq!(text_of(c, "h1").await, "Link solare");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn pages_are_readable_in_dark_mode() {
+    let app = TestApp::start().await;
+    let Some(b) = browser_with(&["--force-dark-mode"]).await else {
+        return;
+    };
+    let c = b.c();
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    assert_eq!(app.get_ua("/r/solare?src=dark", CHROME).await.status(), 302);
+    sign_in(c, &app, "merchant", ADMIN_PASSWORD).await;
+    until_path(c, "/dashboard").await;
+    // The dark palette applies: dark background, light text, and enough
+    // contrast between them (WCAG relative luminance ratio >= 7).
+    let colours = c
+        .execute(
+            "const rgb = s => s.match(/\\d+/g).slice(0, 3).map(Number);\
+             const lum = ([r, g, b]) => { const f = v => { v /= 255; \
+               return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; \
+               return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };\
+             const bg = lum(rgb(getComputedStyle(document.body).backgroundColor));\
+             const fg = lum(rgb(getComputedStyle(document.querySelector('#kpi-clicks')).color));\
+             return [bg < 0.05, (Math.max(bg, fg) + 0.05) / (Math.min(bg, fg) + 0.05)];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(colours[0], json!(true), "dark background: {colours}");
+    assert!(colours[1].as_f64().unwrap() >= 7.0, "contrast: {colours}");
+    save_screenshot(c, "overview-dark.png").await;
     b.close().await;
 }
