@@ -159,7 +159,10 @@ pub async fn submit(
         }
         failures.succeeded(&name);
         let jar = session::start_key(&app, jar, hash);
-        let to = next.unwrap_or_else(|| "/dashboard".to_owned());
+        // A key session is an admin one: the portal is not its to visit.
+        let to = next
+            .filter(|n| n.starts_with("/dashboard"))
+            .unwrap_or_else(|| "/dashboard".to_owned());
         return (jar, secure(Redirect::to(&to).into_response())).into_response();
     }
     if f.username.len() > 200 || f.password.len() > 1024 {
