@@ -107,7 +107,7 @@ pub async fn overview(
     )?;
     let tops = vec![links, affiliates, srcs, countries];
     let c = Chrome::new(&s, "Overview", "overview")
-        .notice(&q.notice)
+        .notice(&app, &q.notice)
         .problem(stats.range.problem.clone())
         .with_geo();
     Ok(page(&OverviewPage { c, stats, tops }))
@@ -278,7 +278,7 @@ pub async fn links(
         .map(|a| a.slug.as_str().to_owned())
         .collect();
     Ok(page(&LinksPage {
-        c: Chrome::new(&s, "Links", "links").notice(&q.notice),
+        c: Chrome::new(&s, "Links", "links").notice(&app, &q.notice),
         q: q.q.unwrap_or_default(),
         links,
         programs,
@@ -343,16 +343,17 @@ fn form_link(
 pub async fn create_link(State(app): State<AppState>, Form(f): Form<LinkForm>) -> Response {
     let input = match form_link(&f, &f.code, Default::default()) {
         Ok(i) => i,
-        Err(e) => return back("/dashboard/links", "error", &e),
+        Err(e) => return back(&app, "/dashboard/links", "error", &e),
     };
     let code = input.code.as_str().to_owned();
     match crate::http::save_link(&app, input, SaveMode::Create).await {
         Ok(_) => back(
+            &app,
             &format!("/dashboard/links/{code}"),
             "msg",
             &format!("Link {code} created."),
         ),
-        Err(e) => back("/dashboard/links", "error", &e.to_string()),
+        Err(e) => back(&app, "/dashboard/links", "error", &e.to_string()),
     }
 }
 
@@ -418,7 +419,7 @@ pub async fn link(
         .collect();
     Ok(page(&LinkPage {
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "links")
-            .notice(&q.notice)
+            .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
         redirect: rec
             .link
@@ -454,11 +455,11 @@ pub async fn update_link(
     };
     let input = match form_link(&f, &code, utm) {
         Ok(i) => i,
-        Err(e) => return back(&path, "error", &e),
+        Err(e) => return back(&app, &path, "error", &e),
     };
     match crate::http::save_link(&app, input, SaveMode::Update).await {
-        Ok(_) => back(&path, "msg", "Saved."),
-        Err(e) => back(&path, "error", &e.to_string()),
+        Ok(_) => back(&app, &path, "msg", "Saved."),
+        Err(e) => back(&app, &path, "error", &e.to_string()),
     }
 }
 
@@ -507,7 +508,7 @@ pub async fn affiliates(
         .filter(|i| matches(&needle, i))
         .collect();
     Ok(page(&NamedListPage {
-        c: Chrome::new(&s, "Affiliates", "affiliates").notice(&q.notice),
+        c: Chrome::new(&s, "Affiliates", "affiliates").notice(&app, &q.notice),
         kind: "affiliate",
         base: "/dashboard/affiliates",
         q: needle,
@@ -536,7 +537,7 @@ pub async fn programs(
         .filter(|i| matches(&needle, i))
         .collect();
     Ok(page(&NamedListPage {
-        c: Chrome::new(&s, "Programs", "programs").notice(&q.notice),
+        c: Chrome::new(&s, "Programs", "programs").notice(&app, &q.notice),
         kind: "program",
         base: "/dashboard/programs",
         q: needle,
@@ -631,11 +632,12 @@ async fn save_program(
 pub async fn create_affiliate(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
     match save_affiliate(&app, &f, &f.slug, SaveMode::Create).await {
         Ok(slug) => back(
+            &app,
             &format!("/dashboard/affiliates/{slug}"),
             "msg",
             "Affiliate created.",
         ),
-        Err(e) => back("/dashboard/affiliates", "error", &e),
+        Err(e) => back(&app, "/dashboard/affiliates", "error", &e),
     }
 }
 
@@ -647,8 +649,8 @@ pub async fn update_affiliate(
 ) -> Response {
     let path = format!("/dashboard/affiliates/{slug}");
     match save_affiliate(&app, &f, &slug, SaveMode::Update).await {
-        Ok(_) => back(&path, "msg", "Saved."),
-        Err(e) => back(&path, "error", &e),
+        Ok(_) => back(&app, &path, "msg", "Saved."),
+        Err(e) => back(&app, &path, "error", &e),
     }
 }
 
@@ -656,11 +658,12 @@ pub async fn update_affiliate(
 pub async fn create_program(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
     match save_program(&app, &f, &f.slug, SaveMode::Create).await {
         Ok(slug) => back(
+            &app,
             &format!("/dashboard/programs/{slug}"),
             "msg",
             "Program created.",
         ),
-        Err(e) => back("/dashboard/programs", "error", &e),
+        Err(e) => back(&app, "/dashboard/programs", "error", &e),
     }
 }
 
@@ -672,8 +675,8 @@ pub async fn update_program(
 ) -> Response {
     let path = format!("/dashboard/programs/{slug}");
     match save_program(&app, &f, &slug, SaveMode::Update).await {
-        Ok(_) => back(&path, "msg", "Saved."),
-        Err(e) => back(&path, "error", &e),
+        Ok(_) => back(&app, &path, "msg", "Saved."),
+        Err(e) => back(&app, &path, "error", &e),
     }
 }
 
@@ -758,7 +761,7 @@ pub async fn affiliate(
         .collect();
     Ok(page(&NamedItemPage {
         c: Chrome::new(&s, format!("Affiliate {}", a.name), "affiliates")
-            .notice(&q.notice)
+            .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
         base: "/dashboard/affiliates",
         item: NamedItem {
@@ -802,7 +805,7 @@ pub async fn program(
     let postbacks = postback_examples(&base, settings.postback_token.as_deref().unwrap_or(""));
     Ok(page(&NamedItemPage {
         c: Chrome::new(&s, format!("Program {}", p.name), "programs")
-            .notice(&q.notice)
+            .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
         base: "/dashboard/programs",
         item: NamedItem {
@@ -891,7 +894,7 @@ pub async fn conversions(
         .iter()
         .map(conversion_item)
         .collect();
-    let mut c = Chrome::new(&s, "Conversions", "conversions").notice(&q.notice);
+    let mut c = Chrome::new(&s, "Conversions", "conversions").notice(&app, &q.notice);
     if status.is_none() && !status_text.trim().is_empty() {
         c = c.problem(Some(format!("unknown status {status_text:?}; showing all")));
     }
@@ -930,7 +933,7 @@ pub async fn change_conversion(
         "approve" => ConversionStatus::Approved,
         "reject" => ConversionStatus::Rejected,
         "reverse" => ConversionStatus::Reversed,
-        other => return back(&path, "error", &format!("unknown action {other:?}")),
+        other => return back(&app, &path, "error", &format!("unknown action {other:?}")),
     };
     let Ok(id) = id.parse() else {
         return PageError::NotFound.into_response();
@@ -939,11 +942,12 @@ pub async fn change_conversion(
     let reason = Some(f.reason).filter(|r| !r.trim().is_empty());
     match crate::conversions::change_status(&app, id, to, actor, reason).await {
         Ok(row) => back(
+            &app,
             &path,
             "msg",
             &format!("Conversion {} is {}.", row.order_id, row.status.as_str()),
         ),
-        Err(e) => back(&path, "error", &e.to_string()),
+        Err(e) => back(&app, &path, "error", &e.to_string()),
     }
 }
 
@@ -1081,7 +1085,7 @@ async fn settings_page(
         });
     }
     Ok(page(&SettingsPage {
-        c: Chrome::new(s, "Settings", "settings").notice(notice),
+        c: Chrome::new(s, "Settings", "settings").notice(app, notice),
         keys,
         new_key,
         users,
@@ -1109,6 +1113,7 @@ pub async fn create_key(
         "read" => KeyScope::Read,
         other => {
             return Ok(back(
+                &app,
                 "/dashboard/settings",
                 "error",
                 &format!("scope {other:?} is not admin or read"),
@@ -1126,10 +1131,11 @@ pub async fn create_key(
         &app,
         &s,
         &headers,
-        &Notice {
-            msg: Some("Key created. Copy it now: it is not shown again.".into()),
-            error: None,
-        },
+        &Notice::signed(
+            &app,
+            "msg",
+            "Key created. Copy it now: it is not shown again.",
+        ),
         Some(secret),
     )
     .await
@@ -1138,7 +1144,7 @@ pub async fn create_key(
 /// `POST /dashboard/settings/keys/{id}/revoke`.
 pub async fn revoke_key(State(app): State<AppState>, Path(id): Path<i64>) -> Response {
     match app.0.store.revoke_api_key(id).await {
-        Ok(()) => back("/dashboard/settings", "msg", "Key revoked."),
-        Err(e) => back("/dashboard/settings", "error", &e.to_string()),
+        Ok(()) => back(&app, "/dashboard/settings", "msg", "Key revoked."),
+        Err(e) => back(&app, "/dashboard/settings", "error", &e.to_string()),
     }
 }

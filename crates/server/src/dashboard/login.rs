@@ -67,7 +67,8 @@ struct LoginPage {
     error: Option<String>,
 }
 
-/// `?next=` (where to go after signing in) and `?error=`.
+/// `?next=` (where to go after signing in) and `?error=` (a code:
+/// `credentials`, `limit` or `magic`).
 #[derive(Deserialize, Default)]
 pub struct LoginQuery {
     next: Option<String>,
@@ -88,9 +89,16 @@ fn safe_next(next: Option<&str>) -> Option<String> {
 pub async fn form(Query(q): Query<LoginQuery>) -> Response {
     page(&LoginPage {
         next: safe_next(q.next.as_deref()).unwrap_or_default(),
-        error: q
-            .error
-            .map(|e| clickward_core::truncate_utf8(&e, 200).to_owned()),
+        // Codes, not text: a crafted link cannot put words on this page.
+        error: q.error.as_deref().and_then(|code| {
+            let text = match code {
+                "credentials" => "Wrong username, password or API key.",
+                "limit" => "Too many failed sign-ins; wait 15 minutes and try again.",
+                "magic" => "This sign-in link is not valid any more; ask for a new one.",
+                _ => return None,
+            };
+            Some(text.to_owned())
+        }),
     })
 }
 
@@ -109,7 +117,7 @@ pub struct LoginForm {
 
 fn failed(next: &str) -> Response {
     let q = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("error", "Wrong username, password or API key.")
+        .append_pair("error", "credentials")
         .append_pair("next", next)
         .finish();
     secure(Redirect::to(&format!("/login?{q}")).into_response())
@@ -139,10 +147,7 @@ pub async fn submit(
     };
     if !failures.allowed(&name, now) {
         let q = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(
-                "error",
-                "Too many failed sign-ins; wait 15 minutes and try again.",
-            )
+            .append_pair("error", "limit")
             .finish();
         return secure(Redirect::to(&format!("/login?{q}")).into_response());
     }
@@ -226,10 +231,7 @@ pub async fn magic(
     let now = app.0.clock.now_micros();
     let bad = || {
         let q = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(
-                "error",
-                "This sign-in link is not valid any more; ask for a new one.",
-            )
+            .append_pair("error", "magic")
             .finish();
         secure(Redirect::to(&format!("/login?{q}")).into_response())
     };

@@ -130,7 +130,7 @@ pub async fn home(
     let codes = links.iter().map(|l| l.code.clone()).collect();
     Ok(page(&PortalPage {
         c: Chrome::new(&s, "Your numbers", "portal")
-            .notice(&q.notice)
+            .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
         affiliate: me.as_str().to_owned(),
         stats,
@@ -186,7 +186,7 @@ pub async fn link(
     let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
     Ok(page(&PortalLinkPage {
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "portal")
-            .notice(&q.notice)
+            .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
         link: LinkItem {
             code: code.as_str().to_owned(),

@@ -4,6 +4,7 @@ use clickward_core::money::Currency;
 use serde::Deserialize;
 
 use super::session::{Session, Who};
+use crate::app::AppState;
 
 /// The frame of every page: title, navigation, who is signed in, the form
 /// token, and the notices to show.
@@ -30,13 +31,51 @@ pub struct Chrome {
     pub nav: &'static [(&'static str, &'static str, &'static str)],
 }
 
-/// `?msg=` and `?error=` after a form redirected back.
+/// `?msg=` or `?error=` after a form redirected back, with `n=`, the
+/// notice's signature: a page shows only notices our own redirects made, so
+/// a crafted link cannot put a sentence of its own on our pages.
 #[derive(Debug, Default, Deserialize)]
 pub struct Notice {
     /// Success notice.
     pub msg: Option<String>,
     /// Problem notice.
     pub error: Option<String>,
+    /// Signature (see [`back`]).
+    pub n: Option<String>,
+}
+
+impl Notice {
+    /// A notice made here (`kind` is `msg` or `error`), signed.
+    pub fn signed(app: &AppState, kind: &str, text: &str) -> Self {
+        let n = Some(notice_sig(app, kind, text));
+        let text = Some(text.to_owned());
+        match kind {
+            "msg" => Notice {
+                msg: text,
+                error: None,
+                n,
+            },
+            _ => Notice {
+                msg: None,
+                error: text,
+                n,
+            },
+        }
+    }
+}
+
+/// HMAC-SHA256 of `kind:text` under the server's signing key, first 12
+/// bytes, hex.
+fn notice_sig(app: &AppState, kind: &str, text: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(app.0.cookie_key.signing()) else {
+        return String::new();
+    };
+    mac.update(b"notice:");
+    mac.update(kind.as_bytes());
+    mac.update(b":");
+    mac.update(text.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..12])
 }
 
 impl Chrome {
@@ -60,16 +99,17 @@ impl Chrome {
         }
     }
 
-    /// With the notices of the query (each cut to 300 bytes).
-    pub fn notice(mut self, n: &Notice) -> Self {
-        let cut = |s: &Option<String>| {
-            s.as_deref()
-                .map(|s| clickward_core::truncate_utf8(s, 300).to_owned())
-                .filter(|s| !s.is_empty())
+    /// With the notice of the query, when its signature is ours.
+    pub fn notice(mut self, app: &AppState, n: &Notice) -> Self {
+        let sig = n.n.as_deref().unwrap_or_default();
+        let signed = |kind: &str, text: &Option<String>| {
+            text.as_deref()
+                .filter(|t| !t.is_empty() && !sig.is_empty() && notice_sig(app, kind, t) == sig)
+                .map(str::to_owned)
         };
-        self.msg = cut(&n.msg);
+        self.msg = signed("msg", &n.msg);
         if self.error.is_none() {
-            self.error = cut(&n.error);
+            self.error = signed("error", &n.error);
         }
         self
     }
@@ -125,11 +165,14 @@ pub fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("–").to_owned()
 }
 
-/// A redirect back to `path` with a notice (`msg` or `error`), 303.
-pub fn back(path: &str, key: &str, text: &str) -> axum::response::Response {
+/// A redirect back to `path` with a signed notice (`kind` is `msg` or
+/// `error`; the text is cut to 300 bytes), 303.
+pub fn back(app: &AppState, path: &str, kind: &str, text: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let text = clickward_core::truncate_utf8(text, 300);
     let q = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair(key, clickward_core::truncate_utf8(text, 300))
+        .append_pair(kind, text)
+        .append_pair("n", &notice_sig(app, kind, text))
         .finish();
     let sep = if path.contains('?') { '&' } else { '?' };
     axum::response::Redirect::to(&format!("{path}{sep}{q}")).into_response()

@@ -219,10 +219,23 @@ async fn forms_change_things_only_with_the_session_token_from_our_own_pages() {
 
     let r = post(form(&csrf), Some(app.base.as_str())).await.unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(
-        location(&r),
-        "/dashboard/links/form-made?msg=Link+form-made+created."
+    assert!(
+        location(&r).starts_with("/dashboard/links/form-made?msg=Link+form-made+created.&n="),
+        "{}",
+        location(&r)
     );
+    // The notice shows on the page the redirect leads to; a crafted one does not.
+    let page = get(&app, &admin, &location(&r)).await.text().await.unwrap();
+    assert!(page.contains("Link form-made created."));
+    let crafted = get(
+        &app,
+        &admin,
+        "/dashboard/links?msg=Your+account+is+suspended",
+    )
+    .await;
+    assert!(!crafted.text().await.unwrap().contains("suspended"));
+    let crafted = get(&app, &admin, "/login?error=Call+this+number").await;
+    assert!(!crafted.text().await.unwrap().contains("number"));
     let (s, link) = app.api_get("/api/v1/links/form-made").await;
     assert_eq!(s, 200);
     assert_eq!(link["affiliate"], "gourmet_guide");
@@ -436,7 +449,21 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
         .send()
         .await
         .unwrap();
-    assert!(location(&r).contains("Too+many"), "{}", location(&r));
+    assert!(
+        location(&r).starts_with("/login?error=limit"),
+        "{}",
+        location(&r)
+    );
+    let page = app
+        .client
+        .get(app.url(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Too many failed sign-ins"));
     assert!(session_cookie(&r).is_none());
     app.clock.set(NOON + 16 * 60_000_000);
     sign_in(&app, "merchant", ADMIN_PASSWORD).await;
