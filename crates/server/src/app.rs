@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_extra::extract::cookie::Key;
+use clickward_core::link::Program;
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
-use clickward_store::{PgOptions, PgStore, Spool, SqliteOptions, SqliteStore, Store};
+use clickward_store::{PgOptions, PgStore, Spool, SqliteOptions, SqliteStore, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -85,13 +86,25 @@ impl AppState {
 ///
 /// # Errors
 /// Store errors.
-pub async fn ensure_postback_tokens(store: &dyn Store) -> anyhow::Result<()> {
+pub async fn ensure_postback_tokens(store: &dyn Store) -> Result<(), StoreError> {
     for p in store.list_programs().await? {
-        let mut settings = store.program_settings(p.id).await?;
-        if settings.postback_token.is_none() {
-            settings.postback_token = Some(crate::auth::new_token());
-            store.save_program_settings(p.slug, settings).await?;
-        }
+        ensure_postback_token(store, &p).await?;
+    }
+    Ok(())
+}
+
+/// [`ensure_postback_tokens`] for one program (one saved through the API or
+/// the dashboard).
+///
+/// # Errors
+/// Store errors.
+pub async fn ensure_postback_token(store: &dyn Store, p: &Program) -> Result<(), StoreError> {
+    let mut settings = store.program_settings(p.id).await?;
+    if settings.postback_token.is_none() {
+        settings.postback_token = Some(crate::auth::new_token());
+        store
+            .save_program_settings(p.slug.clone(), settings)
+            .await?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use clickward_core::link::{Affiliate, Program};
 
 use crate::app::AppState;
 
-pub use api::save_link;
+pub use api::{NamedBody, NamedResource, save_link, save_named};
 pub use error::ApiError;
 pub use events::live_stream;
 

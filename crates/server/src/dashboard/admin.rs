@@ -10,9 +10,7 @@ use clickward_core::conversion::ConversionStatus;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Status};
 use clickward_core::report::Dimension;
-use clickward_store::{
-    AffiliateInput, ConversionFilter, KeyScope, LinkInput, LinkRecord, ProgramInput, SaveMode,
-};
+use clickward_store::{ConversionFilter, KeyScope, LinkInput, LinkRecord, SaveMode, StoreFuture};
 use serde::Deserialize;
 
 use super::session::Session;
@@ -20,6 +18,7 @@ use super::stats::{self, Kpi, Range, RangeQuery, TopTable};
 use super::views::{self, BuilderQuery, Chrome, Notice, back, money, or_dash, utc};
 use super::{PageError, page, public_base};
 use crate::app::AppState;
+use crate::http::{NamedBody, NamedResource};
 
 type PageResult = Result<Response, PageError>;
 
@@ -321,11 +320,7 @@ fn form_link(
                 .and_then(|n| RedirectStatus::from_code(n).map_err(|e| e.to_string()))?,
         ),
     };
-    let status = match f.status.trim() {
-        "" | "active" => Status::Active,
-        "disabled" => Status::Disabled,
-        other => return Err(format!("status {other:?} is not active or disabled")),
-    };
+    let status = form_status(&f.status)?;
     let destination = f.destination.trim().to_owned();
     Destination::compile(&destination, &utm).map_err(|e| e.to_string())?;
     Ok(LinkInput {
@@ -464,12 +459,86 @@ pub async fn update_link(
 }
 
 // ---- affiliates and programs -----------------------------------------------
+//
+// Both have the same shape (slug, name, status): one set of handlers serves
+// both, typed by the resource, and writes through the API's `save_named`.
+
+/// A program or an affiliate as the dashboard shows it.
+pub trait NamedPage: NamedResource {
+    /// Page title of the list.
+    const TITLE: &'static str;
+    /// Navigation entry.
+    const SECTION: &'static str;
+    /// Path of the list (items are below it).
+    const BASE: &'static str;
+    /// The report dimension its pages filter by.
+    const DIM: Dimension;
+    /// `true` when the link belongs to it.
+    fn owns(&self, link: &LinkRecord) -> bool;
+    /// Copy-paste postback URLs for its page (programs only).
+    fn postbacks<'a>(
+        &'a self,
+        app: &'a AppState,
+        base: &'a str,
+    ) -> StoreFuture<'a, Vec<PostbackExample>>;
+}
+
+impl NamedPage for Affiliate {
+    const TITLE: &'static str = "Affiliates";
+    const SECTION: &'static str = "affiliates";
+    const BASE: &'static str = "/dashboard/affiliates";
+    const DIM: Dimension = Dimension::Affiliate;
+    fn owns(&self, link: &LinkRecord) -> bool {
+        link.link.affiliate.as_ref() == Some(&self.slug)
+    }
+    fn postbacks<'a>(
+        &'a self,
+        _: &'a AppState,
+        _: &'a str,
+    ) -> StoreFuture<'a, Vec<PostbackExample>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+impl NamedPage for Program {
+    const TITLE: &'static str = "Programs";
+    const SECTION: &'static str = "programs";
+    const BASE: &'static str = "/dashboard/programs";
+    const DIM: Dimension = Dimension::Program;
+    fn owns(&self, link: &LinkRecord) -> bool {
+        link.link.program == self.slug
+    }
+    fn postbacks<'a>(
+        &'a self,
+        app: &'a AppState,
+        base: &'a str,
+    ) -> StoreFuture<'a, Vec<PostbackExample>> {
+        Box::pin(async move {
+            let settings = app.0.store.program_settings(self.id).await?;
+            Ok(postback_examples(
+                base,
+                settings.postback_token.as_deref().unwrap_or(""),
+            ))
+        })
+    }
+}
 
 /// A program or an affiliate in a list.
 pub struct NamedItem {
     pub slug: String,
     pub name: String,
     pub status: &'static str,
+}
+
+impl NamedItem {
+    fn of<R: NamedResource>(r: &R) -> Self {
+        let b = r.body();
+        NamedItem {
+            name: b.name.unwrap_or_else(|| b.slug.as_str().to_owned()),
+            slug: b.slug.as_str().to_owned(),
+            status: b.status.as_str(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -482,64 +551,25 @@ struct NamedListPage {
     items: Vec<NamedItem>,
 }
 
-fn matches(needle: &str, item: &NamedItem) -> bool {
+/// `GET /dashboard/affiliates?q=`, `GET /dashboard/programs?q=`: list,
+/// search and the create form.
+pub async fn named_list<R: NamedPage>(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let needle = q.q.clone().unwrap_or_default();
     let n = needle.trim().to_lowercase();
-    n.is_empty() || item.slug.contains(&n) || item.name.to_lowercase().contains(&n)
-}
-
-/// `GET /dashboard/affiliates`.
-pub async fn affiliates(
-    State(app): State<AppState>,
-    Extension(s): Extension<Session>,
-    Query(q): Query<PageQuery>,
-) -> PageResult {
-    let needle = q.q.clone().unwrap_or_default();
-    let items = app
-        .0
-        .store
-        .list_affiliates()
+    let items = R::list(app.0.store.as_ref())
         .await?
-        .into_iter()
-        .map(|a: Affiliate| NamedItem {
-            slug: a.slug.as_str().to_owned(),
-            name: a.name,
-            status: a.status.as_str(),
-        })
-        .filter(|i| matches(&needle, i))
+        .iter()
+        .map(NamedItem::of)
+        .filter(|i| n.is_empty() || i.slug.contains(&n) || i.name.to_lowercase().contains(&n))
         .collect();
     Ok(page(&NamedListPage {
-        c: Chrome::new(&s, "Affiliates", "affiliates").notice(&app, &q.notice),
-        kind: "affiliate",
-        base: "/dashboard/affiliates",
-        q: needle,
-        items,
-    }))
-}
-
-/// `GET /dashboard/programs`.
-pub async fn programs(
-    State(app): State<AppState>,
-    Extension(s): Extension<Session>,
-    Query(q): Query<PageQuery>,
-) -> PageResult {
-    let needle = q.q.clone().unwrap_or_default();
-    let items = app
-        .0
-        .store
-        .list_programs()
-        .await?
-        .into_iter()
-        .map(|p: Program| NamedItem {
-            slug: p.slug.as_str().to_owned(),
-            name: p.name,
-            status: p.status.as_str(),
-        })
-        .filter(|i| matches(&needle, i))
-        .collect();
-    Ok(page(&NamedListPage {
-        c: Chrome::new(&s, "Programs", "programs").notice(&app, &q.notice),
-        kind: "program",
-        base: "/dashboard/programs",
+        c: Chrome::new(&s, R::TITLE, R::SECTION).notice(&app, &q.notice),
+        kind: R::KIND,
+        base: R::BASE,
         q: needle,
         items,
     }))
@@ -564,117 +594,51 @@ fn form_status(s: &str) -> Result<Status, String> {
     }
 }
 
-fn form_named(f: &NamedForm, slug: &str) -> Result<(Slug, String, Status), String> {
+/// Saves the form as the API would (`save_named`); returns the slug.
+async fn save_form<R: NamedPage>(
+    app: &AppState,
+    f: &NamedForm,
+    slug: &str,
+    mode: SaveMode,
+) -> Result<String, String> {
     let slug = Slug::parse(slug.trim()).map_err(|e| format!("slug {e}"))?;
-    let name = match f.name.trim() {
-        "" => slug.as_str().to_owned(),
-        n => clickward_core::truncate_utf8(n, 200).to_owned(),
-    };
-    Ok((slug, name, form_status(&f.status)?))
-}
-
-async fn save_affiliate(
-    app: &AppState,
-    f: &NamedForm,
-    slug: &str,
-    mode: SaveMode,
-) -> Result<String, String> {
-    let (slug, name, status) = form_named(f, slug)?;
-    let input = AffiliateInput {
+    let name = Some(clickward_core::truncate_utf8(f.name.trim(), 200).to_owned())
+        .filter(|n| !n.is_empty());
+    let body = NamedBody {
         slug: slug.clone(),
         name,
-        status,
+        status: form_status(&f.status)?,
     };
-    app.0
-        .store
-        .save_affiliate(input, mode)
-        .await
-        .map_err(|e| e.to_string())?;
-    app.0
-        .links
-        .refresh(app.0.store.as_ref())
+    crate::http::save_named::<R>(app, body, mode)
         .await
         .map_err(|e| e.to_string())?;
     Ok(slug.as_str().to_owned())
 }
 
-async fn save_program(
-    app: &AppState,
-    f: &NamedForm,
-    slug: &str,
-    mode: SaveMode,
-) -> Result<String, String> {
-    let (slug, name, status) = form_named(f, slug)?;
-    let input = ProgramInput {
-        slug: slug.clone(),
-        name,
-        status,
-        settings: None,
-    };
-    app.0
-        .store
-        .save_program(input, mode)
-        .await
-        .map_err(|e| e.to_string())?;
-    // A new program gets its postback token, as at start-up.
-    crate::app::ensure_postback_tokens(app.0.store.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
-    app.0
-        .links
-        .refresh(app.0.store.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(slug.as_str().to_owned())
-}
-
-/// `POST /dashboard/affiliates`.
-pub async fn create_affiliate(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
-    match save_affiliate(&app, &f, &f.slug, SaveMode::Create).await {
+/// `POST /dashboard/affiliates`, `POST /dashboard/programs`.
+pub async fn create_named<R: NamedPage>(
+    State(app): State<AppState>,
+    Form(f): Form<NamedForm>,
+) -> Response {
+    match save_form::<R>(&app, &f, &f.slug, SaveMode::Create).await {
         Ok(slug) => back(
             &app,
-            &format!("/dashboard/affiliates/{slug}"),
+            &format!("{}/{slug}", R::BASE),
             "msg",
-            "Affiliate created.",
+            &format!("Created {} {slug}.", R::KIND),
         ),
-        Err(e) => back(&app, "/dashboard/affiliates", "error", &e),
+        Err(e) => back(&app, R::BASE, "error", &e),
     }
 }
 
-/// `POST /dashboard/affiliates/{slug}`.
-pub async fn update_affiliate(
+/// `POST /dashboard/affiliates/{slug}`, `POST /dashboard/programs/{slug}`.
+pub async fn update_named<R: NamedPage>(
     State(app): State<AppState>,
     Path(slug): Path<String>,
     Form(f): Form<NamedForm>,
 ) -> Response {
-    let path = format!("/dashboard/affiliates/{slug}");
-    match save_affiliate(&app, &f, &slug, SaveMode::Update).await {
-        Ok(_) => back(&app, &path, "msg", "Saved."),
-        Err(e) => back(&app, &path, "error", &e),
-    }
-}
-
-/// `POST /dashboard/programs`.
-pub async fn create_program(State(app): State<AppState>, Form(f): Form<NamedForm>) -> Response {
-    match save_program(&app, &f, &f.slug, SaveMode::Create).await {
-        Ok(slug) => back(
-            &app,
-            &format!("/dashboard/programs/{slug}"),
-            "msg",
-            "Program created.",
-        ),
-        Err(e) => back(&app, "/dashboard/programs", "error", &e),
-    }
-}
-
-/// `POST /dashboard/programs/{slug}`.
-pub async fn update_program(
-    State(app): State<AppState>,
-    Path(slug): Path<String>,
-    Form(f): Form<NamedForm>,
-) -> Response {
-    let path = format!("/dashboard/programs/{slug}");
-    match save_program(&app, &f, &slug, SaveMode::Update).await {
+    let path = format!("{}/{slug}", R::BASE);
+    match save_form::<R>(&app, &f, &slug, SaveMode::Update).await {
         Ok(_) => back(&app, &path, "msg", "Saved."),
         Err(e) => back(&app, &path, "error", &e),
     }
@@ -733,8 +697,9 @@ struct NamedItemPage {
     postbacks: Vec<PostbackExample>,
 }
 
-/// `GET /dashboard/affiliates/{slug}`: stats, links, edit form.
-pub async fn affiliate(
+/// `GET /dashboard/affiliates/{slug}`, `GET /dashboard/programs/{slug}`:
+/// stats, links, (for programs) postback URLs, edit form.
+pub async fn named_item<R: NamedPage>(
     State(app): State<AppState>,
     Extension(s): Extension<Session>,
     headers: HeaderMap,
@@ -742,12 +707,12 @@ pub async fn affiliate(
     Query(q): Query<ItemQuery>,
 ) -> PageResult {
     let slug = Slug::parse(&slug).map_err(|_| PageError::NotFound)?;
-    let a = app.0.store.get_affiliate(slug.clone()).await?;
+    let r = R::get(app.0.store.as_ref(), slug.clone()).await?;
     let base = public_base(&app, &headers);
     let stats = stats_view(
         &app,
         Range::parse(&q.range, app.0.clock.now_micros()),
-        &[(Dimension::Affiliate, slug.as_str().to_owned())],
+        &[(R::DIM, slug.as_str().to_owned())],
     )
     .await?;
     let links = app
@@ -756,63 +721,21 @@ pub async fn affiliate(
         .list_links()
         .await?
         .iter()
-        .filter(|r| r.link.affiliate.as_ref() == Some(&slug))
-        .map(|r| link_item(r, &base))
+        .filter(|l| r.owns(l))
+        .map(|l| link_item(l, &base))
         .collect();
+    let postbacks = r.postbacks(&app, &base).await?;
+    let item = NamedItem::of(&r);
+    let mut kind = R::KIND.to_owned();
+    if let Some(first) = kind.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
     Ok(page(&NamedItemPage {
-        c: Chrome::new(&s, format!("Affiliate {}", a.name), "affiliates")
+        c: Chrome::new(&s, format!("{kind} {}", item.name), R::SECTION)
             .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
-        base: "/dashboard/affiliates",
-        item: NamedItem {
-            slug: a.slug.as_str().to_owned(),
-            name: a.name,
-            status: a.status.as_str(),
-        },
-        stats,
-        links,
-        postbacks: Vec::new(),
-    }))
-}
-
-/// `GET /dashboard/programs/{slug}`: stats, links, postback URLs, edit form.
-pub async fn program(
-    State(app): State<AppState>,
-    Extension(s): Extension<Session>,
-    headers: HeaderMap,
-    Path(slug): Path<String>,
-    Query(q): Query<ItemQuery>,
-) -> PageResult {
-    let slug = Slug::parse(&slug).map_err(|_| PageError::NotFound)?;
-    let p = app.0.store.get_program(slug.clone()).await?;
-    let base = public_base(&app, &headers);
-    let stats = stats_view(
-        &app,
-        Range::parse(&q.range, app.0.clock.now_micros()),
-        &[(Dimension::Program, slug.as_str().to_owned())],
-    )
-    .await?;
-    let links = app
-        .0
-        .store
-        .list_links()
-        .await?
-        .iter()
-        .filter(|r| r.link.program == slug)
-        .map(|r| link_item(r, &base))
-        .collect();
-    let settings = app.0.store.program_settings(p.id).await?;
-    let postbacks = postback_examples(&base, settings.postback_token.as_deref().unwrap_or(""));
-    Ok(page(&NamedItemPage {
-        c: Chrome::new(&s, format!("Program {}", p.name), "programs")
-            .notice(&app, &q.notice)
-            .problem(stats.range.problem.clone()),
-        base: "/dashboard/programs",
-        item: NamedItem {
-            slug: p.slug.as_str().to_owned(),
-            name: p.name,
-            status: p.status.as_str(),
-        },
+        base: R::BASE,
+        item,
         stats,
         links,
         postbacks,

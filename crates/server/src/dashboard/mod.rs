@@ -30,6 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::PrivateCookieJar;
+use clickward_core::link::{Affiliate, Program};
 use clickward_store::StoreError;
 
 use crate::app::AppState;
@@ -56,19 +57,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/links/{code}", get(admin::link).post(admin::update_link))
         .route(
             "/affiliates",
-            get(admin::affiliates).post(admin::create_affiliate),
+            get(admin::named_list::<Affiliate>).post(admin::create_named::<Affiliate>),
         )
         .route(
             "/affiliates/{slug}",
-            get(admin::affiliate).post(admin::update_affiliate),
+            get(admin::named_item::<Affiliate>).post(admin::update_named::<Affiliate>),
         )
         .route(
             "/programs",
-            get(admin::programs).post(admin::create_program),
+            get(admin::named_list::<Program>).post(admin::create_named::<Program>),
         )
         .route(
             "/programs/{slug}",
-            get(admin::program).post(admin::update_program),
+            get(admin::named_item::<Program>).post(admin::update_named::<Program>),
         )
         .route("/conversions", get(admin::conversions))
         .route("/conversions/{id}", post(admin::change_conversion))

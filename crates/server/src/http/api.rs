@@ -46,11 +46,6 @@ fn to_value<T: Serialize>(t: &T) -> ApiResult<Value> {
     serde_json::to_value(t).map_err(ApiError::internal)
 }
 
-async fn refresh(app: &AppState) -> ApiResult<()> {
-    app.0.links.refresh(app.0.store.as_ref()).await?;
-    Ok(())
-}
-
 // ---- programs and affiliates ---------------------------------------------
 //
 // Both have the same API shape (slug, name, status); one set of handlers
@@ -61,10 +56,13 @@ async fn refresh(app: &AppState) -> ApiResult<()> {
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedBody {
-    slug: Slug,
-    name: Option<String>,
+    /// Slug.
+    pub slug: Slug,
+    /// Display name (default: the slug).
+    pub name: Option<String>,
+    /// Status.
     #[serde(default)]
-    status: Status,
+    pub status: Status,
 }
 
 /// A resource served by the `*_named` handlers.
@@ -75,7 +73,7 @@ pub trait NamedResource: Serialize + Send + Sized + 'static {
     fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>>;
     /// One.
     fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self>;
-    /// Create or update.
+    /// Create or update (a new program gets its postback token).
     fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self>;
     /// The body that would recreate it.
     fn body(&self) -> NamedBody;
@@ -96,7 +94,13 @@ impl NamedResource for Program {
             status: b.status,
             settings: None,
         };
-        s.save_program(input, mode)
+        Box::pin(async move {
+            let p = s.save_program(input, mode).await?;
+            // A new program can take postbacks at once, as one from the
+            // catalogue can.
+            crate::app::ensure_postback_token(s, &p).await?;
+            Ok(p)
+        })
     }
     fn body(&self) -> NamedBody {
         NamedBody {
@@ -132,6 +136,23 @@ impl NamedResource for Affiliate {
     }
 }
 
+/// Saves a program or an affiliate and refreshes the link cache (whether a
+/// link redirects depends on its owners' status). The API and the
+/// dashboard's forms both write through here.
+///
+/// # Errors
+/// The store's: `Conflict` on create of an existing slug, `NotFound` on
+/// update of a missing one.
+pub async fn save_named<R: NamedResource>(
+    app: &AppState,
+    b: NamedBody,
+    mode: SaveMode,
+) -> Result<R, clickward_store::StoreError> {
+    let saved = R::save(app.0.store.as_ref(), b, mode).await?;
+    app.0.links.refresh(app.0.store.as_ref()).await?;
+    Ok(saved)
+}
+
 pub async fn list_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
@@ -155,7 +176,7 @@ pub async fn create_named<R: NamedResource>(
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: NamedBody = body(v)?;
-    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Create).await?;
+    let saved = save_named::<R>(&app, b, SaveMode::Create).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -175,9 +196,7 @@ pub async fn update_named<R: NamedResource>(
             R::KIND
         )));
     }
-    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Update).await?;
-    refresh(&app).await?;
-    Ok(Json(saved))
+    Ok(Json(save_named::<R>(&app, b, SaveMode::Update).await?))
 }
 
 async fn set_named_status<R: NamedResource>(
@@ -189,9 +208,7 @@ async fn set_named_status<R: NamedResource>(
         .await?
         .body();
     b.status = status;
-    let saved = R::save(app.0.store.as_ref(), b, SaveMode::Update).await?;
-    refresh(app).await?;
-    Ok(Json(saved))
+    Ok(Json(save_named::<R>(app, b, SaveMode::Update).await?))
 }
 
 pub async fn disable_named<R: NamedResource>(
@@ -355,8 +372,7 @@ async fn set_link_status(app: &AppState, code: &str, status: Status) -> ApiResul
     let cur = app.0.store.get_link(parse_code(code)?).await?;
     let mut b = LinkBody::of(&cur);
     b.status = status;
-    let rec = app.0.store.save_link(b.input()?, SaveMode::Update).await?;
-    refresh(app).await?;
+    let rec = save_link(app, b.input()?, SaveMode::Update).await?;
     Ok(Json(LinkView::of(&rec)))
 }
 

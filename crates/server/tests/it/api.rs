@@ -1,5 +1,6 @@
 //! The admin API: keys and scopes, CRUD, clicks.
 
+use clickward_store::Store;
 use reqwest::Method;
 use serde_json::json;
 
@@ -191,4 +192,28 @@ async fn clicks_are_listed_newest_first_and_read_by_id() {
     let (s, v) = app.api_get("/api/v1/clicks").await;
     assert_eq!(s, 200);
     assert_eq!(v.as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_program_made_through_the_api_can_take_postbacks_at_once() {
+    let app = TestApp::start().await;
+    let (s, v) = app
+        .api_send(Method::POST, "/api/v1/programs", json!({"slug": "fresh"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let p = app
+        .store
+        .get_program(clickward_core::id::Slug::parse("fresh").unwrap())
+        .await
+        .unwrap();
+    let token = app
+        .store
+        .program_settings(p.id)
+        .await
+        .unwrap()
+        .postback_token;
+    assert!(
+        token.is_some_and(|t| t.len() >= 32),
+        "a postback token without a restart"
+    );
 }

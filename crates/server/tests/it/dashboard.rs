@@ -153,13 +153,23 @@ async fn pages_need_a_session_of_the_right_kind() {
         get(&app, &aff, "/dashboard/conversions").await.status(),
         404
     );
-    // The tiles' JSON is the session's affiliate's, whatever the query asks.
-    let mine: serde_json::Value = get(&app, &aff, "/portal/kpis?affiliate=techblog")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(mine["kpi-clicks"], "0");
+    // The tiles' JSON is the session's affiliate's, whatever the query asks:
+    // one click for gourmet_guide, two for techblog; gg sees its one.
+    for path in [
+        "/r/solare?src=t",
+        "/r/rakuten_sim?src=t",
+        "/r/rakuten_sim?src=u",
+    ] {
+        assert_eq!(app.get_ua(path, CHROME).await.status(), 302);
+    }
+    for query in ["", "?affiliate=techblog"] {
+        let mine: serde_json::Value = get(&app, &aff, &format!("/portal/kpis{query}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(mine["kpi-clicks"], "1", "{query}");
+    }
 
     // A tampered cookie is no session.
     let mut forged = aff.clone();
@@ -512,4 +522,83 @@ async fn behind_a_proxy_forms_from_the_public_address_are_accepted() {
         403
     );
     assert_eq!(app.api_get("/api/v1/affiliates/evil").await.0, 404);
+}
+
+#[tokio::test]
+async fn programs_and_affiliates_made_through_forms_work_at_once() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    for (base, slug) in [
+        ("/dashboard/programs", "newprog"),
+        ("/dashboard/affiliates", "newaff"),
+    ] {
+        let html = get(&app, &admin, base).await.text().await.unwrap();
+        let r = app
+            .client
+            .post(app.url(base))
+            .header(COOKIE, &admin)
+            .form(&[
+                ("csrf", csrf_of(&html).as_str()),
+                ("slug", slug),
+                ("name", "New one"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            location(&r).starts_with(&format!("{base}/{slug}?msg=")),
+            "{}",
+            location(&r)
+        );
+        let page = get(&app, &admin, &location(&r)).await.text().await.unwrap();
+        assert!(page.contains("New one"), "{base}");
+    }
+    // The new program's page shows postback URLs with its own token.
+    let p = app
+        .store
+        .get_program(clickward_core::id::Slug::parse("newprog").unwrap())
+        .await
+        .unwrap();
+    let token = app
+        .store
+        .program_settings(p.id)
+        .await
+        .unwrap()
+        .postback_token
+        .unwrap();
+    let page = get(&app, &admin, "/dashboard/programs/newprog")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("security_token={token}")),
+        "TUNE postback URL with the token"
+    );
+    // An existing slug is refused with the reason, nothing changes.
+    let html = get(&app, &admin, "/dashboard/affiliates")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url("/dashboard/affiliates"))
+        .header(COOKIE, &admin)
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("slug", "newaff"),
+            ("name", "Other"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&r).starts_with("/dashboard/affiliates?error="),
+        "{}",
+        location(&r)
+    );
+    let (_, a) = app.api_get("/api/v1/affiliates/newaff").await;
+    assert_eq!(a["name"], "New one");
 }
