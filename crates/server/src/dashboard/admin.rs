@@ -12,6 +12,7 @@ use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Stat
 use clickward_core::report::Dimension;
 use clickward_store::{ConversionFilter, KeyScope, LinkInput, LinkRecord, SaveMode, StoreFuture};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 use super::session::Session;
 use super::stats::{self, Kpi, Range, RangeQuery, TopTable};
@@ -116,7 +117,26 @@ pub async fn overview(
 /// (`{"kpi-clicks": "12", …}`), for the live refresh.
 pub async fn kpis_json(
     State(app): State<AppState>,
-    Query(q): Query<std::collections::BTreeMap<String, String>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, PageError> {
+    let filters = [
+        (Dimension::Link, "link"),
+        (Dimension::Affiliate, "affiliate"),
+        (Dimension::Program, "program"),
+    ]
+    .into_iter()
+    .filter_map(|(d, key)| q.get(key).map(|v| (d, v.clone())))
+    .collect::<Vec<_>>();
+    tiles_json(&app, &q, &filters).await
+}
+
+/// The tiles for the range of query `q` (`from`, `to`, `tz`) under
+/// `filters`, as `{"kpi-clicks": "12", …}`: the live refresh of the
+/// dashboard's and the portal's pages.
+pub(super) async fn tiles_json(
+    app: &AppState,
+    q: &BTreeMap<String, String>,
+    filters: &[(Dimension, String)],
 ) -> Result<Json<serde_json::Value>, PageError> {
     let range = Range::parse(
         &RangeQuery {
@@ -126,19 +146,13 @@ pub async fn kpis_json(
         },
         app.0.clock.now_micros(),
     );
-    let mut filters = Vec::new();
-    for key in ["link", "affiliate", "program"] {
-        if let Some(v) = q.get(key) {
-            let d: Dimension = key.parse().map_err(|_| PageError::NotFound)?;
-            filters.push((d, v.clone()));
-        }
-    }
-    let tiles = stats::tiles(app.0.store.as_ref(), &range, &filters).await?;
-    let map: serde_json::Map<String, serde_json::Value> = tiles
-        .into_iter()
-        .map(|k| (k.id.to_owned(), serde_json::Value::String(k.value)))
-        .collect();
-    Ok(Json(serde_json::Value::Object(map)))
+    let tiles = stats::tiles(app.0.store.as_ref(), &range, filters).await?;
+    Ok(Json(serde_json::Value::Object(
+        tiles
+            .into_iter()
+            .map(|k| (k.id.to_owned(), serde_json::Value::String(k.value)))
+            .collect(),
+    )))
 }
 
 // ---- live -------------------------------------------------------------------
@@ -215,7 +229,7 @@ pub struct LinkItem {
     pub url: String,
 }
 
-fn link_item(r: &LinkRecord, base: &str) -> LinkItem {
+pub(super) fn link_item(r: &LinkRecord, base: &str) -> LinkItem {
     LinkItem {
         code: r.link.code.as_str().to_owned(),
         program: r.link.program.as_str().to_owned(),

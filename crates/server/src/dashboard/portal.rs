@@ -14,11 +14,11 @@ use serde::Deserialize;
 
 use super::admin::{
     BalanceItem, ConversionItem, LinkItem, PayoutItem, StatsView, balance_items, conversion_item,
-    payout_items, stats_view,
+    link_item, payout_items, stats_view, tiles_json,
 };
 use super::session::{Session, Who};
-use super::stats::{self, Range, RangeQuery};
-use super::views::{self, BuilderQuery, Chrome, Notice, or_dash};
+use super::stats::{Range, RangeQuery};
+use super::views::{self, BuilderQuery, Chrome, Notice};
 use super::{PageError, page, public_base};
 use crate::app::AppState;
 
@@ -83,15 +83,7 @@ pub async fn home(
         .await?
         .iter()
         .filter(|r| r.link.affiliate.as_ref() == Some(&me))
-        .map(|r| LinkItem {
-            code: r.link.code.as_str().to_owned(),
-            program: r.link.program.as_str().to_owned(),
-            affiliate: me.as_str().to_owned(),
-            destination: r.link.destination.clone(),
-            status: r.link.status.as_str(),
-            redirects: r.redirects,
-            url: views::tracking_url(&base, r.link.code.as_str(), "", &Default::default()),
-        })
+        .map(|r| link_item(r, &base))
         .collect();
     // The builder only builds on the affiliate's own links.
     let builder_link = q
@@ -188,15 +180,7 @@ pub async fn link(
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "portal")
             .notice(&app, &q.notice)
             .problem(stats.range.problem.clone()),
-        link: LinkItem {
-            code: code.as_str().to_owned(),
-            program: rec.link.program.as_str().to_owned(),
-            affiliate: or_dash(Some(me.as_str())),
-            destination: rec.link.destination.clone(),
-            status: rec.link.status.as_str(),
-            redirects: rec.redirects,
-            url: views::tracking_url(&base, code.as_str(), "", &Default::default()),
-        },
+        link: link_item(&rec, &base),
         stats,
         builder: q.builder,
         builder_codes: None,
@@ -213,23 +197,9 @@ pub async fn kpis_json(
     Query(q): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<axum::Json<serde_json::Value>, PageError> {
     let me = affiliate_of(&s)?;
-    let range = Range::parse(
-        &RangeQuery {
-            from: q.get("from").cloned(),
-            to: q.get("to").cloned(),
-            tz: q.get("tz").cloned(),
-        },
-        app.0.clock.now_micros(),
-    );
     let mut filters = vec![(Dimension::Affiliate, me.as_str().to_owned())];
     if let Some(link) = q.get("link") {
         filters.push((Dimension::Link, link.clone()));
     }
-    let tiles = stats::tiles(app.0.store.as_ref(), &range, &filters).await?;
-    Ok(axum::Json(serde_json::Value::Object(
-        tiles
-            .into_iter()
-            .map(|k| (k.id.to_owned(), serde_json::Value::String(k.value)))
-            .collect(),
-    )))
+    tiles_json(&app, &q, &filters).await
 }
