@@ -29,20 +29,6 @@ use crate::events::LiveEvent;
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
 
-/// The parts of a click kept for its live event (the click itself moves
-/// into the ingest queue).
-struct LiveClick {
-    click_id: String,
-    ts: i64,
-    src: Option<String>,
-    subs: [Option<String>; 5],
-    device: &'static str,
-    os: Option<String>,
-    browser: Option<String>,
-    country: Option<String>,
-    referrer: Option<String>,
-}
-
 /// The content of an attribution cookie (encrypted by the private jar):
 /// `click_id|affiliate|program|click time (Unix s)`.
 pub struct AttributionValue<'a> {
@@ -313,10 +299,15 @@ async fn track(
         visitor_key,
         previous_keys,
     };
-    // The live event carries what was recorded (never the IP).
-    let live = LiveClick {
+    // The live event carries what was recorded (never the IP); it is made
+    // before the click moves into the ingest queue, and gets the outcome
+    // and the redirect time after.
+    let mut event = LiveEvent::Click {
         click_id: click_id_text.to_owned(),
         ts: now,
+        link: record.link.code.to_string(),
+        program: record.link.program.to_string(),
+        affiliate: record.link.affiliate.as_ref().map(ToString::to_string),
         src: click.params.src.clone(),
         subs: click.params.subs.clone(),
         device: click.device.as_str(),
@@ -324,26 +315,22 @@ async fn track(
         browser: click.browser.clone(),
         country: click.country.clone(),
         referrer: click.referrer.clone(),
-    };
-    let outcome = s.ingest.submit(click).await;
-    s.metrics.clicks(outcome).increment(1);
-    s.events.publish(LiveEvent::Click {
-        click_id: live.click_id,
-        ts: live.ts,
-        link: record.link.code.to_string(),
-        program: record.link.program.to_string(),
-        affiliate: record.link.affiliate.as_ref().map(ToString::to_string),
-        src: live.src,
-        subs: live.subs,
-        device: live.device,
-        os: live.os,
-        browser: live.browser,
-        country: live.country,
-        referrer: live.referrer,
         bot_reason: bot_reason.map(|b| b.as_str()),
-        outcome: outcome.label(),
-        redirect_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    });
+        outcome: "",
+        redirect_us: 0,
+    };
+    let submitted = s.ingest.submit(click).await;
+    s.metrics.clicks(submitted).increment(1);
+    if let LiveEvent::Click {
+        outcome,
+        redirect_us,
+        ..
+    } = &mut event
+    {
+        *outcome = submitted.label();
+        *redirect_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    }
+    s.events.publish(event);
     if let Some(reason) = bot_reason {
         s.metrics.bot_clicks(reason).increment(1);
     }

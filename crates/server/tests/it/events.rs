@@ -98,7 +98,10 @@ async fn clicks_stream_in_order_and_resume_without_gaps() {
     assert_eq!(first["link"], "solare");
     assert_eq!(first["device"], "mobile");
     assert_eq!(first["outcome"], "recorded");
-    assert!(first["redirect_us"].as_u64().is_some());
+    assert!(
+        first["redirect_us"].as_u64().is_some_and(|us| us > 0),
+        "{first}"
+    );
     assert!(first.get("ip").is_none());
     assert_eq!(events[3].data["bot_reason"], "preview_fetcher");
 
