@@ -4,10 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clickward_core::Micros;
-use clickward_core::id::Slug;
-use clickward_core::link::Status;
+use clickward_core::id::{LinkCode, Slug};
+use clickward_core::link::{Link, RedirectStatus, Status, UtmDefaults};
 
-use crate::{KeyScope, StoreError};
+use crate::{KeyScope, LinkRecord, StoreError};
 
 /// Now, UTC µs (for `created_at` / `updated_at` columns).
 pub(crate) fn now_micros() -> Micros {
@@ -74,5 +74,69 @@ impl Named {
             Named::Programs => "program",
             Named::Affiliates => "affiliate",
         }
+    }
+}
+
+/// The query both backends read links with; [`LinkColumns`] in its order.
+pub(crate) const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, \
+     l.redirect, l.utm, l.status, l.program_id, l.affiliate_id, p.status, a.status \
+     FROM links l JOIN programs p ON p.id = l.program_id \
+     LEFT JOIN affiliates a ON a.id = l.affiliate_id";
+
+/// A row of [`LINK_SELECT`] as stored values.
+pub(crate) struct LinkColumns {
+    pub id: i64,
+    pub code: String,
+    pub program: String,
+    pub affiliate: Option<String>,
+    pub destination: String,
+    pub redirect: Option<i64>,
+    pub utm: String,
+    pub status: String,
+    pub program_id: i64,
+    pub affiliate_id: Option<i64>,
+    pub program_status: String,
+    pub affiliate_status: Option<String>,
+}
+
+impl LinkColumns {
+    /// The link, and whether it redirects now: it, its program and its
+    /// affiliate (if any) all active.
+    pub(crate) fn record(self) -> Result<LinkRecord, StoreError> {
+        let utm: UtmDefaults =
+            serde_json::from_str(&self.utm).map_err(|_| corrupt("utm", &self.utm))?;
+        let redirect = self
+            .redirect
+            .map(|c| {
+                u16::try_from(c)
+                    .ok()
+                    .and_then(|c| RedirectStatus::from_code(c).ok())
+                    .ok_or_else(|| corrupt("redirect", &c.to_string()))
+            })
+            .transpose()?;
+        let status = status_of(&self.status)?;
+        let program_status = status_of(&self.program_status)?;
+        let affiliate_status = self
+            .affiliate_status
+            .as_deref()
+            .map(status_of)
+            .transpose()?;
+        Ok(LinkRecord {
+            link: Link {
+                id: self.id,
+                code: LinkCode::parse(&self.code).map_err(|_| corrupt("link code", &self.code))?,
+                program: slug_of(&self.program)?,
+                affiliate: self.affiliate.as_deref().map(slug_of).transpose()?,
+                destination: self.destination,
+                redirect,
+                utm,
+                status,
+            },
+            program_id: self.program_id,
+            affiliate_id: self.affiliate_id,
+            redirects: status == Status::Active
+                && program_status == Status::Active
+                && affiliate_status != Some(Status::Disabled),
+        })
     }
 }

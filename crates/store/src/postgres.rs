@@ -27,7 +27,7 @@ use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
 use clickward_core::dedup;
 use clickward_core::id::{ClickId, ConversionId, LinkCode, Slug};
-use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::link::{Affiliate, Program, Status};
 use clickward_core::money::Currency;
 use clickward_core::program::{AttributionModel, ProgramSettings};
 use clickward_core::report::{Bucket, ClickCounts, Dimension};
@@ -44,7 +44,10 @@ use crate::{
     StoreError, StoreFuture, User, UserInput,
 };
 
-use crate::common::{Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of, ulid_of};
+use crate::common::{
+    LINK_SELECT, LinkColumns, Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of,
+    ulid_of,
+};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -251,51 +254,22 @@ async fn listen_once(
     driver.await.map_err(|e| StoreError::Task(e.to_string()))?
 }
 
-const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, l.redirect, l.utm, \
-     l.status, l.program_id, l.affiliate_id, p.status, a.status \
-     FROM links l JOIN programs p ON p.id = l.program_id \
-     LEFT JOIN affiliates a ON a.id = l.affiliate_id";
-
 fn link_from(row: &Row) -> Result<LinkRecord, StoreError> {
-    let code: String = row.try_get(1)?;
-    let utm_json: String = row.try_get(6)?;
-    let utm: UtmDefaults =
-        serde_json::from_str(&utm_json).map_err(|_| corrupt("utm", &utm_json))?;
-    let redirect = row
-        .try_get::<_, Option<i32>>(5)?
-        .map(|c| {
-            u16::try_from(c)
-                .ok()
-                .and_then(|c| RedirectStatus::from_code(c).ok())
-                .ok_or_else(|| corrupt("redirect", &c.to_string()))
-        })
-        .transpose()?;
-    let status = status_of(&row.try_get::<_, String>(7)?)?;
-    let program_status = status_of(&row.try_get::<_, String>(10)?)?;
-    let affiliate_status = row
-        .try_get::<_, Option<String>>(11)?
-        .map(|s| status_of(&s))
-        .transpose()?;
-    Ok(LinkRecord {
-        link: Link {
-            id: row.try_get(0)?,
-            code: LinkCode::parse(&code).map_err(|_| corrupt("link code", &code))?,
-            program: slug_of(&row.try_get::<_, String>(2)?)?,
-            affiliate: row
-                .try_get::<_, Option<String>>(3)?
-                .map(|s| slug_of(&s))
-                .transpose()?,
-            destination: row.try_get(4)?,
-            redirect,
-            utm,
-            status,
-        },
+    LinkColumns {
+        id: row.try_get(0)?,
+        code: row.try_get(1)?,
+        program: row.try_get(2)?,
+        affiliate: row.try_get(3)?,
+        destination: row.try_get(4)?,
+        redirect: row.try_get::<_, Option<i32>>(5)?.map(i64::from),
+        utm: row.try_get(6)?,
+        status: row.try_get(7)?,
         program_id: row.try_get(8)?,
         affiliate_id: row.try_get(9)?,
-        redirects: status == Status::Active
-            && program_status == Status::Active
-            && affiliate_status != Some(Status::Disabled),
-    })
+        program_status: row.try_get(10)?,
+        affiliate_status: row.try_get(11)?,
+    }
+    .record()
 }
 
 async fn save_named(

@@ -12,7 +12,7 @@ use clickward_core::Micros;
 use clickward_core::click::{NewClick, VisitorKey};
 use clickward_core::dedup;
 use clickward_core::id::{ClickId, LinkCode, Slug};
-use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::link::{Affiliate, Program, RedirectStatus, Status};
 use clickward_core::report::{ClickCounts, Dimension};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
@@ -33,7 +33,9 @@ use crate::{
 mod conversions;
 mod rollups;
 
-use crate::common::{Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of};
+use crate::common::{
+    LINK_SELECT, LinkColumns, Named, now_micros, role_of, scope_of, slug_of, status_of,
+};
 
 pub(crate) use crate::plan::id_floor;
 
@@ -237,46 +239,22 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
     StoreError::Task("a store connection lock was poisoned by an earlier panic".to_owned())
 }
 
-const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, l.redirect, l.utm, \
-     l.status, l.program_id, l.affiliate_id, p.status, a.status \
-     FROM links l JOIN programs p ON p.id = l.program_id \
-     LEFT JOIN affiliates a ON a.id = l.affiliate_id";
-
 fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
-    let code: String = row.get(1)?;
-    let utm_json: String = row.get(6)?;
-    let utm: UtmDefaults =
-        serde_json::from_str(&utm_json).map_err(|_| corrupt("utm", &utm_json))?;
-    let redirect = row
-        .get::<_, Option<u16>>(5)?
-        .map(|c| RedirectStatus::from_code(c).map_err(|_| corrupt("redirect", &c.to_string())))
-        .transpose()?;
-    let status = status_of(&row.get::<_, String>(7)?)?;
-    let program_status = status_of(&row.get::<_, String>(10)?)?;
-    let affiliate_status = row
-        .get::<_, Option<String>>(11)?
-        .map(|s| status_of(&s))
-        .transpose()?;
-    Ok(LinkRecord {
-        link: Link {
-            id: row.get(0)?,
-            code: LinkCode::parse(&code).map_err(|_| corrupt("link code", &code))?,
-            program: slug_of(&row.get::<_, String>(2)?)?,
-            affiliate: row
-                .get::<_, Option<String>>(3)?
-                .map(|s| slug_of(&s))
-                .transpose()?,
-            destination: row.get(4)?,
-            redirect,
-            utm,
-            status,
-        },
+    LinkColumns {
+        id: row.get(0)?,
+        code: row.get(1)?,
+        program: row.get(2)?,
+        affiliate: row.get(3)?,
+        destination: row.get(4)?,
+        redirect: row.get(5)?,
+        utm: row.get(6)?,
+        status: row.get(7)?,
         program_id: row.get(8)?,
         affiliate_id: row.get(9)?,
-        redirects: status == Status::Active
-            && program_status == Status::Active
-            && affiliate_status != Some(Status::Disabled),
-    })
+        program_status: row.get(10)?,
+        affiliate_status: row.get(11)?,
+    }
+    .record()
 }
 
 fn save_named_tx(
