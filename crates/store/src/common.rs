@@ -140,3 +140,18 @@ impl LinkColumns {
         })
     }
 }
+
+/// The query both backends read conversions with (then a `WHERE`).
+pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
+     a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
+     v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
+     v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
+     LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
+
+/// The query both backends read users with (then a `WHERE`).
+pub(crate) const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
+     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
+
+/// The query both backends read payout batches with (then a `WHERE`).
+pub(crate) const PAYOUT_SELECT: &str = "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, \
+     o.created_at FROM payouts o JOIN affiliates a ON a.id = o.affiliate_id";

@@ -45,8 +45,8 @@ use crate::{
 };
 
 use crate::common::{
-    LINK_SELECT, LinkColumns, Named, corrupt, now_micros, role_of, scope_of, slug_of, status_of,
-    ulid_of,
+    CONVERSION_SELECT, LINK_SELECT, LinkColumns, Named, PAYOUT_SELECT, USER_SELECT, corrupt,
+    now_micros, role_of, scope_of, slug_of, status_of, ulid_of,
 };
 
 mod embedded {
@@ -1245,12 +1245,6 @@ async fn save_affiliate_commission(
     Ok(())
 }
 
-const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
-     a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
-     v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
-     v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
-     LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
-
 fn conversion_from(r: &Row) -> Result<ConversionRow, StoreError> {
     let status: String = r.try_get(16)?;
     Ok(ConversionRow {
@@ -1523,9 +1517,6 @@ async fn payout_preview(
     Ok(out)
 }
 
-const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
-     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
-
 async fn user_where(
     c: &impl GenericClient,
     cond: &str,
@@ -1548,9 +1539,6 @@ fn user_from(r: &Row) -> Result<User, StoreError> {
         credentials_changed_at: r.try_get(5)?,
     })
 }
-
-const PAYOUT_SELECT: &str = "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, \
-     o.created_at FROM payouts o JOIN affiliates a ON a.id = o.affiliate_id";
 
 async fn payout_by_key(c: &impl GenericClient, key: &str) -> Result<Option<Payout>, StoreError> {
     c.query_opt(&format!("{PAYOUT_SELECT} WHERE o.key = $1"), &[&key])

@@ -34,7 +34,7 @@ mod conversions;
 mod rollups;
 
 use crate::common::{
-    LINK_SELECT, LinkColumns, Named, now_micros, role_of, scope_of, slug_of, status_of,
+    LINK_SELECT, LinkColumns, Named, USER_SELECT, now_micros, role_of, scope_of, slug_of, status_of,
 };
 
 pub(crate) use crate::plan::id_floor;
@@ -1303,9 +1303,6 @@ impl Store for SqliteStore {
         })
     }
 }
-
-const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
-     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
 
 fn user_where(
     c: &Connection,

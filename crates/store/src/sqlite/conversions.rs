@@ -8,7 +8,7 @@ use clickward_core::money::Currency;
 use clickward_core::program::{AttributionModel, ProgramSettings};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::common::{corrupt, now_micros, ulid_of};
+use crate::common::{CONVERSION_SELECT, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
 use crate::{Balance, ClickFacts, ConversionRow, NewConversion, Recorded, StoreError};
 
 pub(super) fn program_settings(
@@ -152,12 +152,6 @@ pub(super) fn click_facts(c: &Connection, id: ClickId) -> Result<Option<ClickFac
         subs: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
     }))
 }
-
-const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
-     a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
-     v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
-     v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
-     LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
 
 fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
     let status: String = r.get(16)?;
@@ -503,10 +497,9 @@ pub(super) fn list_payouts(
     affiliate: Option<&str>,
     limit: u32,
 ) -> Result<Vec<crate::Payout>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at FROM payouts o \
-         JOIN affiliates a ON a.id = o.affiliate_id WHERE (?1 IS NULL OR a.slug = ?1) ORDER BY o.id DESC LIMIT ?2",
-    )?;
+    let mut st = c.prepare_cached(&format!(
+        "{PAYOUT_SELECT} WHERE (?1 IS NULL OR a.slug = ?1) ORDER BY o.id DESC LIMIT ?2"
+    ))?;
     let mut rows = st.query(params![affiliate, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -529,10 +522,7 @@ fn payout_from(r: &Row<'_>) -> Result<crate::Payout, StoreError> {
 }
 
 fn payout_by_key(c: &Connection, key: &str) -> Result<Option<crate::Payout>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, o.created_at FROM payouts o \
-         JOIN affiliates a ON a.id = o.affiliate_id WHERE o.key = ?1",
-    )?;
+    let mut st = c.prepare_cached(&format!("{PAYOUT_SELECT} WHERE o.key = ?1"))?;
     let mut rows = st.query([key])?;
     rows.next()?.map(payout_from).transpose()
 }
