@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clickward_core::Micros;
 use clickward_core::id::{LinkCode, Slug};
-use clickward_core::link::{Link, RedirectStatus, Status, UtmDefaults};
+use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
 
 use crate::{KeyScope, LinkRecord, StoreError};
 
@@ -74,6 +74,26 @@ impl Named {
             Named::Programs => "program",
             Named::Affiliates => "affiliate",
         }
+    }
+}
+
+/// A `(id, slug, name, status)` row of `programs`.
+pub(crate) fn program_of((id, slug, name, status): (i64, Slug, String, Status)) -> Program {
+    Program {
+        id,
+        slug,
+        name,
+        status,
+    }
+}
+
+/// A `(id, slug, name, status)` row of `affiliates`.
+pub(crate) fn affiliate_of((id, slug, name, status): (i64, Slug, String, Status)) -> Affiliate {
+    Affiliate {
+        id,
+        slug,
+        name,
+        status,
     }
 }
 

@@ -45,8 +45,8 @@ use crate::{
 };
 
 use crate::common::{
-    CONVERSION_SELECT, LINK_SELECT, LinkColumns, Named, PAYOUT_SELECT, USER_SELECT, corrupt,
-    now_micros, role_of, scope_of, slug_of, status_of, ulid_of,
+    CONVERSION_SELECT, LINK_SELECT, LinkColumns, Named, PAYOUT_SELECT, USER_SELECT, affiliate_of,
+    corrupt, now_micros, program_of, role_of, scope_of, slug_of, status_of, ulid_of,
 };
 
 mod embedded {
@@ -1709,12 +1709,7 @@ impl Store for PgStore {
             Ok(named_rows(&**c, Named::Programs, None)
                 .await?
                 .into_iter()
-                .map(|(id, slug, name, status)| Program {
-                    id,
-                    slug,
-                    name,
-                    status,
-                })
+                .map(program_of)
                 .collect())
         })
     }
@@ -1722,17 +1717,12 @@ impl Store for PgStore {
     fn get_program(&self, slug: Slug) -> StoreFuture<'_, Program> {
         Box::pin(async move {
             let c = self.client().await?;
-            let (id, slug, name, status) = named_rows(&**c, Named::Programs, Some(&slug))
+            named_rows(&**c, Named::Programs, Some(&slug))
                 .await?
                 .into_iter()
                 .next()
-                .ok_or_else(|| StoreError::NotFound(format!("program {:?}", slug.as_str())))?;
-            Ok(Program {
-                id,
-                slug,
-                name,
-                status,
-            })
+                .map(program_of)
+                .ok_or_else(|| StoreError::NotFound(format!("program {:?}", slug.as_str())))
         })
     }
 
@@ -1759,12 +1749,7 @@ impl Store for PgStore {
             Ok(named_rows(&**c, Named::Affiliates, None)
                 .await?
                 .into_iter()
-                .map(|(id, slug, name, status)| Affiliate {
-                    id,
-                    slug,
-                    name,
-                    status,
-                })
+                .map(affiliate_of)
                 .collect())
         })
     }
@@ -1772,17 +1757,12 @@ impl Store for PgStore {
     fn get_affiliate(&self, slug: Slug) -> StoreFuture<'_, Affiliate> {
         Box::pin(async move {
             let c = self.client().await?;
-            let (id, slug, name, status) = named_rows(&**c, Named::Affiliates, Some(&slug))
+            named_rows(&**c, Named::Affiliates, Some(&slug))
                 .await?
                 .into_iter()
                 .next()
-                .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", slug.as_str())))?;
-            Ok(Affiliate {
-                id,
-                slug,
-                name,
-                status,
-            })
+                .map(affiliate_of)
+                .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", slug.as_str())))
         })
     }
 

@@ -34,7 +34,8 @@ mod conversions;
 mod rollups;
 
 use crate::common::{
-    LINK_SELECT, LinkColumns, Named, USER_SELECT, now_micros, role_of, scope_of, slug_of, status_of,
+    LINK_SELECT, LinkColumns, Named, USER_SELECT, affiliate_of, now_micros, program_of, role_of,
+    scope_of, slug_of, status_of,
 };
 
 pub(crate) use crate::plan::id_floor;
@@ -351,24 +352,6 @@ fn named_rows(
         )));
     }
     Ok(out)
-}
-
-fn program_of((id, slug, name, status): (i64, Slug, String, Status)) -> Program {
-    Program {
-        id,
-        slug,
-        name,
-        status,
-    }
-}
-
-fn affiliate_of((id, slug, name, status): (i64, Slug, String, Status)) -> Affiliate {
-    Affiliate {
-        id,
-        slug,
-        name,
-        status,
-    }
 }
 
 fn save_link_tx(tx: &Transaction<'_>, l: &LinkInput, mode: SaveMode) -> Result<(), StoreError> {

@@ -274,22 +274,7 @@ pub async fn links(
                     .any(|f| f.to_lowercase().contains(&needle))
         })
         .collect();
-    let programs = app
-        .0
-        .store
-        .list_programs()
-        .await?
-        .into_iter()
-        .map(|p| p.slug.as_str().to_owned())
-        .collect();
-    let affiliates = app
-        .0
-        .store
-        .list_affiliates()
-        .await?
-        .into_iter()
-        .map(|a| a.slug.as_str().to_owned())
-        .collect();
+    let (programs, affiliates) = owner_slugs(&app).await?;
     Ok(page(&LinksPage {
         c: Chrome::new(&s, "Links", "links").notice(&app, &q.notice),
         q: q.q.unwrap_or_default(),
@@ -297,6 +282,23 @@ pub async fn links(
         programs,
         affiliates,
     }))
+}
+
+/// Program and affiliate slugs, for the link forms' choices.
+async fn owner_slugs(app: &AppState) -> Result<(Vec<String>, Vec<String>), PageError> {
+    let store = app.0.store.as_ref();
+    let programs = store.list_programs().await?;
+    let affiliates = store.list_affiliates().await?;
+    Ok((
+        programs
+            .iter()
+            .map(|p| p.slug.as_str().to_owned())
+            .collect(),
+        affiliates
+            .iter()
+            .map(|a| a.slug.as_str().to_owned())
+            .collect(),
+    ))
 }
 
 /// The link form (create and edit).
@@ -410,22 +412,7 @@ pub async fn link(
     )
     .await?;
     let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
-    let programs = app
-        .0
-        .store
-        .list_programs()
-        .await?
-        .into_iter()
-        .map(|p| p.slug.as_str().to_owned())
-        .collect();
-    let affiliates = app
-        .0
-        .store
-        .list_affiliates()
-        .await?
-        .into_iter()
-        .map(|a| a.slug.as_str().to_owned())
-        .collect();
+    let (programs, affiliates) = owner_slugs(&app).await?;
     Ok(page(&LinkPage {
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "links")
             .notice(&app, &q.notice)
