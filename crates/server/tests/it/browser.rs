@@ -192,26 +192,36 @@ async fn until_path(c: &Client, path: &str) {
     }
 }
 
+/// Types `text` into the element `at`.
+async fn type_in(c: &Client, at: Locator<'_>, text: &str) {
+    c.find(at).await.unwrap().send_keys(text).await.unwrap();
+}
+
+/// Clicks the element `at`.
+async fn click_on(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Chooses `value` in the select element `at`.
+async fn select_in(c: &Client, at: Locator<'_>, value: &str) {
+    c.find(at)
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
 async fn sign_in(c: &Client, app: &TestApp, user: &str, password: &str) {
     c.goto(&app.url("/login")).await.unwrap();
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill_sign_in(c, user, password).await;
+}
+
+/// Fills and sends the sign-in form of the page the browser is on.
+async fn fill_sign_in(c: &Client, user: &str, password: &str) {
+    type_in(c, Locator::Id("username"), user).await;
+    type_in(c, Locator::Id("password"), password).await;
+    click_on(c, Locator::Id("sign-in")).await;
 }
 
 /// Opens `path` in a second tab and comes back to the first.
@@ -236,58 +246,21 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
     // Not signed in: the sign-in page, then back where we wanted to go.
     c.goto(&app.url("/dashboard/links")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("merchant")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill_sign_in(c, "merchant", ADMIN_PASSWORD).await;
     until_path(c, "/dashboard/links").await;
 
     // Create a link through the form. Its destination is this server, so
     // the second tab lands somewhere real on this closed network.
-    c.find(Locator::Id("link-code"))
-        .await
-        .unwrap()
-        .send_keys("browser-made")
-        .await
-        .unwrap();
-    c.find(Locator::Id("link-program"))
-        .await
-        .unwrap()
-        .select_by_value("vendors")
-        .await
-        .unwrap();
-    c.find(Locator::Id("link-affiliate"))
-        .await
-        .unwrap()
-        .select_by_value("gourmet_guide")
-        .await
-        .unwrap();
-    c.find(Locator::Id("link-destination"))
-        .await
-        .unwrap()
-        .send_keys(&app.url("/healthz?c={click_id}"))
-        .await
-        .unwrap();
-    c.find(Locator::Id("create-link"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(c, Locator::Id("link-code"), "browser-made").await;
+    select_in(c, Locator::Id("link-program"), "vendors").await;
+    select_in(c, Locator::Id("link-affiliate"), "gourmet_guide").await;
+    type_in(
+        c,
+        Locator::Id("link-destination"),
+        &app.url("/healthz?c={click_id}"),
+    )
+    .await;
+    click_on(c, Locator::Id("create-link")).await;
     until_path(c, "/dashboard/links/browser-made").await;
     assert!(text_of(c, ".notice.ok").await.contains("created"));
     let (s, link) = app.api_get("/api/v1/links/browser-made").await;
@@ -430,12 +403,11 @@ async fn a_merchant_signs_in_makes_a_link_sees_its_clicks_live_and_approves_a_co
     c.goto(&app.url("/dashboard/conversions?status=pending"))
         .await
         .unwrap();
-    c.find(Locator::Css("button[aria-label='approve order browser-1']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_on(
+        c,
+        Locator::Css("button[aria-label='approve order browser-1']"),
+    )
+    .await;
     until_js(
         c,
         Duration::from_secs(5),
@@ -479,35 +451,15 @@ async fn an_affiliate_sees_only_their_own_data() {
     );
     assert_eq!(text_of(c, "#kpi-clicks").await, "1", "only their own click");
     // The link builder fills in src and sub-ids.
-    let builder = c.find(Locator::Css("form.builder")).await.unwrap();
-    builder
-        .find(Locator::Id("builder-link"))
-        .await
-        .unwrap()
-        .select_by_value("solare")
-        .await
-        .unwrap();
-    builder
-        .find(Locator::Css("input[name='src']"))
-        .await
-        .unwrap()
-        .send_keys("newsletter")
-        .await
-        .unwrap();
-    builder
-        .find(Locator::Css("input[name='sub1']"))
-        .await
-        .unwrap()
-        .send_keys("nov")
-        .await
-        .unwrap();
-    builder
-        .find(Locator::Css("button[type='submit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    select_in(c, Locator::Css("form.builder #builder-link"), "solare").await;
+    type_in(
+        c,
+        Locator::Css("form.builder input[name='src']"),
+        "newsletter",
+    )
+    .await;
+    type_in(c, Locator::Css("form.builder input[name='sub1']"), "nov").await;
+    click_on(c, Locator::Css("form.builder button[type='submit']")).await;
     until_js(
         c,
         Duration::from_secs(5),
