@@ -28,6 +28,16 @@ pub async fn add_user(app: &TestApp, name: &str, affiliate: Option<&str>, passwo
         .unwrap();
 }
 
+/// Sends the sign-in form with `fields`.
+async fn post_login(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(app.url("/login"))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The `cw_session=…` pair a response set, if any.
 fn session_cookie(r: &reqwest::Response) -> Option<String> {
     r.headers()
@@ -40,13 +50,11 @@ fn session_cookie(r: &reqwest::Response) -> Option<String> {
 
 /// Signs in with a password; returns the cookie to send.
 pub async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {
-    let r = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("username", user), ("password", password), ("next", "")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(
+        app,
+        &[("username", user), ("password", password), ("next", "")],
+    )
+    .await;
     assert_eq!(r.status(), 303, "sign-in answers with a redirect");
     let full = r
         .headers()
@@ -103,13 +111,11 @@ async fn pages_need_a_session_of_the_right_kind() {
     assert_eq!(location(&r), "/login?next=%2Fdashboard%2Flive");
 
     // A wrong password: back to the form, no session.
-    let r = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("username", "merchant"), ("password", "wrong password!")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(
+        &app,
+        &[("username", "merchant"), ("password", "wrong password!")],
+    )
+    .await;
     assert!(location(&r).starts_with("/login?error="));
     assert!(session_cookie(&r).is_none());
 
@@ -274,13 +280,7 @@ async fn a_read_only_key_session_reads_but_cannot_post() {
         .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
         .await
         .unwrap();
-    let r = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("api_key", secret.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(&app, &[("api_key", secret.as_str())]).await;
     let cookie = session_cookie(&r).expect("session");
     let r = get(&app, &cookie, "/dashboard/conversions").await;
     assert_eq!(r.status(), 200);
@@ -442,23 +442,19 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
     let app = TestApp::start().await;
     add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
     for _ in 0..10 {
-        let r = app
-            .client
-            .post(app.url("/login"))
-            .form(&[("username", "merchant"), ("password", "guess guess guess")])
-            .send()
-            .await
-            .unwrap();
+        let r = post_login(
+            &app,
+            &[("username", "merchant"), ("password", "guess guess guess")],
+        )
+        .await;
         assert!(session_cookie(&r).is_none());
     }
     // Now even the right password waits out the window.
-    let r = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("username", "Merchant"), ("password", ADMIN_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(
+        &app,
+        &[("username", "Merchant"), ("password", ADMIN_PASSWORD)],
+    )
+    .await;
     assert!(
         location(&r).starts_with("/login?error=limit"),
         "{}",
