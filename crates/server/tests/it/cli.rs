@@ -375,38 +375,13 @@ async fn sighup_reloads_the_catalogue_and_a_bad_one_changes_nothing() {
     let catalog = dir.path().join("links.toml");
     let base_text = std::fs::read_to_string(seed_catalog()).unwrap();
     std::fs::write(&catalog, &base_text).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--catalog",
-        ])
-        .arg(&catalog)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = spawn_serve(&dir.path().join("data"), &catalog, &[]).await;
     let c = client();
     let status = |path: &'static str| {
         let c = c.clone();
         let url = format!("{base}{path}");
         async move { c.get(url).send().await.ok().map(|r| r.status().as_u16()) }
     };
-    eventually(
-        std::time::Duration::from_secs(30),
-        "the server to start",
-        || status("/healthz"),
-    )
-    .await;
     assert_eq!(status("/r/autumn").await, Some(404));
 
     let added = format!(

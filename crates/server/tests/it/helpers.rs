@@ -211,3 +211,44 @@ pub fn location(r: &reqwest::Response) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The real binary, `clickward --data-dir DATA serve` with `catalog` on a
+/// free port and the extra environment `env`; returns the process and its
+/// base URL once `/healthz` answers.
+pub async fn spawn_serve(
+    data: &Path,
+    catalog: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .envs(env.iter().copied())
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--catalog",
+        ])
+        .arg(catalog)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn clickward");
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    eventually(Duration::from_secs(60), "the server to listen", || {
+        let c = c.clone();
+        let url = format!("{base}/healthz");
+        async move { c.get(url).send().await.ok().map(|_| ()) }
+    })
+    .await;
+    (child, base)
+}

@@ -20,11 +20,6 @@ struct Cluster {
     as_postgres: bool,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// PostgreSQL's server binaries (`initdb`, `pg_ctl`), if installed.
 fn pg_bin() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -139,30 +134,8 @@ struct Node {
 impl Node {
     async fn start(dir: &Path, name: &str, url: &str) -> Node {
         let data = dir.join(name);
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_clickward"))
-            .env("CLICKWARD_DATABASE_URL", url)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--catalog",
-            ])
-            .arg(seed_catalog())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn clickward");
-        let base = format!("http://127.0.0.1:{port}");
-        let c = client();
-        eventually(Duration::from_secs(60), "the node to listen", || {
-            let c = c.clone();
-            let url = format!("{base}/healthz");
-            async move { c.get(url).send().await.ok().map(|_| ()) }
-        })
-        .await;
+        let (child, base) =
+            spawn_serve(&data, &seed_catalog(), &[("CLICKWARD_DATABASE_URL", url)]).await;
         Node { child, base, data }
     }
 

@@ -1,7 +1,7 @@
 //! SIGTERM under load: every request answered with a redirect has its row.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,32 +11,8 @@ use crate::helpers::*;
 async fn sigterm_under_load_loses_no_answered_click() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--catalog",
-        ])
-        .arg(seed_catalog())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn clickward");
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = spawn_serve(&data, &seed_catalog(), &[]).await;
     let client = client();
-    eventually(Duration::from_secs(30), "the server to listen", || {
-        let c = client.clone();
-        let url = format!("{base}/healthz");
-        async move { c.get(url).send().await.ok().map(|_| ()) }
-    })
-    .await;
 
     // 16 workers click until the server goes away; each remembers the click
     // ids of the redirects it was answered with.
