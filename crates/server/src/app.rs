@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub geo: Option<GeoDb>,
     pub salts: Salts,
     pub cookie_key: Key,
+    /// `cookie_key` expanded once, for the redirect path's cookies.
+    pub cookie_sealer: crate::http::CookieSealer,
     pub clock: Arc<dyn Clock>,
     pub ingest: Ingest,
     pub metrics: telemetry::HotMetrics,
@@ -207,6 +209,7 @@ impl Server {
             ua,
             geo,
             salts,
+            cookie_sealer: crate::http::CookieSealer::new(&cookie_key),
             cookie_key,
             clock,
             ingest,

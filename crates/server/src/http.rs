@@ -6,6 +6,7 @@
 
 mod api;
 mod conversions;
+mod cookies;
 mod error;
 mod events;
 mod ops;
@@ -19,6 +20,7 @@ use clickward_core::link::{Affiliate, Program};
 use crate::app::AppState;
 
 pub use api::{NamedBody, NamedResource, save_link, save_named};
+pub use cookies::CookieSealer;
 pub use error::ApiError;
 pub use events::live_stream;
 

@@ -9,12 +9,11 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::PrivateCookieJar;
-use axum_extra::extract::cookie::{Cookie, SameSite};
 use clickward_core::click::{NewClick, TrackingParams, VisitorKey, normalize_referrer};
 use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
@@ -23,13 +22,14 @@ use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::ip::client_ip;
 use percent_encoding::percent_decode_str;
 
+use super::cookies::{self, Found};
 use crate::app::AppState;
 use crate::events::LiveEvent;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
 
-/// The content of an attribution cookie (encrypted by the private jar):
+/// The content of an attribution cookie (sealed, see `super::cookies`):
 /// `click_id|affiliate|program|click time (Unix s)`.
 pub struct AttributionValue<'a> {
     /// Click id.
@@ -171,19 +171,22 @@ async fn track(
         None => None,
     };
 
-    // The visitor: the key in our cookie when it decrypts, else a key of
+    // The visitor: the key in our cookie when it opens, else a key of
     // (IP, user agent) under today's salt (plus earlier salts for dedup).
-    let jar = if headers.contains_key(header::COOKIE) {
-        PrivateCookieJar::from_headers(headers, s.cookie_key.clone())
+    let has_cookies = headers.contains_key(header::COOKIE);
+    let from_cookie = if has_cookies {
+        let found = cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE);
+        let key = match &found {
+            Found::Valid(v) => VisitorKey::from_hex(v),
+            Found::Absent | Found::Rejected => None,
+        };
+        if key.is_none() && !matches!(found, Found::Absent) {
+            s.metrics.cookie_rejected.increment(1);
+        }
+        key
     } else {
-        PrivateCookieJar::new(s.cookie_key.clone())
+        None
     };
-    let from_cookie = jar
-        .get(VISITOR_COOKIE)
-        .and_then(|c| VisitorKey::from_hex(c.value()));
-    if from_cookie.is_none() && has_raw_cookie(headers, VISITOR_COOKIE) {
-        s.metrics.cookie_rejected.increment(1);
-    }
     // `Secure` when configured, or when a trusted proxy says the visitor
     // came over https (X-Forwarded-Proto).
     let secure = s.cfg.config.cookie_secure
@@ -199,20 +202,22 @@ async fn track(
     // not keep them, and a prefetch must not claim attribution before the
     // real click).
     let human = bot_reason.is_none();
-    let mut set_cookies = false;
-    let (visitor_key, previous_keys, mut jar) = match from_cookie {
-        Some(k) => (k, Vec::new(), jar),
+    // At most two: the visitor cookie and the program's attribution cookie.
+    let mut set_cookies: [Option<HeaderValue>; 2] = [None, None];
+    let (visitor_key, previous_keys) = match from_cookie {
+        Some(k) => (k, Vec::new()),
         None => match s.salts.keys_for(now, s.cfg.dedup_window, ip, ua) {
-            Ok((k, prev)) if !human => (k, prev, jar),
             Ok((k, prev)) => {
-                let cookie = Cookie::build((VISITOR_COOKIE, k.to_hex()))
-                    .path("/")
-                    .http_only(true)
-                    .secure(secure)
-                    .same_site(SameSite::Lax)
-                    .max_age(cookie_max_age(s.cfg.dedup_window));
-                set_cookies = true;
-                (k, prev, jar.add(cookie))
+                if human {
+                    let sealed = s.cookie_sealer.seal(VISITOR_COOKIE, &k.to_hex());
+                    set_cookies[0] = cookies::set_cookie(
+                        VISITOR_COOKIE,
+                        &sealed,
+                        cookie_max_age_s(s.cfg.dedup_window),
+                        secure,
+                    );
+                }
+                (k, prev)
             }
             Err(e) => {
                 // Cannot persist today's salt: still redirect, still record,
@@ -220,7 +225,7 @@ async fn track(
                 tracing::error!("visitor salt unavailable: {e}");
                 let mut k = [0u8; 16];
                 rand::fill(&mut k[..]);
-                (VisitorKey(k), Vec::new(), jar)
+                (VisitorKey(k), Vec::new())
             }
         },
     };
@@ -248,11 +253,15 @@ async fn track(
     // keeps a valid one. It carries click id, affiliate, program, click time.
     if human {
         let at = &link.attribution;
-        let existing = jar.get(&at.name);
-        if existing.is_none() && has_raw_cookie(headers, &at.name) {
+        let existing = if has_cookies {
+            cookies::find(&s.cookie_sealer, headers, &at.name)
+        } else {
+            Found::Absent
+        };
+        if matches!(existing, Found::Rejected) {
             s.metrics.cookie_rejected.increment(1);
         }
-        if existing.is_none() || at.model == AttributionModel::LastClick {
+        if !matches!(existing, Found::Valid(_)) || at.model == AttributionModel::LastClick {
             let value = AttributionValue {
                 click_id,
                 affiliate: record
@@ -265,14 +274,8 @@ async fn track(
                 ts_s: now / 1_000_000,
             }
             .encode();
-            let cookie = Cookie::build((at.name.clone(), value))
-                .path("/")
-                .http_only(true)
-                .secure(secure)
-                .same_site(SameSite::Lax)
-                .max_age(cookie::time::Duration::seconds(at.max_age_s.max(1)));
-            jar = jar.add(cookie);
-            set_cookies = true;
+            let sealed = s.cookie_sealer.seal(&at.name, &value);
+            set_cookies[1] = cookies::set_cookie(&at.name, &sealed, at.max_age_s.max(1), secure);
         }
     }
 
@@ -341,16 +344,13 @@ async fn track(
         // so this cannot happen; answer plainly if it ever does.
         return (StatusCode::INTERNAL_SERVER_ERROR, "bad destination\n").into_response();
     };
-    let mut resp = (
-        status,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response();
-    if set_cookies {
-        resp = (jar, resp).into_response();
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in set_cookies.into_iter().flatten() {
+        h.append(header::SET_COOKIE, c);
     }
     s.metrics
         .redirect_seconds
@@ -358,18 +358,9 @@ async fn track(
     resp
 }
 
-fn cookie_max_age(window_us: i64) -> cookie::time::Duration {
+fn cookie_max_age_s(window_us: i64) -> i64 {
     // The cookie only serves dedup, so it lives exactly as long as the window.
-    cookie::time::Duration::seconds((window_us / 1_000_000).max(60))
-}
-
-fn has_raw_cookie(headers: &HeaderMap, name: &str) -> bool {
-    headers.get_all(header::COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b';')
-            .filter_map(|c| c.trim_ascii().split(|b| *b == b'=').next())
-            .any(|n| n == name.as_bytes())
-    })
+    (window_us / 1_000_000).max(60)
 }
 
 const NOT_FOUND_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
