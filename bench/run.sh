@@ -3,7 +3,9 @@
 # nginx `return 302` with a buffered access log, driven by the same wrk
 # command in the same run. Prints a Markdown table of medians of RUNS runs,
 # the ratio to nginx, server CPU per request, and checks that every request
-# answered with a redirect has its row.
+# answered with a redirect has its row. A bare axum 302 (the same HTTP stack
+# with no work, crates/server/examples/bare_redirect.rs) runs in the same
+# loop: the ceiling of the stack.
 #
 #   bash bench/run.sh            # RUNS=3 DURATION=10s CONNECTIONS=32
 #
@@ -23,8 +25,9 @@ if ! need wrk || ! need nginx; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 
-cargo build --release -q -p clickward
+cargo build --release -q -p clickward --bin clickward --example bare_redirect
 BIN=$ROOT/target/release/clickward
+BARE=$ROOT/target/release/examples/bare_redirect
 python3 bench/make_mix.py "$SHARED" "$OUT/mix.lua" >&2
 
 WRK=(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/mix.lua")
@@ -110,6 +113,13 @@ for run in $(seq 1 "$RUNS"); do
   one_run nginx "http://127.0.0.1:18182" "$NPID"
   nginx -c "$NGX/nginx.conf" -p "$NGX" -s stop
   sleep 0.5
+  # The HTTP stack alone (axum/hyper/tokio, one worker, a fixed 302): the
+  # ceiling for anything built on it.
+  TOKIO_WORKER_THREADS=1 "$BARE" 127.0.0.1:18183 > "$OUT/bare.log" 2>&1 &
+  BPID=$!
+  wait_http http://127.0.0.1:18183/r/x
+  one_run bare "http://127.0.0.1:18183" "$BPID"
+  kill "$BPID"; wait "$BPID" 2>/dev/null || true
   for cfg in "${CONFIGS[@]}"; do
     set -- $cfg
     start_clickward "$1" "$2" "$3"
@@ -145,6 +155,7 @@ def load(name):
     return dict(rps=med(0), p50=med(1), p99=med(2), reqs=sum(int(r[3]) for r in rows), cpu=med(4), bad=sum(int(r[5]) for r in rows))
 ng = load("nginx")
 names = [("nginx", "nginx 1.22 `return 302`, buffered access log, 1 worker"),
+         ("bare", "bare axum 302 (clickward's HTTP stack, no work), 1 tokio worker"),
          ("sync-1t", "clickward, durability=sync, 1 tokio worker"),
          ("sync-2t", "clickward, durability=sync, 2 tokio workers"),
          ("buffered-1t", "clickward, durability=buffered, 1 tokio worker")]
