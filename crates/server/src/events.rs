@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use clickward_core::id::ClickId;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -32,16 +33,16 @@ pub const LAG: usize = 4_096;
 pub enum LiveEvent {
     /// A recorded click.
     Click {
-        /// Click id.
-        click_id: String,
+        /// Click id (a ULID string in JSON).
+        click_id: ClickId,
         /// UTC µs.
         ts: i64,
         /// Link code.
-        link: String,
+        link: Arc<str>,
         /// Program slug.
-        program: String,
+        program: Arc<str>,
         /// Affiliate slug.
-        affiliate: Option<String>,
+        affiliate: Option<Arc<str>>,
         /// Placement.
         src: Option<String>,
         /// sub1..sub5.

@@ -45,10 +45,18 @@ pub struct AttributionValue<'a> {
 impl<'a> AttributionValue<'a> {
     /// The cookie value (before encryption).
     pub fn encode(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.click_id, self.affiliate, self.program, self.ts_s
-        )
+        let mut id = [0u8; ulid::ULID_LEN];
+        let mut ts = itoa::Buffer::new();
+        [
+            self.click_id.0.array_to_str(&mut id),
+            "|",
+            self.affiliate,
+            "|",
+            self.program,
+            "|",
+            ts.format(self.ts_s),
+        ]
+        .concat()
     }
 
     /// Parses a decrypted value; `None` when it is not ours.
@@ -306,11 +314,11 @@ async fn track(
     // before the click moves into the ingest queue, and gets the outcome
     // and the redirect time after.
     let mut event = LiveEvent::Click {
-        click_id: click_id_text.to_owned(),
+        click_id,
         ts: now,
-        link: record.link.code.to_string(),
-        program: record.link.program.to_string(),
-        affiliate: record.link.affiliate.as_ref().map(ToString::to_string),
+        link: link.names.code.clone(),
+        program: link.names.program.clone(),
+        affiliate: link.names.affiliate.clone(),
         src: click.params.src.clone(),
         subs: click.params.subs.clone(),
         device: click.device.as_str(),
@@ -405,4 +413,31 @@ fn not_found_html() -> Response {
 /// Any path no route knows.
 pub async fn not_found_page() -> Response {
     not_found_html()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_value_round_trips() {
+        let click_id = ClickId::from_parts(1_700_000_000_000, 42);
+        for affiliate in ["", "mia"] {
+            let encoded = AttributionValue {
+                click_id,
+                affiliate,
+                program: "solare",
+                ts_s: 1_700_000_000,
+            }
+            .encode();
+            assert_eq!(encoded, format!("{click_id}|{affiliate}|solare|1700000000"));
+            let back = AttributionValue::decode(&encoded).expect("decodes");
+            assert_eq!(
+                (back.click_id, back.affiliate, back.program, back.ts_s),
+                (click_id, affiliate, "solare", 1_700_000_000)
+            );
+        }
+        assert!(AttributionValue::decode("x|a|b|1").is_none());
+        assert!(AttributionValue::decode(&format!("{click_id}|a|b|1|extra")).is_none());
+    }
 }
