@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clickward_core::Micros;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::money::Currency;
+use clickward_core::program::{AttributionModel, ProgramSettings};
 
 use crate::{KeyScope, LinkRecord, StoreError};
 
@@ -157,6 +159,56 @@ impl LinkColumns {
             redirects: status == Status::Active
                 && program_status == Status::Active
                 && affiliate_status != Some(Status::Disabled),
+        })
+    }
+}
+
+/// The query both backends read a program's settings with (then
+/// `WHERE id = …`); [`SettingsColumns`] in its order.
+pub(crate) const SETTINGS_SELECT: &str = "SELECT currency, cookie_window_s, attribution_window_s, \
+     attribution, commission, hold_s, postback_token, postback_secret, postback_ips, \
+     click_id_param, min_payout FROM programs";
+
+/// A row of [`SETTINGS_SELECT`] as stored values.
+pub(crate) struct SettingsColumns {
+    pub currency: String,
+    pub cookie_window_s: i64,
+    pub attribution_window_s: i64,
+    pub attribution: String,
+    pub commission: String,
+    pub hold_s: Option<i64>,
+    pub postback_token: Option<String>,
+    pub postback_secret: Option<String>,
+    pub postback_ips: String,
+    pub click_id_param: Option<String>,
+    pub min_payout: i64,
+}
+
+impl SettingsColumns {
+    /// The settings; a value this binary cannot read is [`StoreError::Corrupt`].
+    pub(crate) fn settings(self) -> Result<ProgramSettings, StoreError> {
+        let Self {
+            currency,
+            attribution,
+            commission,
+            postback_ips,
+            ..
+        } = &self;
+        Ok(ProgramSettings {
+            currency: Currency::parse(currency).map_err(|_| corrupt("currency", currency))?,
+            cookie_window_s: self.cookie_window_s,
+            attribution_window_s: self.attribution_window_s,
+            attribution: AttributionModel::parse(attribution)
+                .ok_or_else(|| corrupt("attribution", attribution))?,
+            commission: serde_json::from_str(commission)
+                .map_err(|_| corrupt("commission plan", commission))?,
+            hold_s: self.hold_s,
+            postback_ips: serde_json::from_str(postback_ips)
+                .map_err(|_| corrupt("postback_ips", postback_ips))?,
+            postback_token: self.postback_token,
+            postback_secret: self.postback_secret,
+            click_id_param: self.click_id_param,
+            min_payout: self.min_payout,
         })
     }
 }

@@ -29,7 +29,7 @@ use clickward_core::dedup;
 use clickward_core::id::{ClickId, ConversionId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Program, Status};
 use clickward_core::money::Currency;
-use clickward_core::program::{AttributionModel, ProgramSettings};
+use clickward_core::program::ProgramSettings;
 use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::broadcast;
@@ -45,8 +45,9 @@ use crate::{
 };
 
 use crate::common::{
-    CONVERSION_SELECT, LINK_SELECT, LinkColumns, Named, PAYOUT_SELECT, USER_SELECT, affiliate_of,
-    corrupt, now_micros, program_of, role_of, scope_of, slug_of, status_of, ulid_of,
+    CONVERSION_SELECT, LINK_SELECT, LinkColumns, Named, PAYOUT_SELECT, SETTINGS_SELECT,
+    SettingsColumns, USER_SELECT, affiliate_of, corrupt, now_micros, program_of, role_of, scope_of,
+    slug_of, status_of, ulid_of,
 };
 
 mod embedded {
@@ -1148,32 +1149,23 @@ async fn program_settings(
     program_id: i64,
 ) -> Result<ProgramSettings, StoreError> {
     let r = c
-        .query_opt(
-            "SELECT currency, cookie_window_s, attribution_window_s, attribution, commission, hold_s, \
-             postback_token, postback_secret, postback_ips, click_id_param, min_payout \
-             FROM programs WHERE id = $1",
-            &[&program_id],
-        )
+        .query_opt(&format!("{SETTINGS_SELECT} WHERE id = $1"), &[&program_id])
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("program #{program_id}")))?;
-    let currency: String = r.try_get(0)?;
-    let attribution: String = r.try_get(3)?;
-    let plan: String = r.try_get(4)?;
-    let ips: String = r.try_get(8)?;
-    Ok(ProgramSettings {
-        currency: Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?,
+    SettingsColumns {
+        currency: r.try_get(0)?,
         cookie_window_s: r.try_get(1)?,
         attribution_window_s: r.try_get(2)?,
-        attribution: AttributionModel::parse(&attribution)
-            .ok_or_else(|| corrupt("attribution", &attribution))?,
-        commission: serde_json::from_str(&plan).map_err(|_| corrupt("commission plan", &plan))?,
+        attribution: r.try_get(3)?,
+        commission: r.try_get(4)?,
         hold_s: r.try_get(5)?,
         postback_token: r.try_get(6)?,
         postback_secret: r.try_get(7)?,
-        postback_ips: serde_json::from_str(&ips).map_err(|_| corrupt("postback_ips", &ips))?,
+        postback_ips: r.try_get(8)?,
         click_id_param: r.try_get(9)?,
         min_payout: r.try_get(10)?,
-    })
+    }
+    .settings()
 }
 
 async fn save_program_settings(

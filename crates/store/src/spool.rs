@@ -37,16 +37,7 @@ impl Spool {
     /// [`StoreError::Sqlite`] when the file cannot be opened or created.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                Synchronous::Normal => "NORMAL",
-                Synchronous::Full => "FULL",
-            },
-        )?;
+        crate::sqlite::configure_wal(&conn, sync)?;
         // One row per click: its time (for the lag) and the click as JSON.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \

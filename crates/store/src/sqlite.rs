@@ -86,7 +86,9 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+/// What every SQLite file clickward writes needs (the store and the spool):
+/// a busy timeout, WAL, and the configured durability of a commit.
+pub(crate) fn configure_wal(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -97,6 +99,11 @@ fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
             Synchronous::Full => "FULL",
         },
     )?;
+    Ok(())
+}
+
+fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+    configure_wal(conn, sync)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())

@@ -245,6 +245,25 @@ async fn catch_up(s: &S, now: i64) -> i64 {
     }
 }
 
+/// The planned report (rollups where they cover the range) after asserting
+/// it equals the same query over raw clicks only.
+async fn planned_equals_raw(
+    s: &dyn Store,
+    q: ReportQuery,
+    what: impl std::fmt::Debug,
+) -> Vec<clickward_store::ReportRow> {
+    let planned = s.click_report(q.clone()).await.unwrap();
+    let raw = s
+        .click_report(ReportQuery {
+            raw_only: true,
+            ..q
+        })
+        .await
+        .unwrap();
+    assert_eq!(planned, raw, "{what:?}");
+    planned
+}
+
 both!(catalog_saves_conflicts_and_disables);
 async fn catalog_saves_conflicts_and_disables(b: Backend) {
     let (_d, s) = store(b).await;
@@ -891,15 +910,7 @@ mod rollups {
             raw_only: false,
             by_click_time,
         };
-        let planned = s.click_report(q.clone()).await.unwrap();
-        let raw = s
-            .click_report(ReportQuery {
-                raw_only: true,
-                ..q
-            })
-            .await
-            .unwrap();
-        assert_eq!(planned, raw, "dims {dims:?}");
+        planned_equals_raw(s.as_ref(), q, ("dims", &dims)).await;
     }
 
     /// A database holding conversions from before conversion rollups (schema
@@ -1016,15 +1027,7 @@ mod rollups {
                 raw_only: false,
                 by_click_time: false,
             };
-            let planned = s.click_report(q.clone()).await.unwrap();
-            let raw = s
-                .click_report(ReportQuery {
-                    raw_only: true,
-                    ..q
-                })
-                .await
-                .unwrap();
-            assert_eq!(planned, raw, "{dims:?}");
+            planned_equals_raw(&s, q, &dims).await;
         }
         let by_country = s
             .click_report(ReportQuery {
@@ -1419,15 +1422,7 @@ mod shared {
                 raw_only: false,
                 by_click_time: false,
             };
-            let planned = s.click_report(q.clone()).await.unwrap();
-            let raw = s
-                .click_report(ReportQuery {
-                    raw_only: true,
-                    ..q
-                })
-                .await
-                .unwrap();
-            assert_eq!(planned, raw, "{dims:?}");
+            let planned = planned_equals_raw(s.as_ref(), q, &dims).await;
             let gross: i64 = planned.iter().map(|r| r.counts.gross_clicks).sum();
             assert_eq!(gross, 15, "{dims:?}");
         }

@@ -5,43 +5,38 @@ use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
 use clickward_core::id::{ClickId, ConversionId, Slug};
 use clickward_core::money::Currency;
-use clickward_core::program::{AttributionModel, ProgramSettings};
+use clickward_core::program::ProgramSettings;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::common::{CONVERSION_SELECT, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
+use crate::common::{
+    CONVERSION_SELECT, PAYOUT_SELECT, SETTINGS_SELECT, SettingsColumns, corrupt, now_micros,
+    ulid_of,
+};
 use crate::{Balance, ClickFacts, ConversionRow, NewConversion, Recorded, StoreError};
 
 pub(super) fn program_settings(
     c: &Connection,
     program_id: i64,
 ) -> Result<ProgramSettings, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT currency, cookie_window_s, attribution_window_s, attribution, commission, hold_s, \
-         postback_token, postback_secret, postback_ips, click_id_param, min_payout \
-         FROM programs WHERE id = ?1",
-    )?;
+    let mut st = c.prepare_cached(&format!("{SETTINGS_SELECT} WHERE id = ?1"))?;
     let mut rows = st.query([program_id])?;
     let r = rows
         .next()?
         .ok_or_else(|| StoreError::NotFound(format!("program #{program_id}")))?;
-    let currency: String = r.get(0)?;
-    let attribution: String = r.get(3)?;
-    let plan: String = r.get(4)?;
-    let ips: String = r.get(8)?;
-    Ok(ProgramSettings {
-        currency: Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?,
+    SettingsColumns {
+        currency: r.get(0)?,
         cookie_window_s: r.get(1)?,
         attribution_window_s: r.get(2)?,
-        attribution: AttributionModel::parse(&attribution)
-            .ok_or_else(|| corrupt("attribution", &attribution))?,
-        commission: serde_json::from_str(&plan).map_err(|_| corrupt("commission plan", &plan))?,
+        attribution: r.get(3)?,
+        commission: r.get(4)?,
         hold_s: r.get(5)?,
         postback_token: r.get(6)?,
         postback_secret: r.get(7)?,
-        postback_ips: serde_json::from_str(&ips).map_err(|_| corrupt("postback_ips", &ips))?,
+        postback_ips: r.get(8)?,
         click_id_param: r.get(9)?,
         min_payout: r.get(10)?,
-    })
+    }
+    .settings()
 }
 
 pub(super) fn save_program_settings(
