@@ -181,20 +181,14 @@ async fn track(
 
     // The visitor: the key in our cookie when it opens, else a key of
     // (IP, user agent) under today's salt (plus earlier salts for dedup).
-    let has_cookies = headers.contains_key(header::COOKIE);
-    let from_cookie = if has_cookies {
-        let found = cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE);
-        let key = match &found {
-            Found::Valid(v) => VisitorKey::from_hex(v),
-            Found::Absent | Found::Rejected => None,
-        };
-        if key.is_none() && !matches!(found, Found::Absent) {
-            s.metrics.cookie_rejected.increment(1);
-        }
-        key
-    } else {
-        None
+    let found = cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE);
+    let from_cookie = match &found {
+        Found::Valid(v) => VisitorKey::from_hex(v),
+        Found::Absent | Found::Rejected => None,
     };
+    if from_cookie.is_none() && !matches!(found, Found::Absent) {
+        s.metrics.cookie_rejected.increment(1);
+    }
     // `Secure` when configured, or when a trusted proxy says the visitor
     // came over https (X-Forwarded-Proto).
     let secure = s.cfg.config.cookie_secure
@@ -261,11 +255,7 @@ async fn track(
     // keeps a valid one. It carries click id, affiliate, program, click time.
     if human {
         let at = &link.attribution;
-        let existing = if has_cookies {
-            cookies::find(&s.cookie_sealer, headers, &at.name)
-        } else {
-            Found::Absent
-        };
+        let existing = cookies::find(&s.cookie_sealer, headers, &at.name);
         if matches!(existing, Found::Rejected) {
             s.metrics.cookie_rejected.increment(1);
         }
