@@ -12,7 +12,9 @@ use std::time::Instant;
 use clickward_core::click::{DeviceType, NewClick, TrackingParams, VisitorKey};
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Status, UtmDefaults};
-use clickward_store::{CatalogInput, LinkInput, ProgramInput, SqliteOptions, SqliteStore, Store};
+use clickward_store::{
+    CatalogInput, CatalogStore, ClickStore, LinkInput, ProgramInput, SqliteOptions, SqliteStore,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

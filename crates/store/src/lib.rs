@@ -1,10 +1,15 @@
 //! clickward-store: the only place SQL lives.
 //!
-//! [`Store`] is what the server needs from a database; [`SqliteStore`] is the
-//! embedded default (one writer connection for batched, group-committed
-//! writes, plus a small pool of readers). A PostgreSQL implementation will sit
-//! beside it behind the same trait, so every method is async and
-//! object-safe (boxed futures), and takes and returns plain core types.
+//! [`Store`] is what the server needs from a database: the sum of one trait
+//! per concern ([`CatalogStore`], [`ClickStore`], [`ReportStore`],
+//! [`ConversionStore`], [`AccountStore`], [`ClusterStore`]). Both backends
+//! lay their code out the same way, one file per concern under `sqlite/` and
+//! `postgres/` (`catalog`, `clicks`, `rollups`, `conversions`, `accounts`,
+//! `cluster`), with SQL text and row mapping they share in `common`.
+//! [`SqliteStore`] is the embedded default (one writer connection for
+//! batched, group-committed writes, plus a small pool of readers);
+//! [`PgStore`] is the shared store of several nodes. Every method is async
+//! and object-safe (boxed futures), and takes and returns plain core types.
 //!
 //! # Errors
 //! Every method returns [`StoreError`]: `NotFound` and `Conflict` are the
@@ -36,7 +41,7 @@ pub use spool::{Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// A notification from another node (PostgreSQL NOTIFY): a catalogue change
-/// or live events. See [`Store::subscribe`].
+/// or live events. See [`ClusterStore::subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     /// [`CATALOG_CHANNEL`] or [`EVENTS_CHANNEL`].
@@ -71,7 +76,7 @@ pub enum StoreError {
     Task(String),
 }
 
-/// Receives exported clicks one by one (see [`Store::export_clicks`]).
+/// Receives exported clicks one by one (see [`ClickStore::export_clicks`]).
 pub type ClickSink = Box<dyn FnMut(&ClickRow) -> std::io::Result<()> + Send>;
 
 /// A boxed future returned by [`Store`] methods.
@@ -514,7 +519,7 @@ pub struct UserInput {
     pub changed_at: Micros,
 }
 
-/// Filters of [`Store::list_conversions`].
+/// Filters of [`ConversionStore::list_conversions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversionFilter {
     /// Only this status.
@@ -525,31 +530,67 @@ pub struct ConversionFilter {
     pub limit: u32,
 }
 
-/// What the server needs from a database. See the crate docs.
-pub trait Store: Send + Sync + 'static {
+/// Programs, affiliates and links, with programs' conversion settings and
+/// per-affiliate commission overrides.
+pub trait CatalogStore: Send + Sync + 'static {
     /// Creates, updates or upserts a program.
     fn save_program(&self, p: ProgramInput, mode: SaveMode) -> StoreFuture<'_, Program>;
+
     /// All programs, by slug.
     fn list_programs(&self) -> StoreFuture<'_, Vec<Program>>;
+
     /// One program.
     fn get_program(&self, slug: Slug) -> StoreFuture<'_, Program>;
+
     /// Creates, updates or upserts an affiliate.
     fn save_affiliate(&self, a: AffiliateInput, mode: SaveMode) -> StoreFuture<'_, Affiliate>;
+
     /// All affiliates, by slug.
     fn list_affiliates(&self) -> StoreFuture<'_, Vec<Affiliate>>;
+
     /// One affiliate.
     fn get_affiliate(&self, slug: Slug) -> StoreFuture<'_, Affiliate>;
+
     /// Creates, updates or upserts a link.
     fn save_link(&self, l: LinkInput, mode: SaveMode) -> StoreFuture<'_, LinkRecord>;
+
     /// All links with their owners' state, by code.
     fn list_links(&self) -> StoreFuture<'_, Vec<LinkRecord>>;
+
     /// One link.
     fn get_link(&self, code: LinkCode) -> StoreFuture<'_, LinkRecord>;
+
     /// Applies a catalogue in one transaction (upserts; nothing is deleted).
     fn apply_catalog(&self, c: CatalogInput) -> StoreFuture<'_, ()>;
+
     /// A number that changes whenever the catalogue changes (any process).
     fn catalog_version(&self) -> StoreFuture<'_, i64>;
 
+    /// A program's conversion settings.
+    fn program_settings(&self, program_id: i64) -> StoreFuture<'_, ProgramSettings>;
+
+    /// Replaces a program's conversion settings.
+    fn save_program_settings(&self, slug: Slug, s: ProgramSettings) -> StoreFuture<'_, ()>;
+
+    /// The affiliate's commission override in a program, if any.
+    fn affiliate_commission(
+        &self,
+        program_id: i64,
+        affiliate_id: i64,
+    ) -> StoreFuture<'_, Option<CommissionPlan>>;
+
+    /// Sets (or with `None` removes) an affiliate's commission override.
+    fn save_affiliate_commission(
+        &self,
+        program: Slug,
+        affiliate: Slug,
+        plan: Option<CommissionPlan>,
+    ) -> StoreFuture<'_, ()>;
+}
+
+/// Raw clicks: the batched writer (which decides unique flags), reading
+/// back, export and retention.
+pub trait ClickStore: Send + Sync + 'static {
     /// Writes a batch of clicks in one transaction, deciding each human
     /// click's unique flag with `dedup_window` (µs). Returns one outcome per
     /// click, in order. Committed when this returns `Ok`.
@@ -558,58 +599,59 @@ pub trait Store: Send + Sync + 'static {
         clicks: Arc<Vec<NewClick>>,
         dedup_window: Micros,
     ) -> StoreFuture<'_, Vec<ClickWritten>>;
+
     /// Newest clicks first, optionally of one link.
     fn list_clicks(&self, link: Option<LinkCode>, limit: u32) -> StoreFuture<'_, Vec<ClickRow>>;
+
     /// One click.
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow>;
+
     /// Streams the raw clicks of `[start, end)` (UTC µs) oldest first into
     /// `sink`, on a reader (ingest goes on); stops at the sink's first error.
     /// Returns how many rows were passed.
     fn export_clicks(&self, start: Micros, end: Micros, sink: ClickSink) -> StoreFuture<'_, u64>;
+
+    /// Deletes up to `limit` raw clicks older than `before` (UTC µs), never
+    /// past the rollup watermark (so reports over the period still answer
+    /// from rollups); returns how many. Callers loop until it returns 0.
+    fn purge_clicks(&self, before: Micros, limit: u32) -> StoreFuture<'_, u64>;
+
+    /// Deletes dedup state older than `before` (UTC µs); returns rows removed.
+    fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64>;
+
+    /// The facts of a click that attribution needs.
+    fn click_facts(&self, id: ClickId) -> StoreFuture<'_, Option<ClickFacts>>;
+}
+
+/// Reports and the rollups they read.
+pub trait ReportStore: Send + Sync + 'static {
     /// Grouped click counts.
     fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>>;
+
     /// Recomputes the rollups of `[start, end)` (UTC µs, widened to whole
     /// 15-minute buckets) from raw clicks and conversions. Idempotent:
     /// running it twice, or again after a crash in the middle, gives the
     /// same rows. (Conversion rollups are also kept exact as conversions are
     /// recorded and change status; this repairs a hand-edited database.)
     fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()>;
+
     /// Rolls up settled buckets after the watermark (at most one chunk per
     /// call) and moves the watermark; returns it.
     fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros>;
-    /// Deletes up to `limit` raw clicks older than `before` (UTC µs), never
-    /// past the rollup watermark (so reports over the period still answer
-    /// from rollups); returns how many. Callers loop until it returns 0.
-    fn purge_clicks(&self, before: Micros, limit: u32) -> StoreFuture<'_, u64>;
-    /// Deletes dedup state older than `before` (UTC µs); returns rows removed.
-    fn purge_dedup(&self, before: Micros) -> StoreFuture<'_, u64>;
+}
 
-    /// A program's conversion settings.
-    fn program_settings(&self, program_id: i64) -> StoreFuture<'_, ProgramSettings>;
-    /// Replaces a program's conversion settings.
-    fn save_program_settings(&self, slug: Slug, s: ProgramSettings) -> StoreFuture<'_, ()>;
-    /// The affiliate's commission override in a program, if any.
-    fn affiliate_commission(
-        &self,
-        program_id: i64,
-        affiliate_id: i64,
-    ) -> StoreFuture<'_, Option<CommissionPlan>>;
-    /// Sets (or with `None` removes) an affiliate's commission override.
-    fn save_affiliate_commission(
-        &self,
-        program: Slug,
-        affiliate: Slug,
-        plan: Option<CommissionPlan>,
-    ) -> StoreFuture<'_, ()>;
-    /// The facts of a click that attribution needs.
-    fn click_facts(&self, id: ClickId) -> StoreFuture<'_, Option<ClickFacts>>;
+/// Conversions, the ledger, payouts and API idempotency keys.
+pub trait ConversionStore: Send + Sync + 'static {
     /// Records a conversion and its first ledger entry in one transaction;
     /// uniqueness of (program, event, order id) is the database's.
     fn record_conversion(&self, c: NewConversion) -> StoreFuture<'_, Recorded>;
+
     /// One conversion.
     fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow>;
+
     /// Newest first, filtered.
     fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>>;
+
     /// Moves a conversion to `to`, appending its ledger entries with who and
     /// why. Errors with `Conflict` when the lifecycle forbids the change.
     fn set_conversion_status(
@@ -619,14 +661,18 @@ pub trait Store: Send + Sync + 'static {
         actor: String,
         reason: Option<String>,
     ) -> StoreFuture<'_, ConversionRow>;
+
     /// Approves pending conversions whose program hold period has passed at
     /// `now` (UTC µs); returns how many.
     fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64>;
+
     /// Sums of the ledger by affiliate, currency and bucket; of one
     /// affiliate only when given.
     fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>>;
+
     /// An affiliate's payable balances by program and currency.
     fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>>;
+
     /// Pays the affiliate's eligible payable balance in `currency`: marks
     /// approved conversions paid and nets clawbacks, in one transaction.
     /// The same `key` returns the same batch and changes nothing.
@@ -638,10 +684,13 @@ pub trait Store: Send + Sync + 'static {
         batch_id: ulid::Ulid,
         actor: String,
     ) -> StoreFuture<'_, Payout>;
+
     /// Payout batches, newest first, optionally of one affiliate.
     fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>>;
+
     /// A stored API answer for an Idempotency-Key: `(fingerprint, status, body)`.
     fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>>;
+
     /// Stores an API answer under an Idempotency-Key (first one wins).
     fn save_idempotent_response(
         &self,
@@ -650,7 +699,10 @@ pub trait Store: Send + Sync + 'static {
         status: u16,
         body: String,
     ) -> StoreFuture<'_, ()>;
+}
 
+/// API keys and dashboard users.
+pub trait AccountStore: Send + Sync + 'static {
     /// Stores a new API key by its hash.
     fn create_api_key(
         &self,
@@ -659,10 +711,13 @@ pub trait Store: Send + Sync + 'static {
         scope: KeyScope,
         label: Option<String>,
     ) -> StoreFuture<'_, ApiKey>;
+
     /// Finds an unrevoked key by its hash.
     fn find_api_key(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<ApiKey>>;
+
     /// Unrevoked keys, oldest first.
     fn list_api_keys(&self) -> StoreFuture<'_, Vec<ApiKey>>;
+
     /// Revokes a key; `NotFound` when no unrevoked key has this id.
     fn revoke_api_key(&self, id: i64) -> StoreFuture<'_, ()>;
 
@@ -670,13 +725,20 @@ pub trait Store: Send + Sync + 'static {
     /// password ends that user's existing sessions). `NotFound` for an
     /// unknown affiliate.
     fn save_user(&self, u: UserInput) -> StoreFuture<'_, User>;
+
     /// A user by sign-in name.
     fn find_user(&self, username: String) -> StoreFuture<'_, Option<User>>;
+
     /// A user by id.
     fn get_user(&self, id: i64) -> StoreFuture<'_, Option<User>>;
+
     /// All users, by username.
     fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
+}
 
+/// What several nodes sharing one store exchange. Every method has a
+/// single-node default, so a store without other nodes implements none.
+pub trait ClusterStore: Send + Sync + 'static {
     /// The visitor-key salt all nodes use for UTC day `day` (days since the
     /// epoch): the stored one, or `candidate` if none is stored yet (first
     /// offer wins). Deletes salts of days before `keep_from`. `None` where
@@ -693,16 +755,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Notices from other nodes sharing this store (catalogue changes, live
     /// events), starting now; `None` when no other node can share it
-    /// (SQLite: other processes are seen through [`Store::catalog_version`]).
+    /// (SQLite: other processes are seen through [`CatalogStore::catalog_version`]).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
 
     /// Sends `payload` (at most 7,999 bytes, PostgreSQL's NOTIFY limit) on
-    /// `channel` to every node's [`Store::subscribe`], the sender's included.
+    /// `channel` to every node's [`ClusterStore::subscribe`], the sender's included.
     /// A no-op where there are no other nodes.
     fn publish(&self, channel: &'static str, payload: String) -> StoreFuture<'_, ()> {
         let _ = (channel, payload);
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Everything the server needs from a database: the sum of the concern
+/// traits, implemented for any type that implements them all. A service that
+/// needs only one concern takes that trait (e.g. `Arc<dyn ClickStore>`), so a
+/// backend that serves part of the contract can say so in types.
+pub trait Store:
+    CatalogStore + ClickStore + ReportStore + ConversionStore + AccountStore + ClusterStore
+{
+}
+
+impl<T> Store for T where
+    T: CatalogStore + ClickStore + ReportStore + ConversionStore + AccountStore + ClusterStore
+{
+}
+
+/// The store traits, for callers that hold a concrete store (`SqliteStore`,
+/// `PgStore`) rather than `dyn Store`: `use clickward_store::prelude::*;`
+/// brings every method into scope.
+pub mod prelude {
+    pub use crate::{
+        AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, ReportStore, Store,
+    };
 }

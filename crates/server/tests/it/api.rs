@@ -1,6 +1,6 @@
 //! The admin API: keys and scopes, CRUD, clicks.
 
-use clickward_store::Store;
+use clickward_store::prelude::*;
 use reqwest::Method;
 use serde_json::json;
 
@@ -29,7 +29,7 @@ async fn keys_are_required_and_scoped() {
     assert_eq!(body["error"], "unauthorized");
 
     let (read_key, hash, prefix) = clickward::auth::new_key();
-    use clickward_store::Store;
+    use clickward_store::prelude::*;
     app.store
         .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
         .await

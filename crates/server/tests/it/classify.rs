@@ -62,7 +62,8 @@ async fn every_corpus_agent_is_classified_over_http() {
 
 async fn report_counts(app: &TestApp, code: &str) -> (i64, i64) {
     use clickward_core::report::Dimension;
-    use clickward_store::{ReportQuery, Store};
+    use clickward_store::ReportQuery;
+    use clickward_store::prelude::*;
     let rows = app
         .store
         .click_report(ReportQuery {

@@ -380,7 +380,7 @@ async fn hold_period_approval_reversal_and_balances_add_up() {
     }
     assert_eq!(payable(&app, "solare").await, 0);
     // Not yet: the hold is 72 h.
-    use clickward_store::Store;
+    use clickward_store::prelude::*;
     assert_eq!(
         app.store
             .approve_due(NOON + 71 * 3_600_000_000)

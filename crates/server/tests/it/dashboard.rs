@@ -3,7 +3,8 @@
 //! pages in a real browser: `browser.rs`.)
 
 use clickward::dashboard::session;
-use clickward_store::{Store, UserInput, UserRole};
+use clickward_store::prelude::*;
+use clickward_store::{UserInput, UserRole};
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, SET_COOKIE};
 
 use crate::helpers::*;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use clickward::Server;
 use clickward::clock::ManualClock;
 use clickward::config::Config;
-use clickward_store::{KeyScope, SqliteOptions, SqliteStore, Store};
+use clickward_store::prelude::*;
+use clickward_store::{KeyScope, SqliteOptions, SqliteStore};
 use reqwest::header::HeaderMap;
 
 /// 2026-11-20T12:00:00Z in µs.

@@ -1,82 +1,22 @@
-//! SQL for program settings, conversions, the ledger and idempotency keys.
+//! SQL for conversions, the ledger, payouts and idempotency keys.
 
 use clickward_core::Micros;
-use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
 use clickward_core::id::{ClickId, ConversionId, Slug};
 use clickward_core::money::Currency;
-use clickward_core::program::ProgramSettings;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::common::{
-    CONVERSION_SELECT, PAYOUT_SELECT, SETTINGS_SELECT, SettingsColumns, corrupt, now_micros,
-    ulid_of,
-};
-use crate::{Balance, ClickFacts, ConversionRow, NewConversion, Recorded, StoreError};
-
-pub(super) fn program_settings(
-    c: &Connection,
-    program_id: i64,
-) -> Result<ProgramSettings, StoreError> {
-    let mut st = c.prepare_cached(&format!("{SETTINGS_SELECT} WHERE id = ?1"))?;
-    let mut rows = st.query([program_id])?;
-    let r = rows
-        .next()?
-        .ok_or_else(|| StoreError::NotFound(format!("program #{program_id}")))?;
-    SettingsColumns {
-        currency: r.get(0)?,
-        cookie_window_s: r.get(1)?,
-        attribution_window_s: r.get(2)?,
-        attribution: r.get(3)?,
-        commission: r.get(4)?,
-        hold_s: r.get(5)?,
-        postback_token: r.get(6)?,
-        postback_secret: r.get(7)?,
-        postback_ips: r.get(8)?,
-        click_id_param: r.get(9)?,
-        min_payout: r.get(10)?,
-    }
-    .settings()
-}
-
-pub(super) fn save_program_settings(
-    c: &Connection,
-    slug: &str,
-    s: &ProgramSettings,
-) -> Result<(), StoreError> {
-    let plan =
-        serde_json::to_string(&s.commission).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let ips =
-        serde_json::to_string(&s.postback_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let n = c.execute(
-        "UPDATE programs SET currency = ?2, cookie_window_s = ?3, attribution_window_s = ?4, \
-         attribution = ?5, commission = ?6, hold_s = ?7, postback_token = COALESCE(?8, postback_token), \
-         postback_secret = COALESCE(?9, postback_secret), \
-         postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13 WHERE slug = ?1",
-        params![
-            slug,
-            s.currency.code(),
-            s.cookie_window_s,
-            s.attribution_window_s,
-            s.attribution.as_str(),
-            plan,
-            s.hold_s,
-            s.postback_token,
-            s.postback_secret,
-            ips,
-            s.click_id_param,
-            s.min_payout,
-            now_micros()
-        ],
-    )?;
-    if n == 0 {
-        return Err(StoreError::NotFound(format!("program {slug:?}")));
-    }
-    Ok(())
-}
+use super::{ConversionFilter, ConversionStore, Payout, PayoutLine, SqliteStore, StoreFuture};
+use crate::common::{CONVERSION_SELECT, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
+use crate::{Balance, ConversionRow, NewConversion, Recorded, StoreError};
 
 /// The id of a program or affiliate by slug (`table` is ours, not input).
-fn id_of(c: &Connection, table: &str, kind: &str, slug: &str) -> Result<i64, StoreError> {
+pub(super) fn id_of(
+    c: &Connection,
+    table: &str,
+    kind: &str,
+    slug: &str,
+) -> Result<i64, StoreError> {
     c.query_row(
         &format!("SELECT id FROM {table} WHERE slug = ?1"),
         [slug],
@@ -84,68 +24,6 @@ fn id_of(c: &Connection, table: &str, kind: &str, slug: &str) -> Result<i64, Sto
     )
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("{kind} {slug:?}")))
-}
-
-pub(super) fn affiliate_commission(
-    c: &Connection,
-    program_id: i64,
-    affiliate_id: i64,
-) -> Result<Option<CommissionPlan>, StoreError> {
-    let plan: Option<String> = c
-        .prepare_cached("SELECT commission FROM affiliate_commissions WHERE program_id = ?1 AND affiliate_id = ?2")?
-        .query_row([program_id, affiliate_id], |r| r.get(0))
-        .optional()?;
-    plan.map(|p| serde_json::from_str(&p).map_err(|_| corrupt("commission plan", &p)))
-        .transpose()
-}
-
-pub(super) fn save_affiliate_commission(
-    c: &Connection,
-    program: &str,
-    affiliate: &str,
-    plan: Option<&CommissionPlan>,
-) -> Result<(), StoreError> {
-    let pid = id_of(c, "programs", "program", program)?;
-    let aid = id_of(c, "affiliates", "affiliate", affiliate)?;
-    match plan {
-        Some(p) => {
-            let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            c.execute(
-                "INSERT INTO affiliate_commissions (program_id, affiliate_id, commission) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (program_id, affiliate_id) DO UPDATE SET commission = excluded.commission",
-                params![pid, aid, json],
-            )?;
-        }
-        None => {
-            c.execute(
-                "DELETE FROM affiliate_commissions WHERE program_id = ?1 AND affiliate_id = ?2",
-                params![pid, aid],
-            )?;
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn click_facts(c: &Connection, id: ClickId) -> Result<Option<ClickFacts>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT c.ts, c.link_id, c.program_id, c.affiliate_id, a.status, c.src, c.sub1, c.sub2, c.sub3, \
-         c.sub4, c.sub5 FROM clicks c LEFT JOIN affiliates a ON a.id = c.affiliate_id WHERE c.click_id = ?1",
-    )?;
-    let mut rows = st.query([id.to_bytes().as_slice()])?;
-    let Some(r) = rows.next()? else {
-        return Ok(None);
-    };
-    let status: Option<String> = r.get(4)?;
-    Ok(Some(ClickFacts {
-        click_id: id,
-        ts: r.get(0)?,
-        link_id: r.get(1)?,
-        program_id: r.get(2)?,
-        affiliate_id: r.get(3)?,
-        affiliate_active: status.as_deref() != Some("disabled"),
-        src: r.get(5)?,
-        subs: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
-    }))
 }
 
 fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
@@ -623,4 +501,89 @@ pub(super) fn create_payout(
         payout_by_key(c, key)?.ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
     p.created = true;
     Ok(p)
+}
+
+impl ConversionStore for SqliteStore {
+    fn record_conversion(&self, v: NewConversion) -> StoreFuture<'_, Recorded> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = record_conversion(&tx, &v)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow> {
+        self.read(move |c| get_conversion(c, id))
+    }
+
+    fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>> {
+        self.read(move |c| list_conversions(c, &f))
+    }
+
+    fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>> {
+        self.read(move |c| list_payouts(c, affiliate.as_ref().map(Slug::as_str), limit))
+    }
+
+    fn set_conversion_status(
+        &self,
+        id: ConversionId,
+        to: ConversionStatus,
+        actor: String,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ConversionRow> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = set_status(&tx, id, to, &actor, reason.as_deref())?;
+            tx.commit()?;
+            Ok(row)
+        })
+    }
+
+    fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = approve_due(&tx, now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>> {
+        self.read(move |c| balances(c, affiliate.as_ref().map(Slug::as_str)))
+    }
+
+    fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>> {
+        self.read(move |c| payout_preview(c, affiliate.as_str()))
+    }
+
+    fn create_payout(
+        &self,
+        affiliate: Slug,
+        currency: Currency,
+        key: String,
+        batch_id: ulid::Ulid,
+        actor: String,
+    ) -> StoreFuture<'_, Payout> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let p = create_payout(&tx, affiliate.as_str(), currency, &key, batch_id, &actor)?;
+            tx.commit()?;
+            Ok(p)
+        })
+    }
+
+    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {
+        self.read(move |c| idempotent_response(c, &key))
+    }
+
+    fn save_idempotent_response(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        status: u16,
+        body: String,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| save_idempotent_response(c, &key, &fingerprint, status, &body))
+    }
 }

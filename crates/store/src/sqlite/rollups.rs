@@ -1,5 +1,6 @@
-//! Click rollups: recompute a range (idempotent), advance the watermark, and
-//! answer click counts from the smallest rollup that covers a report.
+//! Reports and rollups: recompute a range (idempotent), advance the watermark,
+//! and answer reports from the smallest rollup that covers them (raw clicks
+//! after the watermark).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,6 +9,7 @@ use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::{ReportQuery, ReportRow, ReportStore, SqliteStore, StoreFuture};
 use crate::StoreError;
 pub(super) use crate::plan::split;
 use crate::plan::{BUCKET, CHUNK, Cube, LEVELS, SETTLE, ceil, floor, id_floor, tile};
@@ -589,4 +591,261 @@ pub(super) fn recompute_conversions(
         }
     }
     cascade(c, true, s, e)
+}
+
+pub(super) fn raw_counts(
+    conn: &Connection,
+    buckets: &[clickward_core::report::Bucket],
+    dims: &[Dimension],
+    filters: &[(Dimension, String)],
+) -> Result<std::collections::BTreeMap<Vec<Option<String>>, ClickCounts>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    if buckets.is_empty() {
+        return Ok(out);
+    }
+    let (values, mut args) = bucket_values(buckets);
+    let cols: Vec<&str> = dims.iter().map(|d| crate::plan::dim_column(*d)).collect();
+    let select_keys = if cols.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", cols.join(", "))
+    };
+    let group = if cols.is_empty() {
+        String::new()
+    } else {
+        let n: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
+        format!("GROUP BY {}", n.join(", "))
+    };
+    let where_ = filter_sql(filters, crate::plan::dim_column, &mut args);
+    // The click_id range narrows each bucket through the primary key; the
+    // ts condition keeps the answer exact whatever the ids say.
+    let sql = format!(
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+         SELECT {select_keys} COUNT(*), COUNT(c.bot_reason), COUNT(c.invalid_reason), \
+         COALESCE(SUM(c.is_unique), 0) \
+         FROM b JOIN clicks c ON c.click_id >= b.sid AND c.click_id < b.eid \
+         AND c.ts >= b.s AND c.ts < b.e \
+         JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
+         LEFT JOIN affiliates a ON a.id = c.affiliate_id {where_} {group}"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let n = cols.len();
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    while let Some(r) = rows.next()? {
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            keys.push(r.get::<_, Option<String>>(i)?);
+        }
+        let counts = ClickCounts {
+            gross_clicks: r.get(n)?,
+            bot_clicks: r.get(n + 1)?,
+            invalid_clicks: r.get(n + 2)?,
+            unique_clicks: r.get(n + 3)?,
+        };
+        if counts.gross_clicks > 0 {
+            out.insert(keys, counts);
+        }
+    }
+    Ok(out)
+}
+
+/// The `VALUES` rows `(label, first id, end id, start µs, end µs)` of report
+/// buckets, and their parameters.
+pub(crate) fn bucket_values(buckets: &[clickward_core::report::Bucket]) -> (String, Vec<Value>) {
+    let mut args = Vec::with_capacity(buckets.len() * 5);
+    let mut values = String::with_capacity(buckets.len() * 12);
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        values.push_str("(?,?,?,?,?)");
+        args.push(Value::Text(b.label.clone()));
+        args.push(Value::Blob(id_floor(b.start)));
+        args.push(Value::Blob(id_floor(b.end)));
+        args.push(Value::Integer(b.start));
+        args.push(Value::Integer(b.end));
+    }
+    (values, args)
+}
+
+/// `WHERE a = ? AND b = ?` for equality filters (values appended to `args`).
+pub(super) fn filter_sql(
+    filters: &[(Dimension, String)],
+    column: impl Fn(Dimension) -> &'static str,
+    args: &mut Vec<Value>,
+) -> String {
+    let mut parts = Vec::new();
+    for (d, v) in filters {
+        if matches!(d, Dimension::Time(_)) {
+            continue;
+        }
+        parts.push(format!("{} = ?", column(*d)));
+        args.push(Value::Text(v.clone()));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", parts.join(" AND "))
+    }
+}
+
+pub(super) fn report_conn(
+    conn: &Connection,
+    q: &ReportQuery,
+) -> Result<Vec<ReportRow>, StoreError> {
+    let buckets = q.buckets.clone().unwrap_or_else(|| {
+        vec![clickward_core::report::Bucket {
+            label: String::new(),
+            start: q.start,
+            end: q.end,
+        }]
+    });
+    // Clicks before the rollup watermark come from the smallest rollup that
+    // holds the report's dimensions; after it, and for reports no rollup
+    // holds, from raw clicks. The sum is exact either way.
+    let w = watermark(conn)?;
+    let needed: Vec<Dimension> = q
+        .dims
+        .iter()
+        .copied()
+        .chain(q.filters.iter().map(|(d, _)| *d))
+        .collect();
+    let planned = match (q.raw_only, crate::plan::Cube::pick(&needed)) {
+        (false, Some(cube)) => split(&buckets, w).map(|parts| (cube, parts)),
+        _ => None,
+    };
+    let click_counts = match &planned {
+        Some((cube, (rolled, raw))) => {
+            let mut counts = counts(conn, *cube, rolled, &q.dims, &q.filters)?;
+            for (k, c) in raw_counts(conn, raw, &q.dims, &q.filters)? {
+                counts.entry(k).or_default().add(&c);
+            }
+            counts
+        }
+        None => raw_counts(conn, &buckets, &q.dims, &q.filters)?,
+    };
+    // Conversion rollups are exact for every bucket (no watermark), so they
+    // serve whenever the dimensions fit one and the buckets are whole
+    // 15-minute UTC spans.
+    let money = match &planned {
+        Some((cube, _)) => money(conn, *cube, &buckets, &q.dims, &q.filters, q.by_click_time)?,
+        None => raw_money(conn, q, &buckets)?,
+    };
+    Ok(crate::plan::assemble(click_counts, money))
+}
+
+/// Conversion totals grouped straight from the conversion rows:
+/// `(keys, currency, [conversions, revenue, payout])`, minor units.
+pub(super) fn raw_money(
+    conn: &Connection,
+    q: &ReportQuery,
+    buckets: &[clickward_core::report::Bucket],
+) -> Result<Vec<crate::plan::MoneyRow>, StoreError> {
+    let n = q.dims.len();
+    let (values, mut args) = bucket_values(buckets);
+    let conv_cols: Vec<&str> = q
+        .dims
+        .iter()
+        .map(|d| crate::plan::conversion_dim_column(*d))
+        .collect();
+    let select_keys = if conv_cols.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", conv_cols.join(", "))
+    };
+    let group: Vec<String> = (1..=conv_cols.len() + 1).map(|i| i.to_string()).collect();
+    let where_ = filter_sql(&q.filters, crate::plan::conversion_dim_column, &mut args);
+    // The click's time is the conversion's time minus its CTIT: the
+    // expression of the `conversions_click_time` index, unqualified (no
+    // other joined table has these columns) so the index matches it.
+    let (_, vt, index) = BASES[usize::from(q.by_click_time)];
+    let uses = |d: Dimension| q.dims.contains(&d) || q.filters.iter().any(|(f, _)| *f == d);
+    let mut joins = String::new();
+    if uses(Dimension::Program) {
+        joins.push_str(" JOIN programs p ON p.id = v.program_id");
+    }
+    if uses(Dimension::Link) {
+        joins.push_str(" LEFT JOIN links l ON l.id = v.link_id");
+    }
+    if uses(Dimension::Affiliate) {
+        joins.push_str(" LEFT JOIN affiliates a ON a.id = v.affiliate_id");
+    }
+    let sql = format!(
+        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+         SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
+         FROM b JOIN conversions v INDEXED BY {index} ON {vt} >= b.s AND {vt} < b.e \
+         AND v.status IN {} \
+         {joins} {where_} GROUP BY {}",
+        COUNTED,
+        group.join(", ")
+    );
+    let mut st = conn.prepare(&sql)?;
+    let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            keys.push(r.get::<_, Option<String>>(i)?);
+        }
+        out.push((
+            keys,
+            r.get(n)?,
+            [r.get(n + 1)?, r.get(n + 2)?, r.get(n + 3)?],
+        ));
+    }
+    Ok(out)
+}
+
+impl ReportStore for SqliteStore {
+    fn click_report(&self, q: ReportQuery) -> StoreFuture<'_, Vec<ReportRow>> {
+        self.read(move |c| report_conn(c, &q))
+    }
+
+    fn rollup(&self, start: Micros, end: Micros) -> StoreFuture<'_, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            // Chunked; each chunk is aggregated on a reader and swapped in by
+            // a short write, so ingest never waits on the scan.
+            let mut from = start;
+            while from < end {
+                let to = (from + crate::plan::CHUNK).min(end);
+                let agg = this.read(move |c| aggregate(c, from, to)).await?;
+                this.write(move |c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    replace(&tx, &agg)?;
+                    recompute_conversions(&tx, from, to)?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+                from = to;
+            }
+            Ok(())
+        })
+    }
+
+    fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros> {
+        let this = self.clone();
+        Box::pin(async move {
+            let Some((from, to)) = this.read(move |c| next_chunk(c, now)).await? else {
+                return this.read(watermark).await;
+            };
+            let agg = this.read(move |c| aggregate(c, from, to)).await?;
+            this.write(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // Another advancer may have moved on meanwhile: only move a
+                // watermark that is still where this chunk starts.
+                let w = watermark(&tx)?;
+                if w == 0 || w == from {
+                    replace(&tx, &agg)?;
+                    set_watermark(&tx, to)?;
+                }
+                let w = watermark(&tx)?;
+                tx.commit()?;
+                Ok(w)
+            })
+            .await
+        })
+    }
 }

@@ -1,0 +1,617 @@
+//! SQL for conversions, the ledger, payouts and idempotency keys.
+
+use crate::common::{CONVERSION_SELECT, Named, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
+use crate::{
+    Balance, ConversionFilter, ConversionRow, NewConversion, Payout, PayoutLine, Recorded,
+    StoreError, StoreFuture,
+};
+use clickward_core::Micros;
+use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
+use clickward_core::id::{ClickId, ConversionId, Slug};
+use clickward_core::money::Currency;
+use tokio_postgres::{GenericClient, Row};
+
+use super::catalog::id_of;
+use super::{ConversionStore, PgStore};
+
+pub(super) fn conversion_from(r: &Row) -> Result<ConversionRow, StoreError> {
+    let status: String = r.try_get(16)?;
+    Ok(ConversionRow {
+        conversion_id: ConversionId(ulid_of(r.try_get(0)?, "conversion_id")?),
+        program: r.try_get(1)?,
+        event: r.try_get(2)?,
+        order_id: r.try_get(3)?,
+        click_id: r
+            .try_get::<_, Option<Vec<u8>>>(4)?
+            .map(|b| ulid_of(b, "click_id").map(ClickId))
+            .transpose()?,
+        link: r.try_get(5)?,
+        affiliate: r.try_get(6)?,
+        src: r.try_get(7)?,
+        subs: [
+            r.try_get(8)?,
+            r.try_get(9)?,
+            r.try_get(10)?,
+            r.try_get(11)?,
+            r.try_get(12)?,
+        ],
+        amount_minor: r.try_get(13)?,
+        commission_minor: r.try_get(14)?,
+        currency: r.try_get(15)?,
+        status: ConversionStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        occurred_at: r.try_get(17)?,
+        received_at: r.try_get(18)?,
+        ctit_us: r.try_get(19)?,
+        attributed_by: r.try_get(20)?,
+        adv_subs: [
+            r.try_get(21)?,
+            r.try_get(22)?,
+            r.try_get(23)?,
+            r.try_get(24)?,
+            r.try_get(25)?,
+        ],
+        fingerprint: r.try_get(26)?,
+    })
+}
+
+pub(super) async fn get_conversion(
+    c: &impl GenericClient,
+    id: ConversionId,
+) -> Result<ConversionRow, StoreError> {
+    match c
+        .query_opt(
+            &format!("{CONVERSION_SELECT} WHERE v.conversion_id = $1"),
+            &[&id.0.to_bytes().as_slice()],
+        )
+        .await?
+    {
+        Some(r) => conversion_from(&r),
+        None => Err(StoreError::NotFound(format!("conversion {id}"))),
+    }
+}
+
+/// Who and why of a set of ledger entries for one conversion.
+pub(super) struct Posting<'a> {
+    conversion: Option<i64>,
+    payout: Option<i64>,
+    affiliate: Option<i64>,
+    currency: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    reason: Option<&'a str>,
+}
+
+pub(super) async fn append_entries(
+    c: &impl GenericClient,
+    p: &Posting<'_>,
+    entries: &[(LedgerBucket, i64)],
+) -> Result<(), StoreError> {
+    let now = now_micros();
+    for (bucket, amount) in entries {
+        c.execute(
+            "INSERT INTO ledger (conversion_id, payout_id, affiliate_id, currency, bucket, amount, kind, \
+             actor, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &p.conversion,
+                &p.payout,
+                &p.affiliate,
+                &p.currency,
+                &bucket.as_str(),
+                amount,
+                &p.kind,
+                &p.actor,
+                &p.reason,
+                &now,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn existing_conversion(
+    c: &impl GenericClient,
+    v: &NewConversion,
+) -> Result<Option<Recorded>, StoreError> {
+    let Some(r) = c
+        .query_opt(
+            "SELECT conversion_id FROM conversions WHERE program_id = $1 AND event = $2 AND order_id = $3",
+            &[&v.program_id, &v.event, &v.order_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let row = get_conversion(c, ConversionId(ulid_of(r.try_get(0)?, "conversion_id")?)).await?;
+    Ok(Some(if row.fingerprint == v.fingerprint {
+        Recorded::Replay(row)
+    } else {
+        Recorded::Conflict(row)
+    }))
+}
+
+pub(super) async fn record_conversion(
+    c: &impl GenericClient,
+    v: &NewConversion,
+) -> Result<Recorded, StoreError> {
+    if let Some(found) = existing_conversion(c, v).await? {
+        return Ok(found);
+    }
+    let (facts, ctit, by) = match &v.click {
+        Some((f, ctit, by)) => (Some(f), Some(*ctit), Some(*by)),
+        None => (None, None, None),
+    };
+    let sub = |i: usize| facts.and_then(|f| f.subs[i].clone());
+    // Two nodes taking the same order at once: the unique index makes one
+    // insert wait for the other and then do nothing.
+    let inserted = c
+        .query_opt(
+            "INSERT INTO conversions (conversion_id, program_id, event, order_id, click_id, link_id, \
+             affiliate_id, src, sub1, sub2, sub3, sub4, sub5, amount, currency, commission, status, \
+             occurred_at, received_at, ctit_us, attributed_by, adv_sub1, adv_sub2, adv_sub3, adv_sub4, \
+             adv_sub5, fingerprint, country, device, browser, os, referrer_host) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+             $20, $21, $22, $23, $24, $25, $26, $27, k.country, k.device, k.browser, k.os, k.referrer_host \
+             FROM (SELECT 1) AS one LEFT JOIN clicks k ON k.click_id = $5 \
+             ON CONFLICT (program_id, event, order_id) DO NOTHING RETURNING id",
+            &[
+                &v.conversion_id.0.to_bytes().as_slice(),
+                &v.program_id,
+                &v.event,
+                &v.order_id,
+                &facts.map(|f| f.click_id.to_bytes().to_vec()),
+                &facts.map(|f| f.link_id),
+                &facts.and_then(|f| f.affiliate_id),
+                &facts.and_then(|f| f.src.clone()),
+                &sub(0),
+                &sub(1),
+                &sub(2),
+                &sub(3),
+                &sub(4),
+                &v.amount,
+                &v.currency.code(),
+                &v.commission,
+                &v.status.as_str(),
+                &v.occurred_at,
+                &v.received_at,
+                &ctit,
+                &by,
+                &v.adv_subs[0],
+                &v.adv_subs[1],
+                &v.adv_subs[2],
+                &v.adv_subs[3],
+                &v.adv_subs[4],
+                &v.fingerprint.as_slice(),
+            ],
+        )
+        .await?;
+    let Some(inserted) = inserted else {
+        return existing_conversion(c, v)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("conflicting conversion vanished".to_owned()));
+    };
+    let id: i64 = inserted.try_get(0)?;
+    let mut entries = conversion::created(v.commission);
+    if v.status == ConversionStatus::Approved {
+        entries.extend(
+            conversion::transition(
+                ConversionStatus::Pending,
+                ConversionStatus::Approved,
+                v.commission,
+            )
+            .map_err(|e| StoreError::Conflict(e.to_string()))?,
+        );
+    }
+    let posting = Posting {
+        conversion: Some(id),
+        payout: None,
+        affiliate: facts.and_then(|f| f.affiliate_id),
+        currency: v.currency.code(),
+        kind: "created",
+        actor: &v.actor,
+        reason: None,
+    };
+    append_entries(c, &posting, &entries).await?;
+    Ok(Recorded::Created(get_conversion(c, v.conversion_id).await?))
+}
+
+pub(super) async fn set_status(
+    c: &impl GenericClient,
+    id: ConversionId,
+    to: ConversionStatus,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<ConversionRow, StoreError> {
+    // The row lock serializes two nodes changing the same conversion.
+    let r = c
+        .query_opt(
+            "SELECT id, status, commission, affiliate_id, currency FROM conversions \
+             WHERE conversion_id = $1 FOR UPDATE",
+            &[&id.0.to_bytes().as_slice()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversion {id}")))?;
+    let rowid: i64 = r.try_get(0)?;
+    let from: String = r.try_get(1)?;
+    let commission: i64 = r.try_get(2)?;
+    let affiliate: Option<i64> = r.try_get(3)?;
+    let currency: String = r.try_get(4)?;
+    let from = ConversionStatus::parse(&from).ok_or_else(|| corrupt("status", &from))?;
+    let entries = conversion::transition(from, to, commission)
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+    c.execute(
+        "UPDATE conversions SET status = $2 WHERE id = $1",
+        &[&rowid, &to.as_str()],
+    )
+    .await?;
+    let posting = Posting {
+        conversion: Some(rowid),
+        payout: None,
+        affiliate,
+        currency: &currency,
+        kind: to.as_str(),
+        actor,
+        reason,
+    };
+    append_entries(c, &posting, &entries).await?;
+    get_conversion(c, id).await
+}
+
+pub(super) async fn payout_preview(
+    c: &impl GenericClient,
+    affiliate: &str,
+) -> Result<Vec<PayoutLine>, StoreError> {
+    let aid = id_of(c, Named::Affiliates, affiliate).await?;
+    let rows = c
+        .query(
+            "SELECT p.slug, l.currency, SUM(l.amount)::int8, MIN(p.min_payout) FROM ledger l \
+             JOIN conversions v ON v.id = l.conversion_id JOIN programs p ON p.id = v.program_id \
+             WHERE l.affiliate_id = $1 AND l.bucket = 'payable' GROUP BY p.id, p.slug, l.currency \
+             ORDER BY p.slug, l.currency",
+            &[&aid],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let payable: i64 = r.try_get(2)?;
+        let min: i64 = r.try_get(3)?;
+        out.push(PayoutLine {
+            program: r.try_get(0)?,
+            currency: r.try_get(1)?,
+            payable_minor: payable,
+            min_payout_minor: min,
+            eligible: payable > 0 && payable >= min,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn payout_by_key(
+    c: &impl GenericClient,
+    key: &str,
+) -> Result<Option<Payout>, StoreError> {
+    c.query_opt(&format!("{PAYOUT_SELECT} WHERE o.key = $1"), &[&key])
+        .await?
+        .as_ref()
+        .map(payout_from)
+        .transpose()
+}
+
+pub(super) fn payout_from(r: &Row) -> Result<Payout, StoreError> {
+    Ok(Payout {
+        batch_id: ulid_of(r.try_get(0)?, "batch_id")?.to_string(),
+        key: r.try_get(1)?,
+        affiliate: r.try_get(2)?,
+        currency: r.try_get(3)?,
+        amount_minor: r.try_get(4)?,
+        conversions: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        created: false,
+    })
+}
+
+pub(super) async fn create_payout(
+    c: &impl GenericClient,
+    affiliate: &str,
+    currency: Currency,
+    key: &str,
+    batch_id: ulid::Ulid,
+    actor: &str,
+) -> Result<Payout, StoreError> {
+    let aid = id_of(c, Named::Affiliates, affiliate).await?;
+    // One payout at a time per affiliate, whichever node runs it.
+    c.execute("SELECT 1 FROM affiliates WHERE id = $1 FOR UPDATE", &[&aid])
+        .await?;
+    if let Some(existing) = payout_by_key(c, key).await? {
+        return Ok(existing);
+    }
+    let now = now_micros();
+    let payout_id: i64 = c
+        .query_one(
+            "INSERT INTO payouts (batch_id, key, affiliate_id, currency, amount, conversions, actor, \
+             created_at) VALUES ($1, $2, $3, $4, 0, 0, $5, $6) RETURNING id",
+            &[
+                &batch_id.to_bytes().as_slice(),
+                &key,
+                &aid,
+                &currency.code(),
+                &actor,
+                &now,
+            ],
+        )
+        .await?
+        .try_get(0)?;
+    let eligible: Vec<String> = payout_preview(c, affiliate)
+        .await?
+        .into_iter()
+        .filter(|l| l.eligible && l.currency == currency.code())
+        .map(|l| l.program)
+        .collect();
+    let mut amount = 0i64;
+    let mut count = 0i64;
+    for program in eligible {
+        let approved = c
+            .query(
+                "SELECT v.id, v.commission FROM conversions v JOIN programs p ON p.id = v.program_id \
+                 WHERE p.slug = $1 AND v.affiliate_id = $2 AND v.currency = $3 AND v.status = 'approved' \
+                 FOR UPDATE OF v",
+                &[&program, &aid, &currency.code()],
+            )
+            .await?;
+        for r in approved {
+            let id: i64 = r.try_get(0)?;
+            let commission: i64 = r.try_get(1)?;
+            let entries = conversion::transition(
+                ConversionStatus::Approved,
+                ConversionStatus::Paid,
+                commission,
+            )
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            c.execute(
+                "UPDATE conversions SET status = 'paid' WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            let posting = Posting {
+                conversion: Some(id),
+                payout: Some(payout_id),
+                affiliate: Some(aid),
+                currency: currency.code(),
+                kind: "paid",
+                actor,
+                reason: None,
+            };
+            append_entries(c, &posting, &entries).await?;
+            amount += commission;
+            count += 1;
+        }
+        // What is still payable for this program is the clawbacks of
+        // reversed paid conversions: net them against this payout.
+        let rest: i64 = c
+            .query_one(
+                "SELECT COALESCE(SUM(l.amount), 0)::int8 FROM ledger l \
+                 JOIN conversions v ON v.id = l.conversion_id JOIN programs p ON p.id = v.program_id \
+                 WHERE p.slug = $1 AND l.affiliate_id = $2 AND l.currency = $3 AND l.bucket = 'payable'",
+                &[&program, &aid, &currency.code()],
+            )
+            .await?
+            .try_get(0)?;
+        if rest != 0 {
+            let posting = Posting {
+                conversion: None,
+                payout: Some(payout_id),
+                affiliate: Some(aid),
+                currency: currency.code(),
+                kind: "netted",
+                actor,
+                reason: None,
+            };
+            append_entries(
+                c,
+                &posting,
+                &[(LedgerBucket::Payable, -rest), (LedgerBucket::Paid, rest)],
+            )
+            .await?;
+            amount += rest;
+        }
+    }
+    c.execute(
+        "UPDATE payouts SET amount = $2, conversions = $3 WHERE id = $1",
+        &[&payout_id, &amount, &count],
+    )
+    .await?;
+    let mut p = payout_by_key(c, key)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
+    p.created = true;
+    Ok(p)
+}
+
+impl ConversionStore for PgStore {
+    fn record_conversion(&self, v: NewConversion) -> StoreFuture<'_, Recorded> {
+        Box::pin(async move { in_tx!(self, |tx| record_conversion(tx, &v).await?) })
+    }
+
+    fn get_conversion(&self, id: ConversionId) -> StoreFuture<'_, ConversionRow> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            get_conversion(&**c, id).await
+        })
+    }
+
+    fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.query(
+                &format!(
+                    "{CONVERSION_SELECT} WHERE ($1::text IS NULL OR v.status = $1::text) \
+                     AND ($2::text IS NULL OR a.slug = $2::text) ORDER BY v.id DESC LIMIT $3"
+                ),
+                &[
+                    &f.status.map(ConversionStatus::as_str),
+                    &f.affiliate.as_ref().map(Slug::as_str),
+                    &i64::from(f.limit),
+                ],
+            )
+            .await?
+            .iter()
+            .map(conversion_from)
+            .collect()
+        })
+    }
+
+    fn set_conversion_status(
+        &self,
+        id: ConversionId,
+        to: ConversionStatus,
+        actor: String,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ConversionRow> {
+        Box::pin(async move {
+            in_tx!(self, |tx| set_status(tx, id, to, &actor, reason.as_deref())
+                .await?)
+        })
+    }
+
+    fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            in_tx!(self, |tx| {
+                // SKIP LOCKED: another node approving the same batch takes
+                // the rest instead of waiting.
+                let due = tx
+                    .query(
+                        "SELECT v.conversion_id FROM conversions v JOIN programs p ON p.id = v.program_id \
+                         WHERE v.status = 'pending' AND p.hold_s IS NOT NULL \
+                         AND v.received_at + p.hold_s * 1000000 <= $1 FOR UPDATE OF v SKIP LOCKED",
+                        &[&now],
+                    )
+                    .await?;
+                let n = due.len();
+                for r in due {
+                    let id = ConversionId(ulid_of(r.try_get(0)?, "conversion_id")?);
+                    set_status(
+                        tx,
+                        id,
+                        ConversionStatus::Approved,
+                        "auto:hold",
+                        Some("hold period passed"),
+                    )
+                    .await?;
+                }
+                u64::try_from(n).unwrap_or(0)
+            })
+        })
+    }
+
+    fn balances(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Balance>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT a.slug, l.currency, l.bucket, SUM(l.amount)::int8 FROM ledger l \
+                     LEFT JOIN affiliates a ON a.id = l.affiliate_id \
+                     WHERE $1::text IS NULL \
+                        OR l.affiliate_id = (SELECT id FROM affiliates WHERE slug = $1::text) \
+                     GROUP BY l.affiliate_id, a.slug, l.currency, l.bucket \
+                     ORDER BY a.slug NULLS FIRST, l.currency, l.bucket",
+                    &[&affiliate.as_ref().map(Slug::as_str)],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let bucket: String = r.try_get(2)?;
+                out.push(Balance {
+                    affiliate: r.try_get(0)?,
+                    currency: r.try_get(1)?,
+                    bucket: LedgerBucket::parse(&bucket)
+                        .ok_or_else(|| corrupt("bucket", &bucket))?,
+                    minor: r.try_get(3)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn payout_preview(&self, affiliate: Slug) -> StoreFuture<'_, Vec<PayoutLine>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            payout_preview(&**c, affiliate.as_str()).await
+        })
+    }
+
+    fn create_payout(
+        &self,
+        affiliate: Slug,
+        currency: Currency,
+        key: String,
+        batch_id: ulid::Ulid,
+        actor: String,
+    ) -> StoreFuture<'_, Payout> {
+        Box::pin(async move {
+            in_tx!(self, |tx| create_payout(
+                tx,
+                affiliate.as_str(),
+                currency,
+                &key,
+                batch_id,
+                &actor
+            )
+            .await?)
+        })
+    }
+
+    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let Some(r) = c
+                .query_opt(
+                    "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1",
+                    &[&key],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let status: i32 = r.try_get(1)?;
+            let status =
+                u16::try_from(status).map_err(|_| corrupt("status", &status.to_string()))?;
+            Ok(Some((r.try_get(0)?, status, r.try_get(2)?)))
+        })
+    }
+
+    fn save_idempotent_response(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        status: u16,
+        body: String,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.execute(
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+                &[&key, &fingerprint, &i32::from(status), &body, &now_micros()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.query(
+                &format!(
+                    "{PAYOUT_SELECT} WHERE ($1::text IS NULL OR a.slug = $1::text) \
+                     ORDER BY o.id DESC LIMIT $2"
+                ),
+                &[&affiliate.as_ref().map(Slug::as_str), &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(payout_from)
+            .collect()
+        })
+    }
+}

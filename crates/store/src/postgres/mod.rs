@@ -1,0 +1,215 @@
+//! The PostgreSQL store: the shared truth of a multi-node deployment.
+//!
+//! Every node talks to it through a connection pool (deadpool-postgres over
+//! tokio-postgres). What must be right across nodes is decided here, in the
+//! database, never in one node's memory:
+//! - a click's unique flag: the batch that stores a visitor's click on a link
+//!   holds a transaction advisory lock on that (link, visitor key) pair, so
+//!   a double tap landing on two nodes counts once;
+//! - conversion idempotency: `INSERT … ON CONFLICT DO NOTHING` against
+//!   `UNIQUE (program_id, event, order_id)`;
+//! - rollups: advanced and recomputed under an exclusive advisory lock (one
+//!   node at a time); click batches hold it shared, and add a click that
+//!   arrives behind the watermark (a spool drained after an outage) to its
+//!   bucket's rollup rows in the same transaction, so reports stay exact.
+//!
+//! Catalogue changes and live events reach every node by LISTEN/NOTIFY
+//! ([`PgStore::listen`]).
+
+use crate::{Notice, StoreError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+/// Runs `f` in a transaction on a pooled connection and commits.
+macro_rules! in_tx {
+    ($this:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $this.client().await?;
+        let guard = client.transaction().await?;
+        let out = {
+            let $tx: &tokio_postgres::Transaction<'_> = &guard;
+            $body
+        };
+        guard.commit().await?;
+        Ok(out)
+    }};
+}
+
+use crate::{AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, ReportStore};
+
+mod accounts;
+mod catalog;
+mod clicks;
+mod cluster;
+mod conversions;
+mod rollups;
+
+use cluster::listen_once;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// The advisory lock (one `bigint` key) that rollup maintenance holds
+/// exclusively and click batches hold shared.
+const ROLLUP_LOCK: i64 = 0x636c_6963_6b77_6172; // "clickwar"
+
+/// The class (first `int4` key) of the per-(link, visitor) dedup locks.
+const DEDUP_LOCK_CLASS: i32 = 0x6377; // "cw"
+
+/// The NOTIFY channel of catalogue changes (payload: the new version).
+pub const CATALOG_CHANNEL: &str = "clickward_catalog";
+
+/// The NOTIFY channel of live events (payload: the publisher's JSON).
+pub const EVENTS_CHANNEL: &str = "clickward_events";
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's own message ("duplicate key value violates …") is the
+        // useful part; tokio-postgres' Display says only "db error".
+        match e.as_db_error() {
+            Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
+            None => StoreError::Postgres(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Postgres(format!("connection pool: {e}"))
+    }
+}
+
+/// How to connect to PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections kept in the pool.
+    pub pool_size: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self { pool_size: 16 }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    notices: broadcast::Sender<Notice>,
+    listening: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Args = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Appends a parameter and returns its placeholder (`$n`).
+fn bind(args: &mut Args, v: impl ToSql + Sync + Send + 'static) -> String {
+    args.push(Box::new(v));
+    format!("${}", args.len())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db?…`), brings the
+    /// schema up to date and opens the pool.
+    ///
+    /// # Errors
+    /// [`StoreError::Migration`] when the database holds migrations this
+    /// binary does not know (a newer clickward wrote it) or one fails;
+    /// [`StoreError::Postgres`] when the URL is malformed or the server
+    /// cannot be reached.
+    pub async fn connect(url: &str, opts: &PgOptions) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Postgres(format!("storage.url: {e}")))?;
+        Self::connect_with(config, opts).await
+    }
+
+    /// [`PgStore::connect`] with a parsed configuration (tests use it to put
+    /// each test in its own schema through `options`).
+    ///
+    /// # Errors
+    /// As [`PgStore::connect`].
+    pub async fn connect_with(
+        config: tokio_postgres::Config,
+        opts: &PgOptions,
+    ) -> Result<Self, StoreError> {
+        let (mut client, conn) = config.connect(NoTls).await?;
+        let driver = tokio::spawn(conn);
+        let migrated = embedded::migrations::runner()
+            .set_abort_missing(true)
+            .set_abort_divergent(true)
+            .run_async(&mut client)
+            .await
+            .map_err(|e| {
+                StoreError::Migration(format!(
+                    "{e} (a database written by a newer clickward cannot be opened by this one)"
+                ))
+            });
+        drop(client);
+        let _ = driver.await;
+        migrated?;
+        let mgr = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(opts.pool_size.max(2))
+            .build()
+            .map_err(|e| StoreError::Postgres(format!("connection pool: {e}")))?;
+        let (notices, _) = broadcast::channel(4096);
+        Ok(Self {
+            pool,
+            config,
+            notices,
+            listening: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts (once) a task holding a dedicated connection that LISTENs on
+    /// [`CATALOG_CHANNEL`] and [`EVENTS_CHANNEL`] and passes every
+    /// notification to [`ClusterStore::subscribe`]rs. It reconnects with backoff;
+    /// after a reconnect it sends a `Notice` on the catalogue channel with an
+    /// empty payload, since changes may have been missed meanwhile.
+    pub fn listen(&self) {
+        if self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let config = self.config.clone();
+        let tx = self.notices.clone();
+        let weak = Arc::downgrade(&self.listening);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while weak.upgrade().is_some() {
+                match listen_once(&config, &tx).await {
+                    Ok(()) => delay = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::warn!("LISTEN connection lost, reconnecting in {delay:?}: {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}

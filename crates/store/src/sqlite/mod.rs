@@ -1,0 +1,229 @@
+//! The SQLite store: WAL, one writer connection used for batched transactions
+//! (group commit), and a small pool of reader connections.
+//!
+//! Every call runs on tokio's blocking pool. The writer is a `std` mutex, not
+//! a tokio one: it is only ever held inside blocking tasks, never across an
+//! `.await`.
+
+use crate::{
+    ConversionFilter, ConversionStore, Payout, PayoutLine, ReportQuery, ReportRow, ReportStore,
+    StoreError, StoreFuture,
+};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+mod accounts;
+mod catalog;
+mod clicks;
+mod cluster;
+mod conversions;
+mod rollups;
+
+pub(crate) use crate::plan::id_floor;
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// SQLite's `synchronous` setting for the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL + `NORMAL`: a committed click survives a crash or `kill -9` of
+    /// clickward; the last commits may be lost if the machine loses power.
+    #[default]
+    Normal,
+    /// WAL + `FULL`: also survives power loss; each commit waits for fsync.
+    Full,
+}
+
+/// How to open a SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous` setting.
+    pub synchronous: Synchronous,
+    /// Reader connections kept open.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    max_readers: usize,
+}
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// What every SQLite file clickward writes needs (the store and the spool):
+/// a busy timeout, WAL, and the configured durability of a commit.
+pub(crate) fn configure_wal(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )?;
+    Ok(())
+}
+
+fn configure(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+    configure_wal(conn, sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema
+    /// up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Migration`] when the database holds migrations this
+    /// binary does not know (it was written by a newer clickward) or a
+    /// migration fails; [`StoreError::Sqlite`] when the file cannot be opened.
+    pub fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, StoreError> {
+        let mut writer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&writer, opts.synchronous)?;
+        embedded::migrations::runner()
+            .set_abort_missing(true)
+            .set_abort_divergent(true)
+            .run(&mut writer)
+            .map_err(|e| {
+                StoreError::Migration(format!(
+                    "{e} (a database written by a newer clickward cannot be opened by this one)"
+                ))
+            })?;
+        // Checkpoints copy the WAL back into the database file; run inline
+        // (SQLite's default, every 1000 pages) they stall the commit that
+        // triggers them for milliseconds, and with sync durability every
+        // redirect waiting on that commit. A background thread does them
+        // instead, PASSIVE, so they never block the writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            max_readers: opts.readers.max(1),
+        });
+        spawn_checkpointer(Arc::downgrade(&inner), path.to_owned())?;
+        Ok(Self { inner })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = match inner.readers.lock().map_err(poisoned)?.pop() {
+                    Some(c) => c,
+                    None => {
+                        let c = Connection::open_with_flags(
+                            &inner.path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )?;
+                        c.busy_timeout(std::time::Duration::from_secs(5))?;
+                        c
+                    }
+                };
+                let out = f(&conn);
+                let mut pool = inner.readers.lock().map_err(poisoned)?;
+                if pool.len() < inner.max_readers {
+                    pool.push(conn);
+                }
+                out
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+
+    fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = inner.writer.lock().map_err(poisoned)?;
+                f(&mut conn)
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+}
+
+/// How often the background checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn spawn_checkpointer(store: std::sync::Weak<Inner>, path: PathBuf) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(100))?;
+    std::thread::Builder::new()
+        .name("clickward-checkpoint".to_owned())
+        .spawn(move || {
+            // Runs while the store is alive; a last checkpoint on the way out.
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let Some(inner) = store.upgrade() else {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                    return;
+                };
+                // Pass 1, beside the writer: copies the bulk of the WAL.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed (retried): {e}");
+                    continue;
+                }
+                // Pass 2, holding the writer: copies the few frames committed
+                // meanwhile, so the WAL is fully backfilled and the next
+                // commit rewinds it instead of growing the file forever.
+                let second = inner
+                    .writer
+                    .lock()
+                    .map(|w| w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+                if let Ok(Err(e)) = second {
+                    tracing::warn!("WAL checkpoint failed (retried): {e}");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Task(format!("starting the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
+    StoreError::Task("a store connection lock was poisoned by an earlier panic".to_owned())
+}

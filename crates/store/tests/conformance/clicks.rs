@@ -1,0 +1,136 @@
+//! Clicks: unique flags, replays, retention.
+
+use super::*;
+
+both!(unique_is_decided_per_visitor_and_link_within_the_window);
+async fn unique_is_decided_per_visitor_and_link_within_the_window(b: Backend) {
+    let (_d, s) = store(b).await;
+    let t0 = 100 * MICROS_PER_DAY + 10 * HOUR;
+    let mut bot = click(1, t0 + 3, 9, 4);
+    bot.bot = Some(BotReason::UaPattern);
+    let out = s
+        .write_clicks(
+            std::sync::Arc::new(vec![
+                click(1, t0, 1, 1),
+                click(1, t0 + 2 * MICROS_PER_SEC, 1, 2), // double tap
+                click(2, t0 + 2 * MICROS_PER_SEC, 1, 3), // other link
+                bot,
+            ]),
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    let uniques: Vec<bool> = out.iter().map(|o| o.unique).collect();
+    assert_eq!(uniques, vec![true, false, true, false]);
+    // Within the window in a later batch: still a duplicate; after it: unique.
+    let out = s
+        .write_clicks(
+            std::sync::Arc::new(vec![
+                click(1, t0 + 23 * HOUR, 1, 5),
+                click(1, t0 + 24 * HOUR, 1, 6),
+            ]),
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.unique).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+}
+
+both!(previous_day_key_keeps_a_midnight_double_tap_single);
+async fn previous_day_key_keeps_a_midnight_double_tap_single(b: Backend) {
+    let (_d, s) = store(b).await;
+    let midnight = 200 * MICROS_PER_DAY;
+    let before = click(1, midnight - MICROS_PER_SEC, 1, 1);
+    let mut after = click(1, midnight + MICROS_PER_SEC, 2, 2); // new day, new salt, new key
+    after.previous_keys = vec![VisitorKey([1; 16])];
+    let out = s
+        .write_clicks(std::sync::Arc::new(vec![before, after]), WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.unique).collect::<Vec<_>>(),
+        vec![true, false]
+    );
+}
+
+both!(replayed_click_ids_change_nothing);
+async fn replayed_click_ids_change_nothing(b: Backend) {
+    let (_d, s) = store(b).await;
+    let c = click(1, 300 * MICROS_PER_DAY, 1, 7);
+    let first = s
+        .write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW)
+        .await
+        .unwrap();
+    let again = s
+        .write_clicks(std::sync::Arc::new(vec![c.clone()]), WINDOW)
+        .await
+        .unwrap();
+    assert!(first[0].inserted && first[0].unique);
+    assert!(!again[0].inserted && !again[0].unique);
+    assert_eq!(s.list_clicks(None, 10).await.unwrap().len(), 1);
+    let row = s.get_click(c.click_id).await.unwrap();
+    assert!(row.unique);
+    assert_eq!(row.link, "a");
+}
+
+both!(retention_purges_raw_clicks_behind_the_watermark_only);
+async fn retention_purges_raw_clicks_behind_the_watermark_only(b: Backend) {
+    let (_d, s) = store(b).await;
+    let t0 = 100 * MICROS_PER_DAY;
+    let clicks: Vec<NewClick> = (0..300)
+        .map(|i| {
+            click(
+                1 + i % 2,
+                t0 + i * 600 * MICROS_PER_SEC,
+                u8::try_from(i % 9).unwrap(),
+                u128::try_from(i).unwrap(),
+            )
+        })
+        .collect();
+    s.write_clicks(std::sync::Arc::new(clicks), WINDOW)
+        .await
+        .unwrap();
+    // Roll up the first day only.
+    let w = catch_up(&s, t0 + MICROS_PER_DAY).await;
+    let q = ReportQuery {
+        start: t0 - MICROS_PER_DAY,
+        end: t0 + 4 * MICROS_PER_DAY,
+        buckets: Some(
+            buckets(
+                date(1970, 4, 10),
+                date(1970, 4, 13),
+                &TimeZone::UTC,
+                TimeGrain::Day,
+            )
+            .unwrap(),
+        ),
+        dims: vec![Dimension::Time(TimeGrain::Day), Dimension::Link],
+        filters: vec![],
+        raw_only: false,
+        by_click_time: false,
+    };
+    let before = s.click_report(q.clone()).await.unwrap();
+    // Asked to purge everything: only what lies before the watermark goes.
+    let mut purged = 0;
+    loop {
+        let n = s.purge_clicks(t0 + 10 * MICROS_PER_DAY, 50).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= 50);
+        purged += n;
+    }
+    let expected = (0..300)
+        .filter(|i| t0 + i * 600 * MICROS_PER_SEC < w)
+        .count() as u64;
+    assert_eq!(purged, expected);
+    assert!(purged > 0 && purged < 300);
+    assert_eq!(
+        s.click_report(q).await.unwrap(),
+        before,
+        "reports over purged periods still answer"
+    );
+}
