@@ -51,6 +51,37 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Parses a timestamp as imports and conversion reports give it into UTC µs:
+/// RFC 3339 (`2026-11-20T14:59:59Z`, any offset), `YYYY-MM-DD HH:MM:SS`
+/// (UTC), or Unix seconds (milliseconds from 1e12 on).
+///
+/// # Errors
+/// A message quoting the value.
+pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_microsecond());
+    }
+    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        let z = dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| format!("timestamp {s:?}: {e}"))?;
+        return Ok(z.timestamp().as_microsecond());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        // Anything past 1e12 is milliseconds (1e12 s is the year 33658).
+        return if n.abs() >= 1_000_000_000_000 {
+            n.checked_mul(1000)
+        } else {
+            n.checked_mul(MICROS_PER_SEC)
+        }
+        .ok_or_else(|| format!("timestamp {s:?} out of range"));
+    }
+    Err(format!(
+        "timestamp {s:?} is not RFC 3339, \"YYYY-MM-DD HH:MM:SS\" or Unix seconds"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +99,22 @@ mod tests {
         assert_eq!(truncate_utf8("abc", 10), "abc");
         assert_eq!(truncate_utf8("日本語", 4), "日");
         assert_eq!(truncate_utf8("日本語", 6), "日本");
+    }
+
+    #[test]
+    fn timestamps_in_common_shapes() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Ok(MICROS_PER_SEC));
+        assert_eq!(
+            parse_timestamp("1970-01-01T09:00:01+09:00"),
+            Ok(MICROS_PER_SEC)
+        );
+        assert_eq!(
+            parse_timestamp("1970-01-01 00:00:02"),
+            Ok(2 * MICROS_PER_SEC)
+        );
+        assert_eq!(parse_timestamp("3"), Ok(3 * MICROS_PER_SEC));
+        assert_eq!(parse_timestamp("1700000000123"), Ok(1_700_000_000_123_000));
+        assert!(parse_timestamp("yesterday").is_err());
+        assert!(parse_timestamp("99999999999999999999").is_err());
     }
 }

@@ -1,31 +1,26 @@
 //! clickward: the server and CLI.
 //!
 //! # Layout
-//! - [`app`]: state, start-up, background tasks, graceful shutdown;
-//! - [`http`]: routes (tracking redirects, admin API, ops);
-//! - [`ingest`]: the click pipeline (bounded queue → batched writer);
-//! - [`config`], [`catalog`], [`secrets`]: what is read from disk;
-//! - [`cli`]: the `clickward` command line; [`import`]: CSV history import;
-//! - [`telemetry`]: every metric name, declared once.
+//! The folders say the role; `docs/architecture.md` is the map.
+//! - [`http`]: request handling (tracking redirects, admin API, conversion
+//!   intake, live events, ops) and [`dashboard`]: the dashboard and portal
+//!   pages. Handlers are thin: they extract, call a service, answer.
+//! - [`services`]: domain services handlers call (click pipeline,
+//!   conversion intake, live events, cluster shipping, link cache,
+//!   reports). They receive the parts they use, never the whole state.
+//! - [`process`]: the running process (state, start-up, configuration,
+//!   secrets, catalogue file).
+//! - [`cli`]: the `clickward` command line, one file per command group,
+//!   with import, export and synthetic data beside it.
+//! - [`clock`], [`telemetry`]: leaves every layer may use (the time source,
+//!   every metric name declared once).
 
-pub mod app;
-pub mod auth;
-pub mod catalog;
 pub mod cli;
 pub mod clock;
-pub mod cluster;
-pub mod config;
-pub mod conversions;
 pub mod dashboard;
-pub mod events;
-pub mod export;
-pub mod generate;
 pub mod http;
-pub mod import;
-pub mod ingest;
-pub mod links;
-pub mod report_output;
-pub mod secrets;
+pub mod process;
+pub mod services;
 pub mod telemetry;
 
-pub use app::{AppState, Server};
+pub use process::app::{AppState, Server};

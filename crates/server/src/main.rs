@@ -44,7 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(cfg: clickward::config::Validated) -> anyhow::Result<()> {
+async fn serve(cfg: clickward::process::config::Validated) -> anyhow::Result<()> {
     let listen = cfg.config.listen;
     let data_dir = cfg.config.data_dir.clone();
     let durability = cfg.config.durability;

@@ -10,8 +10,6 @@ use clickward_core::click::BotReason;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::ingest::Submitted;
-
 /// Tracking requests by outcome: `recorded` (committed, or queued with
 /// `durability = "buffered"`), `unconfirmed` (sync commit did not finish
 /// within `ingest.commit_timeout`; still queued), `dropped` (queue full past
@@ -65,9 +63,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Handles of the metrics the redirect path touches, registered once: a
 /// labelled `counter!` call hashes its key and looks it up on every use.
 pub struct HotMetrics {
-    recorded: Counter,
-    unconfirmed: Counter,
-    dropped: Counter,
+    /// `clicks_total{outcome="recorded"}`.
+    pub recorded: Counter,
+    /// `clicks_total{outcome="unconfirmed"}`.
+    pub unconfirmed: Counter,
+    /// `clicks_total{outcome="dropped"}`.
+    pub dropped: Counter,
     /// `clicks_total{outcome="not_found"}`.
     pub not_found: Counter,
     bots: [(BotReason, Counter); 5],
@@ -104,15 +105,6 @@ impl HotMetrics {
             redirect_seconds: metrics::histogram!(REDIRECT_SECONDS),
             cookie_rejected: metrics::counter!(COOKIE_REJECTED_TOTAL),
             geoip_errors: metrics::counter!(GEOIP_ERRORS_TOTAL),
-        }
-    }
-
-    /// `clicks_total{outcome}` for a submitted click.
-    pub fn clicks(&self, s: Submitted) -> &Counter {
-        match s {
-            Submitted::Recorded => &self.recorded,
-            Submitted::Unconfirmed => &self.unconfirmed,
-            Submitted::Dropped => &self.dropped,
         }
     }
 

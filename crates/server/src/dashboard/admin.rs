@@ -18,8 +18,8 @@ use super::session::Session;
 use super::stats::{self, Kpi, Range, RangeQuery, TopTable};
 use super::views::{self, BuilderQuery, Chrome, Notice, back, money, or_dash, utc};
 use super::{PageError, page, public_base};
-use crate::app::AppState;
-use crate::http::{NamedBody, NamedResource};
+use crate::process::app::AppState;
+use crate::services::catalog::{NamedBody, NamedResource};
 
 type PageResult = Result<Response, PageError>;
 
@@ -357,7 +357,7 @@ pub async fn create_link(State(app): State<AppState>, Form(f): Form<LinkForm>) -
         Err(e) => return back(&app, "/dashboard/links", "error", &e),
     };
     let code = input.code.as_str().to_owned();
-    match crate::http::save_link(&app, input, SaveMode::Create).await {
+    match app.0.catalog.save_link(input, SaveMode::Create).await {
         Ok(_) => back(
             &app,
             &format!("/dashboard/links/{code}"),
@@ -453,7 +453,7 @@ pub async fn update_link(
         Ok(i) => i,
         Err(e) => return back(&app, &path, "error", &e),
     };
-    match crate::http::save_link(&app, input, SaveMode::Update).await {
+    match app.0.catalog.save_link(input, SaveMode::Update).await {
         Ok(_) => back(&app, &path, "msg", "Saved."),
         Err(e) => back(&app, &path, "error", &e.to_string()),
     }
@@ -610,7 +610,9 @@ async fn save_form<R: NamedPage>(
         name,
         status: form_status(&f.status)?,
     };
-    crate::http::save_named::<R>(app, body, mode)
+    app.0
+        .catalog
+        .save_named::<R>(body, mode)
         .await
         .map_err(|e| e.to_string())?;
     Ok(slug.as_str().to_owned())
@@ -864,7 +866,7 @@ pub async fn change_conversion(
     };
     let actor = format!("dashboard:{}", s.name());
     let reason = Some(f.reason).filter(|r| !r.trim().is_empty());
-    match crate::conversions::change_status(&app, id, to, actor, reason).await {
+    match app.0.conversions.change_status(id, to, actor, reason).await {
         Ok(row) => back(
             &app,
             &path,
@@ -1044,7 +1046,7 @@ pub async fn create_key(
             ));
         }
     };
-    let (secret, hash, prefix) = crate::auth::new_key();
+    let (secret, hash, prefix) = crate::services::keys::new_key();
     let label = Some(clickward_core::truncate_utf8(f.label.trim(), 100).to_owned())
         .filter(|l| !l.is_empty());
     app.0

@@ -11,7 +11,7 @@ use clickward_store::{UserInput, UserRole};
 use serde::Deserialize;
 
 use super::{page, secure, session};
-use crate::app::AppState;
+use crate::process::app::AppState;
 
 /// Failed sign-ins allowed per name (or per "API key") within
 /// [`FAILURE_WINDOW_US`] before further attempts are refused until the window
@@ -152,7 +152,7 @@ pub async fn submit(
         return secure(Redirect::to(&format!("/login?{q}")).into_response());
     }
     if !key.is_empty() {
-        let hash = crate::auth::hash_key(key);
+        let hash = crate::services::keys::hash_key(key);
         let found = if key.len() > 256 {
             None
         } else {
@@ -213,7 +213,9 @@ pub async fn submit(
 /// password, made once: checking it costs what checking a user's does.
 fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| session::hash_password(&crate::auth::new_token()).unwrap_or_default())
+    HASH.get_or_init(|| {
+        session::hash_password(&crate::services::keys::new_token()).unwrap_or_default()
+    })
 }
 
 #[derive(Deserialize)]

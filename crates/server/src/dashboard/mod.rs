@@ -33,7 +33,7 @@ use axum_extra::extract::PrivateCookieJar;
 use clickward_core::link::{Affiliate, Program};
 use clickward_store::StoreError;
 
-use crate::app::AppState;
+use crate::process::app::AppState;
 use session::{Session, Who};
 
 pub use login::SignInFailures;

@@ -20,7 +20,7 @@ use super::session::{Session, Who};
 use super::stats::{Range, RangeQuery};
 use super::views::{self, BuilderQuery, Chrome, Notice};
 use super::{PageError, page, public_base};
-use crate::app::AppState;
+use crate::process::app::AppState;
 
 type PageResult = Result<axum::response::Response, PageError>;
 

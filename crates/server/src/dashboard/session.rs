@@ -22,7 +22,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::app::AppState;
+use crate::process::app::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "cw_session";
@@ -89,7 +89,7 @@ impl Session {
 }
 
 fn random_token() -> String {
-    crate::auth::new_token()
+    crate::services::keys::new_token()
 }
 
 fn cookie_of(app: &AppState, stored: &Stored) -> Cookie<'static> {

@@ -8,7 +8,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::report_output::{div_half_even, metric_values, totals_of};
+use crate::services::reports::{div_half_even, metric_values, totals_of};
 
 /// The range picker's query: `from`, `to` (local dates, inclusive) and `tz`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -4,7 +4,7 @@ use clickward_core::money::Currency;
 use serde::Deserialize;
 
 use super::session::{Session, Who};
-use crate::app::AppState;
+use crate::process::app::AppState;
 
 /// The frame of every page: title, navigation, who is signed in, the form
 /// token, and the notices to show.

@@ -6,16 +6,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickward_core::id::{ClickId, LinkCode, Slug};
-use clickward_core::link::{Affiliate, Destination, Program, RedirectStatus, Status, UtmDefaults};
-use clickward_store::{
-    AffiliateInput, LinkInput, LinkRecord, ProgramInput, SaveMode, Store, StoreFuture,
-};
+use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
+use clickward_store::{LinkInput, LinkRecord, SaveMode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::AppState;
-use crate::auth::Authorized;
 use crate::http::ApiError;
+use crate::http::auth::Authorized;
+use crate::process::app::AppState;
+use crate::services::catalog::{NamedBody, NamedResource};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -49,109 +48,7 @@ fn to_value<T: Serialize>(t: &T) -> ApiResult<Value> {
 // ---- programs and affiliates ---------------------------------------------
 //
 // Both have the same API shape (slug, name, status); one set of handlers
-// serves both, typed by the resource. Program conversion settings come from
-// the catalogue (see docs/postbacks.md) and are not part of this body.
-
-/// The body of a program or an affiliate.
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamedBody {
-    /// Slug.
-    pub slug: Slug,
-    /// Display name (default: the slug).
-    pub name: Option<String>,
-    /// Status.
-    #[serde(default)]
-    pub status: Status,
-}
-
-/// A resource served by the `*_named` handlers.
-pub trait NamedResource: Serialize + Send + Sized + 'static {
-    /// What to call it in errors.
-    const KIND: &'static str;
-    /// All, by slug.
-    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>>;
-    /// One.
-    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self>;
-    /// Create or update (a new program gets its postback token).
-    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self>;
-    /// The body that would recreate it.
-    fn body(&self) -> NamedBody;
-}
-
-impl NamedResource for Program {
-    const KIND: &'static str = "program";
-    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>> {
-        s.list_programs()
-    }
-    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self> {
-        s.get_program(slug)
-    }
-    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
-        let input = ProgramInput {
-            name: b.name.unwrap_or_else(|| b.slug.to_string()),
-            slug: b.slug,
-            status: b.status,
-            settings: None,
-        };
-        Box::pin(async move {
-            let p = s.save_program(input, mode).await?;
-            // A new program can take postbacks at once, as one from the
-            // catalogue can.
-            crate::app::ensure_postback_token(s, &p).await?;
-            Ok(p)
-        })
-    }
-    fn body(&self) -> NamedBody {
-        NamedBody {
-            slug: self.slug.clone(),
-            name: Some(self.name.clone()),
-            status: self.status,
-        }
-    }
-}
-
-impl NamedResource for Affiliate {
-    const KIND: &'static str = "affiliate";
-    fn list(s: &dyn Store) -> StoreFuture<'_, Vec<Self>> {
-        s.list_affiliates()
-    }
-    fn get(s: &dyn Store, slug: Slug) -> StoreFuture<'_, Self> {
-        s.get_affiliate(slug)
-    }
-    fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
-        let input = AffiliateInput {
-            name: b.name.unwrap_or_else(|| b.slug.to_string()),
-            slug: b.slug,
-            status: b.status,
-        };
-        s.save_affiliate(input, mode)
-    }
-    fn body(&self) -> NamedBody {
-        NamedBody {
-            slug: self.slug.clone(),
-            name: Some(self.name.clone()),
-            status: self.status,
-        }
-    }
-}
-
-/// Saves a program or an affiliate and refreshes the link cache (whether a
-/// link redirects depends on its owners' status). The API and the
-/// dashboard's forms both write through here.
-///
-/// # Errors
-/// The store's: `Conflict` on create of an existing slug, `NotFound` on
-/// update of a missing one.
-pub async fn save_named<R: NamedResource>(
-    app: &AppState,
-    b: NamedBody,
-    mode: SaveMode,
-) -> Result<R, clickward_store::StoreError> {
-    let saved = R::save(app.0.store.as_ref(), b, mode).await?;
-    app.0.links.refresh(app.0.store.as_ref()).await?;
-    Ok(saved)
-}
+// serves both, typed by the resource (`services::catalog::NamedResource`).
 
 pub async fn list_named<R: NamedResource>(
     _: Authorized,
@@ -176,7 +73,7 @@ pub async fn create_named<R: NamedResource>(
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: NamedBody = body(v)?;
-    let saved = save_named::<R>(&app, b, SaveMode::Create).await?;
+    let saved = app.0.catalog.save_named::<R>(b, SaveMode::Create).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -196,7 +93,9 @@ pub async fn update_named<R: NamedResource>(
             R::KIND
         )));
     }
-    Ok(Json(save_named::<R>(&app, b, SaveMode::Update).await?))
+    Ok(Json(
+        app.0.catalog.save_named::<R>(b, SaveMode::Update).await?,
+    ))
 }
 
 async fn set_named_status<R: NamedResource>(
@@ -208,7 +107,9 @@ async fn set_named_status<R: NamedResource>(
         .await?
         .body();
     b.status = status;
-    Ok(Json(save_named::<R>(app, b, SaveMode::Update).await?))
+    Ok(Json(
+        app.0.catalog.save_named::<R>(b, SaveMode::Update).await?,
+    ))
 }
 
 pub async fn disable_named<R: NamedResource>(
@@ -324,29 +225,17 @@ pub async fn get_link(
     )))
 }
 
-/// Saves a link and refreshes the link cache (the API and the dashboard's
-/// forms both write links through here).
-///
-/// # Errors
-/// The store's: `Conflict` on create of an existing code, `NotFound` for an
-/// unknown program, affiliate or (on update) link.
-pub async fn save_link(
-    app: &AppState,
-    input: LinkInput,
-    mode: SaveMode,
-) -> Result<LinkRecord, clickward_store::StoreError> {
-    let rec = app.0.store.save_link(input, mode).await?;
-    app.0.links.refresh(app.0.store.as_ref()).await?;
-    Ok(rec)
-}
-
 pub async fn create_link(
     _: Authorized,
     State(app): State<AppState>,
     Json(v): Json<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: LinkBody = body(v)?;
-    let rec = save_link(&app, b.input()?, SaveMode::Create).await?;
+    let rec = app
+        .0
+        .catalog
+        .save_link(b.input()?, SaveMode::Create)
+        .await?;
     Ok((StatusCode::CREATED, Json(LinkView::of(&rec))))
 }
 
@@ -364,7 +253,11 @@ pub async fn update_link(
             "a link code cannot be changed; create a new link",
         ));
     }
-    let rec = save_link(&app, b.input()?, SaveMode::Update).await?;
+    let rec = app
+        .0
+        .catalog
+        .save_link(b.input()?, SaveMode::Update)
+        .await?;
     Ok(Json(LinkView::of(&rec)))
 }
 
@@ -372,7 +265,11 @@ async fn set_link_status(app: &AppState, code: &str, status: Status) -> ApiResul
     let cur = app.0.store.get_link(parse_code(code)?).await?;
     let mut b = LinkBody::of(&cur);
     b.status = status;
-    let rec = save_link(app, b.input()?, SaveMode::Update).await?;
+    let rec = app
+        .0
+        .catalog
+        .save_link(b.input()?, SaveMode::Update)
+        .await?;
     Ok(Json(LinkView::of(&rec)))
 }
 
@@ -468,17 +365,17 @@ pub async fn report(
     Query(p): Query<ReportParams>,
 ) -> Response {
     let format = match p.format.as_deref() {
-        None | Some("json") => crate::cli::Format::Json,
-        Some("csv") => crate::cli::Format::Csv,
-        Some("ndjson") => crate::cli::Format::Ndjson,
+        None | Some("json") => crate::services::reports::Format::Json,
+        Some("csv") => crate::services::reports::Format::Csv,
+        Some("ndjson") => crate::services::reports::Format::Ndjson,
         Some(other) => {
             return ApiError::bad_request(format!("format {other:?} is not json, ndjson or csv"))
                 .into_response();
         }
     };
     let time_basis = match p.time_basis.as_deref() {
-        None | Some("conversion") => crate::cli::TimeBasis::Conversion,
-        Some("click") => crate::cli::TimeBasis::Click,
+        None | Some("conversion") => crate::services::reports::TimeBasis::Conversion,
+        Some("click") => crate::services::reports::TimeBasis::Click,
         Some(other) => {
             return ApiError::bad_request(format!(
                 "time_basis {other:?} is not click or conversion"
@@ -486,7 +383,7 @@ pub async fn report(
             .into_response();
         }
     };
-    let args = crate::cli::ReportArgs {
+    let args = crate::services::reports::ReportArgs {
         from: p.from,
         to: p.to,
         tz: p.tz.unwrap_or_else(|| "UTC".to_owned()),
@@ -500,11 +397,11 @@ pub async fn report(
     };
     let now = jiff::Timestamp::from_microsecond(app.0.clock.now_micros())
         .unwrap_or_else(|_| jiff::Timestamp::now());
-    match crate::cli::report_text_at(app.0.store.as_ref(), &args, now).await {
+    match crate::services::reports::report_text_at(app.0.store.as_ref(), &args, now).await {
         Ok(output) => {
             let ct = match format {
-                crate::cli::Format::Csv => "text/csv; charset=utf-8",
-                crate::cli::Format::Ndjson => "application/x-ndjson",
+                crate::services::reports::Format::Csv => "text/csv; charset=utf-8",
+                crate::services::reports::Format::Ndjson => "application/x-ndjson",
                 _ => "application/json",
             };
             // Streamed (chunked) a few hundred rows at a time: a large report

@@ -1,5 +1,5 @@
 //! Conversion routes: S2S postback, JSON API (with Idempotency-Key), status
-//! changes, balances. The work is in [`crate::conversions::intake`].
+//! changes, balances. The work is in [`crate::services::conversions::ConversionService::intake`].
 
 use std::net::SocketAddr;
 
@@ -14,10 +14,10 @@ use clickward_enrich::ip::client_ip;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
-use crate::auth::Authorized;
-use crate::conversions::{Answer, Via, conversion_json, intake};
 use crate::http::ApiError;
+use crate::http::auth::Authorized;
+use crate::process::app::AppState;
+use crate::services::conversions::{Answer, Via, conversion_json};
 use clickward_store::{ConversionFilter, KeyScope};
 
 /// Largest postback or API body read, bytes.
@@ -83,7 +83,7 @@ pub async fn postback(
         signature: get(&["signature"]),
         ip,
     };
-    let a = intake(&app, &report, None, via).await;
+    let a = app.0.conversions.intake(&report, None, via).await;
     let outcome = a.body["status"].as_str().unwrap_or("error").to_owned();
     metrics::counter!(
         crate::telemetry::POSTBACKS_TOTAL,
@@ -151,15 +151,17 @@ pub async fn create(
             });
         }
     };
-    let a = intake(
-        &app,
-        &report,
-        None,
-        Via::Api {
-            actor: format!("api:{}", key.prefix),
-        },
-    )
-    .await;
+    let a = app
+        .0
+        .conversions
+        .intake(
+            &report,
+            None,
+            Via::Api {
+                actor: format!("api:{}", key.prefix),
+            },
+        )
+        .await;
     // Server errors are not stored: a retry may succeed.
     if let Some(k) = idem
         && a.status.as_u16() < 500
@@ -283,14 +285,16 @@ pub async fn change(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
-    let row = crate::conversions::change_status(
-        &app,
-        parse_id(&id)?,
-        to,
-        format!("api:{}", key.prefix),
-        change.reason,
-    )
-    .await?;
+    let row = app
+        .0
+        .conversions
+        .change_status(
+            parse_id(&id)?,
+            to,
+            format!("api:{}", key.prefix),
+            change.reason,
+        )
+        .await?;
     Ok(Json(conversion_json(&row)))
 }
 
@@ -345,7 +349,7 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
         .filter_map(|c| {
             let slug = c
                 .name()
-                .strip_prefix(crate::links::ATTRIBUTION_COOKIE_PREFIX)?
+                .strip_prefix(crate::services::links::ATTRIBUTION_COOKIE_PREFIX)?
                 .to_owned();
             Some((slug, c.value().to_owned()))
         })
@@ -356,7 +360,7 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
         None => None,
     };
     let cookie_click = chosen
-        .and_then(|(_, v)| super::redirect::AttributionValue::decode(v))
+        .and_then(|(_, v)| super::tracking::AttributionValue::decode(v))
         .map(|v| v.click_id);
     let a = if cookie_click.is_none() && cookies.len() > 1 && program.is_none() {
         Answer {
@@ -366,7 +370,10 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
     } else {
         let report =
             ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        intake(&app, &report, cookie_click, Via::Pixel).await
+        app.0
+            .conversions
+            .intake(&report, cookie_click, Via::Pixel)
+            .await
     };
     let kind = a.body["status"].as_str().unwrap_or("error").to_owned();
     let reason = a.body["reason"].as_str().unwrap_or_default();

@@ -3,7 +3,7 @@
 //! Authenticated by a bearer key, or for browsers (an `EventSource` cannot
 //! send headers) by a short-lived signed URL from `GET /api/v1/events/url`.
 //! `Last-Event-ID` (header, or `last_event_id=` in the query) resumes; see
-//! [`crate::events`] for the guarantees.
+//! [`crate::services::events`] for the guarantees.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,10 +20,10 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
-use crate::auth::Authorized;
-use crate::events::Numbered;
 use crate::http::ApiError;
+use crate::http::auth::Authorized;
+use crate::process::app::AppState;
+use crate::services::events::Numbered;
 
 /// How long a signed events URL stays valid.
 const SIGNED_URL_TTL_S: i64 = 300;
@@ -98,13 +98,15 @@ pub fn live_stream(app: AppState, headers: &HeaderMap, last_event_id: Option<u64
 
 fn sse_event(n: &Numbered) -> Event {
     let kind = match &n.event {
-        crate::events::LiveEvent::Click { .. } => "click",
-        crate::events::LiveEvent::Conversion { .. } => "conversion",
+        crate::services::events::LiveEvent::Click { .. } => "click",
+        crate::services::events::LiveEvent::Conversion { .. } => "conversion",
         // Another node's event names its own type.
-        crate::events::LiveEvent::Remote(v) => match v.get("type").and_then(|t| t.as_str()) {
-            Some("conversion") => "conversion",
-            _ => "click",
-        },
+        crate::services::events::LiveEvent::Remote(v) => {
+            match v.get("type").and_then(|t| t.as_str()) {
+                Some("conversion") => "conversion",
+                _ => "click",
+            }
+        }
     };
     Event::default()
         .id(n.id.to_string())

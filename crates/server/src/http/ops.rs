@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::process::app::AppState;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -37,7 +37,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     });
     if let Some(stats) = spool {
         body["spool_clicks"] = json!(stats.clicks);
-        body["ship_lag_seconds"] = json!(crate::cluster::ship_lag_seconds(stats.oldest));
+        body["ship_lag_seconds"] = json!(crate::services::cluster::ship_lag_seconds(stats.oldest));
     }
     let status = if ready {
         StatusCode::OK

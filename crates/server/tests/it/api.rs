@@ -28,7 +28,7 @@ async fn keys_are_required_and_scoped() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized");
 
-    let (read_key, hash, prefix) = clickward::auth::new_key();
+    let (read_key, hash, prefix) = clickward::services::keys::new_key();
     use clickward_store::prelude::*;
     app.store
         .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)

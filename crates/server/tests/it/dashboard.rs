@@ -276,7 +276,7 @@ async fn forms_change_things_only_with_the_session_token_from_our_own_pages() {
 #[tokio::test]
 async fn a_read_only_key_session_reads_but_cannot_post() {
     let app = TestApp::start().await;
-    let (secret, hash, prefix) = clickward::auth::new_key();
+    let (secret, hash, prefix) = clickward::services::keys::new_key();
     app.store
         .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
         .await
@@ -356,7 +356,8 @@ async fn a_magic_link_signs_an_affiliate_in_once() {
     let app = TestApp::start().await;
     add_user(&app, "tb", Some("techblog"), None).await;
     let user = app.store.find_user("tb".into()).await.unwrap().unwrap();
-    let key = clickward::secrets::cookie_key(&app.data_dir().join("data/secrets")).unwrap();
+    let key =
+        clickward::process::secrets::cookie_key(&app.data_dir().join("data/secrets")).unwrap();
     let token = session::magic_token(key.signing(), &user, NOON);
     let path = format!("/login/magic?t={token}");
     let r = app.client.get(app.url(&path)).send().await.unwrap();

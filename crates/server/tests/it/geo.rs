@@ -49,7 +49,7 @@ async fn broken_or_missing_databases_stop_the_start_with_the_file_named() {
         "GeoLite2-ASN-Test.mmdb",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = clickward::config::Config {
+        let mut cfg = clickward::process::config::Config {
             data_dir: dir.path().join("data"),
             ..Default::default()
         };

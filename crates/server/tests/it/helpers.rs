@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clickward::Server;
 use clickward::clock::ManualClock;
-use clickward::config::Config;
+use clickward::process::config::Config;
 use clickward_store::prelude::*;
 use clickward_store::{KeyScope, SqliteOptions, SqliteStore};
 use reqwest::header::HeaderMap;
@@ -78,7 +78,7 @@ impl TestApp {
             &SqliteOptions::default(),
         )
         .expect("store");
-        let (admin_key, hash, prefix) = clickward::auth::new_key();
+        let (admin_key, hash, prefix) = clickward::services::keys::new_key();
         store
             .create_api_key(hash, prefix, KeyScope::Admin, None)
             .await

@@ -60,7 +60,7 @@ async fn the_data_directory_holds_no_test_ip_in_any_form() {
         ));
     }
     std::fs::write(&csv, text).unwrap();
-    let summary = clickward::import::import_csv(
+    let summary = clickward::cli::import::import_csv(
         &app.store,
         &clickward_enrich::ua::UaParser::new(100).unwrap(),
         None,

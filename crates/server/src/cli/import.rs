@@ -20,16 +20,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use clickward_core::Micros;
 use clickward_core::click::{NewClick, TrackingParams, VisitorKey, normalize_referrer};
 use clickward_core::id::ClickId;
-use clickward_core::{MICROS_PER_SEC, Micros};
 use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
 use clickward_enrich::visitor::imported_visitor_key;
 use clickward_store::Store;
 
-use crate::secrets::Salts;
+use crate::process::secrets::Salts;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,35 +44,6 @@ pub struct ImportSummary {
     pub skipped: Vec<(u64, String)>,
     /// Total rows skipped.
     pub skipped_count: usize,
-}
-
-/// Parses an import timestamp (see the module docs) into UTC µs.
-///
-/// # Errors
-/// A message quoting the value.
-pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
-    let s = s.trim();
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_microsecond());
-    }
-    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
-        let z = dt
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .map_err(|e| format!("timestamp {s:?}: {e}"))?;
-        return Ok(z.timestamp().as_microsecond());
-    }
-    if let Ok(n) = s.parse::<i64>() {
-        // Anything past 1e12 is milliseconds (1e12 s is the year 33658).
-        return if n.abs() >= 1_000_000_000_000 {
-            n.checked_mul(1000)
-        } else {
-            n.checked_mul(MICROS_PER_SEC)
-        }
-        .ok_or_else(|| format!("timestamp {s:?} out of range"));
-    }
-    Err(format!(
-        "timestamp {s:?} is not RFC 3339, \"YYYY-MM-DD HH:MM:SS\" or Unix seconds"
-    ))
 }
 
 /// How an imported row identifies its visitor.
@@ -161,7 +132,7 @@ pub async fn import_csv(
                 .map(|b| String::from_utf8_lossy(b).trim().to_owned())
                 .filter(|s| !s.is_empty())
         };
-        let ts = match field(Some(c_ts)).map(|t| parse_timestamp(&t)) {
+        let ts = match field(Some(c_ts)).map(|t| clickward_core::parse_timestamp(&t)) {
             Some(Ok(ts)) => ts,
             Some(Err(e)) => {
                 skip(&mut summary, line, e);
@@ -296,26 +267,4 @@ async fn flush(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_in_common_shapes() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Ok(MICROS_PER_SEC));
-        assert_eq!(
-            parse_timestamp("1970-01-01T09:00:01+09:00"),
-            Ok(MICROS_PER_SEC)
-        );
-        assert_eq!(
-            parse_timestamp("1970-01-01 00:00:02"),
-            Ok(2 * MICROS_PER_SEC)
-        );
-        assert_eq!(parse_timestamp("3"), Ok(3 * MICROS_PER_SEC));
-        assert_eq!(parse_timestamp("1700000000123"), Ok(1_700_000_000_123_000));
-        assert!(parse_timestamp("yesterday").is_err());
-        assert!(parse_timestamp("99999999999999999999").is_err());
-    }
 }

@@ -62,7 +62,7 @@ struct ProgramEntry {
 }
 
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
-    let d = crate::config::parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
+    let d = crate::process::config::parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
     i64::try_from(d.as_secs()).map_err(|_| format!("{what}: {text:?} is too long"))
 }
 

@@ -5,21 +5,21 @@
 //! - admin API under `/api/v1` (bearer API keys)
 
 mod api;
+pub mod auth;
 mod conversions;
 mod cookies;
 mod error;
 mod events;
 mod ops;
-mod redirect;
+mod tracking;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 use clickward_core::link::{Affiliate, Program};
 
-use crate::app::AppState;
+use crate::process::app::AppState;
 
-pub use api::{NamedBody, NamedResource, save_link, save_named};
 pub use cookies::CookieSealer;
 pub use error::ApiError;
 pub use events::live_stream;
@@ -81,9 +81,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()
-        .route("/r/{*code}", get(redirect::track_path))
-        .route("/ref/{*code}", get(redirect::track_path))
-        .route("/go", get(redirect::track_go))
+        .route("/r/{*code}", get(tracking::track_path))
+        .route("/ref/{*code}", get(tracking::track_path))
+        .route("/go", get(tracking::track_go))
         .route("/postback", conversions::postback_methods())
         .route("/pixel.gif", get(conversions::pixel))
         .route("/healthz", get(ops::healthz))
@@ -91,6 +91,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .nest("/api/v1", api)
         .merge(crate::dashboard::router(state.clone()))
-        .fallback(redirect::not_found_page)
+        .fallback(tracking::not_found_page)
         .with_state(state)
 }

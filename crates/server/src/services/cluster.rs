@@ -25,8 +25,8 @@ use clickward_store::{CATALOG_CHANNEL, EVENTS_CHANNEL, Spool, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
-use crate::events::{LiveEvent, Numbered};
+use crate::services::events::{EventHub, LiveEvent, Numbered};
+use crate::services::links::LinkCache;
 use crate::telemetry;
 
 /// Largest NOTIFY payload this node sends (PostgreSQL's limit is 8,000 bytes).
@@ -100,7 +100,7 @@ async fn ship_once(
     // Committed in PostgreSQL: now it may leave the spool. A crash between
     // the two ships the batch again, which changes nothing (by click_id).
     spool.remove_through(last).await?;
-    crate::ingest::record_quality(&clicks, &written);
+    crate::services::ingest::record_quality(&clicks, &written);
     metrics::counter!(telemetry::SHIPPED_CLICKS_TOTAL).increment(clicks.len() as u64);
     record_spool(spool).await;
     Ok(clicks.len())
@@ -121,17 +121,17 @@ pub fn ship_lag_seconds(oldest: Option<Micros>) -> f64 {
 
 /// Starts the tasks that exchange catalogue notices and live events with
 /// the other nodes. `None` when the store has no other nodes.
-pub fn spawn_exchange(state: AppState, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
-    let mut notices = state.0.store.subscribe()?;
+pub fn spawn_exchange(
+    store: Arc<dyn Store>,
+    links: Arc<LinkCache>,
+    events: Arc<EventHub>,
+    stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let mut notices = store.subscribe()?;
     let node = ulid::Ulid::generate().to_string();
     let (tx, rx) = mpsc::channel(16_384);
-    state.0.events.forward_to(tx);
-    let sender = tokio::spawn(send_events(
-        state.0.store.clone(),
-        node.clone(),
-        rx,
-        stop.clone(),
-    ));
+    events.forward_to(tx);
+    let sender = tokio::spawn(send_events(store.clone(), node.clone(), rx, stop.clone()));
     let mut stop = stop;
     Some(tokio::spawn(async move {
         loop {
@@ -141,25 +141,15 @@ pub fn spawn_exchange(state: AppState, stop: watch::Receiver<bool>) -> Option<Jo
             };
             match notice {
                 Ok(n) if n.channel == CATALOG_CHANNEL => {
-                    if let Err(e) = state
-                        .0
-                        .links
-                        .refresh_if_changed(state.0.store.as_ref())
-                        .await
-                    {
+                    if let Err(e) = links.refresh_if_changed(store.as_ref()).await {
                         tracing::warn!("link cache refresh failed: {e}");
                     }
                 }
-                Ok(n) if n.channel == EVENTS_CHANNEL => receive_events(&state, &node, &n.payload),
+                Ok(n) if n.channel == EVENTS_CHANNEL => receive_events(&events, &node, &n.payload),
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
                     tracing::warn!("{k} notices from other nodes were missed; refreshing links");
-                    if let Err(e) = state
-                        .0
-                        .links
-                        .refresh_if_changed(state.0.store.as_ref())
-                        .await
-                    {
+                    if let Err(e) = links.refresh_if_changed(store.as_ref()).await {
                         tracing::warn!("link cache refresh failed: {e}");
                     }
                 }
@@ -177,7 +167,7 @@ struct Batch {
     events: Vec<serde_json::Value>,
 }
 
-fn receive_events(state: &AppState, me: &str, payload: &str) {
+fn receive_events(events: &EventHub, me: &str, payload: &str) {
     let Ok(batch) = serde_json::from_str::<Batch>(payload) else {
         tracing::warn!("ignoring a malformed live-event notice from another node");
         return;
@@ -186,7 +176,7 @@ fn receive_events(state: &AppState, me: &str, payload: &str) {
         return;
     }
     for e in batch.events {
-        state.0.events.publish(LiveEvent::Remote(e));
+        events.publish(LiveEvent::Remote(e));
     }
 }
 

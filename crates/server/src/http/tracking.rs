@@ -23,8 +23,8 @@ use clickward_enrich::ip::client_ip;
 use percent_encoding::percent_decode_str;
 
 use super::cookies::{self, Found};
-use crate::app::AppState;
-use crate::events::LiveEvent;
+use crate::process::app::AppState;
+use crate::services::events::LiveEvent;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
@@ -321,7 +321,7 @@ async fn track(
         redirect_us: 0,
     };
     let submitted = s.ingest.submit(click).await;
-    s.metrics.clicks(submitted).increment(1);
+    submitted.counter(&s.metrics).increment(1);
     if let LiveEvent::Click {
         outcome,
         redirect_us,

@@ -13,32 +13,9 @@ use clickward_store::Synchronous;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// When a redirect is answered relative to its click being committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// Answer only after the click is committed to SQLite (default): a crash
-    /// loses no click whose redirect was sent.
-    #[default]
-    Sync,
-    /// Answer first, commit within a few ms: a crash may lose that window.
-    Buffered,
-}
+pub use crate::services::ingest::Durability;
 
-impl std::str::FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sync" => Ok(Self::Sync),
-            "buffered" => Ok(Self::Buffered),
-            other => Err(format!(
-                "durability {other:?} is not \"sync\" or \"buffered\""
-            )),
-        }
-    }
-}
-
-/// Ingest queue settings.
+/// Ingest queue settings (`[ingest]`); see [`crate::services::ingest::IngestSettings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {

@@ -9,21 +9,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_extra::extract::cookie::Key;
-use clickward_core::link::Program;
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
-use clickward_store::{PgOptions, PgStore, Spool, SqliteOptions, SqliteStore, Store, StoreError};
+use clickward_store::{PgOptions, PgStore, Spool, SqliteOptions, SqliteStore, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catalog;
 use crate::clock::Clock;
-use crate::config::Validated;
-use crate::ingest::{Ingest, IngestTask, Sink};
-use crate::links::LinkCache;
-use crate::secrets::{self, Salts};
+use crate::process::catalog;
+use crate::process::config::Validated;
+use crate::process::secrets::{self, Salts};
+use crate::services::catalog::CatalogService;
+use crate::services::conversions::ConversionService;
+use crate::services::events::EventHub;
+use crate::services::ingest::{Ingest, IngestSettings, IngestTask, Sink};
+use crate::services::links::LinkCache;
 use crate::telemetry;
 
 /// Everything a handler can reach. Cheap to clone.
@@ -33,7 +35,7 @@ pub struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub cfg: Validated,
     pub store: Arc<dyn Store>,
-    pub links: LinkCache,
+    pub links: Arc<LinkCache>,
     pub ua: UaParser,
     pub geo: Option<GeoDb>,
     pub salts: Salts,
@@ -46,7 +48,11 @@ pub(crate) struct Inner {
     pub prometheus: PrometheusHandle,
     pub shutting_down: AtomicBool,
     pub geo_error_logged: AtomicBool,
-    pub events: crate::events::EventHub,
+    pub events: Arc<EventHub>,
+    /// Catalogue writes (API, dashboard).
+    pub catalog: CatalogService,
+    /// Conversion intake and status changes.
+    pub conversions: ConversionService,
     /// The node's click spool, when the store is a shared PostgreSQL.
     pub spool: Option<Spool>,
     /// Becomes `true` when the server stops (ends live streams).
@@ -72,7 +78,7 @@ impl AppState {
                 let cat = catalog::load(path)?;
                 self.0.store.apply_catalog(cat).await?;
             }
-            ensure_postback_tokens(self.0.store.as_ref()).await?;
+            crate::services::catalog::ensure_postback_tokens(self.0.store.as_ref()).await?;
             self.0.links.refresh(self.0.store.as_ref()).await?;
             anyhow::Ok(())
         }
@@ -81,34 +87,6 @@ impl AppState {
         metrics::counter!(telemetry::CATALOG_RELOADS_TOTAL, "result" => label).increment(1);
         result
     }
-}
-
-/// Gives every program without a postback token a random one, so postbacks
-/// can be authenticated from the start (`clickward program list` shows it).
-///
-/// # Errors
-/// Store errors.
-pub async fn ensure_postback_tokens(store: &dyn Store) -> Result<(), StoreError> {
-    for p in store.list_programs().await? {
-        ensure_postback_token(store, &p).await?;
-    }
-    Ok(())
-}
-
-/// [`ensure_postback_tokens`] for one program (one saved through the API or
-/// the dashboard).
-///
-/// # Errors
-/// Store errors.
-pub async fn ensure_postback_token(store: &dyn Store, p: &Program) -> Result<(), StoreError> {
-    let mut settings = store.program_settings(p.id).await?;
-    if settings.postback_token.is_none() {
-        settings.postback_token = Some(crate::auth::new_token());
-        store
-            .save_program_settings(p.slug.clone(), settings)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Opens the configured store: PostgreSQL when `storage.url` is set
@@ -195,15 +173,32 @@ impl Server {
         let cookie_key = secrets::cookie_key(&secrets_dir)?;
         let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
         let ua = UaParser::new(20_000).context("building the user-agent parser")?;
+        let ingest_cfg = &cfg.config.ingest;
         let (ingest, ingest_task) = Ingest::start(
             sink,
-            &cfg.config.ingest,
-            cfg.config.durability,
+            IngestSettings {
+                queue_capacity: ingest_cfg.queue_capacity,
+                max_batch: ingest_cfg.max_batch,
+                queue_full_wait: ingest_cfg.queue_full_wait,
+                commit_timeout: ingest_cfg.commit_timeout,
+                durability: cfg.config.durability,
+            },
             cfg.dedup_window,
         );
         let (stop, stopped) = watch::channel(false);
+        let links = Arc::new(LinkCache::new(cfg.redirect));
+        let events = Arc::new(EventHub::new());
+        let catalog = CatalogService::new(store.clone(), links.clone());
+        let conversions = ConversionService::new(
+            store.clone(),
+            events.clone(),
+            clock.clone(),
+            cfg.rates.clone(),
+        );
         let state = AppState(Arc::new(Inner {
-            links: LinkCache::new(cfg.redirect),
+            links: links.clone(),
+            catalog,
+            conversions,
             cfg,
             store,
             ua,
@@ -217,7 +212,7 @@ impl Server {
             prometheus,
             shutting_down: AtomicBool::new(false),
             geo_error_logged: AtomicBool::new(false),
-            events: crate::events::EventHub::new(),
+            events: events.clone(),
             spool: spool.clone(),
             stop: stopped.clone(),
             sign_in_failures: Default::default(),
@@ -233,7 +228,7 @@ impl Server {
             .context("agreeing on visitor salts through the shared store")?;
         let (ship_stop, ship_stopped) = watch::channel(false);
         let shipper = spool.map(|spool| {
-            crate::cluster::spawn_shipper(
+            crate::services::cluster::spawn_shipper(
                 spool,
                 state.0.store.clone(),
                 state.0.cfg.config.storage.ship_batch,
@@ -243,7 +238,12 @@ impl Server {
                 Duration::from_secs(5),
             )
         });
-        let exchange = crate::cluster::spawn_exchange(state.clone(), stopped.clone());
+        let exchange = crate::services::cluster::spawn_exchange(
+            state.0.store.clone(),
+            links,
+            events,
+            stopped.clone(),
+        );
 
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());

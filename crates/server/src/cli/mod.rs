@@ -14,18 +14,19 @@ use clickward_core::conversion::ConversionStatus;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
 use clickward_core::money::Currency;
-use clickward_core::report::{self, ClickCounts, Dimension};
+use clickward_core::report::{self};
 use clickward_enrich::geo::GeoDb;
 use clickward_enrich::ua::UaParser;
-use clickward_store::{
-    AffiliateInput, ConversionTotals, KeyScope, LinkInput, ProgramInput, ReportQuery, ReportRow,
-    SaveMode, Store,
-};
+use clickward_store::{AffiliateInput, KeyScope, LinkInput, ProgramInput, SaveMode, Store};
 use jiff::tz::TimeZone;
 
-use crate::app::open_store;
-use crate::config::{Config, Durability, Validated};
-use crate::report_output::ReportOutput;
+pub mod export;
+pub mod generate;
+pub mod import;
+
+use crate::process::app::open_store;
+use crate::process::config::{Config, Durability, Validated};
+use crate::services::reports::{ReportArgs, report_text};
 
 /// clickward: a self-hosted affiliate link tracker.
 #[derive(Debug, Parser)]
@@ -286,68 +287,6 @@ pub enum UserCmd {
     },
 }
 
-/// Output format of `clickward report`.
-#[derive(Debug, Clone, Copy, ValueEnum, Default)]
-pub enum Format {
-    /// Aligned columns.
-    #[default]
-    Table,
-    /// CSV with a header row.
-    Csv,
-    /// One JSON document.
-    Json,
-    /// One JSON object per line (rows, then a `"totals"` line).
-    Ndjson,
-}
-
-/// Which time puts a conversion in a time bucket.
-#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-pub enum TimeBasis {
-    /// When the conversion occurred (default).
-    #[default]
-    Conversion,
-    /// When its click happened.
-    Click,
-}
-
-/// `clickward report` arguments.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// First local date, YYYY-MM-DD (default: today in --tz).
-    #[arg(long)]
-    pub from: Option<jiff::civil::Date>,
-    /// Last local date, inclusive (default: --from).
-    #[arg(long)]
-    pub to: Option<jiff::civil::Date>,
-    /// IANA time zone the dates and days are in.
-    #[arg(long, default_value = "UTC")]
-    pub tz: String,
-    /// Group by, comma separated: hour day week month link program affiliate src sub1..sub5 country device browser os.
-    #[arg(long, default_value = "day")]
-    pub by: String,
-    /// Only clicks with this value, e.g. --filter link=solare (repeatable;
-    /// any dimension but the time ones).
-    #[arg(long = "filter", value_parser = parse_kv)]
-    pub filters: Vec<(String, String)>,
-    /// Bucket conversions by their own time or their click's.
-    #[arg(long, value_enum, default_value_t)]
-    pub time_basis: TimeBasis,
-    /// Sort rows by a count column (gross_clicks, bot_clicks, clicks,
-    /// unique_clicks, duplicate_clicks, conversions); prefix `-` for
-    /// descending. Default: by the dimensions.
-    #[arg(long, allow_hyphen_values = true)]
-    pub sort: Option<String>,
-    /// At most this many rows (after --offset). Totals cover every row.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Skip this many rows.
-    #[arg(long, default_value_t = 0)]
-    pub offset: usize,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-}
-
 /// `clickward rollup` arguments. Without --from/--to, rolls up everything
 /// settled since the watermark.
 #[derive(Debug, Args)]
@@ -416,7 +355,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
@@ -575,7 +514,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             println!("created program {}", p.slug);
         }
         Command::Program(ProgramCmd::List) => {
-            crate::app::ensure_postback_tokens(store).await?;
+            crate::services::catalog::ensure_postback_tokens(store).await?;
             println!(
                 "{:<24} {:<10} {:<8} {:<34} name",
                 "slug", "status", "currency", "postback token"
@@ -593,7 +532,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Key(KeyCmd::Create { scope, label }) => {
-            let (secret, hash, prefix) = crate::auth::new_key();
+            let (secret, hash, prefix) = crate::services::keys::new_key();
             let scope = match scope {
                 ScopeArg::Admin => KeyScope::Admin,
                 ScopeArg::Read => KeyScope::Read,
@@ -700,7 +639,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             let (s, e) = report::date_range(args.from, args.to.unwrap_or(args.from), &tz)?;
             let started = std::time::Instant::now();
             let n = store
-                .export_clicks(s, e, crate::export::csv_sink(std::io::stdout()))
+                .export_clicks(s, e, crate::cli::export::csv_sink(std::io::stdout()))
                 .await?;
             eprintln!(
                 "exported {n} clicks in {:.2} s",
@@ -748,7 +687,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not a JSON list of strings", p.display()))?,
                 None => Vec::new(),
             };
-            let spec = crate::generate::GenSpec {
+            let spec = crate::cli::generate::GenSpec {
                 clicks: args.clicks,
                 days: args.days,
                 links: args.links,
@@ -763,7 +702,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
                 dedup_window: v.dedup_window,
             };
             let started = std::time::Instant::now();
-            let s = crate::generate::generate(store, &ua, &spec).await?;
+            let s = crate::cli::generate::generate(store, &ua, &spec).await?;
             println!(
                 "generated {} clicks and {} conversions in {:.1} s",
                 s.clicks,
@@ -778,8 +717,14 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
             } else {
                 Some(GeoDb::open(&v.config.geoip)?)
             };
-            let s = crate::import::import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window)
-                .await?;
+            let s = crate::cli::import::import_csv(
+                store,
+                &ua,
+                geo.as_ref(),
+                &args.file,
+                v.dedup_window,
+            )
+            .await?;
             println!(
                 "{} rows: {} clicks imported, {} already present, {} skipped",
                 s.rows, s.imported, s.already_present, s.skipped_count
@@ -864,7 +809,7 @@ async fn user_command(v: &Validated, store: &dyn Store, cmd: UserCmd) -> anyhow:
                 .find_user(name.clone())
                 .await?
                 .with_context(|| format!("no user {name:?}"))?;
-            let key = crate::secrets::cookie_key(&v.config.data_dir.join("secrets"))?;
+            let key = crate::process::secrets::cookie_key(&v.config.data_dir.join("secrets"))?;
             let token = crate::dashboard::session::magic_token(
                 key.signing(),
                 &user,
@@ -930,123 +875,4 @@ async fn conversion_command(store: &dyn Store, cmd: ConversionCmd) -> anyhow::Re
         row.status.as_str()
     );
     Ok(())
-}
-
-/// Builds the report query for `args`.
-///
-/// # Errors
-/// Unknown time zone or dimension, two time dimensions, bad range.
-pub fn report_query(
-    args: &ReportArgs,
-    today: jiff::Timestamp,
-) -> anyhow::Result<(ReportQuery, TimeZone)> {
-    let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
-    let from = args
-        .from
-        .unwrap_or_else(|| today.to_zoned(tz.clone()).date());
-    let to = args.to.unwrap_or(from);
-    let dims = args
-        .by
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(str::parse::<Dimension>)
-        .collect::<Result<Vec<_>, _>>()?;
-    let grains: Vec<_> = dims
-        .iter()
-        .filter_map(|d| match d {
-            Dimension::Time(g) => Some(*g),
-            _ => None,
-        })
-        .collect();
-    if grains.len() > 1 {
-        bail!("--by may name one of hour, day, week, month");
-    }
-    let filters = args
-        .filters
-        .iter()
-        .map(|(k, v)| {
-            let d: Dimension = k.parse()?;
-            anyhow::ensure!(
-                !matches!(d, Dimension::Time(_)),
-                "--filter {k}: filter time with --from/--to"
-            );
-            Ok((d, v.clone()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (start, end) = report::date_range(from, to, &tz)?;
-    let buckets = match grains.first() {
-        Some(g) => Some(report::buckets(from, to, &tz, *g)?),
-        None => None,
-    };
-    Ok((
-        ReportQuery {
-            start,
-            end,
-            buckets,
-            dims,
-            filters,
-            raw_only: false,
-            by_click_time: false,
-        },
-        tz,
-    ))
-}
-
-/// The report as text in the chosen format.
-///
-/// # Errors
-/// Query or store errors.
-pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<ReportOutput> {
-    report_text_at(store, args, jiff::Timestamp::now()).await
-}
-
-/// [`report_text`] with "today" taken from `now`.
-///
-/// # Errors
-/// Query or store errors.
-pub async fn report_text_at(
-    store: &dyn Store,
-    args: &ReportArgs,
-    now: jiff::Timestamp,
-) -> anyhow::Result<ReportOutput> {
-    let (mut q, _tz) = report_query(args, now)?;
-    q.by_click_time = args.time_basis == TimeBasis::Click;
-    let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
-    let mut rows = store.click_report(q).await?;
-    let totals = crate::report_output::totals_of(&rows);
-    if let Some(sort) = &args.sort {
-        let (desc, col) = sort
-            .strip_prefix('-')
-            .map_or((false, sort.as_str()), |c| (true, c));
-        let key = |r: &ReportRow| -> anyhow::Result<i64> {
-            let c = &r.counts;
-            Ok(match col {
-                "gross_clicks" => c.gross_clicks,
-                "bot_clicks" => c.bot_clicks,
-                "clicks" => c.clicks(),
-                "unique_clicks" => c.unique_clicks,
-                "duplicate_clicks" => c.duplicate_clicks(),
-                "conversions" => r.money.conversions,
-                other => bail!(
-                    "--sort {other}: sort by gross_clicks, bot_clicks, clicks, unique_clicks, duplicate_clicks or conversions"
-                ),
-            })
-        };
-        key(&ReportRow {
-            keys: vec![],
-            counts: ClickCounts::default(),
-            money: ConversionTotals::default(),
-        })?;
-        // Stable: ties keep the dimension order.
-        rows.sort_by_key(|r| {
-            let k = key(r).unwrap_or(0);
-            if desc { -k } else { k }
-        });
-    }
-    let rows: Vec<ReportRow> = rows
-        .into_iter()
-        .skip(args.offset)
-        .take(args.limit.unwrap_or(usize::MAX))
-        .collect();
-    Ok(ReportOutput::new(names, rows, totals, args.format))
 }

@@ -1,14 +1,17 @@
-//! Report output: rows and totals rendered as a table, CSV, JSON or NDJSON,
+//! Reports as the CLI, the API and the dashboard ask for them: the arguments
+//! ([`ReportArgs`]), the query they plan, and the output: rows and totals
+//! rendered as a table, CSV, JSON or NDJSON,
 //! a chunk at a time, so a large report streams to the HTTP client (or to
 //! stdout) instead of being built as one string first.
 
 use std::collections::BTreeMap;
 
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use clickward_core::money::Currency;
-use clickward_core::report::ClickCounts;
-use clickward_store::{ConversionTotals, ReportRow};
-
-use crate::cli::Format;
+use clickward_core::report::{self, ClickCounts, Dimension};
+use clickward_store::{ConversionTotals, ReportQuery, ReportRow, Store};
+use jiff::tz::TimeZone;
 
 /// Rows per chunk: big enough that a chunk is a few tens of KB.
 const ROWS_PER_CHUNK: usize = 512;
@@ -313,4 +316,185 @@ fn csv_cell(s: &str) -> String {
     } else {
         s.to_owned()
     }
+}
+
+/// Output format of `clickward report`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line (rows, then a `"totals"` line).
+    Ndjson,
+}
+
+/// Which time puts a conversion in a time bucket.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum TimeBasis {
+    /// When the conversion occurred (default).
+    #[default]
+    Conversion,
+    /// When its click happened.
+    Click,
+}
+
+/// `clickward report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// First local date, YYYY-MM-DD (default: today in --tz).
+    #[arg(long)]
+    pub from: Option<jiff::civil::Date>,
+    /// Last local date, inclusive (default: --from).
+    #[arg(long)]
+    pub to: Option<jiff::civil::Date>,
+    /// IANA time zone the dates and days are in.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Group by, comma separated: hour day week month link program affiliate src sub1..sub5 country device browser os.
+    #[arg(long, default_value = "day")]
+    pub by: String,
+    /// Only clicks with this value, e.g. --filter link=solare (repeatable;
+    /// any dimension but the time ones).
+    #[arg(long = "filter", value_parser = crate::cli::parse_kv)]
+    pub filters: Vec<(String, String)>,
+    /// Bucket conversions by their own time or their click's.
+    #[arg(long, value_enum, default_value_t)]
+    pub time_basis: TimeBasis,
+    /// Sort rows by a count column (gross_clicks, bot_clicks, clicks,
+    /// unique_clicks, duplicate_clicks, conversions); prefix `-` for
+    /// descending. Default: by the dimensions.
+    #[arg(long, allow_hyphen_values = true)]
+    pub sort: Option<String>,
+    /// At most this many rows (after --offset). Totals cover every row.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Builds the report query for `args`.
+///
+/// # Errors
+/// Unknown time zone or dimension, two time dimensions, bad range.
+pub fn report_query(
+    args: &ReportArgs,
+    today: jiff::Timestamp,
+) -> anyhow::Result<(ReportQuery, TimeZone)> {
+    let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
+    let from = args
+        .from
+        .unwrap_or_else(|| today.to_zoned(tz.clone()).date());
+    let to = args.to.unwrap_or(from);
+    let dims = args
+        .by
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(str::parse::<Dimension>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let grains: Vec<_> = dims
+        .iter()
+        .filter_map(|d| match d {
+            Dimension::Time(g) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    if grains.len() > 1 {
+        bail!("--by may name one of hour, day, week, month");
+    }
+    let filters = args
+        .filters
+        .iter()
+        .map(|(k, v)| {
+            let d: Dimension = k.parse()?;
+            anyhow::ensure!(
+                !matches!(d, Dimension::Time(_)),
+                "--filter {k}: filter time with --from/--to"
+            );
+            Ok((d, v.clone()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (start, end) = report::date_range(from, to, &tz)?;
+    let buckets = match grains.first() {
+        Some(g) => Some(report::buckets(from, to, &tz, *g)?),
+        None => None,
+    };
+    Ok((
+        ReportQuery {
+            start,
+            end,
+            buckets,
+            dims,
+            filters,
+            raw_only: false,
+            by_click_time: false,
+        },
+        tz,
+    ))
+}
+
+/// The report as text in the chosen format.
+///
+/// # Errors
+/// Query or store errors.
+pub async fn report_text(store: &dyn Store, args: &ReportArgs) -> anyhow::Result<ReportOutput> {
+    report_text_at(store, args, jiff::Timestamp::now()).await
+}
+
+/// [`report_text`] with "today" taken from `now`.
+///
+/// # Errors
+/// Query or store errors.
+pub async fn report_text_at(
+    store: &dyn Store,
+    args: &ReportArgs,
+    now: jiff::Timestamp,
+) -> anyhow::Result<ReportOutput> {
+    let (mut q, _tz) = report_query(args, now)?;
+    q.by_click_time = args.time_basis == TimeBasis::Click;
+    let names: Vec<String> = q.dims.iter().map(ToString::to_string).collect();
+    let mut rows = store.click_report(q).await?;
+    let totals = totals_of(&rows);
+    if let Some(sort) = &args.sort {
+        let (desc, col) = sort
+            .strip_prefix('-')
+            .map_or((false, sort.as_str()), |c| (true, c));
+        let key = |r: &ReportRow| -> anyhow::Result<i64> {
+            let c = &r.counts;
+            Ok(match col {
+                "gross_clicks" => c.gross_clicks,
+                "bot_clicks" => c.bot_clicks,
+                "clicks" => c.clicks(),
+                "unique_clicks" => c.unique_clicks,
+                "duplicate_clicks" => c.duplicate_clicks(),
+                "conversions" => r.money.conversions,
+                other => bail!(
+                    "--sort {other}: sort by gross_clicks, bot_clicks, clicks, unique_clicks, duplicate_clicks or conversions"
+                ),
+            })
+        };
+        key(&ReportRow {
+            keys: vec![],
+            counts: ClickCounts::default(),
+            money: ConversionTotals::default(),
+        })?;
+        // Stable: ties keep the dimension order.
+        rows.sort_by_key(|r| {
+            let k = key(r).unwrap_or(0);
+            if desc { -k } else { k }
+        });
+    }
+    let rows: Vec<ReportRow> = rows
+        .into_iter()
+        .skip(args.offset)
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(ReportOutput::new(names, rows, totals, args.format))
 }

@@ -19,8 +19,49 @@ use clickward_store::{ClickWritten, Spool, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Durability, IngestConfig};
 use crate::telemetry;
+
+/// When a redirect is answered relative to its click being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Answer only after the click is committed to SQLite (default): a crash
+    /// loses no click whose redirect was sent.
+    #[default]
+    Sync,
+    /// Answer first, commit within a few ms: a crash may lose that window.
+    Buffered,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "buffered" => Ok(Self::Buffered),
+            other => Err(format!(
+                "durability {other:?} is not \"sync\" or \"buffered\""
+            )),
+        }
+    }
+}
+
+/// How the pipeline runs: `[ingest]` and `durability` of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    /// Clicks the queue holds before the overload policy applies.
+    pub queue_capacity: usize,
+    /// Most clicks written in one transaction.
+    pub max_batch: usize,
+    /// How long a redirect waits for room in a full queue before it is
+    /// answered anyway and its click counted as `dropped`.
+    pub queue_full_wait: Duration,
+    /// With [`Durability::Sync`], how long a redirect waits for its commit
+    /// before it is answered anyway and counted as `unconfirmed`.
+    pub commit_timeout: Duration,
+    /// When a redirect is answered relative to its commit.
+    pub durability: Durability,
+}
 
 struct Job {
     click: NewClick,
@@ -45,6 +86,15 @@ impl Submitted {
             Submitted::Recorded => "recorded",
             Submitted::Unconfirmed => "unconfirmed",
             Submitted::Dropped => "dropped",
+        }
+    }
+
+    /// `clicks_total{outcome}` for this outcome, from the registered handles.
+    pub fn counter(self, m: &telemetry::HotMetrics) -> &metrics::Counter {
+        match self {
+            Submitted::Recorded => &m.recorded,
+            Submitted::Unconfirmed => &m.unconfirmed,
+            Submitted::Dropped => &m.dropped,
         }
     }
 }
@@ -101,19 +151,14 @@ pub struct IngestTask {
 
 impl Ingest {
     /// Starts the writer task.
-    pub fn start(
-        sink: Sink,
-        cfg: &IngestConfig,
-        durability: Durability,
-        dedup_window: Micros,
-    ) -> (Ingest, IngestTask) {
+    pub fn start(sink: Sink, cfg: IngestSettings, dedup_window: Micros) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (close, closed) = watch::channel(false);
         let handle = tokio::spawn(writer(sink, rx, closed, cfg.max_batch, dedup_window));
         (
             Ingest {
                 tx,
-                durability,
+                durability: cfg.durability,
                 queue_full_wait: cfg.queue_full_wait,
                 commit_timeout: cfg.commit_timeout,
                 capacity: cfg.queue_capacity,

@@ -1,0 +1,459 @@
+//! Conversion intake: the one function every path ends in (S2S postback,
+//! JSON API, pixel), and its truthful answers.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 201 `created` | a new conversion |
+//! | 200 `duplicate` | the same (program, event, order id) with the same data: nothing changed, the original is returned |
+//! | 409 `conflict` | the same (program, event, order id) with different data: nothing changed |
+//! | 404 `unknown_click` | no such click id (or no click id and no attribution cookie) |
+//! | 422 `invalid` | outside the attribution window, bad amount or currency, disabled affiliate, click of another program |
+//! | 401 `unauthorized` | bad postback token or signature, or a source IP not allowed |
+//! | 400 `malformed` | missing or malformed fields |
+//!
+//! Never 200 on a rejection. Uniqueness is enforced by the database in the
+//! same transaction as the insert (`UNIQUE (program_id, event, order_id)`),
+//! so replays, concurrent duplicates and reordered retries make one
+//! conversion.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use clickward_core::attribution;
+use clickward_core::commission;
+use clickward_core::conversion::{self, ConversionReport, ConversionStatus};
+use clickward_core::id::{ClickId, ConversionId};
+use clickward_core::money::{Currency, ExchangeRate};
+use clickward_store::{ConversionRow, NewConversion, Recorded, Store, StoreError};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::services::events::EventHub;
+
+/// How the report arrived, and what authenticates it.
+pub enum Via<'a> {
+    /// `POST /api/v1/conversions` with an admin key (already checked).
+    Api {
+        /// Who, for the ledger (`api:<key prefix>`).
+        actor: String,
+    },
+    /// `GET|POST /postback`: authenticated by the program's token, an
+    /// HMAC-SHA256 signature of the query, and/or the source IP.
+    Postback {
+        /// The raw query string as received (for the signature).
+        raw_query: &'a str,
+        /// `token`, `security_token` (TUNE) or `verification_token` (Everflow).
+        token: Option<&'a str>,
+        /// `signature`: hex HMAC-SHA256 of the query without it.
+        signature: Option<&'a str>,
+        /// The client IP (behind trusted proxies).
+        ip: IpAddr,
+    },
+    /// `GET /pixel.gif`: same-domain setups, attributed by the cookie only.
+    Pixel,
+}
+
+/// An answer: status code and JSON body.
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `{"status": …, "reason": …, "conversion": …}`.
+    pub body: Value,
+}
+
+fn reject(status: StatusCode, kind: &str, reason: impl Into<String>) -> Answer {
+    Answer {
+        status,
+        body: json!({ "status": kind, "reason": reason.into() }),
+    }
+}
+
+/// Conversion intake and status changes, with what they use. Cheap to clone.
+#[derive(Clone)]
+pub struct ConversionService {
+    store: Arc<dyn Store>,
+    events: Arc<EventHub>,
+    clock: Arc<dyn Clock>,
+    rates: Arc<Rates>,
+}
+
+/// Exchange rates by (from, to) currency, as configured in `[rates]`.
+pub type Rates = HashMap<(Currency, Currency), ExchangeRate>;
+
+impl ConversionService {
+    /// A service over `store` that tells `events` of every change, reads the
+    /// time from `clock` and converts other currencies with `rates`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: Arc<EventHub>,
+        clock: Arc<dyn Clock>,
+        rates: Rates,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            clock,
+            rates: Arc::new(rates),
+        }
+    }
+
+    /// Moves a conversion to `to` (approve, reject, reverse) as `actor`, with a
+    /// reason (cut to 1,000 bytes), and tells live subscribers. Shared by the API
+    /// and the dashboard's forms.
+    ///
+    /// # Errors
+    /// `NotFound`, or `Conflict` when the lifecycle forbids the change.
+    pub async fn change_status(
+        &self,
+        id: ConversionId,
+        to: ConversionStatus,
+        actor: String,
+        reason: Option<String>,
+    ) -> Result<ConversionRow, StoreError> {
+        let reason = reason
+            .map(|r| clickward_core::truncate_utf8(r.trim(), 1000).to_owned())
+            .filter(|r| !r.is_empty());
+        let row = self
+            .store
+            .set_conversion_status(id, to, actor, reason)
+            .await?;
+        self.events
+            .publish(crate::services::events::LiveEvent::Conversion {
+                conversion: conversion_json(&row),
+                change: row.status.as_str().to_owned(),
+            });
+        Ok(row)
+    }
+
+    /// Validates, attributes, prices and records a conversion report.
+    pub async fn intake(
+        &self,
+        report: &ConversionReport,
+        cookie_click: Option<ClickId>,
+        via: Via<'_>,
+    ) -> Answer {
+        let s = self;
+        let now = s.clock.now_micros();
+
+        // Which click: an explicit id beats the cookie.
+        let (click_id, by) = match (&report.click_id, cookie_click) {
+            (Some(text), _) => match text.trim().parse::<ClickId>() {
+                Ok(id) => (id, "click_id"),
+                Err(_) => {
+                    return reject(StatusCode::NOT_FOUND, "unknown_click", "unknown click id");
+                }
+            },
+            (None, Some(id)) => (id, "cookie"),
+            (None, None) => {
+                return reject(
+                    StatusCode::NOT_FOUND,
+                    "unknown_click",
+                    "no click id (click_id, transaction_id, cid, clickid, subid) and no attribution cookie",
+                );
+            }
+        };
+        let click = match s.store.click_facts(click_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return reject(
+                    StatusCode::NOT_FOUND,
+                    "unknown_click",
+                    format!("unknown click id {click_id}"),
+                );
+            }
+            Err(e) => return internal(e),
+        };
+        let settings = match s.store.program_settings(click.program_id).await {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        if let Err(reason) = authenticate(&via, &settings) {
+            return reject(StatusCode::UNAUTHORIZED, "unauthorized", reason);
+        }
+
+        let Some(order_id) = &report.order_id else {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "missing order id (order_id, txid, conversion_unique_id, external_id, invoice_id)",
+            );
+        };
+        let order_id = match conversion::parse_order_id(order_id) {
+            Ok(o) => o,
+            Err(e) => return reject(StatusCode::BAD_REQUEST, "malformed", e),
+        };
+        let event = match report.event.as_deref().map(conversion::parse_event) {
+            None => "sale".to_owned(),
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return reject(StatusCode::BAD_REQUEST, "malformed", e),
+        };
+        let status = match report.status.as_deref().map(str::trim) {
+            None | Some("pending") => ConversionStatus::Pending,
+            Some("approved") => ConversionStatus::Approved,
+            Some(other) => {
+                return reject(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!(
+                        "status {:?} is not pending or approved",
+                        clickward_core::truncate_utf8(other, 40)
+                    ),
+                );
+            }
+        };
+        let currency = match &report.currency {
+            None => settings.currency,
+            Some(c) => match Currency::parse(c) {
+                Ok(c) => c,
+                Err(e) => {
+                    return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
+                }
+            },
+        };
+        let rate = if currency == settings.currency {
+            None
+        } else {
+            match s.rates.get(&(currency, settings.currency)) {
+                Some(r) => Some(*r),
+                None => {
+                    return reject(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        format!(
+                            "currency {currency} differs from the program's {p} and no {currency}/{p} rate is configured",
+                            p = settings.currency
+                        ),
+                    );
+                }
+            }
+        };
+        let amount = match report.amount.as_deref().map(|a| currency.parse_amount(a)) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
+            }
+        };
+        // Amounts in another currency are converted once, at intake, into the
+        // program's currency; the commission is computed on the converted amount.
+        let amount = match (amount, rate) {
+            (Some(a), Some(r)) => match r.convert(a, currency, settings.currency) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
+                }
+            },
+            (a, _) => a,
+        };
+        let currency = settings.currency;
+        let occurred_at = match report.occurred_at.as_deref() {
+            None => now,
+            Some(t) => match parse_time(t) {
+                Some(ts) => ts,
+                None => {
+                    return reject(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "occurred_at is not RFC 3339 or Unix seconds",
+                    );
+                }
+            },
+        };
+        if !click.affiliate_active {
+            return reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "the click's affiliate is disabled",
+            );
+        }
+        let window = settings.attribution_window_s.saturating_mul(1_000_000);
+        let ctit = match attribution::ctit(click.ts, occurred_at, window) {
+            Ok(c) => c,
+            Err(e) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        };
+        let override_plan = match click.affiliate_id {
+            Some(a) => match s.store.affiliate_commission(click.program_id, a).await {
+                Ok(p) => p,
+                Err(e) => return internal(e),
+            },
+            None => None,
+        };
+        let commission =
+            match commission::resolve(&settings.commission, override_plan.as_ref(), &event) {
+                None => 0,
+                Some(rate) => match rate.commission(&event, amount) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
+                    }
+                },
+            };
+
+        // What makes a retry "the same report": everything sent except the time
+        // of receipt (occurred_at only when it was sent).
+        let fingerprint = *blake3::hash(
+            serde_json::to_string(&json!([
+                click_id.to_string(),
+                event,
+                order_id,
+                amount,
+                currency.code(),
+                status.as_str(),
+                report.occurred_at.as_ref().map(|_| occurred_at),
+                report.adv_subs,
+            ]))
+            .unwrap_or_default()
+            .as_bytes(),
+        )
+        .as_bytes();
+        let actor = match &via {
+            Via::Api { actor } => actor.clone(),
+            Via::Postback { .. } => "postback".to_owned(),
+            Via::Pixel => "pixel".to_owned(),
+        };
+        let new = NewConversion {
+            conversion_id: ConversionId(ulid::Ulid::from_parts(
+                u64::try_from(now / 1000).unwrap_or(0),
+                rand::random::<u128>(),
+            )),
+            program_id: click.program_id,
+            event,
+            order_id,
+            click: Some((click, ctit, by)),
+            amount,
+            currency,
+            commission,
+            status,
+            occurred_at,
+            received_at: now,
+            adv_subs: report.adv_subs.clone(),
+            fingerprint,
+            actor,
+        };
+        match s.store.record_conversion(new).await {
+            Ok(Recorded::Created(row)) => {
+                let conversion = conversion_json(&row);
+                s.events
+                    .publish(crate::services::events::LiveEvent::Conversion {
+                        conversion: conversion.clone(),
+                        change: "created".to_owned(),
+                    });
+                Answer {
+                    status: StatusCode::CREATED,
+                    body: json!({ "status": "created", "reason": "new conversion", "conversion": conversion }),
+                }
+            }
+            Ok(Recorded::Replay(row)) => Answer {
+                status: StatusCode::OK,
+                body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(&row) }),
+            },
+            Ok(Recorded::Conflict(row)) => Answer {
+                status: StatusCode::CONFLICT,
+                body: json!({ "status": "conflict", "reason": "this order id was already reported for this program and event with different data; nothing changed", "conversion": conversion_json(&row) }),
+            },
+            Err(e) => internal(e),
+        }
+    }
+}
+
+/// A conversion as answers show it: money as decimal text and minor units.
+pub fn conversion_json(c: &ConversionRow) -> Value {
+    let cur = Currency::parse(&c.currency).ok();
+    let fmt = |m: i64| cur.map(|c| c.format(m)).unwrap_or_else(|| m.to_string());
+    json!({
+        "conversion_id": c.conversion_id,
+        "program": c.program,
+        "event": c.event,
+        "order_id": c.order_id,
+        "click_id": c.click_id,
+        "link": c.link,
+        "affiliate": c.affiliate,
+        "src": c.src,
+        "subs": c.subs,
+        "amount": c.amount_minor.map(fmt),
+        "amount_minor": c.amount_minor,
+        "commission": fmt(c.commission_minor),
+        "commission_minor": c.commission_minor,
+        "currency": c.currency,
+        "status": c.status,
+        "occurred_at": c.occurred_at,
+        "received_at": c.received_at,
+        "ctit_s": c.ctit_us.map(|u| u / 1_000_000),
+        "attributed_by": c.attributed_by,
+        "adv_subs": c.adv_subs,
+    })
+}
+
+fn sha(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Checks a postback's credentials against the program's settings.
+fn authenticate(via: &Via<'_>, s: &clickward_core::program::ProgramSettings) -> Result<(), String> {
+    let Via::Postback {
+        raw_query,
+        token,
+        signature,
+        ip,
+    } = via
+    else {
+        return Ok(());
+    };
+    if !s.postback_ips.is_empty() {
+        let allowed = s.postback_ips.iter().any(|n| {
+            n.parse::<ipnet::IpNet>()
+                .map(|net| net.contains(ip))
+                .or_else(|_| n.parse::<IpAddr>().map(|a| a == *ip))
+                .unwrap_or(false)
+        });
+        if !allowed {
+            return Err("postbacks for this program are not accepted from this address".to_owned());
+        }
+    }
+    if let Some(sig) = signature {
+        let Some(secret) = &s.postback_secret else {
+            return Err(
+                "this program has no postback secret, so signatures cannot be checked".to_owned(),
+            );
+        };
+        let signed = strip_param(raw_query, "signature");
+        let expected = hex::decode(sig.trim()).map_err(|_| "signature is not hex".to_owned())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .map_err(|_| "postback secret unusable".to_owned())?;
+        mac.update(signed.as_bytes());
+        return mac
+            .verify_slice(&expected)
+            .map_err(|_| "signature does not match the query".to_owned());
+    }
+    match (token, &s.postback_token) {
+        // Compare digests: equal-length, so the comparison leaks nothing useful.
+        (Some(t), Some(want)) if sha(t) == sha(want) => Ok(()),
+        (Some(_), _) => Err("postback token does not match".to_owned()),
+        (None, _) => Err("missing token= (or signature=)".to_owned()),
+    }
+}
+
+/// The query string without `name=…` pairs, as sent otherwise.
+pub fn strip_param(raw: &str, name: &str) -> String {
+    raw.split('&')
+        .filter(|p| p.split('=').next() != Some(name))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    clickward_core::parse_timestamp(s).ok()
+}
+
+fn internal(e: StoreError) -> Answer {
+    tracing::error!("conversion intake failed: {e}");
+    reject(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "error",
+        "internal error; see the server log",
+    )
+}

@@ -1,0 +1,25 @@
+//! Domain services that handlers call. Each receives the parts it uses
+//! (store, clock, event hub, link cache, metrics), never the whole
+//! `AppState`, and none imports a handler or start-up module.
+//!
+//! - [`ingest`]: the click pipeline (bounded queue → batched writer);
+//! - [`catalog`]: catalogue writes (programs, affiliates, links) that keep
+//!   the link cache and postback tokens right;
+//! - [`conversions`]: conversion intake (postback, API, pixel) and status
+//!   changes;
+//! - [`events`]: the live event hub (SSE);
+//! - [`cluster`]: shipping a node's spool and exchanging notices with other
+//!   nodes;
+//! - [`links`]: the link cache the redirect reads;
+//! - [`keys`]: API keys and tokens (made, hashed);
+//! - [`reports`]: report arguments, planning and output (CLI, API,
+//!   dashboard).
+
+pub mod catalog;
+pub mod cluster;
+pub mod conversions;
+pub mod events;
+pub mod ingest;
+pub mod keys;
+pub mod links;
+pub mod reports;
