@@ -3,7 +3,13 @@
 use std::io::Write;
 
 // Dropping the sink (at the end of the export) flushes the buffers.
+use crate::process::config::Validated;
+use anyhow::Context;
+use clap::Args;
+use clickward_core::report;
+use clickward_store::Store;
 use clickward_store::{ClickRow, ClickSink};
+use jiff::tz::TimeZone;
 
 /// The header row.
 pub const HEADER: &str = "click_id,ts,link,program,affiliate,src,sub1,sub2,sub3,sub4,sub5,referrer,device,os,browser,bot_reason,invalid_reason,country,region,city,unique\n";
@@ -49,4 +55,37 @@ pub fn csv_sink<W: Write + Send + 'static>(out: W) -> ClickSink {
         ])?;
         Ok(())
     })
+}
+
+/// `clickward export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// First local date, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: jiff::civil::Date,
+    /// Last local date, inclusive (default: --from).
+    #[arg(long)]
+    pub to: Option<jiff::civil::Date>,
+    /// IANA time zone of the dates.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+}
+
+/// Runs `clickward export`.
+///
+/// # Errors
+/// Store errors and bad arguments, with context.
+pub(super) async fn run(v: &Validated, store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
+    let _ = v;
+    let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
+    let (s, e) = report::date_range(args.from, args.to.unwrap_or(args.from), &tz)?;
+    let started = std::time::Instant::now();
+    let n = store
+        .export_clicks(s, e, crate::cli::export::csv_sink(std::io::stdout()))
+        .await?;
+    eprintln!(
+        "exported {n} clicks in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

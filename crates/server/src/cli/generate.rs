@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
+use crate::process::config::Validated;
 use anyhow::Context;
+use clap::Args;
 use clickward_core::click::{NewClick, TrackingParams, VisitorKey};
 use clickward_core::commission::{CommissionPlan, Rate};
 use clickward_core::conversion::ConversionStatus;
@@ -27,6 +29,7 @@ use clickward_store::{
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use std::path::PathBuf;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -291,4 +294,78 @@ pub async fn generate(
     }
     store.rollup(start, spec.end + 1).await?;
     Ok(summary)
+}
+
+/// `clickward gen` arguments.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Clicks to write.
+    #[arg(long, default_value_t = 100_000)]
+    pub clicks: u64,
+    /// Days of history ending now.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Links.
+    #[arg(long, default_value_t = 20)]
+    pub links: u32,
+    /// Affiliates.
+    #[arg(long, default_value_t = 5)]
+    pub affiliates: u32,
+    /// Percent of clicks from bots.
+    #[arg(long, default_value_t = 10)]
+    pub bot_pct: u32,
+    /// Percent of human clicks followed by a double tap.
+    #[arg(long, default_value_t = 5)]
+    pub double_tap_pct: u32,
+    /// Conversions per 10 000 human unique clicks.
+    #[arg(long, default_value_t = 200)]
+    pub conversions_per_10k: u32,
+    /// Distinct visitors.
+    #[arg(long, default_value_t = 50_000)]
+    pub visitors: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A JSON list of browser user agents (e.g. ../shared/data/user-agents/top-desktop.json).
+    #[arg(long)]
+    pub user_agents: Option<PathBuf>,
+}
+
+/// Runs `clickward gen`.
+///
+/// # Errors
+/// Store errors and bad arguments, with context.
+pub(super) async fn run(v: &Validated, store: &dyn Store, args: GenArgs) -> anyhow::Result<()> {
+    let _ = v;
+    let ua = UaParser::new(20_000)?;
+    let user_agents: Vec<String> = match &args.user_agents {
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a JSON list of strings", p.display()))?,
+        None => Vec::new(),
+    };
+    let spec = crate::cli::generate::GenSpec {
+        clicks: args.clicks,
+        days: args.days,
+        links: args.links,
+        affiliates: args.affiliates,
+        bot_pct: args.bot_pct.min(100),
+        double_tap_pct: args.double_tap_pct.min(100),
+        conversion_per_10k: args.conversions_per_10k.min(10_000),
+        visitors: args.visitors,
+        seed: args.seed,
+        end: jiff::Timestamp::now().as_microsecond(),
+        user_agents,
+        dedup_window: v.dedup_window,
+    };
+    let started = std::time::Instant::now();
+    let s = crate::cli::generate::generate(store, &ua, &spec).await?;
+    println!(
+        "generated {} clicks and {} conversions in {:.1} s",
+        s.clicks,
+        s.conversions,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -29,7 +29,10 @@ use clickward_enrich::ua::UaParser;
 use clickward_enrich::visitor::imported_visitor_key;
 use clickward_store::Store;
 
+use crate::process::config::Validated;
 use crate::process::secrets::Salts;
+use clap::Args;
+use std::path::PathBuf;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -265,6 +268,37 @@ async fn flush(
         } else {
             summary.already_present += 1;
         }
+    }
+    Ok(())
+}
+
+/// `clickward import` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// CSV file (see `clickward_server::import` for its columns).
+    pub file: PathBuf,
+}
+
+/// Runs `clickward import`.
+///
+/// # Errors
+/// Store errors and bad arguments, with context.
+pub(super) async fn run(v: &Validated, store: &dyn Store, args: ImportArgs) -> anyhow::Result<()> {
+    let _ = v;
+    let ua = UaParser::new(20_000)?;
+    let geo = if v.config.geoip.is_empty() {
+        None
+    } else {
+        Some(GeoDb::open(&v.config.geoip)?)
+    };
+    let s = crate::cli::import::import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window)
+        .await?;
+    println!(
+        "{} rows: {} clicks imported, {} already present, {} skipped",
+        s.rows, s.imported, s.already_present, s.skipped_count
+    );
+    for (line, why) in &s.skipped {
+        println!("  line {line}: {why}");
     }
     Ok(())
 }

@@ -15,9 +15,15 @@
 
 mod admin;
 mod assets;
+mod conversions;
+mod links;
+mod live;
 mod login;
+mod named;
+mod overview;
 mod portal;
 pub mod session;
+mod settings;
 pub mod stats;
 mod views;
 
@@ -49,34 +55,34 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// The routes of the dashboard, the portal, sign-in and their assets.
 pub fn router(state: AppState) -> Router<AppState> {
     let dashboard = Router::new()
-        .route("/", get(admin::overview))
-        .route("/kpis", get(admin::kpis_json))
-        .route("/live", get(admin::live))
-        .route("/events", get(admin::events))
-        .route("/links", get(admin::links).post(admin::create_link))
-        .route("/links/{code}", get(admin::link).post(admin::update_link))
+        .route("/", get(overview::overview))
+        .route("/kpis", get(overview::kpis_json))
+        .route("/live", get(live::live))
+        .route("/events", get(live::events))
+        .route("/links", get(links::links).post(links::create_link))
+        .route("/links/{code}", get(links::link).post(links::update_link))
         .route(
             "/affiliates",
-            get(admin::named_list::<Affiliate>).post(admin::create_named::<Affiliate>),
+            get(named::named_list::<Affiliate>).post(named::create_named::<Affiliate>),
         )
         .route(
             "/affiliates/{slug}",
-            get(admin::named_item::<Affiliate>).post(admin::update_named::<Affiliate>),
+            get(named::named_item::<Affiliate>).post(named::update_named::<Affiliate>),
         )
         .route(
             "/programs",
-            get(admin::named_list::<Program>).post(admin::create_named::<Program>),
+            get(named::named_list::<Program>).post(named::create_named::<Program>),
         )
         .route(
             "/programs/{slug}",
-            get(admin::named_item::<Program>).post(admin::update_named::<Program>),
+            get(named::named_item::<Program>).post(named::update_named::<Program>),
         )
-        .route("/conversions", get(admin::conversions))
-        .route("/conversions/{id}", post(admin::change_conversion))
-        .route("/payouts", get(admin::payouts))
-        .route("/settings", get(admin::settings))
-        .route("/settings/keys", post(admin::create_key))
-        .route("/settings/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/conversions", get(conversions::conversions))
+        .route("/conversions/{id}", post(conversions::change_conversion))
+        .route("/payouts", get(conversions::payouts))
+        .route("/settings", get(settings::settings))
+        .route("/settings/keys", post(settings::create_key))
+        .route("/settings/keys/{id}/revoke", post(settings::revoke_key))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate));
     let portal = Router::new()

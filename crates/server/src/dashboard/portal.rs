@@ -12,10 +12,12 @@ use clickward_core::report::Dimension;
 use clickward_store::ConversionFilter;
 use serde::Deserialize;
 
-use super::admin::{
-    BalanceItem, ConversionItem, LinkItem, PayoutItem, StatsView, balance_items, conversion_item,
-    link_item, payout_items, stats_view, tiles_json,
+use super::admin::{StatsView, stats_view};
+use super::conversions::{
+    BalanceItem, ConversionItem, PayoutItem, balance_items, conversion_item, payout_items,
 };
+use super::links::{LinkItem, link_item};
+use super::overview::tiles_json;
 use super::session::{Session, Who};
 use super::stats::{Range, RangeQuery};
 use super::views::{self, BuilderQuery, Chrome, Notice};

@@ -1,0 +1,76 @@
+//! The live page: the latest clicks rendered by the server, then the SSE
+//! stream.
+
+//! The merchant's pages under `/dashboard`. Thin: read through the store and
+//! the report engine, write through the same paths as the admin API.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::admin::PageResult;
+use super::page;
+use super::session::Session;
+use super::views::{Chrome, or_dash, utc};
+use crate::process::app::AppState;
+
+/// A row of the live table (server-rendered ones are the latest clicks).
+pub struct LiveRow {
+    pub time: String,
+    pub kind: &'static str,
+    pub link: String,
+    pub affiliate: String,
+    pub src: String,
+    pub class: &'static str,
+    pub reason: String,
+    pub country: String,
+    pub referrer: String,
+    pub device: String,
+    pub browser: String,
+    pub redirect: String,
+}
+
+#[derive(Template)]
+#[template(path = "live.html")]
+pub(super) struct LivePage {
+    c: Chrome,
+    rows: Vec<LiveRow>,
+}
+
+/// `GET /dashboard/live`: the latest clicks, then the live stream.
+pub async fn live(State(app): State<AppState>, Extension(s): Extension<Session>) -> PageResult {
+    let clicks = app.0.store.list_clicks(None, 50).await?;
+    let rows = clicks
+        .into_iter()
+        .map(|k| LiveRow {
+            time: utc(k.ts),
+            kind: "click",
+            link: k.link,
+            affiliate: or_dash(k.affiliate.as_deref()),
+            src: or_dash(k.src.as_deref()),
+            class: if k.bot_reason.is_some() {
+                "bot"
+            } else {
+                "human"
+            },
+            reason: or_dash(k.bot_reason.as_deref()),
+            country: or_dash(k.country.as_deref()),
+            referrer: or_dash(k.referrer.as_deref()),
+            device: k.device,
+            browser: or_dash(k.browser.as_deref()),
+            redirect: "–".to_owned(),
+        })
+        .collect();
+    Ok(page(&LivePage {
+        c: Chrome::new(&s, "Live", "live").with_geo(),
+        rows,
+    }))
+}
+
+/// `GET /dashboard/events`: the live event stream (SSE) for a signed-in
+/// dashboard; the same stream as `GET /api/v1/events`.
+pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    crate::http::live_stream(app, &headers, None)
+}
