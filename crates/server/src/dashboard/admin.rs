@@ -1,8 +1,7 @@
-//! What the admin pages share: the page query (range, zone), the stats
-//! block of an item page.
-
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
+//! What the merchant's pages under `/dashboard` share: the page query
+//! (range, zone, notice), the stats block of an item page. The pages live one
+//! per file beside this one; all are thin: they read through the store and
+//! the report engine and write through the same services as the admin API.
 
 use axum::response::Response;
 use clickward_core::report::Dimension;

@@ -1,9 +1,6 @@
 //! Conversions (filter, approve, reject, reverse) and payouts (balances,
 //! batches).
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};

@@ -1,9 +1,6 @@
 //! Links: list, search, create, per-link page with stats, edit form and
 //! link builder.
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;

@@ -1,9 +1,6 @@
 //! The live page: the latest clicks rendered by the server, then the SSE
 //! stream.
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;

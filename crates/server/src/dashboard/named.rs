@@ -2,9 +2,6 @@
 //! with stats, edit), typed by the resource; programs show their postback
 //! URLs.
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;

@@ -1,9 +1,6 @@
 //! The overview page: tiles, chart and top tables for a range in a zone, and
 //! the tiles' JSON the page polls.
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};

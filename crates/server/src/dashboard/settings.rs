@@ -1,8 +1,5 @@
 //! Settings: API keys (create, shown once; revoke), users, postback URLs.
 
-//! The merchant's pages under `/dashboard`. Thin: read through the store and
-//! the report engine, write through the same paths as the admin API.
-
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;

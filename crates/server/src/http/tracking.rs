@@ -6,25 +6,28 @@
 //! GeoIP and the visitor key, and goes no further.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clickward_core::click::{NewClick, TrackingParams, VisitorKey, normalize_referrer};
+use clickward_core::Micros;
+use clickward_core::click::{BotReason, NewClick, TrackingParams, VisitorKey, normalize_referrer};
 use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
 use clickward_core::program::AttributionModel;
 use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::ip::client_ip;
+use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 
 use super::cookies::{self, Found};
-use crate::process::app::AppState;
+use crate::process::app::{AppState, Inner};
 use crate::services::events::LiveEvent;
+use crate::services::links::CachedLink;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
@@ -127,6 +130,9 @@ pub async fn track_go(
     track(&app, started, &code, &pairs, &parts, peer).await
 }
 
+/// The click path, as its steps: facts from the request, verdict, visitor
+/// identity, the click id and Location, cookies, hand-off to the pipeline,
+/// and the answer. Each step is a function of what it is given.
 async fn track(
     app: &AppState,
     started: Instant,
@@ -135,29 +141,62 @@ async fn track(
     parts: &Parts,
     peer: SocketAddr,
 ) -> Response {
-    let headers = &parts.headers;
     let s = &app.0;
     let Some(link) = s.links.get(code) else {
         return not_found(app);
     };
     let now = s.clock.now_micros();
-    let params = TrackingParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+    let headers = &parts.headers;
+    let facts = request_facts(s, parts, pairs, peer);
+    // Cookies are for browsers: fetchers and prefetches get none (they would
+    // not keep them, and a prefetch must not claim attribution before the
+    // real click).
+    let human = facts.bot_reason.is_none();
+    let visitor = visitor_identity(s, headers, now, &facts, human);
 
+    let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
+    let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
+    let location = location(&link, click_id, &facts.params);
+    let attribution = if human {
+        attribution_cookie(s, headers, &link, click_id, now, facts.secure)
+    } else {
+        None
+    };
+
+    let (click, event) = click_of(&link, click_id, now, facts, visitor.key, visitor.previous);
+    hand_off(s, click, event, started).await;
+    redirect(s, &link, location, [visitor.cookie, attribution], started)
+}
+
+/// What the request says, read once: placement and sub-ids, user agent
+/// facts, the bot verdict, the client IP's location, the referrer, and
+/// whether cookies must be `Secure`. The IP itself goes no further than
+/// this step and [`visitor_identity`].
+struct RequestFacts<'r> {
+    params: TrackingParams,
+    ua: &'r [u8],
+    info: std::sync::Arc<clickward_enrich::ua::UaInfo>,
+    bot_reason: Option<BotReason>,
+    ip: IpAddr,
+    geo: clickward_enrich::geo::Geo,
+    referrer: Option<String>,
+    secure: bool,
+}
+
+fn request_facts<'r>(
+    s: &Inner,
+    parts: &'r Parts,
+    pairs: &Pairs<'_>,
+    peer: SocketAddr,
+) -> RequestFacts<'r> {
+    let headers = &parts.headers;
+    let params = TrackingParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
     let ua = headers
         .get(header::USER_AGENT)
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
     let info = s.ua.parse(ua);
-    let prefetch = ["sec-purpose", "purpose", "x-moz"]
-        .iter()
-        .filter_map(|h| headers.get(*h))
-        .any(|v| bot::is_prefetch_header(v.as_bytes()));
-    let shape = RequestShape {
-        head: parts.method == Method::HEAD,
-        prefetch,
-    };
-    let bot_reason = bot::classify(shape, info.bot);
-
+    let bot_reason = verdict(parts.method == Method::HEAD, headers, info.bot);
     let ip = client_ip(
         peer.ip(),
         headers
@@ -178,9 +217,66 @@ async fn track(
         }),
         None => None,
     };
+    let referrer = headers
+        .get(header::REFERER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .and_then(|r| normalize_referrer(&r));
+    let secure = cookie_secure(s.cfg.config.cookie_secure, &s.cfg.trusted, peer, headers);
+    RequestFacts {
+        params,
+        ua,
+        info,
+        bot_reason,
+        ip,
+        geo: geo.unwrap_or_default(),
+        referrer,
+        secure,
+    }
+}
 
-    // The visitor: the key in our cookie when it opens, else a key of
-    // (IP, user agent) under today's salt (plus earlier salts for dedup).
+/// The bot verdict: request shape first (a HEAD or a prefetch from a real
+/// browser is still not a click), then the user agent's own verdict.
+fn verdict(head: bool, headers: &HeaderMap, ua_reason: Option<BotReason>) -> Option<BotReason> {
+    let prefetch = ["sec-purpose", "purpose", "x-moz"]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .any(|v| bot::is_prefetch_header(v.as_bytes()));
+    bot::classify(RequestShape { head, prefetch }, ua_reason)
+}
+
+/// `Secure` cookies when configured, or when a trusted proxy says the
+/// visitor came over https (`X-Forwarded-Proto`).
+fn cookie_secure(
+    configured: bool,
+    trusted: &[IpNet],
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> bool {
+    configured
+        || (trusted
+            .iter()
+            .any(|n| n.contains(&clickward_enrich::ip::canonical(peer.ip())))
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
+}
+
+/// Who clicked: the key in our visitor cookie when it opens, else a key of
+/// (IP, user agent) under today's salt, with the keys of earlier salts the
+/// dedup window reaches; and the visitor cookie to set for a new human.
+struct Visitor {
+    key: VisitorKey,
+    previous: Vec<VisitorKey>,
+    cookie: Option<HeaderValue>,
+}
+
+fn visitor_identity(
+    s: &Inner,
+    headers: &HeaderMap,
+    now: Micros,
+    facts: &RequestFacts<'_>,
+    human: bool,
+) -> Visitor {
     let found = cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE);
     let from_cookie = match &found {
         Found::Valid(v) => VisitorKey::from_hex(v),
@@ -189,56 +285,56 @@ async fn track(
     if from_cookie.is_none() && !matches!(found, Found::Absent) {
         s.metrics.cookie_rejected.increment(1);
     }
-    // `Secure` when configured, or when a trusted proxy says the visitor
-    // came over https (X-Forwarded-Proto).
-    let secure = s.cfg.config.cookie_secure
-        || (s
-            .cfg
-            .trusted
-            .iter()
-            .any(|n| n.contains(&clickward_enrich::ip::canonical(peer.ip())))
-            && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
-    // Cookies are for browsers: fetchers and prefetches get none (they would
-    // not keep them, and a prefetch must not claim attribution before the
-    // real click).
-    let human = bot_reason.is_none();
-    // At most two: the visitor cookie and the program's attribution cookie.
-    let mut set_cookies: [Option<HeaderValue>; 2] = [None, None];
-    let (visitor_key, previous_keys) = match from_cookie {
-        Some(k) => (k, Vec::new()),
-        None => match s.salts.keys_for(now, s.cfg.dedup_window, ip, ua) {
-            Ok((k, prev)) => {
-                if human {
-                    let sealed = s.cookie_sealer.seal(VISITOR_COOKIE, &k.to_hex());
-                    set_cookies[0] = cookies::set_cookie(
-                        VISITOR_COOKIE,
-                        &sealed,
-                        cookie_max_age_s(s.cfg.dedup_window),
-                        secure,
-                    );
-                }
-                (k, prev)
+    if let Some(key) = from_cookie {
+        return Visitor {
+            key,
+            previous: Vec::new(),
+            cookie: None,
+        };
+    }
+    match s
+        .salts
+        .keys_for(now, s.cfg.dedup_window, facts.ip, facts.ua)
+    {
+        Ok((key, previous)) => {
+            let cookie = if human {
+                let sealed = s.cookie_sealer.seal(VISITOR_COOKIE, &key.to_hex());
+                cookies::set_cookie(
+                    VISITOR_COOKIE,
+                    &sealed,
+                    cookie_max_age_s(s.cfg.dedup_window),
+                    facts.secure,
+                )
+            } else {
+                None
+            };
+            Visitor {
+                key,
+                previous,
+                cookie,
             }
-            Err(e) => {
-                // Cannot persist today's salt: still redirect, still record,
-                // under a key that only dedups within this request.
-                tracing::error!("visitor salt unavailable: {e}");
-                let mut k = [0u8; 16];
-                rand::fill(&mut k[..]);
-                (VisitorKey(k), Vec::new())
+        }
+        Err(e) => {
+            // Cannot persist today's salt: still redirect, still record,
+            // under a key that only dedups within this request.
+            tracing::error!("visitor salt unavailable: {e}");
+            let mut k = [0u8; 16];
+            rand::fill(&mut k[..]);
+            Visitor {
+                key: VisitorKey(k),
+                previous: Vec::new(),
+                cookie: None,
             }
-        },
-    };
+        }
+    }
+}
 
-    let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
-    let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
+/// The Location: the link's destination with its macros expanded.
+fn location(link: &CachedLink, click_id: ClickId, params: &TrackingParams) -> String {
     let mut id_buf = [0u8; ulid::ULID_LEN];
-    let click_id_text = click_id.0.array_to_str(&mut id_buf);
     let record = &link.record;
-    let location = link.destination.expand(&MacroValues {
-        click_id: click_id_text,
+    link.destination.expand(&MacroValues {
+        click_id: click_id.0.array_to_str(&mut id_buf),
         code: record.link.code.as_str(),
         affiliate: record
             .link
@@ -249,39 +345,64 @@ async fn track(
         program: record.link.program.as_str(),
         src: params.src.as_deref().unwrap_or(""),
         subs: std::array::from_fn(|i| params.subs[i].as_deref().unwrap_or("")),
-    });
+    })
+}
 
-    // The program's attribution cookie: last click replaces it, first click
-    // keeps a valid one. It carries click id, affiliate, program, click time.
-    if human {
-        let at = &link.attribution;
-        let existing = cookies::find(&s.cookie_sealer, headers, &at.name);
-        if matches!(existing, Found::Rejected) {
-            s.metrics.cookie_rejected.increment(1);
-        }
-        if !matches!(existing, Found::Valid(_)) || at.model == AttributionModel::LastClick {
-            let value = AttributionValue {
-                click_id,
-                affiliate: record
-                    .link
-                    .affiliate
-                    .as_ref()
-                    .map(|a| a.as_str())
-                    .unwrap_or(""),
-                program: record.link.program.as_str(),
-                ts_s: now / 1_000_000,
-            }
-            .encode();
-            let sealed = s.cookie_sealer.seal(&at.name, &value);
-            set_cookies[1] = cookies::set_cookie(&at.name, &sealed, at.max_age_s.max(1), secure);
-        }
+/// The program's attribution cookie: last click replaces it, first click
+/// keeps a valid one. It carries click id, affiliate, program, click time.
+fn attribution_cookie(
+    s: &Inner,
+    headers: &HeaderMap,
+    link: &CachedLink,
+    click_id: ClickId,
+    now: Micros,
+    secure: bool,
+) -> Option<HeaderValue> {
+    let at = &link.attribution;
+    let existing = cookies::find(&s.cookie_sealer, headers, &at.name);
+    if matches!(existing, Found::Rejected) {
+        s.metrics.cookie_rejected.increment(1);
     }
+    if matches!(existing, Found::Valid(_)) && at.model != AttributionModel::LastClick {
+        return None;
+    }
+    let record = &link.record;
+    let value = AttributionValue {
+        click_id,
+        affiliate: record
+            .link
+            .affiliate
+            .as_ref()
+            .map(|a| a.as_str())
+            .unwrap_or(""),
+        program: record.link.program.as_str(),
+        ts_s: now / 1_000_000,
+    }
+    .encode();
+    let sealed = s.cookie_sealer.seal(&at.name, &value);
+    cookies::set_cookie(&at.name, &sealed, at.max_age_s.max(1), secure)
+}
 
-    let referrer = headers
-        .get(header::REFERER)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-        .and_then(|r| normalize_referrer(&r));
-    let geo = geo.unwrap_or_default();
+/// The click to record and its live event. The event carries what was
+/// recorded (never the IP); it is made before the click moves into the
+/// ingest queue, and gets the outcome and the redirect time in [`hand_off`].
+fn click_of(
+    link: &CachedLink,
+    click_id: ClickId,
+    now: Micros,
+    facts: RequestFacts<'_>,
+    visitor_key: VisitorKey,
+    previous_keys: Vec<VisitorKey>,
+) -> (NewClick, LiveEvent) {
+    let record = &link.record;
+    let RequestFacts {
+        params,
+        info,
+        bot_reason,
+        geo,
+        referrer,
+        ..
+    } = facts;
     let click = NewClick {
         click_id,
         ts: now,
@@ -300,10 +421,7 @@ async fn track(
         visitor_key,
         previous_keys,
     };
-    // The live event carries what was recorded (never the IP); it is made
-    // before the click moves into the ingest queue, and gets the outcome
-    // and the redirect time after.
-    let mut event = LiveEvent::Click {
+    let event = LiveEvent::Click {
         click_id,
         ts: now,
         link: link.names.code.clone(),
@@ -320,6 +438,13 @@ async fn track(
         outcome: "",
         redirect_us: 0,
     };
+    (click, event)
+}
+
+/// Hands the click to the ingest pipeline (with `durability = "sync"` this
+/// waits for its commit), counts it, and publishes its live event.
+async fn hand_off(s: &Inner, click: NewClick, mut event: LiveEvent, started: Instant) {
+    let bot_reason = click.bot;
     let submitted = s.ingest.submit(click).await;
     submitted.counter(&s.metrics).increment(1);
     if let LiveEvent::Click {
@@ -335,7 +460,17 @@ async fn track(
     if let Some(reason) = bot_reason {
         s.metrics.bot_clicks(reason).increment(1);
     }
+}
 
+/// The answer: the link's temporary redirect, never cached, with the
+/// cookies to set.
+fn redirect(
+    s: &Inner,
+    link: &CachedLink,
+    location: String,
+    set_cookies: [Option<HeaderValue>; 2],
+    started: Instant,
+) -> Response {
     let status = StatusCode::from_u16(link.redirect.code()).unwrap_or(StatusCode::FOUND);
     let Ok(location) = HeaderValue::try_from(location) else {
         // Destinations are checked when saved and macro values are encoded,
@@ -429,5 +564,58 @@ mod tests {
         }
         assert!(AttributionValue::decode("x|a|b|1").is_none());
         assert!(AttributionValue::decode(&format!("{click_id}|a|b|1|extra")).is_none());
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verdict_puts_request_shape_before_the_user_agent() {
+        let none = headers(&[]);
+        assert_eq!(verdict(false, &none, None), None);
+        assert_eq!(
+            verdict(false, &none, Some(BotReason::UaPattern)),
+            Some(BotReason::UaPattern)
+        );
+        // A real browser's HEAD or prefetch is still not a click.
+        assert_eq!(verdict(true, &none, None), Some(BotReason::Head));
+        for h in [
+            headers(&[("sec-purpose", "prefetch;prerender")]),
+            headers(&[("purpose", "prefetch")]),
+            headers(&[("x-moz", "prefetch")]),
+        ] {
+            assert_eq!(verdict(false, &h, None), Some(BotReason::Prefetch));
+            assert_eq!(
+                verdict(false, &h, Some(BotReason::UaPattern)),
+                Some(BotReason::Prefetch)
+            );
+        }
+        assert_eq!(
+            verdict(false, &headers(&[("sec-purpose", "nothing")]), None),
+            None
+        );
+    }
+
+    #[test]
+    fn cookies_are_secure_when_configured_or_a_trusted_proxy_says_https() {
+        let proxy: SocketAddr = "10.0.0.5:4000".parse().expect("addr");
+        let stranger: SocketAddr = "203.0.113.9:4000".parse().expect("addr");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let https = headers(&[("x-forwarded-proto", "HTTPS")]);
+        let http = headers(&[("x-forwarded-proto", "http")]);
+        assert!(cookie_secure(true, &[], stranger, &headers(&[])));
+        assert!(cookie_secure(false, &trusted, proxy, &https));
+        assert!(!cookie_secure(false, &trusted, proxy, &http));
+        // Anyone can send the header: only a trusted proxy is believed.
+        assert!(!cookie_secure(false, &trusted, stranger, &https));
     }
 }
