@@ -1,7 +1,8 @@
 //! `clickward link`: add, list, disable.
 
-use super::{parse_kv, slug};
+use super::slug;
 use crate::process::config::Validated;
+use crate::services::reports::parse_kv;
 use anyhow::Context;
 use clap::Subcommand;
 use clickward_core::id::{LinkCode, Slug};

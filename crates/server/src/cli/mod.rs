@@ -112,12 +112,6 @@ pub struct ServeArgs {
     pub geoip: Vec<PathBuf>,
 }
 
-pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
-}
-
 /// Loads the config file (if any) and applies `--data-dir`.
 ///
 /// # Errors

@@ -318,6 +318,16 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
+/// Parses a `KEY=VALUE` command-line argument (`--filter`, `--utm`).
+///
+/// # Errors
+/// When there is no `=`.
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
 /// Output format of `clickward report`.
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
 pub enum Format {
@@ -359,7 +369,7 @@ pub struct ReportArgs {
     pub by: String,
     /// Only clicks with this value, e.g. --filter link=solare (repeatable;
     /// any dimension but the time ones).
-    #[arg(long = "filter", value_parser = crate::cli::parse_kv)]
+    #[arg(long = "filter", value_parser = parse_kv)]
     pub filters: Vec<(String, String)>,
     /// Bucket conversions by their own time or their click's.
     #[arg(long, value_enum, default_value_t)]
