@@ -7,7 +7,7 @@
 # with no work, crates/server/examples/bare_redirect.rs) runs in the same
 # loop: the ceiling of the stack.
 #
-#   bash bench/run.sh            # RUNS=3 DURATION=10s CONNECTIONS=32
+#   bash bench/run.sh            # RUNS=3 DURATION=10s CONNECTIONS=32 [CLICKWARD_BIN=path]
 #
 # Needs wrk and nginx (installed here with apt if missing).
 set -euo pipefail
@@ -25,8 +25,10 @@ if ! need wrk || ! need nginx; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 
+# CLICKWARD_BIN measures another build (e.g. the binary of an earlier commit,
+# for a before/after in the same session) against the same references.
 cargo build --release -q -p clickward --bin clickward --example bare_redirect
-BIN=$ROOT/target/release/clickward
+BIN=${CLICKWARD_BIN:-$ROOT/target/release/clickward}
 BARE=$ROOT/target/release/examples/bare_redirect
 python3 bench/make_mix.py "$SHARED" "$OUT/mix.lua" >&2
 
