@@ -227,3 +227,44 @@ pub(crate) const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u
 /// The query both backends read payout batches with (then a `WHERE`).
 pub(crate) const PAYOUT_SELECT: &str = "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, \
      o.created_at FROM payouts o JOIN affiliates a ON a.id = o.affiliate_id";
+
+/// The programs whose payable balance in `currency` a payout may pay, or
+/// [`StoreError::Refused`] naming why there is nothing to pay (no balance,
+/// a negative one, or one below the program's minimum), so that no empty
+/// batch is ever made.
+pub(crate) fn eligible_programs(
+    affiliate: &str,
+    currency: clickward_core::money::Currency,
+    lines: &[crate::PayoutLine],
+) -> Result<Vec<String>, StoreError> {
+    let code = currency.code();
+    let mine: Vec<&crate::PayoutLine> = lines.iter().filter(|l| l.currency == code).collect();
+    let eligible: Vec<String> = mine
+        .iter()
+        .filter(|l| l.eligible)
+        .map(|l| l.program.clone())
+        .collect();
+    if !eligible.is_empty() {
+        return Ok(eligible);
+    }
+    if mine.is_empty() {
+        return Err(StoreError::Refused(format!(
+            "nothing to pay: affiliate {affiliate:?} has no {code} balance; nothing was created"
+        )));
+    }
+    let why: Vec<String> = mine
+        .iter()
+        .map(|l| {
+            format!(
+                "{}: payable {}, minimum {}",
+                l.program,
+                currency.format(l.payable_minor),
+                currency.format(l.min_payout_minor)
+            )
+        })
+        .collect();
+    Err(StoreError::Refused(format!(
+        "nothing to pay: affiliate {affiliate:?} has no positive {code} balance that reaches its program's minimum ({}); nothing was created",
+        why.join("; ")
+    )))
+}

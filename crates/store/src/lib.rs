@@ -59,6 +59,11 @@ pub enum StoreError {
     /// A create collided with an existing thing (e.g. `link "x"`).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The change is not allowed in the current state: a conversion's
+    /// lifecycle forbids it, or a payout has nothing eligible to pay. The
+    /// text is a whole sentence for people.
+    #[error("{0}")]
+    Refused(String),
     /// SQLite said no.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -653,7 +658,7 @@ pub trait ConversionStore: Send + Sync + 'static {
     fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>>;
 
     /// Moves a conversion to `to`, appending its ledger entries with who and
-    /// why. Errors with `Conflict` when the lifecycle forbids the change.
+    /// why. Errors with `Refused` when the lifecycle forbids the change.
     fn set_conversion_status(
         &self,
         id: ConversionId,
@@ -675,7 +680,9 @@ pub trait ConversionStore: Send + Sync + 'static {
 
     /// Pays the affiliate's eligible payable balance in `currency`: marks
     /// approved conversions paid and nets clawbacks, in one transaction.
-    /// The same `key` returns the same batch and changes nothing.
+    /// The same `key` returns the same batch and changes nothing; with nothing
+    /// eligible (no balance, a negative one, or one below the minimum) it is
+    /// `Refused` with the reason, and no batch is made.
     fn create_payout(
         &self,
         affiliate: Slug,

@@ -40,11 +40,11 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: AffiliateCmd) -> 
                     SaveMode::Create,
                 )
                 .await?;
-            println!("created affiliate {}", a.slug);
+            outln!("created affiliate {}", a.slug);
         }
         AffiliateCmd::List => {
             for a in store.list_affiliates().await? {
-                println!("{:<24} {:<10} {}", a.slug, a.status.as_str(), a.name);
+                outln!("{:<24} {:<10} {}", a.slug, a.status.as_str(), a.name);
             }
         }
     }

@@ -55,9 +55,15 @@ pub(super) async fn conversion_command(
                     ConversionStatus::parse(&s).with_context(|| format!("unknown status {s:?}"))
                 })
                 .transpose()?;
-            println!(
-                "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} cur",
-                "conversion", "status", "program", "affiliate", "event", "amount", "commission"
+            outln!(
+                "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} cur order",
+                "conversion",
+                "status",
+                "program",
+                "affiliate",
+                "event",
+                "amount",
+                "commission"
             );
             let filter = clickward_store::ConversionFilter {
                 status,
@@ -66,8 +72,8 @@ pub(super) async fn conversion_command(
             };
             for c in store.list_conversions(filter).await? {
                 let cur = Currency::parse(&c.currency)?;
-                println!(
-                    "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} {}",
+                outln!(
+                    "{:<26} {:<10} {:<16} {:<16} {:<10} {:>12} {:>12} {} {}",
                     c.conversion_id.to_string(),
                     c.status.as_str(),
                     c.program,
@@ -77,7 +83,8 @@ pub(super) async fn conversion_command(
                         .map(|a| cur.format(a))
                         .unwrap_or_else(|| "-".to_owned()),
                     cur.format(c.commission_minor),
-                    c.currency
+                    c.currency,
+                    c.order_id
                 );
             }
             return Ok(());
@@ -92,7 +99,7 @@ pub(super) async fn conversion_command(
     let row = store
         .set_conversion_status(id, to, "cli".to_owned(), reason)
         .await?;
-    println!(
+    outln!(
         "conversion {} is {}",
         row.conversion_id,
         row.status.as_str()

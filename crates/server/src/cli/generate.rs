@@ -361,7 +361,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: GenArgs) -> anyh
     };
     let started = std::time::Instant::now();
     let s = crate::cli::generate::generate(store, &ua, &spec).await?;
-    println!(
+    outln!(
         "generated {} clicks and {} conversions in {:.1} s",
         s.clicks,
         s.conversions,

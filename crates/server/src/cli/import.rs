@@ -293,12 +293,15 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: ImportArgs) -> a
     };
     let s = crate::cli::import::import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window)
         .await?;
-    println!(
+    outln!(
         "{} rows: {} clicks imported, {} already present, {} skipped",
-        s.rows, s.imported, s.already_present, s.skipped_count
+        s.rows,
+        s.imported,
+        s.already_present,
+        s.skipped_count
     );
     for (line, why) in &s.skipped {
-        println!("  line {line}: {why}");
+        outln!("  line {line}: {why}");
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: KeyCmd) -> anyhow
             };
             store.create_api_key(hash, prefix, scope, label).await?;
             eprintln!("created a {} key; it is shown only now:", scope.as_str());
-            println!("{secret}");
+            outln!("{secret}");
         }
     }
     Ok(())

@@ -75,16 +75,19 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: LinkCmd) -> anyho
                     SaveMode::Create,
                 )
                 .await?;
-            println!("created link {} -> {}", rec.link.code, rec.link.destination);
+            outln!("created link {} -> {}", rec.link.code, rec.link.destination);
         }
         LinkCmd::List => {
-            println!(
+            outln!(
                 "{:<24} {:<10} {:<16} {:<16} destination",
-                "code", "status", "program", "affiliate"
+                "code",
+                "status",
+                "program",
+                "affiliate"
             );
             for r in store.list_links().await? {
                 let status = if r.redirects { "active" } else { "inactive" };
-                println!(
+                outln!(
                     "{:<24} {:<10} {:<16} {:<16} {}",
                     r.link.code,
                     status,
@@ -113,7 +116,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: LinkCmd) -> anyho
                     SaveMode::Update,
                 )
                 .await?;
-            println!("disabled link {code}");
+            outln!("disabled link {code}");
         }
     }
     Ok(())

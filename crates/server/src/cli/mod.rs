@@ -13,6 +13,16 @@ use clap::{Args, Parser, Subcommand};
 use clickward_core::id::Slug;
 use clickward_store::Store;
 
+/// `println!` that returns the write error instead of panicking, so a
+/// closed pipe (`clickward conversion list | head -1`) ends the command
+/// quietly (see [`is_closed_pipe`]).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 mod affiliates;
 mod conversions;
 pub mod export;
@@ -180,4 +190,13 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&v, store, args).await?,
     }
     Ok(())
+}
+
+/// `true` when `e` is the reader of our standard output going away (a
+/// closed pipe): not an error of the command, so it exits quietly with 0.
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

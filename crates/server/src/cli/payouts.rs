@@ -42,13 +42,16 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: PayoutCmd) -> any
     match cmd {
         PayoutCmd::Preview { affiliate } => {
             let lines = store.payout_preview(slug(&affiliate, "affiliate")?).await?;
-            println!(
+            outln!(
                 "{:<24} {:<8} {:>16} {:>16}  eligible",
-                "program", "currency", "payable", "minimum"
+                "program",
+                "currency",
+                "payable",
+                "minimum"
             );
             for l in lines {
                 let cur = Currency::parse(&l.currency)?;
-                println!(
+                outln!(
                     "{:<24} {:<8} {:>16} {:>16}  {}",
                     l.program,
                     l.currency,
@@ -87,7 +90,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: PayoutCmd) -> any
             } else {
                 "already existed (same key; nothing changed)"
             };
-            println!(
+            outln!(
                 "payout {} {verb}: {} {} to {} for {} conversions",
                 p.batch_id,
                 cur.format(p.amount_minor),
@@ -121,7 +124,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: PayoutCmd) -> any
                     created.as_str(),
                 ])?;
                 w.flush()?;
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
             }
         }
     }

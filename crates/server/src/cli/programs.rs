@@ -41,17 +41,20 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: ProgramCmd) -> an
                     SaveMode::Create,
                 )
                 .await?;
-            println!("created program {}", p.slug);
+            outln!("created program {}", p.slug);
         }
         ProgramCmd::List => {
             crate::services::catalog::ensure_postback_tokens(store).await?;
-            println!(
+            outln!(
                 "{:<24} {:<10} {:<8} {:<34} name",
-                "slug", "status", "currency", "postback token"
+                "slug",
+                "status",
+                "currency",
+                "postback token"
             );
             for p in store.list_programs().await? {
                 let s = store.program_settings(p.id).await?;
-                println!(
+                outln!(
                     "{:<24} {:<10} {:<8} {:<34} {}",
                     p.slug,
                     p.status.as_str(),

@@ -31,7 +31,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: RollupArgs) -> a
             let to = to.unwrap_or(from);
             let (s, e) = report::date_range(from, to, &TimeZone::UTC)?;
             store.rollup(s, e).await?;
-            println!(
+            outln!(
                 "recomputed rollups {from} .. {to} (UTC) in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
@@ -48,7 +48,7 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: RollupArgs) -> a
                 last = Some(w);
             }
             let w = last.and_then(|w| jiff::Timestamp::from_microsecond(w).ok());
-            println!(
+            outln!(
                 "rolled up to {} in {:.1} s",
                 w.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
                 started.elapsed().as_secs_f64()

@@ -94,7 +94,7 @@ pub(super) async fn user_command(
                     changed_at: jiff::Timestamp::now().as_microsecond(),
                 })
                 .await?;
-            println!(
+            outln!(
                 "user {} ({}{})",
                 user.username,
                 user.role.as_str(),
@@ -104,9 +104,9 @@ pub(super) async fn user_command(
             );
         }
         UserCmd::List => {
-            println!("{:<32} {:<10} affiliate", "user", "role");
+            outln!("{:<32} {:<10} affiliate", "user", "role");
             for u in store.list_users().await? {
-                println!(
+                outln!(
                     "{:<32} {:<10} {}",
                     u.username,
                     u.role.as_str(),
@@ -128,7 +128,7 @@ pub(super) async fn user_command(
             let base = base
                 .or_else(|| v.config.dashboard.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", v.config.listen));
-            println!("{}/login/magic?t={token}", base.trim_end_matches('/'));
+            outln!("{}/login/magic?t={token}", base.trim_end_matches('/'));
         }
     }
     Ok(())

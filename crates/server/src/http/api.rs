@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
+use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
 use crate::services::catalog::{NamedBody, NamedResource};
 
@@ -292,6 +293,7 @@ pub async fn enable_link(
 // ---- clicks -----------------------------------------------------------------
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClickListQuery {
     link: Option<String>,
     limit: Option<String>,
@@ -303,7 +305,7 @@ const MAX_CLICK_LIMIT: u32 = 1000;
 pub async fn list_clicks(
     _: Authorized,
     State(app): State<AppState>,
-    Query(q): Query<ClickListQuery>,
+    ApiQuery(q): ApiQuery<ClickListQuery>,
 ) -> ApiResult<Json<Vec<clickward_store::ClickRow>>> {
     let limit = match q.limit.as_deref() {
         None | Some("") => 100,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clickward_core::conversion::{ConversionReport, ConversionStatus};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
+use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
 use crate::services::conversions::{Answer, Via, conversion_json};
 use clickward_store::{ConversionFilter, KeyScope};
@@ -116,7 +117,14 @@ pub async fn create(
     if idem.is_some_and(|k| k.len() > 255) {
         return ApiError::bad_request("Idempotency-Key is longer than 255 bytes").into_response();
     }
-    let print = blake3::hash(&body).as_bytes().to_vec();
+    // The fingerprint is of the parsed request (its fields, in a fixed
+    // order), so the same JSON with its keys in another order is the same
+    // request; a body that does not parse is fingerprinted as sent.
+    let parsed = parse_json_report(&body);
+    let print = match &parsed {
+        Ok((_, print)) => print.clone(),
+        Err(_) => blake3::hash(&body).as_bytes().to_vec(),
+    };
     if let Some(k) = idem {
         match app.0.store.idempotent_response(k.to_owned()).await {
             Ok(Some((fp, status, stored))) => {
@@ -142,8 +150,8 @@ pub async fn create(
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
-    let report = match parse_json_report(&body) {
-        Ok(r) => r,
+    let report = match parsed {
+        Ok((r, _)) => r,
         Err(reason) => {
             return answer(Answer {
                 status: StatusCode::BAD_REQUEST,
@@ -175,13 +183,40 @@ pub async fn create(
     answer(a)
 }
 
-fn parse_json_report(body: &[u8]) -> Result<ConversionReport, String> {
+/// The fields `POST /api/v1/conversions` takes (the postback's aliases are
+/// for senders that cannot choose their names; the JSON API names each field
+/// once, as the link API does, and refuses others).
+const JSON_FIELDS: [&str; 12] = [
+    "click_id",
+    "order_id",
+    "amount",
+    "currency",
+    "event",
+    "status",
+    "occurred_at",
+    "adv_sub1",
+    "adv_sub2",
+    "adv_sub3",
+    "adv_sub4",
+    "adv_sub5",
+];
+
+/// The report in a JSON body, and the fingerprint of the request: BLAKE3 of
+/// its fields sorted by name, so key order does not matter.
+fn parse_json_report(body: &[u8]) -> Result<(ConversionReport, Vec<u8>), String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let Value::Object(map) = v else {
         return Err("body must be a JSON object".to_owned());
     };
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (k, v) in map {
+        if !JSON_FIELDS.contains(&k.as_str()) {
+            return Err(format!(
+                "unknown field {:?}; the fields are {}",
+                clickward_core::truncate_utf8(&k, 64),
+                JSON_FIELDS.join(", ")
+            ));
+        }
         let text = match v {
             Value::String(s) => s,
             Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -195,12 +230,21 @@ fn parse_json_report(body: &[u8]) -> Result<ConversionReport, String> {
         };
         pairs.push((k, text));
     }
-    Ok(ConversionReport::from_pairs(
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ))
+    pairs.sort();
+    let mut print = blake3::Hasher::new();
+    for (k, v) in &pairs {
+        // Length-prefixed, so no two field lists hash alike.
+        print.update(&(k.len() as u64).to_le_bytes());
+        print.update(k.as_bytes());
+        print.update(&(v.len() as u64).to_le_bytes());
+        print.update(v.as_bytes());
+    }
+    let report = ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok((report, print.finalize().as_bytes().to_vec()))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
     affiliate: Option<String>,
@@ -211,7 +255,7 @@ pub struct ListQuery {
 pub async fn list(
     _: Authorized,
     State(app): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let status = match q.status.as_deref() {
         None | Some("") => None,

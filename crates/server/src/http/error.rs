@@ -79,7 +79,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Self::not_found(e.to_string()),
-            StoreError::Conflict(_) => Self {
+            StoreError::Conflict(_) | StoreError::Refused(_) => Self {
                 status: StatusCode::CONFLICT,
                 kind: "conflict",
                 reason: e.to_string(),
@@ -100,5 +100,30 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`] (400 with the reason in the
+/// error body) instead of axum's plain-text one. With
+/// `#[serde(deny_unknown_fields)]` on `T`, an unknown key (`offset`,
+/// `before`) is a 400 naming the key, so a pager never silently gets the
+/// first page again.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(q)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::bad_request(format!("query: {e}")))
     }
 }

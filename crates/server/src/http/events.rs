@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
+use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
 use crate::services::events::Numbered;
 
@@ -29,6 +30,7 @@ use crate::services::events::Numbered;
 const SIGNED_URL_TTL_S: i64 = 300;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     expires: Option<i64>,
     sig: Option<String>,
@@ -59,22 +61,40 @@ pub async fn signed_url(
 pub async fn stream(
     auth: Result<Authorized, ApiError>,
     State(app): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let signed_ok = match (q.expires, q.sig.as_deref()) {
+    // A signed URL that was given must be right: say so, rather than ask for
+    // the key it stands in for.
+    match (q.expires, q.sig.as_deref()) {
         (Some(exp), Some(sig)) => {
             let fresh = exp >= app.0.clock.now_micros() / 1_000_000;
             let valid = hex::decode(sig)
                 .ok()
                 .zip(url_mac(&app, exp))
                 .is_some_and(|(s, mac)| mac.verify_slice(&s).is_ok());
-            fresh && valid
+            if !valid {
+                return ApiError::unauthorized(
+                    "the signed events URL is invalid (altered or not made by this server); get a new one from /api/v1/events/url",
+                )
+                .into_response();
+            }
+            if !fresh {
+                return ApiError::unauthorized(
+                    "the signed events URL has expired; get a new one from /api/v1/events/url",
+                )
+                .into_response();
+            }
         }
-        _ => false,
-    };
-    if !signed_ok && let Err(e) = auth {
-        return e.into_response();
+        (None, None) => {
+            if let Err(e) = auth {
+                return e.into_response();
+            }
+        }
+        _ => {
+            return ApiError::bad_request("a signed events URL needs both expires and sig")
+                .into_response();
+        }
     }
     live_stream(app, &headers, q.last_event_id)
 }

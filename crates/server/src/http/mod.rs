@@ -8,7 +8,7 @@ mod api;
 pub mod auth;
 mod conversions;
 mod cookies;
-mod error;
+pub(crate) mod error;
 mod events;
 mod ops;
 mod tracking;

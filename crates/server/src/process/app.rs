@@ -371,7 +371,12 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                         }
                     }
                     if let Some(w) = last {
-                        let lag = (state.0.clock.now_micros() - w).max(0) as f64 / 1e6;
+                        // A watermark of 0: no click was ever settled, so nothing waits.
+                        let lag = if w == 0 {
+                            0.0
+                        } else {
+                            (state.0.clock.now_micros() - w).max(0) as f64 / 1e6
+                        };
                         metrics::gauge!(telemetry::ROLLUP_LAG_SECONDS).set(lag);
                     }
                 }

@@ -106,7 +106,7 @@ impl ConversionService {
     /// and the dashboard's forms.
     ///
     /// # Errors
-    /// `NotFound`, or `Conflict` when the lifecycle forbids the change.
+    /// `NotFound`, or `Refused` when the lifecycle forbids the change.
     pub async fn change_status(
         &self,
         id: ConversionId,

@@ -19,3 +19,4 @@ mod multinode;
 mod privacy;
 mod redirect;
 mod shutdown;
+mod trust;

@@ -1,6 +1,8 @@
 //! SQL for conversions, the ledger, payouts and idempotency keys.
 
-use crate::common::{CONVERSION_SELECT, Named, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
+use crate::common::{
+    CONVERSION_SELECT, Named, PAYOUT_SELECT, corrupt, eligible_programs, now_micros, ulid_of,
+};
 use crate::{
     Balance, ConversionFilter, ConversionRow, NewConversion, Payout, PayoutLine, Recorded,
     StoreError, StoreFuture,
@@ -199,7 +201,7 @@ pub(super) async fn record_conversion(
                 ConversionStatus::Approved,
                 v.commission,
             )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?,
+            .map_err(|e| StoreError::Refused(e.to_string()))?,
         );
     }
     let posting = Posting {
@@ -238,7 +240,7 @@ pub(super) async fn set_status(
     let currency: String = r.try_get(4)?;
     let from = ConversionStatus::parse(&from).ok_or_else(|| corrupt("status", &from))?;
     let entries = conversion::transition(from, to, commission)
-        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
     c.execute(
         "UPDATE conversions SET status = $2 WHERE id = $1",
         &[&rowid, &to.as_str()],
@@ -325,6 +327,8 @@ pub(super) async fn create_payout(
     if let Some(existing) = payout_by_key(c, key).await? {
         return Ok(existing);
     }
+    let lines = payout_preview(c, affiliate).await?;
+    let eligible = eligible_programs(affiliate, currency, &lines)?;
     let now = now_micros();
     let payout_id: i64 = c
         .query_one(
@@ -341,12 +345,6 @@ pub(super) async fn create_payout(
         )
         .await?
         .try_get(0)?;
-    let eligible: Vec<String> = payout_preview(c, affiliate)
-        .await?
-        .into_iter()
-        .filter(|l| l.eligible && l.currency == currency.code())
-        .map(|l| l.program)
-        .collect();
     let mut amount = 0i64;
     let mut count = 0i64;
     for program in eligible {
@@ -366,7 +364,7 @@ pub(super) async fn create_payout(
                 ConversionStatus::Paid,
                 commission,
             )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            .map_err(|e| StoreError::Refused(e.to_string()))?;
             c.execute(
                 "UPDATE conversions SET status = 'paid' WHERE id = $1",
                 &[&id],

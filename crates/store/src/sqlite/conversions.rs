@@ -7,7 +7,9 @@ use clickward_core::money::Currency;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{ConversionFilter, ConversionStore, Payout, PayoutLine, SqliteStore, StoreFuture};
-use crate::common::{CONVERSION_SELECT, PAYOUT_SELECT, corrupt, now_micros, ulid_of};
+use crate::common::{
+    CONVERSION_SELECT, PAYOUT_SELECT, corrupt, eligible_programs, now_micros, ulid_of,
+};
 use crate::{Balance, ConversionRow, NewConversion, Recorded, StoreError};
 
 /// The id of a program or affiliate by slug (`table` is ours, not input).
@@ -200,7 +202,7 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
                 ConversionStatus::Approved,
                 v.commission,
             )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?,
+            .map_err(|e| StoreError::Refused(e.to_string()))?,
         );
     }
     let posting = Posting {
@@ -233,7 +235,7 @@ pub(super) fn set_status(
         .ok_or_else(|| StoreError::NotFound(format!("conversion {id}")))?;
     let from = ConversionStatus::parse(&from).ok_or_else(|| corrupt("status", &from))?;
     let entries = conversion::transition(from, to, commission)
-        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
     c.execute(
         "UPDATE conversions SET status = ?2 WHERE id = ?1",
         params![rowid, to.as_str()],
@@ -413,6 +415,8 @@ pub(super) fn create_payout(
         return Ok(existing);
     }
     let aid = id_of(c, "affiliates", "affiliate", affiliate)?;
+    let lines = payout_preview(c, affiliate)?;
+    let eligible = eligible_programs(affiliate, currency, &lines)?;
     let now = now_micros();
     c.execute(
         "INSERT INTO payouts (batch_id, key, affiliate_id, currency, amount, conversions, actor, created_at) \
@@ -420,11 +424,6 @@ pub(super) fn create_payout(
         params![batch_id.to_bytes().as_slice(), key, aid, currency.code(), actor, now],
     )?;
     let payout_id = c.last_insert_rowid();
-    let eligible: Vec<String> = payout_preview(c, affiliate)?
-        .into_iter()
-        .filter(|l| l.eligible && l.currency == currency.code())
-        .map(|l| l.program)
-        .collect();
     let mut amount = 0i64;
     let mut count = 0i64;
     let mut entry = c.prepare_cached(
@@ -449,7 +448,7 @@ pub(super) fn create_payout(
                 ConversionStatus::Paid,
                 *commission,
             )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            .map_err(|e| StoreError::Refused(e.to_string()))?;
             c.execute("UPDATE conversions SET status = 'paid' WHERE id = ?1", [id])?;
             for (bucket, a) in entries {
                 entry.execute(params![

@@ -122,7 +122,7 @@ async fn run(b: Backend, ops: Vec<Op>) {
                 }
             }
             Op::Payout(a) => {
-                let p = s
+                let p = match s
                     .create_payout(
                         slug(AFFILIATES[a]),
                         usd,
@@ -131,7 +131,29 @@ async fn run(b: Backend, ops: Vec<Op>) {
                         "test".into(),
                     )
                     .await
-                    .unwrap();
+                {
+                    Ok(p) => p,
+                    Err(StoreError::Refused(why)) => {
+                        // Nothing to pay: refused, and no batch was made.
+                        let payable: i64 = s
+                            .balances(Some(slug(AFFILIATES[a])))
+                            .await
+                            .unwrap()
+                            .iter()
+                            .filter(|b| b.bucket == LedgerBucket::Payable)
+                            .map(|b| b.minor)
+                            .sum();
+                        assert!(payable <= 0, "refused with {payable} payable: {why}");
+                        assert!(why.starts_with("nothing to pay"), "{why}");
+                        let listed = s
+                            .list_payouts(Some(slug(AFFILIATES[a])), 1000)
+                            .await
+                            .unwrap();
+                        assert!(listed.iter().all(|p| p.key != format!("k{n}")));
+                        continue;
+                    }
+                    Err(e) => panic!("payout: {e}"),
+                };
                 // Same key again: same batch, nothing changes.
                 let again = s
                     .create_payout(

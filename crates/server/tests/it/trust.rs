@@ -1,0 +1,319 @@
+//! What a demanding user found (issue 13): each test is named after what the
+//! user would notice, over real HTTP or the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn clickward(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLICKWARD_CONFIG")
+        .output()
+        .expect("run clickward")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A click on the seed catalogue's `solare` link from a phone; its click id.
+async fn click(app: &TestApp) -> String {
+    let r = app.get_ua("/r/solare?src=trust", IPHONE).await;
+    assert_eq!(r.status().as_u16(), 302);
+    let (_, v) = app.api_get("/api/v1/clicks?link=solare&limit=1").await;
+    v[0]["click_id"].as_str().expect("click id").to_owned()
+}
+
+#[tokio::test]
+async fn a_fresh_server_reports_no_rollup_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn_serve(&dir.path().join("data"), &seed_catalog(), &[]).await;
+    let c = client();
+    // The background task sets the gauge at its first tick.
+    let lag: f64 = eventually(Duration::from_secs(30), "the rollup lag gauge", || {
+        let c = c.clone();
+        let url = format!("{base}/metrics");
+        async move {
+            let body = c.get(url).send().await.ok()?.text().await.ok()?;
+            body.lines()
+                .find(|l| l.starts_with("clickward_rollup_lag_seconds "))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        (0.0..60.0).contains(&lag),
+        "nothing to roll up, yet the lag reads {lag} s"
+    );
+}
+
+#[test]
+fn a_payout_with_nothing_to_pay_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for args in [
+        &["program", "add", "--slug", "shop", "--name", "Shop"][..],
+        &["affiliate", "add", "--slug", "blog"][..],
+    ] {
+        let o = clickward(&data, args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let csv = dir.path().join("batch.csv");
+    let o = clickward(
+        &data,
+        &[
+            "payout",
+            "create",
+            "--affiliate",
+            "blog",
+            "--currency",
+            "USD",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    let t = text(&o);
+    assert!(!o.status.success(), "an empty batch was made: {t}");
+    assert!(t.contains("nothing to pay"), "{t}");
+    assert!(!csv.exists(), "a CSV row was written for nothing");
+    // The same key again still finds no batch (none was made).
+    let o = clickward(
+        &data,
+        &[
+            "payout",
+            "create",
+            "--affiliate",
+            "blog",
+            "--currency",
+            "USD",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nothing to pay"), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn a_refused_status_change_reads_as_one_sentence() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": id, "order_id": "T-1", "amount": "10"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let cid = v["conversion"]["conversion_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            &format!("/api/v1/conversions/{cid}/reverse"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        v["reason"], "a pending conversion cannot become reversed",
+        "{v}"
+    );
+}
+
+/// Runs `clickward ARGS` with its standard output a pipe whose reader is
+/// already gone, as `… | head -1` becomes once head has its line.
+fn run_into_closed_pipe(data: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLICKWARD_CONFIG")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run clickward")
+}
+
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let catalog = seed_catalog();
+    let o = clickward(&data, &["link", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Give the lists something to print.
+    let serve = clickward(
+        &data,
+        &[
+            "gen",
+            "--clicks",
+            "50",
+            "--days",
+            "1",
+            "--conversions-per-10k",
+            "2000",
+        ],
+    );
+    assert!(serve.status.success(), "{}", text(&serve));
+    let _ = catalog;
+    for args in [
+        &["link", "list"][..],
+        &["program", "list"][..],
+        &["affiliate", "list"][..],
+        &["conversion", "list"][..],
+        &["report", "--by", "link"][..],
+        &["export", "--from", "2000-01-01", "--to", "2100-01-01"][..],
+    ] {
+        let o = run_into_closed_pipe(&data, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "{args:?} exited {:?}: {err}",
+            o.status.code()
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_same_json_in_another_key_order_is_the_same_idempotent_request() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let send = |body: String| {
+        let r = app
+            .client
+            .post(app.url("/api/v1/conversions"))
+            .bearer_auth(&app.admin_key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-77")
+            .body(body);
+        async move {
+            let r = r.send().await.unwrap();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (
+                r.status().as_u16(),
+                replayed,
+                r.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (s1, r1, v1) = send(format!(
+        r#"{{"click_id":"{id}","order_id":"O-77","amount":"20.00"}}"#
+    ))
+    .await;
+    assert_eq!((s1, r1), (201, false), "{v1}");
+    let (s2, r2, v2) = send(format!(
+        r#"{{"amount":"20.00","order_id":"O-77","click_id":"{id}"}}"#
+    ))
+    .await;
+    assert_eq!((s2, r2), (201, true), "{v2}");
+    assert_eq!(v1, v2);
+}
+
+#[tokio::test]
+async fn an_unknown_conversion_field_is_refused_by_name_and_records_nothing() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": id, "order_id": "U-1", "amount": "5", "ammount": "500"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["reason"].as_str().unwrap_or("").contains("\"ammount\""),
+        "{v}"
+    );
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}
+
+#[tokio::test]
+async fn a_tampered_or_expired_events_url_says_so() {
+    let app = TestApp::start().await;
+    let (s, v) = app.api_get("/api/v1/events/url").await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    let tampered = format!("{}0", url.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+    let r = app.client.get(app.url(&tampered)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("invalid"),
+        "{body}"
+    );
+    app.clock.set(NOON + 301 * 1_000_000);
+    let r = app.client.get(app.url(&url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("expired"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_list_key_is_refused_by_name_not_ignored() {
+    let app = TestApp::start().await;
+    for path in [
+        "/api/v1/clicks?offset=100",
+        "/api/v1/clicks?before=01J",
+        "/api/v1/conversions?cursor=x",
+    ] {
+        let (s, v) = app.api_get(path).await;
+        assert_eq!(s, 400, "{path}: {v}");
+        let key = path.split(['?', '=']).nth(1).unwrap();
+        assert!(
+            v["reason"].as_str().unwrap_or("").contains(key),
+            "{path}: {v}"
+        );
+    }
+    let (s, _) = app.api_get("/api/v1/clicks?limit=5&link=solare").await;
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn conversion_list_shows_the_order_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = clickward(
+        &data,
+        &[
+            "gen",
+            "--clicks",
+            "200",
+            "--days",
+            "1",
+            "--conversions-per-10k",
+            "5000",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clickward(&data, &["conversion", "list", "--limit", "3"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let mut lines = t.lines();
+    assert!(lines.next().unwrap_or("").ends_with("order"), "{t}");
+    let row = lines.next().expect("a conversion row");
+    let order = row.rsplit(' ').next().unwrap();
+    assert!(!order.is_empty() && order != "USD", "{t}");
+}
