@@ -45,6 +45,10 @@ pub enum Dimension {
     Sub(usize),
     /// Country code.
     Country,
+    /// Region (first-level subdivision) name, from GeoIP.
+    Region,
+    /// City name, from GeoIP.
+    City,
     /// Device type.
     Device,
     /// Browser family.
@@ -55,11 +59,12 @@ pub enum Dimension {
     ReferrerHost,
 }
 
+/// Every dimension's name, as `--by`, `group_by` and filters take them.
+pub const DIMENSION_NAMES: &str = "hour day week month link program affiliate src sub1..sub5 country region city device browser os referrer_host";
+
 /// A group-by name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown dimension {0:?}; known: hour day week month link program affiliate src sub1..sub5 country device browser os referrer_host"
-)]
+#[error("unknown dimension {0:?}; known: {DIMENSION_NAMES}")]
 pub struct DimensionError(pub String);
 
 impl FromStr for Dimension {
@@ -80,6 +85,8 @@ impl FromStr for Dimension {
             "sub4" => Dimension::Sub(3),
             "sub5" => Dimension::Sub(4),
             "country" => Dimension::Country,
+            "region" => Dimension::Region,
+            "city" => Dimension::City,
             "device" => Dimension::Device,
             "browser" => Dimension::Browser,
             "os" => Dimension::Os,
@@ -102,6 +109,8 @@ impl fmt::Display for Dimension {
             Dimension::Src => "src",
             Dimension::Sub(i) => return write!(f, "sub{}", i + 1),
             Dimension::Country => "country",
+            Dimension::Region => "region",
+            Dimension::City => "city",
             Dimension::Device => "device",
             Dimension::Browser => "browser",
             Dimension::Os => "os",

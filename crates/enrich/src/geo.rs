@@ -31,14 +31,24 @@ pub struct Geo {
 /// Why a GeoIP file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    /// The file could not be read or is not a MaxMind DB.
-    #[error("GeoIP database {path}: {source}")]
+    /// The file is not there. The message says how to get one: geo data is
+    /// optional, and `scripts/fetch-geoip.sh` fetches the DB-IP Lite files.
+    #[error(
+        "GeoIP database {path} does not exist: run `bash scripts/fetch-geoip.sh` to fetch the DB-IP Lite city files into ./geoip/, or remove it from `geoip` (geo data is optional)"
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be read or is not a MaxMind DB. The reader's
+    /// words are in the message once (not also as a source, which would
+    /// repeat them in an error chain).
+    #[error("GeoIP database {path} cannot be opened: {cause}")]
     Open {
         /// The file.
         path: PathBuf,
         /// What the reader said.
-        #[source]
-        source: maxminddb::MaxMindDbError,
+        cause: maxminddb::MaxMindDbError,
     },
     /// The file holds no locations (an ASN or anonymous-IP database).
     #[error(
@@ -131,9 +141,14 @@ impl GeoDb {
         let mut dbs = Vec::new();
         for p in paths {
             let path = p.as_ref();
-            let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+            if !path.exists() {
+                return Err(GeoError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            let reader = Reader::open_readfile(path).map_err(|cause| GeoError::Open {
                 path: path.to_owned(),
-                source,
+                cause,
             })?;
             // Not `Reader::verify()`: it also enforces metadata details that
             // real files break (DB-IP's npm file has an empty description

@@ -66,8 +66,9 @@ fn flat_layout_of_ip_location_db_reads() {
 #[test]
 fn missing_file_is_refused_with_its_path() {
     let e = GeoDb::open(&[geoip("does-not-exist.mmdb")]).err().unwrap();
-    assert!(matches!(e, GeoError::Open { .. }));
+    assert!(matches!(e, GeoError::Missing { .. }));
     assert!(e.to_string().contains("does-not-exist.mmdb"), "{e}");
+    assert!(e.to_string().contains("scripts/fetch-geoip.sh"), "{e}");
 }
 
 #[test]

@@ -63,7 +63,8 @@ pub struct ExportArgs {
     /// First local date, YYYY-MM-DD.
     #[arg(long)]
     pub from: jiff::civil::Date,
-    /// Last local date, inclusive (default: --from).
+    /// Last local date, inclusive (default: today in --tz, so `--from`
+    /// alone exports from that date onward).
     #[arg(long)]
     pub to: Option<jiff::civil::Date>,
     /// IANA time zone of the dates.
@@ -78,7 +79,10 @@ pub struct ExportArgs {
 pub(super) async fn run(v: &Validated, store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
     let _ = v;
     let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
-    let (s, e) = report::date_range(args.from, args.to.unwrap_or(args.from), &tz)?;
+    let to = args
+        .to
+        .unwrap_or_else(|| jiff::Timestamp::now().to_zoned(tz.clone()).date());
+    let (s, e) = report::date_range(args.from, to, &tz)?;
     let started = std::time::Instant::now();
     let n = store
         .export_clicks(s, e, crate::cli::export::csv_sink(std::io::stdout()))

@@ -329,6 +329,27 @@ pub struct GenArgs {
     /// A JSON list of browser user agents (e.g. ../shared/data/user-agents/top-desktop.json).
     #[arg(long)]
     pub user_agents: Option<PathBuf>,
+    /// Write into a data directory that holds real clicks (clicks on links
+    /// `gen` did not make) anyway, mixing synthetic history into them.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The first link `gen` did not make that has clicks, if any: synthetic
+/// clicks must not be mixed into a real history by accident.
+async fn real_clicks_on(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    for l in store.list_links().await? {
+        let code = l.link.code.as_str();
+        if !code.starts_with("gen-")
+            && !store
+                .list_clicks(Some(l.link.code.clone()), 1)
+                .await?
+                .is_empty()
+        {
+            return Ok(Some(code.to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs `clickward gen`.
@@ -336,7 +357,14 @@ pub struct GenArgs {
 /// # Errors
 /// Store errors and bad arguments, with context.
 pub(super) async fn run(v: &Validated, store: &dyn Store, args: GenArgs) -> anyhow::Result<()> {
-    let _ = v;
+    if !args.force
+        && let Some(code) = real_clicks_on(store).await?
+    {
+        anyhow::bail!(
+            "{} holds real clicks (link {code:?}); gen writes synthetic history, so give it a data directory of its own (`clickward --data-dir ./gen-data gen …`), or add --force to mix them",
+            v.config.data_dir.display()
+        );
+    }
     let ua = UaParser::new(20_000)?;
     let user_agents: Vec<String> = match &args.user_agents {
         Some(p) => serde_json::from_slice(

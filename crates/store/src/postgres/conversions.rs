@@ -151,9 +151,10 @@ pub(super) async fn record_conversion(
             "INSERT INTO conversions (conversion_id, program_id, event, order_id, click_id, link_id, \
              affiliate_id, src, sub1, sub2, sub3, sub4, sub5, amount, currency, commission, status, \
              occurred_at, received_at, ctit_us, attributed_by, adv_sub1, adv_sub2, adv_sub3, adv_sub4, \
-             adv_sub5, fingerprint, country, device, browser, os, referrer_host) \
+             adv_sub5, fingerprint, country, region, city, device, browser, os, referrer_host) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-             $20, $21, $22, $23, $24, $25, $26, $27, k.country, k.device, k.browser, k.os, k.referrer_host \
+             $20, $21, $22, $23, $24, $25, $26, $27, k.country, k.region, k.city, k.device, k.browser, k.os, \
+             k.referrer_host \
              FROM (SELECT 1) AS one LEFT JOIN clicks k ON k.click_id = $5 \
              ON CONFLICT (program_id, event, order_id) DO NOTHING RETURNING id",
             &[

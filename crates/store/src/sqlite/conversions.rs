@@ -184,8 +184,8 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
     let id = c.last_insert_rowid();
     if facts.is_some() {
         c.prepare_cached(
-            "UPDATE conversions SET (country, device, browser, os, referrer_host) = \
-             (SELECT k.country, k.device, k.browser, k.os, k.referrer_host FROM clicks k \
+            "UPDATE conversions SET (country, region, city, device, browser, os, referrer_host) = \
+             (SELECT k.country, k.region, k.city, k.device, k.browser, k.os, k.referrer_host FROM clicks k \
              WHERE k.click_id = conversions.click_id) WHERE id = ?1",
         )?
         .execute([id])?;

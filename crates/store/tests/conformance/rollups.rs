@@ -366,7 +366,7 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
         .unwrap();
     convert(&s, &clicks, &ids).await;
     drop(s);
-    // Take the database back to V5: what V6 to V9 added goes, their
+    // Take the database back to V5: what V6 to V10 added goes, their
     // history rows too. (A later migration must be undone here as well.)
     let path = dir.path().join("t.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -390,9 +390,10 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE conversions DROP COLUMN country; ALTER TABLE conversions DROP COLUMN device; \
          ALTER TABLE conversions DROP COLUMN browser; ALTER TABLE conversions DROP COLUMN os; \
          ALTER TABLE conversions DROP COLUMN referrer_host; \
+         ALTER TABLE conversions DROP COLUMN region; ALTER TABLE conversions DROP COLUMN city; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10);",
     )
     .unwrap();
     drop(conn);
@@ -653,4 +654,95 @@ async fn reports_group_by_referrer_host(b: Backend) {
         .map(|r| (r.keys[0].clone(), r.counts.gross_clicks))
         .collect();
     assert_eq!(got, vec![(None, 1), (Some("qiita.com".into()), 2)]);
+}
+
+both!(reports_group_clicks_and_money_by_region_and_city);
+async fn reports_group_clicks_and_money_by_region_and_city(b: Backend) {
+    use clickward_core::conversion::ConversionStatus;
+    use clickward_core::id::ConversionId;
+    use clickward_core::money::Currency;
+    use clickward_store::NewConversion;
+    let (_d, s) = store(b).await;
+    let t0 = 210 * MICROS_PER_DAY;
+    let mut a = click(1, t0, 1, 1);
+    (a.country, a.region, a.city) = (
+        Some("JP".into()),
+        Some("Tokyo".into()),
+        Some("Chiyoda".into()),
+    );
+    let mut b = click(1, t0 + 1, 2, 2);
+    (b.country, b.region, b.city) = (
+        Some("JP".into()),
+        Some("Osaka".into()),
+        Some("Osaka".into()),
+    );
+    let c = click(2, t0 + 2, 3, 3);
+    s.write_clicks(Arc::new(vec![a.clone(), b, c]), WINDOW)
+        .await
+        .unwrap();
+    let facts = s.click_facts(a.click_id).await.unwrap().unwrap();
+    s.record_conversion(NewConversion {
+        conversion_id: ConversionId(ulid::Ulid::from_parts(7, 1)),
+        program_id: 1,
+        event: "sale".into(),
+        order_id: "tokyo-1".into(),
+        click: Some((facts, 1_000, "click_id")),
+        amount: Some(5_000),
+        currency: Currency::parse("USD").unwrap(),
+        commission: 500,
+        status: ConversionStatus::Approved,
+        occurred_at: t0 + 1_000,
+        received_at: t0 + 1_000,
+        adv_subs: Default::default(),
+        fingerprint: [0; 32],
+        actor: "test".into(),
+    })
+    .await
+    .unwrap();
+    let q = |dims: Vec<Dimension>, filters: Vec<(Dimension, String)>| ReportQuery {
+        start: t0,
+        end: t0 + MICROS_PER_DAY,
+        buckets: None,
+        dims,
+        filters,
+        raw_only: false,
+        by_click_time: false,
+    };
+    let rows = planned_equals_raw(
+        s.as_ref(),
+        q(vec![Dimension::Region, Dimension::City], vec![]),
+        "by region and city",
+    )
+    .await;
+    let got: Vec<(Vec<Option<String>>, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.keys.clone(),
+                r.counts.gross_clicks,
+                r.money.revenue.get("USD").copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let k = |r: Option<&str>, c: Option<&str>| vec![r.map(str::to_owned), c.map(str::to_owned)];
+    assert_eq!(
+        got,
+        vec![
+            (k(None, None), 1, 0),
+            (k(Some("Osaka"), Some("Osaka")), 1, 0),
+            (k(Some("Tokyo"), Some("Chiyoda")), 1, 5_000),
+        ]
+    );
+    let by_city = planned_equals_raw(
+        s.as_ref(),
+        q(
+            vec![Dimension::Link],
+            vec![(Dimension::City, "Chiyoda".into())],
+        ),
+        "by link in one city",
+    )
+    .await;
+    assert_eq!(by_city.len(), 1);
+    assert_eq!(by_city[0].counts.gross_clicks, 1);
+    assert_eq!(by_city[0].money.conversions, 1);
 }
