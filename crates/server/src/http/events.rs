@@ -138,12 +138,14 @@ fn sse_event(n: &Numbered) -> Event {
 fn events(app: AppState, last: Option<u64>) -> impl Stream<Item = Result<Event, Infallible>> {
     let sub = app.0.events.subscribe(last);
     let stop = app.0.stop.clone();
-    let gap = (sub.missed > 0).then(|| {
-        Event::default()
-            .event("gap")
-            .data(json!({ "missed": sub.missed }).to_string())
-    });
-    let last_sent = sub.replay.last().map(|n| n.id).or(last).unwrap_or(0);
+    let gap = match sub.missed {
+        Some(0) => None,
+        Some(n) => Some(json!({ "missed": n })),
+        // Not an id of this process: a restart or another node.
+        None => Some(json!({ "missed": null, "reason": "the stream restarted or this is another node; it goes on live from here" })),
+    }
+    .map(|data| Event::default().event("gap").data(data.to_string()));
+    let last_sent = sub.replay.last().map_or(sub.resume_after, |n| n.id);
     let first: Vec<Result<Event, Infallible>> = gap
         .into_iter()
         .chain(sub.replay.iter().map(|n| sse_event(n)))

@@ -6,9 +6,14 @@
 //! capacity behind is dropped with a logged reason; the redirect is never
 //! slowed by a reader.
 //!
-//! Ids are consecutive integers per process start. `Last-Event-ID` resumes
-//! without gaps while the ring still holds the next event; older than that,
-//! the stream starts with a `gap` event saying how many were missed.
+//! Ids are consecutive integers that start, at each process start, at the
+//! Unix time in µs, so they grow across restarts (a process would need to
+//! publish more than one event per µs of its life to overlap the next).
+//! `Last-Event-ID` resumes without gaps while the ring still holds the next
+//! event; older than that, the stream starts with a `gap` event saying how
+//! many were missed. An id this process never issued (one from before a
+//! restart, or another node's) cannot be resumed: the stream starts with a
+//! `gap` event whose count is unknown, then goes on live.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -88,6 +93,8 @@ pub struct Numbered {
 
 /// The hub. Cheap to share (`Arc`).
 pub struct EventHub {
+    /// The first id this process issues.
+    first: u64,
     next: AtomicU64,
     ring: Mutex<VecDeque<Arc<Numbered>>>,
     tx: broadcast::Sender<Arc<Numbered>>,
@@ -102,11 +109,21 @@ impl Default for EventHub {
 }
 
 impl EventHub {
-    /// An empty hub; ids start at 1.
+    /// An empty hub whose ids start at the Unix time in µs (see the module
+    /// docs).
     pub fn new() -> Self {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        Self::starting_at(now_us.max(1))
+    }
+
+    /// An empty hub whose first id is `first` (≥ 1).
+    pub fn starting_at(first: u64) -> Self {
         let (tx, _) = broadcast::channel(LAG);
         Self {
-            next: AtomicU64::new(1),
+            first: first.max(1),
+            next: AtomicU64::new(first.max(1)),
             ring: Mutex::new(VecDeque::with_capacity(RING)),
             tx,
             outbox: std::sync::OnceLock::new(),
@@ -158,24 +175,33 @@ impl EventHub {
     /// and the live receiver; events in the receiver with ids already
     /// replayed must be skipped by the caller (see [`Subscription`]).
     pub fn subscribe(&self, last_id: Option<u64>) -> Subscription {
-        let (rx, replay, next_live) = {
+        let (rx, replay, next_live, ours) = {
             let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
             // Subscribing under the lock: no event can fall between the
             // snapshot and the receiver.
             let rx = self.tx.subscribe();
             let next_live = self.next.load(Ordering::SeqCst);
-            let replay: Vec<Arc<Numbered>> = match last_id {
+            // Only ids this process issued can be resumed.
+            let ours = last_id.filter(|&l| l.saturating_add(1) >= self.first && l < next_live);
+            let replay: Vec<Arc<Numbered>> = match ours {
                 Some(last) => ring.iter().filter(|n| n.id > last).cloned().collect(),
                 None => Vec::new(),
             };
-            (rx, replay, next_live)
+            (rx, replay, next_live, ours)
         };
-        let missed = match (last_id, replay.first()) {
-            (Some(last), Some(first)) => first.id.saturating_sub(last + 1),
-            (Some(last), None) => next_live.saturating_sub(last + 1),
-            (None, _) => 0,
+        let (rx, replay, next_live, ours) = (rx, replay, next_live, ours);
+        let missed = match (ours, replay.first()) {
+            (Some(last), Some(first)) => Some(first.id.saturating_sub(last + 1)),
+            (Some(last), None) => Some(next_live.saturating_sub(last + 1)),
+            (None, _) if last_id.is_some() => None,
+            (None, _) => Some(0),
         };
-        Subscription { replay, missed, rx }
+        Subscription {
+            replay,
+            missed,
+            resume_after: ours.unwrap_or(next_live - 1),
+            rx,
+        }
     }
 }
 
@@ -183,8 +209,12 @@ impl EventHub {
 pub struct Subscription {
     /// Events to send first, oldest first.
     pub replay: Vec<Arc<Numbered>>,
-    /// Events that were asked for but are no longer kept.
-    pub missed: u64,
+    /// Events that were asked for but are no longer kept; `None` when the
+    /// resumed id is not one this process issued (how many is unknown).
+    pub missed: Option<u64>,
+    /// The id the stream continues after: live events with this id or
+    /// lower were replayed already (or precede the subscription).
+    pub resume_after: u64,
     /// Live events.
     pub rx: broadcast::Receiver<Arc<Numbered>>,
 }
@@ -202,7 +232,7 @@ mod tests {
 
     #[test]
     fn resume_replays_exactly_what_was_missed() {
-        let hub = EventHub::new();
+        let hub = EventHub::starting_at(1);
         for n in 0..5 {
             hub.publish(conv(n));
         }
@@ -211,20 +241,50 @@ mod tests {
             s.replay.iter().map(|n| n.id).collect::<Vec<_>>(),
             vec![3, 4, 5]
         );
-        assert_eq!(s.missed, 0);
+        assert_eq!(s.missed, Some(0));
         let s = hub.subscribe(Some(5));
         assert!(s.replay.is_empty());
-        assert_eq!(s.missed, 0);
+        assert_eq!(s.missed, Some(0));
     }
 
     #[test]
     fn too_old_a_resume_reports_the_gap() {
-        let hub = EventHub::new();
+        let hub = EventHub::starting_at(1);
         for n in 0..(RING as u64 + 10) {
             hub.publish(conv(n));
         }
         let s = hub.subscribe(Some(3));
         assert_eq!(s.replay.first().map(|n| n.id), Some(11));
-        assert_eq!(s.missed, 7);
+        assert_eq!(s.missed, Some(7));
+    }
+
+    #[test]
+    fn an_id_this_process_never_issued_is_an_unknown_gap_then_live() {
+        let hub = EventHub::starting_at(1_000);
+        for n in 0..3 {
+            hub.publish(conv(n));
+        }
+        // From before a restart, and from the future (another node).
+        for last in [5, 999_999] {
+            let s = hub.subscribe(Some(last));
+            assert!(s.replay.is_empty());
+            assert_eq!(s.missed, None, "{last}");
+            assert_eq!(s.resume_after, 1_002, "{last}");
+        }
+        // The last id before the first is ours to resume from.
+        let s = hub.subscribe(Some(999));
+        assert_eq!(s.replay.len(), 3);
+        assert_eq!(s.missed, Some(0));
+    }
+
+    #[test]
+    fn ids_of_a_later_start_are_higher() {
+        let a = EventHub::new();
+        a.publish(conv(1));
+        let last = a.subscribe(None).resume_after;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = EventHub::new();
+        b.publish(conv(2));
+        assert!(b.subscribe(None).resume_after > last);
     }
 }

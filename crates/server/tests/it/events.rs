@@ -151,3 +151,28 @@ async fn browsers_use_a_short_lived_signed_url() {
     app.clock.set(NOON + 301 * 1_000_000);
     assert_eq!(open(&app, &url, None, false).await.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn a_stream_resumed_after_a_restart_gets_a_gap_then_live_events() {
+    let before = TestApp::start().await;
+    let mut r = open(&before, "/api/v1/events", None, true).await;
+    for _ in 0..3 {
+        before.get_ua("/r/solare?src=before", IPHONE).await;
+    }
+    let seen = read_events(&mut r, 3).await;
+    let last = seen.last().and_then(|e| e.id).expect("an id");
+    drop(r);
+    // A restarted server (or another node) never issued `last`.
+    let after = TestApp::start().await;
+    let mut r = open(&after, "/api/v1/events", Some(last), true).await;
+    after.get_ua("/r/solare?src=after", IPHONE).await;
+    let got = read_events(&mut r, 2).await;
+    assert_eq!(got[0].kind, "gap", "{got:?}");
+    assert!(got[0].data["missed"].is_null(), "{got:?}");
+    assert_eq!(got[1].kind, "click", "{got:?}");
+    assert_eq!(got[1].data["src"], "after", "{got:?}");
+    assert!(
+        got[1].id.expect("id") > last,
+        "ids must grow across restarts: {got:?}"
+    );
+}
