@@ -109,6 +109,34 @@ impl<'de> Deserialize<'de> for RedirectStatus {
     }
 }
 
+/// Who owns an item's settings: the catalogue file, or the people editing
+/// it through the API, the CLI or the dashboard.
+///
+/// The rule: the catalogue file applies an entry when the entry changed
+/// since it was last applied, and only to items it owns. An item made or
+/// changed through the API, CLI or dashboard is the admins' from then on:
+/// a reload or restart leaves it as it is and reports it as drifted from
+/// the file (README, "Who owns an item").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// Declared in the catalogue file, as last applied.
+    #[default]
+    Catalog,
+    /// Made or last changed through the API, the CLI or the dashboard.
+    Admin,
+}
+
+impl Owner {
+    /// `catalog` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Catalog => "catalog",
+            Owner::Admin => "admin",
+        }
+    }
+}
+
 /// A program (offer, campaign): what is promoted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Program {
@@ -120,6 +148,8 @@ pub struct Program {
     pub name: String,
     /// Active or disabled; a disabled program's links do not redirect.
     pub status: Status,
+    /// Who owns its settings.
+    pub owner: Owner,
 }
 
 /// An affiliate (publisher, partner): who sends traffic.
@@ -133,6 +163,8 @@ pub struct Affiliate {
     pub name: String,
     /// Active or disabled; a disabled affiliate's links do not redirect.
     pub status: Status,
+    /// Who owns its settings.
+    pub owner: Owner,
 }
 
 /// UTM parameters added to the destination when it does not already carry them
@@ -169,6 +201,8 @@ pub struct Link {
     pub utm: UtmDefaults,
     /// Active or disabled.
     pub status: Status,
+    /// Who owns its settings.
+    pub owner: Owner,
 }
 
 /// A value a macro can insert.

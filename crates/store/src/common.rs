@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clickward_core::Micros;
 use clickward_core::id::{LinkCode, Slug};
-use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
+use clickward_core::link::{Affiliate, Link, Owner, Program, RedirectStatus, Status, UtmDefaults};
 use clickward_core::money::Currency;
 use clickward_core::program::{AttributionModel, ProgramSettings};
 
@@ -80,8 +80,12 @@ impl Named {
 }
 
 /// A `(id, slug, name, status)` row of `programs`.
-pub(crate) fn program_of((id, slug, name, status): (i64, Slug, String, Status)) -> Program {
+/// `(id, slug, name, status, owner)` of a program or affiliate row.
+pub(crate) type NamedRow = (i64, Slug, String, Status, Owner);
+
+pub(crate) fn program_of((id, slug, name, status, owner): NamedRow) -> Program {
     Program {
+        owner,
         id,
         slug,
         name,
@@ -90,8 +94,9 @@ pub(crate) fn program_of((id, slug, name, status): (i64, Slug, String, Status)) 
 }
 
 /// A `(id, slug, name, status)` row of `affiliates`.
-pub(crate) fn affiliate_of((id, slug, name, status): (i64, Slug, String, Status)) -> Affiliate {
+pub(crate) fn affiliate_of((id, slug, name, status, owner): NamedRow) -> Affiliate {
     Affiliate {
+        owner,
         id,
         slug,
         name,
@@ -101,7 +106,8 @@ pub(crate) fn affiliate_of((id, slug, name, status): (i64, Slug, String, Status)
 
 /// The query both backends read links with; [`LinkColumns`] in its order.
 pub(crate) const LINK_SELECT: &str = "SELECT l.id, l.code, p.slug, a.slug, l.destination, \
-     l.redirect, l.utm, l.status, l.program_id, l.affiliate_id, p.status, a.status \
+     l.redirect, l.utm, l.status, l.program_id, l.affiliate_id, p.status, a.status, \
+     l.catalog_digest IS NULL \
      FROM links l JOIN programs p ON p.id = l.program_id \
      LEFT JOIN affiliates a ON a.id = l.affiliate_id";
 
@@ -119,6 +125,8 @@ pub(crate) struct LinkColumns {
     pub affiliate_id: Option<i64>,
     pub program_status: String,
     pub affiliate_status: Option<String>,
+    /// `catalog_digest IS NULL`: made or changed outside the catalogue file.
+    pub admin_owned: bool,
 }
 
 impl LinkColumns {
@@ -153,6 +161,7 @@ impl LinkColumns {
                 redirect,
                 utm,
                 status,
+                owner: owner_of(self.admin_owned),
             },
             program_id: self.program_id,
             affiliate_id: self.affiliate_id,
@@ -267,4 +276,68 @@ pub(crate) fn eligible_programs(
         "nothing to pay: affiliate {affiliate:?} has no positive {code} balance that reaches its program's minimum ({}); nothing was created",
         why.join("; ")
     )))
+}
+
+/// The owner of a row from its `catalog_digest IS NULL` (see [`Owner`]).
+pub(crate) fn owner_of(admin_owned: bool) -> Owner {
+    if admin_owned {
+        Owner::Admin
+    } else {
+        Owner::Catalog
+    }
+}
+
+/// The digest of a catalogue entry as the file declares it: BLAKE3 of its
+/// `Debug` text. An entry whose digest is the one stored with its item was
+/// applied before and is not applied again (so a reload never undoes an edit
+/// made since); a new clickward version that prints an entry differently
+/// applies it once more, which changes nothing for items the file owns.
+pub(crate) fn entry_digest(entry: &impl std::fmt::Debug) -> [u8; 32] {
+    *blake3::hash(format!("{entry:?}").as_bytes()).as_bytes()
+}
+
+/// What [`crate::CatalogStore::apply_catalog`] found for one entry.
+pub(crate) enum EntryState {
+    /// No such item yet.
+    New,
+    /// Owned by the file and applied with this very entry: nothing to do.
+    Unchanged,
+    /// Owned by the file, applied before with another entry: apply.
+    Changed,
+    /// Made or changed outside the file: left alone, reported.
+    Drifted,
+}
+
+/// The state of an entry from the stored digest of its item (`None`: no
+/// item; `Some(None)`: admin-owned).
+pub(crate) fn entry_state(stored: Option<Option<Vec<u8>>>, digest: &[u8; 32]) -> EntryState {
+    match stored {
+        None => EntryState::New,
+        Some(None) => EntryState::Drifted,
+        Some(Some(d)) if d.as_slice() == digest.as_slice() => EntryState::Unchanged,
+        Some(Some(_)) => EntryState::Changed,
+    }
+}
+
+/// Counts an entry in `out` and says whether to apply it.
+pub(crate) fn should_apply(
+    stored: Option<Option<Vec<u8>>>,
+    digest: &[u8; 32],
+    what: impl FnOnce() -> String,
+    out: &mut crate::CatalogApplied,
+) -> bool {
+    match entry_state(stored, digest) {
+        EntryState::New | EntryState::Changed => {
+            out.applied += 1;
+            true
+        }
+        EntryState::Unchanged => {
+            out.unchanged += 1;
+            false
+        }
+        EntryState::Drifted => {
+            out.drifted.push(what());
+            false
+        }
+    }
 }

@@ -156,6 +156,18 @@ pub struct CatalogInput {
     pub commissions: Vec<(Slug, Slug, CommissionPlan)>,
 }
 
+/// What applying a catalogue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogApplied {
+    /// Entries applied (new items, or file-owned items whose entry changed).
+    pub applied: usize,
+    /// Entries applied before as they are now: nothing to do.
+    pub unchanged: usize,
+    /// Items the file declares that were made or changed through the API,
+    /// CLI or dashboard, left as they are: `program "x"`, `link "y"`.
+    pub drifted: Vec<String>,
+}
+
 /// A link with what the redirect path needs to know about its owners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkRecord {
@@ -565,8 +577,14 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// One link.
     fn get_link(&self, code: LinkCode) -> StoreFuture<'_, LinkRecord>;
 
-    /// Applies a catalogue in one transaction (upserts; nothing is deleted).
-    fn apply_catalog(&self, c: CatalogInput) -> StoreFuture<'_, ()>;
+    /// Applies a catalogue in one transaction (all or nothing; nothing is
+    /// deleted) under the ownership rule of [`clickward_core::link::Owner`]:
+    /// an entry is applied when its item is new or owned by the file and the
+    /// entry changed since it was last applied; an item made or changed
+    /// through the API, CLI or dashboard is left alone and reported in
+    /// [`CatalogApplied::drifted`]. Per-affiliate commissions are applied
+    /// every time (nothing else edits them).
+    fn apply_catalog(&self, c: CatalogInput) -> StoreFuture<'_, CatalogApplied>;
 
     /// A number that changes whenever the catalogue changes (any process).
     fn catalog_version(&self) -> StoreFuture<'_, i64>;

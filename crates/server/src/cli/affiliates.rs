@@ -44,7 +44,13 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: AffiliateCmd) -> 
         }
         AffiliateCmd::List => {
             for a in store.list_affiliates().await? {
-                outln!("{:<24} {:<10} {}", a.slug, a.status.as_str(), a.name);
+                outln!(
+                    "{:<24} {:<10} {:<8} {}",
+                    a.slug,
+                    a.status.as_str(),
+                    a.owner.as_str(),
+                    a.name
+                );
             }
         }
     }

@@ -7,12 +7,17 @@
 //! or Unix seconds / milliseconds.
 //!
 //! Rows go through the same classification as live clicks (user agent, bot
-//! list, GeoIP) and the same dedup, in timestamp order. IPs are hashed under
-//! salts that live only in memory for this run, then forgotten: the import
-//! stores no IP and no key that could be linked to one later.
+//! list, GeoIP) and the same dedup, in timestamp order. An IP is hashed with
+//! the row's user agent under the import key (`secrets/import.key`, see
+//! `process::secrets::import_key`) and never stored; the same visitor gets
+//! the same key in every import, so imported clicks dedup against each other
+//! across runs.
 //!
-//! Click ids are derived from the row's content and position, so importing
-//! the same file twice adds nothing the second time.
+//! Click ids are derived from what a row says (its parsed time and its
+//! values), not from its bytes or its line, so rows imported before add
+//! nothing: the same file again, re-sorted, re-exported, with another header
+//! order, or another file that overlaps it. Rows that agree in every value
+//! are one click.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,7 +35,6 @@ use clickward_enrich::visitor::imported_visitor_key;
 use clickward_store::Store;
 
 use crate::process::config::Validated;
-use crate::process::secrets::Salts;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -53,7 +57,7 @@ pub struct ImportSummary {
 enum Visitor {
     /// A visitor id column, hashed under a fixed key.
     Key(VisitorKey),
-    /// An IP, hashed with the user agent under this run's salts.
+    /// An IP, hashed with the user agent under the import key.
     Ip(IpAddr, Vec<u8>),
 }
 
@@ -76,6 +80,7 @@ pub async fn import_csv(
     geo: Option<&GeoDb>,
     path: &Path,
     dedup_window: Micros,
+    import_key: &[u8; 32],
 ) -> anyhow::Result<ImportSummary> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -182,7 +187,23 @@ pub async fn import_csv(
             }))
             .collect();
         let params = TrackingParams::from_pairs(pairs);
-        let id_seed = *blake3::hash(&[rec.as_slice(), &line.to_le_bytes()].concat()).as_bytes();
+        let id_seed = row_identity(
+            ts,
+            &code,
+            &[
+                src.as_deref(),
+                subs[0].as_deref(),
+                subs[1].as_deref(),
+                subs[2].as_deref(),
+                subs[3].as_deref(),
+                subs[4].as_deref(),
+                field(c_ref).as_deref(),
+                field(c_vk).as_deref(),
+                ip.map(|i| clickward_enrich::ip::canonical(i).to_string())
+                    .as_deref(),
+            ],
+            &ua,
+        );
         let visitor = match (field(c_vk), ip) {
             (Some(vk), _) => Visitor::Key(imported_visitor_key(&imported_key, vk.as_bytes())),
             (None, Some(ip)) => Visitor::Ip(ip, ua.clone()),
@@ -222,7 +243,6 @@ pub async fn import_csv(
     // Dedup decides in time order, as it would have live.
     rows.sort_by_key(|r| (r.ts, r.line));
     let span = rows.first().map(|r| r.ts).zip(rows.last().map(|r| r.ts));
-    let salts = Salts::ephemeral();
     let mut batch = Vec::with_capacity(5000);
     for mut row in rows {
         let ms = u64::try_from(row.ts.div_euclid(1000)).unwrap_or(0);
@@ -232,9 +252,7 @@ pub async fn import_csv(
         match &row.visitor {
             Visitor::Key(k) => row.click.visitor_key = *k,
             Visitor::Ip(ip, ua) => {
-                let (k, prev) = salts.keys_for(row.ts, dedup_window, *ip, ua)?;
-                row.click.visitor_key = k;
-                row.click.previous_keys = prev;
+                row.click.visitor_key = clickward_enrich::visitor::visitor_key(import_key, *ip, ua);
             }
         }
         batch.push(row.click);
@@ -248,6 +266,30 @@ pub async fn import_csv(
         store.rollup(first, last + 1).await?;
     }
     Ok(summary)
+}
+
+/// A row's identity: BLAKE3 over its parsed time, link code, values and
+/// user agent, each length-prefixed, so the same click in any file, order or
+/// header layout has the same id.
+fn row_identity(ts: Micros, code: &str, values: &[Option<&str>], ua: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("clickward import row identity v2");
+    h.update(&ts.to_le_bytes());
+    let mut put = |b: Option<&[u8]>| match b {
+        None => {
+            h.update(&[0]);
+        }
+        Some(b) => {
+            h.update(&[1]);
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+    };
+    put(Some(code.as_bytes()));
+    for v in values {
+        put(v.map(str::as_bytes));
+    }
+    put(Some(ua));
+    *h.finalize().as_bytes()
 }
 
 async fn flush(
@@ -307,8 +349,8 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, args: ImportArgs) -> a
     } else {
         Some(GeoDb::open(&v.config.geoip)?)
     };
-    let s = crate::cli::import::import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window)
-        .await?;
+    let key = crate::process::secrets::import_key(&v.config.data_dir.join("secrets"))?;
+    let s = import_csv(store, &ua, geo.as_ref(), &args.file, v.dedup_window, &key).await?;
     outln!(
         "{} rows: {} clicks imported, {} already present, {} skipped",
         s.rows,

@@ -79,20 +79,22 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: LinkCmd) -> anyho
         }
         LinkCmd::List => {
             outln!(
-                "{:<24} {:<10} {:<16} {:<16} destination",
+                "{:<24} {:<10} {:<16} {:<16} {:<8} destination",
                 "code",
                 "status",
                 "program",
-                "affiliate"
+                "affiliate",
+                "owner"
             );
             for r in store.list_links().await? {
                 let status = if r.redirects { "active" } else { "inactive" };
                 outln!(
-                    "{:<24} {:<10} {:<16} {:<16} {}",
+                    "{:<24} {:<10} {:<16} {:<16} {:<8} {}",
                     r.link.code,
                     status,
                     r.link.program,
                     r.link.affiliate.as_ref().map(Slug::as_str).unwrap_or("-"),
+                    r.link.owner.as_str(),
                     r.link.destination
                 );
             }

@@ -46,20 +46,22 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: ProgramCmd) -> an
         ProgramCmd::List => {
             crate::services::catalog::ensure_postback_tokens(store).await?;
             outln!(
-                "{:<24} {:<10} {:<8} {:<34} name",
+                "{:<24} {:<10} {:<8} {:<34} {:<8} name",
                 "slug",
                 "status",
                 "currency",
-                "postback token"
+                "postback token",
+                "owner"
             );
             for p in store.list_programs().await? {
                 let s = store.program_settings(p.id).await?;
                 outln!(
-                    "{:<24} {:<10} {:<8} {:<34} {}",
+                    "{:<24} {:<10} {:<8} {:<34} {:<8} {}",
                     p.slug,
                     p.status.as_str(),
                     s.currency,
                     s.postback_token.as_deref().unwrap_or("-"),
+                    p.owner.as_str(),
                     p.name
                 );
             }

@@ -29,6 +29,7 @@ pub struct LinkItem {
     pub status: &'static str,
     pub redirects: bool,
     pub url: String,
+    pub owner: &'static str,
 }
 
 pub(super) fn link_item(r: &LinkRecord, base: &str) -> LinkItem {
@@ -39,6 +40,7 @@ pub(super) fn link_item(r: &LinkRecord, base: &str) -> LinkItem {
         destination: r.link.destination.clone(),
         status: r.link.status.as_str(),
         redirects: r.redirects,
+        owner: crate::services::catalog::owner_text(r.link.owner),
         url: views::tracking_url(base, r.link.code.as_str(), "", &Default::default()),
     }
 }

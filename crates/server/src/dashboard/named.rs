@@ -91,6 +91,7 @@ pub struct NamedItem {
     pub slug: String,
     pub name: String,
     pub status: &'static str,
+    pub owner: &'static str,
 }
 
 impl NamedItem {
@@ -100,6 +101,7 @@ impl NamedItem {
             name: b.name.unwrap_or_else(|| b.slug.as_str().to_owned()),
             slug: b.slug.as_str().to_owned(),
             status: b.status.as_str(),
+            owner: crate::services::catalog::owner_text(r.owner()),
         }
     }
 }

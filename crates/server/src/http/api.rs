@@ -183,6 +183,9 @@ pub struct LinkView {
     #[serde(flatten)]
     link: LinkBody,
     redirects: bool,
+    /// `catalog` (the file applies its entry) or `admin` (made or changed
+    /// through the API, CLI or dashboard; the file leaves it alone).
+    owner: clickward_core::link::Owner,
     tracking_paths: [String; 3],
 }
 
@@ -192,6 +195,7 @@ impl LinkView {
         LinkView {
             link: LinkBody::of(r),
             redirects: r.redirects,
+            owner: r.link.owner,
             tracking_paths: [
                 format!("/r/{c}"),
                 format!("/ref/{c}"),

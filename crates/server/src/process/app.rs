@@ -76,7 +76,20 @@ impl AppState {
         let result = async {
             if let Some(path) = &self.0.cfg.config.catalog {
                 let cat = catalog::load(path)?;
-                self.0.store.apply_catalog(cat).await?;
+                let applied = self.0.store.apply_catalog(cat).await?;
+                tracing::info!(
+                    "catalogue {}: {} entries applied, {} unchanged",
+                    path.display(),
+                    applied.applied,
+                    applied.unchanged
+                );
+                if !applied.drifted.is_empty() {
+                    tracing::warn!(
+                        "catalogue {}: left as they are, because they were changed through the API, CLI or dashboard since (the file no longer owns them): {}",
+                        path.display(),
+                        applied.drifted.join(", ")
+                    );
+                }
             }
             crate::services::catalog::ensure_postback_tokens(self.0.store.as_ref()).await?;
             self.0.links.refresh(self.0.store.as_ref()).await?;

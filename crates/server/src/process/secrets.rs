@@ -78,6 +78,34 @@ pub fn cookie_key(dir: &Path) -> anyhow::Result<axum_extra::extract::cookie::Key
     Ok(axum_extra::extract::cookie::Key::from(&bytes[..64]))
 }
 
+/// The key `clickward import` hashes IP rows under (`import.key`, 32 random
+/// bytes, 0600), made at the first import. It is what lets imports dedup
+/// against each other across runs; no IP is stored, but whoever holds this
+/// file and the database could test a guessed (IP, user agent) against the
+/// imported keys, so deleting it unlinks them for good (later imports then
+/// no longer dedup against earlier ones).
+///
+/// # Errors
+/// When the file cannot be made or read, or is short.
+pub fn import_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    ensure_private_dir(dir)?;
+    let path = dir.join("import.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key[..]);
+        write_private(&path, &key)?;
+    }
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let key: [u8; 32] = bytes.get(..32).and_then(|b| b.try_into().ok()).with_context(|| {
+        format!(
+            "{} holds {} bytes; an import key needs 32 (delete it to make a new one: later imports then no longer dedup against earlier ones)",
+            path.display(),
+            bytes.len()
+        )
+    })?;
+    Ok(key)
+}
+
 /// The visitor-key salts, one per UTC day.
 pub struct Salts {
     path: Option<PathBuf>,

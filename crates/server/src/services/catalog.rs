@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use clickward_core::id::Slug;
-use clickward_core::link::{Affiliate, Program, Status};
+use clickward_core::link::{Affiliate, Owner, Program, Status};
 use clickward_store::{
     AffiliateInput, LinkInput, LinkRecord, ProgramInput, SaveMode, Store, StoreError, StoreFuture,
 };
@@ -86,6 +86,16 @@ pub trait NamedResource: Serialize + Send + Sized + 'static {
     fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self>;
     /// The body that would recreate it.
     fn body(&self) -> NamedBody;
+    /// Who owns its settings.
+    fn owner(&self) -> Owner;
+}
+
+/// How pages say who owns an item.
+pub fn owner_text(o: Owner) -> &'static str {
+    match o {
+        Owner::Catalog => "the catalogue file",
+        Owner::Admin => "admins (API, CLI, dashboard); the catalogue file leaves it alone",
+    }
 }
 
 impl NamedResource for Program {
@@ -118,6 +128,9 @@ impl NamedResource for Program {
             status: self.status,
         }
     }
+    fn owner(&self) -> Owner {
+        self.owner
+    }
 }
 
 impl NamedResource for Affiliate {
@@ -142,6 +155,9 @@ impl NamedResource for Affiliate {
             name: Some(self.name.clone()),
             status: self.status,
         }
+    }
+    fn owner(&self) -> Owner {
+        self.owner
     }
 }
 

@@ -62,9 +62,9 @@ async fn browser_with(extra: &[&str]) -> Option<Browser> {
             std::env::var("CI").as_deref() != Ok("true"),
             "{m} is missing: .ci/run installs Debian's chromium and chromium-driver"
         );
-        eprintln!(
-            "\n!!! SKIPPED: browser tests need {m} (apt-get install chromium chromium-driver) !!!\n"
-        );
+        skipped(&format!(
+            "browser tests need {m} (apt-get install chromium chromium-driver)"
+        ));
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

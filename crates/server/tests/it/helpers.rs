@@ -253,3 +253,25 @@ pub async fn spawn_serve(
     .await;
     (child, base)
 }
+
+/// Says loudly that the running test skipped itself, and names it in the
+/// skip log (`CLICKWARD_SKIP_LOG`) that `scripts/test.sh` counts, so the
+/// closing line says "skipped", never "passed". Callers assert first that
+/// CI is not running: in CI nothing may skip.
+pub fn skipped(why: &str) {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_owned();
+    eprintln!("\n!!! SKIPPED {name}: {why} !!!\n");
+    if let Ok(path) = std::env::var("CLICKWARD_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{name}");
+        }
+    }
+}

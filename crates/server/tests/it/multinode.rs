@@ -40,7 +40,7 @@ impl Cluster {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI must run the multi-node test: PostgreSQL server binaries (initdb) are missing"
             );
-            eprintln!("!!! SKIPPED multi-node test: no initdb found (install postgresql) !!!");
+            skipped("multi-node test: no initdb found (install postgresql)");
             return None;
         };
         let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().ok()?.stdout)

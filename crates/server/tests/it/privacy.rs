@@ -66,6 +66,7 @@ async fn the_data_directory_holds_no_test_ip_in_any_form() {
         None,
         &csv,
         86_400_000_000,
+        &clickward::process::secrets::import_key(&app.data_dir().join("data/secrets")).unwrap(),
     )
     .await
     .unwrap();

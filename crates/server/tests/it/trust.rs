@@ -438,3 +438,299 @@ async fn export_from_a_date_alone_exports_from_that_date_onward() {
         "export --from 2026-11-19 missed the click of 2026-11-20: {out}"
     );
 }
+
+#[tokio::test]
+async fn reimporting_overlapping_history_adds_nothing_and_dedups_across_runs() {
+    let app = TestApp::start().await;
+    let data = app.data_dir().join("data");
+    let a = app.data_dir().join("a.csv");
+    std::fs::write(
+        &a,
+        format!(
+            "timestamp,code,src,user_agent,ip\n\
+             2026-11-19T10:00:00Z,solare,old,\"{IPHONE}\",203.0.113.7\n\
+             2026-11-19T10:00:02Z,solare,old,\"{IPHONE}\",203.0.113.7\n\
+             2026-11-19T11:00:00Z,solare,old,\"{CHROME}\",203.0.113.8\n"
+        ),
+    )
+    .unwrap();
+    let o = clickward(&data, &["import", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("3 clicks imported"), "{}", text(&o));
+    let report = || {
+        let o = clickward(
+            &data,
+            &[
+                "report",
+                "--from",
+                "2026-11-19",
+                "--by",
+                "link",
+                "--format",
+                "json",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let row = v["rows"][0].clone();
+        (row["gross_clicks"].as_i64(), row["unique_clicks"].as_i64())
+    };
+    assert_eq!(report(), (Some(3), Some(2)));
+    // The same rows re-sorted, columns in another order, one new row at the
+    // top from the first visitor a minute later: only that row is added,
+    // and it is a duplicate of that visitor's earlier click.
+    let b = app.data_dir().join("b.csv");
+    std::fs::write(
+        &b,
+        format!(
+            "IP,User_Agent,Code,Timestamp,Src\n\
+             203.0.113.7,\"{IPHONE}\",solare,2026-11-19T10:01:00Z,old\n\
+             203.0.113.8,\"{CHROME}\",solare,2026-11-19 11:00:00,old\n\
+             203.0.113.7,\"{IPHONE}\",solare,1795082402,old\n\
+             203.0.113.7,\"{IPHONE}\",solare,2026-11-19T19:00:00+09:00,old\n"
+        ),
+    )
+    .unwrap();
+    let o = clickward(&data, &["import", b.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("1 clicks imported, 3 already present"), "{t}");
+    assert_eq!(
+        report(),
+        (Some(4), Some(2)),
+        "the new row counted as unique again"
+    );
+    // The very same file a third time adds nothing at all.
+    let o = clickward(&data, &["import", a.to_str().unwrap()]);
+    assert!(
+        text(&o).contains("0 clicks imported, 3 already present"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(report(), (Some(4), Some(2)));
+}
+
+#[test]
+fn the_closing_line_counts_self_skipped_tests_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cargo.log");
+    std::fs::write(
+        &log,
+        "running 6 tests\n\
+         test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.00s\n\
+         test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.10s\n",
+    )
+    .unwrap();
+    let skips = dir.path().join("skips");
+    std::fs::write(
+        &skips,
+        "browser::signs_in\nbrowser::signs_in\nmultinode::outage\n",
+    )
+    .unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/summary.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&log)
+        .arg(&skips)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "5 passed, 0 failed, 3 skipped\n"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("browser::signs_in"));
+}
+
+/// The README's shell blocks, in order, but the first start (`serve`, which
+/// the test does itself) and the test command.
+fn readme_shell_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut cur, line.trim_end()) {
+            (None, "```sh") => cur = Some(String::new()),
+            (Some(_), "```") => blocks.push(cur.take().unwrap()),
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+        .into_iter()
+        .filter(|b| !b.contains(" serve --catalog") && !b.contains("scripts/test.sh"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_readme_shell_block_runs_as_pasted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/links.toml");
+    let (mut child, base) = spawn_serve(&dir.path().join("clickward-data"), &catalog, &[]).await;
+    let host = base.trim_start_matches("http://").to_owned();
+    let bin = env!("CARGO_BIN_EXE_clickward");
+    let blocks = readme_shell_blocks();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    for round in 1..=2 {
+        for block in &blocks {
+            // As pasted, but against this test's server and binary (the
+            // first-start build is the one thing not repeated here).
+            let script = block
+                .replace("localhost:8080", &host)
+                .replace("cargo run --release -q -p clickward --", bin)
+                .replace("cargo run --release -p clickward --", bin);
+            let o = Command::new("bash")
+                .args(["-e", "-o", "pipefail", "-c", &script])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let t = text(&o);
+            assert!(
+                o.status.success(),
+                "round {round}, block:\n{block}\n---\n{t}"
+            );
+            for bad in [
+                "syntax error",
+                "command not found",
+                "No such file",
+                "error:",
+            ] {
+                assert!(
+                    !t.contains(bad),
+                    "round {round}: {bad:?} in\n{block}\n---\n{t}"
+                );
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The real binary's reload counter reaching `n` (each start and SIGHUP
+/// counts one).
+async fn reloads_reach(base: &str, n: u64) {
+    let c = client();
+    eventually(Duration::from_secs(20), "the catalogue reload", || {
+        let c = c.clone();
+        let url = format!("{base}/metrics");
+        async move {
+            let body = c.get(url).send().await.ok()?.text().await.ok()?;
+            let got: u64 = body
+                .lines()
+                .find(|l| l.starts_with("clickward_catalog_reloads_total{result=\"ok\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())?;
+            (got >= n).then_some(())
+        }
+    })
+    .await;
+}
+
+fn hup(child: &std::process::Child) {
+    let o = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
+async fn status_and_location(base: &str, path: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("{base}{path}"))
+        .header("user-agent", IPHONE)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), location(&r))
+}
+
+#[tokio::test]
+async fn an_admins_change_survives_a_reload_and_a_restart_and_the_file_still_applies_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let catalog = dir.path().join("links.toml");
+    let seed = std::fs::read_to_string(seed_catalog()).unwrap();
+    std::fs::write(&catalog, &seed).unwrap();
+    let (mut child, base) = spawn_serve(&data, &catalog, &[]).await;
+    reloads_reach(&base, 1).await;
+    let key = String::from_utf8(clickward(&data, &["key", "create", "--scope", "admin"]).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // An admin disables one link for fraud and points another elsewhere.
+    let o = clickward(&data, &["link", "disable", "boardbrew"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = client()
+        .patch(format!("{base}/api/v1/links/puesto"))
+        .bearer_auth(&key)
+        .json(&json!({"destination": "https://puesto.example/moved"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["owner"], "admin", "{v}");
+    eventually(
+        Duration::from_secs(10),
+        "the disable to reach the server",
+        || {
+            let base = base.clone();
+            async move { (status_and_location(&base, "/r/boardbrew").await.0 == 404).then_some(()) }
+        },
+    )
+    .await;
+    // The file changes one of its own links meanwhile.
+    std::fs::write(
+        &catalog,
+        seed.replace("https://solare.example/", "https://solare.example/spring"),
+    )
+    .unwrap();
+    hup(&child);
+    reloads_reach(&base, 2).await;
+    let check = |base: String| async move {
+        assert_eq!(
+            status_and_location(&base, "/r/boardbrew").await.0,
+            404,
+            "the disabled link came back"
+        );
+        let (s, loc) = status_and_location(&base, "/r/puesto").await;
+        assert_eq!(s, 302);
+        assert!(
+            loc.starts_with("https://puesto.example/moved"),
+            "the old destination is back: {loc}"
+        );
+        let (s, loc) = status_and_location(&base, "/r/solare").await;
+        assert_eq!(s, 302);
+        assert!(
+            loc.starts_with("https://solare.example/spring"),
+            "the file's own change was not applied: {loc}"
+        );
+    };
+    check(base.clone()).await;
+    // Who owns what is shown.
+    let list = text(&clickward(&data, &["link", "list"]));
+    let owner = |code: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{code} ")))
+            .map(|l| l.split_whitespace().nth(4).unwrap_or("").to_owned())
+    };
+    assert_eq!(owner("boardbrew").as_deref(), Some("admin"), "{list}");
+    assert_eq!(owner("puesto").as_deref(), Some("admin"), "{list}");
+    assert_eq!(owner("solare").as_deref(), Some("catalog"), "{list}");
+    // A restart applies the file again: the admins' changes stay.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .output();
+    let _ = child.wait();
+    let (mut child, base) = spawn_serve(&data, &catalog, &[]).await;
+    reloads_reach(&base, 1).await;
+    check(base.clone()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

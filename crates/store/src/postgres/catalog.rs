@@ -6,9 +6,10 @@ use crate::common::{
     LINK_SELECT, LinkColumns, Named, SETTINGS_SELECT, SettingsColumns, affiliate_of, corrupt,
     now_micros, program_of, slug_of, status_of,
 };
+use crate::common::{NamedRow, entry_digest, owner_of, should_apply};
 use crate::{
-    AffiliateInput, CatalogInput, LinkInput, LinkRecord, ProgramInput, SaveMode, StoreError,
-    StoreFuture,
+    AffiliateInput, CatalogApplied, CatalogInput, LinkInput, LinkRecord, ProgramInput, SaveMode,
+    StoreError, StoreFuture,
 };
 use clickward_core::commission::CommissionPlan;
 use clickward_core::id::{LinkCode, Slug};
@@ -30,6 +31,7 @@ pub(super) fn link_from(row: &Row) -> Result<LinkRecord, StoreError> {
         affiliate_id: row.try_get(9)?,
         program_status: row.try_get(10)?,
         affiliate_status: row.try_get(11)?,
+        admin_owned: row.try_get(12)?,
     }
     .record()
 }
@@ -62,10 +64,17 @@ pub(super) async fn save_named(
     if exists {
         c.execute(
             &format!(
-                "UPDATE {table} SET name = $2, status = $3, updated_at = $4 WHERE slug = $1 \
-                 AND (name IS DISTINCT FROM $2 OR status IS DISTINCT FROM $3)"
+                "UPDATE {table} SET name = $2, status = $3, updated_at = $4, \
+                 catalog_digest = CASE WHEN $5 THEN NULL ELSE catalog_digest END \
+                 WHERE slug = $1 AND (name IS DISTINCT FROM $2 OR status IS DISTINCT FROM $3)"
             ),
-            &[&slug.as_str(), &name, &status.as_str(), &now],
+            &[
+                &slug.as_str(),
+                &name,
+                &status.as_str(),
+                &now,
+                &(mode != SaveMode::Upsert),
+            ],
         )
         .await?;
     } else {
@@ -82,6 +91,45 @@ pub(super) async fn save_named(
             return Err(StoreError::Conflict(what()));
         }
     }
+    // A change through the API, CLI or dashboard takes the item from the
+    // file (in the UPDATE above; a new row starts with no digest).
+    Ok(())
+}
+
+/// The stored digest of an item (see [`crate::common::entry_state`]);
+/// `table` and `key` are ours, not input.
+async fn stored_digest(
+    c: &impl GenericClient,
+    table: &str,
+    key: &str,
+    value: &str,
+) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+    let row = c
+        .query_opt(
+            &format!("SELECT catalog_digest FROM {table} WHERE {key} = $1 FOR UPDATE"),
+            &[&value],
+        )
+        .await?;
+    Ok(match row {
+        None => None,
+        Some(r) => Some(r.try_get::<_, Option<Vec<u8>>>(0)?),
+    })
+}
+
+/// Records who owns an item: the file (its entry's digest) or, with
+/// `None`, the admins.
+async fn set_digest(
+    c: &impl GenericClient,
+    table: &str,
+    key: &str,
+    value: &str,
+    digest: Option<&[u8; 32]>,
+) -> Result<(), StoreError> {
+    c.execute(
+        &format!("UPDATE {table} SET catalog_digest = $2 WHERE {key} = $1"),
+        &[&value, &digest.map(|d| d.as_slice())],
+    )
+    .await?;
     Ok(())
 }
 
@@ -101,19 +149,23 @@ pub(super) async fn named_rows(
     c: &impl GenericClient,
     which: Named,
     slug: Option<&Slug>,
-) -> Result<Vec<(i64, Slug, String, Status)>, StoreError> {
+) -> Result<Vec<NamedRow>, StoreError> {
     let table = which.table();
     let rows = match slug {
         Some(s) => {
             c.query(
-                &format!("SELECT id, slug, name, status FROM {table} WHERE slug = $1"),
+                &format!(
+                    "SELECT id, slug, name, status, catalog_digest IS NULL FROM {table} WHERE slug = $1"
+                ),
                 &[&s.as_str()],
             )
             .await?
         }
         None => {
             c.query(
-                &format!("SELECT id, slug, name, status FROM {table} ORDER BY slug"),
+                &format!(
+                    "SELECT id, slug, name, status, catalog_digest IS NULL FROM {table} ORDER BY slug"
+                ),
                 &[],
             )
             .await?
@@ -126,6 +178,7 @@ pub(super) async fn named_rows(
             slug_of(&r.try_get::<_, String>(1)?)?,
             r.try_get(2)?,
             status_of(&r.try_get::<_, String>(3)?)?,
+            owner_of(r.try_get(4)?),
         ));
     }
     if let (Some(s), true) = (slug, out.is_empty()) {
@@ -180,7 +233,9 @@ pub(super) async fn save_link_tx(
     if exists {
         c.execute(
             "UPDATE links SET program_id = $2, affiliate_id = $3, destination = $4, redirect = $5, \
-             utm = $6, status = $7, updated_at = $8 WHERE code = $1 AND (program_id IS DISTINCT FROM $2 \
+             utm = $6, status = $7, updated_at = $8, \
+             catalog_digest = CASE WHEN $9 THEN NULL ELSE catalog_digest END \
+             WHERE code = $1 AND (program_id IS DISTINCT FROM $2 \
              OR affiliate_id IS DISTINCT FROM $3 OR destination IS DISTINCT FROM $4 \
              OR redirect IS DISTINCT FROM $5 OR utm IS DISTINCT FROM $6 OR status IS DISTINCT FROM $7)",
             &[
@@ -192,6 +247,7 @@ pub(super) async fn save_link_tx(
                 &utm,
                 &l.status.as_str(),
                 &now,
+                &(mode != SaveMode::Upsert),
             ],
         )
         .await?;
@@ -427,30 +483,47 @@ impl CatalogStore for PgStore {
         })
     }
 
-    fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, ()> {
+    fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, CatalogApplied> {
         Box::pin(async move {
             in_tx!(self, |tx| {
+                let mut out = CatalogApplied::default();
                 for p in &cat.programs {
-                    save_program_tx(tx, p, SaveMode::Upsert).await?;
+                    let (slug, d) = (p.slug.as_str(), entry_digest(p));
+                    let stored = stored_digest(tx, "programs", "slug", slug).await?;
+                    if should_apply(stored, &d, || format!("program {slug:?}"), &mut out) {
+                        save_program_tx(tx, p, SaveMode::Upsert).await?;
+                        set_digest(tx, "programs", "slug", slug, Some(&d)).await?;
+                    }
                 }
                 for a in &cat.affiliates {
-                    save_named(
-                        tx,
-                        Named::Affiliates,
-                        &a.slug,
-                        &a.name,
-                        a.status,
-                        SaveMode::Upsert,
-                    )
-                    .await?;
+                    let (slug, d) = (a.slug.as_str(), entry_digest(a));
+                    let stored = stored_digest(tx, "affiliates", "slug", slug).await?;
+                    if should_apply(stored, &d, || format!("affiliate {slug:?}"), &mut out) {
+                        save_named(
+                            tx,
+                            Named::Affiliates,
+                            &a.slug,
+                            &a.name,
+                            a.status,
+                            SaveMode::Upsert,
+                        )
+                        .await?;
+                        set_digest(tx, "affiliates", "slug", slug, Some(&d)).await?;
+                    }
                 }
                 for l in &cat.links {
-                    save_link_tx(tx, l, SaveMode::Upsert).await?;
+                    let (code, d) = (l.code.as_str(), entry_digest(l));
+                    let stored = stored_digest(tx, "links", "code", code).await?;
+                    if should_apply(stored, &d, || format!("link {code:?}"), &mut out) {
+                        save_link_tx(tx, l, SaveMode::Upsert).await?;
+                        set_digest(tx, "links", "code", code, Some(&d)).await?;
+                    }
                 }
                 for (program, affiliate, plan) in &cat.commissions {
                     save_affiliate_commission(tx, program.as_str(), affiliate.as_str(), Some(plan))
                         .await?;
                 }
+                out
             })
         })
     }

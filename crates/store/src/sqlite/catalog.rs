@@ -2,11 +2,12 @@
 //! per-affiliate commission overrides.
 
 use crate::common::{
-    LINK_SELECT, LinkColumns, Named, affiliate_of, now_micros, program_of, slug_of, status_of,
+    LINK_SELECT, LinkColumns, Named, NamedRow, affiliate_of, entry_digest, now_micros, owner_of,
+    program_of, should_apply, slug_of, status_of,
 };
 use crate::{
-    AffiliateInput, CatalogInput, CatalogStore, LinkInput, LinkRecord, ProgramInput, SaveMode,
-    StoreError, StoreFuture,
+    AffiliateInput, CatalogApplied, CatalogInput, CatalogStore, LinkInput, LinkRecord,
+    ProgramInput, SaveMode, StoreError, StoreFuture,
 };
 use clickward_core::commission::CommissionPlan;
 use clickward_core::id::{LinkCode, Slug};
@@ -31,6 +32,7 @@ pub(super) fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
         affiliate_id: row.get(9)?,
         program_status: row.get(10)?,
         affiliate_status: row.get(11)?,
+        admin_owned: row.get(12)?,
     }
     .record()
 }
@@ -62,10 +64,17 @@ pub(super) fn save_named_tx(
     if exists {
         tx.execute(
             &format!(
-                "UPDATE {table} SET name = ?2, status = ?3, updated_at = ?4 WHERE slug = ?1 \
-                 AND (name IS NOT ?2 OR status IS NOT ?3)"
+                "UPDATE {table} SET name = ?2, status = ?3, updated_at = ?4, \
+                 catalog_digest = CASE WHEN ?5 THEN NULL ELSE catalog_digest END \
+                 WHERE slug = ?1 AND (name IS NOT ?2 OR status IS NOT ?3)"
             ),
-            params![slug.as_str(), name, status.as_str(), now],
+            params![
+                slug.as_str(),
+                name,
+                status.as_str(),
+                now,
+                mode != SaveMode::Upsert
+            ],
         )?;
     } else {
         tx.execute(
@@ -73,6 +82,8 @@ pub(super) fn save_named_tx(
             params![slug.as_str(), name, status.as_str(), now],
         )?;
     }
+    // A change through the API, CLI or dashboard takes the item from the
+    // file (in the UPDATE above; a new row starts with no digest).
     Ok(())
 }
 
@@ -96,16 +107,20 @@ pub(super) fn save_affiliate_tx(
     save_named_tx(tx, Named::Affiliates, &a.slug, &a.name, a.status, mode)
 }
 
-/// `(id, slug, name, status)` rows of programs or affiliates.
+/// `(id, slug, name, status, owner)` rows of programs or affiliates.
 pub(super) fn named_rows(
     c: &Connection,
     which: Named,
     slug: Option<&Slug>,
-) -> Result<Vec<(i64, Slug, String, Status)>, StoreError> {
+) -> Result<Vec<NamedRow>, StoreError> {
     let table = which.table();
     let sql = match slug {
-        Some(_) => format!("SELECT id, slug, name, status FROM {table} WHERE slug = ?1"),
-        None => format!("SELECT id, slug, name, status FROM {table} ORDER BY slug"),
+        Some(_) => format!(
+            "SELECT id, slug, name, status, catalog_digest IS NULL FROM {table} WHERE slug = ?1"
+        ),
+        None => format!(
+            "SELECT id, slug, name, status, catalog_digest IS NULL FROM {table} ORDER BY slug"
+        ),
     };
     let mut st = c.prepare_cached(&sql)?;
     let mut rows = match slug {
@@ -119,6 +134,7 @@ pub(super) fn named_rows(
             slug_of(&r.get::<_, String>(1)?)?,
             r.get(2)?,
             status_of(&r.get::<_, String>(3)?)?,
+            owner_of(r.get(4)?),
         ));
     }
     if let (Some(s), true) = (slug, out.is_empty()) {
@@ -179,7 +195,9 @@ pub(super) fn save_link_tx(
     if exists {
         tx.execute(
             "UPDATE links SET program_id = ?2, affiliate_id = ?3, destination = ?4, redirect = ?5, \
-             utm = ?6, status = ?7, updated_at = ?8 WHERE code = ?1 AND (program_id IS NOT ?2 \
+             utm = ?6, status = ?7, updated_at = ?8, \
+             catalog_digest = CASE WHEN ?9 THEN NULL ELSE catalog_digest END \
+             WHERE code = ?1 AND (program_id IS NOT ?2 \
              OR affiliate_id IS NOT ?3 OR destination IS NOT ?4 OR redirect IS NOT ?5 \
              OR utm IS NOT ?6 OR status IS NOT ?7)",
             params![
@@ -190,7 +208,8 @@ pub(super) fn save_link_tx(
                 redirect,
                 utm,
                 l.status.as_str(),
-                now
+                now,
+                mode != SaveMode::Upsert
             ],
         )?;
     } else {
@@ -200,6 +219,39 @@ pub(super) fn save_link_tx(
             params![l.code.as_str(), program_id, affiliate_id, l.destination, redirect, utm, l.status.as_str(), now],
         )?;
     }
+    Ok(())
+}
+
+/// The stored digest of an item (see [`crate::common::entry_state`]);
+/// `table` and `key` are ours, not input.
+fn stored_digest(
+    tx: &Transaction<'_>,
+    table: &str,
+    key: &str,
+    value: &str,
+) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT catalog_digest FROM {table} WHERE {key} = ?1"),
+            [value],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()?)
+}
+
+/// Records who owns an item: the file (its entry's digest) or, with
+/// `None`, the admins.
+fn set_digest(
+    tx: &Transaction<'_>,
+    table: &str,
+    key: &str,
+    value: &str,
+    digest: Option<&[u8; 32]>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("UPDATE {table} SET catalog_digest = ?2 WHERE {key} = ?1"),
+        params![value, digest.map(|d| d.as_slice())],
+    )?;
     Ok(())
 }
 
@@ -409,23 +461,39 @@ impl CatalogStore for SqliteStore {
         self.read(move |c| get_link_conn(c, code.as_str()))
     }
 
-    fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, ()> {
+    fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, CatalogApplied> {
         self.write(move |c| {
             let tx = c.transaction()?;
+            let mut out = CatalogApplied::default();
             for p in &cat.programs {
-                save_program_tx(&tx, p, SaveMode::Upsert)?;
+                let (slug, d) = (p.slug.as_str(), entry_digest(p));
+                let stored = stored_digest(&tx, "programs", "slug", slug)?;
+                if should_apply(stored, &d, || format!("program {slug:?}"), &mut out) {
+                    save_program_tx(&tx, p, SaveMode::Upsert)?;
+                    set_digest(&tx, "programs", "slug", slug, Some(&d))?;
+                }
             }
             for a in &cat.affiliates {
-                save_affiliate_tx(&tx, a, SaveMode::Upsert)?;
+                let (slug, d) = (a.slug.as_str(), entry_digest(a));
+                let stored = stored_digest(&tx, "affiliates", "slug", slug)?;
+                if should_apply(stored, &d, || format!("affiliate {slug:?}"), &mut out) {
+                    save_affiliate_tx(&tx, a, SaveMode::Upsert)?;
+                    set_digest(&tx, "affiliates", "slug", slug, Some(&d))?;
+                }
             }
             for l in &cat.links {
-                save_link_tx(&tx, l, SaveMode::Upsert)?;
+                let (code, d) = (l.code.as_str(), entry_digest(l));
+                let stored = stored_digest(&tx, "links", "code", code)?;
+                if should_apply(stored, &d, || format!("link {code:?}"), &mut out) {
+                    save_link_tx(&tx, l, SaveMode::Upsert)?;
+                    set_digest(&tx, "links", "code", code, Some(&d))?;
+                }
             }
             for (program, affiliate, plan) in &cat.commissions {
                 save_affiliate_commission(&tx, program.as_str(), affiliate.as_str(), Some(plan))?;
             }
             tx.commit()?;
-            Ok(())
+            Ok(out)
         })
     }
 

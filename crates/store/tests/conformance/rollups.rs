@@ -366,7 +366,7 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
         .unwrap();
     convert(&s, &clicks, &ids).await;
     drop(s);
-    // Take the database back to V5: what V6 to V10 added goes, their
+    // Take the database back to V5: what V6 to V11 added goes, their
     // history rows too. (A later migration must be undone here as well.)
     let path = dir.path().join("t.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -391,9 +391,11 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE conversions DROP COLUMN browser; ALTER TABLE conversions DROP COLUMN os; \
          ALTER TABLE conversions DROP COLUMN referrer_host; \
          ALTER TABLE conversions DROP COLUMN region; ALTER TABLE conversions DROP COLUMN city; \
+         ALTER TABLE programs DROP COLUMN catalog_digest; ALTER TABLE affiliates DROP COLUMN catalog_digest; \
+         ALTER TABLE links DROP COLUMN catalog_digest; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11);",
     )
     .unwrap();
     drop(conn);
