@@ -176,6 +176,32 @@ pub struct ConversionReport {
     pub adv_subs: [Option<String>; 5],
 }
 
+/// The field a postback key names, by its canonical name (`txid` →
+/// `order_id`), for the keys [`ConversionReport::from_pairs`] reads, plus the
+/// credentials (`token` and its TUNE / Everflow spellings, `signature`).
+/// Sources: TUNE (`transaction_id`, `adv_sub`, `security_token`), Everflow
+/// (`verification_token`, `adv1`..`adv5`), Voluum (`cid`, `txid`, `et`),
+/// Prosper202 (`subid`).
+pub fn canonical_field(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid" => "click_id",
+        "order_id" | "txid" | "conversion_unique_id" | "external_id" | "invoice_id" => "order_id",
+        "amount" | "sale_amount" => "amount",
+        "currency" => "currency",
+        "event" | "et" | "goal" => "event",
+        "status" => "status",
+        "occurred_at" => "occurred_at",
+        "adv_sub1" | "adv_sub" | "adv1" => "adv_sub1",
+        "adv_sub2" | "adv2" => "adv_sub2",
+        "adv_sub3" | "adv3" => "adv_sub3",
+        "adv_sub4" | "adv4" => "adv_sub4",
+        "adv_sub5" | "adv5" => "adv_sub5",
+        "token" | "security_token" | "verification_token" => "token",
+        "signature" => "signature",
+        _ => return None,
+    })
+}
+
 impl ConversionReport {
     /// Reads the recognised keys from decoded pairs; others are ignored.
     pub fn from_pairs<'a, I>(pairs: I) -> Self
@@ -187,23 +213,19 @@ impl ConversionReport {
             if v.is_empty() {
                 continue;
             }
-            let slot = match k {
-                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid" => {
-                    &mut r.click_id
-                }
-                "order_id" | "txid" | "conversion_unique_id" | "external_id" | "invoice_id" => {
-                    &mut r.order_id
-                }
-                "amount" | "sale_amount" => &mut r.amount,
-                "currency" => &mut r.currency,
-                "event" | "et" | "goal" => &mut r.event,
-                "status" => &mut r.status,
-                "occurred_at" => &mut r.occurred_at,
-                "adv_sub1" | "adv_sub" | "adv1" => &mut r.adv_subs[0],
-                "adv_sub2" | "adv2" => &mut r.adv_subs[1],
-                "adv_sub3" | "adv3" => &mut r.adv_subs[2],
-                "adv_sub4" | "adv4" => &mut r.adv_subs[3],
-                "adv_sub5" | "adv5" => &mut r.adv_subs[4],
+            let slot = match canonical_field(k) {
+                Some("click_id") => &mut r.click_id,
+                Some("order_id") => &mut r.order_id,
+                Some("amount") => &mut r.amount,
+                Some("currency") => &mut r.currency,
+                Some("event") => &mut r.event,
+                Some("status") => &mut r.status,
+                Some("occurred_at") => &mut r.occurred_at,
+                Some("adv_sub1") => &mut r.adv_subs[0],
+                Some("adv_sub2") => &mut r.adv_subs[1],
+                Some("adv_sub3") => &mut r.adv_subs[2],
+                Some("adv_sub4") => &mut r.adv_subs[3],
+                Some("adv_sub5") => &mut r.adv_subs[4],
                 _ => continue,
             };
             if slot.is_none() {

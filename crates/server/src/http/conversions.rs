@@ -38,6 +38,14 @@ pub async fn postback(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
+    if parts.method == Method::HEAD {
+        // A safe method never records anything (a link checker or a proxy
+        // probing the URL must not mint conversions).
+        return answer(Answer {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: json!({"status": "malformed", "reason": "HEAD changes nothing: report a conversion with GET or POST"}),
+        });
+    }
     let body = if parts.method == Method::POST {
         match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
@@ -57,6 +65,12 @@ pub async fn postback(
         .chain(url::form_urlencoded::parse(&body))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    if let Err(reason) = fields_once(query, &body) {
+        return answer(Answer {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"status": "malformed", "reason": reason}),
+        });
+    }
     let get = |names: &[&str]| {
         pairs
             .iter()
@@ -93,6 +107,40 @@ pub async fn postback(
     )
     .increment(1);
     answer(a)
+}
+
+/// Every field of a postback is read from one place, once: a field given
+/// twice (under one name or two aliases, `order_id` and `txid`) is refused,
+/// and so is a POST whose body carries fields while its query carries
+/// others, since a signature covers the body only and the first occurrence
+/// of a field would otherwise win.
+fn fields_once(query: &str, body: &[u8]) -> Result<(), String> {
+    let mut seen: Vec<(&'static str, String)> = Vec::new();
+    let mut in_query = Vec::new();
+    for (part, bytes) in [("query", query.as_bytes()), ("body", body)] {
+        for (k, _) in url::form_urlencoded::parse(bytes) {
+            let Some(field) = clickward_core::conversion::canonical_field(&k) else {
+                continue;
+            };
+            if part == "query" {
+                in_query.push(k.to_string());
+            }
+            if let Some((_, first)) = seen.iter().find(|(f, _)| *f == field) {
+                return Err(format!(
+                    "{field} is given twice (as {first} and as {}); give each field once",
+                    clickward_core::truncate_utf8(&k, 40)
+                ));
+            }
+            seen.push((field, clickward_core::truncate_utf8(&k, 40).to_owned()));
+        }
+    }
+    if !body.is_empty() && !in_query.is_empty() {
+        return Err(format!(
+            "a POST carries its fields in the body only (the signature covers the body); found {} in the query",
+            in_query.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/conversions` (admin key), JSON:

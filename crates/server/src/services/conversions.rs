@@ -263,6 +263,17 @@ impl ConversionService {
                 }
             },
         };
+        if occurred_at > now + MAX_CLOCK_SKEW_US {
+            return reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "occurred_at is {} s after the time this server received it; at most {} s of clock skew is allowed",
+                    (occurred_at - now) / 1_000_000,
+                    MAX_CLOCK_SKEW_US / 1_000_000
+                ),
+            );
+        }
         if !click.affiliate_active {
             return reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -414,6 +425,14 @@ fn authenticate(via: &Via<'_>, s: &clickward_core::program::ProgramSettings) -> 
             return Err("postbacks for this program are not accepted from this address".to_owned());
         }
     }
+    if signature.is_none() && s.postback_secret.is_some() {
+        // Turning signatures on must protect something: the token alone no
+        // longer does.
+        return Err(
+            "this program signs its postbacks: a signature= (HMAC-SHA256, docs/postbacks.md) is required"
+                .to_owned(),
+        );
+    }
     if let Some(sig) = signature {
         let Some(secret) = &s.postback_secret else {
             return Err(
@@ -444,6 +463,10 @@ pub fn strip_param(raw: &str, name: &str) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// How far in the future a conversion's `occurred_at` may be (a sender's
+/// clock running ahead), µs: 5 minutes.
+const MAX_CLOCK_SKEW_US: i64 = 300 * 1_000_000;
 
 fn parse_time(s: &str) -> Option<i64> {
     clickward_core::parse_timestamp(s).ok()

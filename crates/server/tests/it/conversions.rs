@@ -830,6 +830,8 @@ async fn cookies_are_secure_behind_an_https_proxy() {
 async fn money_can_be_reported_by_conversion_time_or_click_time() {
     let (app, _d) = app().await;
     let id = click(&app, "solare").await; // 2026-11-20T12:00Z
+    // Reported the next morning, after it occurred (a future occurred_at is refused).
+    app.clock.set(NOON + 22 * 3600 * 1_000_000);
     let (s, v) = postback(&app, &format!("click_id={id}&order_id=T-1&amount=10.00&occurred_at=2026-11-21T09:00:00Z&token=tok-shop")).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["conversion"]["ctit_s"], 21 * 3600);

@@ -734,3 +734,155 @@ async fn an_admins_change_survives_a_reload_and_a_restart_and_the_file_still_app
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn sign(secret: &str, text: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A program that signs: the seed catalogue's program of `solare` with a
+/// secret added.
+async fn signing_app() -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(seed_catalog()).unwrap();
+    let path = dir.path().join("links.toml");
+    let slug_line = seed
+        .lines()
+        .skip_while(|l| l.trim() != "code = \"solare\"")
+        .find(|l| l.trim_start().starts_with("program = "))
+        .unwrap()
+        .to_owned();
+    let program = slug_line.split('"').nth(1).unwrap().to_owned();
+    let marker = format!("slug = \"{program}\"\n");
+    let with_secret = seed.replacen(
+        &marker,
+        &format!("{marker}postback_secret = \"s3cret\"\n"),
+        1,
+    );
+    assert_ne!(with_secret, seed, "program {program} not found");
+    std::fs::write(&path, with_secret).unwrap();
+    let app = TestApp::start_with(|c| c.catalog = Some(path.clone())).await;
+    (app, dir)
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    query: &str,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut r = app
+        .client
+        .request(method, app.url(&format!("/postback?{query}")));
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b);
+    }
+    let r = r.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_captured_signed_post_cannot_carry_forged_fields() {
+    let (app, _d) = signing_app().await;
+    let id = click(&app).await;
+    let body = format!("click_id={id}&order_id=real-1&amount=10");
+    let signed = format!("{body}&signature={}", sign("s3cret", &body));
+    // Replayed with other fields in the query: refused, nothing recorded.
+    let (s, v) = send(
+        &app,
+        reqwest::Method::POST,
+        "order_id=forged-2&amount=999999&status=approved",
+        Some(signed.clone()),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // A field twice, or under two aliases.
+    let (s, v) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("click_id={id}&order_id=a&txid=b&token=x"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("twice"), "{v}");
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    // The signed body alone is accepted.
+    let (s, v) = send(&app, reqwest::Method::POST, "", Some(signed)).await;
+    assert_eq!(s, 201, "{v}");
+}
+
+#[tokio::test]
+async fn a_program_that_signs_refuses_the_plain_token() {
+    let (app, _d) = signing_app().await;
+    let id = click(&app).await;
+    let token = {
+        let o = clickward(&app.data_dir().join("data"), &["program", "list"]);
+        let t = text(&o);
+        let link_program = {
+            let (_, v) = app.api_get("/api/v1/links/solare").await;
+            v["program"].as_str().unwrap().to_owned()
+        };
+        t.lines()
+            .find(|l| l.split_whitespace().next() == Some(link_program.as_str()))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap()
+            .to_owned()
+    };
+    let (s, v) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("click_id={id}&order_id=p-1&amount=5&token={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 401, "the plain token still works: {v}");
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn head_never_records_a_conversion() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let (s, _) = send(
+        &app,
+        reqwest::Method::HEAD,
+        &format!("click_id={id}&order_id=h-1&amount=5&token=whatever"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 405);
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+}
+
+#[tokio::test]
+async fn a_conversion_dated_hours_ahead_is_refused() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": id, "order_id": "f-1", "amount": "5", "occurred_at": "2026-11-20T15:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("clock skew"), "{v}");
+    // Within the allowance: accepted.
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": id, "order_id": "f-2", "amount": "5", "occurred_at": "2026-11-20T12:03:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}
