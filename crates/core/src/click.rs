@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::Micros;
 use crate::id::ClickId;
-use crate::truncate_utf8;
 
 /// Longest kept `src` or `subN` value, in bytes; longer values are cut at a
 /// character boundary (the click is still recorded).
@@ -175,7 +174,10 @@ impl TrackingParams {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(truncate_utf8(v, MAX_PARAM_LEN).to_owned());
+                let v = crate::clean_text(v, MAX_PARAM_LEN);
+                if !v.is_empty() {
+                    *slot = Some(v);
+                }
             }
         }
         p
@@ -185,14 +187,25 @@ impl TrackingParams {
 /// Keeps the scheme, host and path of a referrer, cut to
 /// [`MAX_REFERRER_LEN`] bytes. Query strings and fragments are dropped: they
 /// often carry e-mail addresses, tokens or search terms, which a click record
-/// does not need. Returns `None` for an empty referrer.
+/// does not need; so is userinfo (`user:pass@`), a credential. Control
+/// characters are removed ([`crate::clean_text`]). Returns `None` for an
+/// empty referrer.
 pub fn normalize_referrer(raw: &str) -> Option<String> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let r = raw[..end].trim();
-    if r.is_empty() {
-        return None;
-    }
-    Some(truncate_utf8(r, MAX_REFERRER_LEN).to_owned())
+    // `scheme://user:pass@host/path` → `scheme://host/path`.
+    let r: std::borrow::Cow<'_, str> = match r.split_once("://") {
+        Some((scheme, rest)) => {
+            let auth_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..auth_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]).into(),
+                None => r.into(),
+            }
+        }
+        None => r.into(),
+    };
+    let r = crate::clean_text(&r, MAX_REFERRER_LEN);
+    (!r.is_empty()).then_some(r)
 }
 
 /// The lower-cased host of a (normalized) referrer: `https://Qiita.com/x` →
@@ -306,6 +319,26 @@ mod tests {
         );
         assert_eq!(normalize_referrer(""), None);
         assert_eq!(normalize_referrer("?q=1"), None);
+    }
+
+    #[test]
+    fn referrer_loses_userinfo_and_control_characters() {
+        assert_eq!(
+            normalize_referrer("https://user:pass@x.example/p?q=1").as_deref(),
+            Some("https://x.example/p")
+        );
+        assert_eq!(
+            normalize_referrer("https://a@b@x.example/p/@home").as_deref(),
+            Some("https://x.example/p/@home")
+        );
+        assert_eq!(
+            normalize_referrer("https://x.example/\0p").as_deref(),
+            Some("https://x.example/p")
+        );
+        assert_eq!(normalize_referrer("\0"), None);
+        let p = TrackingParams::from_pairs([("src", "\0"), ("sub1", "a\0b")]);
+        assert_eq!(p.src, None);
+        assert_eq!(p.subs[0].as_deref(), Some("ab"));
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl ConversionReport {
             }
         }
         for s in r.adv_subs.iter_mut().flatten() {
-            *s = truncate_utf8(s, MAX_ADV_SUB_LEN).to_owned();
+            *s = crate::clean_text(s, MAX_ADV_SUB_LEN);
         }
         r
     }

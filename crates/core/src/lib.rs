@@ -51,6 +51,20 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Text from visitors and senders as it is stored, the same on every store:
+/// control characters (NUL, C0, DEL, C1; `char::is_control`) removed, then
+/// cut to `max` bytes on a character boundary. PostgreSQL refuses NUL in
+/// text and spreadsheets and terminals act on the others, so they never get
+/// past the edge.
+pub fn clean_text(s: &str, max: usize) -> String {
+    if s.chars().any(char::is_control) {
+        let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
+        truncate_utf8(&cleaned, max).to_owned()
+    } else {
+        truncate_utf8(s, max).to_owned()
+    }
+}
+
 /// Parses a timestamp as imports and conversion reports give it into UTC µs:
 /// RFC 3339 (`2026-11-20T14:59:59Z`, any offset), `YYYY-MM-DD HH:MM:SS`
 /// (UTC), or Unix seconds (milliseconds from 1e12 on).
@@ -116,5 +130,13 @@ mod tests {
         assert_eq!(parse_timestamp("1700000000123"), Ok(1_700_000_000_123_000));
         assert!(parse_timestamp("yesterday").is_err());
         assert!(parse_timestamp("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn clean_text_removes_control_characters_then_cuts() {
+        assert_eq!(clean_text("a\0b\u{7f}c\u{9b}d\te", 100), "abcde");
+        assert_eq!(clean_text("plain", 3), "pla");
+        assert_eq!(clean_text("\0\0", 10), "");
+        assert_eq!(clean_text("日本\0語", 6), "日本");
     }
 }

@@ -86,14 +86,16 @@ impl UaParser {
     fn parse_uncached(&self, ua: &str) -> UaInfo {
         let bot = self.bots.classify_ua(ua.as_bytes());
         let (agent, os, dev) = self.extractor.extract(ua);
+        // Families are captured from the header: no control character from
+        // it may reach a stored click.
         let browser = agent
             .map(|a| a.family)
             .filter(|f| f != "Other")
-            .map(|f| Arc::from(f.as_ref()));
+            .map(|f| Arc::from(clickward_core::clean_text(&f, 128)));
         let os_family = os
             .map(|o| o.os)
             .filter(|f| f != "Other")
-            .map(|f| Arc::from(f.as_ref()));
+            .map(|f| Arc::from(clickward_core::clean_text(&f, 128)));
         let dev_family = dev.as_ref().map(|d| d.device.as_ref()).unwrap_or("Other");
         let dev_brand = dev.as_ref().and_then(|d| d.brand.as_deref()).unwrap_or("");
         let device = if bot.is_some() || dev_family == "Spider" {

@@ -90,6 +90,13 @@ pub trait NamedResource: Serialize + Send + Sized + 'static {
     fn owner(&self) -> Owner;
 }
 
+/// A display name as stored: control characters removed, at most 200
+/// bytes; the slug when none (or nothing printable) is given.
+fn display_name(name: Option<&str>, slug: &Slug) -> String {
+    let n = clickward_core::clean_text(name.unwrap_or("").trim(), 200);
+    if n.is_empty() { slug.to_string() } else { n }
+}
+
 /// How pages say who owns an item.
 pub fn owner_text(o: Owner) -> &'static str {
     match o {
@@ -108,7 +115,7 @@ impl NamedResource for Program {
     }
     fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
         let input = ProgramInput {
-            name: b.name.unwrap_or_else(|| b.slug.to_string()),
+            name: display_name(b.name.as_deref(), &b.slug),
             slug: b.slug,
             status: b.status,
             settings: None,
@@ -143,7 +150,7 @@ impl NamedResource for Affiliate {
     }
     fn save(s: &dyn Store, b: NamedBody, mode: SaveMode) -> StoreFuture<'_, Self> {
         let input = AffiliateInput {
-            name: b.name.unwrap_or_else(|| b.slug.to_string()),
+            name: display_name(b.name.as_deref(), &b.slug),
             slug: b.slug,
             status: b.status,
         };

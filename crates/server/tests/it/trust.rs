@@ -886,3 +886,32 @@ async fn a_conversion_dated_hours_ahead_is_refused() {
         .await;
     assert_eq!(s, 201, "{v}");
 }
+
+#[tokio::test]
+async fn visitor_text_loses_control_characters_and_referrer_credentials_at_the_edge() {
+    let app = TestApp::start().await;
+    let r = app
+        .client
+        .get(app.url("/r/solare?src=%00zz%07&sub1=a%00b"))
+        .header("user-agent", IPHONE)
+        .header("referer", "https://user:pass@x.example/post?token=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let c = &app.clicks("solare").await[0];
+    assert_eq!(c["src"], "zz", "{c}");
+    assert_eq!(c["subs"][0], "ab", "{c}");
+    assert_eq!(c["referrer"], "https://x.example/post", "{c}");
+    // A name with a NUL from the API is stored without it (PostgreSQL
+    // would refuse it; both stores keep the same text).
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/affiliates",
+            json!({"slug": "nul", "name": "N\u{0}UL"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["name"], "NUL", "{v}");
+}
