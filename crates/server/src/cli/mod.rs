@@ -62,6 +62,11 @@ pub struct Cli {
     /// Data directory (database and secrets). Default: ./clickward-data
     #[arg(long, global = true, env = "CLICKWARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Start an empty database, or make new secrets, where a data directory
+    /// that held them has lost them (otherwise that is an error: nothing is
+    /// replaced silently).
+    #[arg(long, global = true)]
+    pub init: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -134,6 +139,7 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(d) = &cli.data_dir {
         cfg.data_dir = d.clone();
     }
+    cfg.init = cli.init;
     if let Ok(url) = std::env::var("CLICKWARD_DATABASE_URL")
         && !url.is_empty()
     {

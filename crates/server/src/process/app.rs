@@ -109,6 +109,11 @@ impl AppState {
 /// When the directory or database cannot be created, opened or reached, or
 /// its schema is newer than this binary.
 pub async fn open_store(cfg: &Validated) -> anyhow::Result<Arc<dyn Store>> {
+    secrets::check_data_dir(
+        &cfg.config.data_dir,
+        cfg.config.storage.url.is_none(),
+        cfg.config.init,
+    )?;
     secrets::ensure_private_dir(&cfg.config.data_dir)?;
     if let Some(url) = &cfg.config.storage.url {
         let opts = PgOptions {

@@ -169,6 +169,11 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Dashboard and portal.
     pub dashboard: DashboardConfig,
+    /// `--init`: start a database or make secrets that are missing from a
+    /// data directory that held them (never read from the file: it is a
+    /// decision for the moment, not a setting).
+    #[serde(skip)]
+    pub init: bool,
 }
 
 impl Default for Config {
@@ -189,6 +194,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
+            init: false,
         }
     }
 }

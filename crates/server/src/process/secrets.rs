@@ -78,6 +78,75 @@ pub fn cookie_key(dir: &Path) -> anyhow::Result<axum_extra::extract::cookie::Key
     Ok(axum_extra::extract::cookie::Key::from(&bytes[..64]))
 }
 
+/// Refuses to go on with a data directory that held a database and secrets
+/// and has lost one of them: a missing or empty database would silently
+/// start over (every click, conversion and API key gone), and new secrets
+/// would silently end every attribution cookie, visitor cookie, session and
+/// magic link (and give this node keys of its own). A directory with
+/// neither is new: its secrets are made here, at once, so that from then on
+/// a missing one is noticed. `init` (`--init`) makes what is missing
+/// anyway. `sqlite` is false with a shared PostgreSQL store, whose database
+/// is not in the directory.
+///
+/// # Errors
+/// What is missing, where, and the two ways on.
+pub fn check_data_dir(data_dir: &Path, sqlite: bool, init: bool) -> anyhow::Result<()> {
+    let secrets = data_dir.join("secrets");
+    if !init {
+        check_held(data_dir, sqlite)?;
+    }
+    // New (or --init): make the secrets that are not there.
+    cookie_key(&secrets)?;
+    let salts = secrets.join("visitor-salts.json");
+    if !salts.exists() {
+        write_private(&salts, b"{}")?;
+    }
+    Ok(())
+}
+
+fn check_held(data_dir: &Path, sqlite: bool) -> anyhow::Result<()> {
+    let db = data_dir.join("clickward.db");
+    let secrets = data_dir.join("secrets");
+    // With PostgreSQL the node's own data is its spool.
+    let local = if sqlite {
+        db.clone()
+    } else {
+        data_dir.join("spool.db")
+    };
+    let db_held = local.metadata().map(|m| m.len() > 0).unwrap_or(false);
+    let secret_files = ["cookie.key", "visitor-salts.json"];
+    let present: Vec<bool> = secret_files
+        .iter()
+        .map(|f| secrets.join(f).exists())
+        .collect();
+    let any_secret = present.iter().any(|p| *p);
+    if sqlite && !db_held && any_secret {
+        let what = if db.exists() {
+            "is empty"
+        } else {
+            "is missing"
+        };
+        bail!(
+            "{} {what}, but {} shows this data directory held a database: starting over would lose every click, conversion and API key. Restore the file from a backup, or run with --init to start an empty database here",
+            db.display(),
+            secrets.display()
+        );
+    }
+    if (db_held || any_secret) && !present.iter().all(|p| *p) {
+        let missing: Vec<String> = secret_files
+            .iter()
+            .zip(&present)
+            .filter(|(_, p)| !**p)
+            .map(|(f, _)| secrets.join(f).display().to_string())
+            .collect();
+        bail!(
+            "{} is missing from a data directory in use: a new one would end every attribution cookie, visitor cookie, session and magic link (and on several nodes give this node keys of its own). Restore it from a backup or another node, or run with --init to make a new one",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
 /// The key `clickward import` hashes IP rows under (`import.key`, 32 random
 /// bytes, 0600), made at the first import. It is what lets imports dedup
 /// against each other across runs; no IP is stored, but whoever holds this

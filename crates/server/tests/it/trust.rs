@@ -915,3 +915,49 @@ async fn visitor_text_loses_control_characters_and_referrer_credentials_at_the_e
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["name"], "NUL", "{v}");
 }
+
+/// A command that opens the store through the same start-up check `serve`
+/// runs (`Server::start` → `open_store`).
+fn start_check(data: &Path) -> Output {
+    clickward(data, &["affiliate", "list"])
+}
+
+#[test]
+fn a_lost_database_or_secret_stops_the_start_instead_of_starting_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A data directory in use: a database and its secrets.
+    let o = clickward(&data, &["affiliate", "add", "--slug", "kept"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(data.join("secrets/cookie.key").exists());
+    let db = data.join("clickward.db");
+    std::fs::write(&db, b"").unwrap();
+    for w in ["clickward-wal", "clickward.db-wal", "clickward.db-shm"] {
+        let _ = std::fs::remove_file(data.join(w));
+    }
+    let o = start_check(&data);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("clickward.db") && t.contains("is empty") && t.contains("--init"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the start wrote an empty database"
+    );
+    // --init starts one, on purpose.
+    let o = clickward(&data, &["--init", "affiliate", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A lost cookie key is refused too, and made anew only with --init.
+    std::fs::remove_file(data.join("secrets/cookie.key")).unwrap();
+    let o = start_check(&data);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("cookie.key") && t.contains("--init"), "{t}");
+    assert!(!data.join("secrets/cookie.key").exists());
+    let o = clickward(&data, &["--init", "affiliate", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(data.join("secrets/cookie.key").exists());
+}
