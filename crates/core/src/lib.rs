@@ -65,6 +65,29 @@ pub fn clean_text(s: &str, max: usize) -> String {
     }
 }
 
+/// A text cell as a spreadsheet opens it harmlessly (OWASP, "CSV
+/// Injection"): control characters removed, and a value that starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return (which Excel, LibreOffice
+/// and Google Sheets read as a formula) prefixed with `'`, which they show
+/// as text. For cells of text that came from outside (sub-ids, referrers,
+/// names, keys); numbers clickward writes itself are left as they are.
+pub fn spreadsheet_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let cleaned: std::borrow::Cow<'_, str> = if s.chars().any(char::is_control) {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    };
+    if risky {
+        format!("'{cleaned}").into()
+    } else {
+        cleaned
+    }
+}
+
 /// Parses a timestamp as imports and conversion reports give it into UTC µs:
 /// RFC 3339 (`2026-11-20T14:59:59Z`, any offset), `YYYY-MM-DD HH:MM:SS`
 /// (UTC), or Unix seconds (milliseconds from 1e12 on).
@@ -138,5 +161,16 @@ mod tests {
         assert_eq!(clean_text("plain", 3), "pla");
         assert_eq!(clean_text("\0\0", 10), "");
         assert_eq!(clean_text("日本\0語", 6), "日本");
+    }
+
+    #[test]
+    fn spreadsheet_text_defuses_formulas() {
+        assert_eq!(spreadsheet_text("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_text("+1+1,cmd"), "'+1+1,cmd");
+        assert_eq!(spreadsheet_text("-2"), "'-2");
+        assert_eq!(spreadsheet_text("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_text("\tx"), "'x");
+        assert_eq!(spreadsheet_text("a\0b"), "ab");
+        assert_eq!(spreadsheet_text("qiita"), "qiita");
     }
 }

@@ -29,12 +29,18 @@ pub fn csv_sink<W: Write + Send + 'static>(out: W) -> ClickSink {
             .map(|t| t.to_string())
             .unwrap_or_default();
         let id = c.click_id.to_string();
-        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        // Every text cell came from outside: defused for spreadsheets.
+        let o = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| clickward_core::spreadsheet_text(s).into_owned())
+                .unwrap_or_default()
+        };
+        let t = |s: &str| clickward_core::spreadsheet_text(s).into_owned();
         w.write_record([
             id.as_str(),
             ts.as_str(),
-            c.link.as_str(),
-            c.program.as_str(),
+            t(&c.link).as_str(),
+            t(&c.program).as_str(),
             o(&c.affiliate).as_str(),
             o(&c.src).as_str(),
             o(&c.subs[0]).as_str(),

@@ -115,12 +115,12 @@ pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: PayoutCmd) -> any
                     .unwrap_or_default();
                 w.write_record([
                     p.batch_id.as_str(),
-                    p.affiliate.as_str(),
+                    clickward_core::spreadsheet_text(&p.affiliate).as_ref(),
                     p.currency.as_str(),
                     cur.format(p.amount_minor).as_str(),
                     p.amount_minor.to_string().as_str(),
                     p.conversions.to_string().as_str(),
-                    p.key.as_str(),
+                    clickward_core::spreadsheet_text(&p.key).as_ref(),
                     created.as_str(),
                 ])?;
                 w.flush()?;

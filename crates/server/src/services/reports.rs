@@ -174,7 +174,13 @@ impl ReportOutput {
             }
             Format::Csv => {
                 let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
-                let mut cells: Vec<String> = r.keys.iter().map(|k| csv_cell(&key(k))).collect();
+                // Dimension values came from visitors (src, sub-ids, referrer
+                // hosts): defused for spreadsheets.
+                let mut cells: Vec<String> = r
+                    .keys
+                    .iter()
+                    .map(|k| csv_cell(&clickward_core::spreadsheet_text(&key(k))))
+                    .collect();
                 cells.extend(
                     metric_values(&r.counts, &r.money)
                         .iter()

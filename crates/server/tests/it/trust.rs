@@ -961,3 +961,43 @@ fn a_lost_database_or_secret_stops_the_start_instead_of_starting_over() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(data.join("secrets/cookie.key").exists());
 }
+
+#[tokio::test]
+async fn csv_cells_from_visitors_cannot_run_as_formulas() {
+    let app = TestApp::start().await;
+    let r = app
+        .get_ua(
+            "/r/solare?src=%3DHYPERLINK(%22http%3A%2F%2Fx.example%22)&sub1=%2B1%2B1%2Ccmd",
+            IPHONE,
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 302);
+    let csv = app
+        .client
+        .get(app.url("/api/v1/reports?from=2026-11-20&group_by=src,sub1&format=csv"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(
+        row.starts_with("\"'=HYPERLINK(\"\"http://x.example\"\")\",\"'+1+1,cmd\""),
+        "{csv}"
+    );
+    let o = clickward(
+        &app.data_dir().join("data"),
+        &["export", "--from", "2026-11-20"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("'=HYPERLINK") && out.contains("'+1+1"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(",=HYPERLINK") && !out.contains(",\"=HYPERLINK"),
+        "{out}"
+    );
+}
