@@ -25,7 +25,13 @@ use clickward_store::{ConversionFilter, KeyScope};
 const MAX_BODY: usize = 16 * 1024;
 
 fn answer(a: Answer) -> Response {
-    (a.status, Json(a.body)).into_response()
+    let mut r = (a.status, Json(a.body)).into_response();
+    if a.status == StatusCode::SERVICE_UNAVAILABLE {
+        // A click on its way: senders retry 5xx; tell them when.
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
 }
 
 /// `GET|POST /postback?click_id=…&order_id=…&amount=…&token=…`.

@@ -7,6 +7,7 @@
 //! | 200 `duplicate` | the same (program, event, order id) with the same data: nothing changed, the original is returned |
 //! | 409 `conflict` | the same (program, event, order id) with different data: nothing changed |
 //! | 404 `unknown_click` | no such click id (or no click id and no attribution cookie) |
+//! | 503 `click_pending` | a click id of the last 10 minutes not stored after a 2 s wait (on its way from a node's spool): retry, `Retry-After: 5` |
 //! | 422 `invalid` | outside the attribution window, bad amount or currency, disabled affiliate, click of another program |
 //! | 401 `unauthorized` | bad postback token or signature, or a source IP not allowed |
 //! | 400 `malformed` | missing or malformed fields |
@@ -21,12 +22,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use clickward_core::Micros;
 use clickward_core::attribution;
 use clickward_core::commission;
 use clickward_core::conversion::{self, ConversionReport, ConversionStatus};
 use clickward_core::id::{ClickId, ConversionId};
 use clickward_core::money::{Currency, ExchangeRate};
-use clickward_store::{ConversionRow, NewConversion, Recorded, Store, StoreError};
+use clickward_store::{ClickFacts, ConversionRow, NewConversion, Recorded, Store, StoreError};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -84,7 +86,48 @@ pub struct ConversionService {
 /// Exchange rates by (from, to) currency, as configured in `[rates]`.
 pub type Rates = HashMap<(Currency, Currency), ExchangeRate>;
 
+/// Where a click was looked for.
+enum Found {
+    /// Stored: attribute to it.
+    Stored(ClickFacts),
+    /// Recent by its id's time, and still not stored after
+    /// [`CLICK_GRACE`]: answered 503 with Retry-After, never 404.
+    NotYet,
+    /// Not stored, and too old to be on its way: 404.
+    Unknown,
+}
+
+/// How long intake waits for a recent click that is not stored yet: a
+/// redirect answered by another node (or, with `durability = "buffered"`,
+/// by this one) may still be on its way to the store (a node's spool ships
+/// in tens of ms, longer when PostgreSQL lags).
+const CLICK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A click id whose time is at most this old (ms) and that is not stored
+/// may still arrive: "not yet", not "unknown".
+const RECENT_CLICK_MS: i64 = 10 * 60 * 1000;
+
 impl ConversionService {
+    /// The click's facts, waiting up to [`CLICK_GRACE`] for a recent one.
+    async fn find_click(&self, id: ClickId, now: Micros) -> Result<Found, StoreError> {
+        if let Some(c) = self.store.click_facts(id).await? {
+            return Ok(Found::Stored(c));
+        }
+        let age_ms = now / 1000 - i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
+        // A little ahead of us is another node's clock, not a forgery.
+        if !(-MAX_CLOCK_SKEW_US / 1000..=RECENT_CLICK_MS).contains(&age_ms) {
+            return Ok(Found::Unknown);
+        }
+        let deadline = tokio::time::Instant::now() + CLICK_GRACE;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            if let Some(c) = self.store.click_facts(id).await? {
+                return Ok(Found::Stored(c));
+            }
+        }
+        Ok(Found::NotYet)
+    }
+
     /// A service over `store` that tells `events` of every change, reads the
     /// time from `clock` and converts other currencies with `rates`.
     pub fn new(
@@ -156,9 +199,18 @@ impl ConversionService {
                 );
             }
         };
-        let click = match s.store.click_facts(click_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
+        let click = match self.find_click(click_id, now).await {
+            Ok(Found::Stored(c)) => c,
+            Ok(Found::NotYet) => {
+                return reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "click_pending",
+                    format!(
+                        "click {click_id} is recent and not stored yet (it may still be on its way from a node's spool); retry: nothing was recorded"
+                    ),
+                );
+            }
+            Ok(Found::Unknown) => {
                 return reject(
                     StatusCode::NOT_FOUND,
                     "unknown_click",

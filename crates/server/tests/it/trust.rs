@@ -1001,3 +1001,41 @@ async fn csv_cells_from_visitors_cannot_run_as_formulas() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_conversion_for_a_click_still_on_its_way_is_told_to_retry_not_refused() {
+    let app = TestApp::start().await;
+    // A click id of this moment that no node has stored (yet): a redirect
+    // answered by another node whose spool has not shipped it.
+    let recent = clickward_core::id::ClickId::from_parts(u64::try_from(NOON / 1000).unwrap(), 7);
+    let r = app
+        .client
+        .post(app.url("/api/v1/conversions"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"click_id": recent.to_string(), "order_id": "w-1", "amount": "5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "click_pending", "{v}");
+    // An old id that is not stored is unknown: 404 at once.
+    let old = clickward_core::id::ClickId::from_parts(
+        u64::try_from(NOON / 1000).unwrap() - 86_400_000,
+        7,
+    );
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/conversions",
+            json!({"click_id": old.to_string(), "order_id": "w-2", "amount": "5"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
