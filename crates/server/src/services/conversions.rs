@@ -89,7 +89,7 @@ pub type Rates = HashMap<(Currency, Currency), ExchangeRate>;
 /// Where a click was looked for.
 enum Found {
     /// Stored: attribute to it.
-    Stored(ClickFacts),
+    Stored(Box<ClickFacts>),
     /// Recent by its id's time, and still not stored after
     /// [`CLICK_GRACE`]: answered 503 with Retry-After, never 404.
     NotYet,
@@ -111,7 +111,7 @@ impl ConversionService {
     /// The click's facts, waiting up to [`CLICK_GRACE`] for a recent one.
     async fn find_click(&self, id: ClickId, now: Micros) -> Result<Found, StoreError> {
         if let Some(c) = self.store.click_facts(id).await? {
-            return Ok(Found::Stored(c));
+            return Ok(Found::Stored(Box::new(c)));
         }
         let age_ms = now / 1000 - i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
         // A little ahead of us is another node's clock, not a forgery.
@@ -122,7 +122,7 @@ impl ConversionService {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
             if let Some(c) = self.store.click_facts(id).await? {
-                return Ok(Found::Stored(c));
+                return Ok(Found::Stored(Box::new(c)));
             }
         }
         Ok(Found::NotYet)
@@ -200,7 +200,7 @@ impl ConversionService {
             }
         };
         let click = match self.find_click(click_id, now).await {
-            Ok(Found::Stored(c)) => c,
+            Ok(Found::Stored(c)) => *c,
             Ok(Found::NotYet) => {
                 return reject(
                     StatusCode::SERVICE_UNAVAILABLE,
