@@ -341,3 +341,39 @@ pub(crate) fn should_apply(
         }
     }
 }
+
+/// A catalogue entry's item: where it is stored, and the entry's digest.
+pub(crate) struct Item<'a> {
+    /// `programs`, `affiliates` or `links` (ours, never input).
+    pub table: &'static str,
+    /// `slug` or `code`.
+    pub key: &'static str,
+    /// Its slug or code.
+    pub value: &'a str,
+    kind: &'static str,
+    /// [`entry_digest`] of the entry.
+    pub digest: [u8; 32],
+}
+
+impl<'a> Item<'a> {
+    pub(crate) fn new(
+        table: &'static str,
+        key: &'static str,
+        value: &'a str,
+        kind: &'static str,
+        entry: &impl std::fmt::Debug,
+    ) -> Self {
+        Item {
+            table,
+            key,
+            value,
+            kind,
+            digest: entry_digest(entry),
+        }
+    }
+
+    /// `link "a"`, as drift is reported.
+    pub(crate) fn name(&self) -> String {
+        format!("{} {:?}", self.kind, self.value)
+    }
+}

@@ -1,28 +1,9 @@
 //! The binary as a user runs it: config and catalogue errors, CLI commands,
 //! the report in a time zone, CSV import.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::helpers::*;
-
-fn clickward(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clickward"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("CLICKWARD_CONFIG")
-        .output()
-        .expect("run clickward")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn bad_config_and_catalogue_stop_the_start_with_a_named_problem() {

@@ -2,6 +2,7 @@
 //! an injectable clock, plus a client that does not follow redirects.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -274,4 +275,24 @@ pub fn skipped(why: &str) {
             let _ = writeln!(f, "{name}");
         }
     }
+}
+
+/// The real binary: `clickward --data-dir DATA ARGS…`, run to its end.
+pub fn clickward(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLICKWARD_CONFIG")
+        .output()
+        .expect("run clickward")
+}
+
+/// Standard output and error of a finished command, together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

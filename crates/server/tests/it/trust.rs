@@ -9,22 +9,16 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn clickward(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clickward"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("CLICKWARD_CONFIG")
-        .output()
-        .expect("run clickward")
+/// `POST /api/v1/conversions` with the admin key: status and body.
+async fn post_conversion(app: &TestApp, body: Value) -> (u16, Value) {
+    app.api_send(reqwest::Method::POST, "/api/v1/conversions", body)
+        .await
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// How many conversions are stored.
+async fn conversion_count(app: &TestApp) -> usize {
+    let (_, list) = app.api_get("/api/v1/conversions").await;
+    list.as_array().map_or(0, Vec::len)
 }
 
 /// A click on the seed catalogue's `solare` link from a phone; its click id.
@@ -109,13 +103,11 @@ fn a_payout_with_nothing_to_pay_is_refused_and_creates_nothing() {
 async fn a_refused_status_change_reads_as_one_sentence() {
     let app = TestApp::start().await;
     let id = click(&app).await;
-    let (s, v) = app
-        .api_send(
-            reqwest::Method::POST,
-            "/api/v1/conversions",
-            json!({"click_id": id, "order_id": "T-1", "amount": "10"}),
-        )
-        .await;
+    let (s, v) = post_conversion(
+        &app,
+        json!({"click_id": id, "order_id": "T-1", "amount": "10"}),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let cid = v["conversion"]["conversion_id"]
         .as_str()
@@ -231,20 +223,17 @@ async fn the_same_json_in_another_key_order_is_the_same_idempotent_request() {
 async fn an_unknown_conversion_field_is_refused_by_name_and_records_nothing() {
     let app = TestApp::start().await;
     let id = click(&app).await;
-    let (s, v) = app
-        .api_send(
-            reqwest::Method::POST,
-            "/api/v1/conversions",
-            json!({"click_id": id, "order_id": "U-1", "amount": "5", "ammount": "500"}),
-        )
-        .await;
+    let (s, v) = post_conversion(
+        &app,
+        json!({"click_id": id, "order_id": "U-1", "amount": "5", "ammount": "500"}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(
         v["reason"].as_str().unwrap_or("").contains("\"ammount\""),
         "{v}"
     );
-    let (_, list) = app.api_get("/api/v1/conversions").await;
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    assert_eq!(conversion_count(&app).await, 0);
 }
 
 #[tokio::test]
@@ -811,8 +800,7 @@ async fn a_captured_signed_post_cannot_carry_forged_fields() {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["reason"].as_str().unwrap().contains("twice"), "{v}");
-    let (_, list) = app.api_get("/api/v1/conversions").await;
-    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    assert_eq!(conversion_count(&app).await, 0);
     // The signed body alone is accepted.
     let (s, v) = send(&app, reqwest::Method::POST, "", Some(signed)).await;
     assert_eq!(s, 201, "{v}");
@@ -843,8 +831,7 @@ async fn a_program_that_signs_refuses_the_plain_token() {
     )
     .await;
     assert_eq!(s, 401, "the plain token still works: {v}");
-    let (_, list) = app.api_get("/api/v1/conversions").await;
-    assert_eq!(list.as_array().unwrap().len(), 0);
+    assert_eq!(conversion_count(&app).await, 0);
 }
 
 #[tokio::test]
@@ -859,31 +846,18 @@ async fn head_never_records_a_conversion() {
     )
     .await;
     assert_eq!(s, 405);
-    let (_, list) = app.api_get("/api/v1/conversions").await;
-    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    assert_eq!(conversion_count(&app).await, 0);
 }
 
 #[tokio::test]
 async fn a_conversion_dated_hours_ahead_is_refused() {
     let app = TestApp::start().await;
     let id = click(&app).await;
-    let (s, v) = app
-        .api_send(
-            reqwest::Method::POST,
-            "/api/v1/conversions",
-            json!({"click_id": id, "order_id": "f-1", "amount": "5", "occurred_at": "2026-11-20T15:00:00Z"}),
-        )
-        .await;
+    let (s, v) = post_conversion(&app, json!({"click_id": id, "order_id": "f-1", "amount": "5", "occurred_at": "2026-11-20T15:00:00Z"})).await;
     assert_eq!(s, 422, "{v}");
     assert!(v["reason"].as_str().unwrap().contains("clock skew"), "{v}");
     // Within the allowance: accepted.
-    let (s, v) = app
-        .api_send(
-            reqwest::Method::POST,
-            "/api/v1/conversions",
-            json!({"click_id": id, "order_id": "f-2", "amount": "5", "occurred_at": "2026-11-20T12:03:00Z"}),
-        )
-        .await;
+    let (s, v) = post_conversion(&app, json!({"click_id": id, "order_id": "f-2", "amount": "5", "occurred_at": "2026-11-20T12:03:00Z"})).await;
     assert_eq!(s, 201, "{v}");
 }
 
@@ -1028,14 +1002,11 @@ async fn a_conversion_for_a_click_still_on_its_way_is_told_to_retry_not_refused(
         u64::try_from(NOON / 1000).unwrap() - 86_400_000,
         7,
     );
-    let (s, v) = app
-        .api_send(
-            reqwest::Method::POST,
-            "/api/v1/conversions",
-            json!({"click_id": old.to_string(), "order_id": "w-2", "amount": "5"}),
-        )
-        .await;
+    let (s, v) = post_conversion(
+        &app,
+        json!({"click_id": old.to_string(), "order_id": "w-2", "amount": "5"}),
+    )
+    .await;
     assert_eq!(s, 404, "{v}");
-    let (_, list) = app.api_get("/api/v1/conversions").await;
-    assert_eq!(list.as_array().unwrap().len(), 0);
+    assert_eq!(conversion_count(&app).await, 0);
 }

@@ -2,11 +2,11 @@
 //! per-affiliate commission overrides.
 
 use super::{CatalogStore, PgStore};
+use crate::common::{Item, NamedRow, owner_of, should_apply};
 use crate::common::{
     LINK_SELECT, LinkColumns, Named, SETTINGS_SELECT, SettingsColumns, affiliate_of, corrupt,
     now_micros, program_of, slug_of, status_of,
 };
-use crate::common::{NamedRow, entry_digest, owner_of, should_apply};
 use crate::{
     AffiliateInput, CatalogApplied, CatalogInput, LinkInput, LinkRecord, ProgramInput, SaveMode,
     StoreError, StoreFuture,
@@ -94,6 +94,17 @@ pub(super) async fn save_named(
     // A change through the API, CLI or dashboard takes the item from the
     // file (in the UPDATE above; a new row starts with no digest).
     Ok(())
+}
+
+/// Whether to apply a catalogue entry to its item (see
+/// [`crate::common::should_apply`]), counting it in `out`.
+async fn decide(
+    c: &impl GenericClient,
+    item: &Item<'_>,
+    out: &mut CatalogApplied,
+) -> Result<bool, StoreError> {
+    let stored = stored_digest(c, item.table, item.key, item.value).await?;
+    Ok(should_apply(stored, &item.digest, || item.name(), out))
 }
 
 /// The stored digest of an item (see [`crate::common::entry_state`]);
@@ -488,17 +499,16 @@ impl CatalogStore for PgStore {
             in_tx!(self, |tx| {
                 let mut out = CatalogApplied::default();
                 for p in &cat.programs {
-                    let (slug, d) = (p.slug.as_str(), entry_digest(p));
-                    let stored = stored_digest(tx, "programs", "slug", slug).await?;
-                    if should_apply(stored, &d, || format!("program {slug:?}"), &mut out) {
+                    let item = Item::new("programs", "slug", p.slug.as_str(), "program", p);
+                    if decide(tx, &item, &mut out).await? {
                         save_program_tx(tx, p, SaveMode::Upsert).await?;
-                        set_digest(tx, "programs", "slug", slug, Some(&d)).await?;
+                        set_digest(tx, item.table, item.key, item.value, Some(&item.digest))
+                            .await?;
                     }
                 }
                 for a in &cat.affiliates {
-                    let (slug, d) = (a.slug.as_str(), entry_digest(a));
-                    let stored = stored_digest(tx, "affiliates", "slug", slug).await?;
-                    if should_apply(stored, &d, || format!("affiliate {slug:?}"), &mut out) {
+                    let item = Item::new("affiliates", "slug", a.slug.as_str(), "affiliate", a);
+                    if decide(tx, &item, &mut out).await? {
                         save_named(
                             tx,
                             Named::Affiliates,
@@ -508,15 +518,16 @@ impl CatalogStore for PgStore {
                             SaveMode::Upsert,
                         )
                         .await?;
-                        set_digest(tx, "affiliates", "slug", slug, Some(&d)).await?;
+                        set_digest(tx, item.table, item.key, item.value, Some(&item.digest))
+                            .await?;
                     }
                 }
                 for l in &cat.links {
-                    let (code, d) = (l.code.as_str(), entry_digest(l));
-                    let stored = stored_digest(tx, "links", "code", code).await?;
-                    if should_apply(stored, &d, || format!("link {code:?}"), &mut out) {
+                    let item = Item::new("links", "code", l.code.as_str(), "link", l);
+                    if decide(tx, &item, &mut out).await? {
                         save_link_tx(tx, l, SaveMode::Upsert).await?;
-                        set_digest(tx, "links", "code", code, Some(&d)).await?;
+                        set_digest(tx, item.table, item.key, item.value, Some(&item.digest))
+                            .await?;
                     }
                 }
                 for (program, affiliate, plan) in &cat.commissions {

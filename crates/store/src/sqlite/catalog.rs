@@ -2,7 +2,7 @@
 //! per-affiliate commission overrides.
 
 use crate::common::{
-    LINK_SELECT, LinkColumns, Named, NamedRow, affiliate_of, entry_digest, now_micros, owner_of,
+    Item, LINK_SELECT, LinkColumns, Named, NamedRow, affiliate_of, now_micros, owner_of,
     program_of, should_apply, slug_of, status_of,
 };
 use crate::{
@@ -220,6 +220,17 @@ pub(super) fn save_link_tx(
         )?;
     }
     Ok(())
+}
+
+/// Whether to apply a catalogue entry to its item (see
+/// [`crate::common::should_apply`]), counting it in `out`.
+fn decide(
+    tx: &Transaction<'_>,
+    item: &Item<'_>,
+    out: &mut CatalogApplied,
+) -> Result<bool, StoreError> {
+    let stored = stored_digest(tx, item.table, item.key, item.value)?;
+    Ok(should_apply(stored, &item.digest, || item.name(), out))
 }
 
 /// The stored digest of an item (see [`crate::common::entry_state`]);
@@ -466,27 +477,24 @@ impl CatalogStore for SqliteStore {
             let tx = c.transaction()?;
             let mut out = CatalogApplied::default();
             for p in &cat.programs {
-                let (slug, d) = (p.slug.as_str(), entry_digest(p));
-                let stored = stored_digest(&tx, "programs", "slug", slug)?;
-                if should_apply(stored, &d, || format!("program {slug:?}"), &mut out) {
+                let item = Item::new("programs", "slug", p.slug.as_str(), "program", p);
+                if decide(&tx, &item, &mut out)? {
                     save_program_tx(&tx, p, SaveMode::Upsert)?;
-                    set_digest(&tx, "programs", "slug", slug, Some(&d))?;
+                    set_digest(&tx, item.table, item.key, item.value, Some(&item.digest))?;
                 }
             }
             for a in &cat.affiliates {
-                let (slug, d) = (a.slug.as_str(), entry_digest(a));
-                let stored = stored_digest(&tx, "affiliates", "slug", slug)?;
-                if should_apply(stored, &d, || format!("affiliate {slug:?}"), &mut out) {
+                let item = Item::new("affiliates", "slug", a.slug.as_str(), "affiliate", a);
+                if decide(&tx, &item, &mut out)? {
                     save_affiliate_tx(&tx, a, SaveMode::Upsert)?;
-                    set_digest(&tx, "affiliates", "slug", slug, Some(&d))?;
+                    set_digest(&tx, item.table, item.key, item.value, Some(&item.digest))?;
                 }
             }
             for l in &cat.links {
-                let (code, d) = (l.code.as_str(), entry_digest(l));
-                let stored = stored_digest(&tx, "links", "code", code)?;
-                if should_apply(stored, &d, || format!("link {code:?}"), &mut out) {
+                let item = Item::new("links", "code", l.code.as_str(), "link", l);
+                if decide(&tx, &item, &mut out)? {
                     save_link_tx(&tx, l, SaveMode::Upsert)?;
-                    set_digest(&tx, "links", "code", code, Some(&d))?;
+                    set_digest(&tx, item.table, item.key, item.value, Some(&item.digest))?;
                 }
             }
             for (program, affiliate, plan) in &cat.commissions {
