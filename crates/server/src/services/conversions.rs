@@ -108,6 +108,32 @@ const CLICK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const RECENT_CLICK_MS: i64 = 10 * 60 * 1000;
 
 impl ConversionService {
+    /// The program a postback's credentials are for (`None` for the API and
+    /// the pixel, which are authenticated otherwise): the one whose token
+    /// matches, or whose secret verifies the signature, and whose IP
+    /// allowlist (if any) admits the sender. `Err(Ok(reason))` is a 401.
+    async fn postback_program(
+        &self,
+        via: &Via<'_>,
+    ) -> Result<Option<i64>, Result<String, StoreError>> {
+        if !matches!(via, Via::Postback { .. }) {
+            return Ok(None);
+        }
+        let programs = self.store.list_programs().await.map_err(Err)?;
+        let mut last = "missing token= (or signature=)".to_owned();
+        for p in programs {
+            let settings = self.store.program_settings(p.id).await.map_err(Err)?;
+            match authenticate(via, &settings) {
+                Ok(()) => return Ok(Some(p.id)),
+                // The reason of a program these credentials name (its IP
+                // allowlist, its demand for a signature) beats "no match".
+                Err(Refusal::Named(reason)) => return Err(Ok(reason)),
+                Err(Refusal::NotThis(reason)) => last = reason,
+            }
+        }
+        Err(Ok(last))
+    }
+
     /// The click's facts, waiting up to [`CLICK_GRACE`] for a recent one.
     async fn find_click(&self, id: ClickId, now: Micros) -> Result<Found, StoreError> {
         if let Some(c) = self.store.click_facts(id).await? {
@@ -182,6 +208,14 @@ impl ConversionService {
         let s = self;
         let now = s.clock.now_micros();
 
+        // Credentials first: whether a click id exists is told only to a
+        // caller who may report conversions (no 404-vs-401 oracle).
+        let credited = match s.postback_program(&via).await {
+            Ok(p) => p,
+            Err(Ok(reason)) => return reject(StatusCode::UNAUTHORIZED, "unauthorized", reason),
+            Err(Err(e)) => return internal(e),
+        };
+
         // Which click: an explicit id beats the cookie.
         let (click_id, by) = match (&report.click_id, cookie_click) {
             (Some(text), _) => match text.trim().parse::<ClickId>() {
@@ -223,8 +257,12 @@ impl ConversionService {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
-        if let Err(reason) = authenticate(&via, &settings) {
-            return reject(StatusCode::UNAUTHORIZED, "unauthorized", reason);
+        if credited.is_some_and(|p| p != click.program_id) {
+            return reject(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "these postback credentials are not for the program of this click",
+            );
         }
 
         let Some(order_id) = &report.order_id else {
@@ -455,8 +493,21 @@ fn sha(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Checks a postback's credentials against the program's settings.
-fn authenticate(via: &Via<'_>, s: &clickward_core::program::ProgramSettings) -> Result<(), String> {
+/// Why a program refused a postback's credentials.
+enum Refusal {
+    /// They are not this program's (wrong token, a signature its secret does
+    /// not verify): another program may take them.
+    NotThis(String),
+    /// They are this program's, and it still refuses (its IP allowlist, or it
+    /// demands a signature and got only its token).
+    Named(String),
+}
+
+/// Checks a postback's credentials against one program's settings.
+fn authenticate(
+    via: &Via<'_>,
+    s: &clickward_core::program::ProgramSettings,
+) -> Result<(), Refusal> {
     let Via::Postback {
         raw_query,
         token,
@@ -466,6 +517,50 @@ fn authenticate(via: &Via<'_>, s: &clickward_core::program::ProgramSettings) -> 
     else {
         return Ok(());
     };
+    let signed_by_it = match (signature, &s.postback_secret) {
+        (Some(sig), Some(secret)) => {
+            let signed = strip_param(raw_query, "signature");
+            let expected = hex::decode(sig.trim())
+                .map_err(|_| Refusal::NotThis("signature is not hex".to_owned()))?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .map_err(|_| Refusal::NotThis("postback secret unusable".to_owned()))?;
+            mac.update(signed.as_bytes());
+            if mac.verify_slice(&expected).is_err() {
+                return Err(Refusal::NotThis(
+                    "signature does not match the request".to_owned(),
+                ));
+            }
+            true
+        }
+        (Some(_), None) => {
+            return Err(Refusal::NotThis(
+                "no program with a postback secret verifies this signature".to_owned(),
+            ));
+        }
+        (None, _) => false,
+    };
+    if !signed_by_it {
+        match (token, &s.postback_token) {
+            // Compare digests: equal-length, so the comparison leaks nothing useful.
+            (Some(t), Some(want)) if sha(t) == sha(want) => {}
+            (Some(_), _) => {
+                return Err(Refusal::NotThis("postback token does not match".to_owned()));
+            }
+            (None, _) => {
+                return Err(Refusal::NotThis(
+                    "missing token= (or signature=)".to_owned(),
+                ));
+            }
+        }
+        if s.postback_secret.is_some() {
+            // Turning signatures on must protect something: the token alone
+            // no longer does.
+            return Err(Refusal::Named(
+                "this program signs its postbacks: a signature= (HMAC-SHA256, docs/postbacks.md) is required"
+                    .to_owned(),
+            ));
+        }
+    }
     if !s.postback_ips.is_empty() {
         let allowed = s.postback_ips.iter().any(|n| {
             n.parse::<ipnet::IpNet>()
@@ -474,38 +569,12 @@ fn authenticate(via: &Via<'_>, s: &clickward_core::program::ProgramSettings) -> 
                 .unwrap_or(false)
         });
         if !allowed {
-            return Err("postbacks for this program are not accepted from this address".to_owned());
+            return Err(Refusal::Named(
+                "postbacks for this program are not accepted from this address".to_owned(),
+            ));
         }
     }
-    if signature.is_none() && s.postback_secret.is_some() {
-        // Turning signatures on must protect something: the token alone no
-        // longer does.
-        return Err(
-            "this program signs its postbacks: a signature= (HMAC-SHA256, docs/postbacks.md) is required"
-                .to_owned(),
-        );
-    }
-    if let Some(sig) = signature {
-        let Some(secret) = &s.postback_secret else {
-            return Err(
-                "this program has no postback secret, so signatures cannot be checked".to_owned(),
-            );
-        };
-        let signed = strip_param(raw_query, "signature");
-        let expected = hex::decode(sig.trim()).map_err(|_| "signature is not hex".to_owned())?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .map_err(|_| "postback secret unusable".to_owned())?;
-        mac.update(signed.as_bytes());
-        return mac
-            .verify_slice(&expected)
-            .map_err(|_| "signature does not match the query".to_owned());
-    }
-    match (token, &s.postback_token) {
-        // Compare digests: equal-length, so the comparison leaks nothing useful.
-        (Some(t), Some(want)) if sha(t) == sha(want) => Ok(()),
-        (Some(_), _) => Err("postback token does not match".to_owned()),
-        (None, _) => Err("missing token= (or signature=)".to_owned()),
-    }
+    Ok(())
 }
 
 /// The query string without `name=…` pairs, as sent otherwise.

@@ -1010,3 +1010,28 @@ async fn a_conversion_for_a_click_still_on_its_way_is_told_to_retry_not_refused(
     assert_eq!(s, 404, "{v}");
     assert_eq!(conversion_count(&app).await, 0);
 }
+
+#[tokio::test]
+async fn without_credentials_nobody_learns_which_click_ids_exist() {
+    let app = TestApp::start().await;
+    let real = click(&app).await;
+    let made_up = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let mut answers = Vec::new();
+    for id in [real.as_str(), made_up] {
+        answers.push(
+            send(
+                &app,
+                reqwest::Method::GET,
+                &format!("click_id={id}&order_id=o-1&token=guess"),
+                None,
+            )
+            .await,
+        );
+    }
+    assert_eq!(answers[0].0, 401, "{answers:?}");
+    assert_eq!(
+        answers[0], answers[1],
+        "a real and a made-up click id are told apart"
+    );
+    assert_eq!(conversion_count(&app).await, 0);
+}
