@@ -1,7 +1,6 @@
 //! `clickward affiliate`: add, list.
 
 use super::slug;
-use crate::process::config::Validated;
 use clap::Subcommand;
 use clickward_core::link::Status;
 use clickward_store::{AffiliateInput, SaveMode, Store};
@@ -26,8 +25,7 @@ pub enum AffiliateCmd {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: AffiliateCmd) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, cmd: AffiliateCmd) -> anyhow::Result<()> {
     match cmd {
         AffiliateCmd::Add { slug: s, name } => {
             let a = store

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 // Dropping the sink (at the end of the export) flushes the buffers.
-use crate::process::config::Validated;
 use anyhow::Context;
 use clap::Args;
 use clickward_core::report;
@@ -82,8 +81,7 @@ pub struct ExportArgs {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
     let tz = TimeZone::get(&args.tz).with_context(|| format!("unknown time zone {:?}", args.tz))?;
     let to = args
         .to

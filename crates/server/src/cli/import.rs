@@ -342,7 +342,6 @@ An import in which every row is skipped exits with an error.";
 /// # Errors
 /// Store errors and bad arguments, with context.
 pub(super) async fn run(v: &Validated, store: &dyn Store, args: ImportArgs) -> anyhow::Result<()> {
-    let _ = v;
     let ua = UaParser::new(20_000)?;
     let geo = if v.config.geoip.is_empty() {
         None

@@ -1,6 +1,5 @@
 //! `clickward key`: create an API key (printed once).
 
-use crate::process::config::Validated;
 use clap::{Subcommand, ValueEnum};
 use clickward_store::{KeyScope, Store};
 
@@ -31,8 +30,7 @@ pub enum KeyCmd {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: KeyCmd) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, cmd: KeyCmd) -> anyhow::Result<()> {
     match cmd {
         KeyCmd::Create { scope, label } => {
             let (secret, hash, prefix) = crate::services::keys::new_key();

@@ -1,7 +1,6 @@
 //! `clickward link`: add, list, disable.
 
 use super::slug;
-use crate::process::config::Validated;
 use crate::services::reports::parse_kv;
 use anyhow::Context;
 use clap::Subcommand;
@@ -46,8 +45,7 @@ pub enum LinkCmd {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: LinkCmd) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, cmd: LinkCmd) -> anyhow::Result<()> {
     match cmd {
         LinkCmd::Add {
             code,

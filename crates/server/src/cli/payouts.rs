@@ -1,7 +1,6 @@
 //! `clickward payout`: preview and create batches.
 
 use super::slug;
-use crate::process::config::Validated;
 use clap::Subcommand;
 use clickward_core::money::Currency;
 use clickward_store::Store;
@@ -37,8 +36,7 @@ pub enum PayoutCmd {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: PayoutCmd) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, cmd: PayoutCmd) -> anyhow::Result<()> {
     match cmd {
         PayoutCmd::Preview { affiliate } => {
             let lines = store.payout_preview(slug(&affiliate, "affiliate")?).await?;

@@ -1,7 +1,6 @@
 //! `clickward program`: add, list (with postback tokens).
 
 use super::slug;
-use crate::process::config::Validated;
 use clap::Subcommand;
 use clickward_core::link::Status;
 use clickward_store::{ProgramInput, SaveMode, Store};
@@ -26,8 +25,7 @@ pub enum ProgramCmd {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, cmd: ProgramCmd) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, cmd: ProgramCmd) -> anyhow::Result<()> {
     match cmd {
         ProgramCmd::Add { slug: s, name } => {
             let p = store

@@ -1,6 +1,5 @@
 //! `clickward report`: the report over the store, printed a chunk at a time.
 
-use crate::process::config::Validated;
 use crate::services::reports::{ReportArgs, report_text};
 use clickward_store::Store;
 
@@ -8,8 +7,7 @@ use clickward_store::Store;
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, args: ReportArgs) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, args: ReportArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for chunk in report_text(store, &args).await? {
         std::io::Write::write_all(&mut out, chunk.as_bytes())?;

@@ -1,6 +1,5 @@
 //! `clickward rollup`: recompute a range, or catch up to now.
 
-use crate::process::config::Validated;
 use anyhow::bail;
 use clap::Args;
 use clickward_core::report::{self};
@@ -23,8 +22,7 @@ pub struct RollupArgs {
 ///
 /// # Errors
 /// Store errors and bad arguments, with context.
-pub(super) async fn run(v: &Validated, store: &dyn Store, args: RollupArgs) -> anyhow::Result<()> {
-    let _ = v;
+pub(super) async fn run(store: &dyn Store, args: RollupArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match (args.from, args.to) {
         (Some(from), to) => {
