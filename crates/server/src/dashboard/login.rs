@@ -80,6 +80,7 @@ fn safe_next(next: Option<&str>) -> Option<String> {
     next.filter(|n| {
         (n.starts_with("/dashboard") || n.starts_with("/portal"))
             && !n.contains("//")
+            && !n.chars().any(char::is_control)
             && !n.contains('\\')
     })
     .map(str::to_owned)

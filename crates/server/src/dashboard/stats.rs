@@ -21,6 +21,10 @@ pub struct RangeQuery {
     pub tz: Option<String>,
 }
 
+/// Longest range a page shows, days (ten years of daily buckets, under the
+/// report engine's bucket limit).
+const MAX_DAYS: i32 = 3_660;
+
 /// A checked range.
 #[derive(Debug, Clone)]
 pub struct Range {
@@ -84,6 +88,18 @@ impl Range {
                 problem = Some(format!("{e}; showing the last 7 days"));
                 (default_from, today)
             }
+        };
+        // A range the report engine cannot tile (a year past 9999, more
+        // day buckets than a report may have) is a note, not a failure.
+        let (from, to) = if (to - from).get_days() >= MAX_DAYS
+            || clickward_core::report::date_range(from, to, &tz).is_err()
+        {
+            problem = Some(format!(
+                "{from} to {to} is more than a page can show (at most {MAX_DAYS} days); showing the last 7 days"
+            ));
+            (default_from, today)
+        } else {
+            (from, to)
         };
         Range {
             from,

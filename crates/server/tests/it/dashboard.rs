@@ -600,3 +600,55 @@ async fn programs_and_affiliates_made_through_forms_work_at_once() {
     let (_, a) = app.api_get("/api/v1/affiliates/newaff").await;
     assert_eq!(a["name"], "New one");
 }
+
+#[tokio::test]
+async fn out_of_range_dates_and_a_control_character_in_next_are_answered_not_500() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    add_user(
+        &app,
+        "gg",
+        Some("gourmet_guide"),
+        Some("gourmet guide secret"),
+    )
+    .await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let affiliate = sign_in(&app, "gg", "gourmet guide secret").await;
+    for (cookie, path) in [
+        (&admin, "/dashboard?to=9999-12-31"),
+        (&admin, "/dashboard?from=1990-01-01"),
+        (
+            &admin,
+            "/dashboard/links/solare?from=0001-01-01&to=9999-12-31",
+        ),
+        (&affiliate, "/portal?to=9999-12-31"),
+        (&affiliate, "/portal?from=1990-01-01&tz=Asia/Tokyo"),
+    ] {
+        let r = get(&app, cookie, path).await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("showing the last 7 days"),
+            "{path} says nothing: {html}"
+        );
+    }
+    let r = post_login(
+        &app,
+        &[
+            ("username", "merchant"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/dashboard/\u{0}"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        !to.contains('\u{0}') && to.starts_with("/dashboard"),
+        "{to}"
+    );
+}
