@@ -117,9 +117,8 @@ pub async fn postback(
 
 /// Every field of a postback is read from one place, once: a field given
 /// twice (under one name or two aliases, `order_id` and `txid`) is refused,
-/// and so is a POST whose body carries fields while its query carries
-/// others, since a signature covers the body only and the first occurrence
-/// of a field would otherwise win.
+/// and so is a signed POST whose query carries fields beside its body: the
+/// signature covers the body only, so every field used must be there.
 fn fields_once(query: &str, body: &[u8]) -> Result<(), String> {
     let mut seen: Vec<(&'static str, String)> = Vec::new();
     let mut in_query = Vec::new();
@@ -140,9 +139,10 @@ fn fields_once(query: &str, body: &[u8]) -> Result<(), String> {
             seen.push((field, clickward_core::truncate_utf8(&k, 40).to_owned()));
         }
     }
-    if !body.is_empty() && !in_query.is_empty() {
+    let signed = seen.iter().any(|(f, _)| *f == "signature");
+    if signed && !body.is_empty() && !in_query.is_empty() {
         return Err(format!(
-            "a POST carries its fields in the body only (the signature covers the body); found {} in the query",
+            "a signed POST carries its fields in the body only (the signature covers the body); found {} in the query",
             in_query.join(", ")
         ));
     }

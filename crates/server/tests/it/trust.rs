@@ -724,6 +724,21 @@ async fn an_admins_change_survives_a_reload_and_a_restart_and_the_file_still_app
     let _ = child.wait();
 }
 
+/// The postback token of the program of the `solare` link, as
+/// `clickward program list` shows it.
+async fn solare_token(app: &TestApp) -> String {
+    let (_, link) = app.api_get("/api/v1/links/solare").await;
+    let program = link["program"].as_str().unwrap().to_owned();
+    let list = text(&clickward(
+        &app.data_dir().join("data"),
+        &["program", "list"],
+    ));
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(program.as_str()))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .unwrap()
+}
+
 fn sign(secret: &str, text: &str) -> String {
     use hmac::{Hmac, KeyInit, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -810,19 +825,7 @@ async fn a_captured_signed_post_cannot_carry_forged_fields() {
 async fn a_program_that_signs_refuses_the_plain_token() {
     let (app, _d) = signing_app().await;
     let id = click(&app).await;
-    let token = {
-        let o = clickward(&app.data_dir().join("data"), &["program", "list"]);
-        let t = text(&o);
-        let link_program = {
-            let (_, v) = app.api_get("/api/v1/links/solare").await;
-            v["program"].as_str().unwrap().to_owned()
-        };
-        t.lines()
-            .find(|l| l.split_whitespace().next() == Some(link_program.as_str()))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .unwrap()
-            .to_owned()
-    };
+    let token = solare_token(&app).await;
     let (s, v) = send(
         &app,
         reqwest::Method::GET,
@@ -1034,4 +1037,19 @@ async fn without_credentials_nobody_learns_which_click_ids_exist() {
         "a real and a made-up click id are told apart"
     );
     assert_eq!(conversion_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_unsigned_post_may_carry_its_token_in_the_query() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let token = solare_token(&app).await;
+    let (s, v) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("token={token}"),
+        Some(format!("click_id={id}&order_id=q-1&amount=5")),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
 }
