@@ -1,7 +1,10 @@
 //! The catalogue file: programs, affiliates and links declared in TOML,
-//! applied at start and on SIGHUP. Declared entries are created or updated;
-//! entries missing from the file are left as they are (their clicks and any
-//! changes made through the API or CLI stay).
+//! applied at start and on SIGHUP under the ownership rule of
+//! `clickward_core::link::Owner`: a declared entry is applied when its item
+//! is new, or is the file's and the entry changed since it was last
+//! applied; an item made or changed through the API, CLI or dashboard is
+//! left as it is and reported as drifted. Items missing from the file are
+//! left as they are (their clicks stay).
 //!
 //! The whole file is checked before anything is written, and applied in one
 //! transaction: a typo changes nothing.
