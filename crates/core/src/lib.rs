@@ -57,11 +57,19 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 /// text and spreadsheets and terminals act on the others, so they never get
 /// past the edge.
 pub fn clean_text(s: &str, max: usize) -> String {
+    truncate_utf8(&without_controls(s), max).to_owned()
+}
+
+/// `s` without control characters (`char::is_control`), borrowed when it
+/// has none.
+fn without_controls(s: &str) -> std::borrow::Cow<'_, str> {
     if s.chars().any(char::is_control) {
-        let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
-        truncate_utf8(&cleaned, max).to_owned()
+        s.chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .into()
     } else {
-        truncate_utf8(s, max).to_owned()
+        s.into()
     }
 }
 
@@ -73,14 +81,7 @@ pub fn clean_text(s: &str, max: usize) -> String {
 /// names, keys); numbers clickward writes itself are left as they are.
 pub fn spreadsheet_text(s: &str) -> std::borrow::Cow<'_, str> {
     let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let cleaned: std::borrow::Cow<'_, str> = if s.chars().any(char::is_control) {
-        s.chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
-    };
+    let cleaned = without_controls(s);
     if risky {
         format!("'{cleaned}").into()
     } else {

@@ -67,16 +67,19 @@ pub async fn postback(
     };
     let query = parts.uri.query().unwrap_or_default();
     let body_text = String::from_utf8_lossy(&body);
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .chain(url::form_urlencoded::parse(&body))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if let Err(reason) = fields_once(query, &body) {
+    let decode = |b: &[u8]| -> Vec<(String, String)> {
+        url::form_urlencoded::parse(b)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    };
+    let (in_query, in_body) = (decode(query.as_bytes()), decode(&body));
+    if let Err(reason) = fields_once(&in_query, &in_body) {
         return answer(Answer {
             status: StatusCode::BAD_REQUEST,
             body: json!({"status": "malformed", "reason": reason}),
         });
     }
+    let pairs: Vec<(String, String)> = in_query.into_iter().chain(in_body).collect();
     let get = |names: &[&str]| {
         pairs
             .iter()
@@ -119,24 +122,24 @@ pub async fn postback(
 /// twice (under one name or two aliases, `order_id` and `txid`) is refused,
 /// and so is a signed POST whose query carries fields beside its body: the
 /// signature covers the body only, so every field used must be there.
-fn fields_once(query: &str, body: &[u8]) -> Result<(), String> {
+fn fields_once(query: &[(String, String)], body: &[(String, String)]) -> Result<(), String> {
     let mut seen: Vec<(&'static str, String)> = Vec::new();
     let mut in_query = Vec::new();
-    for (part, bytes) in [("query", query.as_bytes()), ("body", body)] {
-        for (k, _) in url::form_urlencoded::parse(bytes) {
-            let Some(field) = clickward_core::conversion::canonical_field(&k) else {
+    for (part, pairs) in [("query", query), ("body", body)] {
+        for (k, _) in pairs {
+            let Some(field) = clickward_core::conversion::canonical_field(k) else {
                 continue;
             };
             if part == "query" {
-                in_query.push(k.to_string());
+                in_query.push(k.clone());
             }
             if let Some((_, first)) = seen.iter().find(|(f, _)| *f == field) {
                 return Err(format!(
                     "{field} is given twice (as {first} and as {}); give each field once",
-                    clickward_core::truncate_utf8(&k, 40)
+                    clickward_core::truncate_utf8(k, 40)
                 ));
             }
-            seen.push((field, clickward_core::truncate_utf8(&k, 40).to_owned()));
+            seen.push((field, clickward_core::truncate_utf8(k, 40).to_owned()));
         }
     }
     let signed = seen.iter().any(|(f, _)| *f == "signature");

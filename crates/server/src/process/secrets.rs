@@ -177,7 +177,7 @@ pub fn import_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
 
 /// The visitor-key salts, one per UTC day.
 pub struct Salts {
-    path: Option<PathBuf>,
+    path: PathBuf,
     keep: usize,
     days: RwLock<BTreeMap<i64, Salt>>,
 }
@@ -207,20 +207,10 @@ impl Salts {
             BTreeMap::new()
         };
         Ok(Self {
-            path: Some(path),
+            path,
             keep: dedup::salts_to_keep(window),
             days: RwLock::new(days),
         })
-    }
-
-    /// Salts that live only in memory and are never pruned (for
-    /// `clickward import`): history is hashed under salts nobody keeps.
-    pub fn ephemeral() -> Self {
-        Self {
-            path: None,
-            keep: usize::MAX,
-            days: RwLock::new(BTreeMap::new()),
-        }
     }
 
     /// The salt of `day` if it is still kept.
@@ -249,11 +239,7 @@ impl Salts {
             let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
             days.retain(|d, _| *d > newest.saturating_sub(keep));
         }
-        if let Some(path) = &self.path {
-            let text: BTreeMap<i64, String> =
-                days.iter().map(|(d, s)| (*d, hex::encode(s))).collect();
-            write_private(path, serde_json::to_string(&text)?.as_bytes())?;
-        }
+        self.save(&days)?;
         Ok(salt)
     }
 
@@ -302,12 +288,13 @@ impl Salts {
         days.insert(day, salt);
         let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
         days.retain(|d, _| *d > today.saturating_sub(keep));
-        if let Some(path) = &self.path {
-            let text: BTreeMap<i64, String> =
-                days.iter().map(|(d, s)| (*d, hex::encode(s))).collect();
-            write_private(path, serde_json::to_string(&text)?.as_bytes())?;
-        }
-        Ok(())
+        self.save(&days)
+    }
+
+    /// Writes the kept salts to the salt file (0600).
+    fn save(&self, days: &BTreeMap<i64, Salt>) -> anyhow::Result<()> {
+        let text: BTreeMap<i64, String> = days.iter().map(|(d, s)| (*d, hex::encode(s))).collect();
+        write_private(&self.path, serde_json::to_string(&text)?.as_bytes())
     }
 
     /// The visitor key of `(ip, ua)` for a click at `ts`, and the keys the

@@ -189,7 +189,6 @@ impl EventHub {
             };
             (rx, replay, next_live, ours)
         };
-        let (rx, replay, next_live, ours) = (rx, replay, next_live, ours);
         let missed = match (ours, replay.first()) {
             (Some(last), Some(first)) => Some(first.id.saturating_sub(last + 1)),
             (Some(last), None) => Some(next_live.saturating_sub(last + 1)),
@@ -275,16 +274,5 @@ mod tests {
         let s = hub.subscribe(Some(999));
         assert_eq!(s.replay.len(), 3);
         assert_eq!(s.missed, Some(0));
-    }
-
-    #[test]
-    fn ids_of_a_later_start_are_higher() {
-        let a = EventHub::new();
-        a.publish(conv(1));
-        let last = a.subscribe(None).resume_after;
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = EventHub::new();
-        b.publish(conv(2));
-        assert!(b.subscribe(None).resume_after > last);
     }
 }
