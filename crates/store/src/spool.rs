@@ -72,7 +72,7 @@ impl Spool {
     /// When the file cannot be written; nothing of the batch is kept then.
     pub async fn append(&self, clicks: Arc<Vec<NewClick>>) -> Result<(), StoreError> {
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = crate::sqlite::begin_write(c)?;
             {
                 let mut st = tx.prepare_cached("INSERT INTO spool (ts, click) VALUES (?1, ?2)")?;
                 for click in clicks.iter() {

@@ -100,7 +100,7 @@ impl AccountStore for SqliteStore {
 
     fn save_user(&self, u: UserInput) -> StoreFuture<'_, User> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = super::begin_write(c)?;
             let affiliate_id: Option<i64> = match &u.affiliate {
                 Some(slug) => Some(
                     tx.query_row(

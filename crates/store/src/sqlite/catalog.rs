@@ -382,7 +382,7 @@ impl CatalogStore for SqliteStore {
         Box::pin(async move {
             let slug = p.slug.clone();
             this.write(move |c| {
-                let tx = c.transaction()?;
+                let tx = super::begin_write(c)?;
                 save_program_tx(&tx, &p, mode)?;
                 tx.commit()?;
                 Ok(())
@@ -416,7 +416,7 @@ impl CatalogStore for SqliteStore {
         Box::pin(async move {
             let slug = a.slug.clone();
             this.write(move |c| {
-                let tx = c.transaction()?;
+                let tx = super::begin_write(c)?;
                 save_affiliate_tx(&tx, &a, mode)?;
                 tx.commit()?;
                 Ok(())
@@ -448,7 +448,7 @@ impl CatalogStore for SqliteStore {
     fn save_link(&self, l: LinkInput, mode: SaveMode) -> StoreFuture<'_, LinkRecord> {
         let code = l.code.clone();
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = super::begin_write(c)?;
             save_link_tx(&tx, &l, mode)?;
             let rec = get_link_conn(&tx, code.as_str())?;
             tx.commit()?;
@@ -474,7 +474,7 @@ impl CatalogStore for SqliteStore {
 
     fn apply_catalog(&self, cat: CatalogInput) -> StoreFuture<'_, CatalogApplied> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = super::begin_write(c)?;
             let mut out = CatalogApplied::default();
             for p in &cat.programs {
                 let item = Item::new("programs", "slug", p.slug.as_str(), "program", p);

@@ -233,7 +233,7 @@ impl ClickStore for SqliteStore {
 
     fn purge_clicks(&self, before: Micros, limit: u32) -> StoreFuture<'_, u64> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = super::begin_write(c)?;
             let cutoff = before.min(rollups::watermark(&tx)?);
             let n = tx.execute(
                 "DELETE FROM clicks WHERE click_id IN \

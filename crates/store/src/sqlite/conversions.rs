@@ -505,7 +505,7 @@ pub(super) fn create_payout(
 impl ConversionStore for SqliteStore {
     fn record_conversion(&self, v: NewConversion) -> StoreFuture<'_, Recorded> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = super::begin_write(c)?;
             let out = record_conversion(&tx, &v)?;
             tx.commit()?;
             Ok(out)
@@ -532,7 +532,7 @@ impl ConversionStore for SqliteStore {
         reason: Option<String>,
     ) -> StoreFuture<'_, ConversionRow> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = super::begin_write(c)?;
             let row = set_status(&tx, id, to, &actor, reason.as_deref())?;
             tx.commit()?;
             Ok(row)
@@ -541,7 +541,7 @@ impl ConversionStore for SqliteStore {
 
     fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = super::begin_write(c)?;
             let n = approve_due(&tx, now)?;
             tx.commit()?;
             Ok(n)
@@ -565,7 +565,7 @@ impl ConversionStore for SqliteStore {
         actor: String,
     ) -> StoreFuture<'_, Payout> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = super::begin_write(c)?;
             let p = create_payout(&tx, affiliate.as_str(), currency, &key, batch_id, &actor)?;
             tx.commit()?;
             Ok(p)

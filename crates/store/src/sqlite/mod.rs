@@ -224,6 +224,17 @@ fn spawn_checkpointer(store: std::sync::Weak<Inner>, path: PathBuf) -> Result<()
     Ok(())
 }
 
+/// Starts a write transaction that takes the write lock at once.
+///
+/// A deferred transaction that reads and then writes cannot wait for the
+/// lock: in WAL mode SQLite answers `SQLITE_BUSY` at once when another
+/// connection (a CLI command beside the server, a second store in a test)
+/// committed since the read began. Taking the lock up front makes it wait
+/// the busy timeout like any other writer.
+pub(crate) fn begin_write(c: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
     StoreError::Task("a store connection lock was poisoned by an earlier panic".to_owned())
 }

@@ -811,8 +811,7 @@ impl ReportStore for SqliteStore {
                 let to = (from + crate::plan::CHUNK).min(end);
                 let agg = this.read(move |c| aggregate(c, from, to)).await?;
                 this.write(move |c| {
-                    let tx =
-                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let tx = super::begin_write(c)?;
                     replace(&tx, &agg)?;
                     recompute_conversions(&tx, from, to)?;
                     tx.commit()?;
@@ -833,7 +832,7 @@ impl ReportStore for SqliteStore {
             };
             let agg = this.read(move |c| aggregate(c, from, to)).await?;
             this.write(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = super::begin_write(c)?;
                 // Another advancer may have moved on meanwhile: only move a
                 // watermark that is still where this chunk starts.
                 let w = watermark(&tx)?;

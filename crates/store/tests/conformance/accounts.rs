@@ -101,3 +101,39 @@ async fn api_keys_are_listed_and_revoked(b: Backend) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+/// Two stores on one SQLite file (the server and a CLI command beside it)
+/// writing at once both succeed: a write that reads first waits for the
+/// lock instead of failing with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_sqlite_file_write_at_once_without_busy_errors() {
+    use clickward_store::prelude::*;
+    use clickward_store::{UserInput, UserRole};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
+    a.apply_catalog(seed()).await.unwrap();
+    let b = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
+    let writer = |s: SqliteStore, who: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..150 {
+                // An affiliate user: the save reads the affiliate, then writes.
+                s.save_user(UserInput {
+                    username: format!("{who}{i}"),
+                    role: UserRole::Affiliate,
+                    affiliate: Some(slug("blog")),
+                    password_hash: None,
+                    changed_at: i,
+                })
+                .await
+                .map_err(|e| format!("{who} save {i}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        })
+    };
+    let (ra, rb) = tokio::join!(writer(a.clone(), "a"), writer(b, "b"));
+    ra.unwrap().unwrap();
+    rb.unwrap().unwrap();
+    assert!(a.find_user("a149".into()).await.unwrap().is_some());
+    assert!(a.find_user("b149".into()).await.unwrap().is_some());
+}
