@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::money::{BasisPoints, MAX_MINOR};
+use crate::money::{BasisPoints, Currency, MAX_MINOR};
 
 /// One rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +105,130 @@ impl CommissionPlan {
     }
 }
 
+/// Percent with at most two decimals (`10`, `2.5`, `12.34`) as basis points.
+fn percent_bps(text: &str) -> Result<BasisPoints, String> {
+    let bad = || format!("{text:?} is not a percentage like 10% or 2.5%");
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || int.len() > 3 || !digits(int) || !digits(frac) || frac.len() > 2 {
+        return Err(bad());
+    }
+    if text.contains('.') && frac.is_empty() {
+        return Err(bad());
+    }
+    let whole: u32 = int.parse().map_err(|_| bad())?;
+    let hundredths: u32 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+    BasisPoints::new(whole * 100 + hundredths).map_err(|e| e.to_string())
+}
+
+fn percent_text(bps: BasisPoints) -> String {
+    let (whole, rest) = (bps.get() / 100, bps.get() % 100);
+    match rest {
+        0 => format!("{whole}%"),
+        r if r % 10 == 0 => format!("{whole}.{}%", r / 10),
+        r => format!("{whole}.{r:02}%"),
+    }
+}
+
+impl Rate {
+    /// Parses a rate as people write it in the CLI and the dashboard: `10%`
+    /// (a share; at most two decimals, `2.5%` = 250 bps), `2.00` (a flat
+    /// amount in major units of `currency`), `2.00+10%` (both, TUNE's
+    /// `cpa_both`).
+    ///
+    /// # Errors
+    /// A sentence naming what is wrong: not a number, too precise for the
+    /// currency, above 100%, out of range.
+    pub fn parse_text(text: &str, currency: Currency) -> Result<Rate, String> {
+        let t = text.trim();
+        let flat = |a: &str| currency.parse_amount(a.trim()).map_err(|e| e.to_string());
+        let rate = match t.split_once('+') {
+            Some((a, p)) => {
+                let p = p.trim();
+                let bps =
+                    percent_bps(p.strip_suffix('%').ok_or_else(|| {
+                        format!("{t:?}: the part after + is a percentage like 10%")
+                    })?)?;
+                Rate::Hybrid {
+                    amount: flat(a)?,
+                    bps,
+                }
+            }
+            None => match t.strip_suffix('%') {
+                Some(p) => Rate::Share {
+                    bps: percent_bps(p.trim())?,
+                },
+                None => Rate::Flat { amount: flat(t)? },
+            },
+        };
+        rate.check().map_err(|e| e.to_string())?;
+        Ok(rate)
+    }
+
+    /// The rate as [`Rate::parse_text`] reads it: `10%`, `2.00`, `2.00+10%`.
+    pub fn text(&self, currency: Currency) -> String {
+        match *self {
+            Rate::Flat { amount } => currency.format(amount),
+            Rate::Share { bps } => percent_text(bps),
+            Rate::Hybrid { amount, bps } => {
+                format!("{}+{}", currency.format(amount), percent_text(bps))
+            }
+        }
+    }
+}
+
+impl CommissionPlan {
+    /// Parses a plan as people write it: comma-separated `event=rate` pairs
+    /// with [`Rate::parse_text`] rates, `default` naming the rate of events
+    /// without their own (`default=10%, lead=2.00`); a bare rate is the
+    /// default. Empty text is the empty plan (pays nothing).
+    ///
+    /// # Errors
+    /// A sentence naming the pair at fault, or an event named twice.
+    pub fn parse_text(text: &str, currency: Currency) -> Result<CommissionPlan, String> {
+        let mut plan = CommissionPlan::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (event, rate) = match part.split_once('=') {
+                Some((e, r)) => (e.trim(), r),
+                None => ("default", part),
+            };
+            if event.is_empty()
+                || event.len() > 64
+                || !event
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!("{event:?} is not an event name"));
+            }
+            let rate = Rate::parse_text(rate, currency).map_err(|e| format!("{event}: {e}"))?;
+            let twice = if event == "default" {
+                plan.default.replace(rate).is_some()
+            } else {
+                plan.events.insert(event.to_owned(), rate).is_some()
+            };
+            if twice {
+                return Err(format!("{event} is given twice"));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The plan as [`CommissionPlan::parse_text`] reads it; empty for the
+    /// empty plan.
+    pub fn text(&self, currency: Currency) -> String {
+        self.default
+            .iter()
+            .map(|r| format!("default={}", r.text(currency)))
+            .chain(
+                self.events
+                    .iter()
+                    .map(|(e, r)| format!("{e}={}", r.text(currency))),
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The rate for `event`: affiliate event, program event, affiliate default,
 /// program default; `None` when nothing applies (the conversion earns 0).
 pub fn resolve<'a>(
@@ -125,6 +249,51 @@ mod tests {
 
     fn bps(v: u32) -> BasisPoints {
         BasisPoints::new(v).unwrap()
+    }
+
+    #[test]
+    fn plans_read_and_write_as_people_type_them() {
+        let usd = Currency::parse("USD").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        let p = CommissionPlan::parse_text("default=10%, lead=2.00, sale=1.50+2.5%", usd).unwrap();
+        assert_eq!(p.default, Some(Rate::Share { bps: bps(1000) }));
+        assert_eq!(p.events["lead"], Rate::Flat { amount: 200 });
+        assert_eq!(
+            p.events["sale"],
+            Rate::Hybrid {
+                amount: 150,
+                bps: bps(250)
+            }
+        );
+        assert_eq!(p.text(usd), "default=10%, lead=2.00, sale=1.50+2.5%");
+        assert_eq!(CommissionPlan::parse_text(&p.text(usd), usd).unwrap(), p);
+        assert_eq!(
+            CommissionPlan::parse_text("12.34%", usd).unwrap().default,
+            Some(Rate::Share { bps: bps(1234) })
+        );
+        assert_eq!(
+            CommissionPlan::parse_text("500", jpy).unwrap().default,
+            Some(Rate::Flat { amount: 500 })
+        );
+        assert_eq!(
+            CommissionPlan::parse_text(" ", usd).unwrap(),
+            CommissionPlan::default()
+        );
+        for bad in [
+            "101%",
+            "1.234%",
+            "2.001",
+            "-1",
+            "lead=",
+            "lead=2, lead=3",
+            "10%, default=5%",
+            "x y=1",
+            "1e3",
+            "2+3",
+        ] {
+            assert!(CommissionPlan::parse_text(bad, usd).is_err(), "{bad}");
+        }
+        assert!(CommissionPlan::parse_text("1.5", jpy).is_err());
     }
 
     #[test]

@@ -583,7 +583,7 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// entry changed since it was last applied; an item made or changed
     /// through the API, CLI or dashboard is left alone and reported in
     /// [`CatalogApplied::drifted`]. Per-affiliate commissions are applied
-    /// every time (nothing else edits them).
+    /// every time to programs the file owns, never to admin-owned ones.
     fn apply_catalog(&self, c: CatalogInput) -> StoreFuture<'_, CatalogApplied>;
 
     /// A number that changes whenever the catalogue changes (any process).
@@ -602,13 +602,24 @@ pub trait CatalogStore: Send + Sync + 'static {
         affiliate_id: i64,
     ) -> StoreFuture<'_, Option<CommissionPlan>>;
 
-    /// Sets (or with `None` removes) an affiliate's commission override.
+    /// Sets (or with `None` removes) an affiliate's commission override, as
+    /// an admin: the program is admin-owned afterwards (its overrides belong
+    /// to whoever owns the program, and the catalogue leaves them alone).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown program or affiliate.
     fn save_affiliate_commission(
         &self,
         program: Slug,
         affiliate: Slug,
         plan: Option<CommissionPlan>,
     ) -> StoreFuture<'_, ()>;
+
+    /// A program's per-affiliate commission overrides, by affiliate slug.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown program.
+    fn affiliate_commissions(&self, program: Slug) -> StoreFuture<'_, Vec<(Slug, CommissionPlan)>>;
 }
 
 /// Raw clicks: the batched writer (which decides unique flags), reading

@@ -77,6 +77,14 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/programs/{slug}",
             get(named::named_item::<Program>).post(named::update_named::<Program>),
         )
+        .route(
+            "/programs/{slug}/settings",
+            post(named::update_program_settings),
+        )
+        .route(
+            "/programs/{slug}/commissions",
+            post(named::update_program_override),
+        )
         .route("/conversions", get(conversions::conversions))
         .route("/conversions/{id}", post(conversions::change_conversion))
         .route("/payouts", get(conversions::payouts))

@@ -21,6 +21,9 @@ use super::views::{Chrome, back};
 use super::{PageError, page, public_base};
 use crate::process::app::AppState;
 use crate::services::catalog::{NamedBody, NamedResource};
+use crate::services::programs::{
+    self, CommissionSpec, OverrideView, ProgramSpec, ProgramView, SpecError,
+};
 
 //
 // Both have the same shape (slug, name, status): one set of handlers serves
@@ -38,12 +41,13 @@ pub trait NamedPage: NamedResource {
     const DIM: Dimension;
     /// `true` when the link belongs to it.
     fn owns(&self, link: &LinkRecord) -> bool;
-    /// Copy-paste postback URLs for its page (programs only).
-    fn postbacks<'a>(
+    /// Its settings panel: postback URLs, settings, overrides (programs
+    /// only).
+    fn panel<'a>(
         &'a self,
         app: &'a AppState,
         base: &'a str,
-    ) -> StoreFuture<'a, Vec<PostbackExample>>;
+    ) -> StoreFuture<'a, Option<ProgramPanel>>;
 }
 
 impl NamedPage for Affiliate {
@@ -54,12 +58,8 @@ impl NamedPage for Affiliate {
     fn owns(&self, link: &LinkRecord) -> bool {
         link.link.affiliate.as_ref() == Some(&self.slug)
     }
-    fn postbacks<'a>(
-        &'a self,
-        _: &'a AppState,
-        _: &'a str,
-    ) -> StoreFuture<'a, Vec<PostbackExample>> {
-        Box::pin(async { Ok(Vec::new()) })
+    fn panel<'a>(&'a self, _: &'a AppState, _: &'a str) -> StoreFuture<'a, Option<ProgramPanel>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -71,19 +71,48 @@ impl NamedPage for Program {
     fn owns(&self, link: &LinkRecord) -> bool {
         link.link.program == self.slug
     }
-    fn postbacks<'a>(
+    fn panel<'a>(
         &'a self,
         app: &'a AppState,
         base: &'a str,
-    ) -> StoreFuture<'a, Vec<PostbackExample>> {
+    ) -> StoreFuture<'a, Option<ProgramPanel>> {
         Box::pin(async move {
-            let settings = app.0.store.program_settings(self.id).await?;
-            Ok(postback_examples(
-                base,
-                settings.postback_token.as_deref().unwrap_or(""),
-            ))
+            let store = app.0.store.as_ref();
+            let settings = store.program_settings(self.id).await?;
+            let overrides = programs::overrides(store, self.slug.clone())
+                .await
+                .map_err(|e| match e {
+                    SpecError::Store(s) => s,
+                    SpecError::Invalid(m) => clickward_store::StoreError::Corrupt(m),
+                })?;
+            Ok(Some(ProgramPanel {
+                postbacks: postback_examples(
+                    base,
+                    settings.postback_token.as_deref().unwrap_or(""),
+                ),
+                view: ProgramView::of(self.clone(), &settings),
+                overrides,
+                affiliates: store
+                    .list_affiliates()
+                    .await?
+                    .into_iter()
+                    .map(|a| a.slug.to_string())
+                    .collect(),
+            }))
         })
     }
+}
+
+/// A program's own part of its page.
+pub struct ProgramPanel {
+    /// Copy-paste postback URLs.
+    pub postbacks: Vec<PostbackExample>,
+    /// Its settings, in the catalogue's words.
+    pub view: ProgramView,
+    /// Per-affiliate commission overrides.
+    pub overrides: Vec<OverrideView>,
+    /// Affiliates an override can name.
+    pub affiliates: Vec<String>,
 }
 
 /// A program or an affiliate in a list.
@@ -261,7 +290,7 @@ pub(super) struct NamedItemPage {
     item: NamedItem,
     stats: StatsView,
     links: Vec<LinkItem>,
-    postbacks: Vec<PostbackExample>,
+    program: Option<ProgramPanel>,
 }
 
 /// `GET /dashboard/affiliates/{slug}`, `GET /dashboard/programs/{slug}`:
@@ -291,7 +320,7 @@ pub async fn named_item<R: NamedPage>(
         .filter(|l| r.owns(l))
         .map(|l| link_item(l, &base))
         .collect();
-    let postbacks = r.postbacks(&app, &base).await?;
+    let program = r.panel(&app, &base).await?;
     let item = NamedItem::of(&r);
     let mut kind = R::KIND.to_owned();
     if let Some(first) = kind.get_mut(..1) {
@@ -305,6 +334,132 @@ pub async fn named_item<R: NamedPage>(
         item,
         stats,
         links,
-        postbacks,
+        program,
     }))
+}
+
+/// The program settings form: every field in the catalogue's words; a
+/// blank field keeps what is stored, except the click id key and the
+/// postback IPs, whose blank means none.
+#[derive(Deserialize)]
+pub struct SettingsForm {
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    cookie_window: String,
+    #[serde(default)]
+    attribution_window: String,
+    #[serde(default)]
+    attribution: String,
+    #[serde(default)]
+    commission: String,
+    #[serde(default)]
+    hold: String,
+    #[serde(default)]
+    min_payout: String,
+    #[serde(default)]
+    click_id_param: String,
+    #[serde(default)]
+    postback_ips: String,
+    #[serde(default)]
+    postback_secret: String,
+}
+
+impl SettingsForm {
+    fn spec(&self) -> Result<ProgramSpec, String> {
+        let given = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let attribution = match self.attribution.trim() {
+            "" => None,
+            "last_click" => Some(clickward_core::program::AttributionModel::LastClick),
+            "first_click" => Some(clickward_core::program::AttributionModel::FirstClick),
+            other => {
+                return Err(format!(
+                    "attribution {other:?} is not last_click or first_click"
+                ));
+            }
+        };
+        Ok(ProgramSpec {
+            currency: given(&self.currency),
+            cookie_window: given(&self.cookie_window),
+            attribution_window: given(&self.attribution_window),
+            attribution,
+            // The form always shows the plan: blank means "pays nothing".
+            commission: Some(CommissionSpec::Text(self.commission.trim().to_owned())),
+            hold: given(&self.hold).map(Some),
+            min_payout: given(&self.min_payout),
+            click_id_param: Some(given(&self.click_id_param)),
+            postback_ips: Some(
+                self.postback_ips
+                    .split([',', ' ', '\n'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            postback_secret: given(&self.postback_secret),
+            ..ProgramSpec::default()
+        })
+    }
+}
+
+/// `POST /dashboard/programs/{slug}/settings`.
+pub async fn update_program_settings(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Form(f): Form<SettingsForm>,
+) -> Response {
+    let path = format!("{}/{slug}", <Program as NamedPage>::BASE);
+    let result = async {
+        let slug = Slug::parse(&slug).map_err(|e| format!("slug {e}"))?;
+        let spec = f.spec()?;
+        app.0
+            .catalog
+            .update_program(slug, &spec)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match result {
+        Ok(_) => back(&app, &path, "msg", "Settings saved."),
+        Err(e) => back(&app, &path, "error", &e),
+    }
+}
+
+/// The override form: an affiliate and its rates (blank: remove).
+#[derive(Deserialize)]
+pub struct OverrideForm {
+    #[serde(default)]
+    affiliate: String,
+    #[serde(default)]
+    commission: String,
+}
+
+/// `POST /dashboard/programs/{slug}/commissions`.
+pub async fn update_program_override(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Form(f): Form<OverrideForm>,
+) -> Response {
+    let path = format!("{}/{slug}", <Program as NamedPage>::BASE);
+    let result = async {
+        let program = Slug::parse(&slug).map_err(|e| format!("slug {e}"))?;
+        let affiliate = Slug::parse(f.affiliate.trim()).map_err(|e| format!("affiliate {e}"))?;
+        let text = f.commission.trim();
+        let plan = (!text.is_empty()).then(|| CommissionSpec::Text(text.to_owned()));
+        app.0
+            .catalog
+            .set_override(program, affiliate.clone(), plan.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(if plan.is_some() {
+            format!("{affiliate} now earns its own rates.")
+        } else {
+            format!("{affiliate} earns the program's rates again.")
+        })
+    }
+    .await;
+    match result {
+        Ok(m) => back(&app, &path, "msg", &m),
+        Err(e) => back(&app, &path, "error", &e),
+    }
 }

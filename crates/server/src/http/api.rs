@@ -16,6 +16,7 @@ use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
 use crate::services::catalog::{NamedBody, NamedResource};
+use crate::services::programs::{self, ProgramSpec, ProgramView};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -48,8 +49,9 @@ fn to_value<T: Serialize>(t: &T) -> ApiResult<Value> {
 
 // ---- programs and affiliates ---------------------------------------------
 //
-// Both have the same API shape (slug, name, status); one set of handlers
-// serves both, typed by the resource (`services::catalog::NamedResource`).
+// One set of handlers serves both names-and-status shapes, typed by the
+// resource (`services::catalog::NamedResource`); programs take and show
+// their settings as well (below).
 
 pub async fn list_named<R: NamedResource>(
     _: Authorized,
@@ -127,6 +129,141 @@ pub async fn enable_named<R: NamedResource>(
     Path(slug): Path<String>,
 ) -> ApiResult<Json<R>> {
     set_named_status(&app, &slug, Status::Active).await
+}
+
+// ---- programs: everything the catalogue can say ------------------------------
+
+pub async fn list_programs(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<ProgramView>>> {
+    let store = app.0.store.as_ref();
+    let mut out = Vec::new();
+    for p in store.list_programs().await? {
+        out.push(programs::view(store, p).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn get_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<ProgramView>> {
+    let store = app.0.store.as_ref();
+    let p = store.get_program(parse_slug(&slug)?).await?;
+    Ok(Json(programs::view(store, p).await?))
+}
+
+pub async fn create_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Json(v): Json<Value>,
+) -> ApiResult<impl IntoResponse> {
+    let spec: ProgramSpec = body(v)?;
+    let saved = app.0.catalog.create_program(&spec).await?;
+    Ok((StatusCode::CREATED, Json(saved)))
+}
+
+pub async fn update_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    Json(v): Json<Value>,
+) -> ApiResult<Json<ProgramView>> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request("a PATCH body must be a JSON object"));
+    }
+    let spec: ProgramSpec = body(v)?;
+    Ok(Json(
+        app.0
+            .catalog
+            .update_program(parse_slug(&slug)?, &spec)
+            .await?,
+    ))
+}
+
+async fn set_program_status(
+    app: &AppState,
+    slug: &str,
+    status: Status,
+) -> ApiResult<Json<ProgramView>> {
+    let spec = ProgramSpec {
+        status: Some(status),
+        ..ProgramSpec::default()
+    };
+    Ok(Json(
+        app.0
+            .catalog
+            .update_program(parse_slug(slug)?, &spec)
+            .await?,
+    ))
+}
+
+pub async fn disable_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<ProgramView>> {
+    set_program_status(&app, &slug, Status::Disabled).await
+}
+
+pub async fn enable_program(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<ProgramView>> {
+    set_program_status(&app, &slug, Status::Active).await
+}
+
+pub async fn list_overrides(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Vec<programs::OverrideView>>> {
+    Ok(Json(
+        programs::overrides(app.0.store.as_ref(), parse_slug(&slug)?).await?,
+    ))
+}
+
+/// `PUT /api/v1/programs/{slug}/commissions/{affiliate}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    commission: programs::CommissionSpec,
+}
+
+pub async fn put_override(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path((slug, affiliate)): Path<(String, String)>,
+    Json(v): Json<Value>,
+) -> ApiResult<Json<Vec<programs::OverrideView>>> {
+    let b: OverrideBody = body(v)?;
+    let program = parse_slug(&slug)?;
+    app.0
+        .catalog
+        .set_override(
+            program.clone(),
+            parse_slug(&affiliate)?,
+            Some(&b.commission),
+        )
+        .await?;
+    Ok(Json(
+        programs::overrides(app.0.store.as_ref(), program).await?,
+    ))
+}
+
+pub async fn delete_override(
+    _: Authorized,
+    State(app): State<AppState>,
+    Path((slug, affiliate)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    app.0
+        .catalog
+        .set_override(parse_slug(&slug)?, parse_slug(&affiliate)?, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- links ------------------------------------------------------------------

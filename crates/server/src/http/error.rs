@@ -89,6 +89,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::services::programs::SpecError> for ApiError {
+    fn from(e: crate::services::programs::SpecError) -> Self {
+        match e {
+            crate::services::programs::SpecError::Invalid(m) => Self::invalid(m),
+            crate::services::programs::SpecError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": self.kind, "reason": self.reason }));

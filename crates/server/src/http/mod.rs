@@ -16,7 +16,7 @@ mod tracking;
 use axum::Router;
 use axum::routing::{get, post};
 
-use clickward_core::link::{Affiliate, Program};
+use clickward_core::link::Affiliate;
 
 use crate::process::app::AppState;
 
@@ -32,19 +32,18 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/programs",
-            get(api::list_named::<Program>).post(api::create_named::<Program>),
+            get(api::list_programs).post(api::create_program),
         )
         .route(
             "/programs/{slug}",
-            get(api::get_named::<Program>).patch(api::update_named::<Program>),
+            get(api::get_program).patch(api::update_program),
         )
+        .route("/programs/{slug}/disable", post(api::disable_program))
+        .route("/programs/{slug}/enable", post(api::enable_program))
+        .route("/programs/{slug}/commissions", get(api::list_overrides))
         .route(
-            "/programs/{slug}/disable",
-            post(api::disable_named::<Program>),
-        )
-        .route(
-            "/programs/{slug}/enable",
-            post(api::enable_named::<Program>),
+            "/programs/{slug}/commissions/{affiliate}",
+            axum::routing::put(api::put_override).delete(api::delete_override),
         )
         .route(
             "/affiliates",

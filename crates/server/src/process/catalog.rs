@@ -15,16 +15,16 @@ use std::path::Path;
 use clickward_core::commission::CommissionPlan;
 use clickward_core::id::{LinkCode, Slug};
 use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
-use clickward_core::money::Currency;
-use clickward_core::program::{AttributionModel, ProgramSettings};
 use clickward_store::{AffiliateInput, CatalogInput, LinkInput, ProgramInput};
 use serde::Deserialize;
+
+use crate::services::programs::{ProgramSpec, display_name};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
-    programs: Vec<ProgramEntry>,
+    programs: Vec<ProgramSpec>,
     #[serde(default)]
     affiliates: Vec<AffiliateEntry>,
     #[serde(default)]
@@ -41,83 +41,6 @@ struct CommissionEntry {
     program: Slug,
     affiliate: Slug,
     commission: CommissionPlan,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProgramEntry {
-    slug: Slug,
-    name: Option<String>,
-    #[serde(default)]
-    status: Status,
-    currency: Option<String>,
-    cookie_window: Option<String>,
-    attribution_window: Option<String>,
-    attribution: Option<AttributionModel>,
-    commission: Option<CommissionPlan>,
-    hold: Option<String>,
-    postback_token: Option<String>,
-    postback_secret: Option<String>,
-    #[serde(default)]
-    postback_ips: Vec<String>,
-    click_id_param: Option<String>,
-    min_payout: Option<String>,
-}
-
-fn seconds(what: &str, text: &str) -> Result<i64, String> {
-    let d = crate::process::config::parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
-    i64::try_from(d.as_secs()).map_err(|_| format!("{what}: {text:?} is too long"))
-}
-
-impl ProgramEntry {
-    /// Checks the conversion settings ("30d"-style durations, decimal money
-    /// in the program currency) and moves them into stored settings.
-    fn take_settings(&mut self) -> Result<ProgramSettings, String> {
-        let currency = match &self.currency {
-            Some(c) => Currency::parse(c).map_err(|e| format!("currency: {e}"))?,
-            None => Currency::parse("USD").map_err(|e| e.to_string())?,
-        };
-        let mut s = ProgramSettings::new(currency);
-        if let Some(w) = &self.cookie_window {
-            s.cookie_window_s = seconds("cookie_window", w)?;
-        }
-        if let Some(w) = &self.attribution_window {
-            s.attribution_window_s = seconds("attribution_window", w)?;
-        }
-        if let Some(a) = self.attribution {
-            s.attribution = a;
-        }
-        if let Some(plan) = self.commission.take() {
-            plan.validate().map_err(|e| format!("commission: {e}"))?;
-            s.commission = plan;
-        }
-        if let Some(h) = &self.hold {
-            s.hold_s = Some(seconds("hold", h)?);
-        }
-        for ip in &self.postback_ips {
-            if ip.parse::<ipnet::IpNet>().is_err() && ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("postback_ips: {ip:?} is not an IP address or CIDR"));
-            }
-        }
-        if let Some(p) = &self.click_id_param
-            && (p.is_empty()
-                || !p
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        {
-            return Err(format!("click_id_param: {p:?} is not a plain query key"));
-        }
-        if let Some(m) = &self.min_payout {
-            s.min_payout = currency
-                .parse_amount(m)
-                .map_err(|e| format!("min_payout: {e}"))?;
-        }
-        s.postback_token = self.postback_token.take();
-        s.postback_secret = self.postback_secret.take();
-        s.postback_ips = std::mem::take(&mut self.postback_ips);
-        s.click_id_param = self.click_id_param.take();
-        Ok(s)
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,23 +97,24 @@ pub fn load(path: &Path) -> Result<CatalogInput, CatalogError> {
 /// # Errors
 /// As [`load`].
 pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
-    let mut file: File =
+    let file: File =
         toml::from_str(text).map_err(|e| CatalogError::Parse(name.to_owned(), e.to_string()))?;
     let invalid = |msg: String| CatalogError::Invalid(name.to_owned(), msg);
 
     let mut programs = HashSet::new();
     let mut settings = Vec::new();
-    for p in &mut file.programs {
+    for (i, p) in file.programs.iter().enumerate() {
+        let Some(slug) = &p.slug else {
+            return Err(invalid(format!("program #{} has no slug", i + 1)));
+        };
         settings.push(
-            p.take_settings()
-                .map_err(|e| invalid(format!("program {:?}: {e}", p.slug.as_str())))?,
+            p.new_settings()
+                .map_err(|e| invalid(format!("program {:?}: {e}", slug.as_str())))?,
         );
-    }
-    for p in &file.programs {
-        if !programs.insert(p.slug.clone()) {
+        if !programs.insert(slug.clone()) {
             return Err(invalid(format!(
                 "program {:?} is declared twice",
-                p.slug.as_str()
+                slug.as_str()
             )));
         }
     }
@@ -252,11 +176,14 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
             .programs
             .into_iter()
             .zip(settings)
-            .map(|(p, settings)| ProgramInput {
-                name: p.name.unwrap_or_else(|| p.slug.to_string()),
-                slug: p.slug,
-                status: p.status,
-                settings: Some(settings),
+            .filter_map(|(p, settings)| {
+                let slug = p.slug?;
+                Some(ProgramInput {
+                    name: display_name(p.name.as_deref(), &slug),
+                    slug,
+                    status: p.status.unwrap_or_default(),
+                    settings: Some(settings),
+                })
             })
             .collect(),
         affiliates: file

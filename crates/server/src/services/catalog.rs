@@ -13,6 +13,9 @@ use clickward_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::services::links::LinkCache;
+use crate::services::programs::{
+    self, CommissionSpec, ProgramSpec, ProgramView, SpecError, display_name,
+};
 
 /// Catalogue writes with what they use. Cheap to clone.
 #[derive(Clone)]
@@ -42,6 +45,46 @@ impl CatalogService {
         let saved = R::save(self.store.as_ref(), b, mode).await?;
         self.links.refresh(self.store.as_ref()).await?;
         Ok(saved)
+    }
+
+    /// Creates a program from everything a spec says (see
+    /// [`programs::create`]); refreshes the link cache.
+    ///
+    /// # Errors
+    /// As [`programs::create`].
+    pub async fn create_program(&self, spec: &ProgramSpec) -> Result<ProgramView, SpecError> {
+        let v = programs::create(self.store.as_ref(), spec).await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok(v)
+    }
+
+    /// Changes a program by a spec (see [`programs::update`]); refreshes
+    /// the link cache (its status decides whether its links redirect).
+    ///
+    /// # Errors
+    /// As [`programs::update`].
+    pub async fn update_program(
+        &self,
+        slug: Slug,
+        spec: &ProgramSpec,
+    ) -> Result<ProgramView, SpecError> {
+        let v = programs::update(self.store.as_ref(), slug, spec).await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok(v)
+    }
+
+    /// Sets or removes an affiliate's commission override (see
+    /// [`programs::set_override`]).
+    ///
+    /// # Errors
+    /// As [`programs::set_override`].
+    pub async fn set_override(
+        &self,
+        program: Slug,
+        affiliate: Slug,
+        plan: Option<&CommissionSpec>,
+    ) -> Result<(), SpecError> {
+        programs::set_override(self.store.as_ref(), program, affiliate, plan).await
     }
 
     /// Saves a link and refreshes the link cache (the API and the dashboard's
@@ -88,13 +131,6 @@ pub trait NamedResource: Serialize + Send + Sized + 'static {
     fn body(&self) -> NamedBody;
     /// Who owns its settings.
     fn owner(&self) -> Owner;
-}
-
-/// A display name as stored: control characters removed, at most 200
-/// bytes; the slug when none (or nothing printable) is given.
-fn display_name(name: Option<&str>, slug: &Slug) -> String {
-    let n = clickward_core::clean_text(name.unwrap_or("").trim(), 200);
-    if n.is_empty() { slug.to_string() } else { n }
 }
 
 /// How pages say who owns an item.

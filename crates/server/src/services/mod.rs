@@ -5,6 +5,8 @@
 //! - [`ingest`]: the click pipeline (bounded queue → batched writer);
 //! - [`catalog`]: catalogue writes (programs, affiliates, links) that keep
 //!   the link cache and postback tokens right;
+//! - [`programs`]: everything a program can be told (the catalogue file,
+//!   the API, the CLI and the dashboard say it the same way);
 //! - [`conversions`]: conversion intake (postback, API, pixel) and status
 //!   changes;
 //! - [`events`]: the live event hub (SSE);
@@ -22,4 +24,5 @@ pub mod events;
 pub mod ingest;
 pub mod keys;
 pub mod links;
+pub mod programs;
 pub mod reports;

@@ -652,3 +652,98 @@ async fn out_of_range_dates_and_a_control_character_in_next_are_answered_not_500
         "{to}"
     );
 }
+
+/// The program page's settings and override forms say what the catalogue
+/// can; what they save is what the API then shows, and a bad field is
+/// named on the page with nothing changed.
+#[tokio::test]
+async fn the_program_page_configures_settings_and_overrides() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let html = get(&app, &admin, "/dashboard/programs/vendors")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("default=10%, lead=2.00"), "{html}");
+    let csrf = csrf_of(&html);
+    let post = |path: &'static str, fields: Vec<(&'static str, &'static str)>| {
+        let mut f: Vec<(&str, String)> = vec![("csrf", csrf.clone())];
+        f.extend(fields.into_iter().map(|(k, v)| (k, v.to_owned())));
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, admin.clone())
+            .form(&f)
+            .send()
+    };
+    let settings = |commission: &'static str| {
+        vec![
+            ("currency", "GBP"),
+            ("cookie_window", "14d"),
+            ("attribution_window", "14d"),
+            ("attribution", "last_click"),
+            ("commission", commission),
+            ("hold", "manual"),
+            ("min_payout", "20.00"),
+            ("click_id_param", ""),
+            ("postback_ips", ""),
+            ("postback_secret", ""),
+        ]
+    };
+    let r = post(
+        "/dashboard/programs/vendors/settings",
+        settings("default=12.5%"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(location(&r).contains("msg="), "{}", location(&r));
+    let (_, v) = app.api_get("/api/v1/programs/vendors").await;
+    assert_eq!(v["currency"], "GBP");
+    assert_eq!(v["commission_text"], "default=12.5%");
+    assert_eq!(v["hold"], serde_json::Value::Null);
+    assert_eq!(v["min_payout"], "20.00");
+    assert_eq!(v["owner"], "admin");
+    // A bad rate: named, nothing saved.
+    let r = post(
+        "/dashboard/programs/vendors/settings",
+        settings("default=lots"),
+    )
+    .await
+    .unwrap();
+    let back = location(&r);
+    assert!(
+        back.contains("error=") && back.contains("commission"),
+        "{back}"
+    );
+    let (_, v) = app.api_get("/api/v1/programs/vendors").await;
+    assert_eq!(v["commission_text"], "default=12.5%");
+    // An override, shown on the page; then removed.
+    let r = post(
+        "/dashboard/programs/vendors/commissions",
+        vec![
+            ("affiliate", "gourmet_guide"),
+            ("commission", "default=15%"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(location(&r).contains("msg="), "{}", location(&r));
+    let html = get(&app, &admin, "/dashboard/programs/vendors")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("default=15%"), "{html}");
+    let (_, v) = app.api_get("/api/v1/programs/vendors/commissions").await;
+    assert_eq!(v[0]["affiliate"], "gourmet_guide");
+    post(
+        "/dashboard/programs/vendors/commissions",
+        vec![("affiliate", "gourmet_guide"), ("commission", "")],
+    )
+    .await
+    .unwrap();
+    let (_, v) = app.api_get("/api/v1/programs/vendors/commissions").await;
+    assert_eq!(v, serde_json::json!([]));
+}

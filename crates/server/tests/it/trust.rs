@@ -1053,3 +1053,180 @@ async fn an_unsigned_post_may_carry_its_token_in_the_query() {
     .await;
     assert_eq!(s, 201, "{v}");
 }
+
+/// A program made through the API with the catalogue's settings: its
+/// conversions pay in its currency and plan, an affiliate override beats
+/// the plan, and bad settings are refused by name with nothing changed.
+#[tokio::test]
+async fn a_program_made_through_the_api_takes_every_catalogue_setting() {
+    use reqwest::Method;
+    let app = TestApp::start().await;
+    let (s, v) = app
+        .api_send(
+            Method::POST,
+            "/api/v1/programs",
+            json!({
+                "slug": "eurshop", "name": "Euro shop", "currency": "EUR",
+                "cookie_window": "7d", "attribution_window": "14d",
+                "attribution": "first_click", "hold": "3d", "min_payout": "25.00",
+                "commission": "default=10%, lead=2.00",
+                "click_id_param": "eid", "postback_ips": ["10.0.0.0/8"]
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(v["cookie_window"], "7d");
+    assert_eq!(v["attribution"], "first_click");
+    assert_eq!(v["hold"], "3d");
+    assert_eq!(v["min_payout"], "25.00");
+    assert_eq!(v["commission_text"], "default=10%, lead=2.00");
+    assert_eq!(v["owner"], "admin");
+    assert!(v["postback_token"].as_str().is_some_and(|t| t.len() > 10));
+    assert_eq!(v["postback_signed"], false);
+    let (s, v) = app
+        .api_send(
+            Method::POST,
+            "/api/v1/links",
+            json!({"code": "eur1", "program": "eurshop", "affiliate": "gourmet_guide",
+                   "destination": "https://eur.example/"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let r = app.get_ua("/r/eur1", IPHONE).await;
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(location(&r).contains("eid="), "{}", location(&r));
+    let (_, v) = app.api_get("/api/v1/clicks?link=eur1&limit=1").await;
+    let id = v[0]["click_id"].as_str().unwrap().to_owned();
+    let (s, v) = post_conversion(
+        &app,
+        json!({"click_id": id, "order_id": "E-1", "amount": "80.00"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["commission"], "8.00");
+    assert_eq!(v["conversion"]["currency"], "EUR");
+    // An override for this affiliate: 12% (beats the program's default).
+    let (s, v) = app
+        .api_send(
+            Method::PUT,
+            "/api/v1/programs/eurshop/commissions/gourmet_guide",
+            json!({"commission": "default=12%"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v[0]["commission_text"], "default=12%");
+    let (s, v) = post_conversion(
+        &app,
+        json!({"click_id": id, "order_id": "E-2", "amount": "80.00"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["commission"], "9.60");
+    // A change keeps what it leaves out; null clears the hold.
+    let (s, v) = app
+        .api_send(
+            Method::PATCH,
+            "/api/v1/programs/eurshop",
+            json!({"hold": null, "min_payout": "30.00"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hold"], Value::Null);
+    assert_eq!(v["min_payout"], "30.00");
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(v["commission_text"], "default=10%, lead=2.00");
+    // Bad settings: refused by name, nothing changed.
+    for (body, status, needle) in [
+        (json!({"currency": "EURO"}), 422, "currency"),
+        (json!({"commission": "default=150%"}), 422, "commission"),
+        (json!({"hold": "soon"}), 422, "hold"),
+        (json!({"postback_ips": ["nowhere"]}), 422, "postback_ips"),
+        (json!({"payout_day": 1}), 400, "payout_day"),
+        (json!({"slug": "other"}), 422, "slug"),
+    ] {
+        let (s, v) = app
+            .api_send(Method::PATCH, "/api/v1/programs/eurshop", body.clone())
+            .await;
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(
+            v["reason"].as_str().unwrap_or("").contains(needle),
+            "{body}: {v}"
+        );
+    }
+    let (_, v) = app.api_get("/api/v1/programs/eurshop").await;
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(v["min_payout"], "30.00");
+    // A catalogue program the API changes becomes the admins'.
+    let (s, v) = app
+        .api_send(
+            Method::PATCH,
+            "/api/v1/programs/vendors",
+            json!({"commission": {"default": {"type": "flat", "amount": 700}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["owner"], "admin");
+    assert_eq!(v["commission_text"], "default=7.00");
+}
+
+/// The CLI says everything the catalogue can: a program added with its
+/// settings shows them back, `set` changes one and keeps the rest, an
+/// override is listed, and a typo changes nothing.
+#[test]
+fn the_cli_makes_and_changes_a_fully_configured_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let o = clickward(
+        data,
+        &[
+            "program",
+            "add",
+            "--slug",
+            "jpshop",
+            "--currency",
+            "JPY",
+            "--commission",
+            "default=5%, signup=300",
+            "--hold",
+            "14d",
+            "--min-payout",
+            "5000",
+            "--attribution",
+            "first_click",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clickward(data, &["affiliate", "add", "--slug", "blog"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clickward(data, &["program", "set", "jpshop", "--hold", "manual"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clickward(
+        data,
+        &[
+            "program",
+            "commission",
+            "jpshop",
+            "blog",
+            "--rate",
+            "default=8%",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clickward(data, &["program", "set", "jpshop", "--min-payout", "12.5"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("min_payout"), "{}", text(&o));
+    let o = clickward(data, &["program", "show", "jpshop"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        "currency             JPY",
+        "commission           default=5%, signup=300",
+        "hold                 manual approval",
+        "min payout           5000",
+        "attribution          first_click",
+        "override blog        default=8%",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+}

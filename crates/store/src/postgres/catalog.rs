@@ -150,8 +150,19 @@ pub(super) async fn save_program_tx(
     mode: SaveMode,
 ) -> Result<(), StoreError> {
     save_named(c, Named::Programs, &p.slug, &p.name, p.status, mode).await?;
-    if let Some(settings) = &p.settings {
-        save_program_settings(c, p.slug.as_str(), settings).await?;
+    let Some(settings) = &p.settings else {
+        return Ok(());
+    };
+    if mode == SaveMode::Upsert {
+        return save_program_settings(c, p.slug.as_str(), settings).await;
+    }
+    // An admin's change of settings takes the program from the file, as a
+    // change of name or status does; saving what is there does not.
+    let id = id_of(c, Named::Programs, p.slug.as_str()).await?;
+    let before = program_settings(c, id).await?;
+    save_program_settings(c, p.slug.as_str(), settings).await?;
+    if program_settings(c, id).await? != before {
+        set_digest(c, "programs", "slug", p.slug.as_str(), None).await?;
     }
     Ok(())
 }
@@ -531,8 +542,19 @@ impl CatalogStore for PgStore {
                     }
                 }
                 for (program, affiliate, plan) in &cat.commissions {
-                    save_affiliate_commission(tx, program.as_str(), affiliate.as_str(), Some(plan))
+                    // A program's overrides belong to whoever owns the program.
+                    if matches!(
+                        stored_digest(tx, "programs", "slug", program.as_str()).await?,
+                        Some(Some(_))
+                    ) {
+                        save_affiliate_commission(
+                            tx,
+                            program.as_str(),
+                            affiliate.as_str(),
+                            Some(plan),
+                        )
                         .await?;
+                    }
                 }
                 out
             })
@@ -591,9 +613,35 @@ impl CatalogStore for PgStore {
         plan: Option<CommissionPlan>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            in_tx!(self, |tx| {
+                save_affiliate_commission(tx, program.as_str(), affiliate.as_str(), plan.as_ref())
+                    .await?;
+                set_digest(tx, "programs", "slug", program.as_str(), None).await?;
+            })
+        })
+    }
+
+    fn affiliate_commissions(&self, program: Slug) -> StoreFuture<'_, Vec<(Slug, CommissionPlan)>> {
+        Box::pin(async move {
             let c = self.client().await?;
-            save_affiliate_commission(&**c, program.as_str(), affiliate.as_str(), plan.as_ref())
-                .await
+            let pid = id_of(&**c, Named::Programs, program.as_str()).await?;
+            let rows = c
+                .query(
+                    "SELECT a.slug, ac.commission FROM affiliate_commissions ac \
+                     JOIN affiliates a ON a.id = ac.affiliate_id WHERE ac.program_id = $1 \
+                     ORDER BY a.slug",
+                    &[&pid],
+                )
+                .await?;
+            let mut out = Vec::new();
+            for r in rows {
+                let plan: String = r.try_get(1)?;
+                out.push((
+                    slug_of(&r.try_get::<_, String>(0)?)?,
+                    serde_json::from_str(&plan).map_err(|_| corrupt("commission plan", &plan))?,
+                ));
+            }
+            Ok(out)
         })
     }
 }

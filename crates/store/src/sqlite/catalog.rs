@@ -93,8 +93,19 @@ pub(super) fn save_program_tx(
     mode: SaveMode,
 ) -> Result<(), StoreError> {
     save_named_tx(tx, Named::Programs, &p.slug, &p.name, p.status, mode)?;
-    if let Some(settings) = &p.settings {
-        save_program_settings(tx, p.slug.as_str(), settings)?;
+    let Some(settings) = &p.settings else {
+        return Ok(());
+    };
+    if mode == SaveMode::Upsert {
+        return save_program_settings(tx, p.slug.as_str(), settings);
+    }
+    // An admin's change of settings takes the program from the file, as a
+    // change of name or status does; saving what is there does not.
+    let id = conversions::id_of(tx, "programs", "program", p.slug.as_str())?;
+    let before = program_settings(tx, id)?;
+    save_program_settings(tx, p.slug.as_str(), settings)?;
+    if program_settings(tx, id)? != before {
+        set_digest(tx, "programs", "slug", p.slug.as_str(), None)?;
     }
     Ok(())
 }
@@ -498,7 +509,18 @@ impl CatalogStore for SqliteStore {
                 }
             }
             for (program, affiliate, plan) in &cat.commissions {
-                save_affiliate_commission(&tx, program.as_str(), affiliate.as_str(), Some(plan))?;
+                // A program's overrides belong to whoever owns the program.
+                if matches!(
+                    stored_digest(&tx, "programs", "slug", program.as_str())?,
+                    Some(Some(_))
+                ) {
+                    save_affiliate_commission(
+                        &tx,
+                        program.as_str(),
+                        affiliate.as_str(),
+                        Some(plan),
+                    )?;
+                }
             }
             tx.commit()?;
             Ok(out)
@@ -538,7 +560,31 @@ impl CatalogStore for SqliteStore {
         plan: Option<CommissionPlan>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |c| {
-            save_affiliate_commission(c, program.as_str(), affiliate.as_str(), plan.as_ref())
+            let tx = super::begin_write(c)?;
+            save_affiliate_commission(&tx, program.as_str(), affiliate.as_str(), plan.as_ref())?;
+            set_digest(&tx, "programs", "slug", program.as_str(), None)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn affiliate_commissions(&self, program: Slug) -> StoreFuture<'_, Vec<(Slug, CommissionPlan)>> {
+        self.read(move |c| {
+            let pid = conversions::id_of(c, "programs", "program", program.as_str())?;
+            let mut st = c.prepare_cached(
+                "SELECT a.slug, ac.commission FROM affiliate_commissions ac \
+                 JOIN affiliates a ON a.id = ac.affiliate_id WHERE ac.program_id = ?1 ORDER BY a.slug",
+            )?;
+            let mut rows = st.query([pid])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let plan: String = r.get(1)?;
+                out.push((
+                    slug_of(&r.get::<_, String>(0)?)?,
+                    serde_json::from_str(&plan).map_err(|_| corrupt("commission plan", &plan))?,
+                ));
+            }
+            Ok(out)
         })
     }
 }

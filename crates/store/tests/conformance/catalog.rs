@@ -104,3 +104,88 @@ async fn the_file_applies_only_its_changed_entries_and_leaves_admin_edits_alone(
     assert_eq!(b.link.destination, "https://shop.example/b2");
     assert_eq!(b.link.owner, Owner::Catalog);
 }
+
+both!(admin_settings_and_overrides_take_a_program_from_the_file);
+async fn admin_settings_and_overrides_take_a_program_from_the_file(b: Backend) {
+    use clickward_core::commission::{CommissionPlan, Rate};
+    use clickward_core::link::Owner;
+    use clickward_core::money::Currency;
+    use clickward_core::program::ProgramSettings;
+    let flat = |amount| CommissionPlan {
+        default: Some(Rate::Flat { amount }),
+        events: Default::default(),
+    };
+    // The file declares the program's settings and one override.
+    let mut cat = seed();
+    cat.programs[0].settings = Some(ProgramSettings::new(Currency::parse("EUR").unwrap()));
+    cat.commissions = vec![(slug("shop"), slug("blog"), flat(100))];
+    let (_d, s) = open(&b).await;
+    s.apply_catalog(cat.clone()).await.unwrap();
+    let shop = s.get_program(slug("shop")).await.unwrap();
+    assert_eq!(shop.owner, Owner::Catalog);
+    assert_eq!(
+        s.affiliate_commissions(slug("shop")).await.unwrap(),
+        vec![(slug("blog"), flat(100))]
+    );
+    // Saving the settings that are there through the admin path changes
+    // no owner; a token given to a program (as at start) neither.
+    let mut input = cat.programs[0].clone();
+    input.settings = Some(s.program_settings(shop.id).await.unwrap());
+    s.save_program(input.clone(), SaveMode::Update)
+        .await
+        .unwrap();
+    let mut with_token = s.program_settings(shop.id).await.unwrap();
+    with_token.postback_token = Some("tok".into());
+    s.save_program_settings(slug("shop"), with_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_program(slug("shop")).await.unwrap().owner,
+        Owner::Catalog
+    );
+    // An admin's override takes the program: the file's override is left
+    // alone from then on.
+    s.save_affiliate_commission(slug("shop"), slug("blog"), Some(flat(250)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_program(slug("shop")).await.unwrap().owner,
+        Owner::Admin
+    );
+    let r = s.apply_catalog(cat.clone()).await.unwrap();
+    assert!(r.drifted.contains(&"program \"shop\"".to_owned()), "{r:?}");
+    assert_eq!(
+        s.affiliate_commissions(slug("shop")).await.unwrap(),
+        vec![(slug("blog"), flat(250))]
+    );
+    // On a program the file still owns, a settings change by an admin takes
+    // it too.
+    let mut other = cat.clone();
+    other.programs[0].slug = slug("other");
+    other.links.clear();
+    other.commissions.clear();
+    s.apply_catalog(other.clone()).await.unwrap();
+    let mut input = other.programs[0].clone();
+    let mut settings = ProgramSettings::new(Currency::parse("EUR").unwrap());
+    settings.min_payout = 5_000;
+    input.settings = Some(settings);
+    s.save_program(input, SaveMode::Update).await.unwrap();
+    let o = s.get_program(slug("other")).await.unwrap();
+    assert_eq!(o.owner, Owner::Admin);
+    s.apply_catalog(other).await.unwrap();
+    assert_eq!(s.program_settings(o.id).await.unwrap().min_payout, 5_000);
+    // Removing an override.
+    s.save_affiliate_commission(slug("shop"), slug("blog"), None)
+        .await
+        .unwrap();
+    assert!(
+        s.affiliate_commissions(slug("shop"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        s.affiliate_commissions(slug("nope")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
