@@ -57,6 +57,12 @@ pub const SHIP_ERRORS_TOTAL: &str = "clickward_ship_errors_total";
 /// Counter: live events of this node not sent to the other nodes (the
 /// forwarding queue was full or PostgreSQL did not take them).
 pub const EVENTS_NOT_FORWARDED_TOTAL: &str = "clickward_events_not_forwarded_total";
+/// Counter: argon2id password checks run by sign-ins (one per password
+/// sign-in that reached a check, whatever its outcome).
+pub const PASSWORD_CHECKS_TOTAL: &str = "clickward_sign_in_password_checks_total";
+/// Counter: sign-ins refused without a check because their client must
+/// wait after failures.
+pub const SIGN_IN_THROTTLED_TOTAL: &str = "clickward_sign_in_throttled_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

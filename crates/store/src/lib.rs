@@ -674,6 +674,19 @@ pub trait ReportStore: Send + Sync + 'static {
     fn advance_rollups(&self, now: Micros) -> StoreFuture<'_, Micros>;
 }
 
+/// Who holds an Idempotency-Key (see
+/// [`ConversionStore::claim_idempotency_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The caller holds it: do the work, then save the answer (or release
+    /// the claim on a server error).
+    Claimed,
+    /// Another request holds it and is still working; its fingerprint.
+    Working(Vec<u8>),
+    /// Answered: `(fingerprint, HTTP status, JSON body)`.
+    Done(Vec<u8>, u16, String),
+}
+
 /// Conversions, the ledger, payouts and API idempotency keys.
 pub trait ConversionStore: Send + Sync + 'static {
     /// Records a conversion and its first ledger entry in one transaction;
@@ -724,10 +737,25 @@ pub trait ConversionStore: Send + Sync + 'static {
     /// Payout batches, newest first, optionally of one affiliate.
     fn list_payouts(&self, affiliate: Option<Slug>, limit: u32) -> StoreFuture<'_, Vec<Payout>>;
 
-    /// A stored API answer for an Idempotency-Key: `(fingerprint, status, body)`.
-    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>>;
+    /// Claims an Idempotency-Key for a request with `fingerprint`, atomically:
+    /// of any number of concurrent requests with one key, exactly one gets
+    /// [`IdempotencyClaim::Claimed`] and does the work; the others see it
+    /// working or done. A claim working for longer than `stale_after` µs
+    /// (by the store's clock; its process died mid-work) is taken over.
+    fn claim_idempotency_key(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        stale_after: Micros,
+    ) -> StoreFuture<'_, IdempotencyClaim>;
 
-    /// Stores an API answer under an Idempotency-Key (first one wins).
+    /// Gives up a claim without an answer (the work failed on our side, so a
+    /// retry may succeed). A finished key is left as it is.
+    fn release_idempotency_key(&self, key: String) -> StoreFuture<'_, ()>;
+
+    /// Stores the answer of the request that claimed an Idempotency-Key
+    /// (the first answer wins; a key claimed with another fingerprint is
+    /// left alone).
     fn save_idempotent_response(
         &self,
         key: String,

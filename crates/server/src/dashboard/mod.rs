@@ -42,7 +42,7 @@ use clickward_store::StoreError;
 use crate::process::app::AppState;
 use session::{Session, Who};
 
-pub use login::SignInFailures;
+pub use login::SignInGuard;
 
 /// Largest form body a dashboard POST reads, bytes.
 const MAX_FORM: usize = 64 * 1024;

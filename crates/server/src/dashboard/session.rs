@@ -247,6 +247,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 /// never matches.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| {
+        metrics::counter!(crate::telemetry::PASSWORD_CHECKS_TOTAL).increment(1);
         argon2::Argon2::default()
             .verify_password(password.as_bytes(), &h)
             .is_ok()

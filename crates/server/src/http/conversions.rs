@@ -19,7 +19,7 @@ use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
 use crate::services::conversions::{Answer, Via, conversion_json};
-use clickward_store::{ConversionFilter, KeyScope};
+use clickward_store::{ConversionFilter, IdempotencyClaim, KeyScope};
 
 /// Largest postback or API body read, bytes.
 const MAX_BODY: usize = 16 * 1024;
@@ -152,6 +152,69 @@ fn fields_once(query: &[(String, String)], body: &[(String, String)]) -> Result<
     Ok(())
 }
 
+/// How long a request waits for another with the same Idempotency-Key to
+/// finish before it is told to retry.
+const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A claim this old (µs) belongs to a process that died mid-work and is
+/// taken over (the conversion, if it was recorded, is then found again by
+/// its order id).
+const IDEMPOTENCY_STALE_US: i64 = 60 * clickward_core::MICROS_PER_SEC;
+
+/// Claims `key` for this request, or answers it: `None` when this request
+/// holds the key and must do the work; otherwise the answer to send (the
+/// first request's stored answer, 422 for another request under the same
+/// key, 409 when the first is still working after [`IDEMPOTENCY_WAIT`]).
+async fn claim_key(app: &AppState, key: &str, print: &[u8]) -> Option<Response> {
+    let deadline = tokio::time::Instant::now() + IDEMPOTENCY_WAIT;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        let claim = app
+            .0
+            .store
+            .claim_idempotency_key(key.to_owned(), print.to_vec(), IDEMPOTENCY_STALE_US)
+            .await;
+        let fp = match &claim {
+            Ok(IdempotencyClaim::Claimed) => return None,
+            Ok(IdempotencyClaim::Working(fp) | IdempotencyClaim::Done(fp, _, _)) => fp,
+            Err(e) => return Some(ApiError::internal(e).into_response()),
+        };
+        if fp.as_slice() != print {
+            return Some(answer(Answer {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({"status": "invalid", "reason": "Idempotency-Key was used before with a different request"}),
+            }));
+        }
+        if let Ok(IdempotencyClaim::Done(_, status, stored)) = claim {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let body: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
+            return Some(
+                (
+                    status,
+                    [(
+                        header::HeaderName::from_static("idempotent-replayed"),
+                        "true",
+                    )],
+                    Json(body),
+                )
+                    .into_response(),
+            );
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Some(
+                (
+                    StatusCode::CONFLICT,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(json!({"status": "in_progress", "reason": "a request with this Idempotency-Key is still being processed; retry later for its answer"})),
+                )
+                    .into_response(),
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
+}
+
 /// `POST /api/v1/conversions` (admin key), JSON:
 /// `{"click_id", "order_id", "amount": "12.34", "currency", "event", "status",
 /// "occurred_at", "adv_sub1".."adv_sub5"}`. Amounts are strings (or
@@ -182,30 +245,10 @@ pub async fn create(
         Ok((_, print)) => print.clone(),
         Err(_) => blake3::hash(&body).as_bytes().to_vec(),
     };
-    if let Some(k) = idem {
-        match app.0.store.idempotent_response(k.to_owned()).await {
-            Ok(Some((fp, status, stored))) => {
-                if fp != print {
-                    return answer(Answer {
-                        status: StatusCode::UNPROCESSABLE_ENTITY,
-                        body: json!({"status": "invalid", "reason": "Idempotency-Key was used before with a different request"}),
-                    });
-                }
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                let body: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
-                return (
-                    status,
-                    [(
-                        header::HeaderName::from_static("idempotent-replayed"),
-                        "true",
-                    )],
-                    Json(body),
-                )
-                    .into_response();
-            }
-            Ok(None) => {}
-            Err(e) => return ApiError::from(e).into_response(),
-        }
+    if let Some(k) = idem
+        && let Some(done) = claim_key(&app, k, &print).await
+    {
+        return done;
     }
     let report = match parsed {
         Ok((r, _)) => r,
@@ -228,14 +271,23 @@ pub async fn create(
         )
         .await;
     // Server errors are not stored: a retry may succeed.
-    if let Some(k) = idem
-        && a.status.as_u16() < 500
-    {
-        let _ = app
-            .0
-            .store
-            .save_idempotent_response(k.to_owned(), print, a.status.as_u16(), a.body.to_string())
-            .await;
+    if let Some(k) = idem {
+        let saved = if a.status.as_u16() < 500 {
+            app.0
+                .store
+                .save_idempotent_response(
+                    k.to_owned(),
+                    print,
+                    a.status.as_u16(),
+                    a.body.to_string(),
+                )
+                .await
+        } else {
+            app.0.store.release_idempotency_key(k.to_owned()).await
+        };
+        if let Err(e) = saved {
+            tracing::warn!("saving the answer of an Idempotency-Key: {e}");
+        }
     }
     answer(a)
 }

@@ -57,8 +57,8 @@ pub(crate) struct Inner {
     pub spool: Option<Spool>,
     /// Becomes `true` when the server stops (ends live streams).
     pub stop: watch::Receiver<bool>,
-    /// Recent failed sign-ins, per username (see `dashboard::login`).
-    pub sign_in_failures: crate::dashboard::SignInFailures,
+    /// Sign-in throttle and password check slots (see `dashboard::login`).
+    pub sign_in: crate::dashboard::SignInGuard,
 }
 
 impl AppState {
@@ -233,7 +233,7 @@ impl Server {
             events: events.clone(),
             spool: spool.clone(),
             stop: stopped.clone(),
-            sign_in_failures: Default::default(),
+            sign_in: Default::default(),
         }));
         state.reload_catalog().await?;
         // Every node must hash visitors with the same daily salts.

@@ -439,29 +439,40 @@ async fn values_from_visitors_are_text_on_every_page() {
     assert!(live.contains("evil.example"), "the referrer is shown");
 }
 
+/// Sends the sign-in form as the client at `ip` (behind a trusted proxy).
+async fn post_login_from(app: &TestApp, ip: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", ip)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn repeated_failed_sign_ins_are_refused_for_a_while() {
-    let app = TestApp::start().await;
+async fn a_guesser_is_slowed_down_and_the_owner_is_not() {
+    let app = TestApp::start_with(|c| c.trusted_proxies = vec!["127.0.0.1".into()]).await;
     add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
-    for _ in 0..10 {
-        let r = post_login(
-            &app,
-            &[("username", "merchant"), ("password", "guess guess guess")],
-        )
-        .await;
-        assert!(session_cookie(&r).is_none());
+    let guesser = "203.0.113.5";
+    let wrong = [("username", "merchant"), ("password", "guess guess guess")];
+    let right = [("username", "merchant"), ("password", ADMIN_PASSWORD)];
+    for _ in 0..5 {
+        let r = post_login_from(&app, guesser, &wrong).await;
+        assert!(
+            location(&r).starts_with("/login?error=credentials"),
+            "{}",
+            location(&r)
+        );
     }
-    // Now even the right password waits out the window.
-    let r = post_login(
-        &app,
-        &[("username", "Merchant"), ("password", ADMIN_PASSWORD)],
-    )
-    .await;
+    // The guesser must now wait, whatever it sends.
+    let r = post_login_from(&app, guesser, &right).await;
     assert!(
         location(&r).starts_with("/login?error=limit"),
         "{}",
         location(&r)
     );
+    assert!(session_cookie(&r).is_none());
     let page = app
         .client
         .get(app.url(&location(&r)))
@@ -471,10 +482,38 @@ async fn repeated_failed_sign_ins_are_refused_for_a_while() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Too many failed sign-ins"));
-    assert!(session_cookie(&r).is_none());
-    app.clock.set(NOON + 16 * 60_000_000);
-    sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    assert!(
+        page.contains("Too many failed sign-ins from your address"),
+        "{page}"
+    );
+    // The owner, elsewhere, signs in with the right password at once; an
+    // API key from elsewhere works too.
+    let r = post_login_from(&app, "198.51.100.7", &right).await;
+    assert!(session_cookie(&r).is_some(), "{}", location(&r));
+    for _ in 0..12 {
+        post_login_from(&app, guesser, &[("api_key", "cwk_wrong_wrong_wrong")]).await;
+    }
+    let r = post_login_from(&app, "198.51.100.8", &[("api_key", app.admin_key.as_str())]).await;
+    assert!(session_cookie(&r).is_some(), "{}", location(&r));
+    // The wait grows: after 1 s one more try, then 2 s.
+    app.clock.set(NOON + 1_000_000);
+    let r = post_login_from(&app, guesser, &wrong).await;
+    assert!(
+        location(&r).starts_with("/login?error=credentials"),
+        "{}",
+        location(&r)
+    );
+    app.clock.set(NOON + 2_000_000);
+    let r = post_login_from(&app, guesser, &wrong).await;
+    assert!(
+        location(&r).starts_with("/login?error=limit"),
+        "{}",
+        location(&r)
+    );
+    // Once the wait is over, the right password works from there too.
+    app.clock.set(NOON + 60 * 60_000_000);
+    let r = post_login_from(&app, guesser, &right).await;
+    assert!(session_cookie(&r).is_some(), "{}", location(&r));
 }
 
 #[tokio::test]

@@ -1230,3 +1230,168 @@ fn the_cli_makes_and_changes_a_fully_configured_program() {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
     }
 }
+
+/// 20 requests at once under one Idempotency-Key: with different bodies
+/// one is recorded and the rest are refused; with one body, one is recorded
+/// and every other gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_under_one_idempotency_key_record_one_conversion() {
+    let app = TestApp::start().await;
+    let id = click(&app).await;
+    let send = |key: &'static str, body: String| {
+        let r = app
+            .client
+            .post(app.url("/api/v1/conversions"))
+            .bearer_auth(&app.admin_key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body);
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..20).map(|i| {
+        send(
+            "race-different",
+            format!(r#"{{"click_id":"{id}","order_id":"R-{i}","amount":"5.00"}}"#),
+        )
+    }))
+    .await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers.iter().filter(|(s, _)| *s == 422).count();
+    assert_eq!((created, refused), (1, 19), "{answers:?}");
+    assert_eq!(conversion_count(&app).await, 1);
+
+    let answers = futures::future::join_all((0..20).map(|_| {
+        send(
+            "race-same",
+            format!(r#"{{"click_id":"{id}","order_id":"S-1","amount":"5.00"}}"#),
+        )
+    }))
+    .await;
+    let first = &answers[0].1["conversion"]["conversion_id"];
+    assert!(first.is_string(), "{answers:?}");
+    for (s, v) in &answers {
+        assert_eq!(*s, 201, "{v}");
+        assert_eq!(&v["conversion"]["conversion_id"], first, "{v}");
+    }
+    assert_eq!(conversion_count(&app).await, 2);
+}
+
+/// Peak resident memory of a process, KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of a counter on a server's `/metrics`.
+async fn counter(base: &str, name: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 64 sign-ins at once from 64 addresses with unknown names do not grow
+/// the server's memory by a password check each, and a wrong password, an
+/// unknown name and a magic-link-only user each cost exactly one check (so
+/// timing does not tell them apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sign_ins_is_bounded_and_every_failure_costs_one_check() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (args, stdin) in [
+        (
+            vec!["user", "add", "boss", "--admin"],
+            "a long passphrase\n",
+        ),
+        (vec!["user", "add", "magic", "--admin", "--no-password"], ""),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&args)
+            .env_remove("CLICKWARD_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let config = dir.path().join("clickward.toml");
+    std::fs::write(&config, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let (mut child, base) = spawn_serve(
+        &data,
+        &seed_catalog(),
+        &[("CLICKWARD_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
+    let c = client();
+    let login = |ip: String, user: &'static str, pw: &'static str| {
+        let c = c.clone();
+        let url = format!("{base}/login");
+        async move {
+            let r = c
+                .post(url)
+                .header("x-forwarded-for", ip)
+                .form(&[("username", user), ("password", pw), ("next", "")])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), location(&r))
+        }
+    };
+    let before = counter(&base, "clickward_sign_in_password_checks_total").await;
+    for (i, user) in ["boss", "nobody-at-all", "magic"].into_iter().enumerate() {
+        let (s, to) = login(format!("198.51.100.{i}"), user, "wrong wrong wrong").await;
+        assert_eq!(s, 303);
+        assert!(to.starts_with("/login?error=credentials"), "{user}: {to}");
+    }
+    let after = counter(&base, "clickward_sign_in_password_checks_total").await;
+    assert_eq!(after - before, 3, "one check per failed sign-in");
+
+    let base_rss = peak_rss_kib(child.id());
+    let answers = futures::future::join_all(
+        (0..64).map(|i| login(format!("203.0.113.{i}"), "nobody-at-all", "guess guess")),
+    )
+    .await;
+    for (s, to) in &answers {
+        assert_eq!(*s, 303);
+        assert!(
+            to.starts_with("/login?error=credentials") || to.starts_with("/login?error=busy"),
+            "{to}"
+        );
+    }
+    let peak = peak_rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    // Unbounded, 64 argon2id checks at once take ~19 MiB each (> 1.2 GiB).
+    assert!(
+        peak < base_rss + 300 * 1024,
+        "peak RSS grew from {base_rss} KiB to {peak} KiB"
+    );
+}

@@ -559,22 +559,67 @@ impl ConversionStore for PgStore {
         })
     }
 
-    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {
+    fn claim_idempotency_key(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        stale_after: i64,
+    ) -> StoreFuture<'_, crate::IdempotencyClaim> {
+        Box::pin(async move {
+            let now = now_micros();
+            in_tx!(self, |tx| {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) \
+                         VALUES ($1, $2, 0, '', $3) ON CONFLICT (key) DO NOTHING",
+                        &[&key, &fingerprint, &now],
+                    )
+                    .await?;
+                if inserted == 1 {
+                    crate::IdempotencyClaim::Claimed
+                } else {
+                    // FOR UPDATE: two takeovers of a stale claim cannot both win.
+                    let r = tx
+                        .query_one(
+                            "SELECT fingerprint, status, body, created_at FROM idempotency_keys \
+                             WHERE key = $1 FOR UPDATE",
+                            &[&key],
+                        )
+                        .await?;
+                    let status: i32 = r.try_get(1)?;
+                    let at: i64 = r.try_get(3)?;
+                    match status {
+                        0 if at < now - stale_after => {
+                            tx.execute(
+                                "UPDATE idempotency_keys SET fingerprint = $2, created_at = $3 \
+                                 WHERE key = $1",
+                                &[&key, &fingerprint, &now],
+                            )
+                            .await?;
+                            crate::IdempotencyClaim::Claimed
+                        }
+                        0 => crate::IdempotencyClaim::Working(r.try_get(0)?),
+                        _ => crate::IdempotencyClaim::Done(
+                            r.try_get(0)?,
+                            u16::try_from(status)
+                                .map_err(|_| corrupt("status", &status.to_string()))?,
+                            r.try_get(2)?,
+                        ),
+                    }
+                }
+            })
+        })
+    }
+
+    fn release_idempotency_key(&self, key: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let c = self.client().await?;
-            let Some(r) = c
-                .query_opt(
-                    "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1",
-                    &[&key],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            let status: i32 = r.try_get(1)?;
-            let status =
-                u16::try_from(status).map_err(|_| corrupt("status", &status.to_string()))?;
-            Ok(Some((r.try_get(0)?, status, r.try_get(2)?)))
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE key = $1 AND status = 0",
+                &[&key],
+            )
+            .await?;
+            Ok(())
         })
     }
 
@@ -589,7 +634,10 @@ impl ConversionStore for PgStore {
             let c = self.client().await?;
             c.execute(
                 "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE \
+                 SET status = excluded.status, body = excluded.body \
+                 WHERE idempotency_keys.status = 0 \
+                 AND idempotency_keys.fingerprint = excluded.fingerprint",
                 &[&key, &fingerprint, &i32::from(status), &body, &now_micros()],
             )
             .await?;

@@ -315,15 +315,44 @@ pub(super) fn balances(
     Ok(out)
 }
 
-pub(super) fn idempotent_response(
-    c: &Connection,
+/// Claims `key` for a request (see [`crate::IdempotencyClaim`]); a claim
+/// working for longer than `stale_after` µs (its process died mid-work) is
+/// taken over.
+pub(super) fn claim_idempotency_key(
+    c: &mut Connection,
     key: &str,
-) -> Result<Option<(Vec<u8>, u16, String)>, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
-    )
+    fingerprint: &[u8],
+    stale_after: i64,
+) -> Result<crate::IdempotencyClaim, StoreError> {
+    let tx = super::begin_write(c)?;
+    let now = now_micros();
+    let inserted = tx.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) VALUES (?1, ?2, 0, '', ?3) \
+         ON CONFLICT (key) DO NOTHING",
+        params![key, fingerprint, now],
+    )?;
+    let claim = if inserted == 1 {
+        crate::IdempotencyClaim::Claimed
+    } else {
+        let (fp, status, body, at): (Vec<u8>, u16, String, i64) = tx.query_row(
+            "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        match status {
+            0 if at < now - stale_after => {
+                tx.execute(
+                    "UPDATE idempotency_keys SET fingerprint = ?2, created_at = ?3 WHERE key = ?1",
+                    params![key, fingerprint, now],
+                )?;
+                crate::IdempotencyClaim::Claimed
+            }
+            0 => crate::IdempotencyClaim::Working(fp),
+            _ => crate::IdempotencyClaim::Done(fp, status, body),
+        }
+    };
+    tx.commit()?;
+    Ok(claim)
 }
 
 pub(super) fn save_idempotent_response(
@@ -335,7 +364,8 @@ pub(super) fn save_idempotent_response(
 ) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (key) DO NOTHING",
+         ON CONFLICT (key) DO UPDATE SET status = excluded.status, body = excluded.body \
+         WHERE idempotency_keys.status = 0 AND idempotency_keys.fingerprint = excluded.fingerprint",
         params![key, fingerprint, status, body, now_micros()],
     )?;
     Ok(())
@@ -572,8 +602,23 @@ impl ConversionStore for SqliteStore {
         })
     }
 
-    fn idempotent_response(&self, key: String) -> StoreFuture<'_, Option<(Vec<u8>, u16, String)>> {
-        self.read(move |c| idempotent_response(c, &key))
+    fn claim_idempotency_key(
+        &self,
+        key: String,
+        fingerprint: Vec<u8>,
+        stale_after: i64,
+    ) -> StoreFuture<'_, crate::IdempotencyClaim> {
+        self.write(move |c| claim_idempotency_key(c, &key, &fingerprint, stale_after))
+    }
+
+    fn release_idempotency_key(&self, key: String) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE key = ?1 AND status = 0",
+                [&key],
+            )?;
+            Ok(())
+        })
     }
 
     fn save_idempotent_response(

@@ -320,3 +320,82 @@ async fn conversions_and_payouts_are_listed_per_affiliate(b: Backend) {
     assert!(all.iter().any(|b| b.affiliate.is_none()), "{all:?}");
     assert!(all.len() > blog.len());
 }
+
+both!(one_of_many_concurrent_claims_of_an_idempotency_key_wins);
+async fn one_of_many_concurrent_claims_of_an_idempotency_key_wins(b: Backend) {
+    use clickward_store::IdempotencyClaim;
+    let (_d, s) = store(b).await;
+    let claims = futures::future::join_all((0..20).map(|i| {
+        let s = s.clone();
+        // Half send the first request's fingerprint, half another.
+        let fp = vec![u8::from(i % 2 == 1)];
+        async move {
+            s.claim_idempotency_key("k-1".into(), fp, 60_000_000)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let won: Vec<_> = claims
+        .iter()
+        .filter(|c| **c == IdempotencyClaim::Claimed)
+        .collect();
+    assert_eq!(won.len(), 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, IdempotencyClaim::Claimed | IdempotencyClaim::Working(_))),
+        "{claims:?}"
+    );
+    // The winner's fingerprint is the one the others see.
+    let Some(IdempotencyClaim::Working(fp)) = claims
+        .iter()
+        .find(|c| matches!(c, IdempotencyClaim::Working(_)))
+        .cloned()
+    else {
+        panic!("nobody saw the claim working: {claims:?}");
+    };
+    // Another fingerprint cannot store its answer under the key; the
+    // winner's answer is what every later claim gets.
+    let other = vec![1 - fp[0]];
+    s.save_idempotent_response("k-1".into(), other, 201, "{\"x\":2}".into())
+        .await
+        .unwrap();
+    s.save_idempotent_response("k-1".into(), fp.clone(), 201, "{\"x\":1}".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim_idempotency_key("k-1".into(), fp.clone(), 60_000_000)
+            .await
+            .unwrap(),
+        IdempotencyClaim::Done(fp.clone(), 201, "{\"x\":1}".into())
+    );
+    // A released claim can be claimed again; a finished one is not released.
+    s.claim_idempotency_key("k-2".into(), fp.clone(), 60_000_000)
+        .await
+        .unwrap();
+    s.release_idempotency_key("k-2".into()).await.unwrap();
+    s.release_idempotency_key("k-1".into()).await.unwrap();
+    assert_eq!(
+        s.claim_idempotency_key("k-2".into(), fp.clone(), 60_000_000)
+            .await
+            .unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert!(matches!(
+        s.claim_idempotency_key("k-1".into(), fp.clone(), 60_000_000)
+            .await
+            .unwrap(),
+        IdempotencyClaim::Done(..)
+    ));
+    // A claim left working by a dead process is taken over once stale.
+    s.claim_idempotency_key("k-3".into(), fp.clone(), 60_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claim_idempotency_key("k-3".into(), fp.clone(), -1)
+            .await
+            .unwrap(),
+        IdempotencyClaim::Claimed
+    );
+}
