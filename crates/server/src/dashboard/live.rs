@@ -68,6 +68,15 @@ pub async fn live(State(app): State<AppState>, Extension(s): Extension<Session>)
 
 /// `GET /dashboard/events`: the live event stream (SSE) for a signed-in
 /// dashboard; the same stream as `GET /api/v1/events`.
-pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    crate::http::live_stream(app, &headers, None)
+pub async fn events(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+) -> Response {
+    crate::http::live_stream(
+        app,
+        &headers,
+        None,
+        crate::http::StreamCredential::Session(s),
+    )
 }

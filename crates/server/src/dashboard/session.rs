@@ -186,6 +186,16 @@ pub async fn resolve(
     (Some((session, refresh)), jar)
 }
 
+/// `true` while `session` would still be accepted: within its maximum age,
+/// and what it names still there (a user whose credentials did not change,
+/// a key not revoked). Long-lived responses (the live stream) ask as they
+/// go, so they end with their session.
+pub async fn still_valid(app: &AppState, session: &Session) -> bool {
+    let now = app.0.clock.now_micros();
+    let max = i64::try_from(app.0.cfg.config.dashboard.session_max.as_micros()).unwrap_or(i64::MAX);
+    now.saturating_sub(session.stored.iat) <= max && who_of(app, &session.stored).await.is_some()
+}
+
 async fn who_of(app: &AppState, s: &Stored) -> Option<Who> {
     let store = app.0.store.as_ref();
     if s.uid == 0 {

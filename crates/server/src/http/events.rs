@@ -29,30 +29,71 @@ use crate::services::events::Numbered;
 /// How long a signed events URL stays valid.
 const SIGNED_URL_TTL_S: i64 = 300;
 
+/// How often an open stream checks that its credential still holds.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    key: Option<i64>,
     expires: Option<i64>,
     sig: Option<String>,
     last_event_id: Option<u64>,
 }
 
-fn url_mac(app: &AppState, expires: i64) -> Option<Hmac<Sha256>> {
+fn url_mac(app: &AppState, key_id: i64, expires: i64) -> Option<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(app.0.cookie_key.signing()).ok()?;
-    mac.update(format!("events:{expires}").as_bytes());
+    mac.update(format!("events:{key_id}:{expires}").as_bytes());
     Some(mac)
 }
 
-/// `GET /api/v1/events/url` (any key): a URL valid for five minutes.
+/// What a live stream was opened with; the stream ends when it no longer
+/// holds (checked every [`RECHECK_EVERY`]).
+pub enum StreamCredential {
+    /// An API key, by id: holds while the key is not revoked.
+    Key(i64),
+    /// A signed URL made with key `key_id`: holds until `expires_s` (Unix
+    /// seconds) and while that key is not revoked.
+    SignedUrl {
+        /// The key that made the URL.
+        key_id: i64,
+        /// Unix seconds.
+        expires_s: i64,
+    },
+    /// A dashboard session: holds while the session would be accepted.
+    Session(crate::dashboard::session::Session),
+}
+
+impl StreamCredential {
+    async fn holds(&self, app: &AppState) -> bool {
+        let key_alive = |id: i64| async move {
+            app.0
+                .store
+                .list_api_keys()
+                .await
+                .is_ok_and(|keys| keys.iter().any(|k| k.id == id))
+        };
+        match self {
+            StreamCredential::Key(id) => key_alive(*id).await,
+            StreamCredential::SignedUrl { key_id, expires_s } => {
+                *expires_s >= app.0.clock.now_micros() / 1_000_000 && key_alive(*key_id).await
+            }
+            StreamCredential::Session(s) => crate::dashboard::session::still_valid(app, s).await,
+        }
+    }
+}
+
+/// `GET /api/v1/events/url` (any key): a URL valid for five minutes and
+/// while the key that asked for it is not revoked.
 pub async fn signed_url(
-    _: Authorized,
+    Authorized(key): Authorized,
     State(app): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let expires = app.0.clock.now_micros() / 1_000_000 + SIGNED_URL_TTL_S;
-    let mac = url_mac(&app, expires).ok_or_else(|| ApiError::internal("events key"))?;
+    let mac = url_mac(&app, key.id, expires).ok_or_else(|| ApiError::internal("events key"))?;
     let sig = hex::encode(mac.finalize().into_bytes());
     Ok(Json(json!({
-        "url": format!("/api/v1/events?expires={expires}&sig={sig}"),
+        "url": format!("/api/v1/events?key={}&expires={expires}&sig={sig}", key.id),
         "expires": expires,
     })))
 }
@@ -66,12 +107,11 @@ pub async fn stream(
 ) -> Response {
     // A signed URL that was given must be right: say so, rather than ask for
     // the key it stands in for.
-    match (q.expires, q.sig.as_deref()) {
-        (Some(exp), Some(sig)) => {
-            let fresh = exp >= app.0.clock.now_micros() / 1_000_000;
+    let credential = match (q.key, q.expires, q.sig.as_deref()) {
+        (Some(key_id), Some(exp), Some(sig)) => {
             let valid = hex::decode(sig)
                 .ok()
-                .zip(url_mac(&app, exp))
+                .zip(url_mac(&app, key_id, exp))
                 .is_some_and(|(s, mac)| mac.verify_slice(&s).is_ok());
             if !valid {
                 return ApiError::unauthorized(
@@ -79,35 +119,45 @@ pub async fn stream(
                 )
                 .into_response();
             }
-            if !fresh {
+            let c = StreamCredential::SignedUrl {
+                key_id,
+                expires_s: exp,
+            };
+            if !c.holds(&app).await {
                 return ApiError::unauthorized(
-                    "the signed events URL has expired; get a new one from /api/v1/events/url",
+                    "the signed events URL has expired, or the key that made it was revoked; get a new one from /api/v1/events/url",
                 )
                 .into_response();
             }
+            c
         }
-        (None, None) => {
-            if let Err(e) = auth {
-                return e.into_response();
-            }
-        }
+        (None, None, None) => match auth {
+            Ok(Authorized(key)) => StreamCredential::Key(key.id),
+            Err(e) => return e.into_response(),
+        },
         _ => {
-            return ApiError::bad_request("a signed events URL needs both expires and sig")
+            return ApiError::bad_request("a signed events URL needs key, expires and sig")
                 .into_response();
         }
-    }
-    live_stream(app, &headers, q.last_event_id)
+    };
+    live_stream(app, &headers, q.last_event_id, credential)
 }
 
 /// The SSE response of the live stream, resuming after `Last-Event-ID` (the
-/// header, else `last_event_id`). The caller has authenticated the request.
-pub fn live_stream(app: AppState, headers: &HeaderMap, last_event_id: Option<u64>) -> Response {
+/// header, else `last_event_id`). The caller has authenticated the request
+/// with `credential`; the stream ends when that no longer holds.
+pub fn live_stream(
+    app: AppState,
+    headers: &HeaderMap,
+    last_event_id: Option<u64>,
+    credential: StreamCredential,
+) -> Response {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .or(last_event_id);
-    Sse::new(events(app, last))
+    Sse::new(events(app, last, credential))
         .keep_alive(
             KeepAlive::new()
                 .interval(Duration::from_secs(15))
@@ -135,7 +185,11 @@ fn sse_event(n: &Numbered) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unserialisable event"))
 }
 
-fn events(app: AppState, last: Option<u64>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(
+    app: AppState,
+    last: Option<u64>,
+    credential: StreamCredential,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let sub = app.0.events.subscribe(last);
     let stop = app.0.stop.clone();
     let gap = match sub.missed {
@@ -151,17 +205,27 @@ fn events(app: AppState, last: Option<u64>) -> impl Stream<Item = Result<Event, 
         .chain(sub.replay.iter().map(|n| sse_event(n)))
         .map(Ok)
         .collect();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = futures::stream::unfold(
-        (sub.rx, stop, last_sent),
-        |(mut rx, mut stop, mut last_sent)| async move {
+        (sub.rx, stop, last_sent, recheck, app, credential),
+        |(mut rx, mut stop, mut last_sent, mut recheck, app, credential)| async move {
             loop {
                 tokio::select! {
                     _ = async { let _ = stop.wait_for(|s| *s).await; } => return None,
+                    _ = recheck.tick() => {
+                        if !credential.holds(&app).await {
+                            return None;
+                        }
+                    }
                     msg = rx.recv() => match msg {
                         Ok(n) if n.id <= last_sent => continue,
                         Ok(n) => {
                             last_sent = n.id;
-                            return Some((Ok(sse_event(&n)), (rx, stop, last_sent)));
+                            return Some((
+                                Ok(sse_event(&n)),
+                                (rx, stop, last_sent, recheck, app, credential),
+                            ));
                         }
                         Err(RecvError::Lagged(k)) => {
                             tracing::warn!(

@@ -22,7 +22,7 @@ use crate::process::app::AppState;
 
 pub use cookies::CookieSealer;
 pub use error::ApiError;
-pub use events::live_stream;
+pub use events::{StreamCredential, live_stream};
 
 /// Largest request body the admin API reads, bytes.
 const MAX_BODY: usize = 64 * 1024;

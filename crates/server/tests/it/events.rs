@@ -176,3 +176,57 @@ async fn a_stream_resumed_after_a_restart_gets_a_gap_then_live_events() {
         "ids must grow across restarts: {got:?}"
     );
 }
+
+/// Waits (at most 10 s) for an open SSE response to end; `false` when it
+/// is still open then.
+async fn ends(resp: &mut reqwest::Response) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn streams_end_when_their_key_is_revoked_or_their_url_expires() {
+    use clickward_store::prelude::*;
+    let app = TestApp::start().await;
+    let (key, hash, prefix) = clickward::services::keys::new_key();
+    let made = app
+        .store
+        .create_api_key(hash, prefix, clickward_store::KeyScope::Read, None)
+        .await
+        .unwrap();
+    let with_key = |path: &str| app.client.get(app.url(path)).bearer_auth(&key).send();
+    let mut by_key = with_key("/api/v1/events").await.unwrap();
+    assert_eq!(by_key.status().as_u16(), 200);
+    let v: Value = with_key("/api/v1/events/url")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = v["url"].as_str().unwrap().to_owned();
+    let mut by_url = open(&app, &url, None, false).await;
+    assert_eq!(by_url.status().as_u16(), 200);
+    app.get_ua("/r/solare?src=live", IPHONE).await;
+    assert_eq!(read_events(&mut by_key, 1).await[0].data["src"], "live");
+    assert_eq!(read_events(&mut by_url, 1).await[0].data["src"], "live");
+    // Revoked: both streams end, and the URL it made opens nothing more.
+    app.store.revoke_api_key(made.id).await.unwrap();
+    assert!(ends(&mut by_key).await, "the key's stream outlived the key");
+    assert!(ends(&mut by_url).await, "the URL's stream outlived its key");
+    let r = open(&app, &url, None, false).await;
+    assert_eq!(r.status().as_u16(), 401);
+    // A URL's stream ends when the URL expires.
+    let (_, v) = app.api_get("/api/v1/events/url").await;
+    let url = v["url"].as_str().unwrap().to_owned();
+    let mut by_url = open(&app, &url, None, false).await;
+    assert_eq!(by_url.status().as_u16(), 200);
+    app.clock.set(NOON + 301 * 1_000_000);
+    assert!(ends(&mut by_url).await, "the stream outlived its URL");
+    // The admin's own bearer stream goes on.
+    let mut admin = open(&app, "/api/v1/events", None, true).await;
+    app.get_ua("/r/solare?src=later", IPHONE).await;
+    assert_eq!(read_events(&mut admin, 1).await[0].data["src"], "later");
+}
