@@ -91,5 +91,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(crate::dashboard::router(state.clone()))
         .fallback(tracking::not_found_page)
+        // A body that trickles in is cut off (the head has its own timeout
+        // in the listener).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.0.cfg.config.http.body_read_timeout,
+        ))
         .with_state(state)
 }

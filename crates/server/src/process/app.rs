@@ -267,18 +267,17 @@ impl Server {
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
         let serve_state = state.clone();
+        let http = &state.0.cfg.config.http;
+        let limits = crate::process::listen::Limits {
+            header_read_timeout: http.header_read_timeout,
+            connections_per_client: http.connections_per_client,
+            trusted: state.0.cfg.trusted.clone(),
+        };
         let handle = tokio::spawn(async move {
-            let mut stopped_rx = stopped;
-            let shutdown = async move {
-                let _ = stopped_rx.wait_for(|s| *s).await;
-            };
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving")?;
+            let stopped_rx = stopped;
+            crate::process::listen::serve(listener, app, limits, stopped_rx)
+                .await
+                .context("serving")?;
             // Every handler has returned; now write what is queued.
             serve_state.0.shutting_down.store(true, Ordering::SeqCst);
             drain(ingest_task).await;

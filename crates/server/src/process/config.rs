@@ -111,6 +111,33 @@ impl Default for DashboardConfig {
     }
 }
 
+/// How the HTTP server treats slow or greedy clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after its last response) is closed (e.g. "10s").
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// A request whose body has not arrived this long after its head is
+    /// answered 408 (e.g. "30s").
+    #[serde(with = "duration_text")]
+    pub body_read_timeout: Duration,
+    /// Open connections one client address may hold at once; more are
+    /// closed on accept. Trusted proxies are not limited.
+    pub connections_per_client: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            connections_per_client: 256,
+        }
+    }
+}
+
 /// Spelling of [`Synchronous`] in the config file.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +196,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Dashboard and portal.
     pub dashboard: DashboardConfig,
+    /// Slow and greedy clients.
+    pub http: HttpConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -194,6 +223,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
+            http: HttpConfig::default(),
             init: false,
         }
     }
@@ -298,6 +328,14 @@ impl Config {
         if self.storage.pool_size == 0 || self.storage.ship_batch == 0 {
             return Err(ConfigError::Invalid(
                 "storage.pool_size and storage.ship_batch must be at least 1".to_owned(),
+            ));
+        }
+        if self.http.header_read_timeout.is_zero()
+            || self.http.body_read_timeout.is_zero()
+            || self.http.connections_per_client == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout, body_read_timeout and connections_per_client must be more than 0".to_owned(),
             ));
         }
         if self.dedup_window.is_zero() {

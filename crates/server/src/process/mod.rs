@@ -5,4 +5,5 @@
 pub mod app;
 pub mod catalog;
 pub mod config;
+pub mod listen;
 pub mod secrets;

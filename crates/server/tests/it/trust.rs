@@ -1395,3 +1395,72 @@ async fn a_flood_of_sign_ins_is_bounded_and_every_failure_costs_one_check() {
         "peak RSS grew from {base_rss} KiB to {peak} KiB"
     );
 }
+
+/// Opens a connection from `from` (another loopback address than the test
+/// client's) to `to` and sends half a request head.
+async fn half_a_request(from: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    s.write_all(b"GET /r/solare HTTP/1.1\r\nHost: slow.example\r\n")
+        .await
+        .unwrap();
+    s
+}
+
+/// `true` when the server closes `s` within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 or the like before the close is fine.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slow clients are cut off: a connection that never finishes its request
+/// head is closed after the header timeout, one address cannot hold more
+/// than its share of connections, and redirects for everyone else go on
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_greedy_clients_are_cut_off_and_redirects_go_on() {
+    let app = TestApp::start_with(|c| {
+        c.http.header_read_timeout = Duration::from_secs(1);
+        c.http.connections_per_client = 100;
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        slow.push(half_a_request("127.0.0.2", addr).await);
+    }
+    // Beyond its 100, the greedy address's connections are closed at once.
+    let mut refused = 0;
+    for s in slow.iter_mut().skip(100) {
+        if closed_within(s, Duration::from_millis(500)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 200, "connections beyond the bound stayed open");
+    // Everyone else is served meanwhile.
+    for _ in 0..20 {
+        let r = app.get_ua("/r/solare?src=meanwhile", IPHONE).await;
+        assert_eq!(r.status().as_u16(), 302);
+    }
+    // The 100 it holds are closed once their head is late.
+    for s in slow.iter_mut().take(100) {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "a connection with half a request head stayed open"
+        );
+    }
+    // And its place is given back: it may connect again.
+    let mut again = half_a_request("127.0.0.2", addr).await;
+    assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
+}
