@@ -67,6 +67,49 @@ pub struct ProgramSettings {
     pub click_id_param: Option<String>,
     /// Smallest payable balance paid out, minor units.
     pub min_payout: i64,
+    /// What the conversion pixel (`GET /pixel.gif`) may do.
+    pub pixel: PixelMode,
+    /// Largest amount a pixel may report, minor units; `None`: no bound.
+    pub pixel_max_amount: Option<i64>,
+}
+
+/// What the conversion pixel may do for a program (docs/postbacks.md, "The
+/// pixel"). A pixel is a URL any visitor's browser can be made to load, so
+/// it is off unless the program turns it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelMode {
+    /// Refused (403).
+    #[default]
+    Off,
+    /// Accepted within `pixel_max_amount`; its conversions are held for
+    /// review (never approved by the hold period).
+    On,
+    /// Accepted when it carries the merchant's signature of its order id
+    /// and amount (made with `postback_secret` on the merchant's server);
+    /// then treated as a postback.
+    Signed,
+}
+
+impl PixelMode {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::Signed => "signed",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(Self::Off),
+            "on" => Some(Self::On),
+            "signed" => Some(Self::Signed),
+            _ => None,
+        }
+    }
 }
 
 impl ProgramSettings {
@@ -84,6 +127,8 @@ impl ProgramSettings {
             postback_ips: Vec::new(),
             click_id_param: None,
             min_payout: 0,
+            pixel: PixelMode::Off,
+            pixel_max_amount: None,
         }
     }
 }

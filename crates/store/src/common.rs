@@ -176,7 +176,7 @@ impl LinkColumns {
 /// `WHERE id = …`); [`SettingsColumns`] in its order.
 pub(crate) const SETTINGS_SELECT: &str = "SELECT currency, cookie_window_s, attribution_window_s, \
      attribution, commission, hold_s, postback_token, postback_secret, postback_ips, \
-     click_id_param, min_payout FROM programs";
+     click_id_param, min_payout, pixel, pixel_max_amount FROM programs";
 
 /// A row of [`SETTINGS_SELECT`] as stored values.
 pub(crate) struct SettingsColumns {
@@ -191,6 +191,8 @@ pub(crate) struct SettingsColumns {
     pub postback_ips: String,
     pub click_id_param: Option<String>,
     pub min_payout: i64,
+    pub pixel: String,
+    pub pixel_max_amount: Option<i64>,
 }
 
 impl SettingsColumns {
@@ -218,6 +220,9 @@ impl SettingsColumns {
             postback_secret: self.postback_secret,
             click_id_param: self.click_id_param,
             min_payout: self.min_payout,
+            pixel: clickward_core::program::PixelMode::parse(&self.pixel)
+                .ok_or_else(|| corrupt("pixel", &self.pixel))?,
+            pixel_max_amount: self.pixel_max_amount,
         })
     }
 }
@@ -226,7 +231,7 @@ impl SettingsColumns {
 pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
      a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
      v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
-     v.adv_sub4, v.adv_sub5, v.fingerprint FROM conversions v JOIN programs p ON p.id = v.program_id \
+     v.adv_sub4, v.adv_sub5, v.fingerprint, v.held FROM conversions v JOIN programs p ON p.id = v.program_id \
      LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
 
 /// The query both backends read users with (then a `WHERE`).

@@ -377,6 +377,8 @@ pub struct NewConversion {
     pub fingerprint: [u8; 32],
     /// Who reported it (`postback`, `api:<key prefix>`, `pixel`).
     pub actor: String,
+    /// Held for review: the hold period never approves it (an admin does).
+    pub held: bool,
 }
 
 /// One stored conversion, as the API shows it.
@@ -421,6 +423,8 @@ pub struct ConversionRow {
     #[serde(skip)]
     /// Replay fingerprint.
     pub fingerprint: Vec<u8>,
+    /// Held for review: the hold period never approves it (an admin does).
+    pub held: bool,
 }
 
 /// What recording a conversion did.

@@ -286,6 +286,7 @@ pub async fn generate(
                     adv_subs: Default::default(),
                     fingerprint: fp,
                     actor: "gen".into(),
+                    held: false,
                 })
                 .await
                 .context("writing a generated conversion")?;

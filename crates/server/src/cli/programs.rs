@@ -57,6 +57,16 @@ pub struct SpecArgs {
     /// Set or rotate the HMAC key postbacks must then be signed with.
     #[arg(long)]
     postback_secret: Option<String>,
+    /// What the conversion pixel may do: off, on (held for review) or
+    /// signed (docs/postbacks.md).
+    #[arg(long)]
+    pixel: Option<String>,
+    /// Largest amount a pixel may report, e.g. 100.00.
+    #[arg(long)]
+    pixel_max_amount: Option<String>,
+    /// No bound on pixel amounts.
+    #[arg(long, conflicts_with = "pixel_max_amount")]
+    no_pixel_max_amount: bool,
 }
 
 impl SpecArgs {
@@ -72,8 +82,21 @@ impl SpecArgs {
                 })?,
             ),
         };
+        let pixel = match self.pixel.as_deref() {
+            None => None,
+            Some(p) => Some(
+                clickward_core::program::PixelMode::parse(p)
+                    .ok_or_else(|| anyhow::anyhow!("--pixel {p:?}: give off, on or signed"))?,
+            ),
+        };
         Ok(ProgramSpec {
             slug,
+            pixel,
+            pixel_max_amount: if self.no_pixel_max_amount {
+                Some(None)
+            } else {
+                self.pixel_max_amount.map(Some)
+            },
             name: self.name,
             status: None,
             currency: self.currency,
@@ -189,6 +212,13 @@ fn print_view(v: &ProgramView) -> anyhow::Result<()> {
             } else {
                 v.postback_ips.join(", ")
             },
+        ),
+        ("pixel", v.pixel.as_str().to_owned()),
+        (
+            "pixel max amount",
+            v.pixel_max_amount
+                .clone()
+                .unwrap_or_else(|| "no bound".into()),
         ),
         ("postback token", v.postback_token.clone().unwrap_or(none)),
         (

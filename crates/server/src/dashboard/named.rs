@@ -363,6 +363,10 @@ pub struct SettingsForm {
     postback_ips: String,
     #[serde(default)]
     postback_secret: String,
+    #[serde(default)]
+    pixel: String,
+    #[serde(default)]
+    pixel_max_amount: String,
 }
 
 impl SettingsForm {
@@ -397,6 +401,14 @@ impl SettingsForm {
                     .collect(),
             ),
             postback_secret: given(&self.postback_secret),
+            pixel: match self.pixel.trim() {
+                "" => None,
+                p => Some(
+                    clickward_core::program::PixelMode::parse(p)
+                        .ok_or_else(|| format!("pixel {p:?} is not off, on or signed"))?,
+                ),
+            },
+            pixel_max_amount: Some(given(&self.pixel_max_amount)),
             ..ProgramSpec::default()
         })
     }

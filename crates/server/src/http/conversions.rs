@@ -493,6 +493,10 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
         .iter()
         .find(|(k, _)| k == "program")
         .map(|(_, v)| v.clone());
+    let sig = pairs
+        .iter()
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.clone());
     let jar = axum_extra::extract::PrivateCookieJar::from_headers(
         &parts.headers,
         app.0.cookie_key.clone(),
@@ -525,7 +529,13 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
             ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         app.0
             .conversions
-            .intake(&report, cookie_click, Via::Pixel)
+            .intake(
+                &report,
+                cookie_click,
+                Via::Pixel {
+                    sig: sig.as_deref(),
+                },
+            )
             .await
     };
     let kind = a.body["status"].as_str().unwrap_or("error").to_owned();

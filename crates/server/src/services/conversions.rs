@@ -55,8 +55,26 @@ pub enum Via<'a> {
         /// The client IP (behind trusted proxies).
         ip: IpAddr,
     },
-    /// `GET /pixel.gif`: same-domain setups, attributed by the cookie only.
-    Pixel,
+    /// `GET /pixel.gif`: same-domain setups, attributed by the cookie only,
+    /// and only for programs that turned the pixel on (see
+    /// `clickward_core::program::PixelMode`).
+    Pixel {
+        /// `sig`: hex HMAC-SHA256, with the program's postback secret, of
+        /// [`pixel_signed_text`] (the merchant's server puts it on the page).
+        sig: Option<&'a str>,
+    },
+}
+
+/// What a signed pixel's `sig` covers: `order_id=<order id>&amount=<amount>`
+/// with both exactly as sent in the pixel URL (decoded; an absent amount is
+/// empty). The merchant's server computes it for each order, so a page
+/// cannot invent orders or amounts.
+pub fn pixel_signed_text(order_id: Option<&str>, amount: Option<&str>) -> String {
+    format!(
+        "order_id={}&amount={}",
+        order_id.unwrap_or(""),
+        amount.unwrap_or("")
+    )
 }
 
 /// An answer: status code and JSON body.
@@ -264,6 +282,13 @@ impl ConversionService {
                 "these postback credentials are not for the program of this click",
             );
         }
+        let held = match &via {
+            Via::Pixel { sig } => match pixel_allows(&settings, report, *sig) {
+                Ok(held) => held,
+                Err(a) => return a,
+            },
+            _ => false,
+        };
 
         let Some(order_id) = &report.order_id else {
             return reject(
@@ -340,6 +365,18 @@ impl ConversionService {
             (a, _) => a,
         };
         let currency = settings.currency;
+        if let (Via::Pixel { .. }, Some(max), Some(a)) = (&via, settings.pixel_max_amount, amount)
+            && a > max
+        {
+            return reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "the pixel may report at most {} {currency} for this program; report larger orders by postback",
+                    currency.format(max)
+                ),
+            );
+        }
         let occurred_at = match report.occurred_at.as_deref() {
             None => now,
             Some(t) => match parse_time(t) {
@@ -414,7 +451,7 @@ impl ConversionService {
         let actor = match &via {
             Via::Api { actor } => actor.clone(),
             Via::Postback { .. } => "postback".to_owned(),
-            Via::Pixel => "pixel".to_owned(),
+            Via::Pixel { .. } => "pixel".to_owned(),
         };
         let new = NewConversion {
             conversion_id: ConversionId(ulid::Ulid::from_parts(
@@ -434,6 +471,7 @@ impl ConversionService {
             adv_subs: report.adv_subs.clone(),
             fingerprint,
             actor,
+            held,
         };
         match s.store.record_conversion(new).await {
             Ok(Recorded::Created(row)) => {
@@ -485,6 +523,7 @@ pub fn conversion_json(c: &ConversionRow) -> Value {
         "received_at": c.received_at,
         "ctit_s": c.ctit_us.map(|u| u / 1_000_000),
         "attributed_by": c.attributed_by,
+        "held": c.held,
         "adv_subs": c.adv_subs,
     })
 }
@@ -504,6 +543,50 @@ enum Refusal {
 }
 
 /// Checks a postback's credentials against one program's settings.
+/// Whether the program's pixel takes this report: `Ok(held)` (held for
+/// review when the pixel is merely on), or the refusal to send.
+fn pixel_allows(
+    s: &clickward_core::program::ProgramSettings,
+    report: &ConversionReport,
+    sig: Option<&str>,
+) -> Result<bool, Answer> {
+    use clickward_core::program::PixelMode;
+    match s.pixel {
+        PixelMode::Off => Err(reject(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the conversion pixel is off for this program (a program turns it on with pixel = \"on\" or \"signed\"; see docs/postbacks.md)",
+        )),
+        PixelMode::On => Ok(true),
+        PixelMode::Signed => {
+            let Some(secret) = &s.postback_secret else {
+                return Err(reject(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this program's pixel must be signed but it has no postback_secret to sign with",
+                ));
+            };
+            let text = pixel_signed_text(report.order_id.as_deref(), report.amount.as_deref());
+            let verified = sig
+                .and_then(|s| hex::decode(s.trim()).ok())
+                .zip(Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok())
+                .is_some_and(|(expected, mut mac)| {
+                    mac.update(text.as_bytes());
+                    mac.verify_slice(&expected).is_ok()
+                });
+            if verified {
+                Ok(false)
+            } else {
+                Err(reject(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this program's pixel needs sig=, the merchant's HMAC-SHA256 of order_id=…&amount=… (docs/postbacks.md)",
+                ))
+            }
+        }
+    }
+}
+
 fn authenticate(
     via: &Via<'_>,
     s: &clickward_core::program::ProgramSettings,

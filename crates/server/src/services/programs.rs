@@ -12,7 +12,7 @@ use clickward_core::commission::CommissionPlan;
 use clickward_core::id::Slug;
 use clickward_core::link::{Program, Status};
 use clickward_core::money::Currency;
-use clickward_core::program::{AttributionModel, ProgramSettings};
+use clickward_core::program::{AttributionModel, PixelMode, ProgramSettings};
 use clickward_store::{ProgramInput, SaveMode, Store, StoreError};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -93,6 +93,12 @@ pub struct ProgramSpec {
     pub click_id_param: Option<Option<String>>,
     /// Smallest payable balance paid out (`50.00`).
     pub min_payout: Option<String>,
+    /// What the conversion pixel may do: `off` (the default), `on` (held
+    /// for review, within `pixel_max_amount`) or `signed`.
+    pub pixel: Option<PixelMode>,
+    /// Largest amount a pixel may report (`100.00`); `null`: no bound.
+    #[serde(default, deserialize_with = "clearable")]
+    pub pixel_max_amount: Option<Option<String>>,
 }
 
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
@@ -169,6 +175,26 @@ impl ProgramSpec {
                 .parse_amount(m)
                 .map_err(|e| format!("min_payout: {e}"))?;
         }
+        if let Some(p) = self.pixel {
+            s.pixel = p;
+        }
+        match &self.pixel_max_amount {
+            None => {}
+            Some(None) => s.pixel_max_amount = None,
+            Some(Some(m)) => {
+                s.pixel_max_amount = Some(
+                    s.currency
+                        .parse_amount(m)
+                        .map_err(|e| format!("pixel_max_amount: {e}"))?,
+                );
+            }
+        }
+        if s.pixel == PixelMode::Signed
+            && s.postback_secret.is_none()
+            && self.postback_secret.is_none()
+        {
+            return Err("pixel = \"signed\" needs a postback_secret to sign with".to_owned());
+        }
         for (what, v) in [
             ("postback_token", &self.postback_token),
             ("postback_secret", &self.postback_secret),
@@ -235,6 +261,10 @@ pub struct ProgramView {
     pub click_id_param: Option<String>,
     /// Decimal, program currency.
     pub min_payout: String,
+    /// `off`, `on` or `signed`.
+    pub pixel: PixelMode,
+    /// Decimal, program currency; `null`: no bound.
+    pub pixel_max_amount: Option<String>,
 }
 
 impl ProgramView {
@@ -258,6 +288,8 @@ impl ProgramView {
             postback_ips: s.postback_ips.clone(),
             click_id_param: s.click_id_param.clone(),
             min_payout: s.currency.format(s.min_payout),
+            pixel: s.pixel,
+            pixel_max_amount: s.pixel_max_amount.map(|m| s.currency.format(m)),
         }
     }
 }

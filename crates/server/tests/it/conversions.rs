@@ -16,6 +16,8 @@ commission = { default = { type = "share", bps = 1000 }, events = { lead = { typ
 hold = "72h"
 attribution_window = "30d"
 postback_token = "tok-shop"
+pixel = "on"
+pixel_max_amount = "100.00"
 
 [[programs]]
 slug = "signed"
@@ -24,10 +26,15 @@ commission = { default = { type = "flat", amount = 500 } }
 postback_token = "tok-signed"
 postback_secret = "s3cret"
 postback_ips = ["10.9.9.9"]
+pixel = "signed"
+
+[[programs]]
+slug = "quiet"
 
 [[programs]]
 slug = "firsty"
 attribution = "first_click"
+pixel = "on"
 click_id_param = "aff_click"
 cookie_window = "7d"
 commission = { default = { type = "flat", amount = 300 } }
@@ -75,6 +82,12 @@ code = "gone"
 program = "shop"
 affiliate = "gone"
 destination = "https://shop.example/g?cid={click_id}"
+
+[[links]]
+code = "q"
+program = "quiet"
+affiliate = "solare"
+destination = "https://quiet.example/?cid={click_id}"
 
 [[links]]
 code = "sig"
@@ -869,4 +882,69 @@ async fn money_can_be_reported_by_conversion_time_or_click_time() {
         vec![("2026-11-20".to_owned(), 0), ("2026-11-21".to_owned(), 1)]
     );
     assert_eq!(by("click").await, vec![("2026-11-20".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn the_pixel_is_off_unless_a_program_turns_it_on_and_limited_when_on() {
+    use clickward_store::ConversionStore as _;
+    use hmac::{Hmac, KeyInit, Mac};
+    let (app, _d) = app().await;
+    // Off (the default): refused, nothing stored.
+    let quiet = set_cookies(&app.get_ua("/ref/q", IPHONE).await);
+    let (s, kind, body) = pixel(&app, "order_id=Q-1&amount=5", &quiet).await;
+    assert_eq!((s, kind.as_str()), (403, "forbidden"));
+    assert!(body.starts_with(b"GIF89a"));
+    // On: within its bound, and held for review.
+    let shop = set_cookies(&app.get_ua("/ref/solare", IPHONE).await);
+    let (s, _, _) = pixel(&app, "order_id=P-big&amount=150.00", &shop).await;
+    assert_eq!(s, 422, "above pixel_max_amount");
+    let (s, _, _) = pixel(&app, "order_id=P-ok&amount=40.00", &shop).await;
+    assert_eq!(s, 201);
+    let c = conversions(&app).await;
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["held"], true);
+    // The hold period does not approve it; an admin can.
+    let approved = app
+        .store
+        .approve_due(NOON + 100 * 3_600_000_000)
+        .await
+        .unwrap();
+    assert_eq!(approved, 0);
+    assert_eq!(conversions(&app).await[0]["status"], "pending");
+    let id = c[0]["conversion_id"].as_str().unwrap().to_owned();
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            &format!("/api/v1/conversions/{id}/approve"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Signed: only with the merchant's signature of this order and amount.
+    let signed = set_cookies(&app.get_ua("/ref/sig", IPHONE).await);
+    let (s, _, _) = pixel(&app, "order_id=S-1&amount=5000&program=signed", &signed).await;
+    assert_eq!(s, 401);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(b"order_id=S-1&amount=5000");
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let (s, _, _) = pixel(
+        &app,
+        &format!("order_id=S-1&amount=9000&program=signed&sig={sig}"),
+        &signed,
+    )
+    .await;
+    assert_eq!(s, 401, "the signature is of another amount");
+    let (s, _, _) = pixel(
+        &app,
+        &format!("order_id=S-1&amount=5000&program=signed&sig={sig}"),
+        &signed,
+    )
+    .await;
+    assert_eq!(s, 201);
+    let s1 = conversions(&app)
+        .await
+        .into_iter()
+        .find(|c| c["order_id"] == "S-1")
+        .unwrap();
+    assert_eq!(s1["held"], false);
 }

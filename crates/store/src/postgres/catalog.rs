@@ -331,6 +331,8 @@ pub(super) async fn program_settings(
         postback_ips: r.try_get(8)?,
         click_id_param: r.try_get(9)?,
         min_payout: r.try_get(10)?,
+        pixel: r.try_get(11)?,
+        pixel_max_amount: r.try_get(12)?,
     }
     .settings()
 }
@@ -350,7 +352,8 @@ pub(super) async fn save_program_settings(
              attribution = $5, commission = $6, hold_s = $7, \
              postback_token = COALESCE($8, postback_token), \
              postback_secret = COALESCE($9, postback_secret), \
-             postback_ips = $10, click_id_param = $11, min_payout = $12, updated_at = $13 WHERE slug = $1",
+             postback_ips = $10, click_id_param = $11, min_payout = $12, updated_at = $13, \
+             pixel = $14, pixel_max_amount = $15 WHERE slug = $1",
             &[
                 &slug,
                 &s.currency.code(),
@@ -365,6 +368,8 @@ pub(super) async fn save_program_settings(
                 &s.click_id_param,
                 &s.min_payout,
                 &now_micros(),
+                &s.pixel.as_str(),
+                &s.pixel_max_amount,
             ],
         )
         .await?;

@@ -53,6 +53,7 @@ pub(super) fn conversion_from(r: &Row) -> Result<ConversionRow, StoreError> {
             r.try_get(25)?,
         ],
         fingerprint: r.try_get(26)?,
+        held: r.try_get(27)?,
     })
 }
 
@@ -194,6 +195,10 @@ pub(super) async fn record_conversion(
             .ok_or_else(|| StoreError::Corrupt("conflicting conversion vanished".to_owned()));
     };
     let id: i64 = inserted.try_get(0)?;
+    if v.held {
+        c.execute("UPDATE conversions SET held = TRUE WHERE id = $1", &[&id])
+            .await?;
+    }
     let mut entries = conversion::created(v.commission);
     if v.status == ConversionStatus::Approved {
         entries.extend(
@@ -480,7 +485,7 @@ impl ConversionStore for PgStore {
                 let due = tx
                     .query(
                         "SELECT v.conversion_id FROM conversions v JOIN programs p ON p.id = v.program_id \
-                         WHERE v.status = 'pending' AND p.hold_s IS NOT NULL \
+                         WHERE v.status = 'pending' AND NOT v.held AND p.hold_s IS NOT NULL \
                          AND v.received_at + p.hold_s * 1000000 <= $1 FOR UPDATE OF v SKIP LOCKED",
                         &[&now],
                     )

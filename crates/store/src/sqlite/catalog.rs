@@ -307,6 +307,8 @@ pub(super) fn program_settings(
         postback_ips: r.get(8)?,
         click_id_param: r.get(9)?,
         min_payout: r.get(10)?,
+        pixel: r.get(11)?,
+        pixel_max_amount: r.get(12)?,
     }
     .settings()
 }
@@ -324,7 +326,8 @@ pub(super) fn save_program_settings(
         "UPDATE programs SET currency = ?2, cookie_window_s = ?3, attribution_window_s = ?4, \
          attribution = ?5, commission = ?6, hold_s = ?7, postback_token = COALESCE(?8, postback_token), \
          postback_secret = COALESCE(?9, postback_secret), \
-         postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13 WHERE slug = ?1",
+         postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13, \
+         pixel = ?14, pixel_max_amount = ?15 WHERE slug = ?1",
         params![
             slug,
             s.currency.code(),
@@ -338,7 +341,9 @@ pub(super) fn save_program_settings(
             ips,
             s.click_id_param,
             s.min_payout,
-            now_micros()
+            now_micros(),
+            s.pixel.as_str(),
+            s.pixel_max_amount
         ],
     )?;
     if n == 0 {

@@ -53,6 +53,7 @@ fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
         attributed_by: r.get(20)?,
         adv_subs: [r.get(21)?, r.get(22)?, r.get(23)?, r.get(24)?, r.get(25)?],
         fingerprint: r.get(26)?,
+        held: r.get(27)?,
     })
 }
 
@@ -182,6 +183,10 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         v.fingerprint.as_slice(),
     ])?;
     let id = c.last_insert_rowid();
+    if v.held {
+        c.prepare_cached("UPDATE conversions SET held = 1 WHERE id = ?1")?
+            .execute([id])?;
+    }
     if facts.is_some() {
         c.prepare_cached(
             "UPDATE conversions SET (country, region, city, device, browser, os, referrer_host) = \
@@ -262,7 +267,8 @@ pub(super) fn approve_due(c: &Connection, now: Micros) -> Result<u64, StoreError
     let due: Vec<Vec<u8>> = {
         let mut st = c.prepare_cached(
             "SELECT v.conversion_id FROM conversions v JOIN programs p ON p.id = v.program_id \
-             WHERE v.status = 'pending' AND p.hold_s IS NOT NULL AND v.received_at + p.hold_s * 1000000 <= ?1",
+             WHERE v.status = 'pending' AND NOT v.held AND p.hold_s IS NOT NULL \
+             AND v.received_at + p.hold_s * 1000000 <= ?1",
         )?;
         let rows = st.query_map([now], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?

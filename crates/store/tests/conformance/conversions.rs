@@ -97,6 +97,7 @@ async fn run(b: Backend, ops: Vec<Op>) {
                         adv_subs: Default::default(),
                         fingerprint: [0; 32],
                         actor: "test".into(),
+                        held: false,
                     })
                     .await
                     .unwrap();
@@ -272,6 +273,7 @@ async fn conversions_and_payouts_are_listed_per_affiliate(b: Backend) {
             adv_subs: Default::default(),
             fingerprint: [0; 32],
             actor: "test".into(),
+            held: false,
         })
         .await
         .unwrap();

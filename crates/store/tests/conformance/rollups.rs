@@ -169,6 +169,7 @@ async fn convert(s: &S, clicks: &[C], ids: &[ClickId]) {
             adv_subs: Default::default(),
             fingerprint: [0; 32],
             actor: "test".into(),
+            held: false,
         })
         .await
         .unwrap();
@@ -393,9 +394,11 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE conversions DROP COLUMN region; ALTER TABLE conversions DROP COLUMN city; \
          ALTER TABLE programs DROP COLUMN catalog_digest; ALTER TABLE affiliates DROP COLUMN catalog_digest; \
          ALTER TABLE links DROP COLUMN catalog_digest; \
+         ALTER TABLE programs DROP COLUMN pixel; ALTER TABLE programs DROP COLUMN pixel_max_amount; \
+         ALTER TABLE conversions DROP COLUMN held; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12);",
     )
     .unwrap();
     drop(conn);
@@ -698,6 +701,7 @@ async fn reports_group_clicks_and_money_by_region_and_city(b: Backend) {
         adv_subs: Default::default(),
         fingerprint: [0; 32],
         actor: "test".into(),
+        held: false,
     })
     .await
     .unwrap();
