@@ -24,7 +24,7 @@ use crate::process::secrets::{self, Salts};
 use crate::services::catalog::CatalogService;
 use crate::services::conversions::ConversionService;
 use crate::services::events::EventHub;
-use crate::services::ingest::{Ingest, IngestSettings, IngestTask, Sink};
+use crate::services::ingest::{Ingest, IngestSettings, Sink};
 use crate::services::links::LinkCache;
 use crate::telemetry;
 
@@ -280,7 +280,7 @@ impl Server {
                 .context("serving")?;
             // Every handler has returned; now write what is queued.
             serve_state.0.shutting_down.store(true, Ordering::SeqCst);
-            drain(ingest_task).await;
+            let lost = ingest_task.drain().await;
             // Then ship what the spool holds, for a few seconds at most;
             // the rest stays on disk and ships at the next start.
             let _ = ship_stop.send(true);
@@ -291,6 +291,12 @@ impl Server {
                 exchange.abort();
             }
             background.abort();
+            if lost > 0 {
+                anyhow::bail!(
+                    "{lost} clicks could not be written before shutdown (the database refused every write for {:?}; see the log above)",
+                    crate::services::ingest::GIVE_UP_AT_SHUTDOWN
+                );
+            }
             Ok(())
         });
         Ok(Server {
@@ -325,10 +331,6 @@ impl Server {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.handle.await.context("server task")?
     }
-}
-
-async fn drain(task: IngestTask) {
-    task.drain().await;
 }
 
 /// Deletes raw clicks past retention, 10k per transaction so that ingest

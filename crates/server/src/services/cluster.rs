@@ -106,7 +106,8 @@ async fn ship_once(
     Ok(clicks.len())
 }
 
-async fn record_spool(spool: &Spool) {
+/// Sets the spool gauges from the spool as it is now.
+pub async fn record_spool(spool: &Spool) {
     if let Ok(stats) = spool.stats().await {
         metrics::gauge!(telemetry::SPOOL_CLICKS).set(stats.clicks as f64);
         metrics::gauge!(telemetry::SHIP_LAG_SECONDS).set(ship_lag_seconds(stats.oldest));

@@ -99,6 +99,43 @@ impl Submitted {
     }
 }
 
+/// Whether the writer can commit: shared by the writer (which sets it) and
+/// the handlers and `/readyz` (which read it).
+#[derive(Default)]
+pub struct WriteHealth {
+    /// Wall-clock µs of the first failure of the current run of failed
+    /// writes; 0 while writes succeed.
+    failing_since: std::sync::atomic::AtomicI64,
+}
+
+impl WriteHealth {
+    /// `Some(µs)` since writes began failing; `None` while they succeed.
+    pub fn failing_since(&self) -> Option<Micros> {
+        match self
+            .failing_since
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    fn failed(&self) {
+        let now = crate::clock::Clock::now_micros(&crate::clock::SystemClock);
+        let _ = self.failing_since.compare_exchange(
+            0,
+            now.max(1),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn succeeded(&self) {
+        self.failing_since
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The handlers' side of the pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
@@ -107,6 +144,7 @@ pub struct Ingest {
     queue_full_wait: Duration,
     commit_timeout: Duration,
     capacity: usize,
+    health: Arc<WriteHealth>,
 }
 
 /// Where the writer commits clicks.
@@ -146,15 +184,28 @@ impl Sink {
 /// The writer task; [`IngestTask::drain`] stops it after writing everything.
 pub struct IngestTask {
     close: watch::Sender<bool>,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<u64>,
 }
+
+/// How long the writer keeps retrying a failing batch once shutdown began;
+/// then it gives up on what is left, so a broken disk cannot hold the
+/// process forever (the loss is logged and the process exits non-zero).
+pub const GIVE_UP_AT_SHUTDOWN: Duration = Duration::from_secs(10);
 
 impl Ingest {
     /// Starts the writer task.
     pub fn start(sink: Sink, cfg: IngestSettings, dedup_window: Micros) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (close, closed) = watch::channel(false);
-        let handle = tokio::spawn(writer(sink, rx, closed, cfg.max_batch, dedup_window));
+        let health = Arc::new(WriteHealth::default());
+        let handle = tokio::spawn(writer(
+            sink,
+            rx,
+            closed,
+            cfg.max_batch,
+            dedup_window,
+            health.clone(),
+        ));
         (
             Ingest {
                 tx,
@@ -162,6 +213,7 @@ impl Ingest {
                 queue_full_wait: cfg.queue_full_wait,
                 commit_timeout: cfg.commit_timeout,
                 capacity: cfg.queue_capacity,
+                health,
             },
             IngestTask { close, handle },
         )
@@ -175,6 +227,11 @@ impl Ingest {
     /// Queue capacity.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Whether clicks are being committed (see [`WriteHealth`]).
+    pub fn health(&self) -> &WriteHealth {
+        &self.health
     }
 
     /// Hands a click to the pipeline, waiting for its commit with
@@ -201,6 +258,11 @@ impl Ingest {
         let Some(committed) = committed else {
             return Submitted::Recorded;
         };
+        // While writes fail, waiting out the commit timeout on every
+        // redirect helps nobody: the click is queued and retried; say so.
+        if self.health.failing_since().is_some() {
+            return Submitted::Unconfirmed;
+        }
         match tokio::time::timeout(self.commit_timeout, committed).await {
             Ok(Ok(true)) => Submitted::Recorded,
             // The writer gave up on the batch at shutdown (logged there).
@@ -211,11 +273,12 @@ impl Ingest {
 }
 
 impl IngestTask {
-    /// Closes the queue, writes every click still in it, and waits for the
-    /// writer to finish.
-    pub async fn drain(self) {
+    /// Closes the queue, writes every click still in it (retrying a failing
+    /// write for at most [`GIVE_UP_AT_SHUTDOWN`]), and waits for the writer
+    /// to finish. Returns how many clicks could not be written.
+    pub async fn drain(self) -> u64 {
         let _ = self.close.send(true);
-        let _ = self.handle.await;
+        self.handle.await.unwrap_or(0)
     }
 }
 
@@ -225,11 +288,13 @@ async fn writer(
     mut closed: watch::Receiver<bool>,
     max_batch: usize,
     dedup_window: Micros,
-) {
+    health: Arc<WriteHealth>,
+) -> u64 {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut closing = false;
+    let mut closing: Option<tokio::time::Instant> = None;
+    let mut lost = 0u64;
     loop {
-        let n = if closing {
+        let n = if closing.is_some() {
             rx.recv_many(&mut jobs, max_batch).await
         } else {
             tokio::select! {
@@ -237,7 +302,7 @@ async fn writer(
                 _ = closed.changed() => {
                     // No new clicks from here on; what is queued is written.
                     rx.close();
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now() + GIVE_UP_AT_SHUTDOWN);
                     continue;
                 }
             }
@@ -273,8 +338,11 @@ async fn writer(
         let (clicks, dones): (Vec<NewClick>, Vec<Option<oneshot::Sender<bool>>>) =
             jobs.drain(..).map(|j| (j.click, j.done)).unzip();
         let clicks = Arc::new(clicks);
-        let written = write_with_retry(&sink, clicks.clone(), dedup_window, closing).await;
+        let written = write_with_retry(&sink, clicks.clone(), dedup_window, closing, &health).await;
         let committed = written.is_some();
+        if !committed {
+            lost += clicks.len() as u64;
+        }
         if let Some(Some(written)) = written {
             record_quality(&clicks, &written);
         }
@@ -283,6 +351,7 @@ async fn writer(
         }
     }
     metrics::gauge!(telemetry::QUEUE_DEPTH).set(0.0);
+    lost
 }
 
 /// Data-quality metrics of a batch whose unique flags are decided: volume,
@@ -301,24 +370,29 @@ pub(crate) fn record_quality(clicks: &[NewClick], written: &[clickward_store::Cl
     }
 }
 
-/// Writes one batch, retrying with backoff until it commits. While shutting
-/// down, gives up after a bounded number of tries so that a broken disk
-/// cannot hold the process forever; that loss is logged with its size.
+/// Writes one batch, retrying with backoff until it commits. Once shutdown
+/// began (`give_up_at`), gives up at that time so that a broken disk cannot
+/// hold the process forever; that loss is logged with its size.
 async fn write_with_retry(
     sink: &Sink,
     clicks: Arc<Vec<NewClick>>,
     dedup_window: Micros,
-    closing: bool,
+    give_up_at: Option<tokio::time::Instant>,
+    health: &WriteHealth,
 ) -> Option<Option<Vec<ClickWritten>>> {
     let mut delay = Duration::from_millis(20);
     let mut tries = 0u32;
     loop {
         tries += 1;
         match sink.write(clicks.clone(), dedup_window).await {
-            Ok(written) => return Some(written),
+            Ok(written) => {
+                health.succeeded();
+                return Some(written);
+            }
             Err(e) => {
+                health.failed();
                 metrics::counter!(telemetry::WRITE_ERRORS_TOTAL).increment(1);
-                if closing && tries >= 20 {
+                if give_up_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
                     tracing::error!(
                         clicks = clicks.len(),
                         "giving up writing clicks at shutdown after {tries} tries: {e}"

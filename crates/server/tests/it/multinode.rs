@@ -322,11 +322,30 @@ async fn two_nodes_one_truth() {
         spooled > 0,
         "clicks wait in the spools while PostgreSQL is down"
     );
-    pg.up();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for w in workers {
         w.await.unwrap();
     }
+    // With the load stopped and PostgreSQL still down, the spool gauge
+    // reads what /readyz reads.
+    for node in [&a, &b] {
+        let ready = node.readyz().await["spool_clicks"].as_u64().unwrap();
+        let text = client()
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = text
+            .lines()
+            .find(|l| l.starts_with("clickward_spool_clicks "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(gauge, Some(ready as f64), "{text}");
+    }
+    pg.up();
     assert!(
         failed.lock().unwrap().is_empty(),
         "{:?}",

@@ -1464,3 +1464,107 @@ async fn slow_and_greedy_clients_are_cut_off_and_redirects_go_on() {
     let mut again = half_a_request("127.0.0.2", addr).await;
     assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
 }
+
+/// A database cut short (a bad copy, a failing disk) is refused at start
+/// with the file named and the way out, not opened to fail every write.
+#[test]
+fn a_damaged_database_is_refused_at_start_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = clickward(&data, &["gen", "--clicks", "20000", "--days", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let db = data.join("clickward.db");
+    // A writer holds recent pages in the WAL while the main file is cut in
+    // half underneath it (the case that used to open and then fail every
+    // write), and then the plain cut file.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder
+        .execute_batch("PRAGMA wal_autocheckpoint = 0; UPDATE meta SET value = value WHERE 1;")
+        .unwrap();
+    let len = std::fs::metadata(&db).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let o = start_check(&data);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("clickward.db") && t.contains("damaged") && t.contains("backup"),
+        "with its WAL: {t}"
+    );
+    drop(holder);
+    let _ = std::fs::remove_file(data.join("clickward.db-wal"));
+    let o = start_check(&data);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("clickward.db") && t.contains("damaged") && t.contains("backup"),
+        "{t}"
+    );
+}
+
+/// While clicks cannot be committed, `/readyz` says so (503, with how long)
+/// so a load balancer sends visitors elsewhere; redirects are still
+/// answered, and once the database takes writes again every queued click
+/// is written and the node is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_unready_while_clicks_cannot_be_written() {
+    let app = TestApp::start().await;
+    let readyz = || async {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(readyz().await.0, 200);
+    // Another process holds the write lock (as a stuck backup or a broken
+    // disk would make every write fail).
+    let path = app.data_dir().join("data/clickward.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let r = app.get_ua("/r/solare?src=locked", IPHONE).await;
+    assert_eq!(r.status().as_u16(), 302, "the redirect is still answered");
+    let v = eventually(
+        Duration::from_secs(30),
+        "readyz to say writes fail",
+        || async {
+            let (s, v) = readyz().await;
+            (s == 503).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["click_writes"], "failing", "{v}");
+    assert_eq!(v["ready"], false, "{v}");
+    for _ in 0..3 {
+        let r = app.get_ua("/r/solare?src=locked", IPHONE).await;
+        assert_eq!(r.status().as_u16(), 302);
+    }
+    release_tx.send(()).unwrap();
+    locker.join().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "readyz to be ready again",
+        || async { (readyz().await.0 == 200).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the queued clicks to be written",
+        || async {
+            let n = app
+                .clicks("solare")
+                .await
+                .iter()
+                .filter(|c| c["src"] == "locked")
+                .count();
+            (n == 4).then_some(())
+        },
+    )
+    .await;
+}

@@ -105,7 +105,8 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        configure(&writer, opts.synchronous)?;
+        configure(&writer, opts.synchronous).map_err(|e| damaged_if_corrupt(e, path))?;
+        check_integrity(&writer, path)?;
         embedded::migrations::runner()
             .set_abort_missing(true)
             .set_abort_divergent(true)
@@ -221,6 +222,68 @@ fn spawn_checkpointer(store: std::sync::Weak<Inner>, path: PathBuf) -> Result<()
             }
         })
         .map_err(|e| StoreError::Task(format!("starting the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+/// Databases up to this size are checked in full when opened (`PRAGMA
+/// quick_check`, roughly a second per GB here); larger ones only by the
+/// cheap checks, so a start never waits minutes.
+const FULL_CHECK_UP_TO: u64 = 1 << 30;
+
+/// The error that names a damaged database file and the way out.
+fn damaged(path: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the database {} is damaged ({what}); restore it from a backup, or move it (and its -wal file) away to start with an empty one",
+        path.display()
+    ))
+}
+
+/// SQLite's "malformed" and "not a database" as [`damaged`]; other errors
+/// as they are.
+fn damaged_if_corrupt(e: StoreError, path: &Path) -> StoreError {
+    match &e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            damaged(path, &e.to_string())
+        }
+        _ => e,
+    }
+}
+
+/// Refuses a damaged database at open, naming the file and the way out,
+/// instead of failing every write later.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |what: String| damaged(path, &what);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+    let pages = |pragma: &str| -> Result<u64, StoreError> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| damaged(e.to_string()))
+    };
+    // Cheap: a file shorter than its own header says was cut off (with no
+    // WAL holding the missing pages).
+    if wal == 0 && size > 0 && pages("page_count")? * pages("page_size")? > size {
+        return Err(damaged("the file is shorter than its header says".into()));
+    }
+    if size <= FULL_CHECK_UP_TO {
+        let problems: Vec<String> = conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| damaged(e.to_string()))?;
+        if problems.iter().any(|p| p != "ok") {
+            return Err(damaged(problems.join("; ")));
+        }
+    }
     Ok(())
 }
 
