@@ -57,6 +57,9 @@ pub const SHIP_ERRORS_TOTAL: &str = "clickward_ship_errors_total";
 /// Counter: live events of this node not sent to the other nodes (the
 /// forwarding queue was full or PostgreSQL did not take them).
 pub const EVENTS_NOT_FORWARDED_TOTAL: &str = "clickward_events_not_forwarded_total";
+/// Counter: spooled clicks the shared store refused for their data and
+/// that were set aside so the rest could ship (see `/readyz`).
+pub const SET_ASIDE_CLICKS_TOTAL: &str = "clickward_spool_set_aside_total";
 /// Counter: connections closed on accept because their client address
 /// already held `http.connections_per_client` open ones.
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "clickward_connections_refused_total";

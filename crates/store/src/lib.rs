@@ -70,6 +70,10 @@ pub enum StoreError {
     /// PostgreSQL (or the connection to it) said no.
     #[error("postgres: {0}")]
     Postgres(String),
+    /// The database refused the data itself (PostgreSQL SQLSTATE class 22,
+    /// such as a NUL byte in text): the same data will be refused again.
+    #[error("the database cannot store this data: {0}")]
+    Rejected(String),
     /// Migrations failed, or the database is newer than this binary.
     #[error("database schema: {0}")]
     Migration(String),

@@ -28,6 +28,9 @@ pub struct SpoolStats {
     pub clicks: u64,
     /// Timestamp (UTC µs) of the oldest waiting click.
     pub oldest: Option<Micros>,
+    /// Clicks the shared store refused for good, kept aside (see
+    /// [`Spool::set_aside`]).
+    pub set_aside: u64,
 }
 
 impl Spool {
@@ -41,7 +44,9 @@ impl Spool {
         // One row per click: its time (for the lag) and the click as JSON.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             click TEXT NOT NULL)",
+             click TEXT NOT NULL); \
+             CREATE TABLE IF NOT EXISTS set_aside (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
+             click TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL);",
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -107,6 +112,40 @@ impl Spool {
         .await
     }
 
+    /// Forgets the clicks from `first` through `last` (they are shipped).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub async fn remove_range(&self, first: i64, last: i64) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.prepare_cached("DELETE FROM spool WHERE seq BETWEEN ?1 AND ?2")?
+                .execute([first, last])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves click `seq` out of the way of the rest: the shared store
+    /// refused it for `reason` and always will. Kept (in `set_aside`, in the
+    /// spool file) for an operator to look at; never shipped again.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub async fn set_aside(&self, seq: i64, reason: String) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = crate::sqlite::begin_write(c)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO set_aside (seq, ts, click, reason, at) \
+                 SELECT seq, ts, click, ?2, ?3 FROM spool WHERE seq = ?1",
+                params![seq, reason, crate::common::now_micros()],
+            )?;
+            tx.execute("DELETE FROM spool WHERE seq = ?1", [seq])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Forgets every click up to and including `seq` (they are shipped).
     ///
     /// # Errors
@@ -127,6 +166,7 @@ impl Spool {
     pub async fn stats(&self) -> Result<SpoolStats, StoreError> {
         self.with(|c| {
             let clicks: i64 = c.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+            let set_aside: i64 = c.query_row("SELECT COUNT(*) FROM set_aside", [], |r| r.get(0))?;
             let oldest: Option<Micros> = c
                 .query_row("SELECT ts FROM spool ORDER BY seq LIMIT 1", [], |r| {
                     r.get(0)
@@ -135,6 +175,7 @@ impl Spool {
             Ok(SpoolStats {
                 clicks: u64::try_from(clicks).unwrap_or(0),
                 oldest,
+                set_aside: u64::try_from(set_aside).unwrap_or(0),
             })
         })
         .await

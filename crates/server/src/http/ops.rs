@@ -46,6 +46,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     }
     if let Some(stats) = spool {
         body["spool_clicks"] = json!(stats.clicks);
+        body["spool_set_aside_clicks"] = json!(stats.set_aside);
         body["ship_lag_seconds"] = json!(crate::services::cluster::ship_lag_seconds(stats.oldest));
     }
     let status = if ready {

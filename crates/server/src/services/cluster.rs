@@ -83,27 +83,68 @@ pub fn spawn_shipper(
     })
 }
 
-/// Ships one batch; returns how many clicks it moved.
-async fn ship_once(
+/// Ships one batch from `spool` to `store`; returns how many clicks it
+/// moved. A batch the store refuses for its data (`StoreError::Rejected`)
+/// is split in halves, in order, until the clicks it refuses are found;
+/// those are set aside (counted, shown in `/readyz`) so one bad row never
+/// holds up the rest.
+///
+/// # Errors
+/// Store and spool errors other than a refusal of the data (retried by the
+/// caller).
+pub async fn ship_once(
     spool: &Spool,
     store: &dyn Store,
     batch: usize,
     dedup_window: Micros,
 ) -> Result<usize, clickward_store::StoreError> {
     let items = spool.peek(batch).await?;
-    let Some(last) = items.last().map(|(seq, _)| *seq) else {
+    if items.is_empty() {
         record_spool(spool).await;
         return Ok(0);
-    };
-    let clicks: Arc<Vec<NewClick>> = Arc::new(items.into_iter().map(|(_, c)| c).collect());
-    let written = store.write_clicks(clicks.clone(), dedup_window).await?;
-    // Committed in PostgreSQL: now it may leave the spool. A crash between
-    // the two ships the batch again, which changes nothing (by click_id).
-    spool.remove_through(last).await?;
-    crate::services::ingest::record_quality(&clicks, &written);
-    metrics::counter!(telemetry::SHIPPED_CLICKS_TOTAL).increment(clicks.len() as u64);
+    }
+    let mut parts = vec![items];
+    let mut shipped = 0;
+    // Depth first, left before right: clicks reach the store in spool
+    // order, so unique flags are decided in order of arrival.
+    while let Some(part) = parts.pop() {
+        let (Some(first), Some(last)) = (part.first().map(|p| p.0), part.last().map(|p| p.0))
+        else {
+            continue;
+        };
+        let clicks: Arc<Vec<NewClick>> = Arc::new(part.iter().map(|(_, c)| c.clone()).collect());
+        match store.write_clicks(clicks.clone(), dedup_window).await {
+            Ok(written) => {
+                // Committed in PostgreSQL: now it may leave the spool. A
+                // crash between the two ships it again, which changes
+                // nothing (by click_id).
+                spool.remove_range(first, last).await?;
+                crate::services::ingest::record_quality(&clicks, &written);
+                metrics::counter!(telemetry::SHIPPED_CLICKS_TOTAL).increment(clicks.len() as u64);
+                shipped += clicks.len();
+            }
+            Err(clickward_store::StoreError::Rejected(reason)) if part.len() == 1 => {
+                tracing::error!(
+                    click_id = %part[0].1.click_id,
+                    "the shared store refuses this click for good ({reason}); set aside in the spool's set_aside table"
+                );
+                spool.set_aside(first, reason).await?;
+                metrics::counter!(telemetry::SET_ASIDE_CLICKS_TOTAL).increment(1);
+            }
+            Err(clickward_store::StoreError::Rejected(_)) => {
+                let mut left = part;
+                let right = left.split_off(left.len() / 2);
+                parts.push(right);
+                parts.push(left);
+            }
+            Err(e) => {
+                record_spool(spool).await;
+                return if shipped > 0 { Ok(shipped) } else { Err(e) };
+            }
+        }
+    }
     record_spool(spool).await;
-    Ok(clicks.len())
+    Ok(shipped)
 }
 
 /// Sets the spool gauges from the spool as it is now.

@@ -1568,3 +1568,119 @@ async fn readyz_is_unready_while_clicks_cannot_be_written() {
     )
     .await;
 }
+
+/// A spooled click PostgreSQL refuses for its data (here a NUL byte, as an
+/// older node's spool may hold) is set aside; every other click of its
+/// batch ships, in order, and `/readyz`-level stats count it.
+#[tokio::test]
+async fn one_click_postgres_refuses_is_set_aside_and_the_rest_ship() {
+    use clickward_core::click::{DeviceType, NewClick, TrackingParams, VisitorKey};
+    use clickward_core::id::{ClickId, LinkCode, Slug};
+    use clickward_store::prelude::*;
+    use clickward_store::{
+        AffiliateInput, CatalogInput, LinkInput, PgOptions, PgStore, ProgramInput, Spool,
+    };
+    let url = match std::env::var("CLICKWARD_TEST_PG") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the PostgreSQL cases: set CLICKWARD_TEST_PG"
+            );
+            skipped("needs PostgreSQL: CLICKWARD_TEST_PG is not set");
+            return;
+        }
+    };
+    let schema = format!(
+        "cw_spool_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.options(format!("-c search_path={schema}"));
+    let pg = PgStore::connect_with(config, &PgOptions { pool_size: 2 })
+        .await
+        .unwrap();
+    let slug = |s: &str| Slug::parse(s).unwrap();
+    pg.apply_catalog(CatalogInput {
+        commissions: vec![],
+        programs: vec![ProgramInput {
+            slug: slug("shop"),
+            name: "Shop".into(),
+            status: Default::default(),
+            settings: None,
+        }],
+        affiliates: vec![AffiliateInput {
+            slug: slug("blog"),
+            name: "Blog".into(),
+            status: Default::default(),
+        }],
+        links: vec![LinkInput {
+            code: LinkCode::parse("a").unwrap(),
+            program: slug("shop"),
+            affiliate: Some(slug("blog")),
+            destination: "https://shop.example/".into(),
+            redirect: None,
+            utm: Default::default(),
+            status: Default::default(),
+        }],
+    })
+    .await
+    .unwrap();
+    let link = pg.list_links().await.unwrap().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool.db"), Default::default()).unwrap();
+    let ts = NOON;
+    let clicks: Vec<NewClick> = (0..9u8)
+        .map(|i| NewClick {
+            click_id: ClickId::from_parts(u64::try_from(ts / 1000).unwrap(), u128::from(i) + 1),
+            ts: ts + i64::from(i),
+            link_id: link.link.id,
+            program_id: link.program_id,
+            affiliate_id: link.affiliate_id,
+            params: TrackingParams {
+                src: Some(if i == 4 {
+                    "bad\0src".into()
+                } else {
+                    format!("s{i}")
+                }),
+                subs: Default::default(),
+            },
+            referrer: None,
+            device: DeviceType::Mobile,
+            os: None,
+            browser: None,
+            bot: None,
+            country: None,
+            region: None,
+            city: None,
+            visitor_key: VisitorKey([i; 16]),
+            previous_keys: vec![],
+        })
+        .collect();
+    spool
+        .append(std::sync::Arc::new(clicks.clone()))
+        .await
+        .unwrap();
+    let shipped = clickward::services::cluster::ship_once(&spool, &pg, 100, 86_400_000_000)
+        .await
+        .unwrap();
+    assert_eq!(shipped, 8);
+    let stats = spool.stats().await.unwrap();
+    assert_eq!((stats.clicks, stats.set_aside), (0, 1), "{stats:?}");
+    for (i, c) in clicks.iter().enumerate() {
+        let stored = pg.click_facts(c.click_id).await.unwrap();
+        assert_eq!(stored.is_some(), i != 4, "click {i}");
+    }
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

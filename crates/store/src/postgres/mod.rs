@@ -72,6 +72,11 @@ impl From<tokio_postgres::Error> for StoreError {
         // The server's own message ("duplicate key value violates …") is the
         // useful part; tokio-postgres' Display says only "db error".
         match e.as_db_error() {
+            // Class 22, data exception: this data can never be stored, so
+            // retrying it would hold up everything behind it.
+            Some(db) if db.code().code().starts_with("22") => {
+                StoreError::Rejected(format!("{} ({})", db.message(), db.code().code()))
+            }
             Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
             None => StoreError::Postgres(e.to_string()),
         }
