@@ -43,6 +43,17 @@ impl Range {
     /// The query's range, or the last 7 days (today included) in UTC with a
     /// note of what was wrong.
     pub fn parse(q: &RangeQuery, now_us: i64) -> Range {
+        // What the link said is shown quoted inside our sentence and cut
+        // short, so a crafted link cannot put a sentence of its own on the
+        // page (the signed-notice rule, `views::back`).
+        fn echo(s: &str) -> String {
+            let cut = clickward_core::truncate_utf8(s, 24);
+            let more = if cut.len() < s.len() { "…" } else { "" };
+            format!(
+                "{:?}",
+                format!("{}{more}", clickward_core::clean_text(cut, 24))
+            )
+        }
         let now = jiff::Timestamp::from_microsecond(now_us).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let tz_name =
             q.tz.as_deref()
@@ -53,7 +64,7 @@ impl Range {
         let (tz_name, tz) = match TimeZone::get(tz_name) {
             Ok(tz) => (tz_name.to_owned(), tz),
             Err(_) => {
-                problem = Some(format!("unknown time zone {tz_name:?}; showing UTC"));
+                problem = Some(format!("unknown time zone {}; showing UTC", echo(tz_name)));
                 ("UTC".to_owned(), TimeZone::UTC)
             }
         };
@@ -64,7 +75,7 @@ impl Range {
                 Some(t) => t
                     .parse::<Date>()
                     .map(Some)
-                    .map_err(|_| format!("{t:?} is not a date (YYYY-MM-DD)")),
+                    .map_err(|_| format!("{} is not a date (YYYY-MM-DD)", echo(t))),
             }
         };
         let default_from = today

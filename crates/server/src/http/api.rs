@@ -559,6 +559,11 @@ pub async fn report(
             )
                 .into_response()
         }
+        // The store's own failures are ours, not the caller's: logged, and
+        // never sent (their text may carry SQL).
+        Err(e) if e.downcast_ref::<clickward_store::StoreError>().is_some() => {
+            ApiError::internal(format!("{e:#}")).into_response()
+        }
         Err(e) => ApiError::bad_request(format!("{e:#}")).into_response(),
     }
 }

@@ -786,3 +786,20 @@ async fn the_program_page_configures_settings_and_overrides() {
     let (_, v) = app.api_get("/api/v1/programs/vendors/commissions").await;
     assert_eq!(v, serde_json::json!([]));
 }
+
+/// What a link puts in a range parameter is echoed quoted and cut short in
+/// the page's note, never as a sentence of its own.
+#[tokio::test]
+async fn a_crafted_range_value_is_cut_in_the_note() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    for path in [
+        "/dashboard?tz=Your%20account%20is%20locked.%20Call%20555-0100%20now%20to%20restore%20it",
+        "/dashboard?from=Your%20account%20is%20locked.%20Call%20555-0100%20now%20to%20restore%20it",
+    ] {
+        let html = get(&app, &admin, path).await.text().await.unwrap();
+        assert!(!html.contains("555-0100"), "{path}: {html}");
+        assert!(html.contains("Your account is locked"), "{path}: no note");
+    }
+}

@@ -1684,3 +1684,30 @@ async fn one_click_postgres_refuses_is_set_aside_and_the_rest_ship() {
         .await
         .unwrap();
 }
+
+/// An hourly report over a year with a sub-id answers; one past the
+/// documented bucket limit is a 400 that says so, and no answer ever
+/// carries SQL.
+#[tokio::test]
+async fn a_large_report_answers_and_no_error_carries_sql() {
+    let app = TestApp::start().await;
+    click(&app).await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/reports?from=2025-12-01&to=2026-11-30&group_by=hour,sub1&format=csv"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
+    assert!(!body.contains("SELECT") && !body.contains("VALUES"));
+    let (s, v) = app
+        .api_get("/api/v1/reports?from=2024-01-01&to=2026-11-30&group_by=hour")
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let reason = v["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("10000"), "{reason}");
+    assert!(!reason.contains("SELECT") && reason.len() < 300, "{reason}");
+}

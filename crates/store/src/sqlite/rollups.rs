@@ -620,7 +620,7 @@ pub(super) fn raw_counts(
     // The click_id range narrows each bucket through the primary key; the
     // ts condition keeps the answer exact whatever the ids say.
     let sql = format!(
-        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+        "WITH {values} \
          SELECT {select_keys} COUNT(*), COUNT(c.bot_reason), COUNT(c.invalid_reason), \
          COALESCE(SUM(c.is_unique), 0) \
          FROM b JOIN clicks c ON c.click_id >= b.sid AND c.click_id < b.eid \
@@ -652,8 +652,35 @@ pub(super) fn raw_counts(
 /// The `VALUES` rows `(label, first id, end id, start µs, end µs)` of report
 /// buckets, and their parameters.
 pub(crate) fn bucket_values(buckets: &[clickward_core::report::Bucket]) -> (String, Vec<Value>) {
+    // Up to this many buckets are bound one variable per value; more (an
+    // hourly report over a year is 8,760) would pass SQLite's limit of
+    // 32,766 variables, so they go as one JSON text instead.
+    const AS_VARIABLES_UP_TO: usize = 2_000;
+    if buckets.len() > AS_VARIABLES_UP_TO {
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let rows: Vec<serde_json::Value> = buckets
+            .iter()
+            .map(|b| {
+                serde_json::json!([
+                    b.label,
+                    hex(id_floor(b.start)),
+                    hex(id_floor(b.end)),
+                    b.start,
+                    b.end
+                ])
+            })
+            .collect();
+        let cte = "b(label, sid, eid, s, e) AS (SELECT j.value ->> 0, unhex(j.value ->> 1), \
+                   unhex(j.value ->> 2), j.value ->> 3, j.value ->> 4 FROM json_each(?) j)"
+            .to_owned();
+        return (
+            cte,
+            vec![Value::Text(serde_json::Value::Array(rows).to_string())],
+        );
+    }
     let mut args = Vec::with_capacity(buckets.len() * 5);
-    let mut values = String::with_capacity(buckets.len() * 12);
+    let mut values = String::with_capacity(buckets.len() * 12 + 40);
+    values.push_str("b(label, sid, eid, s, e) AS (VALUES ");
     for (i, b) in buckets.iter().enumerate() {
         if i > 0 {
             values.push(',');
@@ -665,6 +692,7 @@ pub(crate) fn bucket_values(buckets: &[clickward_core::report::Bucket]) -> (Stri
         args.push(Value::Integer(b.start));
         args.push(Value::Integer(b.end));
     }
+    values.push(')');
     (values, args)
 }
 
@@ -771,7 +799,7 @@ pub(super) fn raw_money(
         joins.push_str(" LEFT JOIN affiliates a ON a.id = v.affiliate_id");
     }
     let sql = format!(
-        "WITH b(label, sid, eid, s, e) AS (VALUES {values}) \
+        "WITH {values} \
          SELECT {select_keys} v.currency, COUNT(*), COALESCE(SUM(v.amount), 0), SUM(v.commission) \
          FROM b JOIN conversions v INDEXED BY {index} ON {vt} >= b.s AND {vt} < b.e \
          AND v.status IN {} \

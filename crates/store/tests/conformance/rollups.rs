@@ -752,3 +752,43 @@ async fn reports_group_clicks_and_money_by_region_and_city(b: Backend) {
     assert_eq!(by_city[0].counts.gross_clicks, 1);
     assert_eq!(by_city[0].money.conversions, 1);
 }
+
+both!(an_hourly_report_over_a_year_runs_within_the_bucket_limit);
+async fn an_hourly_report_over_a_year_runs_within_the_bucket_limit(b: Backend) {
+    let (_d, s) = store(b).await;
+    let tz = TimeZone::get("UTC").unwrap();
+    let (from, to) = (date(2025, 12, 1), date(2026, 11, 30));
+    let start: jiff::Timestamp = "2026-03-01T10:30:00Z".parse().unwrap();
+    let t = start.as_microsecond();
+    s.write_clicks(
+        Arc::new(
+            (0..24u8)
+                .map(|i| click(1, t + i64::from(i) * HOUR, i, u128::from(i) + 1))
+                .collect(),
+        ),
+        WINDOW,
+    )
+    .await
+    .unwrap();
+    let b = buckets(from, to, &tz, TimeGrain::Hour).unwrap();
+    assert!(b.len() > 8_000, "{}", b.len());
+    let (start, end) = clickward_core::report::date_range(from, to, &tz).unwrap();
+    let dims = vec![Dimension::Time(TimeGrain::Hour), Dimension::Sub(0)];
+    let rows = planned_equals_raw(
+        s.as_ref(),
+        ReportQuery {
+            start,
+            end,
+            buckets: Some(b),
+            dims: dims.clone(),
+            filters: vec![],
+            raw_only: false,
+            by_click_time: false,
+        },
+        &dims,
+    )
+    .await;
+    let gross: i64 = rows.iter().map(|r| r.counts.gross_clicks).sum();
+    assert_eq!(gross, 24);
+    assert_eq!(rows.len(), 24);
+}
