@@ -281,12 +281,41 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// What a destination's literal text keeps as it is: URL syntax and `%`
+/// escapes stay; a space, a quote, `<>\^`|` and control characters (and,
+/// by `utf8_percent_encode`, every non-ASCII byte) are percent-encoded, so
+/// `Location` always carries a valid URL.
+const LITERAL: &AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'|');
+
+fn literal(text: &str) -> Segment {
+    Segment::Lit(utf8_percent_encode(text, LITERAL).to_string())
+}
+
+/// Segments of URL text: literal text made safe with [`literal`].
 fn compile_segments(t: &str) -> Result<Vec<Segment>, DestinationError> {
+    segments(t, literal)
+}
+
+/// Segments of a UTM value: literal text kept as written (it is encoded
+/// as a query value when expanded).
+fn value_segments(t: &str) -> Result<Vec<Segment>, DestinationError> {
+    segments(t, |l| Segment::Lit(l.to_owned()))
+}
+
+fn segments(t: &str, literal: fn(&str) -> Segment) -> Result<Vec<Segment>, DestinationError> {
     let mut out = Vec::new();
     let mut rest = t;
     while let Some(open) = rest.find('{') {
         if open > 0 {
-            out.push(Segment::Lit(rest[..open].to_owned()));
+            out.push(literal(&rest[..open]));
         }
         let after = &rest[open + 1..];
         let close = after
@@ -299,7 +328,7 @@ fn compile_segments(t: &str) -> Result<Vec<Segment>, DestinationError> {
         rest = &after[close + 1..];
     }
     if !rest.is_empty() {
-        out.push(Segment::Lit(rest.to_owned()));
+        out.push(literal(rest));
     }
     Ok(out)
 }
@@ -341,7 +370,7 @@ pub struct Destination {
     /// `(key, value template)` of UTM defaults absent from the template's query.
     utm: Vec<(String, Vec<Segment>)>,
     has_query: bool,
-    fragment: Option<String>,
+    fragment: Option<Vec<Segment>>,
 }
 
 impl Destination {
@@ -386,7 +415,8 @@ impl Destination {
         }
 
         let (main_t, fragment) = match template.split_once('#') {
-            Some((m, f)) => (m, Some(f.to_owned())),
+            // Macros expand in the fragment too (`#ref={src}`).
+            Some((m, f)) => (m, Some(compile_segments(f)?)),
             None => (template, None),
         };
         let query = main_t.split_once('?').map(|(_, q)| q);
@@ -402,7 +432,7 @@ impl Destination {
                 return Err(DestinationError::UnknownUtmKey(k.clone()));
             }
             if !present(k) {
-                utm_segments.push((k.clone(), compile_segments(v)?));
+                utm_segments.push((k.clone(), value_segments(v)?));
             }
         }
         Ok(Self {
@@ -466,7 +496,9 @@ impl Destination {
         }
         if let Some(f) = &self.fragment {
             out.push('#');
-            out.push_str(f);
+            for seg in f {
+                push_segment(&mut out, seg, v);
+            }
         }
         out
     }
@@ -501,6 +533,22 @@ mod tests {
             src: "qiita article&x=1",
             subs: ["s1", "", "", "", "日本"],
         }
+    }
+
+    #[test]
+    fn fragments_expand_and_literal_spaces_are_encoded() {
+        let d = Destination::compile(
+            "https://m.example/summer sale/é?q=a b&c=%20#ref={src}&x=1 2",
+            &UtmDefaults::default(),
+        )
+        .unwrap();
+        let out = d.expand(&values());
+        assert_eq!(
+            out,
+            "https://m.example/summer%20sale/%C3%A9?q=a%20b&c=%20#ref=qiita%20article%26x%3D1&x=1%202"
+        );
+        assert!(url::Url::parse(&out).is_ok());
+        assert!(!out.contains(' '));
     }
 
     #[test]

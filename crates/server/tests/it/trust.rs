@@ -1711,3 +1711,27 @@ async fn a_large_report_answers_and_no_error_carries_sql() {
     assert!(reason.contains("10000"), "{reason}");
     assert!(!reason.contains("SELECT") && reason.len() < 300, "{reason}");
 }
+
+/// `{src}` in a destination's fragment is expanded like anywhere else, and
+/// a literal space never reaches `Location` unencoded.
+#[tokio::test]
+async fn fragment_macros_expand_and_location_is_always_a_valid_url() {
+    let app = TestApp::start().await;
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/links",
+            json!({"code": "frag", "program": "vendors", "affiliate": "gourmet_guide",
+                   "destination": "https://shop.example/summer sale?x=1#ref={src}"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let r = app.get_ua("/r/frag?src=spring%20post", IPHONE).await;
+    assert_eq!(r.status().as_u16(), 302);
+    let to = location(&r);
+    assert_eq!(
+        to,
+        "https://shop.example/summer%20sale?x=1#ref=spring%20post"
+    );
+    assert!(url::Url::parse(&to).is_ok(), "{to}");
+}
