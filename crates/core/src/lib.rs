@@ -20,6 +20,7 @@ pub mod click;
 pub mod commission;
 pub mod conversion;
 pub mod dedup;
+pub mod event;
 pub mod id;
 pub mod link;
 pub mod money;

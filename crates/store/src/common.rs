@@ -227,6 +227,37 @@ impl SettingsColumns {
     }
 }
 
+/// An outbox row for an event with `body` (merged into a versioned
+/// payload): `(event id bytes, payload JSON, ts)`.
+pub(crate) fn outbox_row(body: serde_json::Value) -> Result<(Vec<u8>, String, Micros), StoreError> {
+    let ts = now_micros();
+    let id = ulid::Ulid::generate();
+    let mut payload = serde_json::json!({ "v": clickward_core::event::PAYLOAD_VERSION });
+    if let (Some(p), serde_json::Value::Object(b)) = (payload.as_object_mut(), body) {
+        p.extend(b);
+    }
+    let text = serde_json::to_string(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((id.to_bytes().to_vec(), text, ts))
+}
+
+/// An outbox row read back.
+pub(crate) fn outbox_event(
+    seq: i64,
+    id: &[u8],
+    kind: String,
+    ts: Micros,
+    payload: &str,
+) -> Result<crate::OutboxEvent, StoreError> {
+    let id = ulid_of(id.to_vec(), "event_id")?;
+    Ok(crate::OutboxEvent {
+        seq,
+        id: clickward_core::event::event_id_text(id),
+        kind,
+        ts,
+        payload: serde_json::from_str(payload).map_err(|_| corrupt("event payload", payload))?,
+    })
+}
+
 /// The query both backends read conversions with (then a `WHERE`).
 pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
      a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \

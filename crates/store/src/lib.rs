@@ -808,6 +808,33 @@ pub trait AccountStore: Send + Sync + 'static {
     fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
 }
 
+/// One event of the transactional outbox (see `clickward_core::event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEvent {
+    /// Position in the outbox, in the order events were written.
+    pub seq: i64,
+    /// `evt_` + ULID; stable, so a receiver can drop a redelivery.
+    pub id: String,
+    /// The event type (`conversion.created`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the change happened, UTC µs.
+    pub ts: Micros,
+    /// `{"v": 1, …}`, without IP addresses.
+    pub payload: serde_json::Value,
+}
+
+/// The transactional outbox: events are written by the other concerns in
+/// the transaction of the change they report; this reads them back.
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Events with a `seq` above `after`, in `seq` order, at most `limit`.
+    /// On SQLite `seq` order is commit order. On PostgreSQL several nodes
+    /// write at once, so an event with a lower `seq` may commit after a
+    /// higher one was read: a reader that must see every event reads again
+    /// a little behind its cursor (event ids are stable for deduplication).
+    fn outbox_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<OutboxEvent>>;
+}
+
 /// What several nodes sharing one store exchange. Every method has a
 /// single-node default, so a store without other nodes implements none.
 pub trait ClusterStore: Send + Sync + 'static {
@@ -846,12 +873,24 @@ pub trait ClusterStore: Send + Sync + 'static {
 /// needs only one concern takes that trait (e.g. `Arc<dyn ClickStore>`), so a
 /// backend that serves part of the contract can say so in types.
 pub trait Store:
-    CatalogStore + ClickStore + ReportStore + ConversionStore + AccountStore + ClusterStore
+    CatalogStore
+    + ClickStore
+    + ReportStore
+    + ConversionStore
+    + AccountStore
+    + ClusterStore
+    + OutboxStore
 {
 }
 
 impl<T> Store for T where
-    T: CatalogStore + ClickStore + ReportStore + ConversionStore + AccountStore + ClusterStore
+    T: CatalogStore
+        + ClickStore
+        + ReportStore
+        + ConversionStore
+        + AccountStore
+        + ClusterStore
+        + OutboxStore
 {
 }
 
@@ -860,6 +899,7 @@ impl<T> Store for T where
 /// brings every method into scope.
 pub mod prelude {
     pub use crate::{
-        AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, ReportStore, Store,
+        AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, OutboxStore,
+        ReportStore, Store,
     };
 }

@@ -431,6 +431,43 @@ pub async fn enable_link(
     set_link_status(&app, &code, Status::Active).await
 }
 
+// ---- outbox -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/outbox?after=SEQ&limit=N`: outbox events after a cursor
+/// (docs/events.md), oldest first; `next` is the cursor to ask with next.
+pub async fn outbox(
+    _: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<OutboxQuery>,
+) -> ApiResult<Json<Value>> {
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request("after must be a cursor (0 or a seq)"))?,
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_CLICK_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_CLICK_LIMIT}")))?,
+    };
+    let events = app.0.store.outbox_after(after, limit).await?;
+    let next = events.last().map_or(after, |e| e.seq);
+    Ok(Json(serde_json::json!({ "events": events, "next": next })))
+}
+
 // ---- clicks -----------------------------------------------------------------
 
 #[derive(Deserialize)]

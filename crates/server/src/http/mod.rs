@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events::stream))
         .route("/events/url", get(events::signed_url))
         .route("/reports", get(api::report))
+        .route("/outbox", get(api::outbox))
         .route("/clicks", get(api::list_clicks))
         .route("/clicks/{click_id}", get(api::get_click))
         .fallback(api::not_found)

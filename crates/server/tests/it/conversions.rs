@@ -948,3 +948,64 @@ async fn the_pixel_is_off_unless_a_program_turns_it_on_and_limited_when_on() {
         .unwrap();
     assert_eq!(s1["held"], false);
 }
+
+/// A postback, an approval and a refused change, as the outbox tells
+/// them: one event per change that happened, in order, with stable ids.
+#[tokio::test]
+async fn the_outbox_tells_each_money_change_once() {
+    let (app, _d) = app().await;
+    let id = click(&app, "solare").await;
+    let (s, v) = postback(
+        &app,
+        &format!("click_id={id}&order_id=E-1&amount=10&token=tok-shop"),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let cid = v["conversion"]["conversion_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The same postback again, and a refused reversal: nothing new.
+    postback(
+        &app,
+        &format!("click_id={id}&order_id=E-1&amount=10&token=tok-shop"),
+    )
+    .await;
+    let (s, _) = app
+        .api_send(
+            reqwest::Method::POST,
+            &format!("/api/v1/conversions/{cid}/reverse"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, _) = app
+        .api_send(
+            reqwest::Method::POST,
+            &format!("/api/v1/conversions/{cid}/approve"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = app.api_get("/api/v1/outbox").await;
+    assert_eq!(s, 200, "{v}");
+    let events = v["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["conversion.created", "conversion.approved"]);
+    assert_eq!(
+        events[0]["payload"]["conversion"]["conversion_id"],
+        cid.as_str()
+    );
+    assert_eq!(events[0]["payload"]["v"], 1);
+    assert!(events[0]["id"].as_str().unwrap().starts_with("evt_"));
+    // No IP address anywhere in what leaves the box.
+    assert!(!v.to_string().contains("127.0.0.1"));
+    // From the cursor on: nothing yet.
+    let (_, more) = app
+        .api_get(&format!("/api/v1/outbox?after={}", v["next"]))
+        .await;
+    assert_eq!(more["events"], serde_json::json!([]));
+    assert_eq!(more["next"], v["next"]);
+    let (s, _) = app.api_get("/api/v1/outbox?after=-1").await;
+    assert_eq!(s, 400);
+}

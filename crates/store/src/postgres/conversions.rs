@@ -220,7 +220,14 @@ pub(super) async fn record_conversion(
         reason: None,
     };
     append_entries(c, &posting, &entries).await?;
-    Ok(Recorded::Created(get_conversion(c, v.conversion_id).await?))
+    let row = get_conversion(c, v.conversion_id).await?;
+    super::outbox::append(
+        c,
+        clickward_core::event::CONVERSION_CREATED,
+        serde_json::json!({ "conversion": row }),
+    )
+    .await?;
+    Ok(Recorded::Created(row))
 }
 
 pub(super) async fn set_status(
@@ -262,7 +269,11 @@ pub(super) async fn set_status(
         reason,
     };
     append_entries(c, &posting, &entries).await?;
-    get_conversion(c, id).await
+    let row = get_conversion(c, id).await?;
+    if let Some(kind) = clickward_core::event::conversion_status_event(to) {
+        super::outbox::append(c, kind, serde_json::json!({ "conversion": row })).await?;
+    }
+    Ok(row)
 }
 
 pub(super) async fn payout_preview(
@@ -356,7 +367,8 @@ pub(super) async fn create_payout(
     for program in eligible {
         let approved = c
             .query(
-                "SELECT v.id, v.commission FROM conversions v JOIN programs p ON p.id = v.program_id \
+                "SELECT v.id, v.commission, v.conversion_id FROM conversions v \
+                 JOIN programs p ON p.id = v.program_id \
                  WHERE p.slug = $1 AND v.affiliate_id = $2 AND v.currency = $3 AND v.status = 'approved' \
                  FOR UPDATE OF v",
                 &[&program, &aid, &currency.code()],
@@ -388,6 +400,14 @@ pub(super) async fn create_payout(
             append_entries(c, &posting, &entries).await?;
             amount += commission;
             count += 1;
+            let public_id: Vec<u8> = r.try_get(2)?;
+            let row = get_conversion(c, ConversionId(ulid_of(public_id, "conversion_id")?)).await?;
+            super::outbox::append(
+                c,
+                "conversion.paid",
+                serde_json::json!({ "conversion": row }),
+            )
+            .await?;
         }
         // What is still payable for this program is the clawbacks of
         // reversed paid conversions: net them against this payout.
@@ -428,6 +448,12 @@ pub(super) async fn create_payout(
         .await?
         .ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
     p.created = true;
+    super::outbox::append(
+        c,
+        clickward_core::event::PAYOUT_CREATED,
+        serde_json::json!({ "payout": p }),
+    )
+    .await?;
     Ok(p)
 }
 

@@ -39,13 +39,16 @@ macro_rules! in_tx {
     }};
 }
 
-use crate::{AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, ReportStore};
+use crate::{
+    AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, OutboxStore, ReportStore,
+};
 
 mod accounts;
 mod catalog;
 mod clicks;
 mod cluster;
 mod conversions;
+mod outbox;
 mod rollups;
 
 use cluster::listen_once;

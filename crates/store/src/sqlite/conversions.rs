@@ -219,7 +219,13 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         reason: None,
     };
     append_entries(c, &posting, &entries)?;
-    Ok(Recorded::Created(get_conversion(c, v.conversion_id)?))
+    let row = get_conversion(c, v.conversion_id)?;
+    super::outbox::append(
+        c,
+        clickward_core::event::CONVERSION_CREATED,
+        serde_json::json!({ "conversion": row }),
+    )?;
+    Ok(Recorded::Created(row))
 }
 
 /// Inside the caller's transaction.
@@ -259,7 +265,11 @@ pub(super) fn set_status(
         reason,
     };
     append_entries(c, &posting, &entries)?;
-    get_conversion(c, id)
+    let row = get_conversion(c, id)?;
+    if let Some(kind) = clickward_core::event::conversion_status_event(to) {
+        super::outbox::append(c, kind, serde_json::json!({ "conversion": row }))?;
+    }
+    Ok(row)
 }
 
 /// Inside the caller's transaction.
@@ -468,17 +478,17 @@ pub(super) fn create_payout(
     )?;
     for program in eligible {
         // Approved conversions become paid.
-        let approved: Vec<(i64, i64)> = {
+        let approved: Vec<(i64, i64, Vec<u8>)> = {
             let mut st = c.prepare_cached(
-                "SELECT v.id, v.commission FROM conversions v JOIN programs p ON p.id = v.program_id \
+                "SELECT v.id, v.commission, v.conversion_id FROM conversions v JOIN programs p ON p.id = v.program_id \
                  WHERE p.slug = ?1 AND v.affiliate_id = ?2 AND v.currency = ?3 AND v.status = 'approved'",
             )?;
             let rows = st.query_map(params![program, aid, currency.code()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, commission) in &approved {
+        for (id, commission, public_id) in &approved {
             let entries = conversion::transition(
                 ConversionStatus::Approved,
                 ConversionStatus::Paid,
@@ -501,6 +511,15 @@ pub(super) fn create_payout(
             }
             amount += commission;
             count += 1;
+            let row = get_conversion(
+                c,
+                ConversionId(ulid_of(public_id.clone(), "conversion_id")?),
+            )?;
+            super::outbox::append(
+                c,
+                "conversion.paid",
+                serde_json::json!({ "conversion": row }),
+            )?;
         }
         // What is still in `payable` for this program now is the clawbacks of
         // reversed paid conversions: net them against this payout.
@@ -535,6 +554,11 @@ pub(super) fn create_payout(
     let mut p =
         payout_by_key(c, key)?.ok_or_else(|| StoreError::Corrupt("payout vanished".to_owned()))?;
     p.created = true;
+    super::outbox::append(
+        c,
+        clickward_core::event::PAYOUT_CREATED,
+        serde_json::json!({ "payout": p }),
+    )?;
     Ok(p)
 }
 

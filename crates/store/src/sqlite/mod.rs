@@ -18,6 +18,7 @@ mod catalog;
 mod clicks;
 mod cluster;
 mod conversions;
+mod outbox;
 mod rollups;
 
 pub(crate) use crate::plan::id_floor;

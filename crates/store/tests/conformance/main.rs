@@ -82,6 +82,7 @@ mod catalog;
 mod clicks;
 mod cluster;
 mod conversions;
+mod outbox;
 mod rollups;
 
 /// Keeps a test's database alive and lets the test reach behind the store.

@@ -395,10 +395,10 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE programs DROP COLUMN catalog_digest; ALTER TABLE affiliates DROP COLUMN catalog_digest; \
          ALTER TABLE links DROP COLUMN catalog_digest; \
          ALTER TABLE programs DROP COLUMN pixel; ALTER TABLE programs DROP COLUMN pixel_max_amount; \
-         ALTER TABLE conversions DROP COLUMN held; \
+         ALTER TABLE conversions DROP COLUMN held; DROP TABLE outbox; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13);",
     )
     .unwrap();
     drop(conn);

@@ -1,0 +1,69 @@
+//! The catalogue of outbox events: what clickward tells the outside world
+//! about changes others may act on (docs/events.md). Each event is written
+//! in the same store transaction as the change it reports, so an event
+//! exists exactly when its change does.
+//!
+//! An event has an id (`evt_` + ULID, stable across redeliveries), a type
+//! below, a UTC timestamp (µs) and a JSON payload `{"v": 1, …}` whose
+//! version changes only when a field changes meaning or goes away (new
+//! fields may appear within a version). Payloads never hold IP addresses.
+
+use crate::conversion::ConversionStatus;
+
+/// Version of every payload shape below.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// `conversion.created`: a conversion was recorded (pending or approved);
+/// payload `{"v":1,"conversion":{…}}` as `GET /api/v1/conversions/{id}`.
+pub const CONVERSION_CREATED: &str = "conversion.created";
+/// `payout.created`: a payout batch was created; payload
+/// `{"v":1,"payout":{…}}` as `POST /api/v1/payouts` answers it.
+pub const PAYOUT_CREATED: &str = "payout.created";
+
+/// The event type of a conversion moving to `to` (`conversion.approved`,
+/// `.rejected`, `.reversed`, `.paid`); `None` for `pending`, which a
+/// conversion never moves to.
+pub fn conversion_status_event(to: ConversionStatus) -> Option<&'static str> {
+    match to {
+        ConversionStatus::Pending => None,
+        ConversionStatus::Approved => Some("conversion.approved"),
+        ConversionStatus::Rejected => Some("conversion.rejected"),
+        ConversionStatus::Reversed => Some("conversion.reversed"),
+        ConversionStatus::Paid => Some("conversion.paid"),
+    }
+}
+
+/// Every event type written today, for the documentation and filters.
+pub const TYPES: &[&str] = &[
+    CONVERSION_CREATED,
+    "conversion.approved",
+    "conversion.rejected",
+    "conversion.reversed",
+    "conversion.paid",
+    PAYOUT_CREATED,
+];
+
+/// The public id of outbox event `ulid`: `evt_` + its ULID.
+pub fn event_id_text(ulid: ulid::Ulid) -> String {
+    format!("evt_{ulid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_a_conversion_moves_to_has_its_listed_type() {
+        for s in [
+            ConversionStatus::Approved,
+            ConversionStatus::Rejected,
+            ConversionStatus::Reversed,
+            ConversionStatus::Paid,
+        ] {
+            let t = conversion_status_event(s).unwrap();
+            assert!(TYPES.contains(&t), "{t}");
+            assert_eq!(t, format!("conversion.{}", s.as_str()));
+        }
+        assert_eq!(conversion_status_event(ConversionStatus::Pending), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! The transactional outbox: events written with the changes they report.
+
+use super::*;
+use clickward_core::conversion::ConversionStatus;
+use clickward_core::id::ConversionId;
+use clickward_core::money::Currency;
+use clickward_store::{ClickFacts, NewConversion, Recorded};
+
+both!(every_money_change_writes_one_outbox_event_in_its_transaction);
+async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backend) {
+    let (_d, s) = store(b).await;
+    let usd = Currency::parse("USD").unwrap();
+    let blog = s.get_affiliate(slug("blog")).await.unwrap();
+    let link = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    let new = |order: &str, n: u128| NewConversion {
+        conversion_id: ConversionId(ulid::Ulid::from_parts(1, n)),
+        program_id: link.program_id,
+        event: "sale".into(),
+        order_id: order.into(),
+        click: Some((
+            ClickFacts {
+                click_id: ClickId::from_parts(1, n),
+                ts: 0,
+                link_id: link.link.id,
+                program_id: link.program_id,
+                affiliate_id: Some(blog.id),
+                affiliate_active: true,
+                src: None,
+                subs: Default::default(),
+            },
+            0,
+            "click_id",
+        )),
+        amount: Some(10_000),
+        currency: usd,
+        commission: 1_000,
+        status: ConversionStatus::Pending,
+        occurred_at: 0,
+        received_at: 0,
+        adv_subs: Default::default(),
+        fingerprint: [n as u8; 32],
+        actor: "test".into(),
+        held: false,
+    };
+    let kinds = |evs: &[clickward_store::OutboxEvent]| -> Vec<String> {
+        evs.iter().map(|e| e.kind.clone()).collect()
+    };
+    assert!(s.outbox_after(0, 100).await.unwrap().is_empty());
+    let Recorded::Created(c1) = s.record_conversion(new("o1", 1)).await.unwrap() else {
+        panic!("not created");
+    };
+    // A replay changes nothing and tells nothing.
+    assert!(matches!(
+        s.record_conversion(new("o1", 1)).await.unwrap(),
+        Recorded::Replay(_)
+    ));
+    // A refused change neither.
+    assert!(
+        s.set_conversion_status(
+            c1.conversion_id,
+            ConversionStatus::Reversed,
+            "t".into(),
+            None
+        )
+        .await
+        .is_err()
+    );
+    s.set_conversion_status(
+        c1.conversion_id,
+        ConversionStatus::Approved,
+        "t".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let payout = s
+        .create_payout(
+            slug("blog"),
+            usd,
+            "k1".into(),
+            ulid::Ulid::from_parts(2, 1),
+            "t".into(),
+        )
+        .await
+        .unwrap();
+    // The same key again: the first batch, no second event.
+    s.create_payout(
+        slug("blog"),
+        usd,
+        "k1".into(),
+        ulid::Ulid::from_parts(2, 2),
+        "t".into(),
+    )
+    .await
+    .unwrap();
+    let all = s.outbox_after(0, 100).await.unwrap();
+    assert_eq!(
+        kinds(&all),
+        [
+            "conversion.created",
+            "conversion.approved",
+            "conversion.paid",
+            "payout.created"
+        ]
+    );
+    for (i, e) in all.iter().enumerate() {
+        assert!(e.id.starts_with("evt_") && e.id.len() == 30, "{}", e.id);
+        assert_eq!(e.payload["v"], 1);
+        if i > 0 {
+            assert!(e.seq > all[i - 1].seq);
+            assert_ne!(e.id, all[i - 1].id);
+        }
+    }
+    assert_eq!(
+        all[0].payload["conversion"]["conversion_id"],
+        c1.conversion_id.to_string()
+    );
+    assert_eq!(all[2].payload["conversion"]["status"], "paid");
+    assert_eq!(all[3].payload["payout"]["batch_id"], payout.batch_id);
+    // Reading on from a cursor.
+    let rest = s.outbox_after(all[1].seq, 100).await.unwrap();
+    assert_eq!(kinds(&rest), ["conversion.paid", "payout.created"]);
+    assert_eq!(s.outbox_after(all[3].seq, 100).await.unwrap(), vec![]);
+}
