@@ -34,6 +34,9 @@ pub fn conversion_status_event(to: ConversionStatus) -> Option<&'static str> {
 }
 
 /// Every event type written today, for the documentation and filters.
+/// Programs, affiliates and links are told as `<kind>.created`,
+/// `.updated`, `.disabled` and `.enabled`, with `{"v":1,"<kind>":{…}}`
+/// (a program's settings never: they hold postback credentials).
 pub const TYPES: &[&str] = &[
     CONVERSION_CREATED,
     "conversion.approved",
@@ -41,6 +44,18 @@ pub const TYPES: &[&str] = &[
     "conversion.reversed",
     "conversion.paid",
     PAYOUT_CREATED,
+    "program.created",
+    "program.updated",
+    "program.disabled",
+    "program.enabled",
+    "affiliate.created",
+    "affiliate.updated",
+    "affiliate.disabled",
+    "affiliate.enabled",
+    "link.created",
+    "link.updated",
+    "link.disabled",
+    "link.enabled",
 ];
 
 /// The public id of outbox event `ulid`: `evt_` + its ULID.

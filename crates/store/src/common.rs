@@ -240,6 +240,50 @@ pub(crate) fn outbox_row(body: serde_json::Value) -> Result<(Vec<u8>, String, Mi
     Ok((id.to_bytes().to_vec(), text, ts))
 }
 
+/// The outbox type of a catalogue save of a `kind` (`program`,
+/// `affiliate`, `link`): `.created` for a new item; for a changed one
+/// `.disabled` or `.enabled` when its status moved, else `.updated`;
+/// `None` when nothing changed.
+pub(crate) fn catalog_event(
+    kind: &str,
+    before: Option<Status>,
+    after: Status,
+    changed: bool,
+) -> Option<String> {
+    let what = match before {
+        None => "created",
+        Some(_) if !changed => return None,
+        Some(b) if b != after && after == Status::Disabled => "disabled",
+        Some(b) if b != after => "enabled",
+        Some(_) => "updated",
+    };
+    Some(format!("{kind}.{what}"))
+}
+
+/// The payload of a program or affiliate event (never its settings: they
+/// hold postback credentials).
+pub(crate) fn named_payload(
+    kind: &str,
+    slug: &Slug,
+    name: &str,
+    status: Status,
+) -> serde_json::Value {
+    serde_json::json!({ kind: { "slug": slug.as_str(), "name": name, "status": status.as_str() } })
+}
+
+/// The payload of a link event.
+pub(crate) fn link_payload(l: &crate::LinkInput) -> serde_json::Value {
+    serde_json::json!({ "link": {
+        "code": l.code.as_str(),
+        "program": l.program.as_str(),
+        "affiliate": l.affiliate.as_ref().map(Slug::as_str),
+        "destination": l.destination,
+        "redirect": l.redirect.map(clickward_core::link::RedirectStatus::code),
+        "utm": l.utm,
+        "status": l.status.as_str(),
+    }})
+}
+
 /// An outbox row read back.
 pub(crate) fn outbox_event(
     seq: i64,

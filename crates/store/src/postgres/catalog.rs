@@ -2,7 +2,9 @@
 //! per-affiliate commission overrides.
 
 use super::{CatalogStore, PgStore};
-use crate::common::{Item, NamedRow, owner_of, should_apply};
+use crate::common::{
+    Item, NamedRow, catalog_event, link_payload, named_payload, owner_of, should_apply,
+};
 use crate::common::{
     LINK_SELECT, LinkColumns, Named, SETTINGS_SELECT, SettingsColumns, affiliate_of, corrupt,
     now_micros, program_of, slug_of, status_of,
@@ -44,24 +46,42 @@ pub(super) async fn save_named(
     status: Status,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
+    save_named_told(c, which, slug, name, status, mode)
+        .await
+        .map(|_| ())
+}
+
+/// [`save_named`], saying whether it wrote an outbox event.
+async fn save_named_told(
+    c: &impl GenericClient,
+    which: Named,
+    slug: &Slug,
+    name: &str,
+    status: Status,
+    mode: SaveMode,
+) -> Result<bool, StoreError> {
     let now = now_micros();
     let table = which.table();
     let what = || format!("{} {:?}", which.kind(), slug.as_str());
     // The row lock (or the unique index, for two creates) settles races
     // between nodes saving the same slug.
-    let exists = c
+    let before = match c
         .query_opt(
-            &format!("SELECT 1 FROM {table} WHERE slug = $1 FOR UPDATE"),
+            &format!("SELECT status FROM {table} WHERE slug = $1 FOR UPDATE"),
             &[&slug.as_str()],
         )
         .await?
-        .is_some();
+    {
+        Some(r) => Some(status_of(&r.try_get::<_, String>(0)?)?),
+        None => None,
+    };
+    let exists = before.is_some();
     match (mode, exists) {
         (SaveMode::Create, true) => return Err(StoreError::Conflict(what())),
         (SaveMode::Update, false) => return Err(StoreError::NotFound(what())),
         _ => {}
     }
-    if exists {
+    let changed = if exists {
         c.execute(
             &format!(
                 "UPDATE {table} SET name = $2, status = $3, updated_at = $4, \
@@ -76,7 +96,8 @@ pub(super) async fn save_named(
                 &(mode != SaveMode::Upsert),
             ],
         )
-        .await?;
+        .await?
+            == 1
     } else {
         let n = c
             .execute(
@@ -90,10 +111,15 @@ pub(super) async fn save_named(
         if n == 0 {
             return Err(StoreError::Conflict(what()));
         }
-    }
+        true
+    };
     // A change through the API, CLI or dashboard takes the item from the
     // file (in the UPDATE above; a new row starts with no digest).
-    Ok(())
+    let event = catalog_event(which.kind(), before, status, changed);
+    if let Some(kind) = &event {
+        super::outbox::append(c, kind, named_payload(which.kind(), slug, name, status)).await?;
+    }
+    Ok(event.is_some())
 }
 
 /// Whether to apply a catalogue entry to its item (see
@@ -149,20 +175,27 @@ pub(super) async fn save_program_tx(
     p: &ProgramInput,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
-    save_named(c, Named::Programs, &p.slug, &p.name, p.status, mode).await?;
+    let told = save_named_told(c, Named::Programs, &p.slug, &p.name, p.status, mode).await?;
     let Some(settings) = &p.settings else {
         return Ok(());
     };
-    if mode == SaveMode::Upsert {
-        return save_program_settings(c, p.slug.as_str(), settings).await;
-    }
-    // An admin's change of settings takes the program from the file, as a
-    // change of name or status does; saving what is there does not.
     let id = id_of(c, Named::Programs, p.slug.as_str()).await?;
     let before = program_settings(c, id).await?;
     save_program_settings(c, p.slug.as_str(), settings).await?;
     if program_settings(c, id).await? != before {
-        set_digest(c, "programs", "slug", p.slug.as_str(), None).await?;
+        // An admin's change of settings takes the program from the file, as
+        // a change of name or status does; saving what is there does not.
+        if mode != SaveMode::Upsert {
+            set_digest(c, "programs", "slug", p.slug.as_str(), None).await?;
+        }
+        if !told {
+            super::outbox::append(
+                c,
+                "program.updated",
+                named_payload("program", &p.slug, &p.name, p.status),
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -237,13 +270,17 @@ pub(super) async fn save_link_tx(
         None => None,
         Some(a) => Some(id_of(c, Named::Affiliates, a.as_str()).await?),
     };
-    let exists = c
+    let before = match c
         .query_opt(
-            "SELECT 1 FROM links WHERE code = $1 FOR UPDATE",
+            "SELECT status FROM links WHERE code = $1 FOR UPDATE",
             &[&l.code.as_str()],
         )
         .await?
-        .is_some();
+    {
+        Some(r) => Some(status_of(&r.try_get::<_, String>(0)?)?),
+        None => None,
+    };
+    let exists = before.is_some();
     let what = || format!("link {:?}", l.code.as_str());
     match (mode, exists) {
         (SaveMode::Create, true) => return Err(StoreError::Conflict(what())),
@@ -252,7 +289,7 @@ pub(super) async fn save_link_tx(
     }
     let utm = serde_json::to_string(&l.utm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let redirect = l.redirect.map(|r| i32::from(r.code()));
-    if exists {
+    let changed = if exists {
         c.execute(
             "UPDATE links SET program_id = $2, affiliate_id = $3, destination = $4, redirect = $5, \
              utm = $6, status = $7, updated_at = $8, \
@@ -272,7 +309,8 @@ pub(super) async fn save_link_tx(
                 &(mode != SaveMode::Upsert),
             ],
         )
-        .await?;
+        .await?
+            == 1
     } else {
         let n = c
             .execute(
@@ -294,6 +332,10 @@ pub(super) async fn save_link_tx(
         if n == 0 {
             return Err(StoreError::Conflict(what()));
         }
+        true
+    };
+    if let Some(kind) = catalog_event("link", before, l.status, changed) {
+        super::outbox::append(c, &kind, link_payload(l)).await?;
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ use clickward_core::program::ProgramSettings;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{SqliteStore, conversions};
-use crate::common::{SETTINGS_SELECT, SettingsColumns, corrupt};
+use crate::common::{
+    SETTINGS_SELECT, SettingsColumns, catalog_event, corrupt, link_payload, named_payload,
+};
 
 pub(super) fn link_from(row: &Row<'_>) -> Result<LinkRecord, StoreError> {
     LinkColumns {
@@ -44,24 +46,25 @@ pub(super) fn save_named_tx(
     name: &str,
     status: Status,
     mode: SaveMode,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let now = now_micros();
     let table = which.table();
-    let exists: bool = tx
+    let before: Option<String> = tx
         .query_row(
-            &format!("SELECT 1 FROM {table} WHERE slug = ?1"),
+            &format!("SELECT status FROM {table} WHERE slug = ?1"),
             [slug.as_str()],
-            |_| Ok(()),
+            |r| r.get(0),
         )
-        .optional()?
-        .is_some();
+        .optional()?;
+    let before = before.map(|s| status_of(&s)).transpose()?;
+    let exists = before.is_some();
     let what = || format!("{} {:?}", which.kind(), slug.as_str());
     match (mode, exists) {
         (SaveMode::Create, true) => return Err(StoreError::Conflict(what())),
         (SaveMode::Update, false) => return Err(StoreError::NotFound(what())),
         _ => {}
     }
-    if exists {
+    let changed = if exists {
         tx.execute(
             &format!(
                 "UPDATE {table} SET name = ?2, status = ?3, updated_at = ?4, \
@@ -75,16 +78,21 @@ pub(super) fn save_named_tx(
                 now,
                 mode != SaveMode::Upsert
             ],
-        )?;
+        )? == 1
     } else {
         tx.execute(
             &format!("INSERT INTO {table} (slug, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)"),
             params![slug.as_str(), name, status.as_str(), now],
         )?;
-    }
+        true
+    };
     // A change through the API, CLI or dashboard takes the item from the
     // file (in the UPDATE above; a new row starts with no digest).
-    Ok(())
+    let event = catalog_event(which.kind(), before, status, changed);
+    if let Some(kind) = &event {
+        super::outbox::append(tx, kind, named_payload(which.kind(), slug, name, status))?;
+    }
+    Ok(event.is_some())
 }
 
 pub(super) fn save_program_tx(
@@ -92,20 +100,26 @@ pub(super) fn save_program_tx(
     p: &ProgramInput,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
-    save_named_tx(tx, Named::Programs, &p.slug, &p.name, p.status, mode)?;
+    let told = save_named_tx(tx, Named::Programs, &p.slug, &p.name, p.status, mode)?;
     let Some(settings) = &p.settings else {
         return Ok(());
     };
-    if mode == SaveMode::Upsert {
-        return save_program_settings(tx, p.slug.as_str(), settings);
-    }
-    // An admin's change of settings takes the program from the file, as a
-    // change of name or status does; saving what is there does not.
     let id = conversions::id_of(tx, "programs", "program", p.slug.as_str())?;
     let before = program_settings(tx, id)?;
     save_program_settings(tx, p.slug.as_str(), settings)?;
     if program_settings(tx, id)? != before {
-        set_digest(tx, "programs", "slug", p.slug.as_str(), None)?;
+        // An admin's change of settings takes the program from the file, as
+        // a change of name or status does; saving what is there does not.
+        if mode != SaveMode::Upsert {
+            set_digest(tx, "programs", "slug", p.slug.as_str(), None)?;
+        }
+        if !told {
+            super::outbox::append(
+                tx,
+                "program.updated",
+                named_payload("program", &p.slug, &p.name, p.status),
+            )?;
+        }
     }
     Ok(())
 }
@@ -115,7 +129,7 @@ pub(super) fn save_affiliate_tx(
     a: &AffiliateInput,
     mode: SaveMode,
 ) -> Result<(), StoreError> {
-    save_named_tx(tx, Named::Affiliates, &a.slug, &a.name, a.status, mode)
+    save_named_tx(tx, Named::Affiliates, &a.slug, &a.name, a.status, mode).map(|_| ())
 }
 
 /// `(id, slug, name, status, owner)` rows of programs or affiliates.
@@ -184,14 +198,15 @@ pub(super) fn save_link_tx(
             .ok_or_else(|| StoreError::NotFound(format!("affiliate {:?}", a.as_str())))?,
         ),
     };
-    let exists = tx
+    let before: Option<String> = tx
         .query_row(
-            "SELECT 1 FROM links WHERE code = ?1",
+            "SELECT status FROM links WHERE code = ?1",
             [l.code.as_str()],
-            |_| Ok(()),
+            |r| r.get(0),
         )
-        .optional()?
-        .is_some();
+        .optional()?;
+    let before = before.map(|s| status_of(&s)).transpose()?;
+    let exists = before.is_some();
     match (mode, exists) {
         (SaveMode::Create, true) => {
             return Err(StoreError::Conflict(format!("link {:?}", l.code.as_str())));
@@ -203,7 +218,7 @@ pub(super) fn save_link_tx(
     }
     let utm = serde_json::to_string(&l.utm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let redirect = l.redirect.map(RedirectStatus::code);
-    if exists {
+    let changed = if exists {
         tx.execute(
             "UPDATE links SET program_id = ?2, affiliate_id = ?3, destination = ?4, redirect = ?5, \
              utm = ?6, status = ?7, updated_at = ?8, \
@@ -222,13 +237,17 @@ pub(super) fn save_link_tx(
                 now,
                 mode != SaveMode::Upsert
             ],
-        )?;
+        )? == 1
     } else {
         tx.execute(
             "INSERT INTO links (code, program_id, affiliate_id, destination, redirect, utm, status, \
              created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             params![l.code.as_str(), program_id, affiliate_id, l.destination, redirect, utm, l.status.as_str(), now],
         )?;
+        true
+    };
+    if let Some(kind) = catalog_event("link", before, l.status, changed) {
+        super::outbox::append(tx, &kind, link_payload(l))?;
     }
     Ok(())
 }

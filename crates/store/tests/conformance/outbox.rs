@@ -45,7 +45,13 @@ async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backen
     let kinds = |evs: &[clickward_store::OutboxEvent]| -> Vec<String> {
         evs.iter().map(|e| e.kind.clone()).collect()
     };
-    assert!(s.outbox_after(0, 100).await.unwrap().is_empty());
+    // From after the catalogue's own events (see the case below).
+    let start = s
+        .outbox_after(0, 100)
+        .await
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.seq);
     let Recorded::Created(c1) = s.record_conversion(new("o1", 1)).await.unwrap() else {
         panic!("not created");
     };
@@ -93,7 +99,7 @@ async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backen
     )
     .await
     .unwrap();
-    let all = s.outbox_after(0, 100).await.unwrap();
+    let all = s.outbox_after(start, 100).await.unwrap();
     assert_eq!(
         kinds(&all),
         [
@@ -121,4 +127,61 @@ async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backen
     let rest = s.outbox_after(all[1].seq, 100).await.unwrap();
     assert_eq!(kinds(&rest), ["conversion.paid", "payout.created"]);
     assert_eq!(s.outbox_after(all[3].seq, 100).await.unwrap(), vec![]);
+}
+
+both!(catalogue_changes_are_told_once_and_never_with_credentials);
+async fn catalogue_changes_are_told_once_and_never_with_credentials(b: Backend) {
+    use clickward_core::program::ProgramSettings;
+    let (_d, s) = open(&b).await;
+    let kinds = |evs: Vec<clickward_store::OutboxEvent>| -> Vec<String> {
+        evs.into_iter().map(|e| e.kind).collect()
+    };
+    s.apply_catalog(seed()).await.unwrap();
+    let first = s.outbox_after(0, 100).await.unwrap();
+    let cursor = first.last().unwrap().seq;
+    assert_eq!(
+        kinds(first),
+        [
+            "program.created",
+            "affiliate.created",
+            "link.created",
+            "link.created"
+        ]
+    );
+    // The same file again, and a save of what is there: nothing to tell.
+    s.apply_catalog(seed()).await.unwrap();
+    s.save_link(seed().links[1].clone(), SaveMode::Update)
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_after(cursor, 100).await.unwrap(), vec![]);
+    let mut a = seed().links[0].clone();
+    a.status = Status::Disabled;
+    s.save_link(a.clone(), SaveMode::Update).await.unwrap();
+    a.status = Status::Active;
+    s.save_link(a.clone(), SaveMode::Update).await.unwrap();
+    a.destination = "https://shop.example/new".into();
+    s.save_link(a, SaveMode::Update).await.unwrap();
+    // A settings change alone, with a postback secret.
+    let mut p = seed().programs[0].clone();
+    let mut settings = ProgramSettings::new(Currency::parse("EUR").unwrap());
+    settings.postback_token = Some("tok-never-told".into());
+    settings.postback_secret = Some("secret-never-told".into());
+    p.settings = Some(settings);
+    s.save_program(p, SaveMode::Update).await.unwrap();
+    let rest = s.outbox_after(cursor, 100).await.unwrap();
+    let text = serde_json::to_string(&rest).unwrap();
+    assert!(!text.contains("never-told"), "{text}");
+    assert_eq!(
+        rest[2].payload["link"]["destination"],
+        "https://shop.example/new"
+    );
+    assert_eq!(
+        kinds(rest),
+        [
+            "link.disabled",
+            "link.enabled",
+            "link.updated",
+            "program.updated"
+        ]
+    );
 }
