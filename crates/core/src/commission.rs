@@ -58,6 +58,10 @@ pub enum CommissionError {
     /// Flat amounts outside 0..=MAX_MINOR.
     #[error("flat commission {0} is out of range")]
     FlatOutOfRange(i64),
+    /// A rate for a name that no conversion can have (see
+    /// [`crate::conversion::parse_event`]: events arrive lower-cased).
+    #[error("{0}")]
+    BadEvent(String),
 }
 
 impl Rate {
@@ -93,11 +97,19 @@ impl Rate {
 }
 
 impl CommissionPlan {
-    /// Checks every rate.
+    /// Checks every rate, and that every event it names is one a
+    /// conversion can have (a rate for `Lead` would never apply).
     ///
     /// # Errors
-    /// The first invalid rate.
+    /// The first invalid rate or event name.
     pub fn validate(&self) -> Result<(), CommissionError> {
+        for event in self.events.keys() {
+            if crate::conversion::parse_event(event).as_deref() != Ok(event.as_str()) {
+                return Err(CommissionError::BadEvent(format!(
+                    "event {event:?} is not 1-32 characters of a-z 0-9 _ -"
+                )));
+            }
+        }
         self.default
             .iter()
             .chain(self.events.values())
@@ -189,17 +201,10 @@ impl CommissionPlan {
         let mut plan = CommissionPlan::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (event, rate) = match part.split_once('=') {
-                Some((e, r)) => (e.trim(), r),
-                None => ("default", part),
+                Some((e, r)) => (crate::conversion::parse_event(e)?, r),
+                None => ("default".to_owned(), part),
             };
-            if event.is_empty()
-                || event.len() > 64
-                || !event
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(format!("{event:?} is not an event name"));
-            }
+            let event = event.as_str();
             let rate = Rate::parse_text(rate, currency).map_err(|e| format!("{event}: {e}"))?;
             let twice = if event == "default" {
                 plan.default.replace(rate).is_some()
@@ -294,6 +299,16 @@ mod tests {
             assert!(CommissionPlan::parse_text(bad, usd).is_err(), "{bad}");
         }
         assert!(CommissionPlan::parse_text("1.5", jpy).is_err());
+        // Event names are what conversions carry: lower-cased on input, and
+        // a table naming an event no conversion can have is refused.
+        let p = CommissionPlan::parse_text("Lead=2.00", usd).unwrap();
+        assert_eq!(p.events.keys().collect::<Vec<_>>(), ["lead"]);
+        let mut table = CommissionPlan::default();
+        table.events.insert("Lead".into(), Rate::Flat { amount: 1 });
+        assert!(matches!(
+            table.validate(),
+            Err(CommissionError::BadEvent(_))
+        ));
     }
 
     #[test]

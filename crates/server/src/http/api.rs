@@ -455,14 +455,7 @@ pub async fn outbox(
             .filter(|n| *n >= 0)
             .ok_or_else(|| ApiError::bad_request("after must be a cursor (0 or a seq)"))?,
     };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 100,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_CLICK_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_CLICK_LIMIT}")))?,
-    };
+    let limit = list_limit(q.limit.as_deref())?;
     let events = app.0.store.outbox_after(after, limit).await?;
     let next = events.last().map_or(after, |e| e.seq);
     Ok(Json(serde_json::json!({ "events": events, "next": next })))
@@ -477,22 +470,27 @@ pub struct ClickListQuery {
     limit: Option<String>,
 }
 
-/// Most clicks one list call returns.
-const MAX_CLICK_LIMIT: u32 = 1000;
+/// Most rows one list call (clicks, outbox events) returns.
+const MAX_LIST_LIMIT: u32 = 1000;
+
+/// A list's `limit=`: 100 when absent, else 1..=[`MAX_LIST_LIMIT`].
+fn list_limit(text: Option<&str>) -> ApiResult<u32> {
+    match text {
+        None | Some("") => Ok(100),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_LIST_LIMIT}"))),
+    }
+}
 
 pub async fn list_clicks(
     _: Authorized,
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ClickListQuery>,
 ) -> ApiResult<Json<Vec<clickward_store::ClickRow>>> {
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 100,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_CLICK_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_CLICK_LIMIT}")))?,
-    };
+    let limit = list_limit(q.limit.as_deref())?;
     let link = match q.link.as_deref() {
         None | Some("") => None,
         Some(c) => {

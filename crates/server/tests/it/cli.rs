@@ -554,7 +554,6 @@ async fn large_reports_stream_whole() {
 
 #[test]
 fn cli_adds_users_with_a_password_from_stdin_and_prints_magic_links() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let made = clickward(
@@ -562,24 +561,7 @@ fn cli_adds_users_with_a_password_from_stdin_and_prints_magic_links() {
         &["affiliate", "add", "--slug", "gg", "--name", "Gourmet"],
     );
     assert!(made.status.success(), "{}", text(&made));
-    let add = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let add = |args: &[&str], stdin: &str| clickward_with_input(&data, args, stdin);
     let short = add(&["user", "add", "boss", "--admin"], "short\n");
     assert!(!short.status.success());
     assert!(

@@ -169,13 +169,7 @@ impl TestApp {
 
     /// The value of an unlabelled counter or gauge on `/metrics` (0 if absent).
     pub async fn metric(&self, name: &str) -> u64 {
-        self.metrics_text()
-            .await
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        metric_at(&self.base, name).await.unwrap_or(0.0) as u64
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -286,6 +280,48 @@ pub fn clickward(data: &Path, args: &[&str]) -> Output {
         .env_remove("CLICKWARD_CONFIG")
         .output()
         .expect("run clickward")
+}
+
+/// [`clickward`] with `stdin` written to its standard input.
+pub fn clickward_with_input(data: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CLICKWARD_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run clickward");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("clickward ends")
+}
+
+/// The value of the unlabelled metric `name` in Prometheus text.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of the unlabelled metric `name` on the server at `base`.
+pub async fn metric_at(base: &str, name: &str) -> Option<f64> {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    metric_in(&text, name)
 }
 
 /// Standard output and error of a finished command, together.

@@ -330,20 +330,8 @@ async fn two_nodes_one_truth() {
     // reads what /readyz reads.
     for node in [&a, &b] {
         let ready = node.readyz().await["spool_clicks"].as_u64().unwrap();
-        let text = client()
-            .get(format!("{}/metrics", node.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let gauge = text
-            .lines()
-            .find(|l| l.starts_with("clickward_spool_clicks "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok());
-        assert_eq!(gauge, Some(ready as f64), "{text}");
+        let gauge = metric_at(&node.base, "clickward_spool_clicks").await;
+        assert_eq!(gauge, Some(ready as f64));
     }
     pg.up();
     assert!(

@@ -1289,57 +1289,26 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The value of a counter on a server's `/metrics`.
-async fn counter(base: &str, name: &str) -> u64 {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 64 sign-ins at once from 64 addresses with unknown names do not grow
 /// the server's memory by a password check each, and a wrong password, an
 /// unknown name and a magic-link-only user each cost exactly one check (so
 /// timing does not tell them apart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_sign_ins_is_bounded_and_every_failure_costs_one_check() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     for (args, stdin) in [
         (
-            vec!["user", "add", "boss", "--admin"],
+            &["user", "add", "boss", "--admin"][..],
             "a long passphrase\n",
         ),
-        (vec!["user", "add", "magic", "--admin", "--no-password"], ""),
+        (
+            &["user", "add", "magic", "--admin", "--no-password"][..],
+            "",
+        ),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clickward"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(&args)
-            .env_remove("CLICKWARD_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = clickward_with_input(&data, args, stdin);
         assert!(o.status.success(), "{}", text(&o));
     }
     let config = dir.path().join("clickward.toml");
@@ -1365,14 +1334,15 @@ async fn a_flood_of_sign_ins_is_bounded_and_every_failure_costs_one_check() {
             (r.status().as_u16(), location(&r))
         }
     };
-    let before = counter(&base, "clickward_sign_in_password_checks_total").await;
+    let checks = "clickward_sign_in_password_checks_total";
+    let before = metric_at(&base, checks).await.unwrap_or(0.0);
     for (i, user) in ["boss", "nobody-at-all", "magic"].into_iter().enumerate() {
         let (s, to) = login(format!("198.51.100.{i}"), user, "wrong wrong wrong").await;
         assert_eq!(s, 303);
         assert!(to.starts_with("/login?error=credentials"), "{user}: {to}");
     }
-    let after = counter(&base, "clickward_sign_in_password_checks_total").await;
-    assert_eq!(after - before, 3, "one check per failed sign-in");
+    let after = metric_at(&base, checks).await.expect("the checks counter");
+    assert_eq!(after - before, 3.0, "one check per failed sign-in");
 
     let base_rss = peak_rss_kib(child.id());
     let answers = futures::future::join_all(
