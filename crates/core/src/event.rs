@@ -56,7 +56,18 @@ pub const TYPES: &[&str] = &[
     "link.updated",
     "link.disabled",
     "link.enabled",
+    WEBHOOK_DISABLED,
 ];
+
+/// `webhook.disabled`: an endpoint (webhook or affiliate postback) was
+/// disabled: by its receiver answering 410, by failing for 24 h without a
+/// success, or by an admin; payload `{"v":1,"webhook":{"id","kind","url",
+/// "affiliate","reason"}}` (never its secret).
+pub const WEBHOOK_DISABLED: &str = "webhook.disabled";
+
+/// `webhook.test`: sent by `clickward webhook test` (and the dashboard's
+/// "Send test") to one endpoint only; never in the outbox.
+pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// The public id of outbox event `ulid`: `evt_` + its ULID.
 pub fn event_id_text(ulid: ulid::Ulid) -> String {

@@ -8,6 +8,8 @@
 //! - [`click`]: the click record, its classification (bot reasons, device type)
 //!   and the tracking parameters read from a request (`src`, `sub1..sub5`).
 //! - [`dedup`]: when a human click is unique.
+//! - [`event`] and [`delivery`]: the outbox's event catalogue, and the rules
+//!   of sending events out (filters, retry schedule, postback templates).
 //! - [`report`]: report dimensions, metrics and time buckets in an IANA time zone.
 //!
 //! # Invariants
@@ -20,6 +22,7 @@ pub mod click;
 pub mod commission;
 pub mod conversion;
 pub mod dedup;
+pub mod delivery;
 pub mod event;
 pub mod id;
 pub mod link;

@@ -69,6 +69,15 @@ pub const PASSWORD_CHECKS_TOTAL: &str = "clickward_sign_in_password_checks_total
 /// Counter: sign-ins refused without a check because their client must
 /// wait after failures.
 pub const SIGN_IN_THROTTLED_TOTAL: &str = "clickward_sign_in_throttled_total";
+/// Counter: delivery attempts (webhooks, affiliate postbacks), by `kind`
+/// (`webhook`, `postback`) and `result` (`delivered`, `retry`, `dead`, `gone`).
+pub const DELIVERY_ATTEMPTS_TOTAL: &str = "clickward_delivery_attempts_total";
+/// Counter: events fanned out from the outbox into deliveries.
+pub const DELIVERY_EVENTS_DISPATCHED_TOTAL: &str = "clickward_delivery_events_dispatched_total";
+/// Counter: endpoints disabled by their receiver (410) or by failing 24 h.
+pub const DELIVERY_ENDPOINTS_DISABLED_TOTAL: &str = "clickward_delivery_endpoints_disabled_total";
+/// Counter: delivery store operations that failed (retried on the next poll).
+pub const DELIVERY_ERRORS_TOTAL: &str = "clickward_delivery_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -457,3 +457,215 @@ impl<'a> Item<'a> {
         format!("{} {:?}", self.kind, self.value)
     }
 }
+
+/// The query both backends read endpoints with (then a `WHERE`).
+pub(crate) const ENDPOINT_SELECT: &str = "SELECT e.id, e.kind, e.url, e.method, e.events, p.slug, a.slug, \
+     e.description, e.enabled, e.disabled_reason, e.failing_since, e.created_at, e.secret, \
+     e.previous_secret, e.previous_until FROM endpoints e LEFT JOIN programs p ON p.id = e.program_id \
+     LEFT JOIN affiliates a ON a.id = e.affiliate_id";
+
+/// An endpoint row as [`ENDPOINT_SELECT`] reads it.
+pub(crate) struct EndpointColumns {
+    pub id: Vec<u8>,
+    pub kind: String,
+    pub url: String,
+    pub method: String,
+    pub events: String,
+    pub program: Option<String>,
+    pub affiliate: Option<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<Micros>,
+    pub created_at: Micros,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<Micros>,
+}
+
+impl EndpointColumns {
+    pub(crate) fn record(self) -> Result<crate::Endpoint, StoreError> {
+        let id = ulid_of(self.id, "endpoint id")?;
+        Ok(crate::Endpoint {
+            id: format!("ep_{id}"),
+            kind: clickward_core::delivery::EndpointKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("endpoint kind", &self.kind))?,
+            url: self.url,
+            method: crate::HttpMethod::parse(&self.method)
+                .ok_or_else(|| corrupt("endpoint method", &self.method))?,
+            events: serde_json::from_str(&self.events)
+                .map_err(|_| corrupt("endpoint events", &self.events))?,
+            program: self.program,
+            affiliate: self.affiliate,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            failing_since: self.failing_since,
+            created_at: self.created_at,
+            secret: self.secret,
+            previous_secret: self.previous_secret.zip(self.previous_until),
+        })
+    }
+}
+
+/// The 16 id bytes of `ep_<ULID>`; `None` for any other text (no such
+/// endpoint).
+pub(crate) fn endpoint_key(id: &str) -> Option<Vec<u8>> {
+    let u = ulid::Ulid::from_string(id.strip_prefix("ep_")?).ok()?;
+    Some(u.to_bytes().to_vec())
+}
+
+/// The 16 id bytes of `evt_<ULID>`.
+pub(crate) fn event_key(id: &str) -> Result<Vec<u8>, StoreError> {
+    id.strip_prefix("evt_")
+        .and_then(|u| ulid::Ulid::from_string(u).ok())
+        .map(|u| u.to_bytes().to_vec())
+        .ok_or_else(|| corrupt("event id", id))
+}
+
+/// The endpoint filter's JSON column.
+pub(crate) fn events_json(events: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(events).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Which of `endpoints` (enabled ones) want `event`: those made before it
+/// happened whose filters pass it.
+pub(crate) fn wanted_by<'e>(
+    endpoints: &'e [crate::Endpoint],
+    event: &crate::OutboxEvent,
+) -> impl Iterator<Item = &'e crate::Endpoint> {
+    endpoints.iter().filter(move |e| {
+        e.enabled
+            && e.created_at <= event.ts
+            && clickward_core::delivery::endpoint_wants(
+                &e.events,
+                e.program.as_deref(),
+                e.affiliate.as_deref(),
+                &event.kind,
+                &event.payload,
+            )
+    })
+}
+
+/// The payload of `webhook.disabled` (never the URL, which may carry a
+/// receiver's token, nor the secret).
+pub(crate) fn endpoint_disabled_payload(e: &crate::Endpoint, reason: &str) -> serde_json::Value {
+    serde_json::json!({ "webhook": {
+        "id": e.id,
+        "kind": e.kind.as_str(),
+        "description": e.description,
+        "program": e.program,
+        "affiliate": e.affiliate,
+        "reason": reason,
+    }})
+}
+
+/// The query both backends read deliveries with (then a `WHERE`).
+pub(crate) const DELIVERY_SELECT: &str = "SELECT d.id, d.endpoint_id, d.event_id, d.type, d.status, \
+     d.attempts, d.next_at, d.last_status, d.last_error, d.created_at, d.done_at FROM deliveries d";
+
+/// A delivery row as [`DELIVERY_SELECT`] reads it.
+pub(crate) struct DeliveryColumns {
+    pub id: i64,
+    pub endpoint: Vec<u8>,
+    pub event: Vec<u8>,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_at: Option<Micros>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Micros,
+    pub done_at: Option<Micros>,
+}
+
+impl DeliveryColumns {
+    pub(crate) fn record(self) -> Result<crate::DeliveryRow, StoreError> {
+        Ok(crate::DeliveryRow {
+            id: self.id,
+            endpoint: format!("ep_{}", ulid_of(self.endpoint, "endpoint id")?),
+            event_id: clickward_core::event::event_id_text(ulid_of(self.event, "event id")?),
+            kind: self.kind,
+            next_attempt_at: if self.status == "pending" { self.next_at } else { None },
+            status: self.status,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: self.last_error,
+            created_at: self.created_at,
+            done_at: self.done_at,
+        })
+    }
+}
+
+/// How an attempt moves its delivery: `(status, next_at, done_at)`.
+pub(crate) fn attempt_outcome(a: &crate::AttemptRecord) -> (&'static str, Option<Micros>, Option<Micros>) {
+    match a.next {
+        crate::AttemptNext::Delivered => ("delivered", None, Some(a.at)),
+        crate::AttemptNext::RetryAt(t) => ("pending", Some(t), None),
+        crate::AttemptNext::Dead | crate::AttemptNext::Gone => ("dead", None, Some(a.at)),
+    }
+}
+
+/// Why an endpoint is disabled after attempt `a`, given when it started
+/// failing (`None`: it stays enabled).
+pub(crate) fn disable_reason(a: &crate::AttemptRecord, failing_since: Micros) -> Option<String> {
+    if a.next == crate::AttemptNext::Gone {
+        return Some("the receiver answered 410 Gone".to_owned());
+    }
+    if a.next != crate::AttemptNext::Delivered && a.at - failing_since >= a.disable_after_us {
+        let hours = a.disable_after_us / 3_600_000_000;
+        return Some(format!("failing for {hours} h without a success"));
+    }
+    None
+}
+
+/// How long a gap in the outbox's `seq` may be a transaction still
+/// committing on another node, µs. Transactions that write events take
+/// milliseconds; a gap older than this is a sequence value burned by a
+/// rolled-back transaction, and is passed over.
+pub(crate) const OUTBOX_GAP_WAIT_US: Micros = 10_000_000;
+
+/// How many of `events` (read in `seq` order after `cursor`) a reader may
+/// take without skipping an event that is still committing: up to the first
+/// gap in `seq` whose next event is younger than [`OUTBOX_GAP_WAIT_US`].
+/// (PostgreSQL allocates `seq` before commit, so a lower one can appear
+/// after a higher one was read.)
+pub(crate) fn settled_prefix(cursor: i64, events: &[crate::OutboxEvent], now: Micros) -> usize {
+    let mut expect = cursor + 1;
+    for (i, e) in events.iter().enumerate() {
+        if e.seq != expect && now - e.ts < OUTBOX_GAP_WAIT_US {
+            return i;
+        }
+        expect = e.seq + 1;
+    }
+    events.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: i64, ts: Micros) -> crate::OutboxEvent {
+        crate::OutboxEvent {
+            seq,
+            id: String::new(),
+            kind: String::new(),
+            ts,
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_fresh_gap_in_the_outbox_holds_readers_back_and_an_old_one_does_not() {
+        let now = 100 * OUTBOX_GAP_WAIT_US;
+        // 5 is missing; 6 was written just now: 5 may still commit.
+        let fresh = [ev(3, now), ev(4, now), ev(6, now)];
+        assert_eq!(settled_prefix(2, &fresh, now), 2);
+        // The same gap, long ago: a rolled-back transaction's number.
+        let old = [ev(3, 0), ev(4, 0), ev(6, 0), ev(7, now)];
+        assert_eq!(settled_prefix(2, &old, now), 4);
+        // A gap right after the cursor.
+        assert_eq!(settled_prefix(0, &[ev(2, now)], now), 0);
+        assert_eq!(settled_prefix(1, &[ev(2, now)], now), 1);
+    }
+}

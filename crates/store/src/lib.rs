@@ -2,10 +2,11 @@
 //!
 //! [`Store`] is what the server needs from a database: the sum of one trait
 //! per concern ([`CatalogStore`], [`ClickStore`], [`ReportStore`],
-//! [`ConversionStore`], [`AccountStore`], [`ClusterStore`]). Both backends
+//! [`ConversionStore`], [`AccountStore`], [`ClusterStore`], [`OutboxStore`],
+//! [`DeliveryStore`]). Both backends
 //! lay their code out the same way, one file per concern under `sqlite/` and
 //! `postgres/` (`catalog`, `clicks`, `rollups`, `conversions`, `accounts`,
-//! `cluster`), with SQL text and row mapping they share in `common`.
+//! `cluster`, `outbox`, `delivery`), with SQL text and row mapping they share in `common`.
 //! [`SqliteStore`] is the embedded default (one writer connection for
 //! batched, group-committed writes, plus a small pool of readers);
 //! [`PgStore`] is the shared store of several nodes. Every method is async
@@ -23,6 +24,7 @@ use clickward_core::Micros;
 use clickward_core::click::NewClick;
 use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{ConversionStatus, LedgerBucket};
+use clickward_core::delivery::EndpointKind;
 use clickward_core::id::{ClickId, ConversionId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
 use clickward_core::money::Currency;
@@ -835,6 +837,315 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn outbox_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<OutboxEvent>>;
 }
 
+/// An endpoint to add: a merchant's webhook or an affiliate's postback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpoint {
+    /// Webhook or postback.
+    pub kind: EndpointKind,
+    /// A webhook's URL, or a postback's URL template (checked by
+    /// `clickward_core::delivery::UrlTemplate`).
+    pub url: String,
+    /// `POST` (webhooks always) or `GET`.
+    pub method: HttpMethod,
+    /// Event filter (`*`, `conversion.*`, `payout.created`, …).
+    pub events: Vec<String>,
+    /// Only events about this program.
+    pub program: Option<Slug>,
+    /// Only events about this affiliate (a postback's owner).
+    pub affiliate: Option<Slug>,
+    /// Free text for people.
+    pub description: String,
+    /// The signing secret (`whsec_` + base64 of 24 random bytes).
+    pub secret: String,
+}
+
+/// `GET` or `POST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// A postback with the values in its URL.
+    Get,
+    /// A webhook, or a postback that wants a POST.
+    Post,
+}
+
+impl HttpMethod {
+    /// `GET` or `POST`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+        }
+    }
+
+    /// The inverse of [`HttpMethod::as_str`] (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "GET" => Some(HttpMethod::Get),
+            "POST" => Some(HttpMethod::Post),
+            _ => None,
+        }
+    }
+}
+
+/// A stored endpoint. Its secrets are never serialized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `ep_` + ULID.
+    pub id: String,
+    /// Webhook or postback.
+    #[serde(serialize_with = "kind_text")]
+    pub kind: EndpointKind,
+    /// URL or template.
+    pub url: String,
+    /// `GET` or `POST`.
+    pub method: HttpMethod,
+    /// Event filter.
+    pub events: Vec<String>,
+    /// Program filter (slug).
+    pub program: Option<String>,
+    /// Affiliate filter (slug); a postback's owner.
+    pub affiliate: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Whether deliveries are sent.
+    pub enabled: bool,
+    /// Why it was disabled (`410 Gone from the receiver`, `failing since …`,
+    /// `disabled by an admin`).
+    pub disabled_reason: Option<String>,
+    /// First failure since the last success, UTC µs.
+    pub failing_since: Option<Micros>,
+    /// UTC µs.
+    pub created_at: Micros,
+    /// Current signing secret.
+    #[serde(skip)]
+    pub secret: String,
+    /// The secret before the last rotation and until when (UTC µs) it still
+    /// signs beside the new one.
+    #[serde(skip)]
+    pub previous_secret: Option<(String, Micros)>,
+}
+
+fn kind_text<S: serde::Serializer>(k: &EndpointKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
+
+/// A change to an endpoint; `None` keeps a field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointChange {
+    /// New URL or template (checked by the caller).
+    pub url: Option<String>,
+    /// New method.
+    pub method: Option<HttpMethod>,
+    /// New event filter (checked by the caller).
+    pub events: Option<Vec<String>>,
+    /// New description.
+    pub description: Option<String>,
+    /// Enable (clears the failure record) or disable with a reason.
+    pub enabled: Option<(bool, String)>,
+    /// A new secret; the old one keeps signing until the given UTC µs.
+    pub rotate: Option<(String, Micros)>,
+}
+
+/// A delivery a node has leased to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedDelivery {
+    /// Delivery id.
+    pub id: i64,
+    /// Where it goes, with its secrets.
+    pub endpoint: Endpoint,
+    /// `evt_` + ULID (the Standard Webhooks `webhook-id`).
+    pub event_id: String,
+    /// Event type.
+    pub kind: String,
+    /// When the event happened, UTC µs.
+    pub event_ts: Micros,
+    /// The event payload.
+    pub payload: serde_json::Value,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What became of a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNext {
+    /// 2xx: done.
+    Delivered,
+    /// Try again at this UTC µs.
+    RetryAt(Micros),
+    /// The schedule is used up: a dead letter (replayable).
+    Dead,
+    /// 410: the endpoint is disabled at once; the delivery is dead.
+    Gone,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// The node that leased it (an attempt of a lease that expired and was
+    /// taken over is still recorded, but does not move the delivery).
+    pub owner: String,
+    /// When it was sent, UTC µs.
+    pub at: Micros,
+    /// The URL it went to (a postback's expanded template).
+    pub url: String,
+    /// HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Why there was no usable answer (timeout, refused, redirect, …).
+    pub error: Option<String>,
+    /// Time to the answer's head, µs.
+    pub latency_us: i64,
+    /// The first 1 KiB of the answer, as text (lossy UTF-8).
+    pub response: String,
+    /// What happens next.
+    pub next: AttemptNext,
+    /// Disable the endpoint when it has been failing this long (µs).
+    pub disable_after_us: i64,
+}
+
+/// A delivery as the log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRow {
+    /// Id.
+    pub id: i64,
+    /// `ep_` + ULID.
+    pub endpoint: String,
+    /// `evt_` + ULID.
+    pub event_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Next attempt, UTC µs, while pending.
+    pub next_attempt_at: Option<Micros>,
+    /// HTTP status of the last attempt.
+    pub last_status: Option<u16>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// UTC µs.
+    pub created_at: Micros,
+    /// When it was delivered or died, UTC µs.
+    pub done_at: Option<Micros>,
+}
+
+/// One attempt as the log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRow {
+    /// 1, 2, …
+    pub n: u32,
+    /// UTC µs.
+    pub at: Micros,
+    /// The URL it went to.
+    pub url: String,
+    /// HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Why there was no usable answer.
+    pub error: Option<String>,
+    /// Time to the answer's head, µs.
+    pub latency_us: i64,
+    /// The first 1 KiB of the answer.
+    pub response: String,
+}
+
+/// Which deliveries to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    /// One endpoint (`ep_…`).
+    pub endpoint: Option<String>,
+    /// Only endpoints filtered on this affiliate (the portal's view).
+    pub affiliate: Option<Slug>,
+    /// `pending`, `delivered` or `dead`.
+    pub status: Option<String>,
+    /// Ids below this (paging).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Outbound delivery: endpoints, the deliveries the outbox fans out to
+/// them, their leases, attempts and replays.
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// Adds an endpoint. `NotFound` for an unknown program or affiliate.
+    fn create_endpoint(&self, e: NewEndpoint) -> StoreFuture<'_, Endpoint>;
+
+    /// Endpoints, newest first; with `affiliate`, only those filtered on it.
+    fn endpoints(&self, affiliate: Option<Slug>) -> StoreFuture<'_, Vec<Endpoint>>;
+
+    /// One endpoint by `ep_` id.
+    fn endpoint(&self, id: String) -> StoreFuture<'_, Option<Endpoint>>;
+
+    /// Changes an endpoint; disabling tells `webhook.disabled` in the same
+    /// transaction. `None` when there is no such endpoint.
+    fn update_endpoint(&self, id: String, change: EndpointChange)
+    -> StoreFuture<'_, Option<Endpoint>>;
+
+    /// Fans out outbox events past the dispatch cursor into one delivery
+    /// per enabled endpoint that wants each (at most `limit` events), and
+    /// moves the cursor in the same transaction. Returns how many events
+    /// were read (0: nothing new). `now` is the first attempt's time.
+    fn dispatch(&self, now: Micros, limit: u32) -> StoreFuture<'_, u32>;
+
+    /// Leases up to `limit` due deliveries of enabled endpoints (pending,
+    /// `next_at <= now`, no live lease) to `owner` until `until`; on
+    /// PostgreSQL with `FOR UPDATE SKIP LOCKED`, so two nodes never lease
+    /// the same delivery.
+    fn lease(
+        &self,
+        owner: String,
+        now: Micros,
+        until: Micros,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<LeasedDelivery>>;
+
+    /// Records an attempt and moves its delivery on (when `owner` still
+    /// holds its lease), keeps the endpoint's failure record, and disables
+    /// the endpoint on 410 or after `disable_after_us` of failures (telling
+    /// `webhook.disabled`). Returns the endpoint when this disabled it.
+    fn record_attempt(&self, a: AttemptRecord) -> StoreFuture<'_, Option<Endpoint>>;
+
+    /// Releases every lease (SQLite at start: one process delivers, so a
+    /// lease left by the last run is dead). PostgreSQL leases expire instead.
+    fn release_leases(&self) -> StoreFuture<'_, u64>;
+
+    /// Deliveries, newest first.
+    fn deliveries(&self, q: DeliveryQuery) -> StoreFuture<'_, Vec<DeliveryRow>>;
+
+    /// One delivery with its attempts.
+    fn delivery(&self, id: i64) -> StoreFuture<'_, Option<(DeliveryRow, Vec<AttemptRow>)>>;
+
+    /// Sends a delivery again (delivered or dead: pending now, its attempts
+    /// kept). `false` when there is no such delivery.
+    fn replay_delivery(&self, id: i64, now: Micros) -> StoreFuture<'_, bool>;
+
+    /// Sends every outbox event whose type passes `patterns`, from `from`
+    /// to `to` (UTC µs, half-open), to endpoint `id` again; returns how
+    /// many deliveries were made pending.
+    fn replay_events(
+        &self,
+        id: String,
+        patterns: Vec<String>,
+        from: Micros,
+        to: Micros,
+        now: Micros,
+    ) -> StoreFuture<'_, u64>;
+
+    /// Queues one delivery of an event that is not in the outbox (the
+    /// `webhook.test` event) to endpoint `id`; returns its delivery id.
+    fn enqueue(
+        &self,
+        id: String,
+        event_id: String,
+        kind: String,
+        payload: serde_json::Value,
+        now: Micros,
+    ) -> StoreFuture<'_, i64>;
+}
+
 /// What several nodes sharing one store exchange. Every method has a
 /// single-node default, so a store without other nodes implements none.
 pub trait ClusterStore: Send + Sync + 'static {
@@ -880,6 +1191,7 @@ pub trait Store:
     + AccountStore
     + ClusterStore
     + OutboxStore
+    + DeliveryStore
 {
 }
 
@@ -891,6 +1203,7 @@ impl<T> Store for T where
         + AccountStore
         + ClusterStore
         + OutboxStore
+        + DeliveryStore
 {
 }
 
@@ -899,7 +1212,7 @@ impl<T> Store for T where
 /// brings every method into scope.
 pub mod prelude {
     pub use crate::{
-        AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, OutboxStore,
-        ReportStore, Store,
+        AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, DeliveryStore,
+        OutboxStore, ReportStore, Store,
     };
 }

@@ -35,6 +35,7 @@ mod programs;
 mod report;
 mod rollup;
 mod users;
+mod webhooks;
 
 use affiliates::AffiliateCmd;
 use conversions::ConversionCmd;
@@ -98,6 +99,9 @@ pub enum Command {
     /// Pay affiliates: preview balances, create payout batches.
     #[command(subcommand)]
     Payout(PayoutCmd),
+    /// Webhooks and affiliate postbacks: endpoints, deliveries, replays.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCmd),
     /// Print click counts grouped by time and dimensions.
     Report(ReportArgs),
     /// Import click history from CSV.
@@ -189,6 +193,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::User(cmd) => users::user_command(&v, store, cmd).await?,
         Command::Conversion(cmd) => conversions::conversion_command(store, cmd).await?,
         Command::Payout(cmd) => payouts::run(store, cmd).await?,
+        Command::Webhook(cmd) => webhooks::run(&v, opened.clone(), cmd).await?,
         Command::Report(args) => report::run(store, args).await?,
         Command::Export(args) => export::run(store, args).await?,
         Command::Rollup(args) => rollup::run(store, args).await?,

@@ -2,7 +2,8 @@
 //!
 //! - tracking: `GET|HEAD /r/{code}` (canonical), `/ref/{code}`, `/go?id={code}`
 //! - ops: `/healthz`, `/readyz`, `/metrics`
-//! - admin API under `/api/v1` (bearer API keys)
+//! - admin API under `/api/v1` (bearer API keys), outbound delivery
+//!   (`/webhooks`, `/postbacks`, `/deliveries`) in `webhooks`
 
 mod api;
 pub mod auth;
@@ -12,6 +13,7 @@ pub(crate) mod error;
 mod events;
 mod ops;
 mod tracking;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -78,6 +80,23 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox", get(api::outbox))
         .route("/clicks", get(api::list_clicks))
         .route("/clicks/{click_id}", get(api::get_click))
+        .route(
+            "/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route(
+            "/postbacks",
+            get(webhooks::list_postbacks).post(webhooks::create_postback),
+        )
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get_endpoint).patch(webhooks::update_endpoint),
+        )
+        .route("/webhooks/{id}/replay", post(webhooks::replay_range))
+        .route("/webhooks/{id}/{action}", post(webhooks::endpoint_action))
+        .route("/deliveries", get(webhooks::list_deliveries))
+        .route("/deliveries/{id}", get(webhooks::get_delivery))
+        .route("/deliveries/{id}/replay", post(webhooks::replay_delivery))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()

@@ -23,6 +23,7 @@ use crate::process::config::Validated;
 use crate::process::secrets::{self, Salts};
 use crate::services::catalog::CatalogService;
 use crate::services::conversions::ConversionService;
+use crate::services::delivery::{DeliveryService, DeliverySettings};
 use crate::services::events::EventHub;
 use crate::services::ingest::{Ingest, IngestSettings, Sink};
 use crate::services::links::LinkCache;
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub catalog: CatalogService,
     /// Conversion intake and status changes.
     pub conversions: ConversionService,
+    /// Webhook and postback endpoints, the delivery log, replays.
+    pub delivery: DeliveryService,
     /// The node's click spool, when the store is a shared PostgreSQL.
     pub spool: Option<Spool>,
     /// Becomes `true` when the server stops (ends live streams).
@@ -213,7 +216,14 @@ impl Server {
             clock.clone(),
             cfg.rates.clone(),
         );
+        let outbound = crate::services::delivery::http::Outbound::new(
+            cfg.config.outbound.allow_private,
+            cfg.config.outbound.timeout,
+        )
+        .context("building the outbound HTTP client")?;
+        let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
         let state = AppState(Arc::new(Inner {
+            delivery,
             links: links.clone(),
             catalog,
             conversions,
@@ -263,6 +273,20 @@ impl Server {
             stopped.clone(),
         );
 
+        let out = &state.0.cfg.config.outbound;
+        let deliverer = crate::services::delivery::spawn_worker(
+            state.0.store.clone(),
+            state.0.clock.clone(),
+            outbound,
+            DeliverySettings {
+                retry: state.0.cfg.retry_schedule.clone(),
+                concurrency: out.concurrency,
+                per_endpoint: out.per_endpoint,
+                lease: out.lease,
+                poll: out.poll,
+            },
+            stopped.clone(),
+        );
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
@@ -291,6 +315,7 @@ impl Server {
                 exchange.abort();
             }
             background.abort();
+            deliverer.abort();
             if lost > 0 {
                 anyhow::bail!(
                     "{lost} clicks could not be written before shutdown (the database refused every write for {:?}; see the log above)",

@@ -138,6 +138,51 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[outbound]`: how webhooks and affiliate postbacks are sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Send to loopback, private, link-local and cloud metadata addresses
+    /// too. Off: such destinations are refused, by the address the name
+    /// resolves to when connecting, not only by the URL's text.
+    pub allow_private: bool,
+    /// An attempt without a whole answer head this long after it started
+    /// fails and is retried (e.g. "10s").
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Waits before the 2nd, 3rd, … attempt; after the last the delivery is
+    /// a dead letter. Default: 5s, 5m, 30m, 2h, 5h, 10h, 10h (Standard
+    /// Webhooks). Each wait is spread by ±10%.
+    pub retry: Vec<String>,
+    /// Attempts in flight at once on this node.
+    pub concurrency: usize,
+    /// Attempts in flight at once to one endpoint.
+    pub per_endpoint: usize,
+    /// How long a node holds a delivery it is sending; another node takes
+    /// it over after that (e.g. "60s"; longer than `timeout`).
+    #[serde(with = "duration_text")]
+    pub lease: Duration,
+    /// How often the outbox is looked at for new events (e.g. "25ms").
+    #[serde(with = "duration_text")]
+    pub poll: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout: Duration::from_secs(10),
+            retry: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(String::from)
+                .to_vec(),
+            concurrency: 64,
+            per_endpoint: 8,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(25),
+        }
+    }
+}
+
 /// Spelling of [`Synchronous`] in the config file.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -198,6 +243,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Slow and greedy clients.
     pub http: HttpConfig,
+    /// Webhooks and affiliate postbacks going out.
+    pub outbound: OutboundConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -223,6 +270,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
+            outbound: OutboundConfig::default(),
             http: HttpConfig::default(),
             init: false,
         }
@@ -258,6 +306,8 @@ pub struct Validated {
     pub retention_clicks: Option<Micros>,
     /// Parsed exchange rates, (from, to) → rate.
     pub rates: std::collections::HashMap<(Currency, Currency), ExchangeRate>,
+    /// `outbound.retry`, parsed.
+    pub retry_schedule: Vec<Duration>,
 }
 
 impl Config {
@@ -378,8 +428,29 @@ impl Config {
                 Some(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
             }
         };
+        let out = &self.outbound;
+        let retry_schedule = out
+            .retry
+            .iter()
+            .map(|t| parse_duration(t).map_err(|e| ConfigError::Invalid(format!("outbound.retry: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if out.concurrency == 0 || out.per_endpoint == 0 {
+            return Err(ConfigError::Invalid(
+                "outbound.concurrency and outbound.per_endpoint must be at least 1".to_owned(),
+            ));
+        }
+        if out.timeout.is_zero() || out.lease <= out.timeout {
+            return Err(ConfigError::Invalid(format!(
+                "outbound.lease ({:?}) must be longer than outbound.timeout ({:?}), which must be above 0",
+                out.lease, out.timeout
+            )));
+        }
+        if out.poll.is_zero() {
+            return Err(ConfigError::Invalid("outbound.poll must be above 0".to_owned()));
+        }
         Ok(Validated {
             retention_clicks,
+            retry_schedule,
             config: self,
             redirect,
             trusted,

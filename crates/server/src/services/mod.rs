@@ -10,6 +10,8 @@
 //! - [`conversions`]: conversion intake (postback, API, pixel) and status
 //!   changes;
 //! - [`events`]: the live event hub (SSE);
+//! - [`delivery`]: webhooks and affiliate postbacks sent from the outbox
+//!   (endpoints, dispatch, leases, signed requests, retries, replays);
 //! - [`cluster`]: shipping a node's spool and exchanging notices with other
 //!   nodes;
 //! - [`links`]: the link cache the redirect reads;
@@ -20,6 +22,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod conversions;
+pub mod delivery;
 pub mod events;
 pub mod ingest;
 pub mod keys;

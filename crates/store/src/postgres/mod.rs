@@ -48,6 +48,7 @@ mod catalog;
 mod clicks;
 mod cluster;
 mod conversions;
+mod delivery;
 mod outbox;
 mod rollups;
 
