@@ -365,7 +365,10 @@ mod tests {
             check_filter(&s(&["conversion.aproved"])),
             Err(EndpointError::UnknownEvent("conversion.aproved".into()))
         );
-        assert!(check_filter(&s(&["click.*"])).is_err(), "no click events are sent as webhooks");
+        assert!(
+            check_filter(&s(&["click.*"])).is_err(),
+            "no click events are sent as webhooks"
+        );
         assert!(check_filter(&[]).is_err());
         assert!(filter_matches(&s(&["conversion.*"]), "conversion.approved"));
         assert!(!filter_matches(&s(&["conversion.*"]), "conversions.x"));
@@ -377,15 +380,58 @@ mod tests {
     fn an_endpoint_filtered_on_a_program_or_affiliate_gets_only_its_events() {
         let conv = serde_json::json!({"v":1,"conversion":{"program":"solar","affiliate":"anna"}});
         let all = s(&["*"]);
-        assert!(endpoint_wants(&all, Some("solar"), None, "conversion.created", &conv));
-        assert!(endpoint_wants(&all, Some("solar"), Some("anna"), "conversion.created", &conv));
-        assert!(!endpoint_wants(&all, Some("wind"), None, "conversion.created", &conv));
-        assert!(!endpoint_wants(&all, None, Some("bob"), "conversion.created", &conv));
+        assert!(endpoint_wants(
+            &all,
+            Some("solar"),
+            None,
+            "conversion.created",
+            &conv
+        ));
+        assert!(endpoint_wants(
+            &all,
+            Some("solar"),
+            Some("anna"),
+            "conversion.created",
+            &conv
+        ));
+        assert!(!endpoint_wants(
+            &all,
+            Some("wind"),
+            None,
+            "conversion.created",
+            &conv
+        ));
+        assert!(!endpoint_wants(
+            &all,
+            None,
+            Some("bob"),
+            "conversion.created",
+            &conv
+        ));
         let prog = serde_json::json!({"v":1,"program":{"slug":"solar"}});
-        assert!(endpoint_wants(&all, Some("solar"), None, "program.updated", &prog));
-        assert!(!endpoint_wants(&all, None, Some("anna"), "program.updated", &prog));
-        let unattributed = serde_json::json!({"v":1,"conversion":{"program":"solar","affiliate":null}});
-        assert!(!endpoint_wants(&all, None, Some("anna"), "conversion.created", &unattributed));
+        assert!(endpoint_wants(
+            &all,
+            Some("solar"),
+            None,
+            "program.updated",
+            &prog
+        ));
+        assert!(!endpoint_wants(
+            &all,
+            None,
+            Some("anna"),
+            "program.updated",
+            &prog
+        ));
+        let unattributed =
+            serde_json::json!({"v":1,"conversion":{"program":"solar","affiliate":null}});
+        assert!(!endpoint_wants(
+            &all,
+            None,
+            Some("anna"),
+            "conversion.created",
+            &unattributed
+        ));
     }
 
     #[test]
@@ -406,7 +452,11 @@ mod tests {
         assert_eq!(retry_after(&sched, 1, 0.0), Some(4_500_000));
         assert_eq!(retry_after(&sched, 1, 1.0), Some(5_500_000));
         assert_eq!(retry_after(&sched, 7, 0.5), Some(36_000_000_000));
-        assert_eq!(retry_after(&sched, 8, 0.5), None, "eight attempts, then dead");
+        assert_eq!(
+            retry_after(&sched, 8, 0.5),
+            None,
+            "eight attempts, then dead"
+        );
     }
 
     #[test]
@@ -422,10 +472,15 @@ mod tests {
             "sub1" => Some("a b&c=d"),
             _ => None,
         });
-        assert_eq!(url, "https://aff.example/pb?cid=01J0&amt=12.50&s=a%20b%26c%3Dd&ev=");
+        assert_eq!(
+            url,
+            "https://aff.example/pb?cid=01J0&amt=12.50&s=a%20b%26c%3Dd&ev="
+        );
         assert_eq!(
             UrlTemplate::parse("https://{sub1}.example/x", EndpointKind::Postback),
-            Err(EndpointError::MacroInHost("https://{sub1}.example/x".into()))
+            Err(EndpointError::MacroInHost(
+                "https://{sub1}.example/x".into()
+            ))
         );
         assert_eq!(
             UrlTemplate::parse("https://a.example/?x={nope}", EndpointKind::Postback),
@@ -439,6 +494,8 @@ mod tests {
             UrlTemplate::parse("https://a.example/?x={click_id}", EndpointKind::Webhook),
             Err(EndpointError::MacroInWebhook(..))
         ));
-        assert!(UrlTemplate::parse("https://a.example/?x={click_id", EndpointKind::Postback).is_err());
+        assert!(
+            UrlTemplate::parse("https://a.example/?x={click_id", EndpointKind::Postback).is_err()
+        );
     }
 }

@@ -586,7 +586,11 @@ impl DeliveryColumns {
             endpoint: format!("ep_{}", ulid_of(self.endpoint, "endpoint id")?),
             event_id: clickward_core::event::event_id_text(ulid_of(self.event, "event id")?),
             kind: self.kind,
-            next_attempt_at: if self.status == "pending" { self.next_at } else { None },
+            next_attempt_at: if self.status == "pending" {
+                self.next_at
+            } else {
+                None
+            },
             status: self.status,
             attempts: u32::try_from(self.attempts).unwrap_or(0),
             last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
@@ -598,7 +602,9 @@ impl DeliveryColumns {
 }
 
 /// How an attempt moves its delivery: `(status, next_at, done_at)`.
-pub(crate) fn attempt_outcome(a: &crate::AttemptRecord) -> (&'static str, Option<Micros>, Option<Micros>) {
+pub(crate) fn attempt_outcome(
+    a: &crate::AttemptRecord,
+) -> (&'static str, Option<Micros>, Option<Micros>) {
     match a.next {
         crate::AttemptNext::Delivered => ("delivered", None, Some(a.at)),
         crate::AttemptNext::RetryAt(t) => ("pending", Some(t), None),

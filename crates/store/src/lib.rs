@@ -1081,8 +1081,11 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Changes an endpoint; disabling tells `webhook.disabled` in the same
     /// transaction. `None` when there is no such endpoint.
-    fn update_endpoint(&self, id: String, change: EndpointChange)
-    -> StoreFuture<'_, Option<Endpoint>>;
+    fn update_endpoint(
+        &self,
+        id: String,
+        change: EndpointChange,
+    ) -> StoreFuture<'_, Option<Endpoint>>;
 
     /// Fans out outbox events past the dispatch cursor into one delivery
     /// per enabled endpoint that wants each (at most `limit` events), and

@@ -121,7 +121,11 @@ fn print_endpoint(e: &Endpoint) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Bad arguments, refused settings and store errors, with context.
-pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -> anyhow::Result<()> {
+pub(super) async fn run(
+    v: &Validated,
+    store: Arc<dyn Store>,
+    cmd: WebhookCmd,
+) -> anyhow::Result<()> {
     let outbound = Outbound::new(v.config.outbound.allow_private, v.config.outbound.timeout)?;
     let service = DeliveryService::new(store, Arc::new(SystemClock), outbound);
     match cmd {
@@ -134,7 +138,11 @@ pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -
             postback,
             method,
         } => {
-            let kind = if postback { EndpointKind::Postback } else { EndpointKind::Webhook };
+            let kind = if postback {
+                EndpointKind::Postback
+            } else {
+                EndpointKind::Webhook
+            };
             let spec = EndpointSpec {
                 url: Some(url),
                 method,
@@ -153,8 +161,12 @@ pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -
                 print_endpoint(&e)?;
             }
         }
-        WebhookCmd::Disable { id } => print_endpoint(&service.set_enabled(&id, false, "the CLI").await?)?,
-        WebhookCmd::Enable { id } => print_endpoint(&service.set_enabled(&id, true, "the CLI").await?)?,
+        WebhookCmd::Disable { id } => {
+            print_endpoint(&service.set_enabled(&id, false, "the CLI").await?)?
+        }
+        WebhookCmd::Enable { id } => {
+            print_endpoint(&service.set_enabled(&id, true, "the CLI").await?)?
+        }
         WebhookCmd::RotateSecret { id } => {
             let (e, secret) = service.rotate_secret(&id).await?;
             outln!("rotated {}", e.id);
@@ -179,10 +191,15 @@ pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -
             (None, Some(ep)) => {
                 let parse = |t: Option<String>, what: &str| {
                     let t = t.with_context(|| format!("--{what} is needed with --endpoint"))?;
-                    clickward_core::parse_timestamp(&t).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+                    clickward_core::parse_timestamp(&t)
+                        .map_err(|e| anyhow::anyhow!("--{what}: {e}"))
                 };
                 let (from, to) = (parse(from, "from")?, parse(to, "to")?);
-                let events = if events.is_empty() { vec!["*".to_owned()] } else { events };
+                let events = if events.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    events
+                };
                 let n = service.replay_range(&ep, events, from, to).await?;
                 outln!("{n} deliveries queued to {ep}");
             }
@@ -210,7 +227,9 @@ pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -
                     d.kind,
                     d.status,
                     d.attempts,
-                    d.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".to_owned()),
+                    d.last_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
                     d.last_error.unwrap_or_default()
                 );
             }
@@ -232,7 +251,9 @@ pub(super) async fn run(v: &Validated, store: Arc<dyn Store>, cmd: WebhookCmd) -
                     a.n,
                     a.url,
                     a.latency_us as f64 / 1000.0,
-                    a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".to_owned()),
+                    a.status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
                     a.error.unwrap_or(a.response)
                 );
             }

@@ -48,13 +48,20 @@ async fn list(app: &AppState, kind: EndpointKind) -> ApiResult<Json<Vec<Endpoint
     Ok(Json(all.into_iter().filter(|e| e.kind == kind).collect()))
 }
 
-async fn create(app: &AppState, kind: EndpointKind, v: Value) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn create(
+    app: &AppState,
+    kind: EndpointKind,
+    v: Value,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let (e, secret) = app.0.delivery.add(kind, spec(v)?).await?;
     Ok((StatusCode::CREATED, Json(with_secret(&e, &secret)?)))
 }
 
 /// `GET /api/v1/webhooks`: the merchant's webhook endpoints.
-pub async fn list_webhooks(_: Authorized, State(app): State<AppState>) -> ApiResult<Json<Vec<Endpoint>>> {
+pub async fn list_webhooks(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<Endpoint>>> {
     list(&app, EndpointKind::Webhook).await
 }
 
@@ -69,7 +76,10 @@ pub async fn create_webhook(
 }
 
 /// `GET /api/v1/postbacks`: every affiliate's postback endpoints.
-pub async fn list_postbacks(_: Authorized, State(app): State<AppState>) -> ApiResult<Json<Vec<Endpoint>>> {
+pub async fn list_postbacks(
+    _: Authorized,
+    State(app): State<AppState>,
+) -> ApiResult<Json<Vec<Endpoint>>> {
     list(&app, EndpointKind::Postback).await
 }
 
@@ -114,8 +124,10 @@ pub async fn endpoint_action(
     let d = &app.0.delivery;
     let who = format!("API key {}", key.0.prefix);
     let v = match action.as_str() {
-        "disable" => serde_json::to_value(d.set_enabled(&id, false, &who).await?).map_err(ApiError::internal)?,
-        "enable" => serde_json::to_value(d.set_enabled(&id, true, &who).await?).map_err(ApiError::internal)?,
+        "disable" => serde_json::to_value(d.set_enabled(&id, false, &who).await?)
+            .map_err(ApiError::internal)?,
+        "enable" => serde_json::to_value(d.set_enabled(&id, true, &who).await?)
+            .map_err(ApiError::internal)?,
         "rotate-secret" => {
             let (e, secret) = d.rotate_secret(&id).await?;
             with_secret(&e, &secret)?
@@ -151,9 +163,12 @@ pub async fn replay_range(
     Path(id): Path<String>,
     Json(v): Json<Value>,
 ) -> ApiResult<Json<Value>> {
-    let b: ReplayBody = serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let from = clickward_core::parse_timestamp(&b.from).map_err(|e| ApiError::invalid(format!("from: {e}")))?;
-    let to = clickward_core::parse_timestamp(&b.to).map_err(|e| ApiError::invalid(format!("to: {e}")))?;
+    let b: ReplayBody =
+        serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let from = clickward_core::parse_timestamp(&b.from)
+        .map_err(|e| ApiError::invalid(format!("from: {e}")))?;
+    let to = clickward_core::parse_timestamp(&b.to)
+        .map_err(|e| ApiError::invalid(format!("to: {e}")))?;
     let events = b.events.unwrap_or_else(|| vec!["*".to_owned()]);
     let n = app.0.delivery.replay_range(&id, events, from, to).await?;
     Ok(Json(json!({ "replayed": n })))
@@ -191,15 +206,22 @@ pub async fn list_deliveries(
     if let Some(s) = q.status.as_deref()
         && !matches!(s, "pending" | "delivered" | "dead")
     {
-        return Err(ApiError::bad_request("status must be pending, delivered or dead"));
+        return Err(ApiError::bad_request(
+            "status must be pending, delivered or dead",
+        ));
     }
     let before = match q.before.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<i64>().map_err(|_| ApiError::bad_request("before must be a delivery id"))?),
+        Some(s) => Some(
+            s.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("before must be a delivery id"))?,
+        ),
     };
     let affiliate = match q.affiliate.as_deref() {
         None => None,
-        Some(s) => Some(Slug::parse(s).map_err(|e| ApiError::bad_request(format!("affiliate: {e}")))?),
+        Some(s) => {
+            Some(Slug::parse(s).map_err(|e| ApiError::bad_request(format!("affiliate: {e}")))?)
+        }
     };
     let rows = app
         .0
@@ -221,7 +243,8 @@ pub async fn list_deliveries(
 }
 
 fn delivery_id(s: &str) -> ApiResult<i64> {
-    s.parse().map_err(|_| ApiError::not_found(format!("delivery {s:?}")))
+    s.parse()
+        .map_err(|_| ApiError::not_found(format!("delivery {s:?}")))
 }
 
 /// `GET /api/v1/deliveries/{id}`: the delivery and every attempt (status,
@@ -234,7 +257,10 @@ pub async fn get_delivery(
     let (row, attempts) = app.0.delivery.delivery(delivery_id(&id)?).await?;
     let mut v = serde_json::to_value(row).map_err(ApiError::internal)?;
     if let Value::Object(m) = &mut v {
-        m.insert("attempts_log".to_owned(), serde_json::to_value(attempts).map_err(ApiError::internal)?);
+        m.insert(
+            "attempts_log".to_owned(),
+            serde_json::to_value(attempts).map_err(ApiError::internal)?,
+        );
     }
     Ok(Json(v))
 }

@@ -432,7 +432,9 @@ impl Config {
         let retry_schedule = out
             .retry
             .iter()
-            .map(|t| parse_duration(t).map_err(|e| ConfigError::Invalid(format!("outbound.retry: {e}"))))
+            .map(|t| {
+                parse_duration(t).map_err(|e| ConfigError::Invalid(format!("outbound.retry: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if out.concurrency == 0 || out.per_endpoint == 0 {
             return Err(ConfigError::Invalid(
@@ -446,7 +448,9 @@ impl Config {
             )));
         }
         if out.poll.is_zero() {
-            return Err(ConfigError::Invalid("outbound.poll must be above 0".to_owned()));
+            return Err(ConfigError::Invalid(
+                "outbound.poll must be above 0".to_owned(),
+            ));
         }
         Ok(Validated {
             retention_clicks,

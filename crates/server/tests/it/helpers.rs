@@ -47,6 +47,7 @@ pub struct TestApp {
 }
 
 pub fn client() -> reqwest::Client {
+    clickward::services::delivery::http::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

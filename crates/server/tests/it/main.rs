@@ -21,3 +21,4 @@ mod privacy;
 mod redirect;
 mod shutdown;
 mod trust;
+mod webhooks;

@@ -15,8 +15,8 @@ use crate::common::{
     outbox_event, settled_prefix, ulid_of, wanted_by,
 };
 use crate::{
-    AttemptRecord, AttemptRow, DeliveryQuery, DeliveryRow, DeliveryStore, Endpoint,
-    EndpointChange, LeasedDelivery, NewEndpoint, OutboxEvent, StoreError, StoreFuture,
+    AttemptRecord, AttemptRow, DeliveryQuery, DeliveryRow, DeliveryStore, Endpoint, EndpointChange,
+    LeasedDelivery, NewEndpoint, OutboxEvent, StoreError, StoreFuture,
 };
 
 fn endpoint_from(r: &Row) -> Result<Endpoint, StoreError> {
@@ -63,7 +63,10 @@ fn outbox_from(r: &Row) -> Result<OutboxEvent, StoreError> {
     outbox_event(r.try_get(0)?, &id, r.try_get(2)?, r.try_get(3)?, &payload)
 }
 
-async fn endpoint_by_key(c: &impl GenericClient, key: &[u8]) -> Result<Option<Endpoint>, StoreError> {
+async fn endpoint_by_key(
+    c: &impl GenericClient,
+    key: &[u8],
+) -> Result<Option<Endpoint>, StoreError> {
     c.query_opt(&format!("{ENDPOINT_SELECT} WHERE e.id = $1"), &[&key])
         .await?
         .as_ref()
@@ -78,7 +81,8 @@ async fn insert_delivery(
     now: Micros,
     again: bool,
 ) -> Result<u64, StoreError> {
-    let payload = serde_json::to_string(&event.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let payload =
+        serde_json::to_string(&event.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     // A replay makes an existing delivery pending again; a fan-out never
     // touches one that exists.
     let on_conflict = if again {
@@ -97,7 +101,11 @@ async fn insert_delivery(
 }
 
 /// Disables endpoint `key` with `reason` and tells `webhook.disabled`.
-async fn disable(c: &impl GenericClient, key: &[u8], reason: &str) -> Result<Option<Endpoint>, StoreError> {
+async fn disable(
+    c: &impl GenericClient,
+    key: &[u8],
+    reason: &str,
+) -> Result<Option<Endpoint>, StoreError> {
     let n = c
         .execute(
             "UPDATE endpoints SET enabled = FALSE, disabled_reason = $2 WHERE id = $1 AND enabled",
@@ -120,12 +128,19 @@ async fn disable(c: &impl GenericClient, key: &[u8], reason: &str) -> Result<Opt
 }
 
 async fn named_id(c: &impl GenericClient, table: &str, slug: &Slug) -> Result<i64, StoreError> {
-    let what = if table == "programs" { "program" } else { "affiliate" };
-    c.query_opt(&format!("SELECT id FROM {table} WHERE slug = $1"), &[&slug.as_str()])
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
-        .ok_or_else(|| StoreError::NotFound(format!("{what} {:?}", slug.as_str())))
+    let what = if table == "programs" {
+        "program"
+    } else {
+        "affiliate"
+    };
+    c.query_opt(
+        &format!("SELECT id FROM {table} WHERE slug = $1"),
+        &[&slug.as_str()],
+    )
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?
+    .ok_or_else(|| StoreError::NotFound(format!("{what} {:?}", slug.as_str())))
 }
 
 impl DeliveryStore for PgStore {
@@ -170,7 +185,9 @@ impl DeliveryStore for PgStore {
             let c = self.client().await?;
             let slug = affiliate.as_ref().map(Slug::as_str);
             c.query(
-                &format!("{ENDPOINT_SELECT} WHERE $1::TEXT IS NULL OR a.slug = $1 ORDER BY e.id DESC"),
+                &format!(
+                    "{ENDPOINT_SELECT} WHERE $1::TEXT IS NULL OR a.slug = $1 ORDER BY e.id DESC"
+                ),
                 &[&slug],
             )
             .await?
@@ -208,19 +225,29 @@ impl DeliveryStore for PgStore {
                     return Ok(None);
                 }
                 if let Some(url) = &change.url {
-                    tx.execute("UPDATE endpoints SET url = $2 WHERE id = $1", &[&key, url]).await?;
+                    tx.execute("UPDATE endpoints SET url = $2 WHERE id = $1", &[&key, url])
+                        .await?;
                 }
                 if let Some(m) = change.method {
-                    tx.execute("UPDATE endpoints SET method = $2 WHERE id = $1", &[&key, &m.as_str()])
-                        .await?;
+                    tx.execute(
+                        "UPDATE endpoints SET method = $2 WHERE id = $1",
+                        &[&key, &m.as_str()],
+                    )
+                    .await?;
                 }
                 if let Some(ev) = &change.events {
-                    tx.execute("UPDATE endpoints SET events = $2 WHERE id = $1", &[&key, &events_json(ev)?])
-                        .await?;
+                    tx.execute(
+                        "UPDATE endpoints SET events = $2 WHERE id = $1",
+                        &[&key, &events_json(ev)?],
+                    )
+                    .await?;
                 }
                 if let Some(d) = &change.description {
-                    tx.execute("UPDATE endpoints SET description = $2 WHERE id = $1", &[&key, d])
-                        .await?;
+                    tx.execute(
+                        "UPDATE endpoints SET description = $2 WHERE id = $1",
+                        &[&key, d],
+                    )
+                    .await?;
                 }
                 if let Some((secret, until)) = &change.rotate {
                     tx.execute(
@@ -268,7 +295,10 @@ impl DeliveryStore for PgStore {
             in_tx!(self, |tx| {
                 // The cursor row's lock makes one node at a time dispatch.
                 let cursor: i64 = tx
-                    .query_one("SELECT seq FROM delivery_cursors WHERE name = 'outbox' FOR UPDATE", &[])
+                    .query_one(
+                        "SELECT seq FROM delivery_cursors WHERE name = 'outbox' FOR UPDATE",
+                        &[],
+                    )
                     .await?
                     .try_get(0)?;
                 let rows = tx
@@ -277,7 +307,10 @@ impl DeliveryStore for PgStore {
                         &[&cursor, &i64::from(limit)],
                     )
                     .await?;
-                let mut events = rows.iter().map(outbox_from).collect::<Result<Vec<_>, _>>()?;
+                let mut events = rows
+                    .iter()
+                    .map(outbox_from)
+                    .collect::<Result<Vec<_>, _>>()?;
                 // A lower seq may still be committing on another node: stop
                 // before a fresh gap, so it is not skipped.
                 events.truncate(settled_prefix(cursor, &events, now_micros()));
@@ -289,13 +322,17 @@ impl DeliveryStore for PgStore {
                     .collect::<Result<_, _>>()?;
                 for ev in &events {
                     for e in wanted_by(&endpoints, ev) {
-                        let key = endpoint_key(&e.id).ok_or_else(|| StoreError::Corrupt(e.id.clone()))?;
+                        let key =
+                            endpoint_key(&e.id).ok_or_else(|| StoreError::Corrupt(e.id.clone()))?;
                         insert_delivery(tx, &key, ev, now, false).await?;
                     }
                 }
                 if let Some(last) = events.last() {
-                    tx.execute("UPDATE delivery_cursors SET seq = $1 WHERE name = 'outbox'", &[&last.seq])
-                        .await?;
+                    tx.execute(
+                        "UPDATE delivery_cursors SET seq = $1 WHERE name = 'outbox'",
+                        &[&last.seq],
+                    )
+                    .await?;
                 }
                 u32::try_from(events.len()).unwrap_or(u32::MAX)
             })
@@ -332,9 +369,9 @@ impl DeliveryStore for PgStore {
                     let endpoint = match endpoints.iter().find(|e| e.id == ep_id) {
                         Some(e) => e.clone(),
                         None => {
-                            let e = endpoint_by_key(tx, &ep)
-                                .await?
-                                .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has no endpoint")))?;
+                            let e = endpoint_by_key(tx, &ep).await?.ok_or_else(|| {
+                                StoreError::Corrupt(format!("delivery {id} has no endpoint"))
+                            })?;
                             endpoints.push(e.clone());
                             e
                         }
@@ -343,10 +380,14 @@ impl DeliveryStore for PgStore {
                     out.push(LeasedDelivery {
                         id,
                         endpoint,
-                        event_id: clickward_core::event::event_id_text(ulid_of(r.try_get(2)?, "event id")?),
+                        event_id: clickward_core::event::event_id_text(ulid_of(
+                            r.try_get(2)?,
+                            "event id",
+                        )?),
                         kind: r.try_get(3)?,
                         event_ts: r.try_get(4)?,
-                        payload: serde_json::from_str(&payload).map_err(|_| corrupt("delivery payload", &payload))?,
+                        payload: serde_json::from_str(&payload)
+                            .map_err(|_| corrupt("delivery payload", &payload))?,
                         attempts: u32::try_from(r.try_get::<_, i32>(6)?).unwrap_or(0),
                     });
                 }
@@ -387,8 +428,11 @@ impl DeliveryStore for PgStore {
                 .await?;
                 let mut disabled = None;
                 if a.next == crate::AttemptNext::Delivered {
-                    tx.execute("UPDATE endpoints SET failing_since = NULL WHERE id = $1", &[&key])
-                        .await?;
+                    tx.execute(
+                        "UPDATE endpoints SET failing_since = NULL WHERE id = $1",
+                        &[&key],
+                    )
+                    .await?;
                 } else {
                     let since: Micros = tx
                         .query_one(
@@ -431,7 +475,13 @@ impl DeliveryStore for PgStore {
                      JOIN affiliates a ON a.id = e.affiliate_id WHERE a.slug = $4)) \
                      ORDER BY d.id DESC LIMIT $5"
                 ),
-                &[&endpoint, &q.status, &q.before, &affiliate, &i64::from(q.limit)],
+                &[
+                    &endpoint,
+                    &q.status,
+                    &q.before,
+                    &affiliate,
+                    &i64::from(q.limit),
+                ],
             )
             .await?
             .iter()
@@ -544,7 +594,13 @@ impl DeliveryStore for PgStore {
                 if endpoint_by_key(tx, &key).await?.is_none() {
                     return Err(StoreError::NotFound(format!("endpoint {id:?}")));
                 }
-                let ev = OutboxEvent { seq: 0, id: event_id, kind, ts: now, payload };
+                let ev = OutboxEvent {
+                    seq: 0,
+                    id: event_id,
+                    kind,
+                    ts: now,
+                    payload,
+                };
                 insert_delivery(tx, &key, &ev, now, true).await?;
                 let id: i64 = tx
                     .query_one(

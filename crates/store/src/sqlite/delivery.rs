@@ -13,9 +13,13 @@ use crate::common::{
     outbox_event, wanted_by,
 };
 use crate::{
-    AttemptRecord, AttemptRow, DeliveryQuery, DeliveryRow, DeliveryStore, Endpoint,
-    EndpointChange, LeasedDelivery, NewEndpoint, OutboxEvent, StoreError, StoreFuture,
+    AttemptRecord, AttemptRow, DeliveryQuery, DeliveryRow, DeliveryStore, Endpoint, EndpointChange,
+    LeasedDelivery, NewEndpoint, OutboxEvent, StoreError, StoreFuture,
 };
+
+/// A due delivery as the lease query reads it: id, endpoint, event id,
+/// type, event time, payload, attempts.
+type Picked = (i64, Vec<u8>, Vec<u8>, String, i64, String, i64);
 
 fn endpoint_row(r: &Row<'_>) -> rusqlite::Result<EndpointColumns> {
     Ok(EndpointColumns {
@@ -64,8 +68,11 @@ fn endpoint_by_key(c: &Connection, key: &[u8]) -> Result<Option<Endpoint>, Store
 fn enabled_endpoints(c: &Connection) -> Result<Vec<Endpoint>, StoreError> {
     let mut st = c.prepare_cached(&format!("{ENDPOINT_SELECT} WHERE e.enabled = 1"))?;
     let rows = st.query_map([], endpoint_row)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(EndpointColumns::record))
-        .collect()
+    rows.map(|r| {
+        r.map_err(StoreError::from)
+            .and_then(EndpointColumns::record)
+    })
+    .collect()
 }
 
 fn insert_delivery(
@@ -75,7 +82,8 @@ fn insert_delivery(
     now: Micros,
     again: bool,
 ) -> Result<usize, StoreError> {
-    let payload = serde_json::to_string(&event.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let payload =
+        serde_json::to_string(&event.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     // A replay makes an existing delivery pending again; a fan-out never
     // touches one that exists (the dispatch cursor moved past it).
     let sql = if again {
@@ -97,14 +105,24 @@ fn insert_delivery(
     ])?)
 }
 
-fn outbox_rows(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<OutboxEvent>, StoreError> {
+fn outbox_rows(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<OutboxEvent>, StoreError> {
     let mut st = c.prepare_cached(sql)?;
     let mut rows = st.query(p)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let id: Vec<u8> = r.get(1)?;
         let payload: String = r.get(4)?;
-        out.push(outbox_event(r.get(0)?, &id, r.get(2)?, r.get(3)?, &payload)?);
+        out.push(outbox_event(
+            r.get(0)?,
+            &id,
+            r.get(2)?,
+            r.get(3)?,
+            &payload,
+        )?);
     }
     Ok(out)
 }
@@ -112,7 +130,9 @@ fn outbox_rows(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Ve
 /// Disables endpoint `key` with `reason` and tells `webhook.disabled`.
 fn disable(c: &Connection, key: &[u8], reason: &str) -> Result<Option<Endpoint>, StoreError> {
     let n = c
-        .prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE id = ?1 AND enabled = 1")?
+        .prepare_cached(
+            "UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE id = ?1 AND enabled = 1",
+        )?
         .execute(params![key, reason])?;
     let Some(e) = endpoint_by_key(c, key)? else {
         return Ok(None);
@@ -170,8 +190,11 @@ impl DeliveryStore for SqliteStore {
                 "{ENDPOINT_SELECT} WHERE ?1 IS NULL OR a.slug = ?1 ORDER BY e.id DESC"
             ))?;
             let rows = st.query_map(params![affiliate.as_ref().map(Slug::as_str)], endpoint_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(EndpointColumns::record))
-                .collect()
+            rows.map(|r| {
+                r.map_err(StoreError::from)
+                    .and_then(EndpointColumns::record)
+            })
+            .collect()
         })
     }
 
@@ -291,7 +314,7 @@ impl DeliveryStore for SqliteStore {
     ) -> StoreFuture<'_, Vec<LeasedDelivery>> {
         self.write(move |c| {
             let tx = super::begin_write(c)?;
-            let picked: Vec<(i64, Vec<u8>, Vec<u8>, String, i64, String, i64)> = {
+            let picked: Vec<Picked> = {
                 let mut st = tx.prepare_cached(
                     "SELECT d.id, d.endpoint_id, d.event_id, d.type, d.event_ts, d.payload, d.attempts \
                      FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
@@ -519,7 +542,13 @@ impl DeliveryStore for SqliteStore {
             if endpoint_by_key(&tx, &key)?.is_none() {
                 return Err(StoreError::NotFound(format!("endpoint {id:?}")));
             }
-            let ev = OutboxEvent { seq: 0, id: event_id, kind, ts: now, payload };
+            let ev = OutboxEvent {
+                seq: 0,
+                id: event_id,
+                kind,
+                ts: now,
+                payload,
+            };
             insert_delivery(&tx, &key, &ev, now, true)?;
             let id: i64 = tx.query_row(
                 "SELECT id FROM deliveries WHERE endpoint_id = ?1 AND event_id = ?2",
@@ -533,7 +562,11 @@ impl DeliveryStore for SqliteStore {
 }
 
 fn named_id(c: &Connection, table: &str, slug: &Slug) -> Result<i64, StoreError> {
-    let what = if table == "programs" { "program" } else { "affiliate" };
+    let what = if table == "programs" {
+        "program"
+    } else {
+        "affiliate"
+    };
     c.prepare_cached(&format!("SELECT id FROM {table} WHERE slug = ?1"))?
         .query_row(params![slug.as_str()], |r| r.get(0))
         .optional()?

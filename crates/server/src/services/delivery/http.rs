@@ -85,6 +85,13 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// Installs ring as the process's TLS crypto provider (once; later calls
+/// do nothing). reqwest is built without one (`rustls-no-provider`), so
+/// every HTTP client of the process, tests' included, needs this first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A request to send.
 #[derive(Debug, Clone)]
 pub struct OutboundRequest {
@@ -125,8 +132,7 @@ impl Outbound {
     /// # Errors
     /// When the TLS configuration cannot be built.
     pub fn new(allow_private: bool, timeout: Duration) -> anyhow::Result<Self> {
-        // reqwest is built without a crypto provider: ring is ours.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -160,7 +166,9 @@ impl Outbound {
         let ip = match parsed.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") => {
+            Some(url::Host::Domain(d))
+                if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+            {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
             }
             _ => return None,
@@ -217,7 +225,9 @@ impl Outbound {
         let mut kept = Vec::with_capacity(RESPONSE_KEEP);
         while kept.len() < RESPONSE_KEEP {
             match resp.chunk().await {
-                Ok(Some(c)) => kept.extend_from_slice(&c[..c.len().min(RESPONSE_KEEP - kept.len())]),
+                Ok(Some(c)) => {
+                    kept.extend_from_slice(&c[..c.len().min(RESPONSE_KEEP - kept.len())])
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -275,7 +285,12 @@ mod tests {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(is_forbidden(ip), "{bad} must be refused");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = good.parse().unwrap();
             assert!(!is_forbidden(ip), "{good} must be allowed");
         }
@@ -287,7 +302,10 @@ mod tests {
         assert!(o.refusal("http://127.0.0.1:9/x").is_some());
         assert!(o.refusal("http://[::1]/x").is_some());
         assert!(o.refusal("http://localhost/x").is_some());
-        assert!(o.refusal("http://169.254.169.254/latest/meta-data").is_some());
+        assert!(
+            o.refusal("http://169.254.169.254/latest/meta-data")
+                .is_some()
+        );
         assert!(o.refusal("ftp://example.com/").is_some());
         assert!(o.refusal("https://example.com/hook").is_none());
         let open = Outbound::new(true, Duration::from_secs(1)).unwrap();

@@ -25,10 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickward_core::Micros;
-use clickward_core::delivery::{self as rules, AttemptVerdict, EndpointError, EndpointKind, UrlTemplate};
+use clickward_core::delivery::{
+    self as rules, AttemptVerdict, EndpointError, EndpointKind, UrlTemplate,
+};
 use clickward_core::id::Slug;
 use clickward_store::{
-    AttemptNext, AttemptRecord, DeliveryQuery, DeliveryRow, AttemptRow, Endpoint, EndpointChange,
+    AttemptNext, AttemptRecord, AttemptRow, DeliveryQuery, DeliveryRow, Endpoint, EndpointChange,
     HttpMethod, LeasedDelivery, NewEndpoint, Store, StoreError,
 };
 use tokio::sync::{Semaphore, watch};
@@ -182,12 +184,18 @@ impl DeliveryService {
     /// # Errors
     /// [`DeliveryError::Invalid`] naming the field; `NotFound` for an
     /// unknown program or affiliate.
-    pub async fn add(&self, kind: EndpointKind, spec: EndpointSpec) -> Result<(Endpoint, String), DeliveryError> {
+    pub async fn add(
+        &self,
+        kind: EndpointKind,
+        spec: EndpointSpec,
+    ) -> Result<(Endpoint, String), DeliveryError> {
         let url = spec
             .url
             .ok_or_else(|| DeliveryError::Invalid("url: required".to_owned()))?;
         self.check_url(&url, kind).map_err(|e| match e {
-            DeliveryError::Invalid(m) if !m.starts_with("url:") => DeliveryError::Invalid(format!("url: {m}")),
+            DeliveryError::Invalid(m) if !m.starts_with("url:") => {
+                DeliveryError::Invalid(format!("url: {m}"))
+            }
             other => other,
         })?;
         let method = Self::method(kind, spec.method.as_deref())?;
@@ -197,10 +205,8 @@ impl DeliveryService {
         });
         Self::check_events(&events, kind)?;
         let slug = |field: &str, v: Option<String>| {
-            v.map(|s| {
-                Slug::parse(&s).map_err(|e| DeliveryError::Invalid(format!("{field}: {e}")))
-            })
-            .transpose()
+            v.map(|s| Slug::parse(&s).map_err(|e| DeliveryError::Invalid(format!("{field}: {e}"))))
+                .transpose()
         };
         let program = slug("program", spec.program)?;
         let affiliate = slug("affiliate", spec.affiliate)?;
@@ -288,7 +294,12 @@ impl DeliveryService {
     ///
     /// # Errors
     /// `NotFound`, or the store's error.
-    pub async fn set_enabled(&self, id: &str, enabled: bool, who: &str) -> Result<Endpoint, DeliveryError> {
+    pub async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        who: &str,
+    ) -> Result<Endpoint, DeliveryError> {
         let reason = format!("disabled by {who}");
         self.update(
             id,
@@ -374,7 +385,11 @@ impl DeliveryService {
     /// # Errors
     /// `NotFound`, or the store's error.
     pub async fn replay(&self, id: i64) -> Result<(), DeliveryError> {
-        if self.store.replay_delivery(id, self.clock.now_micros()).await? {
+        if self
+            .store
+            .replay_delivery(id, self.clock.now_micros())
+            .await?
+        {
             Ok(())
         } else {
             Err(DeliveryError::NotFound(format!("delivery {id}")))
@@ -393,7 +408,8 @@ impl DeliveryService {
         from: Micros,
         to: Micros,
     ) -> Result<u64, DeliveryError> {
-        rules::check_filter(&patterns).map_err(|e| DeliveryError::Invalid(format!("events: {e}")))?;
+        rules::check_filter(&patterns)
+            .map_err(|e| DeliveryError::Invalid(format!("events: {e}")))?;
         if from >= to {
             return Err(DeliveryError::Invalid("from must be before to".to_owned()));
         }
@@ -413,7 +429,10 @@ pub fn new_secret() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 24];
     rand::fill(&mut bytes[..]);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// Starts the delivery worker: dispatches the outbox, leases due
@@ -448,7 +467,8 @@ pub fn spawn_worker(
                 match store.dispatch(now, 500).await {
                     Ok(0) => break,
                     Ok(n) => {
-                        metrics::counter!(telemetry::DELIVERY_EVENTS_DISPATCHED_TOTAL).increment(u64::from(n));
+                        metrics::counter!(telemetry::DELIVERY_EVENTS_DISPATCHED_TOTAL)
+                            .increment(u64::from(n));
                     }
                     Err(e) => {
                         metrics::counter!(telemetry::DELIVERY_ERRORS_TOTAL).increment(1);
@@ -462,7 +482,12 @@ pub fn spawn_worker(
                 continue;
             }
             let leased = match store
-                .lease(owner.clone(), now, now + lease_us, u32::try_from(free).unwrap_or(u32::MAX))
+                .lease(
+                    owner.clone(),
+                    now,
+                    now + lease_us,
+                    u32::try_from(free).unwrap_or(u32::MAX),
+                )
                 .await
             {
                 Ok(l) => l,
@@ -477,19 +502,34 @@ pub fn spawn_worker(
                     return;
                 };
                 let gate = {
-                    let mut map = per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut map = per_endpoint
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     map.entry(d.endpoint.id.clone())
                         .or_insert_with(|| Arc::new(Semaphore::new(settings.per_endpoint)))
                         .clone()
                 };
-                let (store, clock, outbound, settings, owner) =
-                    (store.clone(), clock.clone(), outbound.clone(), settings.clone(), owner.clone());
+                let (store, clock, outbound, settings, owner) = (
+                    store.clone(),
+                    clock.clone(),
+                    outbound.clone(),
+                    settings.clone(),
+                    owner.clone(),
+                );
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Ok(_gate) = gate.acquire_owned().await else {
                         return;
                     };
-                    attempt(store.as_ref(), clock.as_ref(), &outbound, &settings, owner, d).await;
+                    attempt(
+                        store.as_ref(),
+                        clock.as_ref(),
+                        &outbound,
+                        &settings,
+                        owner,
+                        d,
+                    )
+                    .await;
                 });
             }
         }
@@ -532,10 +572,12 @@ async fn attempt(
     let next = match verdict {
         AttemptVerdict::Delivered => AttemptNext::Delivered,
         AttemptVerdict::Gone => AttemptNext::Gone,
-        AttemptVerdict::Retry => match rules::retry_after(&settings.retry, failed, rand::random::<f64>()) {
-            Some(wait) => AttemptNext::RetryAt(clock.now_micros() + wait),
-            None => AttemptNext::Dead,
-        },
+        AttemptVerdict::Retry => {
+            match rules::retry_after(&settings.retry, failed, rand::random::<f64>()) {
+                Some(wait) => AttemptNext::RetryAt(clock.now_micros() + wait),
+                None => AttemptNext::Dead,
+            }
+        }
     };
     let result = match next {
         AttemptNext::Delivered => "delivered",
@@ -555,7 +597,8 @@ async fn attempt(
         latency_us: i64::try_from(answer.latency.as_micros()).unwrap_or(i64::MAX),
         response: answer.response,
         next,
-        disable_after_us: i64::try_from(rules::DISABLE_AFTER_FAILING.as_micros()).unwrap_or(i64::MAX),
+        disable_after_us: i64::try_from(rules::DISABLE_AFTER_FAILING.as_micros())
+            .unwrap_or(i64::MAX),
     };
     // The attempt was made; recording it must not be lost to a busy
     // database. Until it is recorded the lease keeps others off, and if it

@@ -22,11 +22,17 @@ pub fn build(d: &LeasedDelivery, sent_at_s: i64, now_us: i64) -> Result<Outbound
 /// The JSON body of a webhook: `{"id","type","timestamp","data"}`, the
 /// envelope the Standard Webhooks spec recommends, `timestamp` being when
 /// the event happened (RFC 3339, UTC) and `data` its payload.
-pub fn webhook_body(event_id: &str, kind: &str, event_ts_us: i64, payload: &serde_json::Value) -> Vec<u8> {
+pub fn webhook_body(
+    event_id: &str,
+    kind: &str,
+    event_ts_us: i64,
+    payload: &serde_json::Value,
+) -> Vec<u8> {
     let ts = jiff::Timestamp::from_microsecond(event_ts_us)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let body = serde_json::json!({ "id": event_id, "type": kind, "timestamp": ts, "data": payload });
+    let body =
+        serde_json::json!({ "id": event_id, "type": kind, "timestamp": ts, "data": payload });
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
@@ -57,7 +63,10 @@ fn webhook(d: &LeasedDelivery, sent_at_s: i64, now_us: i64) -> Result<OutboundRe
         url: d.endpoint.url.clone(),
         headers: vec![
             (standardwebhooks::HEADER_WEBHOOK_ID, d.event_id.clone()),
-            (standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, sent_at_s.to_string()),
+            (
+                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+                sent_at_s.to_string(),
+            ),
             (standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature),
         ],
         body: Some(("application/json", body)),
