@@ -23,6 +23,12 @@ fi
 if [ ! -x /usr/bin/chromedriver ]; then
   echo "!!! chromium-driver is not installed: the browser tests will SKIP (they run in CI) !!!" >&2
 fi
+# The webhook tests verify signatures with the Standard Webhooks reference
+# library for Python (PyPI).
+if ! python3 -c "import standardwebhooks" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.0.1 >/dev/null 2>&1 \
+    || echo "!!! could not install Python's standardwebhooks: the webhook tests will SKIP (they run in CI) !!!" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

@@ -26,6 +26,7 @@ pub mod session;
 mod settings;
 pub mod stats;
 mod views;
+mod webhooks;
 
 use askama::Template;
 use axum::Router;
@@ -88,6 +89,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/conversions", get(conversions::conversions))
         .route("/conversions/{id}", post(conversions::change_conversion))
         .route("/payouts", get(conversions::payouts))
+        .route(
+            "/webhooks",
+            get(webhooks::webhooks).post(webhooks::add_webhook),
+        )
+        .route("/webhooks/{id}/{action}", post(webhooks::endpoint_action))
+        .route("/deliveries/{id}", get(webhooks::delivery))
+        .route("/deliveries/{id}/replay", post(webhooks::replay))
         .route("/settings", get(settings::settings))
         .route("/settings/keys", post(settings::create_key))
         .route("/settings/keys/{id}/revoke", post(settings::revoke_key))
@@ -97,6 +105,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/", get(portal::home))
         .route("/kpis", get(portal::kpis_json))
         .route("/links/{code}", get(portal::link))
+        .route("/postbacks", post(webhooks::portal_add))
+        .route("/postbacks/{id}/{action}", post(webhooks::portal_action))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state, gate));
     Router::new()

@@ -1,5 +1,5 @@
 //! The affiliate portal under `/portal`: the signed-in affiliate's own
-//! links (with a link builder), stats, conversions and payouts. Every query
+//! links (with a link builder), stats, conversions, payouts and postbacks. Every query
 //! is filtered by the session's affiliate on the server; another
 //! affiliate's link answers 404, exactly as a link that does not exist.
 
@@ -60,6 +60,7 @@ struct PortalPage {
     rows: Vec<ConversionItem>,
     balances: Vec<BalanceItem>,
     payouts: Vec<PayoutItem>,
+    postbacks: super::webhooks::PortalPostbacks,
 }
 
 /// `GET /portal/`: the affiliate's numbers, links and link builder,
@@ -136,6 +137,7 @@ pub async fn home(
         rows: conversions,
         balances: balance_items(&balances),
         payouts: payout_items(&payouts),
+        postbacks: super::webhooks::portal_postbacks(&app, &me).await?,
     }))
 }
 

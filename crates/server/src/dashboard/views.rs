@@ -131,7 +131,7 @@ impl Chrome {
 }
 
 /// Navigation of the dashboard: `(section, path, label)`.
-pub const ADMIN_NAV: [(&str, &str, &str); 8] = [
+pub const ADMIN_NAV: [(&str, &str, &str); 9] = [
     ("overview", "/dashboard", "Overview"),
     ("live", "/dashboard/live", "Live"),
     ("links", "/dashboard/links", "Links"),
@@ -139,6 +139,7 @@ pub const ADMIN_NAV: [(&str, &str, &str); 8] = [
     ("programs", "/dashboard/programs", "Programs"),
     ("conversions", "/dashboard/conversions", "Conversions"),
     ("payouts", "/dashboard/payouts", "Payouts"),
+    ("webhooks", "/dashboard/webhooks", "Webhooks"),
     ("settings", "/dashboard/settings", "Settings"),
 ];
 

@@ -822,3 +822,190 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_replays_keep_the_id() {
     )
     .await;
 }
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+    let r = app
+        .client
+        .get(app.url(path))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn token_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn form(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header(reqwest::header::COOKIE, cookie)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_merchant_adds_a_webhook_in_the_dashboard_and_an_affiliate_its_postback_in_the_portal() {
+    use crate::dashboard::{ADMIN_PASSWORD, add_user, sign_in};
+    let Some(rx) = Receiver::start() else { return };
+    let (app, _d) = app_with(|_| {}).await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    add_user(&app, "sol", Some("solare"), Some("solare's own secret")).await;
+    add_user(
+        &app,
+        "bb",
+        Some("boardbrew"),
+        Some("boardbrew's own secret"),
+    )
+    .await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let sol = sign_in(&app, "sol", "solare's own secret").await;
+    let bb = sign_in(&app, "bb", "boardbrew's own secret").await;
+
+    let (s, html) = page(&app, &admin, "/dashboard/webhooks").await;
+    assert_eq!(s, 200);
+    let csrf = token_of(&html);
+    let hook = format!("{}/hook-dash", rx.base);
+    let r = form(
+        &app,
+        &admin,
+        "/dashboard/webhooks",
+        &[
+            ("csrf", &csrf),
+            ("url", &hook),
+            ("events", "conversion.*"),
+            ("program", "shop"),
+            ("description", "CRM"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.unwrap();
+    let at = html
+        .find("id=\"new-secret\" readonly value=\"")
+        .expect("the secret, once")
+        + 32;
+    let secret = html[at..].split('"').next().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    rx.trust(&secret).await;
+    let (_, again) = page(&app, &admin, "/dashboard/webhooks").await;
+    assert!(
+        again.contains("hook-dash") && !again.contains(&secret),
+        "listed, secret never again"
+    );
+
+    let (_, portal) = page(&app, &sol, "/portal").await;
+    let pcsrf = token_of(&portal);
+    let template = format!(
+        "{}/pb-sol?cid={{click_id}}&payout={{payout}}&cur={{currency}}",
+        rx.base
+    );
+    let r = form(
+        &app,
+        &sol,
+        "/portal/postbacks",
+        &[
+            ("csrf", &pcsrf),
+            ("url", &template),
+            ("method", "GET"),
+            ("program", ""),
+            ("on_created", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(location(&r).contains("msg="), "{}", location(&r));
+    let r = form(
+        &app,
+        &sol,
+        "/portal/postbacks",
+        &[
+            ("csrf", &pcsrf),
+            ("url", "https://aff.example/?c={clickid}"),
+            ("on_created", "1"),
+        ],
+    )
+    .await;
+    assert!(
+        location(&r).contains("error=") && location(&r).contains("clickid"),
+        "a bad macro is named: {}",
+        location(&r)
+    );
+    let (_, pbs) = app.api_get("/api/v1/postbacks").await;
+    let pbs = pbs.as_array().unwrap();
+    assert_eq!(pbs.len(), 1);
+    assert_eq!(pbs[0]["affiliate"], "solare");
+    let sol_id = pbs[0]["id"].as_str().unwrap().to_owned();
+    // Another affiliate cannot touch it, and does not see it.
+    let (_, bb_portal) = page(&app, &bb, "/portal").await;
+    let bcsrf = token_of(&bb_portal);
+    let r = form(
+        &app,
+        &bb,
+        &format!("/portal/postbacks/{sol_id}/disable"),
+        &[("csrf", &bcsrf)],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(!bb_portal.contains("pb-sol"));
+
+    let cid = click(&app, "s1").await;
+    convert(&app, &cid, "DASH-1").await;
+    eventually(
+        Duration::from_secs(20),
+        "the webhook and the postback",
+        || async {
+            (rx.at("/hook-dash").await.len() == 1 && rx.at("/pb-sol").await.len() == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(rx.at("/hook-dash").await[0]["valid"], true);
+    assert_eq!(
+        rx.at("/pb-sol").await[0]["query"],
+        format!("cid={cid}&payout=8.00&cur=USD").as_str()
+    );
+    let (_, d) = app.api_get("/api/v1/deliveries").await;
+    let ids: Vec<i64> = d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    let delivered = eventually(
+        Duration::from_secs(20),
+        "the log to say delivered",
+        || async {
+            let (_, html) = page(&app, &admin, "/dashboard/webhooks?status=delivered").await;
+            (html.matches("<td>delivered</td>").count() == 2).then_some(html)
+        },
+    )
+    .await;
+    assert!(delivered.contains("conversion.created"));
+    let (s, detail) = page(&app, &admin, &format!("/dashboard/deliveries/{}", ids[0])).await;
+    assert_eq!(s, 200);
+    assert!(detail.contains("<td>200</td>"), "{detail}");
+    let (_, mine) = page(&app, &sol, "/portal").await;
+    assert!(
+        mine.contains("pb-sol") && mine.contains("<td>delivered</td>"),
+        "the affiliate sees its delivery"
+    );
+    let (_, theirs) = page(&app, &bb, "/portal").await;
+    assert!(
+        !theirs.contains("<td>delivered</td>"),
+        "and nobody else does"
+    );
+    // The portal has no delivery detail pages: they belong to the merchant.
+    let (s, _) = page(&app, &sol, &format!("/dashboard/deliveries/{}", ids[0])).await;
+    assert_eq!(s, 404);
+}
