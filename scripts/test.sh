@@ -29,6 +29,9 @@ if ! python3 -c "import standardwebhooks" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.0.1 >/dev/null 2>&1 \
     || echo "!!! could not install Python's standardwebhooks: the webhook tests will SKIP (they run in CI) !!!" >&2
 fi
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "!!! nats-server is not installed: the stream test will SKIP (it runs in CI) !!!" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

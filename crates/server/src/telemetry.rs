@@ -78,6 +78,11 @@ pub const DELIVERY_EVENTS_DISPATCHED_TOTAL: &str = "clickward_delivery_events_di
 pub const DELIVERY_ENDPOINTS_DISABLED_TOTAL: &str = "clickward_delivery_endpoints_disabled_total";
 /// Counter: delivery store operations that failed (retried on the next poll).
 pub const DELIVERY_ERRORS_TOTAL: &str = "clickward_delivery_errors_total";
+/// Counter: messages published to NATS JetStream and acknowledged, by
+/// `kind` (`click`, `event`).
+pub const STREAM_PUBLISHED_TOTAL: &str = "clickward_stream_published_total";
+/// Counter: failed connections or publishes to NATS (each retried).
+pub const STREAM_ERRORS_TOTAL: &str = "clickward_stream_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -650,6 +650,23 @@ pub trait ClickStore: Send + Sync + 'static {
     /// One click.
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow>;
 
+    /// Clicks written after position `after` of insertion order, in that
+    /// order, at most `limit`, as `(seq, click)`. Insertion order, not click
+    /// time: a click shipped late from a node's spool comes after those
+    /// written before it, so a reader following `seq` never skips one.
+    /// Clicks written before this order existed (schema V15/V10) have none.
+    fn clicks_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, ClickRow)>>;
+
+    /// The highest click `seq` written (0: none).
+    fn click_seq_head(&self) -> StoreFuture<'_, i64>;
+
+    /// Whether `seq` order (of clicks and of the outbox) is commit order.
+    /// `true` on SQLite (one writer). `false` on PostgreSQL: a lower `seq`
+    /// can commit just after a higher one was read, so a reader stops at a
+    /// fresh gap and passes it only when it has stayed open a while (a
+    /// rolled-back or refused insert's number).
+    fn seq_is_commit_order(&self) -> bool;
+
     /// Streams the raw clicks of `[start, end)` (UTC µs) oldest first into
     /// `sink`, on a reader (ingest goes on); stops at the sink's first error.
     /// Returns how many rows were passed.
@@ -1136,6 +1153,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
         to: Micros,
         now: Micros,
     ) -> StoreFuture<'_, u64>;
+
+    /// A reader's position (`stream.clicks`, `stream.outbox`), or `None`
+    /// before its first [`DeliveryStore::set_cursor`].
+    fn cursor(&self, name: &'static str) -> StoreFuture<'_, Option<i64>>;
+
+    /// Stores a reader's position.
+    fn set_cursor(&self, name: &'static str, seq: i64) -> StoreFuture<'_, ()>;
 
     /// Queues one delivery of an event that is not in the outbox (the
     /// `webhook.test` event) to endpoint `id`; returns its delivery id.

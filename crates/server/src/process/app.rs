@@ -287,6 +287,24 @@ impl Server {
             },
             stopped.clone(),
         );
+        if state.0.cfg.config.stream.nats.is_some() {
+            crate::services::stream::init_cursors(state.0.store.as_ref())
+                .await
+                .context("starting the NATS stream's cursors")?;
+        }
+        let streamer = state.0.cfg.config.stream.nats.clone().map(|url| {
+            let st = &state.0.cfg.config.stream;
+            crate::services::stream::spawn(
+                state.0.store.clone(),
+                crate::services::stream::StreamSettings {
+                    url,
+                    stream: st.name.clone(),
+                    batch: st.batch,
+                    duplicate_window: st.duplicate_window,
+                },
+                stopped.clone(),
+            )
+        });
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
@@ -316,6 +334,9 @@ impl Server {
             }
             background.abort();
             deliverer.abort();
+            if let Some(s) = streamer {
+                s.abort();
+            }
             if lost > 0 {
                 anyhow::bail!(
                     "{lost} clicks could not be written before shutdown (the database refused every write for {:?}; see the log above)",

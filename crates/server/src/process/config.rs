@@ -183,6 +183,33 @@ impl Default for OutboundConfig {
     }
 }
 
+/// `[stream]`: clicks and outbox events to NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// The NATS server, e.g. "nats://127.0.0.1:4222"; unset: no stream.
+    pub nats: Option<String>,
+    /// The JetStream stream (created with subjects `clickward.>` when absent).
+    pub name: String,
+    /// Messages per batch (1..=10000).
+    pub batch: u32,
+    /// How long JetStream drops a message id it has seen (set when the
+    /// stream is created; longer than a NATS outage you want to ride out).
+    #[serde(with = "duration_text")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            nats: None,
+            name: "CLICKWARD".to_owned(),
+            batch: 1000,
+            duplicate_window: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Spelling of [`Synchronous`] in the config file.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -245,6 +272,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Webhooks and affiliate postbacks going out.
     pub outbound: OutboundConfig,
+    /// The stream of clicks and events to NATS JetStream.
+    pub stream: StreamConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -271,6 +300,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             dashboard: DashboardConfig::default(),
             outbound: OutboundConfig::default(),
+            stream: StreamConfig::default(),
             http: HttpConfig::default(),
             init: false,
         }
@@ -445,6 +475,32 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "outbound.lease ({:?}) must be longer than outbound.timeout ({:?}), which must be above 0",
                 out.lease, out.timeout
+            )));
+        }
+        if let Some(url) = &self.stream.nats {
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "nats" | "tls" | "ws" | "wss"));
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "stream.nats: {url:?} is not a NATS URL like \"nats://127.0.0.1:4222\""
+                )));
+            }
+        }
+        if !(1..=10_000).contains(&self.stream.batch) {
+            return Err(ConfigError::Invalid(
+                "stream.batch must be 1..=10000".to_owned(),
+            ));
+        }
+        if self.stream.name.is_empty()
+            || !self
+                .stream
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "stream.name: {:?} may hold only letters, digits, '_' and '-'",
+                self.stream.name
             )));
         }
         if out.poll.is_zero() {

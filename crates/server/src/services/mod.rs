@@ -16,6 +16,7 @@
 //!   nodes;
 //! - [`links`]: the link cache the redirect reads;
 //! - [`keys`]: API keys and tokens (made, hashed);
+//! - [`stream`]: clicks and outbox events to NATS JetStream;
 //! - [`reports`]: report arguments, planning and output (CLI, API,
 //!   dashboard).
 
@@ -29,3 +30,4 @@ pub mod keys;
 pub mod links;
 pub mod programs;
 pub mod reports;
+pub mod stream;

@@ -20,5 +20,6 @@ mod multinode;
 mod privacy;
 mod redirect;
 mod shutdown;
+mod stream;
 mod trust;
 mod webhooks;

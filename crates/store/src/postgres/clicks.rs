@@ -257,6 +257,35 @@ impl ClickStore for PgStore {
         Box::pin(async move { in_tx!(self, |tx| insert_clicks(tx, &clicks, dedup_window).await?) })
     }
 
+    fn clicks_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, ClickRow)>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let sql = CLICK_SELECT.replacen(" FROM clicks c", ", c.seq FROM clicks c", 1);
+            let rows = c
+                .query(
+                    &format!("{sql} WHERE c.seq > $1 ORDER BY c.seq LIMIT $2"),
+                    &[&after, &i64::from(limit)],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(22)?, click_from(r)?)))
+                .collect()
+        })
+    }
+
+    fn click_seq_head(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) FROM clicks", &[])
+                .await?
+                .try_get(0)?)
+        })
+    }
+
+    fn seq_is_commit_order(&self) -> bool {
+        false
+    }
+
     fn list_clicks(&self, link: Option<LinkCode>, limit: u32) -> StoreFuture<'_, Vec<ClickRow>> {
         Box::pin(async move {
             let c = self.client().await?;

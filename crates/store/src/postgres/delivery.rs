@@ -578,6 +578,31 @@ impl DeliveryStore for PgStore {
         })
     }
 
+    fn cursor(&self, name: &'static str) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(
+                c.query_opt("SELECT seq FROM delivery_cursors WHERE name = $1", &[&name])
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?,
+            )
+        })
+    }
+
+    fn set_cursor(&self, name: &'static str, seq: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            c.execute(
+                "INSERT INTO delivery_cursors (name, seq) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                &[&name, &seq],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     fn enqueue(
         &self,
         id: String,

@@ -72,6 +72,10 @@ pub(super) fn insert_clicks(
     window: Micros,
 ) -> Result<Vec<ClickWritten>, StoreError> {
     let mut out = Vec::with_capacity(clicks.len());
+    // One writer: numbering the batch from the highest seq is commit order.
+    let mut seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM clicks")?
+        .query_row([], |r| r.get(0))?;
     {
         let mut last_unique = tx.prepare_cached(
             "SELECT last_unique FROM visitor_links WHERE link_id = ?1 AND visitor_key = ?2",
@@ -79,9 +83,9 @@ pub(super) fn insert_clicks(
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, \
              sub1, sub2, sub3, sub4, sub5, referrer, device, os, browser, bot_reason, \
-             invalid_reason, country, region, city, visitor_key, is_unique, referrer_host) VALUES (?1, \
+             invalid_reason, country, region, city, visitor_key, is_unique, referrer_host, seq) VALUES (?1, \
              ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, NULL, ?17, ?18, ?19, ?20, \
-             ?21, ?22)",
+             ?21, ?22, ?23)",
         )?;
         let mut remember = tx.prepare_cached(
             "INSERT INTO visitor_links (link_id, visitor_key, last_unique) VALUES (?1, ?2, ?3) \
@@ -127,7 +131,11 @@ pub(super) fn insert_clicks(
                 c.referrer
                     .as_deref()
                     .and_then(clickward_core::click::referrer_host),
+                seq + 1,
             ])? == 1;
+            if inserted {
+                seq += 1;
+            }
             if inserted && unique {
                 remember.execute(params![c.link_id, c.visitor_key.0.as_slice(), c.ts])?;
             }
@@ -197,6 +205,33 @@ impl ClickStore for SqliteStore {
             }
             Ok(out)
         })
+    }
+
+    fn clicks_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, ClickRow)>> {
+        self.read(move |c| {
+            let sql = CLICK_SELECT.replacen(" FROM clicks c", ", c.seq FROM clicks c", 1);
+            let mut st =
+                c.prepare_cached(&format!("{sql} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2"))?;
+            let mut rows = st.query(params![after, limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push((r.get(22)?, click_from(r)?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn click_seq_head(&self) -> StoreFuture<'_, i64> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM clicks")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+    }
+
+    fn seq_is_commit_order(&self) -> bool {
+        true
     }
 
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow> {

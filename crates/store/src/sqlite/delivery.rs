@@ -526,6 +526,27 @@ impl DeliveryStore for SqliteStore {
         })
     }
 
+    fn cursor(&self, name: &'static str) -> StoreFuture<'_, Option<i64>> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT seq FROM delivery_cursors WHERE name = ?1")?
+                    .query_row(params![name], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    fn set_cursor(&self, name: &'static str, seq: i64) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO delivery_cursors (name, seq) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            )?
+            .execute(params![name, seq])?;
+            Ok(())
+        })
+    }
+
     fn enqueue(
         &self,
         id: String,
