@@ -134,3 +134,41 @@ async fn retention_purges_raw_clicks_behind_the_watermark_only(b: Backend) {
         "reports over purged periods still answer"
     );
 }
+
+both!(clicks_are_read_back_in_insertion_order_so_late_ones_are_not_skipped);
+async fn clicks_are_read_back_in_insertion_order_so_late_ones_are_not_skipped(b: Backend) {
+    let (_d, s) = store(b).await;
+    assert_eq!(s.click_seq_head().await.unwrap(), 0);
+    let t0 = 200 * MICROS_PER_DAY;
+    s.write_clicks(
+        Arc::new(vec![click(1, t0 + 10, 1, 1), click(1, t0 + 20, 2, 2)]),
+        WINDOW,
+    )
+    .await
+    .unwrap();
+    let first = s.clicks_after(0, 100).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let cursor = first[1].0;
+    assert_eq!(s.click_seq_head().await.unwrap(), cursor);
+    // A click from an hour before, shipped late from a spool: its ULID sorts
+    // first, its seq after the cursor.
+    let late = click(1, t0 - HOUR, 3, 3);
+    let again = click(1, t0 + 10, 1, 1); // the first again: not written twice
+    s.write_clicks(Arc::new(vec![late.clone(), again]), WINDOW)
+        .await
+        .unwrap();
+    let next = s.clicks_after(cursor, 100).await.unwrap();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].1.click_id, late.click_id);
+    assert!(next[0].0 > cursor);
+    let all: Vec<_> = s
+        .clicks_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(q, c)| (q, c.click_id))
+        .collect();
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "ascending seq");
+    assert_eq!(all.len(), 3);
+    assert_eq!(s.clicks_after(0, 2).await.unwrap().len(), 2, "limit");
+}

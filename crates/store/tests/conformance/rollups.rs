@@ -396,9 +396,11 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE links DROP COLUMN catalog_digest; \
          ALTER TABLE programs DROP COLUMN pixel; ALTER TABLE programs DROP COLUMN pixel_max_amount; \
          ALTER TABLE conversions DROP COLUMN held; DROP TABLE outbox; \
+         DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE endpoints; \
+         DROP TABLE delivery_cursors; DROP INDEX clicks_by_seq; ALTER TABLE clicks DROP COLUMN seq; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15);",
     )
     .unwrap();
     drop(conn);
