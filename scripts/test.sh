@@ -24,10 +24,10 @@ if [ ! -x /usr/bin/chromedriver ]; then
   echo "!!! chromium-driver is not installed: the browser tests will SKIP (they run in CI) !!!" >&2
 fi
 # The webhook tests verify signatures with the Standard Webhooks reference
-# library for Python (PyPI).
-if ! python3 -c "import standardwebhooks" >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.0.1 >/dev/null 2>&1 \
-    || echo "!!! could not install Python's standardwebhooks: the webhook tests will SKIP (they run in CI) !!!" >&2
+# library for Python, the mail tests receive through aiosmtpd (both PyPI).
+if ! python3 -c "import standardwebhooks, aiosmtpd" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.0.1 aiosmtpd==1.4.6 >/dev/null 2>&1 \
+    || echo "!!! could not install Python's standardwebhooks and aiosmtpd: the webhook and mail tests will SKIP (they run in CI) !!!" >&2
 fi
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "!!! nats-server is not installed: the stream test will SKIP (it runs in CI) !!!" >&2

@@ -21,6 +21,10 @@ pub enum EndpointKind {
     Webhook,
     /// An affiliate's postback URL template (`GET` or `POST`), conversions only.
     Postback,
+    /// Mail through the configured SMTP relay (`[mail]`): one built-in
+    /// endpoint whose recipients are found per event (affiliates' users who
+    /// asked, the admins).
+    Email,
 }
 
 impl EndpointKind {
@@ -29,6 +33,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Webhook => "webhook",
             EndpointKind::Postback => "postback",
+            EndpointKind::Email => "email",
         }
     }
 
@@ -37,6 +42,7 @@ impl EndpointKind {
         match s {
             "webhook" => Some(EndpointKind::Webhook),
             "postback" => Some(EndpointKind::Postback),
+            "email" => Some(EndpointKind::Email),
             _ => None,
         }
     }

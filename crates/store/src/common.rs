@@ -311,7 +311,8 @@ pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.ev
 
 /// The query both backends read users with (then a `WHERE`).
 pub(crate) const USER_SELECT: &str = "SELECT u.id, u.username, u.role, a.slug, u.password_hash, \
-     u.credentials_changed_at FROM users u LEFT JOIN affiliates a ON a.id = u.affiliate_id";
+     u.credentials_changed_at, u.email, u.notify_conversions FROM users u \
+     LEFT JOIN affiliates a ON a.id = u.affiliate_id";
 
 /// The query both backends read payout batches with (then a `WHERE`).
 pub(crate) const PAYOUT_SELECT: &str = "SELECT o.batch_id, o.key, a.slug, o.currency, o.amount, o.conversions, \

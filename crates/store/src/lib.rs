@@ -529,6 +529,10 @@ pub struct User {
     /// When the password (or role) last changed, UTC µs: sessions signed in
     /// before it are no longer valid.
     pub credentials_changed_at: Micros,
+    /// Where mail for this user goes (`None`: no mail).
+    pub email: Option<String>,
+    /// An affiliate's user asked for a mail per new conversion.
+    pub notify_conversions: bool,
 }
 
 /// A user to create or overwrite (by username).
@@ -825,6 +829,15 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// All users, by username.
     fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
+
+    /// Sets where a user's mail goes and whether it wants a mail per new
+    /// conversion; `false` when there is no such user.
+    fn set_user_email(
+        &self,
+        username: String,
+        email: Option<String>,
+        notify_conversions: bool,
+    ) -> StoreFuture<'_, bool>;
 }
 
 /// One event of the transactional outbox (see `clickward_core::event`).

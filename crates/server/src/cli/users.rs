@@ -40,6 +40,22 @@ pub enum UserCmd {
         /// `http://` + the listen address).
         #[arg(long)]
         base: Option<String>,
+        /// Mail it to the user's address through `[mail]` instead of
+        /// printing it.
+        #[arg(long)]
+        send: bool,
+    },
+    /// Set where a user's mail goes (`--email ''` for none) and whether an
+    /// affiliate's user gets a mail per new conversion.
+    Email {
+        /// Sign-in name.
+        name: String,
+        /// The address.
+        #[arg(long)]
+        email: String,
+        /// A mail for each new conversion (affiliates' users; off unless given).
+        #[arg(long)]
+        conversions: bool,
     },
 }
 
@@ -114,7 +130,28 @@ pub(super) async fn user_command(
                 );
             }
         }
-        UserCmd::MagicLink { name, base } => {
+        UserCmd::Email {
+            name,
+            email,
+            conversions,
+        } => {
+            let email = Some(email.trim().to_owned()).filter(|e| !e.is_empty());
+            if let Some(e) = &email {
+                crate::services::mail::mailbox(e)?;
+            }
+            anyhow::ensure!(
+                store
+                    .set_user_email(name.clone(), email.clone(), conversions)
+                    .await?,
+                "no user {name:?}"
+            );
+            outln!(
+                "{name}: mail to {}, conversion mails {}",
+                email.as_deref().unwrap_or("nobody"),
+                if conversions { "on" } else { "off" }
+            );
+        }
+        UserCmd::MagicLink { name, base, send } => {
             let user = store
                 .find_user(name.clone())
                 .await?
@@ -128,7 +165,30 @@ pub(super) async fn user_command(
             let base = base
                 .or_else(|| v.config.dashboard.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", v.config.listen));
-            outln!("{}/login/magic?t={token}", base.trim_end_matches('/'));
+            let link = format!("{}/login/magic?t={token}", base.trim_end_matches('/'));
+            if send {
+                let m = &v.config.mail;
+                let smtp = m
+                    .smtp
+                    .as_deref()
+                    .context("--send needs a relay: set [mail] smtp in the config")?;
+                let to = user.email.as_deref().with_context(|| {
+                    format!("{name} has no address: clickward user email {name} --email ADDRESS")
+                })?;
+                let mailer =
+                    crate::services::mail::Mailer::new(smtp, &m.from, &m.admin, base.clone())?;
+                let answer = mailer
+                    .send(
+                        &crate::services::mail::mailbox(to)?,
+                        &crate::services::mail::Mailer::magic_link(&user.username, &link),
+                        None,
+                    )
+                    .await
+                    .context("sending the sign-in link")?;
+                outln!("sent a sign-in link to {to} ({answer})");
+            } else {
+                outln!("{link}");
+            }
         }
     }
     Ok(())

@@ -316,6 +316,8 @@ mod tests {
             affiliate: Some("ana".into()),
             password_hash: None,
             credentials_changed_at: 1_000,
+            email: None,
+            notify_conversions: false,
         }
     }
 

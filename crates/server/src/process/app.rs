@@ -273,11 +273,35 @@ impl Server {
             stopped.clone(),
         );
 
+        let mail_cfg = &state.0.cfg.config.mail;
+        let mailer = match &mail_cfg.smtp {
+            Some(url) => Some(Arc::new(crate::services::mail::Mailer::new(
+                url,
+                &mail_cfg.from,
+                &mail_cfg.admin,
+                state
+                    .0
+                    .cfg
+                    .config
+                    .dashboard
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", state.0.cfg.config.listen)),
+            )?)),
+            None => None,
+        };
+        state
+            .0
+            .delivery
+            .ensure_mail_endpoint(mailer.is_some())
+            .await
+            .context("making the e-mail endpoint")?;
         let out = &state.0.cfg.config.outbound;
         let deliverer = crate::services::delivery::spawn_worker(
             state.0.store.clone(),
             state.0.clock.clone(),
             outbound,
+            mailer,
             DeliverySettings {
                 retry: state.0.cfg.retry_schedule.clone(),
                 concurrency: out.concurrency,

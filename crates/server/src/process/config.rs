@@ -183,6 +183,31 @@ impl Default for OutboundConfig {
     }
 }
 
+/// `[mail]`: e-mail through an SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The relay: `smtp://host:25` (plain), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS); user and password may be in
+    /// the URL (`smtps://USER:PASS@email-smtp.eu-west-1.amazonaws.com`).
+    /// Unset: no mail.
+    pub smtp: Option<String>,
+    /// The sender, `Name <address>` or `address`.
+    pub from: String,
+    /// Who is told of payouts created and endpoints disabled.
+    pub admin: Vec<String>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp: None,
+            from: "clickward <clickward@localhost>".to_owned(),
+            admin: Vec::new(),
+        }
+    }
+}
+
 /// `[stream]`: clicks and outbox events to NATS JetStream.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -274,6 +299,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// The stream of clicks and events to NATS JetStream.
     pub stream: StreamConfig,
+    /// E-mail through an SMTP relay.
+    pub mail: MailConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -301,6 +328,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             outbound: OutboundConfig::default(),
             stream: StreamConfig::default(),
+            mail: MailConfig::default(),
             http: HttpConfig::default(),
             init: false,
         }
@@ -484,6 +512,14 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "stream.nats: {url:?} is not a NATS URL like \"nats://127.0.0.1:4222\""
                 )));
+            }
+        }
+        if self.mail.smtp.is_some() {
+            crate::services::mail::mailbox(&self.mail.from)
+                .map_err(|e| ConfigError::Invalid(format!("mail.from: {e}")))?;
+            for a in &self.mail.admin {
+                crate::services::mail::mailbox(a)
+                    .map_err(|e| ConfigError::Invalid(format!("mail.admin: {e}")))?;
             }
         }
         if !(1..=10_000).contains(&self.stream.batch) {

@@ -16,6 +16,8 @@
 //!   nodes;
 //! - [`links`]: the link cache the redirect reads;
 //! - [`keys`]: API keys and tokens (made, hashed);
+//! - [`mail`]: e-mail through an SMTP relay (conversions, payouts,
+//!   disabled endpoints, magic links);
 //! - [`stream`]: clicks and outbox events to NATS JetStream;
 //! - [`reports`]: report arguments, planning and output (CLI, API,
 //!   dashboard).
@@ -28,6 +30,7 @@ pub mod events;
 pub mod ingest;
 pub mod keys;
 pub mod links;
+pub mod mail;
 pub mod programs;
 pub mod reports;
 pub mod stream;

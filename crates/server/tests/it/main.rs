@@ -16,6 +16,7 @@ mod dedup;
 mod events;
 mod fuzz;
 mod geo;
+mod mail;
 mod multinode;
 mod privacy;
 mod redirect;

@@ -26,6 +26,8 @@ pub(super) fn user_from(r: &Row) -> Result<User, StoreError> {
         affiliate: r.try_get(3)?,
         password_hash: r.try_get(4)?,
         credentials_changed_at: r.try_get(5)?,
+        email: r.try_get(6)?,
+        notify_conversions: r.try_get(7)?,
     })
 }
 
@@ -177,6 +179,23 @@ impl AccountStore for PgStore {
                 .iter()
                 .map(user_from)
                 .collect()
+        })
+    }
+
+    fn set_user_email(
+        &self,
+        username: String,
+        email: Option<String>,
+        notify_conversions: bool,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.execute(
+                "UPDATE users SET email = $2, notify_conversions = $3 WHERE username = $1",
+                &[&username, &email, &notify_conversions],
+            )
+            .await?
+                > 0)
         })
     }
 }

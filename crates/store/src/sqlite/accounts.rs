@@ -23,6 +23,8 @@ pub(super) fn user_from(r: &Row<'_>) -> Result<User, StoreError> {
         affiliate: r.get(3)?,
         password_hash: r.get(4)?,
         credentials_changed_at: r.get(5)?,
+        email: r.get(6)?,
+        notify_conversions: r.get(7)?,
     })
 }
 
@@ -145,6 +147,20 @@ impl AccountStore for SqliteStore {
                 out.push(user_from(r)?);
             }
             Ok(out)
+        })
+    }
+
+    fn set_user_email(
+        &self,
+        username: String,
+        email: Option<String>,
+        notify_conversions: bool,
+    ) -> StoreFuture<'_, bool> {
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE users SET email = ?2, notify_conversions = ?3 WHERE username = ?1",
+                params![username, email, notify_conversions],
+            )? > 0)
         })
     }
 }

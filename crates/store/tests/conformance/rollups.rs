@@ -398,9 +398,10 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE conversions DROP COLUMN held; DROP TABLE outbox; \
          DROP TABLE delivery_attempts; DROP TABLE deliveries; DROP TABLE endpoints; \
          DROP TABLE delivery_cursors; DROP INDEX clicks_by_seq; ALTER TABLE clicks DROP COLUMN seq; \
+         ALTER TABLE users DROP COLUMN email; ALTER TABLE users DROP COLUMN notify_conversions; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15);",
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);",
     )
     .unwrap();
     drop(conn);

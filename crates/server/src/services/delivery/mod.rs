@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
+use crate::services::mail::Mailer;
 use crate::telemetry;
 use http::Outbound;
 
@@ -153,7 +154,7 @@ impl DeliveryService {
     fn method(kind: EndpointKind, given: Option<&str>) -> Result<HttpMethod, DeliveryError> {
         let m = match given {
             None => match kind {
-                EndpointKind::Webhook => HttpMethod::Post,
+                EndpointKind::Webhook | EndpointKind::Email => HttpMethod::Post,
                 EndpointKind::Postback => HttpMethod::Get,
             },
             Some(t) => HttpMethod::parse(t).ok_or_else(|| {
@@ -189,6 +190,11 @@ impl DeliveryService {
         kind: EndpointKind,
         spec: EndpointSpec,
     ) -> Result<(Endpoint, String), DeliveryError> {
+        if kind == EndpointKind::Email {
+            return Err(DeliveryError::Invalid(
+                "the e-mail endpoint is made by [mail] in the config".to_owned(),
+            ));
+        }
         let url = spec
             .url
             .ok_or_else(|| DeliveryError::Invalid("url: required".to_owned()))?;
@@ -200,7 +206,7 @@ impl DeliveryService {
         })?;
         let method = Self::method(kind, spec.method.as_deref())?;
         let events = spec.events.unwrap_or_else(|| match kind {
-            EndpointKind::Webhook => vec!["*".to_owned()],
+            EndpointKind::Webhook | EndpointKind::Email => vec!["*".to_owned()],
             EndpointKind::Postback => DEFAULT_POSTBACK_EVENTS.map(String::from).to_vec(),
         });
         Self::check_events(&events, kind)?;
@@ -230,6 +236,54 @@ impl DeliveryService {
             })
             .await?;
         Ok((e, secret))
+    }
+
+    /// Makes the built-in e-mail endpoint exist and be enabled when a relay
+    /// is configured (`mail`), and disables it when none is (its mail
+    /// waits, and is sent once a relay is configured and it is enabled).
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn ensure_mail_endpoint(&self, mail: bool) -> Result<(), DeliveryError> {
+        let existing = self
+            .store
+            .endpoints(None)
+            .await?
+            .into_iter()
+            .find(|e| e.kind == EndpointKind::Email);
+        match (existing, mail) {
+            (None, true) => {
+                self.store
+                    .create_endpoint(NewEndpoint {
+                        kind: EndpointKind::Email,
+                        url: "mailto:".to_owned(),
+                        method: HttpMethod::Post,
+                        events: crate::services::mail::MAIL_EVENTS
+                            .map(String::from)
+                            .to_vec(),
+                        program: None,
+                        affiliate: None,
+                        description: "e-mail through the [mail] relay".to_owned(),
+                        secret: new_secret(),
+                    })
+                    .await?;
+            }
+            (Some(e), true) if !e.enabled && e.disabled_reason.as_deref() == Some(NO_RELAY) => {
+                self.set_enabled(&e.id, true, "the config").await?;
+            }
+            (Some(e), false) if e.enabled => {
+                self.update(
+                    &e.id,
+                    EndpointChange {
+                        enabled: Some((false, NO_RELAY.to_owned())),
+                        ..EndpointChange::default()
+                    },
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Changes an endpoint's URL, method, events or description (its
@@ -420,6 +474,9 @@ impl DeliveryService {
     }
 }
 
+/// Why the e-mail endpoint is disabled when no relay is configured.
+const NO_RELAY: &str = "no [mail] relay is configured";
+
 /// How long a rotated-out secret keeps signing beside the new one: 24 h.
 pub const ROTATION_OVERLAP_US: Micros = 24 * 3_600_000_000;
 
@@ -443,6 +500,7 @@ pub fn spawn_worker(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     outbound: Outbound,
+    mailer: Option<Arc<Mailer>>,
     settings: DeliverySettings,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -509,65 +567,110 @@ pub fn spawn_worker(
                         .or_insert_with(|| Arc::new(Semaphore::new(settings.per_endpoint)))
                         .clone()
                 };
-                let (store, clock, outbound, settings, owner) = (
+                let (store, clock, outbound, settings, owner, mailer) = (
                     store.clone(),
                     clock.clone(),
                     outbound.clone(),
                     settings.clone(),
                     owner.clone(),
+                    mailer.clone(),
                 );
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Ok(_gate) = gate.acquire_owned().await else {
                         return;
                     };
-                    attempt(
-                        store.as_ref(),
-                        clock.as_ref(),
-                        &outbound,
-                        &settings,
-                        owner,
-                        d,
-                    )
-                    .await;
+                    let sender = Sender {
+                        outbound: &outbound,
+                        mailer: mailer.as_deref(),
+                    };
+                    attempt(store.as_ref(), clock.as_ref(), sender, &settings, owner, d).await;
                 });
             }
         }
     })
 }
 
+/// What sends an attempt: HTTP for webhooks and postbacks, the mailer
+/// for the e-mail endpoint.
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    outbound: &'a Outbound,
+    mailer: Option<&'a Mailer>,
+}
+
+impl Sender<'_> {
+    /// Sends `d` once: `(where it went, the answer, the verdict)`.
+    async fn send(
+        self,
+        store: &dyn Store,
+        d: &LeasedDelivery,
+    ) -> (String, http::OutboundAnswer, AttemptVerdict) {
+        if d.endpoint.kind == EndpointKind::Email {
+            let Some(m) = self.mailer else {
+                let none = http::OutboundAnswer {
+                    status: None,
+                    error: Some(NO_RELAY.to_owned()),
+                    latency: Duration::ZERO,
+                    response: String::new(),
+                };
+                return ("mailto:".to_owned(), none, AttemptVerdict::Retry);
+            };
+            let out = m.deliver(store, d).await;
+            let answer = http::OutboundAnswer {
+                status: None,
+                error: (!out.sent).then(|| out.note.clone()),
+                latency: out.latency,
+                response: if out.sent {
+                    clickward_core::truncate_utf8(&out.note, http::RESPONSE_KEEP).to_owned()
+                } else {
+                    String::new()
+                },
+            };
+            let verdict = if out.sent {
+                AttemptVerdict::Delivered
+            } else {
+                AttemptVerdict::Retry
+            };
+            return (format!("mailto:{}", out.to), answer, verdict);
+        }
+        let wall = SystemClock.now_micros();
+        match sink::build(d, wall / 1_000_000, wall) {
+            Ok(req) => {
+                let url = req.url.clone();
+                let answer = self.outbound.send(req).await;
+                let verdict = match answer.error {
+                    // A redirect is never followed: it is not a delivery.
+                    Some(_) => AttemptVerdict::Retry,
+                    None => rules::classify(answer.status),
+                };
+                (url, answer, verdict)
+            }
+            Err(why) => (
+                d.endpoint.url.clone(),
+                http::OutboundAnswer {
+                    status: None,
+                    error: Some(why),
+                    latency: Duration::ZERO,
+                    response: String::new(),
+                },
+                AttemptVerdict::Retry,
+            ),
+        }
+    }
+}
+
 /// Sends one leased delivery and records what happened.
 async fn attempt(
     store: &dyn Store,
     clock: &dyn Clock,
-    outbound: &Outbound,
+    sender: Sender<'_>,
     settings: &DeliverySettings,
     owner: String,
     d: LeasedDelivery,
 ) {
-    let wall = SystemClock.now_micros();
     let at = clock.now_micros();
-    let answer = match sink::build(&d, wall / 1_000_000, wall) {
-        Ok(req) => {
-            let url = req.url.clone();
-            (url, outbound.send(req).await)
-        }
-        Err(why) => (
-            d.endpoint.url.clone(),
-            http::OutboundAnswer {
-                status: None,
-                error: Some(why),
-                latency: Duration::ZERO,
-                response: String::new(),
-            },
-        ),
-    };
-    let (url, answer) = answer;
-    let verdict = match answer.error {
-        // A redirect is never followed: it is not a delivery.
-        Some(_) => AttemptVerdict::Retry,
-        None => rules::classify(answer.status),
-    };
+    let (url, answer, verdict) = sender.send(store, &d).await;
     let failed = d.attempts + 1;
     let next = match verdict {
         AttemptVerdict::Delivered => AttemptNext::Delivered,

@@ -16,6 +16,7 @@ pub fn build(d: &LeasedDelivery, sent_at_s: i64, now_us: i64) -> Result<Outbound
     match d.endpoint.kind {
         EndpointKind::Webhook => webhook(d, sent_at_s, now_us),
         EndpointKind::Postback => postback(d),
+        EndpointKind::Email => Err("mail is sent by the mailer, not over HTTP".to_owned()),
     }
 }
 
