@@ -133,9 +133,14 @@ struct Node {
 
 impl Node {
     async fn start(dir: &Path, name: &str, url: &str) -> Node {
+        Self::start_with(dir, name, url, &[]).await
+    }
+
+    async fn start_with(dir: &Path, name: &str, url: &str, env: &[(&str, &str)]) -> Node {
         let data = dir.join(name);
-        let (child, base) =
-            spawn_serve(&data, &seed_catalog(), &[("CLICKWARD_DATABASE_URL", url)]).await;
+        let mut all = vec![("CLICKWARD_DATABASE_URL", url)];
+        all.extend_from_slice(env);
+        let (child, base) = spawn_serve(&data, &seed_catalog(), &all).await;
         Node { child, base, data }
     }
 
@@ -356,4 +361,101 @@ async fn two_nodes_one_truth() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "click {id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_send_the_same_attempt() {
+    let Some(rx) = crate::webhooks::Receiver::start() else {
+        return;
+    };
+    let Some(pg) = Cluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(&cfg, "[outbound]\nallow_private = true\npoll = \"5ms\"\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    let env = [("CLICKWARD_CONFIG", cfg_s.as_str())];
+    let a = Node::start_with(dir.path(), "a", &url, &env).await;
+    let b = Node::start_with(dir.path(), "b", &url, &env).await;
+    let key = cli(&url, &a.data, &["key", "create", "--scope", "admin"]);
+    let key = key
+        .split_whitespace()
+        .find(|w| w.starts_with("cwk_"))
+        .unwrap()
+        .to_owned();
+    let added = Command::new(env!("CARGO_BIN_EXE_clickward"))
+        .env("CLICKWARD_DATABASE_URL", &url)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&a.data)
+        .args([
+            "webhook",
+            "add",
+            "--url",
+            &format!("{}/hook", rx.base),
+            "--events",
+            "affiliate.created",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let out = String::from_utf8_lossy(&added.stdout).into_owned();
+    rx.trust(out.lines().find_map(|l| l.strip_prefix("secret ")).unwrap())
+        .await;
+    // 60 events made on both nodes at once; both nodes dispatch and lease.
+    let c = client();
+    let mut jobs = Vec::new();
+    for i in 0..60 {
+        let node = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (c, key) = (c.clone(), key.clone());
+        jobs.push(tokio::spawn(async move {
+            let r = c
+                .post(format!("{node}/api/v1/affiliates"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({"slug": format!("aff{i}"), "name": format!("Affiliate {i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+        }));
+    }
+    for j in jobs {
+        j.await.unwrap();
+    }
+    let got = eventually(Duration::from_secs(60), "60 deliveries", || async {
+        let got = rx.at("/hook").await;
+        (got.len() >= 60).then_some(got)
+    })
+    .await;
+    // Let a second sender, if there were one, show itself.
+    let log = eventually(Duration::from_secs(30), "every delivery recorded", || {
+        let (url, data) = (url.clone(), a.data.clone());
+        async move {
+            let log = cli(&url, &data, &["webhook", "deliveries", "--limit", "1000"]);
+            (log.lines().count() == 60 && log.lines().all(|l| l.contains("delivered")))
+                .then_some(log)
+        }
+    })
+    .await;
+    let got_now = rx.at("/hook").await;
+    assert_eq!(
+        got_now.len(),
+        60,
+        "no attempt sent twice: {} requests",
+        got_now.len()
+    );
+    let ids: std::collections::HashSet<&str> =
+        got.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 60, "each event once");
+    assert!(got.iter().all(|r| r["valid"] == true));
+    assert!(log.lines().all(|l| l.contains("attempts 1 ")), "{log}");
 }

@@ -1009,3 +1009,93 @@ async fn a_merchant_adds_a_webhook_in_the_dashboard_and_an_affiliate_its_postbac
     let (s, _) = page(&app, &sol, &format!("/dashboard/deliveries/{}", ids[0])).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn kill_9_mid_delivery_loses_nothing_and_the_resend_carries_the_same_id() {
+    let Some(rx) = Receiver::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let catalog = dir.path().join("links.toml");
+    std::fs::write(&catalog, CATALOG).unwrap();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(&cfg, "[outbound]\nallow_private = true\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    let (mut child, base) = spawn_serve(&data, &catalog, &[("CLICKWARD_CONFIG", &cfg_s)]).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_clickward"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let added = cli(&[
+        "webhook",
+        "add",
+        "--url",
+        &format!("{}/hook", rx.base),
+        "--events",
+        "conversion.created",
+    ]);
+    let secret = added
+        .lines()
+        .find_map(|l| l.strip_prefix("secret "))
+        .unwrap()
+        .to_owned();
+    rx.trust(&secret).await;
+    // The receiver holds the first attempt for 5 s: clickward dies meanwhile.
+    rx.control(json!({"delay_s": 5})).await;
+    let c = client();
+    let r = c
+        .get(format!("{base}/r/s1"))
+        .header("user-agent", IPHONE)
+        .send()
+        .await
+        .unwrap();
+    let cid = location(&r).rsplit("cid=").next().unwrap().to_owned();
+    let r = c
+        .get(format!(
+            "{base}/postback?click_id={cid}&order_id=K-1&amount=10.00&token=tok-shop"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    eventually(
+        Duration::from_secs(20),
+        "the first attempt to arrive",
+        || async { (!rx.at("/hook").await.is_empty()).then_some(()) },
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    rx.control(json!({"delay_s": 0})).await;
+    let (mut child, _) = spawn_serve(&data, &catalog, &[("CLICKWARD_CONFIG", &cfg_s)]).await;
+    let got = eventually(
+        Duration::from_secs(30),
+        "the delivery sent again",
+        || async {
+            let got = rx.at("/hook").await;
+            (got.len() >= 2).then_some(got)
+        },
+    )
+    .await;
+    assert!(
+        got.iter()
+            .all(|r| r["valid"] == true && r["id"] == got[0]["id"] && r["body"] == got[0]["body"]),
+        "{got:?}"
+    );
+    let log = cli(&["webhook", "deliveries"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.contains("delivered"), "{log}");
+    assert_eq!(log.lines().count(), 1, "one delivery, sent twice: {log}");
+}
