@@ -5,7 +5,7 @@ Python (`standardwebhooks` from PyPI, by the spec's authors) and records
 what it got; tests read the records and steer its answers over HTTP:
 
   POST /_control  {"status": 503, "delay_s": 0, "body_bytes": 0, "redirect": ""}
-  GET  /_received -> [{"path", "method", "id", "valid", "error", "body", "query", "headers"}]
+  GET  /_received -> [{"path", "method", "id", "valid", "error", "body", "query", "headers", "at"}]
 
 Any other path is a delivery: /hook* is verified with --secret (or the
 secret set by POST /_secret {"secret": "whsec_..."}), anything else (a
@@ -76,6 +76,7 @@ class Handler(BaseHTTPRequestHandler):
             "valid": None,
             "error": None,
             "body": body.decode("utf-8", "replace"),
+            "at": time.time(),
         }
         if url.path.startswith("/hook"):
             with lock:
