@@ -329,6 +329,7 @@ impl Server {
                 stopped.clone(),
             )
         });
+        let streamer = streamer.transpose().context("starting the NATS stream")?;
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
@@ -358,9 +359,9 @@ impl Server {
             }
             background.abort();
             deliverer.abort();
-            if let Some(s) = streamer {
-                s.abort();
-            }
+            // The stream's thread ends with `stopped`; it is not waited for
+            // (what it had not published is published at the next start).
+            drop(streamer);
             if lost > 0 {
                 anyhow::bail!(
                     "{lost} clicks could not be written before shutdown (the database refused every write for {:?}; see the log above)",

@@ -18,7 +18,6 @@ use async_nats::jetstream;
 use async_nats::jetstream::message::PublishMessage;
 use clickward_store::{ClickRow, OutboxEvent, Store};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::telemetry;
 
@@ -50,17 +49,71 @@ pub fn click_subject(program: &str) -> String {
 /// "click":{…}}}`, the click as the API shows it without its visitor key.
 pub fn click_message(c: &ClickRow) -> (String, Vec<u8>) {
     let id = format!("clk_{}", c.click_id);
-    let mut click = serde_json::to_value(c).unwrap_or_default();
-    if let Some(m) = click.as_object_mut() {
-        m.remove("visitor_key");
-    }
-    let body = serde_json::json!({
-        "id": id,
-        "type": "click.recorded",
-        "ts": c.ts,
-        "data": { "v": clickward_core::event::PAYLOAD_VERSION, "click": click },
-    });
-    (id, serde_json::to_vec(&body).unwrap_or_default())
+    let body = ClickMessage {
+        id: &id,
+        kind: "click.recorded",
+        ts: c.ts,
+        data: ClickData {
+            v: clickward_core::event::PAYLOAD_VERSION,
+            click: ClickOut {
+                click_id: &c.click_id,
+                ts: c.ts,
+                link: &c.link,
+                program: &c.program,
+                affiliate: c.affiliate.as_deref(),
+                src: c.src.as_deref(),
+                subs: &c.subs,
+                referrer: c.referrer.as_deref(),
+                device: &c.device,
+                os: c.os.as_deref(),
+                browser: c.browser.as_deref(),
+                bot_reason: c.bot_reason.as_deref(),
+                invalid_reason: c.invalid_reason.as_deref(),
+                country: c.country.as_deref(),
+                region: c.region.as_deref(),
+                city: c.city.as_deref(),
+                unique: c.unique,
+            },
+        },
+    };
+    (id.clone(), serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A click as the stream carries it: the API's fields without the visitor key.
+#[derive(serde::Serialize)]
+struct ClickOut<'a> {
+    click_id: &'a clickward_core::id::ClickId,
+    ts: i64,
+    link: &'a str,
+    program: &'a str,
+    affiliate: Option<&'a str>,
+    src: Option<&'a str>,
+    subs: &'a [Option<String>; 5],
+    referrer: Option<&'a str>,
+    device: &'a str,
+    os: Option<&'a str>,
+    browser: Option<&'a str>,
+    bot_reason: Option<&'a str>,
+    invalid_reason: Option<&'a str>,
+    country: Option<&'a str>,
+    region: Option<&'a str>,
+    city: Option<&'a str>,
+    unique: bool,
+}
+
+#[derive(serde::Serialize)]
+struct ClickData<'a> {
+    v: u32,
+    click: ClickOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ClickMessage<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: i64,
+    data: ClickData<'a>,
 }
 
 /// The message of an outbox event: the webhook body (`{"id","type",
@@ -118,19 +171,32 @@ pub async fn init_cursors(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the publisher; it runs until `stopped`.
+/// Starts the publisher on a thread and runtime of its own (reading,
+/// encoding and publishing every click is steady work that must not queue
+/// behind, or in front of, redirects on the server's workers); it runs
+/// until `stopped`.
+///
+/// # Errors
+/// When the thread or its runtime cannot be made.
 pub fn spawn(
     store: Arc<dyn Store>,
     settings: StreamSettings,
     mut stopped: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let run = run(store, settings);
-        tokio::select! {
-            _ = async { let _ = stopped.wait_for(|s| *s).await; } => {}
-            () = run => {}
-        }
-    })
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(std::thread::Builder::new()
+        .name("clickward-stream".to_owned())
+        .spawn(move || {
+            rt.block_on(async move {
+                let run = run(store, settings);
+                tokio::select! {
+                    _ = async { let _ = stopped.wait_for(|s| *s).await; } => {}
+                    () = run => {}
+                }
+            });
+        })?)
 }
 
 async fn run(store: Arc<dyn Store>, s: StreamSettings) {

@@ -276,7 +276,7 @@ impl ClickStore for PgStore {
     fn click_seq_head(&self) -> StoreFuture<'_, i64> {
         Box::pin(async move {
             let c = self.client().await?;
-            Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) FROM clicks", &[])
+            Ok(c.query_one("SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)", &[])
                 .await?
                 .try_get(0)?)
         })

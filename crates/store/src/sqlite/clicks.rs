@@ -74,7 +74,7 @@ pub(super) fn insert_clicks(
     let mut out = Vec::with_capacity(clicks.len());
     // One writer: numbering the batch from the highest seq is commit order.
     let mut seq: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM clicks")?
+        .prepare_cached("SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)")?
         .query_row([], |r| r.get(0))?;
     {
         let mut last_unique = tx.prepare_cached(
@@ -224,7 +224,7 @@ impl ClickStore for SqliteStore {
     fn click_seq_head(&self) -> StoreFuture<'_, i64> {
         self.read(|c| {
             Ok(
-                c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM clicks")?
+                c.prepare_cached("SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)")?
                     .query_row([], |r| r.get(0))?,
             )
         })

@@ -312,48 +312,24 @@ impl DeliveryStore for SqliteStore {
         until: Micros,
         limit: u32,
     ) -> StoreFuture<'_, Vec<LeasedDelivery>> {
-        self.write(move |c| {
-            let tx = super::begin_write(c)?;
-            let picked: Vec<Picked> = {
-                let mut st = tx.prepare_cached(
-                    "SELECT d.id, d.endpoint_id, d.event_id, d.type, d.event_ts, d.payload, d.attempts \
-                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-                     WHERE d.status = 'pending' AND d.next_at <= ?1 AND e.enabled = 1 \
-                     AND (d.lease_until IS NULL OR d.lease_until < ?1) ORDER BY d.next_at LIMIT ?2",
-                )?;
-                let rows = st.query_map(params![now, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut out = Vec::with_capacity(picked.len());
-            let mut endpoints: Vec<Endpoint> = Vec::new();
-            for (id, ep, ev, kind, event_ts, payload, attempts) in picked {
-                tx.prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?
-                    .execute(params![id, owner, until])?;
-                let ep_id = format!("ep_{}", crate::common::ulid_of(ep.clone(), "endpoint id")?);
-                let endpoint = match endpoints.iter().find(|e| e.id == ep_id) {
-                    Some(e) => e.clone(),
-                    None => {
-                        let e = endpoint_by_key(&tx, &ep)?
-                            .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has no endpoint")))?;
-                        endpoints.push(e.clone());
-                        e
-                    }
-                };
-                out.push(LeasedDelivery {
-                    id,
-                    endpoint,
-                    event_id: clickward_core::event::event_id_text(crate::common::ulid_of(ev, "event id")?),
-                    kind,
-                    event_ts,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|_| crate::common::corrupt("delivery payload", &payload))?,
-                    attempts: u32::try_from(attempts).unwrap_or(0),
-                });
+        let inner = self.clone();
+        Box::pin(async move {
+            // Most polls find nothing due: ask a reader first, so an idle
+            // worker never takes the write lock from click ingest.
+            let due = inner
+                .read(move |c| {
+                    Ok(c.prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                         WHERE d.status = 'pending' AND d.next_at <= ?1 AND e.enabled = 1 \
+                         AND (d.lease_until IS NULL OR d.lease_until < ?1))",
+                    )?
+                    .query_row(params![now], |r| r.get::<_, bool>(0))?)
+                })
+                .await?;
+            if !due {
+                return Ok(Vec::new());
             }
-            tx.commit()?;
-            Ok(out)
+            inner.lease_due(owner, now, until, limit).await
         })
     }
 
@@ -578,6 +554,61 @@ impl DeliveryStore for SqliteStore {
             )?;
             tx.commit()?;
             Ok(id)
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Leases due deliveries (see [`DeliveryStore::lease`]).
+    fn lease_due(
+        &self,
+        owner: String,
+        now: Micros,
+        until: Micros,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<LeasedDelivery>> {
+        self.write(move |c| {
+            let tx = super::begin_write(c)?;
+            let picked: Vec<Picked> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT d.id, d.endpoint_id, d.event_id, d.type, d.event_ts, d.payload, d.attempts \
+                     FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                     WHERE d.status = 'pending' AND d.next_at <= ?1 AND e.enabled = 1 \
+                     AND (d.lease_until IS NULL OR d.lease_until < ?1) ORDER BY d.next_at LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![now, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::with_capacity(picked.len());
+            let mut endpoints: Vec<Endpoint> = Vec::new();
+            for (id, ep, ev, kind, event_ts, payload, attempts) in picked {
+                tx.prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?
+                    .execute(params![id, owner, until])?;
+                let ep_id = format!("ep_{}", crate::common::ulid_of(ep.clone(), "endpoint id")?);
+                let endpoint = match endpoints.iter().find(|e| e.id == ep_id) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = endpoint_by_key(&tx, &ep)?
+                            .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has no endpoint")))?;
+                        endpoints.push(e.clone());
+                        e
+                    }
+                };
+                out.push(LeasedDelivery {
+                    id,
+                    endpoint,
+                    event_id: clickward_core::event::event_id_text(crate::common::ulid_of(ev, "event id")?),
+                    kind,
+                    event_ts,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|_| crate::common::corrupt("delivery payload", &payload))?,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                });
+            }
+            tx.commit()?;
+            Ok(out)
         })
     }
 }
