@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 
 use crate::event::TYPES;
 
@@ -237,23 +237,8 @@ pub const POSTBACK_MACROS: [&str; 18] = [
 /// The macro names for messages.
 pub const POSTBACK_MACRO_NAMES: &str = "{click_id} {conversion_id} {order_id} {event} {status} {amount} {payout} {currency} {sub1}..{sub5} {src} {program} {affiliate} {timestamp} {link}";
 
-/// What a macro value keeps unencoded: RFC 3986 unreserved.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Literal template text made safe for a URL (as link destinations are).
-const LITERAL: &AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'|');
+// Macro values and literal text are encoded as in link destinations.
+use crate::link::{LITERAL, VALUE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {

@@ -275,7 +275,7 @@ enum Segment {
 }
 
 /// The characters a macro value keeps unencoded: RFC 3986 unreserved.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -285,7 +285,7 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// escapes stay; a space, a quote, `<>\^`|` and control characters (and,
 /// by `utf8_percent_encode`, every non-ASCII byte) are percent-encoded, so
 /// `Location` always carries a valid URL.
-const LITERAL: &AsciiSet = &percent_encoding::CONTROLS
+pub(crate) const LITERAL: &AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'<')

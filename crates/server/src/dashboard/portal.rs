@@ -39,7 +39,8 @@ pub struct PortalQuery {
     link: Option<String>,
 }
 
-fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
+/// The signed-in affiliate's slug (404 for an admin session).
+pub(super) fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
     match &s.who {
         Who::Affiliate { slug, .. } => Slug::parse(slug).map_err(|_| PageError::NotFound),
         Who::Admin { .. } => Err(PageError::NotFound),

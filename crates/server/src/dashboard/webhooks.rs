@@ -15,7 +15,8 @@ use clickward_store::{DeliveryQuery, DeliveryRow, Endpoint};
 use serde::Deserialize;
 
 use super::admin::PageResult;
-use super::session::{Session, Who};
+use super::portal::affiliate_of;
+use super::session::Session;
 use super::views::{Chrome, Notice, back, utc};
 use super::{PageError, page};
 use crate::process::app::AppState;
@@ -28,6 +29,18 @@ impl From<DeliveryError> for PageError {
             other => PageError::Internal(other.to_string()),
         }
     }
+}
+
+/// Every program's slug, for the forms' program choice.
+async fn program_slugs(app: &AppState) -> Result<Vec<String>, PageError> {
+    Ok(app
+        .0
+        .store
+        .list_programs()
+        .await?
+        .into_iter()
+        .map(|p| p.slug.as_str().to_owned())
+        .collect())
 }
 
 /// An endpoint line.
@@ -162,14 +175,7 @@ async fn webhooks_page(
         .iter()
         .map(delivery_item)
         .collect();
-    let programs = app
-        .0
-        .store
-        .list_programs()
-        .await?
-        .into_iter()
-        .map(|p| p.slug.as_str().to_owned())
-        .collect();
+    let programs = program_slugs(app).await?;
     Ok(page(&WebhooksPage {
         c: Chrome::new(s, "Webhooks", "webhooks").notice(app, notice),
         endpoints,
@@ -326,13 +332,6 @@ pub async fn replay(State(app): State<AppState>, Path(id): Path<i64>) -> PageRes
 
 // ---- the portal: an affiliate's own postbacks ------------------------------
 
-fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
-    match &s.who {
-        Who::Affiliate { slug, .. } => Slug::parse(slug).map_err(|_| PageError::NotFound),
-        Who::Admin { .. } => Err(PageError::NotFound),
-    }
-}
-
 /// The portal's postbacks and their recent deliveries, for `me` only.
 pub struct PortalPostbacks {
     pub endpoints: Vec<EndpointItem>,
@@ -366,14 +365,7 @@ pub async fn portal_postbacks(app: &AppState, me: &Slug) -> Result<PortalPostbac
         .iter()
         .map(delivery_item)
         .collect();
-    let programs = app
-        .0
-        .store
-        .list_programs()
-        .await?
-        .into_iter()
-        .map(|p| p.slug.as_str().to_owned())
-        .collect();
+    let programs = program_slugs(app).await?;
     Ok(PortalPostbacks {
         endpoints,
         deliveries,
