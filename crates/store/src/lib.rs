@@ -1087,7 +1087,8 @@ pub struct AttemptRow {
 pub struct DeliveryQuery {
     /// One endpoint (`ep_…`).
     pub endpoint: Option<String>,
-    /// Only endpoints filtered on this affiliate (the portal's view).
+    /// Only this affiliate's postbacks (the portal's view; never a
+    /// merchant's webhook, even one filtered on the affiliate).
     pub affiliate: Option<Slug>,
     /// `pending`, `delivered` or `dead`.
     pub status: Option<String>,

@@ -472,7 +472,7 @@ impl DeliveryStore for PgStore {
                     "{DELIVERY_SELECT} WHERE ($1::BYTEA IS NULL OR d.endpoint_id = $1) \
                      AND ($2::TEXT IS NULL OR d.status = $2) AND ($3::BIGINT IS NULL OR d.id < $3) \
                      AND ($4::TEXT IS NULL OR d.endpoint_id IN (SELECT e.id FROM endpoints e \
-                     JOIN affiliates a ON a.id = e.affiliate_id WHERE a.slug = $4)) \
+                     JOIN affiliates a ON a.id = e.affiliate_id WHERE a.slug = $4 AND e.kind = 'postback')) \
                      ORDER BY d.id DESC LIMIT $5"
                 ),
                 &[

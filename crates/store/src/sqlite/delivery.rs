@@ -406,7 +406,7 @@ impl DeliveryStore for SqliteStore {
             let mut st = c.prepare_cached(&format!(
                 "{DELIVERY_SELECT} WHERE (?1 IS NULL OR d.endpoint_id = ?1) AND (?2 IS NULL OR d.status = ?2) \
                  AND (?3 IS NULL OR d.id < ?3) AND (?4 IS NULL OR d.endpoint_id IN \
-                 (SELECT e.id FROM endpoints e JOIN affiliates a ON a.id = e.affiliate_id WHERE a.slug = ?4)) \
+                 (SELECT e.id FROM endpoints e JOIN affiliates a ON a.id = e.affiliate_id WHERE a.slug = ?4 AND e.kind = 'postback')) \
                  ORDER BY d.id DESC LIMIT ?5"
             ))?;
             let rows = st.query_map(

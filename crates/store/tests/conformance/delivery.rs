@@ -137,6 +137,17 @@ async fn dispatch_fans_each_event_out_once_to_the_endpoints_that_want_it(b: Back
         !disabled[0].payload.to_string().contains("whsec_"),
         "no secret in events"
     );
+    // The portal's view of blog: its postbacks' deliveries, never the
+    // merchant's webhook filtered on blog.
+    let portal = s
+        .deliveries(DeliveryQuery {
+            affiliate: Some(slug("blog")),
+            limit: 100,
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(portal.is_empty(), "{portal:?}");
     // An endpoint made now gets none of what was already dispatched.
     let late = s.create_endpoint(endpoint(&["*"], None)).await.unwrap();
     assert_eq!(s.dispatch(1_000, 500).await.unwrap(), 0);
