@@ -865,6 +865,9 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// higher one was read: a reader that must see every event reads again
     /// a little behind its cursor (event ids are stable for deduplication).
     fn outbox_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<OutboxEvent>>;
+
+    /// The highest `seq` written (0: none).
+    fn outbox_head(&self) -> StoreFuture<'_, i64>;
 }
 
 /// An endpoint to add: a merchant's webhook or an affiliate's postback.

@@ -20,7 +20,7 @@ use super::session::Session;
 use super::views::{Chrome, Notice, back, utc};
 use super::{PageError, page};
 use crate::process::app::AppState;
-use crate::services::delivery::{DeliveryError, EndpointSpec};
+use crate::services::delivery::{ActionDone, DeliveryError, EndpointSpec};
 
 impl From<DeliveryError> for PageError {
     fn from(e: DeliveryError) -> Self {
@@ -242,23 +242,9 @@ pub async fn endpoint_action(
     Extension(s): Extension<Session>,
     Path((id, action)): Path<(String, String)>,
 ) -> PageResult {
-    let d = &app.0.delivery;
     let who = format!("{} (dashboard)", s.name());
-    let done = match action.as_str() {
-        "disable" => d
-            .set_enabled(&id, false, &who)
-            .await
-            .map(|_| "Endpoint disabled.".to_owned()),
-        "enable" => d
-            .set_enabled(&id, true, &who)
-            .await
-            .map(|_| "Endpoint enabled.".to_owned()),
-        "test" => d
-            .test(&id)
-            .await
-            .map(|n| format!("Test event queued as delivery {n}.")),
-        "rotate-secret" => {
-            let (e, secret) = d.rotate_secret(&id).await?;
+    let done = match app.0.delivery.act(&id, &action, &who).await? {
+        ActionDone::Rotated(e, secret) => {
             let notice = Notice::signed(
                 &app,
                 "msg",
@@ -266,9 +252,19 @@ pub async fn endpoint_action(
             );
             return webhooks_page(&app, &s, &notice, None, Some((e.id, secret))).await;
         }
-        _ => return Err(PageError::NotFound),
+        other => done_text(&other, "Endpoint"),
     };
-    Ok(back(&app, "/dashboard/webhooks", "msg", &done?))
+    Ok(back(&app, "/dashboard/webhooks", "msg", &done))
+}
+
+/// The notice after a disable, enable or test of a `noun` (`Endpoint`, `Postback`).
+fn done_text(done: &ActionDone, noun: &str) -> String {
+    match done {
+        ActionDone::Changed(e) if e.enabled => format!("{noun} enabled."),
+        ActionDone::Changed(_) => format!("{noun} disabled."),
+        ActionDone::Tested(n) => format!("Test event queued as delivery {n}."),
+        ActionDone::Rotated(..) => "New secret made.".to_owned(),
+    }
 }
 
 #[derive(Template)]
@@ -439,22 +435,11 @@ pub async fn portal_action(
     if e.kind != EndpointKind::Postback || e.affiliate.as_deref() != Some(me.as_str()) {
         return Err(PageError::NotFound);
     }
-    let d = &app.0.delivery;
+    // The portal may not rotate (postbacks are not signed) or do more.
+    if !matches!(action.as_str(), "disable" | "enable" | "test") {
+        return Err(PageError::NotFound);
+    }
     let who = format!("{} (portal)", s.name());
-    let done = match action.as_str() {
-        "disable" => d
-            .set_enabled(&id, false, &who)
-            .await
-            .map(|_| "Postback disabled.".to_owned()),
-        "enable" => d
-            .set_enabled(&id, true, &who)
-            .await
-            .map(|_| "Postback enabled.".to_owned()),
-        "test" => d
-            .test(&id)
-            .await
-            .map(|n| format!("Test conversion queued as delivery {n}.")),
-        _ => return Err(PageError::NotFound),
-    };
-    Ok(back(&app, "/portal", "msg", &done?))
+    let done = app.0.delivery.act(&id, &action, &who).await?;
+    Ok(back(&app, "/portal", "msg", &done_text(&done, "Postback")))
 }

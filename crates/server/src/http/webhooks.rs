@@ -17,7 +17,7 @@ use crate::http::ApiError;
 use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
 use crate::process::app::AppState;
-use crate::services::delivery::{DeliveryError, EndpointSpec};
+use crate::services::delivery::{ActionDone, DeliveryError, EndpointSpec};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -121,23 +121,11 @@ pub async fn endpoint_action(
     State(app): State<AppState>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let d = &app.0.delivery;
     let who = format!("API key {}", key.0.prefix);
-    let v = match action.as_str() {
-        "disable" => serde_json::to_value(d.set_enabled(&id, false, &who).await?)
-            .map_err(ApiError::internal)?,
-        "enable" => serde_json::to_value(d.set_enabled(&id, true, &who).await?)
-            .map_err(ApiError::internal)?,
-        "rotate-secret" => {
-            let (e, secret) = d.rotate_secret(&id).await?;
-            with_secret(&e, &secret)?
-        }
-        "test" => json!({ "delivery": d.test(&id).await? }),
-        other => {
-            return Err(ApiError::not_found(format!(
-                "action {other:?}; one of disable, enable, rotate-secret, test"
-            )));
-        }
+    let v = match app.0.delivery.act(&id, &action, &who).await? {
+        ActionDone::Changed(e) => serde_json::to_value(e).map_err(ApiError::internal)?,
+        ActionDone::Rotated(e, secret) => with_secret(&e, &secret)?,
+        ActionDone::Tested(n) => json!({ "delivery": n }),
     };
     Ok(Json(v))
 }

@@ -46,9 +46,39 @@ pub struct MailOutcome {
     pub to: String,
 }
 
-#[derive(Template)]
-#[template(path = "mail/conversion.txt")]
-struct ConversionText<'a> {
+/// One mail's values, rendered by its plain-text and its HTML template
+/// (askama takes one template per type, so the two wrapper types are made
+/// here from the one list of fields).
+macro_rules! mail_templates {
+    ($name:ident, $text:tt, $html:tt { $($f:ident: $t:ty),* $(,)? }) => {
+        #[derive(Clone, Copy)]
+        struct $name<'a> {
+            $($f: $t),*
+        }
+
+        impl $name<'_> {
+            fn mail(self, subject: String) -> Mail {
+                #[derive(Template)]
+                #[template(path = $text)]
+                struct Text<'a> {
+                    $($f: $t),*
+                }
+                #[derive(Template)]
+                #[template(path = $html)]
+                struct Html<'a> {
+                    $($f: $t),*
+                }
+                Mail {
+                    subject,
+                    text: render(&Text { $($f: self.$f),* }),
+                    html: render(&Html { $($f: self.$f),* }),
+                }
+            }
+        }
+    };
+}
+
+mail_templates!(ConversionMail, "mail/conversion.txt", "mail/conversion.html" {
     user: &'a str,
     program: &'a str,
     event: &'a str,
@@ -58,25 +88,9 @@ struct ConversionText<'a> {
     status: &'a str,
     when: &'a str,
     portal: &'a str,
-}
+});
 
-#[derive(Template)]
-#[template(path = "mail/conversion.html")]
-struct ConversionHtml<'a> {
-    user: &'a str,
-    program: &'a str,
-    event: &'a str,
-    order_id: &'a str,
-    amount: &'a str,
-    commission: &'a str,
-    status: &'a str,
-    when: &'a str,
-    portal: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/payout.txt")]
-struct PayoutText<'a> {
+mail_templates!(PayoutMail, "mail/payout.txt", "mail/payout.html" {
     user: &'a str,
     affiliate: &'a str,
     amount: &'a str,
@@ -84,53 +98,20 @@ struct PayoutText<'a> {
     batch: &'a str,
     when: &'a str,
     portal: &'a str,
-}
+});
 
-#[derive(Template)]
-#[template(path = "mail/payout.html")]
-struct PayoutHtml<'a> {
-    user: &'a str,
-    affiliate: &'a str,
-    amount: &'a str,
-    conversions: i64,
-    batch: &'a str,
-    when: &'a str,
-    portal: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/endpoint_disabled.txt")]
-struct DisabledText<'a> {
+mail_templates!(DisabledMail, "mail/endpoint_disabled.txt", "mail/endpoint_disabled.html" {
     id: &'a str,
     kind: &'a str,
     description: &'a str,
     reason: &'a str,
     page: &'a str,
-}
+});
 
-#[derive(Template)]
-#[template(path = "mail/endpoint_disabled.html")]
-struct DisabledHtml<'a> {
-    id: &'a str,
-    kind: &'a str,
-    description: &'a str,
-    reason: &'a str,
-    page: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/magic_link.txt")]
-struct MagicText<'a> {
+mail_templates!(MagicMail, "mail/magic_link.txt", "mail/magic_link.html" {
     user: &'a str,
     link: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/magic_link.html")]
-struct MagicHtml<'a> {
-    user: &'a str,
-    link: &'a str,
-}
+});
 
 /// A mail to send: subject, plain text, HTML.
 pub struct Mail {
@@ -228,11 +209,7 @@ impl Mailer {
 
     /// The magic-link mail for `user`.
     pub fn magic_link(user: &str, link: &str) -> Mail {
-        Mail {
-            subject: "Sign in to clickward".to_owned(),
-            text: render(&MagicText { user, link }),
-            html: render(&MagicHtml { user, link }),
-        }
+        MagicMail { user, link }.mail("Sign in to clickward".to_owned())
     }
 
     /// Who gets the mail of `d`'s event, and what it says.
@@ -271,18 +248,7 @@ impl Mailer {
                 for (to, user) in of_affiliate(c["affiliate"].as_str(), |u| u.notify_conversions) {
                     let (program, event, order_id, status) =
                         (s("program"), s("event"), s("order_id"), s("status"));
-                    let t = ConversionText {
-                        user: &user,
-                        program: &program,
-                        event: &event,
-                        order_id: &order_id,
-                        amount: &amount,
-                        commission: &commission,
-                        status: &status,
-                        when: &when,
-                        portal: &portal,
-                    };
-                    let h = ConversionHtml {
+                    let m = ConversionMail {
                         user: &user,
                         program: &program,
                         event: &event,
@@ -295,11 +261,7 @@ impl Mailer {
                     };
                     out.push((
                         to,
-                        Mail {
-                            subject: format!("New conversion on {program}: {commission}"),
-                            text: render(&t),
-                            html: render(&h),
-                        },
+                        m.mail(format!("New conversion on {program}: {commission}")),
                     ));
                 }
             }
@@ -326,7 +288,7 @@ impl Mailer {
                     )
                 }));
                 for (m, user, link) in to {
-                    let t = PayoutText {
+                    let mail = PayoutMail {
                         user: &user,
                         affiliate: &affiliate,
                         amount: &amount,
@@ -334,24 +296,9 @@ impl Mailer {
                         batch: &batch,
                         when: &when,
                         portal: &link,
-                    };
-                    let h = PayoutHtml {
-                        user: &user,
-                        affiliate: &affiliate,
-                        amount: &amount,
-                        conversions,
-                        batch: &batch,
-                        when: &when,
-                        portal: &link,
-                    };
-                    out.push((
-                        m,
-                        Mail {
-                            subject: format!("Payout created for {affiliate}: {amount}"),
-                            text: render(&t),
-                            html: render(&h),
-                        },
-                    ));
+                    }
+                    .mail(format!("Payout created for {affiliate}: {amount}"));
+                    out.push((m, mail));
                 }
             }
             "webhook.disabled" => {
@@ -361,28 +308,15 @@ impl Mailer {
                     (s("id"), s("kind"), s("description"), s("reason"));
                 let page = format!("{}/dashboard/webhooks", self.public_url);
                 for a in &self.admins {
-                    let t = DisabledText {
+                    let mail = DisabledMail {
                         id: &id,
                         kind: &kind,
                         description: &description,
                         reason: &reason,
                         page: &page,
-                    };
-                    let h = DisabledHtml {
-                        id: &id,
-                        kind: &kind,
-                        description: &description,
-                        reason: &reason,
-                        page: &page,
-                    };
-                    out.push((
-                        a.clone(),
-                        Mail {
-                            subject: format!("Endpoint {id} disabled: {reason}"),
-                            text: render(&t),
-                            html: render(&h),
-                        },
-                    ));
+                    }
+                    .mail(format!("Endpoint {id} disabled: {reason}"));
+                    out.push((a.clone(), mail));
                 }
             }
             _ => {}

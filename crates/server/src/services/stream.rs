@@ -167,7 +167,10 @@ pub async fn init_cursors(store: &dyn Store) -> anyhow::Result<()> {
         Ok(store.click_seq_head().await?)
     })
     .await?;
-    start_at(store, "stream.outbox", outbox_head(store)).await?;
+    start_at(store, "stream.outbox", async {
+        Ok(store.outbox_head().await?)
+    })
+    .await?;
     Ok(())
 }
 
@@ -344,7 +347,10 @@ async fn events_round(
     commit_order: bool,
     gap: &mut GapWatch,
 ) -> anyhow::Result<usize> {
-    let cursor = start_at(store, "stream.outbox", outbox_head(store)).await?;
+    let cursor = start_at(store, "stream.outbox", async {
+        Ok(store.outbox_head().await?)
+    })
+    .await?;
     let mut events = store.outbox_after(cursor, s.batch).await?;
     if !commit_order {
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -368,19 +374,6 @@ async fn events_round(
     store.set_cursor("stream.outbox", last).await?;
     metrics::counter!(telemetry::STREAM_PUBLISHED_TOTAL, "kind" => "event").increment(n as u64);
     Ok(n)
-}
-
-/// The outbox's last `seq` (0: empty), read by paging from the start only
-/// when the cursor does not exist yet.
-async fn outbox_head(store: &dyn Store) -> anyhow::Result<i64> {
-    let mut at = 0;
-    loop {
-        let page = store.outbox_after(at, 1000).await?;
-        match page.last() {
-            Some(e) => at = e.seq,
-            None => return Ok(at),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -272,6 +272,28 @@ pub fn skipped(why: &str) {
     }
 }
 
+/// `ok`, where what a test needs (`what`, with how to get it) is there;
+/// otherwise a failure under CI (where nothing may skip) and a loud skip
+/// elsewhere.
+pub fn available(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this test: {what}"
+        );
+        skipped(&format!("missing: {what}"));
+    }
+    ok
+}
+
+/// Whether `python3 -c "import MODULE"` succeeds.
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The real binary: `clickward --data-dir DATA ARGS…`, run to its end.
 pub fn clickward(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clickward"))

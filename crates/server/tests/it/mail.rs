@@ -24,22 +24,6 @@ impl Drop for Relay {
     }
 }
 
-/// `false`, said loudly, where aiosmtpd is missing outside CI.
-fn have_aiosmtpd() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run the mail tests: pip install aiosmtpd"
-        );
-        skipped("Python's aiosmtpd is not installed (pip install aiosmtpd)");
-    }
-    ok
-}
-
 impl Relay {
     fn start(port: u16, dir: &Path) -> Relay {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receiver/smtp_sink.py");
@@ -109,7 +93,10 @@ destination = "https://shop.example/?cid={click_id}"
 
 #[tokio::test]
 async fn a_conversion_mail_waits_for_a_relay_that_is_down_and_a_magic_link_is_mailed() {
-    if !have_aiosmtpd() {
+    if !available(
+        python_has("aiosmtpd"),
+        "Python's aiosmtpd (pip install aiosmtpd)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

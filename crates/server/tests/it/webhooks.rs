@@ -26,27 +26,21 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    /// Starts the receiver on a free port (or on `port`); `None`, after
-    /// saying so loudly, where Python's `standardwebhooks` is missing
-    /// outside CI (`scripts/test.sh` installs it).
-    pub fn start_on(port: u16) -> Option<Receiver> {
+    /// Starts the receiver on a free port; `None`, after saying so loudly,
+    /// where Python's `standardwebhooks` is missing outside CI
+    /// (`scripts/test.sh` installs it).
+    pub fn start() -> Option<Receiver> {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/receiver/webhook_receiver.py");
-        let has_lib = Command::new("python3")
-            .args(["-c", "import standardwebhooks"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has_lib {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI must run the webhook tests: pip install standardwebhooks"
-            );
-            skipped("Python's standardwebhooks is not installed (pip install standardwebhooks)");
+        if !available(
+            python_has("standardwebhooks"),
+            "Python's standardwebhooks (pip install standardwebhooks)",
+        ) {
             return None;
         }
         let mut child = Command::new("python3")
             .arg(script)
-            .args(["--port", &port.to_string()])
+            .args(["--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -66,10 +60,6 @@ impl Receiver {
             base: format!("http://127.0.0.1:{port}"),
             http: client(),
         })
-    }
-
-    pub fn start() -> Option<Receiver> {
-        Self::start_on(0)
     }
 
     pub fn port(&self) -> u16 {
@@ -191,7 +181,7 @@ async fn add(app: &TestApp, path: &str, body: Value) -> (String, String) {
     )
 }
 
-/// The outbox events after `after` of type `kind`.
+/// The outbox events of type `kind`.
 async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
     let (_, v) = app.api_get("/api/v1/outbox?limit=1000").await;
     v["events"]

@@ -49,4 +49,13 @@ impl OutboxStore for PgStore {
             Ok(out)
         })
     }
+
+    fn outbox_head(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) FROM outbox", &[])
+                .await?
+                .try_get(0)?)
+        })
+    }
 }

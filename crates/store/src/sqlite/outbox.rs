@@ -36,4 +36,13 @@ impl OutboxStore for SqliteStore {
             Ok(out)
         })
     }
+
+    fn outbox_head(&self) -> StoreFuture<'_, i64> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM outbox")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+    }
 }

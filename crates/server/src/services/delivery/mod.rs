@@ -79,10 +79,15 @@ impl From<StoreError> for DeliveryError {
     }
 }
 
-impl From<EndpointError> for DeliveryError {
-    fn from(e: EndpointError) -> Self {
-        DeliveryError::Invalid(e.to_string())
-    }
+/// What [`DeliveryService::act`] did.
+#[derive(Debug)]
+pub enum ActionDone {
+    /// Disabled or enabled: the endpoint now.
+    Changed(Endpoint),
+    /// A new secret (shown once) and the endpoint.
+    Rotated(Endpoint, String),
+    /// A `webhook.test` delivery queued, by id.
+    Tested(i64),
 }
 
 /// What an endpoint is told to be, from the API, CLI, dashboard or portal.
@@ -128,7 +133,8 @@ impl DeliveryService {
     }
 
     fn check_url(&self, url: &str, kind: EndpointKind) -> Result<(), DeliveryError> {
-        let template = UrlTemplate::parse(url, kind)?;
+        let template = UrlTemplate::parse(url, kind)
+            .map_err(|e| DeliveryError::Invalid(format!("url: {e}")))?;
         // Judge the URL with every macro empty: the host is fixed.
         if let Some(why) = self.outbound.refusal(&template.expand(|_| None)) {
             return Err(DeliveryError::Invalid(format!("url: {why}")));
@@ -198,12 +204,7 @@ impl DeliveryService {
         let url = spec
             .url
             .ok_or_else(|| DeliveryError::Invalid("url: required".to_owned()))?;
-        self.check_url(&url, kind).map_err(|e| match e {
-            DeliveryError::Invalid(m) if !m.starts_with("url:") => {
-                DeliveryError::Invalid(format!("url: {m}"))
-            }
-            other => other,
-        })?;
+        self.check_url(&url, kind)?;
         let method = Self::method(kind, spec.method.as_deref())?;
         let events = spec.events.unwrap_or_else(|| match kind {
             EndpointKind::Webhook | EndpointKind::Email => vec!["*".to_owned()],
@@ -363,6 +364,33 @@ impl DeliveryService {
             },
         )
         .await
+    }
+
+    /// Runs an endpoint action by its name in the API, CLI, dashboard and
+    /// portal: `disable`, `enable`, `rotate-secret`, `test`.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown endpoint or action; the store's error.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: &str,
+        who: &str,
+    ) -> Result<ActionDone, DeliveryError> {
+        Ok(match action {
+            "disable" => ActionDone::Changed(self.set_enabled(id, false, who).await?),
+            "enable" => ActionDone::Changed(self.set_enabled(id, true, who).await?),
+            "rotate-secret" => {
+                let (e, secret) = self.rotate_secret(id).await?;
+                ActionDone::Rotated(e, secret)
+            }
+            "test" => ActionDone::Tested(self.test(id).await?),
+            other => {
+                return Err(DeliveryError::NotFound(format!(
+                    "action {other:?} (one of disable, enable, rotate-secret, test)"
+                )));
+            }
+        })
     }
 
     /// A new signing secret; the old one keeps signing beside it for 24 h
