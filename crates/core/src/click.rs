@@ -271,12 +271,23 @@ pub struct NewClick {
     /// Keys the same visitor had under earlier salts still inside the dedup
     /// window (used for the unique decision only, never stored).
     pub previous_keys: Vec<VisitorKey>,
+    /// What the fraud rules decided (`flag`, `reject`, `block`); `None` for
+    /// a clean click. Never set on a bot click (a bot is already not human).
+    #[serde(default)]
+    pub verdict: Option<crate::fraud::Verdict>,
 }
 
 impl NewClick {
     /// `true` when the click is a human click (neither bot nor invalid).
     pub fn is_human(&self) -> bool {
-        self.bot.is_none()
+        self.bot.is_none() && !self.is_invalid()
+    }
+
+    /// `true` when a fraud rule rejected or blocked it (`invalid_clicks`).
+    pub fn is_invalid(&self) -> bool {
+        self.verdict
+            .as_ref()
+            .is_some_and(|v| v.action.invalidates())
     }
 }
 

@@ -174,6 +174,10 @@ pub struct ConversionReport {
     pub occurred_at: Option<String>,
     /// Advertiser subs.
     pub adv_subs: [Option<String>; 5],
+    /// The buyer's address as the merchant saw it (`ip`, `customer_ip`,
+    /// `user_ip`), for the conversion fraud rules; hashed at intake, never
+    /// stored.
+    pub buyer_ip: Option<String>,
 }
 
 /// The field a postback key names, by its canonical name (`txid` →
@@ -198,6 +202,7 @@ pub fn canonical_field(key: &str) -> Option<&'static str> {
         "adv_sub5" | "adv5" => "adv_sub5",
         "token" | "security_token" | "verification_token" => "token",
         "signature" => "signature",
+        "ip" | "customer_ip" | "user_ip" => "ip",
         _ => return None,
     })
 }
@@ -226,6 +231,7 @@ impl ConversionReport {
                 Some("adv_sub3") => &mut r.adv_subs[2],
                 Some("adv_sub4") => &mut r.adv_subs[3],
                 Some("adv_sub5") => &mut r.adv_subs[4],
+                Some("ip") => &mut r.buyer_ip,
                 _ => continue,
             };
             if slot.is_none() {

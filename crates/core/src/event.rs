@@ -57,7 +57,13 @@ pub const TYPES: &[&str] = &[
     "link.disabled",
     "link.enabled",
     WEBHOOK_DISABLED,
+    CAP_REACHED,
 ];
+
+/// `cap.reached`: a cap was filled by the conversion that reached its limit
+/// (hard caps then reject, soft ones flag); payload `{"v":1,"rule","cap",
+/// "period","limit","used","hard","words"}`.
+pub const CAP_REACHED: &str = "cap.reached";
 
 /// `webhook.disabled`: an endpoint (webhook or affiliate postback) was
 /// disabled: by its receiver answering 410, by failing for 24 h without a

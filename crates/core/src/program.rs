@@ -71,6 +71,17 @@ pub struct ProgramSettings {
     pub pixel: PixelMode,
     /// Largest amount a pixel may report, minor units; `None`: no bound.
     pub pixel_max_amount: Option<i64>,
+    /// IANA time zone of the program's days (caps reset at its midnight).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Where blocked and over-cap clicks are sent instead of the merchant;
+    /// `None`: a "not available" page.
+    #[serde(default)]
+    pub fallback_url: Option<String>,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 /// What the conversion pixel may do for a program (docs/postbacks.md, "The
@@ -129,6 +140,8 @@ impl ProgramSettings {
             min_payout: 0,
             pixel: PixelMode::Off,
             pixel_max_amount: None,
+            timezone: "UTC".to_owned(),
+            fallback_url: None,
         }
     }
 }

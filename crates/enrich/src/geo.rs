@@ -52,9 +52,19 @@ pub enum GeoError {
     },
     /// The file holds no locations (an ASN or anonymous-IP database).
     #[error(
-        "GeoIP database {path} has type {kind:?}, which holds no locations; use a City or Country database"
+        "GeoIP database {path} has type {kind:?}, which holds no locations; use a City or Country database (ASN and anonymous-IP files go in `network`)"
     )]
     NotLocation {
+        /// The file.
+        path: PathBuf,
+        /// Its `database_type`.
+        kind: String,
+    },
+    /// A file given as a network database holds no networks (a City file).
+    #[error(
+        "network database {path} has type {kind:?}, which holds no networks; use an ASN or anonymous-IP database (City and Country files go in `geoip`)"
+    )]
+    NotNetwork {
         /// The file.
         path: PathBuf,
         /// Its `database_type`.

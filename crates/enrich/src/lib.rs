@@ -7,6 +7,8 @@
 //!   Unlicense, plus link-preview fetchers and request-shape signals);
 //! - [`geo`]: country, region and city from an mmdb file (MaxMind GeoIP2 /
 //!   GeoLite2 layout or the flat ip-location-db / DB-IP layout);
+//! - [`network`]: ASN, hosting, VPN / Tor / proxy from ASN and anonymous-IP
+//!   mmdb files (the `hosting` and `anonymous` fraud rules);
 //! - [`ip`]: the client IP behind trusted proxies;
 //! - [`visitor`]: the keyed BLAKE3 visitor key.
 //!
@@ -15,5 +17,6 @@
 pub mod bot;
 pub mod geo;
 pub mod ip;
+pub mod network;
 pub mod ua;
 pub mod visitor;

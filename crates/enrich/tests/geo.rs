@@ -113,3 +113,42 @@ fn a_file_that_is_not_a_database_is_refused() {
     assert!(GeoDb::open(&[&junk]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn network_files_answer_asn_hosting_and_anonymous_kinds() {
+    use clickward_enrich::network::NetworkDb;
+    let db = NetworkDb::open(&[
+        geoip("GeoLite2-ASN-Test.mmdb"),
+        geoip("GeoIP2-Anonymous-IP-Test.mmdb"),
+    ])
+    .unwrap();
+    let google = db.lookup(ip("1.0.0.1")).unwrap();
+    assert_eq!(google.asn, Some(15169));
+    assert_eq!(google.org.as_deref(), Some("Google Inc."));
+    let telstra = db.lookup(ip("1.128.0.1")).unwrap();
+    assert_eq!(telstra.asn, Some(1221));
+    assert!(!telstra.hosting && telstra.anonymous == Default::default());
+    let tor = db.lookup(ip("1.124.213.1")).unwrap();
+    assert!(tor.anonymous.tor && tor.anonymous.vpn);
+    assert!(db.lookup(ip("6.1.0.2")).unwrap().hosting);
+    assert!(db.lookup(ip("6.1.0.3")).unwrap().anonymous.proxy);
+    assert_eq!(db.lookup(ip("203.0.113.9")).unwrap(), Default::default());
+}
+
+#[test]
+fn a_city_file_is_not_a_network_file_and_the_other_way_round() {
+    use clickward_enrich::network::NetworkDb;
+    let e = NetworkDb::open(&[geoip("GeoIP2-City-Test.mmdb")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("holds no networks") && e.contains("GeoIP2-City-Test.mmdb"),
+        "{e}"
+    );
+    let e = GeoDb::open(&[geoip("GeoLite2-ASN-Test.mmdb")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("network"), "{e}");
+}

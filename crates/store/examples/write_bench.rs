@@ -80,6 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         city: None,
                         visitor_key: VisitorKey([v; 16]),
                         previous_keys: vec![],
+                        verdict: None,
                     }
                 })
                 .collect();

@@ -176,7 +176,7 @@ impl LinkColumns {
 /// `WHERE id = …`); [`SettingsColumns`] in its order.
 pub(crate) const SETTINGS_SELECT: &str = "SELECT currency, cookie_window_s, attribution_window_s, \
      attribution, commission, hold_s, postback_token, postback_secret, postback_ips, \
-     click_id_param, min_payout, pixel, pixel_max_amount FROM programs";
+     click_id_param, min_payout, pixel, pixel_max_amount, timezone, fallback_url FROM programs";
 
 /// A row of [`SETTINGS_SELECT`] as stored values.
 pub(crate) struct SettingsColumns {
@@ -193,6 +193,8 @@ pub(crate) struct SettingsColumns {
     pub min_payout: i64,
     pub pixel: String,
     pub pixel_max_amount: Option<i64>,
+    pub timezone: String,
+    pub fallback_url: Option<String>,
 }
 
 impl SettingsColumns {
@@ -223,6 +225,8 @@ impl SettingsColumns {
             pixel: clickward_core::program::PixelMode::parse(&self.pixel)
                 .ok_or_else(|| corrupt("pixel", &self.pixel))?,
             pixel_max_amount: self.pixel_max_amount,
+            timezone: self.timezone,
+            fallback_url: self.fallback_url,
         })
     }
 }
@@ -306,7 +310,8 @@ pub(crate) fn outbox_event(
 pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
      a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
      v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
-     v.adv_sub4, v.adv_sub5, v.fingerprint, v.held FROM conversions v JOIN programs p ON p.id = v.program_id \
+     v.adv_sub4, v.adv_sub5, v.fingerprint, v.held, v.verdict, v.verdict_rule, v.verdict_reason \
+     FROM conversions v JOIN programs p ON p.id = v.program_id \
      LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
 
 /// The query both backends read users with (then a `WHERE`).
@@ -675,4 +680,63 @@ mod tests {
         assert_eq!(settled_prefix(0, &[ev(2, now)], now), 0);
         assert_eq!(settled_prefix(1, &[ev(2, now)], now), 1);
     }
+}
+
+/// A verdict from its three stored columns (action, rule, sentence); `None`
+/// when the action is absent. An action this binary does not know is
+/// [`StoreError::Corrupt`].
+pub(crate) fn verdict_of(
+    action: Option<String>,
+    rule: Option<String>,
+    reason: Option<String>,
+) -> Result<Option<clickward_core::fraud::Verdict>, StoreError> {
+    let Some(a) = action else {
+        return Ok(None);
+    };
+    Ok(Some(clickward_core::fraud::Verdict {
+        action: clickward_core::fraud::Action::parse(&a).ok_or_else(|| corrupt("verdict", &a))?,
+        rule: rule.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+    }))
+}
+
+/// The three stored columns of a verdict.
+pub(crate) fn verdict_columns(
+    v: Option<&clickward_core::fraud::Verdict>,
+) -> (Option<&'static str>, Option<&str>, Option<&str>) {
+    match v {
+        Some(v) => (Some(v.action.as_str()), Some(&v.rule), Some(&v.reason)),
+        None => (None, None, None),
+    }
+}
+
+/// A stored rule from its columns.
+pub(crate) fn stored_rule(
+    spec: &str,
+    owner: &str,
+    updated_at: Micros,
+) -> Result<crate::StoredRule, StoreError> {
+    Ok(crate::StoredRule {
+        spec: serde_json::from_str(spec).map_err(|_| corrupt("rule spec", spec))?,
+        owner: match owner {
+            "file" => crate::RuleOwner::File,
+            "admin" => crate::RuleOwner::Admin,
+            other => return Err(corrupt("rule owner", other)),
+        },
+        updated_at,
+    })
+}
+
+/// The body of a `cap.reached` event: the rule, the counter, the period and
+/// how much is used.
+pub(crate) fn cap_event(claim: &clickward_core::fraud::CapClaim, used: i64) -> serde_json::Value {
+    serde_json::json!({
+        "rule": claim.rule,
+        "cap": claim.key,
+        "period": claim.period,
+        "limit": claim.limit,
+        "used": used,
+        "hard": claim.hard,
+        "words": claim.words,
+    })
 }

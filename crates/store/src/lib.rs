@@ -3,10 +3,10 @@
 //! [`Store`] is what the server needs from a database: the sum of one trait
 //! per concern ([`CatalogStore`], [`ClickStore`], [`ReportStore`],
 //! [`ConversionStore`], [`AccountStore`], [`ClusterStore`], [`OutboxStore`],
-//! [`DeliveryStore`]). Both backends
+//! [`DeliveryStore`], [`FraudStore`]). Both backends
 //! lay their code out the same way, one file per concern under `sqlite/` and
 //! `postgres/` (`catalog`, `clicks`, `rollups`, `conversions`, `accounts`,
-//! `cluster`, `outbox`, `delivery`), with SQL text and row mapping they share in `common`.
+//! `cluster`, `outbox`, `delivery`, `fraud`), with SQL text and row mapping they share in `common`.
 //! [`SqliteStore`] is the embedded default (one writer connection for
 //! batched, group-committed writes, plus a small pool of readers);
 //! [`PgStore`] is the shared store of several nodes. Every method is async
@@ -25,6 +25,7 @@ use clickward_core::click::NewClick;
 use clickward_core::commission::CommissionPlan;
 use clickward_core::conversion::{ConversionStatus, LedgerBucket};
 use clickward_core::delivery::EndpointKind;
+use clickward_core::fraud::{CapClaim, Verdict};
 use clickward_core::id::{ClickId, ConversionId, LinkCode, Slug};
 use clickward_core::link::{Affiliate, Link, Program, RedirectStatus, Status, UtmDefaults};
 use clickward_core::money::Currency;
@@ -33,11 +34,13 @@ use clickward_core::report::{Bucket, ClickCounts, Dimension};
 use serde::Serialize;
 
 mod common;
+mod fraud;
 mod plan;
 mod postgres;
 mod spool;
 mod sqlite;
 
+pub use fraud::{Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoredRule};
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
 pub use spool::{Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -224,8 +227,11 @@ pub struct ClickRow {
     pub browser: Option<String>,
     /// Bot reason; `None` for a human click.
     pub bot_reason: Option<String>,
-    /// Fraud-rule reason; `None` unless rejected.
+    /// The id of the fraud rule that made it invalid; `None` unless rejected
+    /// or blocked.
     pub invalid_reason: Option<String>,
+    /// The fraud verdict (flag, reject, block) with its rule and sentence.
+    pub verdict: Option<Verdict>,
     /// Country code.
     pub country: Option<String>,
     /// Region name.
@@ -349,6 +355,10 @@ pub struct ClickFacts {
     pub src: Option<String>,
     /// sub1..sub5.
     pub subs: [Option<String>; 5],
+    /// Country of the click.
+    pub country: Option<String>,
+    /// The click's fraud verdict.
+    pub verdict: Option<Verdict>,
 }
 
 /// A conversion ready to store (validated, attributed, commission computed).
@@ -385,6 +395,16 @@ pub struct NewConversion {
     pub actor: String,
     /// Held for review: the hold period never approves it (an admin does).
     pub held: bool,
+    /// What the conversion rules decided at intake (`reject` stores the
+    /// conversion rejected, `hold` holds it, `flag` marks it).
+    pub verdict: Option<Verdict>,
+    /// Keyed hash of the buyer's address, when the report carried one.
+    pub ip_hash: Option<[u8; 16]>,
+    /// The buyer's country, from the buyer's address.
+    pub buyer_country: Option<String>,
+    /// The caps it takes from, in the same transaction: a hard cap already
+    /// full stores it rejected (`cap_reached`), a soft one flags it.
+    pub caps: Vec<CapClaim>,
 }
 
 /// One stored conversion, as the API shows it.
@@ -431,6 +451,8 @@ pub struct ConversionRow {
     pub fingerprint: Vec<u8>,
     /// Held for review: the hold period never approves it (an admin does).
     pub held: bool,
+    /// The fraud verdict (flag, hold, reject) with its rule and sentence.
+    pub verdict: Option<Verdict>,
 }
 
 /// What recording a conversion did.
@@ -1236,6 +1258,7 @@ pub trait Store:
     + ClusterStore
     + OutboxStore
     + DeliveryStore
+    + FraudStore
 {
 }
 
@@ -1248,6 +1271,7 @@ impl<T> Store for T where
         + ClusterStore
         + OutboxStore
         + DeliveryStore
+        + FraudStore
 {
 }
 
@@ -1257,6 +1281,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, DeliveryStore,
-        OutboxStore, ReportStore, Store,
+        FraudStore, OutboxStore, ReportStore, Store,
     };
 }

@@ -223,6 +223,7 @@ pub async fn generate(
                 city: None,
                 visitor_key: VisitorKey(vk),
                 previous_keys: vec![],
+                verdict: None,
             };
             let tap = !is_bot && rng.random_range(0..100) < spec.double_tap_pct && made + 1 < n;
             if tap {
@@ -273,6 +274,8 @@ pub async fn generate(
                             affiliate_active: true,
                             src: c.params.src.clone(),
                             subs: c.params.subs.clone(),
+                            country: c.country.clone(),
+                            verdict: None,
                         },
                         occurred - c.ts,
                         "click_id",
@@ -287,6 +290,10 @@ pub async fn generate(
                     fingerprint: fp,
                     actor: "gen".into(),
                     held: false,
+                    verdict: None,
+                    ip_hash: None,
+                    buyer_country: None,
+                    caps: Vec::new(),
                 })
                 .await
                 .context("writing a generated conversion")?;

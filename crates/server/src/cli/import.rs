@@ -236,6 +236,7 @@ pub async fn import_csv(
                 city: geo_row.city,
                 visitor_key: VisitorKey([0; 16]),
                 previous_keys: Vec::new(),
+                verdict: None,
             },
         });
     }

@@ -295,7 +295,7 @@ pub async fn create(
 /// The fields `POST /api/v1/conversions` takes (the postback's aliases are
 /// for senders that cannot choose their names; the JSON API names each field
 /// once, as the link API does, and refuses others).
-const JSON_FIELDS: [&str; 12] = [
+const JSON_FIELDS: [&str; 13] = [
     "click_id",
     "order_id",
     "amount",
@@ -308,6 +308,7 @@ const JSON_FIELDS: [&str; 12] = [
     "adv_sub3",
     "adv_sub4",
     "adv_sub5",
+    "ip",
 ];
 
 /// The report in a JSON body, and the fingerprint of the request: BLAKE3 of
@@ -475,17 +476,39 @@ const PIXEL_GIF: &[u8] = &[
 /// a pixel trustworthy). Always answers the GIF, never an error page; the
 /// outcome is in the status code and `X-Clickward-Status` /
 /// `X-Clickward-Reason`.
-pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
+pub async fn pixel(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     let (parts, _) = req.into_parts();
+    let ip = client_ip(
+        peer.ip(),
+        parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+        &app.0.cfg.trusted,
+    );
     let query = parts.uri.query().unwrap_or_default();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        // A page cannot choose the click (the cookie does) nor approve its
-        // own conversion.
+        // A page cannot choose the click (the cookie does), approve its own
+        // conversion, or name another buyer address than its own.
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "click_id" | "transaction_id" | "cid" | "clickid" | "subid" | "sid" | "status"
+                "click_id"
+                    | "transaction_id"
+                    | "cid"
+                    | "clickid"
+                    | "subid"
+                    | "sid"
+                    | "status"
+                    | "ip"
+                    | "customer_ip"
+                    | "user_ip"
             )
         })
         .collect();
@@ -534,6 +557,7 @@ pub async fn pixel(State(app): State<AppState>, req: Request) -> Response {
                 cookie_click,
                 Via::Pixel {
                     sig: sig.as_deref(),
+                    ip,
                 },
             )
             .await

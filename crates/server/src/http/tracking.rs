@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clickward_core::Micros;
 use clickward_core::click::{BotReason, NewClick, TrackingParams, VisitorKey, normalize_referrer};
+use clickward_core::fraud::{Action, ClickSignals, Verdict};
 use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
 use clickward_core::program::AttributionModel;
@@ -27,6 +28,7 @@ use percent_encoding::percent_decode_str;
 use super::cookies::{self, Found};
 use crate::process::app::{AppState, Inner};
 use crate::services::events::LiveEvent;
+use crate::services::fraud;
 use crate::services::links::CachedLink;
 
 /// Name of the first-party visitor cookie (encrypted and signed).
@@ -154,19 +156,154 @@ async fn track(
     let human = facts.bot_reason.is_none();
     let visitor = visitor_identity(s, headers, now, &facts, human);
 
+    let verdict = if human {
+        judge(s, &link, pairs, headers, &facts, visitor.key, now)
+    } else {
+        None
+    };
+    let blocked = verdict.as_ref().is_some_and(|v| v.action == Action::Block);
+
     let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
     let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
     let location = location(&link, click_id, &facts.params);
-    let attribution = if human {
+    // A blocked visitor claims no attribution: the click is invalid.
+    let attribution = if human && !blocked {
         attribution_cookie(s, headers, &link, click_id, now, facts.secure)
     } else {
         None
     };
 
-    let (click, event) = click_of(&link, click_id, now, facts, visitor.key, visitor.previous);
+    let (click, event) = click_of(
+        &link,
+        click_id,
+        now,
+        facts,
+        visitor.key,
+        visitor.previous,
+        verdict,
+    );
     hand_off(s, click, event, started).await;
+    if blocked {
+        return blocked_answer(s, &link, started);
+    }
     redirect(s, &link, location, [visitor.cookie, attribution], started)
 }
+
+/// The fraud verdict of a human click: the link's click rules given what
+/// the request says, the node's velocity counters, the address's network
+/// and whether it is excluded traffic. Nothing is measured that no rule of
+/// this link reads.
+fn judge(
+    s: &Inner,
+    link: &CachedLink,
+    pairs: &Pairs<'_>,
+    headers: &HeaderMap,
+    facts: &RequestFacts<'_>,
+    visitor: VisitorKey,
+    now: Micros,
+) -> Option<Verdict> {
+    let rules = &link.click_rules;
+    if rules.is_empty() {
+        return None;
+    }
+    let link_id = link.record.link.id;
+    let visitor_clicks = rules.visitor_window().map_or(0, |(w, limit)| {
+        s.fraud
+            .velocity
+            .hit(fraud::visitor_key(link_id, &visitor.0), now, w, limit)
+    });
+    let link_clicks = rules.link_window().map_or(0, |(w, limit)| {
+        s.fraud
+            .velocity
+            .hit(fraud::link_key(link_id), now, w, limit)
+    });
+    let network = match (&s.fraud.network, rules.wants_network()) {
+        (Some(db), true) => db.lookup(facts.ip).ok(),
+        _ => None,
+    };
+    let book = s.links.rules();
+    let mut excluded = None;
+    let mut own_affiliate = false;
+    if book.has_exclusions() {
+        let by_address = fraud::address_hash(&s.fraud.exclusion_key, facts.ip);
+        let by_browser = match cookies::find(&s.cookie_sealer, headers, fraud::EXCLUDE_COOKIE) {
+            Found::Valid(token) => Some(fraud::token_hash(&s.fraud.exclusion_key, &token)),
+            _ => None,
+        };
+        for entry in std::iter::once(by_address)
+            .chain(by_browser)
+            .filter_map(|h| book.excluded(&h))
+        {
+            match entry.affiliate_id {
+                None => excluded = Some(entry.label.clone()),
+                Some(a) if Some(a) == link.record.affiliate_id => own_affiliate = true,
+                Some(_) => {}
+            }
+        }
+    }
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+    let referrer_host = facts
+        .referrer
+        .as_deref()
+        .and_then(clickward_core::click::referrer_host);
+    let verdict = rules.evaluate(&ClickSignals {
+        country: facts.geo.country.as_deref(),
+        referrer_host: referrer_host.as_deref(),
+        query_keys: &keys,
+        network: network.as_ref(),
+        excluded: excluded.as_deref(),
+        own_affiliate,
+        visitor_clicks,
+        link_clicks,
+        affiliate_link: link.record.affiliate_id.is_some(),
+    });
+    match verdict {
+        None if own_affiliate => Some(Verdict {
+            rule: clickward_core::fraud::SELF_REFERRAL.to_owned(),
+            action: Action::Flag,
+            reason: "from an address or browser of the link's own affiliate (self-referral)"
+                .to_owned(),
+        }),
+        v => v,
+    }
+}
+
+/// A blocked click's answer: the program's fallback destination, else the
+/// server's, else a plain 403 page. Never cached.
+fn blocked_answer(s: &Inner, link: &CachedLink, started: Instant) -> Response {
+    s.metrics
+        .redirect_seconds
+        .record(started.elapsed().as_secs_f64());
+    let target = link
+        .fallback
+        .as_deref()
+        .or(s.cfg.config.fallback_url.as_deref())
+        .and_then(|u| HeaderValue::try_from(u).ok());
+    match target {
+        Some(v) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, v),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+        )
+            .into_response(),
+        None => (
+            StatusCode::FORBIDDEN,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            BLOCKED_PAGE,
+        )
+            .into_response(),
+    }
+}
+
+const BLOCKED_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\">\
+<title>Link not available</title></head><body style=\"font-family:system-ui,sans-serif;margin:3em auto;max-width:32em\">\
+<h1>Link not available</h1><p>This offer is not available for this visit.</p></body></html>\n";
 
 /// What the request says, read once: placement and sub-ids, user agent
 /// facts, the bot verdict, the client IP's location, the referrer, and
@@ -393,6 +530,7 @@ fn click_of(
     facts: RequestFacts<'_>,
     visitor_key: VisitorKey,
     previous_keys: Vec<VisitorKey>,
+    verdict: Option<Verdict>,
 ) -> (NewClick, LiveEvent) {
     let record = &link.record;
     let RequestFacts {
@@ -420,6 +558,7 @@ fn click_of(
         city: geo.city,
         visitor_key,
         previous_keys,
+        verdict,
     };
     let event = LiveEvent::Click {
         click_id,
@@ -435,6 +574,7 @@ fn click_of(
         country: click.country.clone(),
         referrer: click.referrer.clone(),
         bot_reason: bot_reason.map(|b| b.as_str()),
+        verdict: click.verdict.clone(),
         outcome: "",
         redirect_us: 0,
     };

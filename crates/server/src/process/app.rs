@@ -38,7 +38,7 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub links: Arc<LinkCache>,
     pub ua: UaParser,
-    pub geo: Option<GeoDb>,
+    pub geo: Option<Arc<GeoDb>>,
     pub salts: Salts,
     pub cookie_key: Key,
     /// `cookie_key` expanded once, for the redirect path's cookies.
@@ -62,6 +62,23 @@ pub(crate) struct Inner {
     pub stop: watch::Receiver<bool>,
     /// Sign-in throttle and password check slots (see `dashboard::login`).
     pub sign_in: crate::dashboard::SignInGuard,
+    /// Velocity counters, network files, the exclusion key.
+    pub fraud: crate::services::fraud::FraudParts,
+}
+
+/// The buyer facts of an address: its keyed hash and GeoIP country (a
+/// lookup error is no country).
+fn buyer_lookup(
+    geo: Option<Arc<GeoDb>>,
+    key: [u8; 32],
+) -> crate::services::conversions::BuyerLookup {
+    Arc::new(move |ip| crate::services::fraud::Buyer {
+        ip_hash: Some(crate::services::fraud::address_hash(&key, ip)),
+        country: geo
+            .as_ref()
+            .and_then(|g| g.lookup(ip).ok().flatten())
+            .and_then(|g| g.country),
+    })
 }
 
 impl AppState {
@@ -173,7 +190,7 @@ impl Server {
         let geo = if cfg.config.geoip.is_empty() {
             None
         } else {
-            Some(GeoDb::open(&cfg.config.geoip)?)
+            Some(Arc::new(GeoDb::open(&cfg.config.geoip)?))
         };
         let store = open_store(&cfg).await?;
         // With PostgreSQL, redirects commit to the local spool and a shipper
@@ -193,6 +210,17 @@ impl Server {
         let secrets_dir = cfg.config.data_dir.join("secrets");
         let cookie_key = secrets::cookie_key(&secrets_dir)?;
         let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
+        let fraud = crate::services::fraud::FraudParts {
+            velocity: Default::default(),
+            network: if cfg.config.network.is_empty() {
+                None
+            } else {
+                Some(clickward_enrich::network::NetworkDb::open(
+                    &cfg.config.network,
+                )?)
+            },
+            exclusion_key: crate::services::fraud::exclusion_key(cookie_key.master()),
+        };
         let ua = UaParser::new(20_000).context("building the user-agent parser")?;
         let ingest_cfg = &cfg.config.ingest;
         let (ingest, ingest_task) = Ingest::start(
@@ -215,6 +243,8 @@ impl Server {
             events.clone(),
             clock.clone(),
             cfg.rates.clone(),
+            links.clone(),
+            buyer_lookup(geo.clone(), fraud.exclusion_key),
         );
         let outbound = crate::services::delivery::http::Outbound::new(
             cfg.config.outbound.allow_private,
@@ -244,6 +274,7 @@ impl Server {
             spool: spool.clone(),
             stop: stopped.clone(),
             sign_in: Default::default(),
+            fraud,
         }));
         state.reload_catalog().await?;
         // Every node must hash visitors with the same daily salts.

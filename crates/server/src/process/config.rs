@@ -279,6 +279,9 @@ pub struct Config {
     pub dedup_window: Duration,
     /// GeoIP `.mmdb` files, asked in order (e.g. the DB-IP v4 and v6 files).
     pub geoip: Vec<PathBuf>,
+    /// ASN and anonymous-IP `.mmdb` files (GeoLite2-ASN, GeoIP2-Anonymous-IP,
+    /// ip-location-db ASN) for the `hosting` and `anonymous` fraud rules.
+    pub network: Vec<PathBuf>,
     /// Mark the visitor cookie `Secure` (set it when served over https).
     pub cookie_secure: bool,
     /// Exchange rates for conversions reported in another currency than the
@@ -320,6 +323,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             dedup_window: Duration::from_secs(24 * 3600),
             geoip: Vec::new(),
+            network: Vec::new(),
             cookie_secure: false,
             rates: Default::default(),
             ingest: IngestConfig::default(),
@@ -569,21 +573,7 @@ mod duration_text {
     }
 }
 
-/// Parses "24h", "50ms", "1h 30m" or "PT24H" into a non-negative duration.
-///
-/// # Errors
-/// A message naming the text.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        |e: jiff::Error| format!("{s:?} is not a duration like \"30d\", \"24h\" or \"50ms\": {e}");
-    // Days and weeks are fixed lengths here (24 h, 7 × 24 h): windows are
-    // measured in elapsed time, not calendar days.
-    let span: jiff::Span = s.trim().parse().map_err(bad)?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(bad)?;
-    Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
-}
+pub use clickward_core::parse_duration;
 
 #[cfg(test)]
 mod tests {

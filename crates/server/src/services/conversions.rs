@@ -9,6 +9,8 @@
 //! | 404 `unknown_click` | no such click id (or no click id and no attribution cookie) |
 //! | 503 `click_pending` | a click id of the last 10 minutes not stored after a 2 s wait (on its way from a node's spool): retry, `Retry-After: 5` |
 //! | 422 `invalid` | outside the attribution window, bad amount or currency, disabled affiliate, click of another program |
+//! | 422 `rejected` | a fraud rule rejected it: stored rejected, with the rule and its sentence (a retry gets the same answer) |
+//! | 422 `cap_reached` | a hard cap of the program or affiliate is full: stored rejected, as above |
 //! | 401 `unauthorized` | bad postback token or signature, or a source IP not allowed |
 //! | 400 `malformed` | missing or malformed fields |
 //!
@@ -26,6 +28,7 @@ use clickward_core::Micros;
 use clickward_core::attribution;
 use clickward_core::commission;
 use clickward_core::conversion::{self, ConversionReport, ConversionStatus};
+use clickward_core::fraud::{self, Action, CapClaim, ConversionSignals, Verdict};
 use clickward_core::id::{ClickId, ConversionId};
 use clickward_core::money::{Currency, ExchangeRate};
 use clickward_store::{ClickFacts, ConversionRow, NewConversion, Recorded, Store, StoreError};
@@ -35,6 +38,8 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::services::events::EventHub;
+use crate::services::fraud::Buyer;
+use crate::services::links::LinkCache;
 
 /// How the report arrived, and what authenticates it.
 pub enum Via<'a> {
@@ -62,6 +67,8 @@ pub enum Via<'a> {
         /// `sig`: hex HMAC-SHA256, with the program's postback secret, of
         /// [`pixel_signed_text`] (the merchant's server puts it on the page).
         sig: Option<&'a str>,
+        /// The buyer's browser's address (behind trusted proxies).
+        ip: IpAddr,
     },
 }
 
@@ -99,7 +106,13 @@ pub struct ConversionService {
     events: Arc<EventHub>,
     clock: Arc<dyn Clock>,
     rates: Arc<Rates>,
+    links: Arc<LinkCache>,
+    buyer_of: BuyerLookup,
 }
+
+/// What intake learns of a buyer's address: its keyed hash and country
+/// (the caller holds the GeoIP files and the exclusion key).
+pub type BuyerLookup = Arc<dyn Fn(IpAddr) -> Buyer + Send + Sync>;
 
 /// Exchange rates by (from, to) currency, as configured in `[rates]`.
 pub type Rates = HashMap<(Currency, Currency), ExchangeRate>;
@@ -173,19 +186,135 @@ impl ConversionService {
     }
 
     /// A service over `store` that tells `events` of every change, reads the
-    /// time from `clock` and converts other currencies with `rates`.
+    /// time from `clock`, converts other currencies with `rates`, judges
+    /// conversions by the rules the link cache `links` holds, and learns of
+    /// buyers' addresses with `buyer_of`.
     pub fn new(
         store: Arc<dyn Store>,
         events: Arc<EventHub>,
         clock: Arc<dyn Clock>,
         rates: Rates,
+        links: Arc<LinkCache>,
+        buyer_of: BuyerLookup,
     ) -> Self {
         Self {
             store,
             events,
             clock,
             rates: Arc::new(rates),
+            links,
+            buyer_of,
         }
+    }
+
+    /// The conversion rules' verdict and the cap claims of a conversion of
+    /// `click` at `now`, given the buyer.
+    async fn judge(
+        &self,
+        click: &ClickFacts,
+        ctit: Micros,
+        buyer: &Buyer,
+        commission: i64,
+        now: Micros,
+    ) -> Result<(Option<Verdict>, Vec<CapClaim>), StoreError> {
+        let book = self.links.rules();
+        let Some((rules, tz, currency)) =
+            book.conversion_rules(click.program_id, click.affiliate_id)
+        else {
+            return Ok((None, Vec::new()));
+        };
+        let own = |h: &[u8; 16]| {
+            book.excluded(h)
+                .is_some_and(|e| e.affiliate_id.is_some() && e.affiliate_id == click.affiliate_id)
+        };
+        let self_referral = click
+            .verdict
+            .as_ref()
+            .is_some_and(|v| v.rule == fraud::SELF_REFERRAL)
+            || buyer.ip_hash.as_ref().is_some_and(own);
+        let same_ip_conversions = match (
+            rules.duplicate_ip_window(),
+            click.affiliate_id,
+            buyer.ip_hash,
+        ) {
+            (Some(w), Some(a), Some(h)) => Some(
+                u32::try_from(self.store.same_ip_conversions(a, h, now - w).await?)
+                    .unwrap_or(u32::MAX),
+            ),
+            _ => None,
+        };
+        let clicks_and_conversions = match (rules.conversion_rate_window(), &click.affiliate_id) {
+            (Some(w), Some(_)) => Some(self.activity(click, now - w, now).await?),
+            _ => None,
+        };
+        let verdict = rules.evaluate(&ConversionSignals {
+            ctit: Some(ctit),
+            self_referral,
+            same_ip_conversions,
+            clicks_and_conversions,
+            click_country: click.country.as_deref(),
+            conversion_country: buyer.country.as_deref(),
+            click_verdict: click.verdict.as_ref(),
+        });
+        let caps = if verdict.as_ref().is_some_and(|v| v.action == Action::Reject) {
+            Vec::new()
+        } else {
+            fraud::cap_claims(
+                rules.caps(),
+                fraud::CapMetric::Conversions,
+                click.program_id,
+                click.affiliate_id,
+                now,
+                tz,
+                commission,
+                currency,
+            )
+        };
+        Ok((verdict, caps))
+    }
+
+    /// Human clicks and conversions (this one included) of the click's
+    /// affiliate in its program in `[since, now)`, from the report (rollups
+    /// where settled, raw rows after).
+    async fn activity(
+        &self,
+        click: &ClickFacts,
+        since: Micros,
+        now: Micros,
+    ) -> Result<(u64, u64), StoreError> {
+        use clickward_core::report::Dimension;
+        let (Some(program), Some(affiliate)) = (
+            self.store
+                .list_programs()
+                .await?
+                .into_iter()
+                .find(|p| p.id == click.program_id),
+            self.links.rules().affiliate_slug(click.affiliate_id),
+        ) else {
+            return Ok((0, 0));
+        };
+        let rows = self
+            .store
+            .click_report(clickward_store::ReportQuery {
+                start: since - since.rem_euclid(1000),
+                end: now - now.rem_euclid(1000) + 1000,
+                buckets: None,
+                dims: Vec::new(),
+                filters: vec![
+                    (Dimension::Program, program.slug.as_str().to_owned()),
+                    (Dimension::Affiliate, affiliate),
+                ],
+                raw_only: false,
+                by_click_time: false,
+            })
+            .await?;
+        let (clicks, conversions) = rows.iter().fold((0i64, 0i64), |(c, v), r| {
+            (c + r.counts.clicks(), v + r.money.conversions)
+        });
+        Ok((
+            u64::try_from(clicks).unwrap_or(0),
+            u64::try_from(conversions).unwrap_or(0) + 1,
+        ))
     }
 
     /// Moves a conversion to `to` (approve, reject, reverse) as `actor`, with a
@@ -282,8 +411,8 @@ impl ConversionService {
                 "these postback credentials are not for the program of this click",
             );
         }
-        let held = match &via {
-            Via::Pixel { sig } => match pixel_allows(&settings, report, *sig) {
+        let mut held = match &via {
+            Via::Pixel { sig, .. } => match pixel_allows(&settings, report, *sig) {
                 Ok(held) => held,
                 Err(a) => return a,
             },
@@ -431,6 +560,30 @@ impl ConversionService {
                 },
             };
 
+        let buyer_ip = match (report.buyer_ip.as_deref(), &via) {
+            (Some(text), _) => match text.trim().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    return reject(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!(
+                            "ip {:?} is not an IPv4 or IPv6 address",
+                            clickward_core::truncate_utf8(text, 60)
+                        ),
+                    );
+                }
+            },
+            (None, Via::Pixel { ip, .. }) => Some(*ip),
+            (None, _) => None,
+        };
+        let buyer = buyer_ip.map(|ip| (self.buyer_of)(ip)).unwrap_or_default();
+        let (verdict, caps) = match self.judge(&click, ctit, &buyer, commission, now).await {
+            Ok(v) => v,
+            Err(e) => return internal(e),
+        };
+        held |= verdict.as_ref().is_some_and(|v| v.action == Action::Hold);
+
         // What makes a retry "the same report": everything sent except the time
         // of receipt (occurred_at only when it was sent).
         let fingerprint = *blake3::hash(
@@ -472,8 +625,19 @@ impl ConversionService {
             fingerprint,
             actor,
             held,
+            verdict,
+            ip_hash: buyer.ip_hash,
+            buyer_country: buyer.country,
+            caps,
         };
+        let cap_rules: Vec<String> = new.caps.iter().map(|c| c.rule.clone()).collect();
         match s.store.record_conversion(new).await {
+            Ok(Recorded::Created(row) | Recorded::Replay(row))
+                if row.status == ConversionStatus::Rejected && row.verdict.is_some() =>
+            {
+                // A retry of a refused report gets the same refusal.
+                rejected_answer(&row, &cap_rules)
+            }
             Ok(Recorded::Created(row)) => {
                 let conversion = conversion_json(&row);
                 s.events
@@ -496,6 +660,26 @@ impl ConversionService {
             },
             Err(e) => internal(e),
         }
+    }
+}
+
+/// The 422 of a conversion the rules rejected (stored rejected):
+/// `cap_reached` when a hard cap refused it, else `rejected`; with the rule,
+/// its sentence and the stored conversion.
+fn rejected_answer(row: &ConversionRow, cap_rules: &[String]) -> Answer {
+    let (rule, reason) = row
+        .verdict
+        .as_ref()
+        .map(|v| (v.rule.as_str(), v.reason.as_str()))
+        .unwrap_or_default();
+    let kind = if cap_rules.iter().any(|r| r == rule) {
+        "cap_reached"
+    } else {
+        "rejected"
+    };
+    Answer {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({ "status": kind, "rule": rule, "reason": reason, "conversion": conversion_json(row) }),
     }
 }
 
@@ -524,6 +708,7 @@ pub fn conversion_json(c: &ConversionRow) -> Value {
         "ctit_s": c.ctit_us.map(|u| u / 1_000_000),
         "attributed_by": c.attributed_by,
         "held": c.held,
+        "verdict": c.verdict,
         "adv_subs": c.adv_subs,
     })
 }

@@ -64,6 +64,8 @@ pub enum LiveEvent {
         referrer: Option<String>,
         /// Bot reason; `None` for a human click.
         bot_reason: Option<&'static str>,
+        /// The fraud verdict (flag, reject, block) with rule and reason.
+        verdict: Option<clickward_core::fraud::Verdict>,
         /// How the pipeline took it: `recorded`, `unconfirmed`, `dropped`.
         outcome: &'static str,
         /// Time to answer the redirect, µs.

@@ -13,7 +13,14 @@ use clickward_core::program::AttributionModel;
 
 /// Prefix of the per-program attribution cookie names.
 pub const ATTRIBUTION_COOKIE_PREFIX: &str = "cw_at_";
+use clickward_core::fraud::ClickRules;
 use clickward_store::{LinkRecord, Store, StoreError};
+
+use crate::services::fraud::RuleBook;
+
+/// What the cache keeps of a program while it builds: its attribution
+/// cookie, click id parameter and fallback destination.
+type ProgramCached = (Arc<AttributionCookie>, Option<String>, Option<Arc<str>>);
 
 /// A link ready to redirect.
 #[derive(Debug)]
@@ -29,6 +36,10 @@ pub struct CachedLink {
     /// Code, program slug and affiliate slug, shared with every live event
     /// of the link (a reference count instead of three copies per click).
     pub names: LinkNames,
+    /// The fraud rules that judge its clicks (empty: none are evaluated).
+    pub click_rules: Arc<ClickRules>,
+    /// Where blocked clicks go: the program's fallback destination.
+    pub fallback: Option<Arc<str>>,
 }
 
 /// A link's names as live events carry them.
@@ -56,6 +67,7 @@ pub struct AttributionCookie {
 /// Code → link, for links whose link, program and affiliate are all active.
 pub struct LinkCache {
     map: RwLock<Arc<HashMap<String, Arc<CachedLink>>>>,
+    book: RwLock<Arc<RuleBook>>,
     version: AtomicI64,
     default_redirect: RedirectStatus,
 }
@@ -65,6 +77,7 @@ impl LinkCache {
     pub fn new(default_redirect: RedirectStatus) -> Self {
         Self {
             map: RwLock::new(Arc::new(HashMap::new())),
+            book: RwLock::new(Arc::new(RuleBook::default())),
             version: AtomicI64::new(-1),
             default_redirect,
         }
@@ -74,6 +87,14 @@ impl LinkCache {
     pub fn get(&self, code: &str) -> Option<Arc<CachedLink>> {
         let map = self.map.read().ok()?.clone();
         map.get(code).cloned()
+    }
+
+    /// The rule book loaded with the links.
+    pub fn rules(&self) -> Arc<RuleBook> {
+        self.book
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|_| Arc::new(RuleBook::default()))
     }
 
     /// How many active links are cached.
@@ -93,7 +114,9 @@ impl LinkCache {
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
         let version = store.catalog_version().await?;
         let records = store.list_links().await?;
-        let mut programs: HashMap<i64, (Arc<AttributionCookie>, Option<String>)> = HashMap::new();
+        let book = RuleBook::load(store).await?;
+        let mut rules: HashMap<(i64, Option<i64>), Arc<ClickRules>> = HashMap::new();
+        let mut programs: HashMap<i64, ProgramCached> = HashMap::new();
         let mut map = HashMap::with_capacity(records.len());
         for record in records.into_iter().filter(|r| r.redirects) {
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -105,12 +128,19 @@ impl LinkCache {
                     max_age_s: s.cookie_window_s,
                     model: s.attribution,
                 });
-                slot.insert((cookie, s.click_id_param));
+                slot.insert((cookie, s.click_id_param, s.fallback_url.map(Arc::from)));
             }
-            let Some((attribution, click_id_param)) = programs.get(&record.program_id).cloned()
+            let Some((attribution, click_id_param, fallback)) =
+                programs.get(&record.program_id).cloned()
             else {
                 continue;
             };
+            let click_rules = rules
+                .entry((record.program_id, record.affiliate_id))
+                .or_insert_with(|| {
+                    Arc::new(book.click_rules(record.program_id, record.affiliate_id))
+                })
+                .clone();
             match Destination::compile(&record.link.destination, &record.link.utm) {
                 Ok(destination) => {
                     let destination = match &click_id_param {
@@ -131,11 +161,16 @@ impl LinkCache {
                             redirect,
                             attribution,
                             names,
+                            click_rules,
+                            fallback,
                         }),
                     );
                 }
                 Err(e) => tracing::warn!(code = %record.link.code, "link skipped: {e}"),
             }
+        }
+        if let Ok(mut b) = self.book.write() {
+            *b = Arc::new(book);
         }
         if let Ok(mut m) = self.map.write() {
             *m = Arc::new(map);

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod conversions;
 pub mod delivery;
 pub mod events;
+pub mod fraud;
 pub mod ingest;
 pub mod keys;
 pub mod links;

@@ -1633,6 +1633,7 @@ async fn one_click_postgres_refuses_is_set_aside_and_the_rest_ship() {
             city: None,
             visitor_key: VisitorKey([i; 16]),
             previous_keys: vec![],
+            verdict: None,
         })
         .collect();
     spool

@@ -375,6 +375,8 @@ pub(super) async fn program_settings(
         min_payout: r.try_get(10)?,
         pixel: r.try_get(11)?,
         pixel_max_amount: r.try_get(12)?,
+        timezone: r.try_get(13)?,
+        fallback_url: r.try_get(14)?,
     }
     .settings()
 }
@@ -395,7 +397,7 @@ pub(super) async fn save_program_settings(
              postback_token = COALESCE($8, postback_token), \
              postback_secret = COALESCE($9, postback_secret), \
              postback_ips = $10, click_id_param = $11, min_payout = $12, updated_at = $13, \
-             pixel = $14, pixel_max_amount = $15 WHERE slug = $1",
+             pixel = $14, pixel_max_amount = $15, timezone = $16, fallback_url = $17 WHERE slug = $1",
             &[
                 &slug,
                 &s.currency.code(),
@@ -412,6 +414,8 @@ pub(super) async fn save_program_settings(
                 &now_micros(),
                 &s.pixel.as_str(),
                 &s.pixel_max_amount,
+                &s.timezone,
+                &s.fallback_url,
             ],
         )
         .await?;

@@ -18,7 +18,8 @@ use super::{ClickStore, DEDUP_LOCK_CLASS, PgStore, ROLLUP_LOCK, refs};
 
 pub(super) const CLICK_SELECT: &str = "SELECT c.click_id, c.ts, l.code, p.slug, a.slug, c.src, c.sub1, c.sub2, \
      c.sub3, c.sub4, c.sub5, c.referrer, c.device, c.os, c.browser, c.bot_reason, c.invalid_reason, \
-     c.country, c.region, c.city, c.visitor_key, c.is_unique FROM clicks c \
+     c.country, c.region, c.city, c.visitor_key, c.is_unique, c.verdict, c.verdict_rule, \
+     c.verdict_reason FROM clicks c \
      JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
      LEFT JOIN affiliates a ON a.id = c.affiliate_id";
 
@@ -53,6 +54,7 @@ pub(super) fn click_from(r: &Row) -> Result<ClickRow, StoreError> {
         city: r.try_get(19)?,
         visitor_key: VisitorKey(vk).to_hex(),
         unique: r.try_get(21)?,
+        verdict: crate::common::verdict_of(r.try_get(22)?, r.try_get(23)?, r.try_get(24)?)?,
     })
 }
 
@@ -179,7 +181,7 @@ pub(super) async fn insert_rows(
     let mut link = Vec::with_capacity(n);
     let mut program = Vec::with_capacity(n);
     let mut affiliate = Vec::with_capacity(n);
-    let mut text: [Vec<Option<String>>; 14] = Default::default();
+    let mut text: [Vec<Option<String>>; 18] = Default::default();
     let mut vk = Vec::with_capacity(n);
     let mut uniq = Vec::with_capacity(n);
     for (c, unique) in rows {
@@ -204,6 +206,13 @@ pub(super) async fn insert_rows(
             c.country.clone(),
             c.region.clone(),
             c.city.clone(),
+            c.verdict
+                .as_ref()
+                .filter(|v| v.action.invalidates())
+                .map(|v| v.rule.clone()),
+            c.verdict.as_ref().map(|v| v.action.as_str().to_owned()),
+            c.verdict.as_ref().map(|v| v.rule.clone()),
+            c.verdict.as_ref().map(|v| v.reason.clone()),
         ];
         for (col, v) in text.iter_mut().zip(values) {
             col.push(v);
@@ -230,18 +239,47 @@ pub(super) async fn insert_rows(
         country,
         region,
         city,
+        invalid,
+        verdict,
+        verdict_rule,
+        verdict_reason,
     ] = &text;
     tx.execute(
         "INSERT INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, sub1, sub2, sub3, \
          sub4, sub5, referrer, device, os, browser, bot_reason, country, region, city, visitor_key, \
-         is_unique, referrer_host) \
+         is_unique, referrer_host, invalid_reason, verdict, verdict_rule, verdict_reason) \
          SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
-         $20::bytea[], $21::bool[], $22::text[]) ON CONFLICT (click_id) DO NOTHING",
+         $20::bytea[], $21::bool[], $22::text[], $23::text[], $24::text[], $25::text[], \
+         $26::text[]) ON CONFLICT (click_id) DO NOTHING",
         &[
-            &id, &ts, &link, &program, &affiliate, src, s1, s2, s3, s4, s5, referrer, device, os,
-            browser, bot, country, region, city, &vk, &uniq, &hosts,
+            &id,
+            &ts,
+            &link,
+            &program,
+            &affiliate,
+            src,
+            s1,
+            s2,
+            s3,
+            s4,
+            s5,
+            referrer,
+            device,
+            os,
+            browser,
+            bot,
+            country,
+            region,
+            city,
+            &vk,
+            &uniq,
+            &hosts,
+            invalid,
+            verdict,
+            verdict_rule,
+            verdict_reason,
         ],
     )
     .await?;
@@ -394,7 +432,8 @@ impl ClickStore for PgStore {
             let Some(r) = c
                 .query_opt(
                     "SELECT c.ts, c.link_id, c.program_id, c.affiliate_id, a.status, c.src, c.sub1, \
-                     c.sub2, c.sub3, c.sub4, c.sub5 FROM clicks c \
+                     c.sub2, c.sub3, c.sub4, c.sub5, c.country, c.verdict, c.verdict_rule, \
+                     c.verdict_reason FROM clicks c \
                      LEFT JOIN affiliates a ON a.id = c.affiliate_id WHERE c.click_id = $1",
                     &[&id.to_bytes().as_slice()],
                 )
@@ -418,6 +457,8 @@ impl ClickStore for PgStore {
                     r.try_get(9)?,
                     r.try_get(10)?,
                 ],
+                country: r.try_get(11)?,
+                verdict: crate::common::verdict_of(r.try_get(12)?, r.try_get(13)?, r.try_get(14)?)?,
             }))
         })
     }

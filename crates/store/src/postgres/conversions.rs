@@ -9,6 +9,7 @@ use crate::{
 };
 use clickward_core::Micros;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
+use clickward_core::fraud::Action;
 use clickward_core::id::{ClickId, ConversionId, Slug};
 use clickward_core::money::Currency;
 use tokio_postgres::{GenericClient, Row};
@@ -54,6 +55,7 @@ pub(super) fn conversion_from(r: &Row) -> Result<ConversionRow, StoreError> {
         ],
         fingerprint: r.try_get(26)?,
         held: r.try_get(27)?,
+        verdict: crate::common::verdict_of(r.try_get(28)?, r.try_get(29)?, r.try_get(30)?)?,
     })
 }
 
@@ -195,10 +197,21 @@ pub(super) async fn record_conversion(
             .ok_or_else(|| StoreError::Corrupt("conflicting conversion vanished".to_owned()));
     };
     let id: i64 = inserted.try_get(0)?;
-    if v.held {
-        c.execute("UPDATE conversions SET held = TRUE WHERE id = $1", &[&id])
-            .await?;
-    }
+    let (verdict, rule, reason) = crate::common::verdict_columns(v.verdict.as_ref());
+    c.execute(
+        "UPDATE conversions SET held = $2, verdict = $3, verdict_rule = $4, verdict_reason = $5, \
+         ip_hash = $6, buyer_country = $7 WHERE id = $1",
+        &[
+            &id,
+            &v.held,
+            &verdict,
+            &rule,
+            &reason,
+            &v.ip_hash.as_ref().map(|h| h.as_slice()),
+            &v.buyer_country,
+        ],
+    )
+    .await?;
     let mut entries = conversion::created(v.commission);
     if v.status == ConversionStatus::Approved {
         entries.extend(
@@ -227,7 +240,115 @@ pub(super) async fn record_conversion(
         serde_json::json!({ "conversion": row }),
     )
     .await?;
-    Ok(Recorded::Created(row))
+    // As on SQLite: a rejected conversion takes nothing from a cap; one a
+    // hard cap refuses is rejected through the lifecycle.
+    let rejection = match &v.verdict {
+        Some(verdict) if verdict.action == Action::Reject => Some(verdict.clone()),
+        _ => take_caps(c, id, v).await?,
+    };
+    if let Some(verdict) = rejection {
+        let (a, rule, reason) = crate::common::verdict_columns(Some(&verdict));
+        c.execute(
+            "UPDATE conversions SET verdict = $2, verdict_rule = $3, verdict_reason = $4 WHERE id = $1",
+            &[&id, &a, &rule, &reason],
+        )
+        .await?;
+        let row = set_status(
+            c,
+            v.conversion_id,
+            ConversionStatus::Rejected,
+            &format!("rule:{}", verdict.rule),
+            Some(&verdict.reason),
+        )
+        .await?;
+        return Ok(Recorded::Created(row));
+    }
+    Ok(Recorded::Created(get_conversion(c, v.conversion_id).await?))
+}
+
+/// Takes the conversion's claims from their cap counters, all or none, in
+/// the caller's transaction. Each hard claim is one conditional upsert: the
+/// row lock makes concurrent conversions (on any node) wait for each other
+/// and the condition sees the latest count, so a cap never leaks. Claims are
+/// taken in key order (no deadlock between two conversions) under a
+/// savepoint that a full hard cap rolls back.
+async fn take_caps(
+    c: &impl GenericClient,
+    id: i64,
+    v: &NewConversion,
+) -> Result<Option<clickward_core::fraud::Verdict>, StoreError> {
+    if v.caps.is_empty() {
+        return Ok(None);
+    }
+    let mut claims: Vec<&clickward_core::fraud::CapClaim> = v.caps.iter().collect();
+    claims.sort_by(|a, b| (&a.key, &a.period).cmp(&(&b.key, &b.period)));
+    c.batch_execute("SAVEPOINT caps").await?;
+    let mut flag = None;
+    let mut reached = Vec::new();
+    for claim in claims {
+        let used: Option<i64> = if claim.hard {
+            if claim.amount > claim.limit {
+                None
+            } else {
+                c.query_opt(
+                    "INSERT INTO cap_usage AS u (cap_key, period, used) VALUES ($1, $2, $3) \
+                     ON CONFLICT (cap_key, period) DO UPDATE SET used = u.used + excluded.used \
+                     WHERE u.used + excluded.used <= $4 RETURNING used",
+                    &[&claim.key, &claim.period, &claim.amount, &claim.limit],
+                )
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?
+            }
+        } else {
+            Some(
+                c.query_one(
+                    "INSERT INTO cap_usage AS u (cap_key, period, used) VALUES ($1, $2, $3) \
+                     ON CONFLICT (cap_key, period) DO UPDATE SET used = u.used + excluded.used \
+                     RETURNING used",
+                    &[&claim.key, &claim.period, &claim.amount],
+                )
+                .await?
+                .try_get(0)?,
+            )
+        };
+        let Some(after) = used else {
+            c.batch_execute("ROLLBACK TO SAVEPOINT caps").await?;
+            return Ok(Some(clickward_core::fraud::Verdict {
+                rule: claim.rule.clone(),
+                action: Action::Reject,
+                reason: claim.reason(),
+            }));
+        };
+        if after - claim.amount < claim.limit && after >= claim.limit {
+            reached.push((claim, after));
+        }
+        if !claim.hard && after > claim.limit && flag.is_none() {
+            flag = Some(clickward_core::fraud::Verdict {
+                rule: claim.rule.clone(),
+                action: Action::Flag,
+                reason: format!("over a soft cap: {} ({after} used)", claim.words),
+            });
+        }
+    }
+    c.batch_execute("RELEASE SAVEPOINT caps").await?;
+    for (claim, after) in reached {
+        super::outbox::append(
+            c,
+            clickward_core::event::CAP_REACHED,
+            crate::common::cap_event(claim, after),
+        )
+        .await?;
+    }
+    if let (Some(f), None) = (&flag, &v.verdict) {
+        let (a, rule, reason) = crate::common::verdict_columns(Some(f));
+        c.execute(
+            "UPDATE conversions SET verdict = $2, verdict_rule = $3, verdict_reason = $4 WHERE id = $1",
+            &[&id, &a, &rule, &reason],
+        )
+        .await?;
+    }
+    Ok(None)
 }
 
 pub(super) async fn set_status(

@@ -36,7 +36,12 @@ pub(super) async fn add_late(
     let mut geo: BTreeMap<(i64, String, String), Counts> = BTreeMap::new();
     for (c, unique) in late {
         let b = plan::floor(c.ts);
-        let k: Counts = [1, i64::from(c.bot.is_some()), 0, i64::from(*unique)];
+        let k: Counts = [
+            1,
+            i64::from(c.bot.is_some()),
+            i64::from(c.is_invalid()),
+            i64::from(*unique),
+        ];
         let add = |into: &mut Counts| {
             for (a, v) in into.iter_mut().zip(k) {
                 *a += v;

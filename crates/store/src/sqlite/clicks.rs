@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 pub(super) const CLICK_SELECT: &str = "SELECT c.click_id, c.ts, l.code, p.slug, a.slug, c.src, c.sub1, c.sub2, \
      c.sub3, c.sub4, c.sub5, c.referrer, c.device, c.os, c.browser, c.bot_reason, c.invalid_reason, \
-     c.country, c.region, c.city, c.visitor_key, c.is_unique FROM clicks c \
+     c.country, c.region, c.city, c.visitor_key, c.is_unique, c.verdict, c.verdict_rule, \
+     c.verdict_reason FROM clicks c \
      JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
      LEFT JOIN affiliates a ON a.id = c.affiliate_id";
 
@@ -44,6 +45,7 @@ pub(super) fn click_from(r: &Row<'_>) -> Result<ClickRow, StoreError> {
         city: r.get(19)?,
         visitor_key: VisitorKey(vk).to_hex(),
         unique: r.get(21)?,
+        verdict: crate::common::verdict_of(r.get(22)?, r.get(23)?, r.get(24)?)?,
     })
 }
 
@@ -83,9 +85,9 @@ pub(super) fn insert_clicks(
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, \
              sub1, sub2, sub3, sub4, sub5, referrer, device, os, browser, bot_reason, \
-             invalid_reason, country, region, city, visitor_key, is_unique, referrer_host, seq) VALUES (?1, \
-             ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, NULL, ?17, ?18, ?19, ?20, \
-             ?21, ?22, ?23)",
+             invalid_reason, country, region, city, visitor_key, is_unique, referrer_host, seq, verdict, \
+             verdict_rule, verdict_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+             ?13, ?14, ?15, ?16, ?24, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26, ?27)",
         )?;
         let mut remember = tx.prepare_cached(
             "INSERT INTO visitor_links (link_id, visitor_key, last_unique) VALUES (?1, ?2, ?3) \
@@ -106,6 +108,7 @@ pub(super) fn insert_clicks(
                 false
             };
             let p = &c.params;
+            let verdict = c.verdict.as_ref();
             let inserted = insert.execute(params![
                 c.click_id.to_bytes().as_slice(),
                 c.ts,
@@ -132,6 +135,12 @@ pub(super) fn insert_clicks(
                     .as_deref()
                     .and_then(clickward_core::click::referrer_host),
                 seq + 1,
+                verdict
+                    .filter(|v| v.action.invalidates())
+                    .map(|v| v.rule.as_str()),
+                verdict.map(|v| v.action.as_str()),
+                verdict.map(|v| v.rule.as_str()),
+                verdict.map(|v| v.reason.as_str()),
             ])? == 1;
             if inserted {
                 seq += 1;
@@ -151,7 +160,7 @@ pub(super) fn insert_clicks(
 pub(super) fn click_facts(c: &Connection, id: ClickId) -> Result<Option<ClickFacts>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT c.ts, c.link_id, c.program_id, c.affiliate_id, a.status, c.src, c.sub1, c.sub2, c.sub3, \
-         c.sub4, c.sub5 FROM clicks c LEFT JOIN affiliates a ON a.id = c.affiliate_id WHERE c.click_id = ?1",
+         c.sub4, c.sub5, c.country, c.verdict, c.verdict_rule, c.verdict_reason FROM clicks c LEFT JOIN affiliates a ON a.id = c.affiliate_id WHERE c.click_id = ?1",
     )?;
     let mut rows = st.query([id.to_bytes().as_slice()])?;
     let Some(r) = rows.next()? else {
@@ -167,6 +176,8 @@ pub(super) fn click_facts(c: &Connection, id: ClickId) -> Result<Option<ClickFac
         affiliate_active: status.as_deref() != Some("disabled"),
         src: r.get(5)?,
         subs: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+        country: r.get(11)?,
+        verdict: crate::common::verdict_of(r.get(12)?, r.get(13)?, r.get(14)?)?,
     }))
 }
 

@@ -2,6 +2,7 @@
 
 use clickward_core::Micros;
 use clickward_core::conversion::{self, ConversionStatus, LedgerBucket};
+use clickward_core::fraud::Action;
 use clickward_core::id::{ClickId, ConversionId, Slug};
 use clickward_core::money::Currency;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -54,6 +55,7 @@ fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
         adv_subs: [r.get(21)?, r.get(22)?, r.get(23)?, r.get(24)?, r.get(25)?],
         fingerprint: r.get(26)?,
         held: r.get(27)?,
+        verdict: crate::common::verdict_of(r.get(28)?, r.get(29)?, r.get(30)?)?,
     })
 }
 
@@ -183,10 +185,20 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         v.fingerprint.as_slice(),
     ])?;
     let id = c.last_insert_rowid();
-    if v.held {
-        c.prepare_cached("UPDATE conversions SET held = 1 WHERE id = ?1")?
-            .execute([id])?;
-    }
+    let (verdict, rule, reason) = crate::common::verdict_columns(v.verdict.as_ref());
+    c.prepare_cached(
+        "UPDATE conversions SET held = ?2, verdict = ?3, verdict_rule = ?4, verdict_reason = ?5, \
+         ip_hash = ?6, buyer_country = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        v.held,
+        verdict,
+        rule,
+        reason,
+        v.ip_hash.as_ref().map(|h| h.as_slice()),
+        v.buyer_country
+    ])?;
     if facts.is_some() {
         c.prepare_cached(
             "UPDATE conversions SET (country, region, city, device, browser, os, referrer_host) = \
@@ -225,7 +237,87 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         clickward_core::event::CONVERSION_CREATED,
         serde_json::json!({ "conversion": row }),
     )?;
-    Ok(Recorded::Created(row))
+    // A conversion the rules reject takes nothing from a cap; one a hard cap
+    // refuses is rejected through the lifecycle (ledger, rollups, event).
+    let rejection = match &v.verdict {
+        Some(verdict) if verdict.action == Action::Reject => Some(verdict.clone()),
+        _ => take_caps(c, id, v)?,
+    };
+    if let Some(verdict) = rejection {
+        let (a, rule, reason) = crate::common::verdict_columns(Some(&verdict));
+        c.prepare_cached(
+            "UPDATE conversions SET verdict = ?2, verdict_rule = ?3, verdict_reason = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id, a, rule, reason])?;
+        let row = set_status(
+            c,
+            v.conversion_id,
+            ConversionStatus::Rejected,
+            &format!("rule:{}", verdict.rule),
+            Some(&verdict.reason),
+        )?;
+        return Ok(Recorded::Created(row));
+    }
+    Ok(Recorded::Created(get_conversion(c, v.conversion_id)?))
+}
+
+/// Takes the conversion's claims from their cap counters, all or none
+/// (`cap_usage`, in the caller's transaction: SQLite's one writer makes it
+/// atomic). A hard cap that is full: nothing is taken and the verdict that
+/// rejects is returned. A soft one: taken beyond the limit, the conversion
+/// flagged. The claim that fills a cap tells `cap.reached`.
+fn take_caps(
+    c: &Connection,
+    id: i64,
+    v: &NewConversion,
+) -> Result<Option<clickward_core::fraud::Verdict>, StoreError> {
+    let mut taken: Vec<(&clickward_core::fraud::CapClaim, i64)> = Vec::new();
+    for claim in &v.caps {
+        let used: i64 = c
+            .prepare_cached("SELECT used FROM cap_usage WHERE cap_key = ?1 AND period = ?2")?
+            .query_row(params![claim.key, claim.period], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if claim.hard && used + claim.amount > claim.limit {
+            return Ok(Some(clickward_core::fraud::Verdict {
+                rule: claim.rule.clone(),
+                action: Action::Reject,
+                reason: claim.reason(),
+            }));
+        }
+        taken.push((claim, used));
+    }
+    let mut flag = None;
+    for (claim, used) in taken {
+        c.prepare_cached(
+            "INSERT INTO cap_usage (cap_key, period, used) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (cap_key, period) DO UPDATE SET used = used + excluded.used",
+        )?
+        .execute(params![claim.key, claim.period, claim.amount])?;
+        let after = used + claim.amount;
+        if used < claim.limit && after >= claim.limit {
+            super::outbox::append(
+                c,
+                clickward_core::event::CAP_REACHED,
+                crate::common::cap_event(claim, after),
+            )?;
+        }
+        if !claim.hard && after > claim.limit && flag.is_none() {
+            flag = Some(clickward_core::fraud::Verdict {
+                rule: claim.rule.clone(),
+                action: Action::Flag,
+                reason: format!("over a soft cap: {} ({after} used)", claim.words),
+            });
+        }
+    }
+    if let (Some(f), None) = (&flag, &v.verdict) {
+        let (a, rule, reason) = crate::common::verdict_columns(Some(f));
+        c.prepare_cached(
+            "UPDATE conversions SET verdict = ?2, verdict_rule = ?3, verdict_reason = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id, a, rule, reason])?;
+    }
+    Ok(None)
 }
 
 /// Inside the caller's transaction.

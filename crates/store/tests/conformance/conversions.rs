@@ -80,6 +80,8 @@ async fn run(b: Backend, ops: Vec<Op>) {
                     affiliate_active: true,
                     src: None,
                     subs: Default::default(),
+                    country: None,
+                    verdict: None,
                 };
                 let r = s
                     .record_conversion(NewConversion {
@@ -98,6 +100,10 @@ async fn run(b: Backend, ops: Vec<Op>) {
                         fingerprint: [0; 32],
                         actor: "test".into(),
                         held: false,
+                        verdict: None,
+                        ip_hash: None,
+                        buyer_country: None,
+                        caps: Vec::new(),
                     })
                     .await
                     .unwrap();
@@ -274,6 +280,10 @@ async fn conversions_and_payouts_are_listed_per_affiliate(b: Backend) {
             fingerprint: [0; 32],
             actor: "test".into(),
             held: false,
+            verdict: None,
+            ip_hash: None,
+            buyer_country: None,
+            caps: Vec::new(),
         })
         .await
         .unwrap();

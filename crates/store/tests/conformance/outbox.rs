@@ -27,6 +27,8 @@ async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backen
                 affiliate_active: true,
                 src: None,
                 subs: Default::default(),
+                country: None,
+                verdict: None,
             },
             0,
             "click_id",
@@ -41,6 +43,10 @@ async fn every_money_change_writes_one_outbox_event_in_its_transaction(b: Backen
         fingerprint: [n as u8; 32],
         actor: "test".into(),
         held: false,
+        verdict: None,
+        ip_hash: None,
+        buyer_country: None,
+        caps: Vec::new(),
     };
     let kinds = |evs: &[clickward_store::OutboxEvent]| -> Vec<String> {
         evs.iter().map(|e| e.kind.clone()).collect()

@@ -170,6 +170,10 @@ async fn convert(s: &S, clicks: &[C], ids: &[ClickId]) {
             fingerprint: [0; 32],
             actor: "test".into(),
             held: false,
+            verdict: None,
+            ip_hash: None,
+            buyer_country: None,
+            caps: Vec::new(),
         })
         .await
         .unwrap();
@@ -705,6 +709,10 @@ async fn reports_group_clicks_and_money_by_region_and_city(b: Backend) {
         fingerprint: [0; 32],
         actor: "test".into(),
         held: false,
+        verdict: None,
+        ip_hash: None,
+        buyer_country: None,
+        caps: Vec::new(),
     })
     .await
     .unwrap();

@@ -1,0 +1,404 @@
+//! Fraud rules at work: the rule book the link cache carries (rules compiled
+//! per program, exclusion entries), the velocity counters of the redirect
+//! path, the keyed hash of excluded traffic, and the conversion signals
+//! intake measures. The rules themselves are `clickward_core::fraud`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use clickward_core::Micros;
+use clickward_core::fraud::{self, Action, Check, ClickRules, ConversionRules, Rule, RuleSpec};
+use clickward_core::money::Currency;
+use clickward_store::{Store, StoreError};
+
+/// Why a rule cannot be saved: the rule and field, or a program it names
+/// does not exist.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleSaveError {
+    /// It does not compile (for one of the programs it covers).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Name of the cookie that marks a browser as excluded traffic (its token's
+/// hash is in the exclusion list; see `clickward exclude add --browser`).
+pub const EXCLUDE_COOKIE: &str = "cw_ex";
+
+/// The built-in rule that rejects excluded traffic when no rule of check
+/// `excluded` is configured (the exclusion list is the configuration).
+pub const BUILTIN_EXCLUDED: &str = "excluded";
+
+/// What the rule book knows of one program.
+#[derive(Debug, Clone)]
+struct ProgramFacts {
+    slug: String,
+    tz: jiff::tz::TimeZone,
+    currency: Currency,
+    /// Its rules, compiled in its currency (payout caps), scoped or global.
+    rules: Vec<Rule>,
+}
+
+/// An exclusion entry as the redirect and intake look it up.
+#[derive(Debug, Clone)]
+pub struct Excluded {
+    /// What the admin called it.
+    pub label: String,
+    /// `Some`: this affiliate's own traffic (self-referral).
+    pub affiliate_id: Option<i64>,
+}
+
+/// Rules compiled per program, and the exclusion entries by hash. Replaced
+/// whole when the catalogue version changes (with the link cache).
+#[derive(Debug, Default)]
+pub struct RuleBook {
+    programs: HashMap<i64, ProgramFacts>,
+    affiliates: HashMap<i64, String>,
+    exclusions: HashMap<[u8; 16], Excluded>,
+}
+
+/// Compiles `spec` in `currency` (payout caps need it).
+pub fn compile_in(spec: &RuleSpec, currency: Currency) -> Result<Rule, fraud::RuleError> {
+    Rule::compile(spec, &|text| {
+        currency
+            .parse_amount(text)
+            .map_err(|e| format!("{e} (payout caps are in the program's currency, {currency})"))
+    })
+}
+
+impl RuleBook {
+    /// Loads every rule, program and exclusion entry. A stored rule that no
+    /// longer compiles for a program (saved by an older binary) is logged
+    /// and skipped there; the others still apply.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let specs: Vec<RuleSpec> = store.rules().await?.into_iter().map(|r| r.spec).collect();
+        let has_excluded_rule = specs.iter().any(|s| s.check.trim() == "excluded");
+        let mut programs = HashMap::new();
+        for p in store.list_programs().await? {
+            let settings = store.program_settings(p.id).await?;
+            let tz = jiff::tz::TimeZone::get(&settings.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+            let mut rules = Vec::new();
+            for spec in &specs {
+                if spec
+                    .program
+                    .as_deref()
+                    .is_some_and(|s| s != p.slug.as_str())
+                {
+                    continue;
+                }
+                match compile_in(spec, settings.currency) {
+                    Ok(r) => rules.push(r),
+                    Err(e) => tracing::warn!(program = %p.slug, "rule skipped: {e}"),
+                }
+            }
+            if !has_excluded_rule {
+                rules.push(Rule {
+                    id: BUILTIN_EXCLUDED.into(),
+                    program: None,
+                    affiliate: None,
+                    action: Action::Reject,
+                    check: Check::Excluded,
+                });
+            }
+            programs.insert(
+                p.id,
+                ProgramFacts {
+                    slug: p.slug.as_str().to_owned(),
+                    tz,
+                    currency: settings.currency,
+                    rules,
+                },
+            );
+        }
+        let affiliates = store
+            .list_affiliates()
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.slug.as_str().to_owned()))
+            .collect::<HashMap<_, _>>();
+        let by_slug: HashMap<&str, i64> =
+            affiliates.iter().map(|(id, s)| (s.as_str(), *id)).collect();
+        let exclusions = store
+            .exclusions()
+            .await?
+            .into_iter()
+            .map(|e| {
+                let affiliate_id = e.affiliate.as_deref().and_then(|s| by_slug.get(s).copied());
+                (
+                    e.hash,
+                    Excluded {
+                        label: e.label,
+                        affiliate_id,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            programs,
+            affiliates,
+            exclusions,
+        })
+    }
+
+    /// The click rules of a link of `program_id` (and `affiliate_id`).
+    pub fn click_rules(&self, program_id: i64, affiliate_id: Option<i64>) -> ClickRules {
+        match self.programs.get(&program_id) {
+            Some(p) => {
+                let aff = affiliate_id.and_then(|a| self.affiliates.get(&a));
+                let mut eff = fraud::effective(&p.rules, &p.slug, aff.map(String::as_str));
+                // Excluded traffic can only be judged when there is some.
+                if self.exclusions.is_empty() {
+                    eff.retain(|r| !matches!(r.check, Check::Excluded));
+                }
+                ClickRules::new(&eff)
+            }
+            None => ClickRules::default(),
+        }
+    }
+
+    /// The conversion rules and caps of `program_id` × `affiliate_id`, with
+    /// the program's time zone and currency.
+    pub fn conversion_rules(
+        &self,
+        program_id: i64,
+        affiliate_id: Option<i64>,
+    ) -> Option<(ConversionRules, &jiff::tz::TimeZone, Currency)> {
+        let p = self.programs.get(&program_id)?;
+        let aff = affiliate_id.and_then(|a| self.affiliates.get(&a));
+        let eff = fraud::effective(&p.rules, &p.slug, aff.map(String::as_str));
+        Some((ConversionRules::new(&eff), &p.tz, p.currency))
+    }
+
+    /// An affiliate's slug by id.
+    pub fn affiliate_slug(&self, id: Option<i64>) -> Option<String> {
+        id.and_then(|a| self.affiliates.get(&a)).cloned()
+    }
+
+    /// `true` when there are exclusion entries (the redirect then hashes
+    /// the address).
+    pub fn has_exclusions(&self) -> bool {
+        !self.exclusions.is_empty()
+    }
+
+    /// The entry with this hash.
+    pub fn excluded(&self, hash: &[u8; 16]) -> Option<&Excluded> {
+        self.exclusions.get(hash)
+    }
+}
+
+/// Checks a rule against every program it covers, as the store would
+/// compile it for each (a payout cap in each program's currency).
+///
+/// # Errors
+/// [`RuleSaveError::Invalid`] naming the rule and the field, or a program or
+/// affiliate that does not exist.
+pub async fn check_rule(store: &dyn Store, spec: &RuleSpec) -> Result<Rule, RuleSaveError> {
+    let invalid = |e: fraud::RuleError| RuleSaveError::Invalid(e.to_string());
+    let programs = store.list_programs().await?;
+    let mut currencies = Vec::new();
+    match spec.program.as_deref().map(str::trim) {
+        Some(slug) => {
+            let Some(p) = programs.iter().find(|p| p.slug.as_str() == slug) else {
+                return Err(RuleSaveError::Invalid(format!(
+                    "rule {:?}: program: no program {slug:?}",
+                    spec.id
+                )));
+            };
+            currencies.push(store.program_settings(p.id).await?.currency);
+        }
+        None => {
+            for p in &programs {
+                currencies.push(store.program_settings(p.id).await?.currency);
+            }
+        }
+    }
+    let mut compiled = Rule::compile(spec, &|_| {
+        Err("a payout cap needs a program (its currency): give program".to_owned())
+    });
+    for c in currencies {
+        compiled = compile_in(spec, c);
+        if compiled.is_err() {
+            break;
+        }
+    }
+    let compiled = compiled.map_err(invalid)?;
+    if let Some(slug) = spec.affiliate.as_deref()
+        && !store
+            .list_affiliates()
+            .await?
+            .iter()
+            .any(|a| a.slug.as_str() == slug.trim())
+    {
+        return Err(RuleSaveError::Invalid(format!(
+            "rule {:?}: affiliate: no affiliate {slug:?}",
+            spec.id
+        )));
+    }
+    Ok(compiled)
+}
+
+/// The keyed hash that names an address in the exclusion list and in a
+/// conversion's `ip_hash`: BLAKE3 keyed with a key derived from the cookie
+/// key (shared by every node), over the canonical address. Stable across
+/// days (unlike visitor keys); whoever holds the secrets and the database
+/// could test a guessed address against it, as with the import key.
+pub fn address_hash(key: &[u8; 32], ip: IpAddr) -> [u8; 16] {
+    let ip = clickward_enrich::ip::canonical(ip);
+    let mut h = blake3::Hasher::new_keyed(key);
+    match ip {
+        IpAddr::V4(v4) => h.update(&v4.octets()),
+        IpAddr::V6(v6) => h.update(&v6.octets()),
+    };
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The hash of a browser's exclusion token (the `cw_ex` cookie).
+pub fn token_hash(key: &[u8; 32], token: &str) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"browser:");
+    h.update(token.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The exclusion key from the cookie key's master bytes.
+pub fn exclusion_key(master: &[u8]) -> [u8; 32] {
+    blake3::derive_key("clickward 2026 exclusion list v1", master)
+}
+
+/// What the redirect path and intake use of the fraud machinery.
+pub struct FraudParts {
+    /// This node's velocity counters.
+    pub velocity: Velocity,
+    /// ASN and anonymous-IP files (`network` in the configuration).
+    pub network: Option<clickward_enrich::network::NetworkDb>,
+    /// Key of [`address_hash`] and [`token_hash`].
+    pub exclusion_key: [u8; 32],
+}
+
+/// What intake knows of the buyer of a conversion: the keyed hash of their
+/// address and its country (never the address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Buyer {
+    /// [`address_hash`] of the buyer's address.
+    pub ip_hash: Option<[u8; 16]>,
+    /// Its country, from GeoIP.
+    pub country: Option<String>,
+}
+
+const SHARDS: usize = 16;
+/// Sweep a shard of expired windows every this many hits on it.
+const SWEEP_EVERY: u32 = 4096;
+
+#[derive(Default)]
+struct Shard {
+    windows: HashMap<u64, (Micros, VecDeque<Micros>)>,
+    hits: u32,
+}
+
+/// Sliding-window click counters of one node, in memory (several nodes
+/// count apart; documented in docs/fraud.md). Each key keeps the times of
+/// its clicks inside its window, at most `4 × limit + 4` of them, so memory
+/// is bounded by the keys active within their windows.
+pub struct Velocity {
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+impl Default for Velocity {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+        }
+    }
+}
+
+/// The counter key of a visitor on a link.
+pub fn visitor_key(link_id: i64, visitor: &[u8; 16]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (0u8, link_id, visitor).hash(&mut h);
+    h.finish()
+}
+
+/// The counter key of a link.
+pub fn link_key(link_id: i64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (1u8, link_id).hash(&mut h);
+    h.finish()
+}
+
+impl Velocity {
+    /// Counts a click at `now` under `key`, and returns how many the window
+    /// `[now - window, now]` holds, this one included (at most the kept
+    /// `cap`).
+    pub fn hit(&self, key: u64, now: Micros, window: Micros, limit: u32) -> u32 {
+        let cap = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4)
+            .saturating_add(4);
+        let shard = &self.shards[usize::try_from(key % SHARDS as u64).unwrap_or(0)];
+        let Ok(mut s) = shard.lock() else {
+            return 1;
+        };
+        s.hits = s.hits.wrapping_add(1);
+        if s.hits % SWEEP_EVERY == 0 {
+            s.windows
+                .retain(|_, (w, times)| times.back().is_some_and(|t| *t > now - *w));
+        }
+        let (w, times) = s
+            .windows
+            .entry(key)
+            .or_insert_with(|| (window, VecDeque::new()));
+        *w = window;
+        while times.front().is_some_and(|t| *t <= now - window) {
+            times.pop_front();
+        }
+        times.push_back(now);
+        while times.len() > cap {
+            times.pop_front();
+        }
+        u32::try_from(times.len()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn velocity_counts_inside_the_window_only() {
+        let v = Velocity::default();
+        let k = visitor_key(1, &[7; 16]);
+        let s = 1_000_000;
+        for i in 0..5 {
+            assert_eq!(
+                v.hit(k, i * s, 60 * s, 5),
+                u32::try_from(i + 1).unwrap_or(0)
+            );
+        }
+        // 60 s after the first click, it has left the window.
+        assert_eq!(v.hit(k, 60 * s, 60 * s, 5), 5);
+        assert_eq!(v.hit(link_key(1), 0, 60 * s, 5), 1);
+    }
+
+    #[test]
+    fn address_hashes_are_stable_and_keyed() {
+        let k1 = [1u8; 32];
+        let k2 = [2u8; 32];
+        let ip: IpAddr = "203.0.113.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mapped: IpAddr = "::ffff:203.0.113.7"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(address_hash(&k1, ip), address_hash(&k1, mapped));
+        assert_ne!(address_hash(&k1, ip), address_hash(&k2, ip));
+    }
+}

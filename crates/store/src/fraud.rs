@@ -1,0 +1,139 @@
+//! The fraud concern's types and trait: rules as written, exclusion entries,
+//! cap counters, and the counts the conversion rules compare.
+//! Backends: `sqlite/fraud.rs`, `postgres/fraud.rs`.
+
+use clickward_core::Micros;
+use clickward_core::fraud::RuleSpec;
+use serde::Serialize;
+
+use crate::StoreFuture;
+
+/// Who owns a rule: the catalogue file (re-applied on every reload) or an
+/// admin (API, CLI, dashboard; the file leaves it alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOwner {
+    /// The catalogue's `[[rules]]`.
+    File,
+    /// The API, the CLI or the dashboard.
+    Admin,
+}
+
+impl RuleOwner {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleOwner::File => "file",
+            RuleOwner::Admin => "admin",
+        }
+    }
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredRule {
+    /// The rule as written.
+    pub spec: RuleSpec,
+    /// Who owns it.
+    pub owner: RuleOwner,
+    /// Last change, UTC µs.
+    pub updated_at: Micros,
+}
+
+/// What an exclusion entry matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionKind {
+    /// A client address (its keyed hash).
+    Ip,
+    /// A browser holding the exclusion cookie (the hash of its token).
+    Browser,
+}
+
+impl ExclusionKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionKind::Ip => "ip",
+            ExclusionKind::Browser => "browser",
+        }
+    }
+}
+
+/// An exclusion entry: traffic of the merchant, the publisher, or one
+/// affiliate (self-referral), known only by a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exclusion {
+    /// Id.
+    pub id: i64,
+    /// Keyed hash of the address or the browser token, 16 bytes.
+    #[serde(skip)]
+    pub hash: [u8; 16],
+    /// What it matches.
+    pub kind: ExclusionKind,
+    /// What the admin called it ("office", "my phone").
+    pub label: String,
+    /// The affiliate whose own traffic this is; `None`: the merchant's or
+    /// publisher's (excluded from counts).
+    pub affiliate: Option<String>,
+    /// When it was added, UTC µs.
+    pub created_at: Micros,
+}
+
+/// A new exclusion entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewExclusion {
+    /// Keyed hash, 16 bytes.
+    pub hash: [u8; 16],
+    /// What it matches.
+    pub kind: ExclusionKind,
+    /// Label.
+    pub label: String,
+    /// Affiliate slug, for an affiliate's own traffic.
+    pub affiliate: Option<clickward_core::id::Slug>,
+    /// UTC µs.
+    pub created_at: Micros,
+}
+
+/// Fraud rules, exclusions and the counts conversion rules compare. Every
+/// change of rules or exclusions bumps the catalogue version, so the link
+/// cache (which carries each link's rules) reloads on every node.
+pub trait FraudStore: Send + Sync + 'static {
+    /// Every stored rule, by id.
+    fn rules(&self) -> StoreFuture<'_, Vec<StoredRule>>;
+
+    /// Creates or replaces a rule as `owner` (an admin's save takes a
+    /// file-owned rule from the file).
+    fn save_rule(&self, spec: RuleSpec, owner: RuleOwner, now: Micros) -> StoreFuture<'_, ()>;
+
+    /// Deletes a rule; `false` when there was none.
+    fn delete_rule(&self, id: String) -> StoreFuture<'_, bool>;
+
+    /// The catalogue's `[[rules]]`, in one transaction: file-owned rules not
+    /// in `specs` are deleted, the others created or replaced; an
+    /// admin-owned rule with the same id is left as it is. Returns the ids
+    /// left alone.
+    fn apply_file_rules(&self, specs: Vec<RuleSpec>, now: Micros) -> StoreFuture<'_, Vec<String>>;
+
+    /// Adds an entry; [`crate::StoreError::Conflict`] when its hash is there.
+    fn add_exclusion(&self, e: NewExclusion) -> StoreFuture<'_, Exclusion>;
+
+    /// Every entry.
+    fn exclusions(&self) -> StoreFuture<'_, Vec<Exclusion>>;
+
+    /// Removes an entry; `false` when there was none.
+    fn remove_exclusion(&self, id: i64) -> StoreFuture<'_, bool>;
+
+    /// Conversions of `affiliate_id` received since `since` (UTC µs) whose
+    /// buyer address had this keyed hash (any program).
+    fn same_ip_conversions(
+        &self,
+        affiliate_id: i64,
+        ip_hash: [u8; 16],
+        since: Micros,
+    ) -> StoreFuture<'_, u64>;
+
+    /// How much of each cap counter is used: `(key, period, used)`, for the
+    /// given periods.
+    fn cap_usage(&self, periods: Vec<String>) -> StoreFuture<'_, Vec<(String, String, i64)>>;
+}

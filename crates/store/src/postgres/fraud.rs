@@ -1,0 +1,209 @@
+//! SQL for fraud rules, exclusions and cap counters (their use inside a
+//! conversion's transaction is in `conversions.rs`).
+
+use clickward_core::Micros;
+use clickward_core::fraud::RuleSpec;
+use tokio_postgres::{GenericClient, Row};
+
+use super::PgStore;
+use crate::common::{corrupt, stored_rule};
+use crate::{
+    Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
+    StoredRule,
+};
+
+fn spec_json(spec: &RuleSpec) -> Result<String, StoreError> {
+    serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+async fn upsert_rule(
+    c: &impl GenericClient,
+    spec: &RuleSpec,
+    owner: RuleOwner,
+    now: Micros,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO fraud_rules (id, spec, owner, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, owner = excluded.owner, \
+         updated_at = excluded.updated_at",
+        &[&spec.id, &spec_json(spec)?, &owner.as_str(), &now],
+    )
+    .await?;
+    Ok(())
+}
+
+fn exclusion_from(r: &Row) -> Result<Exclusion, StoreError> {
+    let hash: Vec<u8> = r.try_get(1)?;
+    let kind: String = r.try_get(2)?;
+    Ok(Exclusion {
+        id: r.try_get(0)?,
+        hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("exclusion hash is not 16 bytes".into()))?,
+        kind: match kind.as_str() {
+            "ip" => ExclusionKind::Ip,
+            "browser" => ExclusionKind::Browser,
+            other => return Err(corrupt("exclusion kind", other)),
+        },
+        label: r.try_get(3)?,
+        affiliate: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+    })
+}
+
+const EXCLUSION_SELECT: &str = "SELECT e.id, e.hash, e.kind, e.label, a.slug, e.created_at \
+     FROM exclusions e LEFT JOIN affiliates a ON a.id = e.affiliate_id";
+
+impl FraudStore for PgStore {
+    fn rules(&self) -> StoreFuture<'_, Vec<StoredRule>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT spec, owner, updated_at FROM fraud_rules ORDER BY id",
+                    &[],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| stored_rule(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+                .collect()
+        })
+    }
+
+    fn save_rule(&self, spec: RuleSpec, owner: RuleOwner, now: Micros) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            upsert_rule(&**c, &spec, owner, now).await
+        })
+    }
+
+    fn delete_rule(&self, id: String) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.execute("DELETE FROM fraud_rules WHERE id = $1", &[&id])
+                .await?
+                > 0)
+        })
+    }
+
+    fn apply_file_rules(&self, specs: Vec<RuleSpec>, now: Micros) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            in_tx!(self, |tx| {
+                let mut kept = Vec::new();
+                let mut file_ids: Vec<String> = Vec::new();
+                for spec in &specs {
+                    let found = tx
+                        .query_opt(
+                            "SELECT owner, spec FROM fraud_rules WHERE id = $1 FOR UPDATE",
+                            &[&spec.id],
+                        )
+                        .await?;
+                    let found: Option<(String, String)> = match found {
+                        Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                        None => None,
+                    };
+                    match found {
+                        Some((owner, _)) if owner == "admin" => kept.push(spec.id.clone()),
+                        Some((_, stored)) if stored == spec_json(spec)? => {}
+                        _ => upsert_rule(tx, spec, RuleOwner::File, now).await?,
+                    }
+                    file_ids.push(spec.id.clone());
+                }
+                tx.execute(
+                    "DELETE FROM fraud_rules WHERE owner = 'file' AND NOT (id = ANY($1))",
+                    &[&file_ids],
+                )
+                .await?;
+                kept
+            })
+        })
+    }
+
+    fn add_exclusion(&self, e: NewExclusion) -> StoreFuture<'_, Exclusion> {
+        Box::pin(async move {
+            in_tx!(self, |tx| {
+                let affiliate: Option<i64> = match &e.affiliate {
+                    Some(slug) => Some(
+                        super::catalog::id_of(tx, crate::common::Named::Affiliates, slug.as_str())
+                            .await?,
+                    ),
+                    None => None,
+                };
+                let row = tx
+                    .query_opt(
+                        "INSERT INTO exclusions (hash, kind, label, affiliate_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING RETURNING id",
+                        &[
+                            &e.hash.as_slice(),
+                            &e.kind.as_str(),
+                            &e.label,
+                            &affiliate,
+                            &e.created_at,
+                        ],
+                    )
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict("this exclusion entry".into()))?;
+                let id: i64 = row.try_get(0)?;
+                let r = tx
+                    .query_one(&format!("{EXCLUSION_SELECT} WHERE e.id = $1"), &[&id])
+                    .await?;
+                exclusion_from(&r)?
+            })
+        })
+    }
+
+    fn exclusions(&self) -> StoreFuture<'_, Vec<Exclusion>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(&format!("{EXCLUSION_SELECT} ORDER BY e.id"), &[])
+                .await?;
+            rows.iter().map(exclusion_from).collect()
+        })
+    }
+
+    fn remove_exclusion(&self, id: i64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.execute("DELETE FROM exclusions WHERE id = $1", &[&id])
+                .await?
+                > 0)
+        })
+    }
+
+    fn same_ip_conversions(
+        &self,
+        affiliate_id: i64,
+        ip_hash: [u8; 16],
+        since: Micros,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM conversions WHERE affiliate_id = $1 AND ip_hash = $2 \
+                     AND received_at >= $3 AND status IN ('pending', 'approved', 'paid')",
+                    &[&affiliate_id, &ip_hash.as_slice(), &since],
+                )
+                .await?
+                .try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn cap_usage(&self, periods: Vec<String>) -> StoreFuture<'_, Vec<(String, String, i64)>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT cap_key, period, used FROM cap_usage WHERE period = ANY($1) \
+                     ORDER BY cap_key, period",
+                    &[&periods],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
+    }
+}

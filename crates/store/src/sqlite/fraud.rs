@@ -1,0 +1,205 @@
+//! SQL for fraud rules, exclusions and cap counters (their use inside a
+//! conversion's transaction is in `conversions.rs`).
+
+use clickward_core::Micros;
+use clickward_core::fraud::RuleSpec;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteStore;
+use crate::common::{corrupt, stored_rule};
+use crate::{
+    Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
+    StoredRule,
+};
+
+fn spec_json(spec: &RuleSpec) -> Result<String, StoreError> {
+    serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn upsert_rule(
+    c: &Connection,
+    spec: &RuleSpec,
+    owner: RuleOwner,
+    now: Micros,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO fraud_rules (id, spec, owner, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, owner = excluded.owner, \
+         updated_at = excluded.updated_at",
+    )?
+    .execute(params![spec.id, spec_json(spec)?, owner.as_str(), now])?;
+    Ok(())
+}
+
+fn exclusion_from(r: &rusqlite::Row<'_>) -> Result<Exclusion, StoreError> {
+    let hash: Vec<u8> = r.get(1)?;
+    let kind: String = r.get(2)?;
+    Ok(Exclusion {
+        id: r.get(0)?,
+        hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("exclusion hash is not 16 bytes".into()))?,
+        kind: match kind.as_str() {
+            "ip" => ExclusionKind::Ip,
+            "browser" => ExclusionKind::Browser,
+            other => return Err(corrupt("exclusion kind", other)),
+        },
+        label: r.get(3)?,
+        affiliate: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+const EXCLUSION_SELECT: &str = "SELECT e.id, e.hash, e.kind, e.label, a.slug, e.created_at \
+     FROM exclusions e LEFT JOIN affiliates a ON a.id = e.affiliate_id";
+
+impl FraudStore for SqliteStore {
+    fn rules(&self) -> StoreFuture<'_, Vec<StoredRule>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT spec, owner, updated_at FROM fraud_rules ORDER BY id")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let spec: String = r.get(0)?;
+                let owner: String = r.get(1)?;
+                out.push(stored_rule(&spec, &owner, r.get(2)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn save_rule(&self, spec: RuleSpec, owner: RuleOwner, now: Micros) -> StoreFuture<'_, ()> {
+        self.write(move |c| upsert_rule(c, &spec, owner, now))
+    }
+
+    fn delete_rule(&self, id: String) -> StoreFuture<'_, bool> {
+        self.write(move |c| Ok(c.execute("DELETE FROM fraud_rules WHERE id = ?1", [id])? > 0))
+    }
+
+    fn apply_file_rules(&self, specs: Vec<RuleSpec>, now: Micros) -> StoreFuture<'_, Vec<String>> {
+        self.write(move |c| {
+            let tx = super::begin_write(c)?;
+            let mut kept = Vec::new();
+            {
+                let mut owner_of =
+                    tx.prepare_cached("SELECT owner, spec FROM fraud_rules WHERE id = ?1")?;
+                let mut file_ids: Vec<String> = Vec::new();
+                for spec in &specs {
+                    let found: Option<(String, String)> = owner_of
+                        .query_row([&spec.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    match found {
+                        Some((owner, _)) if owner == "admin" => kept.push(spec.id.clone()),
+                        // Unchanged: no write, so the catalogue version (and
+                        // every node's link cache) stays as it is.
+                        Some((_, stored)) if stored == spec_json(spec)? => {}
+                        _ => upsert_rule(&tx, spec, RuleOwner::File, now)?,
+                    }
+                    file_ids.push(spec.id.clone());
+                }
+                let mut st =
+                    tx.prepare_cached("SELECT id FROM fraud_rules WHERE owner = 'file'")?;
+                let stale: Vec<String> =
+                    st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                for id in stale.into_iter().filter(|id| !file_ids.contains(id)) {
+                    tx.execute("DELETE FROM fraud_rules WHERE id = ?1", [id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(kept)
+        })
+    }
+
+    fn add_exclusion(&self, e: NewExclusion) -> StoreFuture<'_, Exclusion> {
+        self.write(move |c| {
+            let tx = super::begin_write(c)?;
+            let affiliate: Option<i64> = match &e.affiliate {
+                Some(slug) => Some(
+                    tx.query_row(
+                        "SELECT id FROM affiliates WHERE slug = ?1",
+                        [slug.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("affiliate {:?}", slug.as_str()))
+                    })?,
+                ),
+                None => None,
+            };
+            let n = tx.execute(
+                "INSERT INTO exclusions (hash, kind, label, affiliate_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (hash) DO NOTHING",
+                params![
+                    e.hash.as_slice(),
+                    e.kind.as_str(),
+                    e.label,
+                    affiliate,
+                    e.created_at
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict("this exclusion entry".into()));
+            }
+            let id = tx.last_insert_rowid();
+            let out =
+                tx.query_row(&format!("{EXCLUSION_SELECT} WHERE e.id = ?1"), [id], |r| {
+                    Ok(exclusion_from(r))
+                })??;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn exclusions(&self) -> StoreFuture<'_, Vec<Exclusion>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("{EXCLUSION_SELECT} ORDER BY e.id"))?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(exclusion_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_exclusion(&self, id: i64) -> StoreFuture<'_, bool> {
+        self.write(move |c| Ok(c.execute("DELETE FROM exclusions WHERE id = ?1", [id])? > 0))
+    }
+
+    fn same_ip_conversions(
+        &self,
+        affiliate_id: i64,
+        ip_hash: [u8; 16],
+        since: Micros,
+    ) -> StoreFuture<'_, u64> {
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM conversions WHERE affiliate_id = ?1 AND ip_hash = ?2 \
+                     AND received_at >= ?3 AND status IN ('pending', 'approved', 'paid')",
+                )?
+                .query_row(params![affiliate_id, ip_hash.as_slice(), since], |r| {
+                    r.get(0)
+                })?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn cap_usage(&self, periods: Vec<String>) -> StoreFuture<'_, Vec<(String, String, i64)>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT cap_key, period, used FROM cap_usage WHERE period = ?1 ORDER BY cap_key",
+            )?;
+            let mut out = Vec::new();
+            for p in &periods {
+                let mut rows = st.query([p])?;
+                while let Some(r) = rows.next()? {
+                    out.push((r.get(0)?, r.get(1)?, r.get(2)?));
+                }
+            }
+            Ok(out)
+        })
+    }
+}
