@@ -26,6 +26,7 @@ macro_rules! outln {
 mod affiliates;
 mod conversions;
 pub mod export;
+mod fraud;
 pub mod generate;
 pub mod import;
 mod keys;
@@ -102,6 +103,12 @@ pub enum Command {
     /// Webhooks and affiliate postbacks: endpoints, deliveries, replays.
     #[command(subcommand)]
     Webhook(webhooks::WebhookCmd),
+    /// Fraud rules: list, set, remove (docs/fraud.md).
+    #[command(subcommand)]
+    Rule(fraud::RuleCmd),
+    /// Excluded traffic: your own addresses and browsers, or an affiliate's.
+    #[command(subcommand)]
+    Exclude(fraud::ExcludeCmd),
     /// Print click counts grouped by time and dimensions.
     Report(ReportArgs),
     /// Import click history from CSV.
@@ -194,6 +201,8 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Conversion(cmd) => conversions::conversion_command(store, cmd).await?,
         Command::Payout(cmd) => payouts::run(store, cmd).await?,
         Command::Webhook(cmd) => webhooks::run(&v, opened.clone(), cmd).await?,
+        Command::Rule(cmd) => fraud::rules(&v, opened.clone(), cmd).await?,
+        Command::Exclude(cmd) => fraud::exclusions(&v, opened.clone(), cmd).await?,
         Command::Report(args) => report::run(store, args).await?,
         Command::Export(args) => export::run(store, args).await?,
         Command::Rollup(args) => rollup::run(store, args).await?,

@@ -67,6 +67,16 @@ pub struct SpecArgs {
     /// No bound on pixel amounts.
     #[arg(long, conflicts_with = "pixel_max_amount")]
     no_pixel_max_amount: bool,
+    /// IANA time zone of the program's days (caps reset at its midnight),
+    /// e.g. Asia/Tokyo.
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Where blocked and over-cap clicks go instead of the merchant.
+    #[arg(long)]
+    fallback_url: Option<String>,
+    /// Blocked clicks get a "not available" page.
+    #[arg(long, conflicts_with = "fallback_url")]
+    no_fallback_url: bool,
 }
 
 impl SpecArgs {
@@ -96,6 +106,12 @@ impl SpecArgs {
                 Some(None)
             } else {
                 self.pixel_max_amount.map(Some)
+            },
+            timezone: self.timezone,
+            fallback_url: if self.no_fallback_url {
+                Some(None)
+            } else {
+                self.fallback_url.map(Some)
             },
             name: self.name,
             status: None,
@@ -219,6 +235,13 @@ fn print_view(v: &ProgramView) -> anyhow::Result<()> {
             v.pixel_max_amount
                 .clone()
                 .unwrap_or_else(|| "no bound".into()),
+        ),
+        ("timezone", v.timezone.clone()),
+        (
+            "fallback URL",
+            v.fallback_url
+                .clone()
+                .unwrap_or_else(|| "a \"not available\" page".into()),
         ),
         ("postback token", v.postback_token.clone().unwrap_or(none)),
         (

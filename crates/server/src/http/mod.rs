@@ -3,7 +3,8 @@
 //! - tracking: `GET|HEAD /r/{code}` (canonical), `/ref/{code}`, `/go?id={code}`
 //! - ops: `/healthz`, `/readyz`, `/metrics`
 //! - admin API under `/api/v1` (bearer API keys), outbound delivery
-//!   (`/webhooks`, `/postbacks`, `/deliveries`) in `webhooks`
+//!   (`/webhooks`, `/postbacks`, `/deliveries`) in `webhooks`, fraud rules
+//!   and excluded traffic (`/rules`, `/exclusions`) in `fraud`
 
 mod api;
 pub mod auth;
@@ -11,6 +12,7 @@ mod conversions;
 mod cookies;
 pub(crate) mod error;
 mod events;
+mod fraud;
 mod ops;
 mod tracking;
 mod webhooks;
@@ -97,6 +99,19 @@ pub fn router(state: AppState) -> Router {
         .route("/deliveries", get(webhooks::list_deliveries))
         .route("/deliveries/{id}", get(webhooks::get_delivery))
         .route("/deliveries/{id}/replay", post(webhooks::replay_delivery))
+        .route("/rules", get(fraud::list_rules))
+        .route(
+            "/rules/{id}",
+            axum::routing::put(fraud::put_rule).delete(fraud::delete_rule),
+        )
+        .route(
+            "/exclusions",
+            get(fraud::list_exclusions).post(fraud::add_exclusion),
+        )
+        .route(
+            "/exclusions/{id}",
+            axum::routing::delete(fraud::remove_exclusion),
+        )
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()
@@ -105,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/go", get(tracking::track_go))
         .route("/postback", conversions::postback_methods())
         .route("/pixel.gif", get(conversions::pixel))
+        .route("/exclude", get(tracking::exclude_browser))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -675,6 +675,54 @@ fn not_found_html() -> Response {
         .into_response()
 }
 
+/// `GET /exclude?t={token}`: marks this browser as excluded traffic (the
+/// merchant's or publisher's own, or an affiliate's): sets the sealed
+/// `cw_ex` cookie for 400 days, when the token's hash is in the exclusion
+/// list (`clickward exclude add --browser` prints the URL). HEAD sets
+/// nothing.
+pub async fn exclude_browser(
+    State(app): State<AppState>,
+    method: Method,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let s = &app.0;
+    let token = q.get("t").map(String::as_str).unwrap_or_default();
+    let known = !token.is_empty()
+        && s.links
+            .rules()
+            .excluded(&fraud::token_hash(&s.fraud.exclusion_key, token))
+            .is_some();
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-store")],
+            "This exclusion link is unknown or was removed; make a new one with `clickward exclude add --browser`.\n",
+        )
+            .into_response();
+    }
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        "This browser's clicks are now excluded from the counts (they are still redirected).\n",
+    )
+        .into_response();
+    if method != Method::HEAD {
+        let sealed = s.cookie_sealer.seal(fraud::EXCLUDE_COOKIE, token);
+        if let Some(c) = cookies::set_cookie(
+            fraud::EXCLUDE_COOKIE,
+            &sealed,
+            400 * 86_400,
+            s.cfg.config.cookie_secure,
+        ) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+    }
+    resp
+}
+
 /// Any path no route knows.
 pub async fn not_found_page() -> Response {
     not_found_html()

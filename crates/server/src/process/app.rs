@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     pub sign_in: crate::dashboard::SignInGuard,
     /// Velocity counters, network files, the exclusion key.
     pub fraud: crate::services::fraud::FraudParts,
+    /// Fraud rules and exclusion entries (API, dashboard).
+    pub fraud_rules: crate::services::fraud::FraudService,
 }
 
 /// The buyer facts of an address: its keyed hash and GeoIP country (a
@@ -96,7 +98,19 @@ impl AppState {
         let result = async {
             if let Some(path) = &self.0.cfg.config.catalog {
                 let cat = catalog::load(path)?;
-                let applied = self.0.store.apply_catalog(cat).await?;
+                let applied = self.0.store.apply_catalog(cat.input).await?;
+                let kept = self
+                    .0
+                    .store
+                    .apply_file_rules(cat.rules, self.0.clock.now_micros())
+                    .await?;
+                if !kept.is_empty() {
+                    tracing::warn!(
+                        "catalogue {}: rules left as they are, because they were changed through the API, CLI or dashboard: {}",
+                        path.display(),
+                        kept.join(", ")
+                    );
+                }
                 tracing::info!(
                     "catalogue {}: {} entries applied, {} unchanged",
                     path.display(),
@@ -252,6 +266,11 @@ impl Server {
         )
         .context("building the outbound HTTP client")?;
         let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
+        let fraud_rules = crate::services::fraud::FraudService::new(
+            store.clone(),
+            links.clone(),
+            fraud.exclusion_key,
+        );
         let state = AppState(Arc::new(Inner {
             delivery,
             links: links.clone(),
@@ -274,6 +293,7 @@ impl Server {
             spool: spool.clone(),
             stop: stopped.clone(),
             sign_in: Default::default(),
+            fraud_rules,
             fraud,
         }));
         state.reload_catalog().await?;

@@ -18,6 +18,9 @@ use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
 use clickward_store::{AffiliateInput, CatalogInput, LinkInput, ProgramInput};
 use serde::Deserialize;
 
+use clickward_core::fraud::RuleSpec;
+
+use crate::services::fraud::compile_in;
 use crate::services::programs::{ProgramSpec, display_name};
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +34,19 @@ struct File {
     links: Vec<LinkEntry>,
     #[serde(default)]
     commissions: Vec<CommissionEntry>,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+/// A checked catalogue file: what the store applies in one transaction, and
+/// its fraud rules (applied after it, all or none, under the same ownership
+/// rule: a rule changed through the API, CLI or dashboard is left alone).
+#[derive(Debug)]
+pub struct Catalogue {
+    /// Programs, affiliates, links, commission overrides.
+    pub input: CatalogInput,
+    /// `[[rules]]`.
+    pub rules: Vec<RuleSpec>,
 }
 
 /// A per-affiliate commission plan: its event rates and default beat the
@@ -86,7 +102,7 @@ pub enum CatalogError {
 /// [`CatalogError`] naming the file and the entry at fault: duplicate codes or
 /// slugs, a link whose program or affiliate is not declared in the file, an
 /// invalid destination, a permanent redirect, an unknown key.
-pub fn load(path: &Path) -> Result<CatalogInput, CatalogError> {
+pub fn load(path: &Path) -> Result<Catalogue, CatalogError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| CatalogError::Read(name.clone(), e))?;
     parse(&name, &text)
@@ -96,7 +112,7 @@ pub fn load(path: &Path) -> Result<CatalogInput, CatalogError> {
 ///
 /// # Errors
 /// As [`load`].
-pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
+pub fn parse(name: &str, text: &str) -> Result<Catalogue, CatalogError> {
     let file: File =
         toml::from_str(text).map_err(|e| CatalogError::Parse(name.to_owned(), e.to_string()))?;
     let invalid = |msg: String| CatalogError::Invalid(name.to_owned(), msg);
@@ -166,7 +182,53 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
             .map_err(|e| invalid(format!("commission for {:?}: {e}", c.affiliate.as_str())))?;
     }
 
-    Ok(CatalogInput {
+    let mut rule_ids = HashSet::new();
+    for r in &file.rules {
+        if !rule_ids.insert(r.id.clone()) {
+            return Err(invalid(format!("rule {:?} is declared twice", r.id)));
+        }
+        if let Some(p) = r.program.as_deref()
+            && !programs.iter().any(|s| s.as_str() == p.trim())
+        {
+            return Err(invalid(format!(
+                "rule {:?} names program {p:?}, which is not declared in this file",
+                r.id
+            )));
+        }
+        if let Some(a) = r.affiliate.as_deref()
+            && !affiliates.iter().any(|s| s.as_str() == a.trim())
+        {
+            return Err(invalid(format!(
+                "rule {:?} names affiliate {a:?}, which is not declared in this file",
+                r.id
+            )));
+        }
+        // In the currency of every program it covers (payout caps).
+        let covered: Vec<_> = file
+            .programs
+            .iter()
+            .zip(&settings)
+            .filter(|(p, _)| {
+                r.program
+                    .as_deref()
+                    .is_none_or(|want| p.slug.as_ref().is_some_and(|s| s.as_str() == want.trim()))
+            })
+            .map(|(_, s)| s.currency)
+            .collect();
+        if covered.is_empty() {
+            compile_in(
+                r,
+                clickward_core::money::Currency::parse("USD")
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+            .map_err(|e| invalid(e.to_string()))?;
+        }
+        for currency in covered {
+            compile_in(r, currency).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+
+    let input = CatalogInput {
         commissions: file
             .commissions
             .into_iter()
@@ -208,6 +270,10 @@ pub fn parse(name: &str, text: &str) -> Result<CatalogInput, CatalogError> {
                 status: l.status,
             })
             .collect(),
+    };
+    Ok(Catalogue {
+        input,
+        rules: file.rules,
     })
 }
 
@@ -228,7 +294,7 @@ destination = "https://shop.example/"
     fn the_seed_catalogue_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/links.toml");
         let cat = load(&path).unwrap();
-        let codes: Vec<&str> = cat.links.iter().map(|l| l.code.as_str()).collect();
+        let codes: Vec<&str> = cat.input.links.iter().map(|l| l.code.as_str()).collect();
         for code in [
             "solare",
             "boardbrew",

@@ -402,3 +402,133 @@ mod tests {
         assert_ne!(address_hash(&k1, ip), address_hash(&k2, ip));
     }
 }
+
+/// Rules and exclusion entries as the API, the CLI and the dashboard change
+/// them; every change reloads the link cache (other nodes follow the
+/// catalogue version). Cheap to clone.
+#[derive(Clone)]
+pub struct FraudService {
+    store: std::sync::Arc<dyn Store>,
+    links: std::sync::Arc<crate::services::links::LinkCache>,
+    key: [u8; 32],
+}
+
+/// An exclusion to add: an address, or a new browser token.
+pub enum ExcludeWhat {
+    /// A client address (as typed, or the requester's own).
+    Ip(IpAddr),
+    /// A browser: a new random token, whose cookie `cw_ex` the browser gets
+    /// at `/exclude?t=…`.
+    Browser,
+}
+
+impl FraudService {
+    /// A service over `store` that refreshes `links`, hashing with `key`
+    /// ([`exclusion_key`]).
+    pub fn new(
+        store: std::sync::Arc<dyn Store>,
+        links: std::sync::Arc<crate::services::links::LinkCache>,
+        key: [u8; 32],
+    ) -> Self {
+        Self { store, links, key }
+    }
+
+    /// Every rule, by id.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn rules(&self) -> Result<Vec<clickward_store::StoredRule>, StoreError> {
+        self.store.rules().await
+    }
+
+    /// Creates or replaces a rule (admin-owned from then on).
+    ///
+    /// # Errors
+    /// [`RuleSaveError::Invalid`] naming the rule and the field; nothing is
+    /// written then.
+    pub async fn save_rule(&self, spec: RuleSpec, now: Micros) -> Result<(), RuleSaveError> {
+        check_rule(self.store.as_ref(), &spec).await?;
+        let mut spec = spec;
+        spec.id = spec.id.trim().to_owned();
+        self.store
+            .save_rule(spec, clickward_store::RuleOwner::Admin, now)
+            .await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok(())
+    }
+
+    /// Deletes a rule; `false` when there was none.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn delete_rule(&self, id: &str) -> Result<bool, StoreError> {
+        let gone = self.store.delete_rule(id.to_owned()).await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok(gone)
+    }
+
+    /// Every exclusion entry (never an address: none is stored).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn exclusions(&self) -> Result<Vec<clickward_store::Exclusion>, StoreError> {
+        self.store.exclusions().await
+    }
+
+    /// Adds an entry labelled `label` (the affiliate's own traffic when
+    /// `affiliate` is given); for a browser, also the token its cookie holds.
+    ///
+    /// # Errors
+    /// `Conflict` when the address is already listed, `NotFound` for an
+    /// unknown affiliate.
+    pub async fn exclude(
+        &self,
+        what: ExcludeWhat,
+        label: String,
+        affiliate: Option<clickward_core::id::Slug>,
+        now: Micros,
+    ) -> Result<(clickward_store::Exclusion, Option<String>), StoreError> {
+        let (hash, kind, token) = match what {
+            ExcludeWhat::Ip(ip) => (
+                address_hash(&self.key, ip),
+                clickward_store::ExclusionKind::Ip,
+                None,
+            ),
+            ExcludeWhat::Browser => {
+                let token = crate::services::keys::new_token();
+                (
+                    token_hash(&self.key, &token),
+                    clickward_store::ExclusionKind::Browser,
+                    Some(token),
+                )
+            }
+        };
+        let label = clickward_core::clean_text(label.trim(), 100);
+        let e = self
+            .store
+            .add_exclusion(clickward_store::NewExclusion {
+                hash,
+                kind,
+                label: if label.is_empty() {
+                    "excluded".to_owned()
+                } else {
+                    label
+                },
+                affiliate,
+                created_at: now,
+            })
+            .await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok((e, token))
+    }
+
+    /// Removes an entry; `false` when there was none.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn remove_exclusion(&self, id: i64) -> Result<bool, StoreError> {
+        let gone = self.store.remove_exclusion(id).await?;
+        self.links.refresh(self.store.as_ref()).await?;
+        Ok(gone)
+    }
+}

@@ -99,6 +99,13 @@ pub struct ProgramSpec {
     /// Largest amount a pixel may report (`100.00`); `null`: no bound.
     #[serde(default, deserialize_with = "clearable")]
     pub pixel_max_amount: Option<Option<String>>,
+    /// IANA time zone of the program's days (`Asia/Tokyo`); caps reset at
+    /// its midnight. Default `UTC`.
+    pub timezone: Option<String>,
+    /// Where blocked and over-cap clicks go instead of the merchant (an
+    /// `http(s)` URL); `null`: a "not available" page.
+    #[serde(default, deserialize_with = "clearable")]
+    pub fallback_url: Option<Option<String>>,
 }
 
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
@@ -189,6 +196,27 @@ impl ProgramSpec {
                 );
             }
         }
+        if let Some(tz) = &self.timezone {
+            jiff::tz::TimeZone::get(tz.trim()).map_err(|_| {
+                format!("timezone: {tz:?} is not an IANA time zone like \"Asia/Tokyo\" or \"UTC\"")
+            })?;
+            s.timezone = tz.trim().to_owned();
+        }
+        match &self.fallback_url {
+            None => {}
+            Some(None) => s.fallback_url = None,
+            Some(Some(u)) => {
+                let ok = url::Url::parse(u.trim())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if ok.is_none() {
+                    return Err(format!(
+                        "fallback_url: {u:?} is not an absolute http or https URL"
+                    ));
+                }
+                s.fallback_url = Some(u.trim().to_owned());
+            }
+        }
         if s.pixel == PixelMode::Signed
             && s.postback_secret.is_none()
             && self.postback_secret.is_none()
@@ -265,6 +293,10 @@ pub struct ProgramView {
     pub pixel: PixelMode,
     /// Decimal, program currency; `null`: no bound.
     pub pixel_max_amount: Option<String>,
+    /// IANA time zone of the program's days.
+    pub timezone: String,
+    /// Where blocked and over-cap clicks go.
+    pub fallback_url: Option<String>,
 }
 
 impl ProgramView {
@@ -290,6 +322,8 @@ impl ProgramView {
             min_payout: s.currency.format(s.min_payout),
             pixel: s.pixel,
             pixel_max_amount: s.pixel_max_amount.map(|m| s.currency.format(m)),
+            timezone: s.timezone.clone(),
+            fallback_url: s.fallback_url.clone(),
         }
     }
 }

@@ -16,7 +16,6 @@ ALTER TABLE conversions ADD COLUMN ip_hash BYTEA;
 ALTER TABLE conversions ADD COLUMN buyer_country TEXT;
 CREATE INDEX conversions_ip_hash ON conversions (affiliate_id, ip_hash, received_at)
     WHERE ip_hash IS NOT NULL;
-CREATE INDEX conversions_affiliate ON conversions (program_id, affiliate_id, received_at);
 
 -- Days of caps are the program's days.
 ALTER TABLE programs ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';

@@ -306,7 +306,7 @@ impl ClickStore for PgStore {
                 )
                 .await?;
             rows.iter()
-                .map(|r| Ok((r.try_get(22)?, click_from(r)?)))
+                .map(|r| Ok((r.try_get(25)?, click_from(r)?)))
                 .collect()
         })
     }

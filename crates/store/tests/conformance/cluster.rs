@@ -3,7 +3,7 @@
 use super::*;
 
 /// A second "node": another store (its own pool) on the same schema.
-async fn second_node(g: &Guard) -> S {
+pub(super) async fn second_node(g: &Guard) -> S {
     let Guard::Pg { config, .. } = g else {
         unreachable!("opened on PostgreSQL")
     };

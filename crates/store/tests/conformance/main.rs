@@ -83,6 +83,7 @@ mod clicks;
 mod cluster;
 mod conversions;
 mod delivery;
+mod fraud;
 mod outbox;
 mod rollups;
 

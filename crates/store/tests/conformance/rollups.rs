@@ -405,7 +405,14 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE users DROP COLUMN email; ALTER TABLE users DROP COLUMN notify_conversions; \
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);",
+         DROP TABLE fraud_rules; DROP TABLE exclusions; DROP TABLE cap_usage; \
+         DROP INDEX conversions_ip_hash; ALTER TABLE clicks DROP COLUMN verdict; \
+         ALTER TABLE clicks DROP COLUMN verdict_rule; ALTER TABLE clicks DROP COLUMN verdict_reason; \
+         ALTER TABLE conversions DROP COLUMN verdict; ALTER TABLE conversions DROP COLUMN verdict_rule; \
+         ALTER TABLE conversions DROP COLUMN verdict_reason; ALTER TABLE conversions DROP COLUMN ip_hash; \
+         ALTER TABLE conversions DROP COLUMN buyer_country; ALTER TABLE programs DROP COLUMN timezone; \
+         ALTER TABLE programs DROP COLUMN fallback_url; \
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17);",
     )
     .unwrap();
     drop(conn);
