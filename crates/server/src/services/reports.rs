@@ -22,9 +22,10 @@ const ROWS_PER_CHUNK: usize = 512;
 /// `cr` = conversions / unique_clicks, `epc` = payout / unique_clicks, each
 /// rounded half to even (to 0.01% and to the currency's minor unit); empty
 /// when there are no unique clicks.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 11] = [
     "gross_clicks",
     "bot_clicks",
+    "invalid_clicks",
     "clicks",
     "unique_clicks",
     "duplicate_clicks",
@@ -55,7 +56,7 @@ fn money_text(m: &BTreeMap<String, i64>) -> String {
         .join("; ")
 }
 
-pub(crate) fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 10] {
+pub(crate) fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 11] {
     let unique = i128::from(c.unique_clicks);
     let cr = if unique > 0 {
         let bp = div_half_even(i128::from(m.conversions) * 10_000, unique);
@@ -79,6 +80,7 @@ pub(crate) fn metric_values(c: &ClickCounts, m: &ConversionTotals) -> [String; 1
     [
         c.gross_clicks.to_string(),
         c.bot_clicks.to_string(),
+        c.invalid_clicks.to_string(),
         c.clicks().to_string(),
         c.unique_clicks.to_string(),
         c.duplicate_clicks().to_string(),
@@ -150,6 +152,7 @@ impl ReportOutput {
         }
         o.insert("gross_clicks".into(), serde_json::json!(c.gross_clicks));
         o.insert("bot_clicks".into(), serde_json::json!(c.bot_clicks));
+        o.insert("invalid_clicks".into(), serde_json::json!(c.invalid_clicks));
         o.insert("clicks".into(), serde_json::json!(c.clicks()));
         o.insert("unique_clicks".into(), serde_json::json!(c.unique_clicks));
         o.insert(
@@ -384,7 +387,7 @@ pub struct ReportArgs {
     /// Bucket conversions by their own time or their click's.
     #[arg(long, value_enum, default_value_t)]
     pub time_basis: TimeBasis,
-    /// Sort rows by a count column (gross_clicks, bot_clicks, clicks,
+    /// Sort rows by a count column (gross_clicks, bot_clicks, invalid_clicks, clicks,
     /// unique_clicks, duplicate_clicks, conversions); prefix `-` for
     /// descending. Default: by the dimensions.
     #[arg(long, allow_hyphen_values = true)]
@@ -491,12 +494,13 @@ pub async fn report_text_at(
             Ok(match col {
                 "gross_clicks" => c.gross_clicks,
                 "bot_clicks" => c.bot_clicks,
+                "invalid_clicks" => c.invalid_clicks,
                 "clicks" => c.clicks(),
                 "unique_clicks" => c.unique_clicks,
                 "duplicate_clicks" => c.duplicate_clicks(),
                 "conversions" => r.money.conversions,
                 other => bail!(
-                    "--sort {other}: sort by gross_clicks, bot_clicks, clicks, unique_clicks, duplicate_clicks or conversions"
+                    "--sort {other}: sort by gross_clicks, bot_clicks, invalid_clicks, clicks, unique_clicks, duplicate_clicks or conversions"
                 ),
             })
         };

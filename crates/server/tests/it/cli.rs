@@ -163,10 +163,10 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "day,link,src,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
-         2026-11-20,rakuten_sim,qiita,1,0,1,1,0,0,,,0.00%,\n\
-         2026-11-21,rakuten_sim,qiita,1,0,1,0,1,0,,,,\n\
-         2026-11-21,rakuten_sim,zenn,1,1,0,0,0,0,,,,\n"
+        "day,link,src,gross_clicks,bot_clicks,invalid_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
+         2026-11-20,rakuten_sim,qiita,1,0,0,1,1,0,0,,,0.00%,\n\
+         2026-11-21,rakuten_sim,qiita,1,0,0,1,0,1,0,,,,\n\
+         2026-11-21,rakuten_sim,zenn,1,1,0,0,0,0,0,,,,\n"
     );
     // The API answers the same numbers.
     let r = app
@@ -238,7 +238,7 @@ async fn report_cuts_days_in_the_asked_time_zone() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "src,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nzenn,1,1,0,0,0,0,,,,\n"
+        "src,gross_clicks,bot_clicks,invalid_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nzenn,1,1,0,0,0,0,0,,,,\n"
     );
     let (s, v) = app.api_get("/api/v1/reports?from=2026-11-20&to=2026-11-21&tz=Asia/Tokyo&group_by=day&link=rakuten_sim&src=qiita").await;
     assert_eq!(s, 200, "{v}");
@@ -346,7 +346,7 @@ fn import_brings_history_once() {
     );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nold,4,1,3,2,1,0,,,0.00%,\n"
+        "link,gross_clicks,bot_clicks,invalid_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\nold,4,1,0,3,2,1,0,,,0.00%,\n"
     );
 }
 

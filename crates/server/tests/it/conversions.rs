@@ -778,8 +778,8 @@ async fn payout_batches_are_idempotent_and_net_clawbacks() {
     );
     assert_eq!(
         report,
-        "link,gross_clicks,bot_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
-         solare,1,0,1,1,0,2,200.00 USD,20.00 USD,200.00%,20.00 USD\n"
+        "link,gross_clicks,bot_clicks,invalid_clicks,clicks,unique_clicks,duplicate_clicks,conversions,revenue,payout,cr,epc\n\
+         solare,1,0,0,1,1,0,2,200.00 USD,20.00 USD,200.00%,20.00 USD\n"
     );
 }
 

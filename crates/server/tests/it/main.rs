@@ -14,6 +14,7 @@ mod conversions;
 mod dashboard;
 mod dedup;
 mod events;
+mod fraud;
 mod fuzz;
 mod geo;
 mod mail;
