@@ -18,6 +18,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const CLICKS_TOTAL: &str = "clickward_clicks_total";
 /// Recorded clicks classified as bots, by reason (`ua_pattern`, `head`, …).
 pub const BOT_CLICKS_TOTAL: &str = "clickward_bot_clicks_total";
+/// Human clicks a fraud rule judged, by action (`flag`, `reject`, `block`;
+/// never labelled by rule id, which admins name freely).
+pub const FRAUD_VERDICTS_TOTAL: &str = "clickward_fraud_click_verdicts_total";
+/// Requests beyond a `[limits]` rate, by endpoint (`tracking`: recorded
+/// invalid and redirected; the others answered 429).
+pub const RATE_LIMITED_TOTAL: &str = "clickward_rate_limited_total";
 /// Time from request to redirect answer, seconds (histogram).
 pub const REDIRECT_SECONDS: &str = "clickward_redirect_duration_seconds";
 /// Clicks waiting in the ingest queue.
@@ -97,6 +103,10 @@ pub struct HotMetrics {
     pub dropped: Counter,
     /// `clicks_total{outcome="not_found"}`.
     pub not_found: Counter,
+    /// `fraud_click_verdicts_total{action}`: flag, reject, block.
+    pub verdicts: [Counter; 3],
+    /// `rate_limited_total{endpoint="tracking"}`.
+    pub tracking_limited: Counter,
     bots: [(BotReason, Counter); 5],
     /// [`REDIRECT_SECONDS`].
     pub redirect_seconds: Histogram,
@@ -121,6 +131,9 @@ impl HotMetrics {
             unconfirmed: outcome("unconfirmed"),
             dropped: outcome("dropped"),
             not_found: outcome("not_found"),
+            verdicts: ["flag", "reject", "block"]
+                .map(|a| metrics::counter!(FRAUD_VERDICTS_TOTAL, "action" => a)),
+            tracking_limited: metrics::counter!(RATE_LIMITED_TOTAL, "endpoint" => "tracking"),
             bots: [
                 bot(BotReason::UaPattern),
                 bot(BotReason::PreviewFetcher),

@@ -239,6 +239,9 @@ pub async fn submit(
             .map(axum::http::HeaderValue::as_bytes),
         &app.0.cfg.trusted,
     );
+    if let Some(r) = crate::http::over_limit(&app, crate::services::limits::Class::Login, client) {
+        return r;
+    }
     if !guard.allowed(client, now) {
         metrics::counter!(crate::telemetry::SIGN_IN_THROTTLED_TOTAL).increment(1);
         return to_login("limit", None);

@@ -8,7 +8,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::services::reports::{div_half_even, metric_values, totals_of};
+use crate::services::reports::{div_half_even, metric, metric_values, totals_of};
 
 /// The range picker's query: `from`, `to` (local dates, inclusive) and `tz`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -230,12 +230,12 @@ pub fn kpis(rows: &[ReportRow]) -> Vec<Kpi> {
         Kpi {
             id: "kpi-clicks",
             label: "Clicks",
-            value: v[2].clone(),
+            value: metric(&v, "clicks").to_owned(),
         },
         Kpi {
             id: "kpi-unique",
             label: "Unique clicks",
-            value: v[3].clone(),
+            value: metric(&v, "unique_clicks").to_owned(),
         },
         Kpi {
             id: "kpi-bots",
@@ -245,27 +245,27 @@ pub fn kpis(rows: &[ReportRow]) -> Vec<Kpi> {
         Kpi {
             id: "kpi-conversions",
             label: "Conversions",
-            value: v[5].clone(),
+            value: metric(&v, "conversions").to_owned(),
         },
         Kpi {
             id: "kpi-revenue",
             label: "Revenue",
-            value: or_dash(&v[6]),
+            value: or_dash(metric(&v, "revenue")),
         },
         Kpi {
             id: "kpi-payout",
             label: "Payout",
-            value: or_dash(&v[7]),
+            value: or_dash(metric(&v, "payout")),
         },
         Kpi {
             id: "kpi-cr",
             label: "CR",
-            value: or_dash(&v[8]),
+            value: or_dash(metric(&v, "cr")),
         },
         Kpi {
             id: "kpi-epc",
             label: "EPC",
-            value: or_dash(&v[9]),
+            value: or_dash(metric(&v, "epc")),
         },
     ];
     for k in &mut tiles {
@@ -399,13 +399,13 @@ pub async fn top(
                     .cloned()
                     .flatten()
                     .unwrap_or_else(|| "–".to_owned()),
-                clicks: grouped(&v[2]),
-                unique: grouped(&v[3]),
-                conversions: grouped(&v[5]),
-                revenue: if v[6].is_empty() {
+                clicks: grouped(metric(&v, "clicks")),
+                unique: grouped(metric(&v, "unique_clicks")),
+                conversions: grouped(metric(&v, "conversions")),
+                revenue: if metric(&v, "revenue").is_empty() {
                     "–".to_owned()
                 } else {
-                    grouped(&v[6])
+                    grouped(metric(&v, "revenue"))
                 },
             }
         })

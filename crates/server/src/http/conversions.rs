@@ -96,6 +96,9 @@ pub async fn postback(
             .map(HeaderValue::as_bytes),
         &app.0.cfg.trusted,
     );
+    if let Some(r) = super::over_limit(&app, crate::services::limits::Class::Postback, ip) {
+        return r;
+    }
     let signed = if body.is_empty() {
         query
     } else {
@@ -491,6 +494,18 @@ pub async fn pixel(
             .map(HeaderValue::as_bytes),
         &app.0.cfg.trusted,
     );
+    if let Some(mut r) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip) {
+        // Still the GIF, as every pixel answer; the 429 and Retry-After say why.
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::HeaderName::from_static("x-clickward-status"),
+            HeaderValue::from_static("rate_limited"),
+        );
+        let (parts, _) = r.into_parts();
+        return Response::from_parts(parts, axum::body::Body::from(PIXEL_GIF));
+    }
     let query = parts.uri.query().unwrap_or_default();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -18,6 +18,7 @@ mod tracking;
 mod webhooks;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use clickward_core::link::Affiliate;
@@ -113,7 +114,11 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(fraud::remove_exclusion),
         )
         .fallback(api::not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_api,
+        ));
     Router::new()
         .route("/r/{*code}", get(tracking::track_path))
         .route("/ref/{*code}", get(tracking::track_path))
@@ -133,4 +138,59 @@ pub fn router(state: AppState) -> Router {
             state.0.cfg.config.http.body_read_timeout,
         ))
         .with_state(state)
+}
+
+/// The client address of a request (behind trusted proxies).
+pub(crate) fn client_of(
+    app: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    clickward_enrich::ip::client_ip(
+        peer.ip(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(axum::http::HeaderValue::as_bytes),
+        &app.0.cfg.trusted,
+    )
+}
+
+/// Counts a request of `class` from `ip` against `[limits]`: `None` within
+/// the limit, else the 429 to answer (JSON `{"status": "rate_limited",
+/// "reason"}` with `Retry-After`).
+pub(crate) fn over_limit(
+    app: &AppState,
+    class: crate::services::limits::Class,
+    ip: std::net::IpAddr,
+) -> Option<axum::response::Response> {
+    let (wait, rate) = app.0.limits.check(class, ip).err()?;
+    metrics::counter!(crate::telemetry::RATE_LIMITED_TOTAL, "endpoint" => class.label())
+        .increment(1);
+    let after = crate::services::limits::retry_after_s(wait);
+    Some(
+        (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, after.to_string())],
+            axum::Json(serde_json::json!({
+                "status": "rate_limited",
+                "reason": format!("more than {} from this client; retry in {after} s", rate.text()),
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// `[limits] api` on every `/api/v1` route.
+async fn limit_api(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ip = client_of(&app, peer, req.headers());
+    if let Some(r) = over_limit(&app, crate::services::limits::Class::Api, ip) {
+        return r;
+    }
+    next.run(req).await
 }

@@ -28,8 +28,8 @@ use percent_encoding::percent_decode_str;
 use super::cookies::{self, Found};
 use crate::process::app::{AppState, Inner};
 use crate::services::events::LiveEvent;
-use crate::services::fraud;
 use crate::services::links::CachedLink;
+use crate::services::{fraud, limits};
 
 /// Name of the first-party visitor cookie (encrypted and signed).
 pub const VISITOR_COOKIE: &str = "cw_vid";
@@ -157,7 +157,34 @@ async fn track(
     let visitor = visitor_identity(s, headers, now, &facts, human);
 
     let verdict = if human {
-        judge(s, &link, pairs, headers, &facts, visitor.key, now)
+        let v = judge(s, &link, pairs, headers, &facts, visitor.key, now);
+        let limited = match s.limits.check(limits::Class::Tracking, facts.ip) {
+            Ok(()) => None,
+            Err((_, rate)) => {
+                s.metrics.tracking_limited.increment(1);
+                Some(Verdict {
+                    rule: limits::RATE_LIMITED.to_owned(),
+                    action: Action::Reject,
+                    reason: format!(
+                        "more clicks from this client than the limit of {}",
+                        rate.text()
+                    ),
+                })
+            }
+        };
+        let v = match (v, limited) {
+            (Some(v), Some(l)) if l.action > v.action => Some(l),
+            (v, l) => v.or(l),
+        };
+        if let Some(v) = &v {
+            let i = match v.action {
+                Action::Reject => 1,
+                Action::Block => 2,
+                _ => 0,
+            };
+            s.metrics.verdicts[i].increment(1);
+        }
+        v
     } else {
         None
     };

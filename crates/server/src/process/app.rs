@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub fraud: crate::services::fraud::FraudParts,
     /// Fraud rules and exclusion entries (API, dashboard).
     pub fraud_rules: crate::services::fraud::FraudService,
+    /// Per-client rate limits of the public endpoints.
+    pub limits: crate::services::limits::Limits,
 }
 
 /// The buyer facts of an address: its keyed hash and GeoIP country (a
@@ -266,6 +268,7 @@ impl Server {
         )
         .context("building the outbound HTTP client")?;
         let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
+        let limits = cfg.limits;
         let fraud_rules = crate::services::fraud::FraudService::new(
             store.clone(),
             links.clone(),
@@ -294,6 +297,7 @@ impl Server {
             stop: stopped.clone(),
             sign_in: Default::default(),
             fraud_rules,
+            limits: crate::services::limits::Limits::new(limits),
             fraud,
         }));
         state.reload_catalog().await?;

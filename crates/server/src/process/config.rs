@@ -183,6 +183,38 @@ impl Default for OutboundConfig {
     }
 }
 
+/// `[limits]`: per-client rate limits (`"600/min"`, `"20/s"`, `"off"`), per
+/// node. Tracking links never refuse a human: beyond `tracking` clicks are
+/// recorded invalid (`rate_limited`) and still redirected; the others
+/// answer 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// `/r`, `/ref`, `/go` (default off: behind a proxy that is not in
+    /// `trusted_proxies`, every visitor would look like one client).
+    pub tracking: String,
+    /// `/postback` (default 3000/min).
+    pub postback: String,
+    /// `/pixel.gif` (default 600/min).
+    pub pixel: String,
+    /// Dashboard and portal sign-in (default 30/min).
+    pub login: String,
+    /// `/api/v1/*` (default 3000/min).
+    pub api: String,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            tracking: "off".into(),
+            postback: "3000/min".into(),
+            pixel: "600/min".into(),
+            login: "30/min".into(),
+            api: "3000/min".into(),
+        }
+    }
+}
+
 /// `[mail]`: e-mail through an SMTP relay.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -304,6 +336,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// E-mail through an SMTP relay.
     pub mail: MailConfig,
+    /// Per-client rate limits.
+    pub limits: LimitsConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -333,6 +367,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             stream: StreamConfig::default(),
             mail: MailConfig::default(),
+            limits: LimitsConfig::default(),
             http: HttpConfig::default(),
             init: false,
         }
@@ -370,6 +405,8 @@ pub struct Validated {
     pub rates: std::collections::HashMap<(Currency, Currency), ExchangeRate>,
     /// `outbound.retry`, parsed.
     pub retry_schedule: Vec<Duration>,
+    /// `[limits]`, parsed: tracking, postback, pixel, login, api.
+    pub limits: [Option<crate::services::limits::Rate>; 5],
 }
 
 impl Config {
@@ -548,7 +585,20 @@ impl Config {
                 "outbound.poll must be above 0".to_owned(),
             ));
         }
+        let l = &self.limits;
+        let rate = |name: &str, text: &str| {
+            crate::services::limits::Rate::parse(text)
+                .map_err(|e| ConfigError::Invalid(format!("limits.{name}: {e}")))
+        };
+        let limits = [
+            rate("tracking", &l.tracking)?,
+            rate("postback", &l.postback)?,
+            rate("pixel", &l.pixel)?,
+            rate("login", &l.login)?,
+            rate("api", &l.api)?,
+        ];
         Ok(Validated {
+            limits,
             retention_clicks,
             retry_schedule,
             config: self,

@@ -16,6 +16,9 @@
 //!   nodes;
 //! - [`links`]: the link cache the redirect reads;
 //! - [`keys`]: API keys and tokens (made, hashed);
+//! - [`fraud`]: the rule book, velocity counters, excluded traffic, rule
+//!   and exclusion changes;
+//! - [`limits`]: per-client rate limits of the public endpoints;
 //! - [`mail`]: e-mail through an SMTP relay (conversions, payouts,
 //!   disabled endpoints, magic links);
 //! - [`stream`]: clicks and outbox events to NATS JetStream;
@@ -30,6 +33,7 @@ pub mod events;
 pub mod fraud;
 pub mod ingest;
 pub mod keys;
+pub mod limits;
 pub mod links;
 pub mod mail;
 pub mod programs;

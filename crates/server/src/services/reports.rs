@@ -36,6 +36,16 @@ const METRICS: [&str; 11] = [
     "epc",
 ];
 
+/// The value of metric `name` (one of the report's columns) in a row of
+/// [`metric_values`]; "" for a name that is not one.
+pub(crate) fn metric<'a>(values: &'a [String], name: &str) -> &'a str {
+    METRICS
+        .iter()
+        .position(|m| *m == name)
+        .and_then(|i| values.get(i))
+        .map_or("", String::as_str)
+}
+
 /// `n / d` rounded half to even, for non-negative `n` and positive `d`.
 pub(crate) fn div_half_even(n: i128, d: i128) -> i128 {
     let (q, r) = (n.div_euclid(d), n.rem_euclid(d));

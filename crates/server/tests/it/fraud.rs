@@ -652,3 +652,102 @@ async fn a_bad_rule_is_refused_by_name_and_changes_nothing() {
     .to_string();
     assert!(err.contains("flood") && err.contains("window"), "{err}");
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_never_refuse_a_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CATALOG).unwrap();
+    let app = TestApp::start_with(|c| {
+        c.catalog = Some(path.clone());
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.limits.tracking = "2/min".into();
+        c.limits.postback = "3/min".into();
+        c.limits.pixel = "1/min".into();
+        c.limits.api = "20/min".into();
+    })
+    .await;
+    // Tracking: the third click of a minute is still redirected, recorded
+    // invalid with the reason; another client is not affected.
+    for i in 0..3 {
+        let r = go(&app, "/r/leo", from("198.51.100.7", &[])).await;
+        assert_eq!(r.status().as_u16(), 302, "click {i}");
+    }
+    let v = last_verdict(&app, "leo").await;
+    assert_eq!(v["rule"], "rate_limited");
+    assert_eq!(
+        v["reason"],
+        "more clicks from this client than the limit of 2/min"
+    );
+    go(&app, "/r/leo", from("198.51.100.8", &[])).await;
+    assert!(last_verdict(&app, "leo").await.is_null());
+
+    // Postbacks: 3 a minute from one sender, the fourth is 429 with
+    // Retry-After, and nothing is recorded for it.
+    let id = click_id(&app, "mia", "198.51.100.9").await;
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let r = app
+            .client
+            .get(app.url(&format!(
+                "/postback?token=tok-shop&click_id={id}&order_id=rl{n}&amount=10.00"
+            )))
+            .header("x-forwarded-for", "192.0.2.1")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 {
+            let after: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&after), "{after}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["status"], "rate_limited");
+        }
+    }
+    assert_eq!(statuses, [201, 201, 201, 429]);
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/postback?token=tok-shop&click_id={id}&order_id=rl9&amount=10.00"
+        )))
+        .header("x-forwarded-for", "192.0.2.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "another sender has its own limit");
+    let (_, list) = app.api_get("/api/v1/conversions?limit=100").await;
+    assert_eq!(list.as_array().unwrap().len(), 4);
+
+    // The pixel still answers its GIF when limited.
+    for limited in [false, true] {
+        let r = app
+            .client
+            .get(app.url("/pixel.gif?order_id=p1"))
+            .header("x-forwarded-for", "192.0.2.3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16() == 429, limited);
+        assert_eq!(r.headers()["content-type"], "image/gif");
+    }
+
+    // The API: 20 a minute from the admin's address.
+    let mut last = 0;
+    for _ in 0..25 {
+        last = app.api_get("/api/v1/rules").await.0;
+    }
+    assert_eq!(last, 429);
+    let text = app.metrics_text().await;
+    for endpoint in ["tracking", "postback", "pixel", "api"] {
+        assert!(
+            text.contains(&format!(
+                "clickward_rate_limited_total{{endpoint=\"{endpoint}\"}}"
+            )),
+            "{endpoint}"
+        );
+    }
+}

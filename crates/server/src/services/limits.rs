@@ -1,0 +1,212 @@
+//! Rate limits of the public endpoints (`[limits]`), with `governor`'s
+//! keyed GCRA limiters, one per endpoint class, keyed by a hash of the
+//! client address (keyed with a random per-process key; the address is
+//! never kept). Limits are per node: several nodes behind a balancer each
+//! allow the configured rate (docs/fraud.md).
+//!
+//! Tracking links never refuse a human: a click beyond the limit is
+//! recorded invalid (rule `rate_limited`) and still redirected. `/postback`,
+//! `/pixel.gif`, `/login` and `/api/v1/*` answer 429 with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// The id of the built-in rule of clicks beyond the tracking limit.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// The endpoint classes that have a limit of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `/r`, `/ref`, `/go`.
+    Tracking,
+    /// `/postback`.
+    Postback,
+    /// `/pixel.gif`.
+    Pixel,
+    /// The dashboard's and portal's sign-in.
+    Login,
+    /// `/api/v1/*`.
+    Api,
+}
+
+impl Class {
+    /// The `endpoint` label of `clickward_rate_limited_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Tracking => "tracking",
+            Class::Postback => "postback",
+            Class::Pixel => "pixel",
+            Class::Login => "login",
+            Class::Api => "api",
+        }
+    }
+}
+
+/// A rate as written: `"600/min"`, `"20/s"`, `"1000/h"`, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period (also the burst).
+    pub count: NonZeroU32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses a rate; `Ok(None)` for `off`.
+    ///
+    /// # Errors
+    /// A message naming the text.
+    pub fn parse(text: &str) -> Result<Option<Rate>, String> {
+        let t = text.trim();
+        if t == "off" {
+            return Ok(None);
+        }
+        let bad =
+            || format!("{text:?} is not a rate like \"600/min\", \"20/s\", \"1000/h\" or \"off\"");
+        let (n, unit) = t.split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let count = NonZeroU32::new(count).ok_or_else(bad)?;
+        let per = match unit.trim() {
+            "s" | "sec" => Duration::from_secs(1),
+            "min" | "m" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        Ok(Some(Rate { count, per }))
+    }
+
+    /// The rate as written.
+    pub fn text(self) -> String {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "h",
+        };
+        format!("{}/{unit}", self.count)
+    }
+
+    fn quota(self) -> Option<Quota> {
+        Quota::with_period(self.per / self.count.get()).map(|q| q.allow_burst(self.count))
+    }
+}
+
+struct Limiter {
+    rate: Rate,
+    keyed: DefaultKeyedRateLimiter<u64>,
+}
+
+/// The limits of one node.
+pub struct Limits {
+    classes: [Option<Limiter>; 5],
+    key: [u8; 32],
+}
+
+fn index(c: Class) -> usize {
+    match c {
+        Class::Tracking => 0,
+        Class::Postback => 1,
+        Class::Pixel => 2,
+        Class::Login => 3,
+        Class::Api => 4,
+    }
+}
+
+impl Limits {
+    /// Limiters for the configured rates (`None`: off), in the order
+    /// tracking, postback, pixel, login, api.
+    pub fn new(rates: [Option<Rate>; 5]) -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key[..]);
+        Self {
+            classes: rates.map(|r| {
+                r.and_then(|rate| {
+                    rate.quota().map(|q| Limiter {
+                        rate,
+                        keyed: RateLimiter::keyed(q),
+                    })
+                })
+            }),
+            key,
+        }
+    }
+
+    /// Counts a request of `class` from `ip`: `Ok` within the limit, else
+    /// how long until the next one is allowed, and the rate.
+    pub fn check(&self, class: Class, ip: IpAddr) -> Result<(), (Duration, Rate)> {
+        let Some(l) = &self.classes[index(class)] else {
+            return Ok(());
+        };
+        let ip = clickward_enrich::ip::canonical(ip);
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        match ip {
+            IpAddr::V4(v4) => h.update(&v4.octets()),
+            IpAddr::V6(v6) => h.update(&v6.octets()),
+        };
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        l.keyed
+            .check_key(&u64::from_le_bytes(k))
+            .map_err(|not_until| {
+                (
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                    l.rate,
+                )
+            })
+    }
+
+    /// Forgets clients whose limits have fully recovered (run every minute).
+    pub fn sweep(&self) {
+        for l in self.classes.iter().flatten() {
+            l.keyed.retain_recent();
+            l.keyed.shrink_to_fit();
+        }
+    }
+
+    /// The configured rate of `class`.
+    pub fn rate(&self, class: Class) -> Option<Rate> {
+        self.classes[index(class)].as_ref().map(|l| l.rate)
+    }
+}
+
+/// `Retry-After` seconds for a wait (at least 1).
+pub fn retry_after_s(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_refuse_by_name() {
+        assert_eq!(Rate::parse("off"), Ok(None));
+        let r = Rate::parse("600/min").unwrap();
+        assert_eq!(r.map(|r| (r.count.get(), r.per.as_secs())), Some((600, 60)));
+        assert_eq!(r.map(Rate::text).as_deref(), Some("600/min"));
+        for bad in ["600", "0/s", "ten/min", "5/day", "-1/s"] {
+            assert!(Rate::parse(bad).unwrap_err().contains(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_client_beyond_its_burst_waits_and_others_do_not() {
+        let rate = Rate::parse("3/min").unwrap();
+        let l = Limits::new([None, rate, None, None, None]);
+        let a: IpAddr = [203, 0, 113, 1].into();
+        let b: IpAddr = [203, 0, 113, 2].into();
+        for _ in 0..3 {
+            assert!(l.check(Class::Postback, a).is_ok());
+        }
+        let (wait, _) = l.check(Class::Postback, a).err().unwrap();
+        assert!(
+            wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(l.check(Class::Postback, b).is_ok());
+        assert!(l.check(Class::Tracking, a).is_ok(), "tracking is off");
+    }
+}
