@@ -131,7 +131,8 @@
     if (!rows || paused) return;
     var tr = document.createElement("tr");
     if (kind === "click") {
-      var cls = e.bot_reason ? "bot" : "human";
+      var v = e.verdict;
+      var cls = e.bot_reason ? "bot" : v && (v.action === "reject" || v.action === "block") ? "invalid" : v ? "flagged" : "human";
       tr.className = cls;
       cell(tr, time(e.ts));
       cell(tr, "click");
@@ -139,7 +140,7 @@
       cell(tr, e.affiliate);
       cell(tr, e.src);
       cell(tr, cls);
-      cell(tr, e.bot_reason);
+      cell(tr, e.bot_reason || (v ? v.rule + ": " + v.reason : ""));
       cell(tr, e.country);
       cell(tr, e.referrer, "url");
       cell(tr, e.device);

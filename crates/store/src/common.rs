@@ -740,3 +740,36 @@ pub(crate) fn cap_event(claim: &clickward_core::fraud::CapClaim, used: i64) -> s
         "words": claim.words,
     })
 }
+
+/// Judged clicks by UTC day, rule, action, affiliate (then `?1`/`$1` = the
+/// lowest click id, as bytes).
+pub(crate) const CLICK_VERDICT_COUNTS: &str = "SELECT c.ts / 86400000000, c.verdict_rule, c.verdict, a.slug, COUNT(*) \
+     FROM clicks c LEFT JOIN affiliates a ON a.id = c.affiliate_id \
+     WHERE c.verdict IS NOT NULL AND c.click_id >= {1} GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 5 DESC";
+
+/// Judged conversions by UTC day (of receipt), rule, action, affiliate.
+pub(crate) const CONVERSION_VERDICT_COUNTS: &str = "SELECT v.received_at / 86400000000, v.verdict_rule, v.verdict, a.slug, COUNT(*) \
+     FROM conversions v LEFT JOIN affiliates a ON a.id = v.affiliate_id \
+     WHERE v.verdict IS NOT NULL AND v.received_at >= {1} GROUP BY 1, 2, 3, 4 ORDER BY 1 DESC, 5 DESC";
+
+/// The newest judged clicks (then the lowest click id and a limit).
+pub(crate) const RECENT_CLICK_VERDICTS: &str = "SELECT c.click_id, c.ts, p.slug, a.slug, c.verdict_rule, c.verdict, c.verdict_reason \
+     FROM clicks c JOIN programs p ON p.id = c.program_id LEFT JOIN affiliates a ON a.id = c.affiliate_id \
+     WHERE c.verdict IS NOT NULL AND c.click_id >= {1} ORDER BY c.click_id DESC LIMIT {2}";
+
+/// The newest judged conversions (then the lowest receipt time and a limit).
+pub(crate) const RECENT_CONVERSION_VERDICTS: &str = "SELECT v.conversion_id, v.received_at, p.slug, a.slug, v.verdict_rule, v.verdict, v.verdict_reason \
+     FROM conversions v JOIN programs p ON p.id = v.program_id LEFT JOIN affiliates a ON a.id = v.affiliate_id \
+     WHERE v.verdict IS NOT NULL AND v.received_at >= {1} ORDER BY v.received_at DESC LIMIT {2}";
+
+/// Placeholders `{1}`, `{2}` as `?1, ?2` (SQLite) or `$1, $2` (PostgreSQL).
+pub(crate) fn with_params(sql: &str, mark: char) -> String {
+    sql.replace("{1}", &format!("{mark}1"))
+        .replace("{2}", &format!("{mark}2"))
+}
+
+/// Newest first across both kinds, `limit` of each at most.
+pub(crate) fn newest_first(mut rows: Vec<crate::VerdictRow>) -> Vec<crate::VerdictRow> {
+    rows.sort_by(|a, b| b.ts.cmp(&a.ts));
+    rows
+}

@@ -95,6 +95,44 @@ pub struct NewExclusion {
     pub created_at: Micros,
 }
 
+/// Judged clicks or conversions of one UTC day, rule, action and affiliate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictCount {
+    /// `click` or `conversion`.
+    pub what: &'static str,
+    /// UTC day number (days since 1970-01-01).
+    pub day: i64,
+    /// Rule id.
+    pub rule: String,
+    /// `flag`, `hold`, `reject` or `block`.
+    pub action: String,
+    /// Affiliate slug.
+    pub affiliate: Option<String>,
+    /// How many.
+    pub count: i64,
+}
+
+/// One judged click or conversion, with its sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictRow {
+    /// `click` or `conversion`.
+    pub what: &'static str,
+    /// Click id or conversion id.
+    pub id: String,
+    /// When, UTC µs (the click's time, or the conversion's receipt).
+    pub ts: Micros,
+    /// Program slug.
+    pub program: String,
+    /// Affiliate slug.
+    pub affiliate: Option<String>,
+    /// Rule id.
+    pub rule: String,
+    /// Action.
+    pub action: String,
+    /// The sentence.
+    pub reason: String,
+}
+
 /// Fraud rules, exclusions and the counts conversion rules compare. Every
 /// change of rules or exclusions bumps the catalogue version, so the link
 /// cache (which carries each link's rules) reloads on every node.
@@ -132,6 +170,14 @@ pub trait FraudStore: Send + Sync + 'static {
         ip_hash: [u8; 16],
         since: Micros,
     ) -> StoreFuture<'_, u64>;
+
+    /// Judged clicks and conversions since `since` (UTC µs), by UTC day,
+    /// rule, action and affiliate.
+    fn verdict_counts(&self, since: Micros) -> StoreFuture<'_, Vec<VerdictCount>>;
+
+    /// The newest judged clicks and conversions (each kind up to `limit`),
+    /// newest first.
+    fn recent_verdicts(&self, since: Micros, limit: u32) -> StoreFuture<'_, Vec<VerdictRow>>;
 
     /// How much of each cap counter is used: `(key, period, used)`, for the
     /// given periods.

@@ -40,7 +40,10 @@ mod postgres;
 mod spool;
 mod sqlite;
 
-pub use fraud::{Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoredRule};
+pub use fraud::{
+    Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoredRule, VerdictCount,
+    VerdictRow,
+};
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
 pub use spool::{Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};

@@ -28,6 +28,10 @@ pub struct ConversionItem {
     pub amount: String,
     pub commission: String,
     pub status: &'static str,
+    /// Held for review.
+    pub held: bool,
+    /// The fraud verdict, `rule: sentence`; empty when none.
+    pub verdict: String,
     /// Actions the lifecycle allows now.
     pub actions: Vec<&'static str>,
 }
@@ -55,6 +59,12 @@ pub fn conversion_item(c: &clickward_store::ConversionRow) -> ConversionItem {
             .unwrap_or_else(|| "–".to_owned()),
         commission: money(c.commission_minor, &c.currency),
         status: c.status.as_str(),
+        held: c.held,
+        verdict: c
+            .verdict
+            .as_ref()
+            .map(|v| format!("{}: {}", v.rule, v.reason))
+            .unwrap_or_default(),
         actions,
     }
 }

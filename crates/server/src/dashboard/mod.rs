@@ -16,6 +16,7 @@
 mod admin;
 mod assets;
 mod conversions;
+mod fraud;
 mod links;
 mod live;
 mod login;
@@ -96,6 +97,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/webhooks/{id}/{action}", post(webhooks::endpoint_action))
         .route("/deliveries/{id}", get(webhooks::delivery))
         .route("/deliveries/{id}/replay", post(webhooks::replay))
+        .route("/fraud", get(fraud::fraud))
+        .route("/fraud/rules", post(fraud::save_rule))
+        .route("/fraud/rules/{id}/delete", post(fraud::delete_rule))
+        .route("/fraud/exclusions", post(fraud::add_exclusion))
+        .route(
+            "/fraud/exclusions/{id}/delete",
+            post(fraud::remove_exclusion),
+        )
         .route("/settings", get(settings::settings))
         .route("/settings/keys", post(settings::create_key))
         .route("/settings/keys/{id}/revoke", post(settings::revoke_key))

@@ -367,6 +367,10 @@ pub struct SettingsForm {
     pixel: String,
     #[serde(default)]
     pixel_max_amount: String,
+    #[serde(default)]
+    timezone: String,
+    #[serde(default)]
+    fallback_url: String,
 }
 
 impl SettingsForm {
@@ -409,6 +413,8 @@ impl SettingsForm {
                 ),
             },
             pixel_max_amount: Some(given(&self.pixel_max_amount)),
+            timezone: given(&self.timezone),
+            fallback_url: Some(given(&self.fallback_url)),
             ..ProgramSpec::default()
         })
     }

@@ -243,6 +243,11 @@ pub fn kpis(rows: &[ReportRow]) -> Vec<Kpi> {
             value: bot_share,
         },
         Kpi {
+            id: "kpi-invalid",
+            label: "Invalid clicks",
+            value: metric(&v, "invalid_clicks").to_owned(),
+        },
+        Kpi {
             id: "kpi-conversions",
             label: "Conversions",
             value: metric(&v, "conversions").to_owned(),

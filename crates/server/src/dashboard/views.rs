@@ -131,7 +131,7 @@ impl Chrome {
 }
 
 /// Navigation of the dashboard: `(section, path, label)`.
-pub const ADMIN_NAV: [(&str, &str, &str); 9] = [
+pub const ADMIN_NAV: [(&str, &str, &str); 10] = [
     ("overview", "/dashboard", "Overview"),
     ("live", "/dashboard/live", "Live"),
     ("links", "/dashboard/links", "Links"),
@@ -140,6 +140,7 @@ pub const ADMIN_NAV: [(&str, &str, &str); 9] = [
     ("conversions", "/dashboard/conversions", "Conversions"),
     ("payouts", "/dashboard/payouts", "Payouts"),
     ("webhooks", "/dashboard/webhooks", "Webhooks"),
+    ("fraud", "/dashboard/fraud", "Fraud"),
     ("settings", "/dashboard/settings", "Settings"),
 ];
 

@@ -194,3 +194,14 @@ async fn limit_api(
     }
     next.run(req).await
 }
+
+/// The `cw_ex` cookie that marks a browser as excluded traffic, for 400
+/// days, holding its sealed token.
+pub(crate) fn exclusion_cookie(app: &AppState, sealed: &str) -> Option<axum::http::HeaderValue> {
+    cookies::set_cookie(
+        crate::services::fraud::EXCLUDE_COOKIE,
+        sealed,
+        400 * 86_400,
+        app.0.cfg.config.cookie_secure,
+    )
+}

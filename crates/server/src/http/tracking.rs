@@ -738,12 +738,7 @@ pub async fn exclude_browser(
         .into_response();
     if method != Method::HEAD {
         let sealed = s.cookie_sealer.seal(fraud::EXCLUDE_COOKIE, token);
-        if let Some(c) = cookies::set_cookie(
-            fraud::EXCLUDE_COOKIE,
-            &sealed,
-            400 * 86_400,
-            s.cfg.config.cookie_secure,
-        ) {
+        if let Some(c) = super::exclusion_cookie(&app, &sealed) {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
     }

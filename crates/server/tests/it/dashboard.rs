@@ -803,3 +803,116 @@ async fn a_crafted_range_value_is_cut_in_the_note() {
         assert!(html.contains("Your account is locked"), "{path}: no note");
     }
 }
+
+#[tokio::test]
+async fn the_fraud_page_adds_rules_and_exclusions_and_shows_what_they_did() {
+    let app = TestApp::start().await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let html = get(&app, &admin, "/dashboard/fraud")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No rules yet"), "{html}");
+    let csrf = csrf_of(&html);
+    let post = |path: &'static str, fields: Vec<(&'static str, &'static str)>| {
+        let mut f: Vec<(&str, String)> = vec![("csrf", csrf.clone())];
+        f.extend(fields.into_iter().map(|(k, v)| (k, v.to_owned())));
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, admin.clone())
+            .form(&f)
+            .send()
+    };
+    let rule = |settings: &'static str| {
+        vec![
+            ("id", "flood"),
+            ("check", "visitor_velocity"),
+            ("action", "reject"),
+            ("program", "vendors"),
+            ("affiliate", ""),
+            ("settings", settings),
+        ]
+    };
+    // A bad window is named; nothing is saved.
+    let r = post(
+        "/dashboard/fraud/rules",
+        rule("limit = 1, window = \"soon\""),
+    )
+    .await
+    .unwrap();
+    assert!(
+        location(&r).contains("error=") && location(&r).contains("window"),
+        "{}",
+        location(&r)
+    );
+    let (_, rules) = app.api_get("/api/v1/rules").await;
+    assert_eq!(rules, serde_json::json!([]));
+    let r = post(
+        "/dashboard/fraud/rules",
+        rule("limit = 1, window = \"60s\""),
+    )
+    .await
+    .unwrap();
+    assert!(location(&r).contains("msg="), "{}", location(&r));
+    // Two clicks of one visitor: the second is invalid, and the page says why.
+    for _ in 0..2 {
+        assert_eq!(app.get_ua("/r/solare", CHROME).await.status(), 302);
+    }
+    let html = get(&app, &admin, "/dashboard/fraud")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<code>flood</code>"), "{html}");
+    assert!(
+        html.contains("2 clicks from this visitor on this link in 1 min; limit 1"),
+        "{html}"
+    );
+    // The overview counts it.
+    let kpis: serde_json::Value = get(&app, &admin, "/dashboard/kpis")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kpis["kpi-invalid"], "1", "{kpis}");
+    // "Exclude this browser" marks the admin's own browser.
+    let r = post(
+        "/dashboard/fraud/exclusions",
+        vec![("ip", ""), ("label", "my laptop"), ("browser", "1")],
+    )
+    .await
+    .unwrap();
+    let cookie = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cw_ex="))
+        .expect("the exclusion cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .client
+        .get(app.url("/r/boardbrew"))
+        .header("user-agent", IPHONE)
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(
+        app.clicks("boardbrew").await[0]["verdict"]["reason"],
+        "excluded internal traffic (my laptop)"
+    );
+    let r = post(
+        "/dashboard/fraud/exclusions",
+        vec![("ip", "not an address"), ("label", "x")],
+    )
+    .await
+    .unwrap();
+    assert!(location(&r).contains("error="), "{}", location(&r));
+}

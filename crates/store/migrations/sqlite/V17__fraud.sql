@@ -6,6 +6,8 @@
 ALTER TABLE clicks ADD COLUMN verdict TEXT;
 ALTER TABLE clicks ADD COLUMN verdict_rule TEXT;
 ALTER TABLE clicks ADD COLUMN verdict_reason TEXT;
+-- The Fraud page reads judged clicks by time; clean ones are not indexed.
+CREATE INDEX clicks_judged ON clicks (click_id) WHERE verdict IS NOT NULL;
 
 -- A conversion's verdict, and what the conversion rules compare: a keyed
 -- hash of the buyer's address (never the address) and its country.
@@ -14,6 +16,7 @@ ALTER TABLE conversions ADD COLUMN verdict_rule TEXT;
 ALTER TABLE conversions ADD COLUMN verdict_reason TEXT;
 ALTER TABLE conversions ADD COLUMN ip_hash BLOB;
 ALTER TABLE conversions ADD COLUMN buyer_country TEXT;
+CREATE INDEX conversions_judged ON conversions (received_at) WHERE verdict IS NOT NULL;
 CREATE INDEX conversions_ip_hash ON conversions (affiliate_id, ip_hash, received_at)
     WHERE ip_hash IS NOT NULL;
 

@@ -6,7 +6,10 @@ use clickward_core::fraud::RuleSpec;
 use tokio_postgres::{GenericClient, Row};
 
 use super::PgStore;
-use crate::common::{corrupt, stored_rule};
+use crate::common::{
+    CLICK_VERDICT_COUNTS, CONVERSION_VERDICT_COUNTS, RECENT_CLICK_VERDICTS,
+    RECENT_CONVERSION_VERDICTS, corrupt, newest_first, stored_rule, with_params,
+};
 use crate::{
     Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
     StoredRule,
@@ -188,6 +191,74 @@ impl FraudStore for PgStore {
                 .await?
                 .try_get(0)?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn verdict_counts(&self, since: Micros) -> StoreFuture<'_, Vec<crate::VerdictCount>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let floor = crate::plan::id_floor(since);
+            let clicks = c
+                .query(&with_params(CLICK_VERDICT_COUNTS, '$'), &[&floor])
+                .await?;
+            let conversions = c
+                .query(&with_params(CONVERSION_VERDICT_COUNTS, '$'), &[&since])
+                .await?;
+            let mut out = Vec::new();
+            for (what, rows) in [("click", clicks), ("conversion", conversions)] {
+                for r in rows {
+                    out.push(crate::VerdictCount {
+                        what,
+                        day: r.try_get(0)?,
+                        rule: r.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        action: r.try_get(2)?,
+                        affiliate: r.try_get(3)?,
+                        count: r.try_get(4)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn recent_verdicts(
+        &self,
+        since: Micros,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<crate::VerdictRow>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let limit = i64::from(limit);
+            let floor = crate::plan::id_floor(since);
+            let clicks = c
+                .query(&with_params(RECENT_CLICK_VERDICTS, '$'), &[&floor, &limit])
+                .await?;
+            let conversions = c
+                .query(
+                    &with_params(RECENT_CONVERSION_VERDICTS, '$'),
+                    &[&since, &limit],
+                )
+                .await?;
+            let mut out = Vec::new();
+            for (what, rows) in [("click", clicks), ("conversion", conversions)] {
+                for r in rows {
+                    let id: Vec<u8> = r.try_get(0)?;
+                    let id: [u8; 16] = id
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("id is not 16 bytes".into()))?;
+                    out.push(crate::VerdictRow {
+                        what,
+                        id: ulid::Ulid::from_bytes(id).to_string(),
+                        ts: r.try_get(1)?,
+                        program: r.try_get(2)?,
+                        affiliate: r.try_get(3)?,
+                        rule: r.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        action: r.try_get(5)?,
+                        reason: r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(newest_first(out))
         })
     }
 

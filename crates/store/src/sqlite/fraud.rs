@@ -6,11 +6,15 @@ use clickward_core::fraud::RuleSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
-use crate::common::{corrupt, stored_rule};
+use crate::common::{
+    CLICK_VERDICT_COUNTS, CONVERSION_VERDICT_COUNTS, RECENT_CLICK_VERDICTS,
+    RECENT_CONVERSION_VERDICTS, corrupt, newest_first, stored_rule, with_params,
+};
 use crate::{
     Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
     StoredRule,
 };
+use rusqlite::types::Value as SqlValue;
 
 fn spec_json(spec: &RuleSpec) -> Result<String, StoreError> {
     serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -184,6 +188,80 @@ impl FraudStore for SqliteStore {
                     r.get(0)
                 })?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn verdict_counts(&self, since: Micros) -> StoreFuture<'_, Vec<crate::VerdictCount>> {
+        self.read(move |c| {
+            let mut out = Vec::new();
+            for (what, sql, from) in [
+                (
+                    "click",
+                    CLICK_VERDICT_COUNTS,
+                    SqlValue::Blob(crate::plan::id_floor(since)),
+                ),
+                (
+                    "conversion",
+                    CONVERSION_VERDICT_COUNTS,
+                    SqlValue::Integer(since),
+                ),
+            ] {
+                let mut st = c.prepare_cached(&with_params(sql, '?'))?;
+                let mut rows = st.query([from])?;
+                while let Some(r) = rows.next()? {
+                    out.push(crate::VerdictCount {
+                        what,
+                        day: r.get(0)?,
+                        rule: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        action: r.get(2)?,
+                        affiliate: r.get(3)?,
+                        count: r.get(4)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn recent_verdicts(
+        &self,
+        since: Micros,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<crate::VerdictRow>> {
+        self.read(move |c| {
+            let mut out = Vec::new();
+            for (what, sql, from) in [
+                (
+                    "click",
+                    RECENT_CLICK_VERDICTS,
+                    SqlValue::Blob(crate::plan::id_floor(since)),
+                ),
+                (
+                    "conversion",
+                    RECENT_CONVERSION_VERDICTS,
+                    SqlValue::Integer(since),
+                ),
+            ] {
+                let mut st = c.prepare_cached(&with_params(sql, '?'))?;
+                let mut rows = st.query(params![from, limit])?;
+                while let Some(r) = rows.next()? {
+                    let id: Vec<u8> = r.get(0)?;
+                    let id: [u8; 16] = id
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("id is not 16 bytes".into()))?;
+                    out.push(crate::VerdictRow {
+                        what,
+                        id: ulid::Ulid::from_bytes(id).to_string(),
+                        ts: r.get(1)?,
+                        program: r.get(2)?,
+                        affiliate: r.get(3)?,
+                        rule: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        action: r.get(5)?,
+                        reason: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(newest_first(out))
         })
     }
 

@@ -303,3 +303,87 @@ async fn a_soft_cap_flags_beyond_and_a_rejected_conversion_takes_nothing(b: Back
     assert_eq!(s.same_ip_conversions(blog.id, [3; 16], 0).await.unwrap(), 3);
     assert_eq!(s.same_ip_conversions(blog.id, [4; 16], 0).await.unwrap(), 0);
 }
+
+both!(judged_clicks_are_stored_with_their_verdict_counted_invalid_and_listed);
+async fn judged_clicks_are_stored_with_their_verdict_counted_invalid_and_listed(b: Backend) {
+    let (_d, s) = store(b).await;
+    let link = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    let t0 = 300 * MICROS_PER_DAY + HOUR;
+    let judged = |action: Action, rule: &str| {
+        Some(Verdict {
+            rule: rule.into(),
+            action,
+            reason: format!("{rule} said so"),
+        })
+    };
+    let mut clicks = Vec::new();
+    for (n, verdict) in [
+        (1u8, None),
+        (2, judged(Action::Flag, "spam")),
+        (3, judged(Action::Reject, "flood")),
+    ] {
+        let mut c = click(link.link.id, t0 + i64::from(n), n, u128::from(n));
+        c.program_id = link.program_id;
+        c.verdict = verdict;
+        clicks.push(c);
+    }
+    let written = s
+        .write_clicks(Arc::new(clicks.clone()), WINDOW)
+        .await
+        .unwrap();
+    // The rejected click is not human: never unique.
+    assert_eq!(
+        written.iter().map(|w| w.unique).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    let facts = s.click_facts(clicks[2].click_id).await.unwrap().unwrap();
+    assert_eq!(
+        facts.verdict.as_ref().map(|v| v.rule.as_str()),
+        Some("flood")
+    );
+    let row = s.get_click(clicks[2].click_id).await.unwrap();
+    assert_eq!(row.invalid_reason.as_deref(), Some("flood"));
+    assert_eq!(
+        s.get_click(clicks[1].click_id)
+            .await
+            .unwrap()
+            .invalid_reason,
+        None
+    );
+    let q = ReportQuery {
+        start: t0 - HOUR,
+        end: t0 + HOUR,
+        buckets: None,
+        dims: vec![],
+        filters: vec![],
+        raw_only: true,
+        by_click_time: false,
+    };
+    let r = s.click_report(q).await.unwrap();
+    assert_eq!(
+        (
+            r[0].counts.gross_clicks,
+            r[0].counts.invalid_clicks,
+            r[0].counts.clicks()
+        ),
+        (3, 1, 2)
+    );
+    let counts = s.verdict_counts(t0 - HOUR).await.unwrap();
+    let mut seen: Vec<(String, String, i64)> = counts
+        .iter()
+        .map(|c| (c.rule.clone(), c.action.clone(), c.count))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("flood".into(), "reject".into(), 1),
+            ("spam".into(), "flag".into(), 1)
+        ]
+    );
+    assert!(counts.iter().all(|c| c.what == "click" && c.day == 300));
+    let recent = s.recent_verdicts(t0 - HOUR, 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0].reason, "flood said so");
+    assert_eq!(recent[0].id, clicks[2].click_id.to_string());
+}

@@ -406,7 +406,8 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          DROP TABLE users; DROP INDEX payouts_affiliate; DROP INDEX conversions_affiliate; \
          DROP INDEX ledger_sums; CREATE INDEX ledger_affiliate ON ledger (affiliate_id, currency, bucket); \
          DROP TABLE fraud_rules; DROP TABLE exclusions; DROP TABLE cap_usage; \
-         DROP INDEX conversions_ip_hash; ALTER TABLE clicks DROP COLUMN verdict; \
+         DROP INDEX conversions_ip_hash; DROP INDEX conversions_judged; DROP INDEX clicks_judged; \
+         ALTER TABLE clicks DROP COLUMN verdict; \
          ALTER TABLE clicks DROP COLUMN verdict_rule; ALTER TABLE clicks DROP COLUMN verdict_reason; \
          ALTER TABLE conversions DROP COLUMN verdict; ALTER TABLE conversions DROP COLUMN verdict_rule; \
          ALTER TABLE conversions DROP COLUMN verdict_reason; ALTER TABLE conversions DROP COLUMN ip_hash; \
