@@ -31,8 +31,67 @@ cargo build --release -q -p clickward --bin clickward --example bare_redirect
 BIN=${CLICKWARD_BIN:-$ROOT/target/release/clickward}
 BARE=$ROOT/target/release/examples/bare_redirect
 python3 bench/make_mix.py "$SHARED" "$OUT/mix.lua" >&2
+python3 bench/make_mix.py "$SHARED" "$OUT/mix-xff.lua" --xff >&2
 
 WRK=(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/mix.lua")
+WRK_XFF=(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/mix-xff.lua")
+
+# The fraud pair (issue 15): the same server behind a trusted proxy with
+# GeoIP and the network files, with no rules (net-1t) and with every click
+# rule on (rules-1t: velocity, hosting, anonymous, countries, referrers,
+# paid search, an exclusion entry), limits set so that evaluation runs on
+# every human click. Requests carry X-Forwarded-For from the test files'
+# networks.
+GEO=$SHARED/data/geoip
+cat > "$OUT/net.toml" <<TOML
+trusted_proxies = ["127.0.0.1"]
+geoip = ["$GEO/GeoIP2-City-Test.mmdb"]
+network = ["$GEO/GeoLite2-ASN-Test.mmdb", "$GEO/GeoIP2-Anonymous-IP-Test.mmdb"]
+TOML
+{ cat examples/links.toml; cat <<'TOML'
+
+[[rules]]
+id = "visitor-flood"
+check = "visitor_velocity"
+action = "reject"
+limit = 1000
+window = "60s"
+
+[[rules]]
+id = "link-flood"
+check = "link_velocity"
+action = "flag"
+limit = 1000000
+window = "60s"
+
+[[rules]]
+id = "dc"
+check = "hosting"
+action = "reject"
+
+[[rules]]
+id = "vpn"
+check = "anonymous"
+action = "reject"
+
+[[rules]]
+id = "geo"
+check = "countries"
+action = "reject"
+block = ["KP", "CN"]
+
+[[rules]]
+id = "spam"
+check = "referrers"
+action = "flag"
+block = ["spam.example"]
+
+[[rules]]
+id = "ppc"
+check = "paid_search"
+action = "reject"
+TOML
+} > "$OUT/rules.toml"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
@@ -91,11 +150,18 @@ http {
 NGINX
 
 start_clickward() {
-  local name=$1 durability=$2 threads=$3
+  local name=$1 durability=$2 threads=$3 kind=${4:-plain}
   local data=$OUT/$name-data
+  local extra=() catalog=examples/links.toml
   rm -rf "$data"
-  TOKIO_WORKER_THREADS=$threads RUST_LOG=warn "$BIN" --data-dir "$data" serve \
-    --listen 127.0.0.1:18181 --catalog examples/links.toml --durability "$durability" \
+  case $kind in
+    net) extra=(--config "$OUT/net.toml") ;;
+    rules)
+      extra=(--config "$OUT/net.toml"); catalog=$OUT/rules.toml
+      "$BIN" --data-dir "$data" exclude add --ip 203.0.113.7 --label office > /dev/null ;;
+  esac
+  TOKIO_WORKER_THREADS=$threads RUST_LOG=warn "$BIN" "${extra[@]}" --data-dir "$data" serve \
+    --listen 127.0.0.1:18181 --catalog "$catalog" --durability "$durability" \
     > "$OUT/$name.log" 2>&1 &
   CW_PID=$!
 }
@@ -108,6 +174,10 @@ stop_clickward() {
 
 rm -f "$OUT"/*.runs "$OUT/rollup.runs"
 CONFIGS=("sync-1t sync 1" "sync-2t sync 2" "buffered-1t buffered 1")
+# A build from before the fraud rules (CLICKWARD_BIN=…) runs without the pair.
+if "$BIN" exclude --help > /dev/null 2>&1; then
+  CONFIGS+=("net-1t sync 1 net" "rules-1t sync 1 rules")
+fi
 for run in $(seq 1 "$RUNS"); do
   nginx -c "$NGX/nginx.conf" -p "$NGX" -g 'daemon on;'
   wait_http http://127.0.0.1:18182/r/x
@@ -124,10 +194,16 @@ for run in $(seq 1 "$RUNS"); do
   kill "$BPID"; wait "$BPID" 2>/dev/null || true
   for cfg in "${CONFIGS[@]}"; do
     set -- $cfg
-    start_clickward "$1" "$2" "$3"
+    start_clickward "$1" "$2" "$3" "${4:-plain}"
     pid=$CW_PID
     wait_http http://127.0.0.1:18181/healthz
-    one_run "$1" "http://127.0.0.1:18181" "$pid"
+    if [ "${4:-plain}" = plain ]; then
+      one_run "$1" "http://127.0.0.1:18181" "$pid"
+    else
+      WRK_SAVED=("${WRK[@]}"); WRK=("${WRK_XFF[@]}")
+      one_run "$1" "http://127.0.0.1:18181" "$pid"
+      WRK=("${WRK_SAVED[@]}")
+    fi
     stop_clickward "$pid"
     # Every request wrk saw answered must have its row (kill -TERM drains).
     rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from clicks').fetchone()[0])" "$OUT/$1-data/clickward.db")
@@ -155,18 +231,28 @@ def load(name):
     rows = [l.split() for l in open(f"{out}/{name}.runs")]
     med = lambda i: statistics.median(float(r[i]) for r in rows)
     return dict(rps=med(0), p50=med(1), p99=med(2), reqs=sum(int(r[3]) for r in rows), cpu=med(4), bad=sum(int(r[5]) for r in rows))
+import os
 ng = load("nginx")
+fraud_pair = os.path.exists(f"{out}/rules-1t.runs")
 names = [("nginx", "nginx 1.22 `return 302`, buffered access log, 1 worker"),
          ("bare", "bare axum 302 (clickward's HTTP stack, no work), 1 tokio worker"),
          ("sync-1t", "clickward, durability=sync, 1 tokio worker"),
          ("sync-2t", "clickward, durability=sync, 2 tokio workers"),
-         ("buffered-1t", "clickward, durability=buffered, 1 tokio worker")]
+         ("buffered-1t", "clickward, durability=buffered, 1 tokio worker"),
+         ("net-1t", "clickward, sync, 1 worker, behind a proxy, GeoIP + network files, no fraud rules"),
+         ("rules-1t", "the same with every click rule on (velocity, hosting, anonymous, countries, referrers, PPC, exclusions)")]
 print(f"wrk -t1 -c{conns} -d{dur} --latency, realistic UA/src mix; median of {runs} runs\n")
 print("| server | req/s | ratio to nginx | p50 ms | p99 ms | CPU µs/req | non-3xx |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for key, label in names:
+    if key in ("net-1t", "rules-1t") and not fraud_pair:
+        continue
     r = load(key)
     print(f"| {label} | {r['rps']:.0f} | {r['rps']/ng['rps']:.2f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu']:.1f} | {r['bad']} |")
+if fraud_pair:
+    net, rules = load("net-1t"), load("rules-1t")
+    print(f"\nfraud rules on / off: {rules['rps'] / net['rps']:.3f}× req/s, "
+          f"{rules['cpu'] - net['cpu']:+.2f} µs CPU per request (target: at most 3% fewer req/s)")
 roll = statistics.median(float(l) for l in open(f"{out}/rollup.runs"))
 redirect = load("sync-1t")["cpu"]
 print(f"\nrollup maintenance: {roll:.2f} µs CPU per click (median of {runs}), "

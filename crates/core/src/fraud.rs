@@ -1280,28 +1280,52 @@ impl CapClaim {
     }
 }
 
-/// The claims of one conversion (or click) at `ts` on the caps that apply,
-/// with its commission (for payout caps) in the program's time zone.
+/// What a cap claim is about: the conversion's (or click's) program,
+/// affiliate, time, and commission (for payout caps), with the program's
+/// time zone and currency.
+#[derive(Debug, Clone, Copy)]
+pub struct CapSubject<'a> {
+    /// Program id.
+    pub program_id: i64,
+    /// Affiliate id; `None` counts on no affiliate cap.
+    pub affiliate_id: Option<i64>,
+    /// When, UTC µs.
+    pub ts: Micros,
+    /// The program's time zone (its days and months).
+    pub tz: &'a jiff::tz::TimeZone,
+    /// Commission, minor units (what a payout cap counts).
+    pub commission: i64,
+    /// The program's currency.
+    pub currency: crate::money::Currency,
+}
+
+/// The claims of one conversion (or click) on the caps that apply.
 pub fn cap_claims<'a>(
     caps: impl Iterator<Item = (&'a str, &'a Cap)>,
     metric: CapMetric,
-    program_id: i64,
-    affiliate_id: Option<i64>,
-    ts: Micros,
-    tz: &jiff::tz::TimeZone,
-    commission: i64,
-    currency: crate::money::Currency,
+    subject: &CapSubject<'_>,
 ) -> Vec<CapClaim> {
+    let CapSubject {
+        program_id,
+        affiliate_id,
+        ts,
+        tz,
+        commission,
+        currency,
+    } = *subject;
     let Some(date) = crate::report::local_date(ts, tz) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (rule, cap) in caps {
-        let counts = match (metric, cap.metric) {
-            (CapMetric::Clicks, CapMetric::Clicks) => true,
-            (CapMetric::Conversions, CapMetric::Conversions | CapMetric::Payout) => true,
-            _ => false,
-        };
+        let counts = matches!(
+            (metric, cap.metric),
+            (CapMetric::Clicks, CapMetric::Clicks)
+                | (
+                    CapMetric::Conversions,
+                    CapMetric::Conversions | CapMetric::Payout
+                )
+        );
         if !counts {
             continue;
         }
@@ -1554,12 +1578,14 @@ mod tests {
         let claims = cap_claims(
             rules.caps(),
             CapMetric::Conversions,
-            3,
-            Some(7),
-            ts,
-            &tokyo,
-            150,
-            crate::money::Currency::parse("JPY").unwrap(),
+            &CapSubject {
+                program_id: 3,
+                affiliate_id: Some(7),
+                ts,
+                tz: &tokyo,
+                commission: 150,
+                currency: crate::money::Currency::parse("JPY").unwrap(),
+            },
         );
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].key, "conversions:program=3");

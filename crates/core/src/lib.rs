@@ -127,6 +127,22 @@ pub fn parse_timestamp(s: &str) -> Result<Micros, String> {
     ))
 }
 
+/// Parses "24h", "50ms", "1h 30m" or "PT24H" into a non-negative duration.
+/// Days and weeks are fixed lengths (24 h, 7 × 24 h): windows are measured
+/// in elapsed time, not calendar days.
+///
+/// # Errors
+/// A message naming the text.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        |e: jiff::Error| format!("{s:?} is not a duration like \"30d\", \"24h\" or \"50ms\": {e}");
+    let span: jiff::Span = s.trim().parse().map_err(bad)?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(bad)?;
+    std::time::Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,20 +197,4 @@ mod tests {
         assert_eq!(spreadsheet_text("a\0b"), "ab");
         assert_eq!(spreadsheet_text("qiita"), "qiita");
     }
-}
-
-/// Parses "24h", "50ms", "1h 30m" or "PT24H" into a non-negative duration.
-/// Days and weeks are fixed lengths (24 h, 7 × 24 h): windows are measured
-/// in elapsed time, not calendar days.
-///
-/// # Errors
-/// A message naming the text.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad =
-        |e: jiff::Error| format!("{s:?} is not a duration like \"30d\", \"24h\" or \"50ms\": {e}");
-    let span: jiff::Span = s.trim().parse().map_err(bad)?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(bad)?;
-    std::time::Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
 }

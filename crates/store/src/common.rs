@@ -653,35 +653,6 @@ pub(crate) fn settled_prefix(cursor: i64, events: &[crate::OutboxEvent], now: Mi
     events.len()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(seq: i64, ts: Micros) -> crate::OutboxEvent {
-        crate::OutboxEvent {
-            seq,
-            id: String::new(),
-            kind: String::new(),
-            ts,
-            payload: serde_json::Value::Null,
-        }
-    }
-
-    #[test]
-    fn a_fresh_gap_in_the_outbox_holds_readers_back_and_an_old_one_does_not() {
-        let now = 100 * OUTBOX_GAP_WAIT_US;
-        // 5 is missing; 6 was written just now: 5 may still commit.
-        let fresh = [ev(3, now), ev(4, now), ev(6, now)];
-        assert_eq!(settled_prefix(2, &fresh, now), 2);
-        // The same gap, long ago: a rolled-back transaction's number.
-        let old = [ev(3, 0), ev(4, 0), ev(6, 0), ev(7, now)];
-        assert_eq!(settled_prefix(2, &old, now), 4);
-        // A gap right after the cursor.
-        assert_eq!(settled_prefix(0, &[ev(2, now)], now), 0);
-        assert_eq!(settled_prefix(1, &[ev(2, now)], now), 1);
-    }
-}
-
 /// A verdict from its three stored columns (action, rule, sentence); `None`
 /// when the action is absent. An action this binary does not know is
 /// [`StoreError::Corrupt`].
@@ -770,6 +741,35 @@ pub(crate) fn with_params(sql: &str, mark: char) -> String {
 
 /// Newest first across both kinds, `limit` of each at most.
 pub(crate) fn newest_first(mut rows: Vec<crate::VerdictRow>) -> Vec<crate::VerdictRow> {
-    rows.sort_by(|a, b| b.ts.cmp(&a.ts));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.ts));
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: i64, ts: Micros) -> crate::OutboxEvent {
+        crate::OutboxEvent {
+            seq,
+            id: String::new(),
+            kind: String::new(),
+            ts,
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_fresh_gap_in_the_outbox_holds_readers_back_and_an_old_one_does_not() {
+        let now = 100 * OUTBOX_GAP_WAIT_US;
+        // 5 is missing; 6 was written just now: 5 may still commit.
+        let fresh = [ev(3, now), ev(4, now), ev(6, now)];
+        assert_eq!(settled_prefix(2, &fresh, now), 2);
+        // The same gap, long ago: a rolled-back transaction's number.
+        let old = [ev(3, 0), ev(4, 0), ev(6, 0), ev(7, now)];
+        assert_eq!(settled_prefix(2, &old, now), 4);
+        // A gap right after the cursor.
+        assert_eq!(settled_prefix(0, &[ev(2, now)], now), 0);
+        assert_eq!(settled_prefix(1, &[ev(2, now)], now), 1);
+    }
 }

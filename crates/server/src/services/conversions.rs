@@ -262,12 +262,14 @@ impl ConversionService {
             fraud::cap_claims(
                 rules.caps(),
                 fraud::CapMetric::Conversions,
-                click.program_id,
-                click.affiliate_id,
-                now,
-                tz,
-                commission,
-                currency,
+                &fraud::CapSubject {
+                    program_id: click.program_id,
+                    affiliate_id: click.affiliate_id,
+                    ts: now,
+                    tz,
+                    commission,
+                    currency,
+                },
             )
         };
         Ok((verdict, caps))

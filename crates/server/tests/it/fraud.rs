@@ -361,7 +361,7 @@ async fn excluded_traffic_is_known_by_hash_only_and_counted_invalid() {
 }
 
 async fn click_id(app: &TestApp, link: &str, ip: &str) -> String {
-    let r = go(&app, &format!("/r/{link}"), from(ip, &[])).await;
+    let r = go(app, &format!("/r/{link}"), from(ip, &[])).await;
     location(&r).rsplit("cid=").next().unwrap().to_owned()
 }
 
