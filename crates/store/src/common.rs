@@ -745,6 +745,33 @@ pub(crate) fn newest_first(mut rows: Vec<crate::VerdictRow>) -> Vec<crate::Verdi
     rows
 }
 
+/// Clicks for re-scoring (then lowest and highest click id, the time range,
+/// an optional program id).
+pub(crate) const SCAN_CLICKS: &str = "SELECT click_id, ts, link_id, program_id, affiliate_id, visitor_key, country, \
+     referrer_host, bot_reason IS NOT NULL, verdict, verdict_rule, verdict_reason FROM clicks \
+     WHERE click_id >= {1} AND click_id < {2} AND ts >= {3} AND ts < {4} AND ({5} IS NULL OR program_id = {5}) \
+     ORDER BY click_id";
+
+/// Conversions for re-scoring, with their click's country and verdict (then
+/// the receipt range and an optional program id).
+pub(crate) const SCAN_CONVERSIONS: &str = "SELECT v.conversion_id, v.program_id, v.affiliate_id, v.received_at, v.ctit_us, \
+     v.status, v.held, v.ip_hash, v.buyer_country, k.country, k.verdict, k.verdict_rule, k.verdict_reason, \
+     v.verdict, v.verdict_rule, v.verdict_reason FROM conversions v LEFT JOIN clicks k ON k.click_id = v.click_id \
+     WHERE v.received_at >= {1} AND v.received_at < {2} AND ({3} IS NULL OR v.program_id = {3}) \
+     ORDER BY v.received_at, v.id";
+
+/// One click's verdict columns, by click id (`{1}`..`{5}`: verdict, rule,
+/// reason, invalid_reason, click id); a click made invalid loses its unique flag.
+pub(crate) const SET_CLICK_VERDICT: &str = "UPDATE clicks SET verdict = {1}, verdict_rule = {2}, verdict_reason = {3}, \
+     invalid_reason = {4}, is_unique = CASE WHEN {4} IS NULL THEN is_unique ELSE {6} END WHERE click_id = {5}";
+
+/// Placeholders `{1}`…`{6}` as `?N` (SQLite) or `$N` (PostgreSQL).
+pub(crate) fn with_all_params(sql: &str, mark: char) -> String {
+    (1..=6).fold(sql.to_owned(), |s, i| {
+        s.replace(&format!("{{{i}}}"), &format!("{mark}{i}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! Backends: `sqlite/fraud.rs`, `postgres/fraud.rs`.
 
 use clickward_core::Micros;
-use clickward_core::fraud::RuleSpec;
+use clickward_core::fraud::{RuleSpec, Verdict};
 use serde::Serialize;
 
 use crate::StoreFuture;
@@ -133,6 +133,65 @@ pub struct VerdictRow {
     pub reason: String,
 }
 
+/// What re-scoring reads of a stored click: what the rules that can judge
+/// it again look at (no address and no query string are stored, so the
+/// network, exclusion and paid-search checks cannot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgeableClick {
+    /// Click id.
+    pub click_id: clickward_core::id::ClickId,
+    /// UTC µs.
+    pub ts: Micros,
+    /// Link.
+    pub link_id: i64,
+    /// Program.
+    pub program_id: i64,
+    /// Affiliate.
+    pub affiliate_id: Option<i64>,
+    /// Visitor key.
+    pub visitor_key: [u8; 16],
+    /// Country.
+    pub country: Option<String>,
+    /// Referrer host.
+    pub referrer_host: Option<String>,
+    /// A bot (never judged).
+    pub bot: bool,
+    /// The stored verdict.
+    pub verdict: Option<Verdict>,
+}
+
+/// What re-scoring reads of a stored conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgeableConversion {
+    /// Id.
+    pub conversion_id: clickward_core::id::ConversionId,
+    /// Program.
+    pub program_id: i64,
+    /// Affiliate.
+    pub affiliate_id: Option<i64>,
+    /// Received, UTC µs.
+    pub received_at: Micros,
+    /// Click to conversion, µs.
+    pub ctit_us: Option<Micros>,
+    /// Status.
+    pub status: clickward_core::conversion::ConversionStatus,
+    /// Held.
+    pub held: bool,
+    /// Buyer address hash.
+    pub ip_hash: Option<[u8; 16]>,
+    /// Buyer country.
+    pub buyer_country: Option<String>,
+    /// The click's country.
+    pub click_country: Option<String>,
+    /// The click's verdict.
+    pub click_verdict: Option<Verdict>,
+    /// The stored verdict.
+    pub verdict: Option<Verdict>,
+}
+
+/// A visitor of [`FraudStore::scan_clicks`]: `false` stops the scan.
+pub type JudgeSink = Box<dyn FnMut(&JudgeableClick) -> bool + Send>;
+
 /// Fraud rules, exclusions and the counts conversion rules compare. Every
 /// change of rules or exclusions bumps the catalogue version, so the link
 /// cache (which carries each link's rules) reloads on every node.
@@ -178,6 +237,42 @@ pub trait FraudStore: Send + Sync + 'static {
     /// The newest judged clicks and conversions (each kind up to `limit`),
     /// newest first.
     fn recent_verdicts(&self, since: Micros, limit: u32) -> StoreFuture<'_, Vec<VerdictRow>>;
+
+    /// Every click with `start <= ts < end` (of `program_id`, when given),
+    /// in time order, to `sink`; returns how many were read.
+    fn scan_clicks(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+        sink: JudgeSink,
+    ) -> StoreFuture<'_, u64>;
+
+    /// Sets the verdicts of clicks (and `invalid_reason` with them), in one
+    /// transaction; returns how many changed. The caller recomputes the
+    /// rollups of their range.
+    fn set_click_verdicts(
+        &self,
+        changes: Vec<(clickward_core::id::ClickId, Option<Verdict>)>,
+    ) -> StoreFuture<'_, u64>;
+
+    /// Conversions received in `[start, end)` (of `program_id`, when
+    /// given), oldest first.
+    fn scan_conversions(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+    ) -> StoreFuture<'_, Vec<JudgeableConversion>>;
+
+    /// Sets a conversion's verdict and held flag (a status change goes
+    /// through `ConversionStore::set_conversion_status`).
+    fn set_conversion_verdict(
+        &self,
+        id: clickward_core::id::ConversionId,
+        verdict: Option<Verdict>,
+        held: bool,
+    ) -> StoreFuture<'_, ()>;
 
     /// How much of each cap counter is used: `(key, period, used)`, for the
     /// given periods.

@@ -41,8 +41,8 @@ mod spool;
 mod sqlite;
 
 pub use fraud::{
-    Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoredRule, VerdictCount,
-    VerdictRow,
+    Exclusion, ExclusionKind, FraudStore, JudgeSink, JudgeableClick, JudgeableConversion,
+    NewExclusion, RuleOwner, StoredRule, VerdictCount, VerdictRow,
 };
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
 pub use spool::{Spool, SpoolStats};

@@ -121,6 +121,84 @@ impl RuleArgs {
     }
 }
 
+/// `clickward fraud …`
+#[derive(Debug, Subcommand)]
+pub enum FraudCmd {
+    /// Judge stored clicks and conversions again under today's rules: a
+    /// dry run listing what would change (per rule, and the first rows),
+    /// or with --apply, the change (verdicts, rollups, conversion statuses).
+    Rescore {
+        /// First UTC day.
+        #[arg(long)]
+        from: jiff::civil::Date,
+        /// Last UTC day (default: --from).
+        #[arg(long)]
+        to: Option<jiff::civil::Date>,
+        /// Only this program.
+        #[arg(long)]
+        program: Option<String>,
+        /// Write the changes.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+/// Runs a `fraud` command.
+///
+/// # Errors
+/// A bad range or program, a store error.
+pub async fn fraud(store: Arc<dyn Store>, cmd: FraudCmd) -> anyhow::Result<()> {
+    let FraudCmd::Rescore {
+        from,
+        to,
+        program,
+        apply,
+    } = cmd;
+    let (start, end) =
+        clickward_core::report::date_range(from, to.unwrap_or(from), &jiff::tz::TimeZone::UTC)?;
+    let program_id = match program {
+        Some(p) => Some(store.get_program(Slug::parse(&p)?).await?.id),
+        None => None,
+    };
+    let book = Arc::new(crate::services::fraud::RuleBook::load(store.as_ref()).await?);
+    let r = crate::services::rescore::rescore(
+        store.as_ref(),
+        book,
+        crate::services::rescore::RescoreArgs {
+            from: start,
+            to: end,
+            program_id,
+            apply,
+        },
+    )
+    .await?;
+    let verb = if apply { "changed" } else { "would change" };
+    outln!(
+        "{}{} clicks read in {:.2} s ({:.0} clicks/s), {} {verb}; {} conversions read, {} {verb}",
+        if apply { "" } else { "dry run: " },
+        r.clicks,
+        r.click_seconds,
+        r.clicks as f64 / r.click_seconds.max(1e-9),
+        r.clicks_changed,
+        r.conversions,
+        r.conversions_changed
+    );
+    if !r.by_rule.is_empty() {
+        outln!("{:<11} {:<24} {:<18} count", "of", "rule", "change");
+        for ((kind, rule, change), n) in &r.by_rule {
+            outln!("{kind:<11} {rule:<24} {change:<18} {n}");
+        }
+        outln!("first changes:");
+        for line in &r.first {
+            outln!("  {line}");
+        }
+        if !apply {
+            outln!("run again with --apply to write them");
+        }
+    }
+    Ok(())
+}
+
 /// `clickward exclude …`
 #[derive(Debug, Subcommand)]
 pub enum ExcludeCmd {

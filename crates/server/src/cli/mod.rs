@@ -109,6 +109,9 @@ pub enum Command {
     /// Excluded traffic: your own addresses and browsers, or an affiliate's.
     #[command(subcommand)]
     Exclude(fraud::ExcludeCmd),
+    /// Judge stored clicks and conversions again under today's rules.
+    #[command(subcommand)]
+    Fraud(fraud::FraudCmd),
     /// Print click counts grouped by time and dimensions.
     Report(ReportArgs),
     /// Import click history from CSV.
@@ -203,6 +206,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Webhook(cmd) => webhooks::run(&v, opened.clone(), cmd).await?,
         Command::Rule(cmd) => fraud::rules(&v, opened.clone(), cmd).await?,
         Command::Exclude(cmd) => fraud::exclusions(&v, opened.clone(), cmd).await?,
+        Command::Fraud(cmd) => fraud::fraud(opened.clone(), cmd).await?,
         Command::Report(args) => report::run(store, args).await?,
         Command::Export(args) => export::run(store, args).await?,
         Command::Rollup(args) => rollup::run(store, args).await?,

@@ -176,6 +176,45 @@ impl RuleBook {
         Some((ConversionRules::new(&eff), &p.tz, p.currency))
     }
 
+    /// The click rules of a link that re-scoring can judge from stored
+    /// clicks (see `services::rescore`).
+    pub fn rescorable_click_rules(&self, program_id: i64, affiliate_id: Option<i64>) -> ClickRules {
+        match self.programs.get(&program_id) {
+            Some(p) => {
+                let aff = affiliate_id.and_then(|a| self.affiliates.get(&a));
+                let mut eff = fraud::effective(&p.rules, &p.slug, aff.map(String::as_str));
+                eff.retain(|r| crate::services::rescore::rescorable_click_check(&r.check));
+                ClickRules::new(&eff)
+            }
+            None => ClickRules::default(),
+        }
+    }
+
+    /// The check of rule `id` as compiled for `program_id`.
+    pub fn check_of(&self, program_id: i64, id: &str) -> Option<&Check> {
+        self.programs
+            .get(&program_id)?
+            .rules
+            .iter()
+            .find(|r| &*r.id == id)
+            .map(|r| &r.check)
+    }
+
+    /// The longest velocity window of any rule (µs; 0 without one).
+    pub fn longest_velocity_window(&self) -> Micros {
+        self.programs
+            .values()
+            .flat_map(|p| &p.rules)
+            .filter_map(|r| match r.check {
+                Check::VisitorVelocity { window, .. } | Check::LinkVelocity { window, .. } => {
+                    Some(window)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// An affiliate's slug by id.
     pub fn affiliate_slug(&self, id: Option<i64>) -> Option<String> {
         id.and_then(|a| self.affiliates.get(&a)).cloned()

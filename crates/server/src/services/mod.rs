@@ -22,6 +22,8 @@
 //! - [`mail`]: e-mail through an SMTP relay (conversions, payouts,
 //!   disabled endpoints, magic links);
 //! - [`stream`]: clicks and outbox events to NATS JetStream;
+//! - [`rescore`]: stored clicks and conversions judged again under today's
+//!   rules (`clickward fraud rescore`);
 //! - [`reports`]: report arguments, planning and output (CLI, API,
 //!   dashboard).
 
@@ -38,4 +40,5 @@ pub mod links;
 pub mod mail;
 pub mod programs;
 pub mod reports;
+pub mod rescore;
 pub mod stream;

@@ -751,3 +751,116 @@ async fn rate_limits_answer_429_with_retry_after_and_never_refuse_a_redirect() {
         );
     }
 }
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn rescore_judges_history_under_todays_rules_dry_run_then_apply_idempotent() {
+    let (app, _d) = app_with("").await;
+    // History made before any rule: a visitor clicking five times in a
+    // minute, a click from SE, a conversion three seconds after its click.
+    for _ in 0..5 {
+        go(&app, "/r/mia", from("2.2.3.4", &[])).await;
+        app.clock.set(app.clock.now_micros() + 5_000_000);
+    }
+    go(&app, "/r/leo", from("89.160.20.112", &[])).await;
+    let id = click_id(&app, "leo", "216.160.83.56").await;
+    app.clock.set(app.clock.now_micros() + 3_000_000);
+    let (s, v) = postback(&app, &format!("click_id={id}&order_id=r1&amount=10.00")).await;
+    assert_eq!(s, 201, "{v}");
+    let conversion = v["conversion"]["conversion_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(totals(&app).await["invalid_clicks"], 0);
+
+    put_rule(
+        &app,
+        "flood",
+        json!({"check": "visitor_velocity", "action": "reject", "limit": 3, "window": "60s"}),
+    )
+    .await;
+    put_rule(
+        &app,
+        "geo",
+        json!({"check": "countries", "action": "reject", "block": ["SE"]}),
+    )
+    .await;
+    put_rule(
+        &app,
+        "fast",
+        json!({"check": "ctit", "action": "reject", "min": "10s"}),
+    )
+    .await;
+    let data = app.data_dir().join("data");
+    let args = ["fraud", "rescore", "--from", "2026-11-20"];
+
+    // Dry run: says what would change, changes nothing.
+    let o = clickward(&data, &args);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("dry run: 7 clicks read"), "{out}");
+    assert!(
+        out.contains("3 would change; 1 conversions read, 1 would change"),
+        "{out}"
+    );
+    for line in ["click       flood", "click       geo", "conversion  fast"] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(
+        out.contains("5 clicks from this visitor on this link in 1 min; limit 3"),
+        "{out}"
+    );
+    assert_eq!(totals(&app).await["invalid_clicks"], 0);
+
+    // Apply: verdicts, the report and the conversion's status follow.
+    let mut applied = args.to_vec();
+    applied.push("--apply");
+    let o = clickward(&data, &applied);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("3 changed; 1 conversions read, 1 changed"),
+        "{}",
+        text(&o)
+    );
+    let t = totals(&app).await;
+    assert_eq!(
+        (t["invalid_clicks"].as_i64(), t["gross_clicks"].as_i64()),
+        (Some(3), Some(7)),
+        "{t}"
+    );
+    assert_eq!(app.clicks("mia").await[0]["verdict"]["rule"], "flood");
+    let (_, c) = app
+        .api_get(&format!("/api/v1/conversions/{conversion}"))
+        .await;
+    assert_eq!(c["status"], "rejected", "{c}");
+    assert_eq!(
+        c["verdict"]["reason"],
+        "converted 3 s after the click; minimum 10 s"
+    );
+    assert_eq!(t["conversions"], 0, "{t}");
+
+    // Again: nothing to do.
+    let o = clickward(&data, &applied);
+    assert!(
+        text(&o).contains("0 changed; 1 conversions read, 0 changed"),
+        "{}",
+        text(&o)
+    );
+
+    // A rule removed: its verdicts go (the rejected conversion stays
+    // rejected: the lifecycle does not un-reject).
+    let (s, _) = app
+        .api_send(Method::DELETE, "/api/v1/rules/flood", json!({}))
+        .await;
+    assert_eq!(s, 204);
+    let o = clickward(&data, &applied);
+    assert!(text(&o).contains("2 changed"), "{}", text(&o));
+    assert_eq!(totals(&app).await["invalid_clicks"], 1);
+}

@@ -8,7 +8,8 @@ use tokio_postgres::{GenericClient, Row};
 use super::PgStore;
 use crate::common::{
     CLICK_VERDICT_COUNTS, CONVERSION_VERDICT_COUNTS, RECENT_CLICK_VERDICTS,
-    RECENT_CONVERSION_VERDICTS, corrupt, newest_first, stored_rule, with_params,
+    RECENT_CONVERSION_VERDICTS, SCAN_CLICKS, SCAN_CONVERSIONS, corrupt, newest_first, stored_rule,
+    with_all_params, with_params,
 };
 use crate::{
     Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
@@ -259,6 +260,159 @@ impl FraudStore for PgStore {
                 }
             }
             Ok(newest_first(out))
+        })
+    }
+
+    fn scan_clicks(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+        mut sink: crate::JudgeSink,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            use futures::TryStreamExt;
+            let c = self.client().await?;
+            let sql = with_all_params(SCAN_CLICKS, '$').replace("$5 IS NULL", "$5::int8 IS NULL");
+            let lo = crate::plan::id_floor(start);
+            let hi = crate::plan::id_floor(end.saturating_add(1000));
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&lo, &hi, &start, &end, &program_id];
+            let rows = c.query_raw(&sql, params).await?;
+            futures::pin_mut!(rows);
+            let mut n = 0u64;
+            while let Some(r) = rows.try_next().await? {
+                let id: Vec<u8> = r.try_get(0)?;
+                let vk: Vec<u8> = r.try_get(5)?;
+                let click = crate::JudgeableClick {
+                    click_id: clickward_core::id::ClickId::from_bytes(
+                        id.try_into()
+                            .map_err(|_| StoreError::Corrupt("click_id is not 16 bytes".into()))?,
+                    ),
+                    ts: r.try_get(1)?,
+                    link_id: r.try_get(2)?,
+                    program_id: r.try_get(3)?,
+                    affiliate_id: r.try_get(4)?,
+                    visitor_key: vk
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("visitor_key is not 16 bytes".into()))?,
+                    country: r.try_get(6)?,
+                    referrer_host: r.try_get(7)?,
+                    bot: r.try_get(8)?,
+                    verdict: crate::common::verdict_of(
+                        r.try_get(9)?,
+                        r.try_get(10)?,
+                        r.try_get(11)?,
+                    )?,
+                };
+                n += 1;
+                if !sink(&click) {
+                    break;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn set_click_verdicts(
+        &self,
+        changes: Vec<(
+            clickward_core::id::ClickId,
+            Option<clickward_core::fraud::Verdict>,
+        )>,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            in_tx!(self, |tx| {
+                let st = tx
+                    .prepare(
+                        "UPDATE clicks SET verdict = $1, verdict_rule = $2, verdict_reason = $3, \
+                         invalid_reason = $4, is_unique = CASE WHEN $4::text IS NULL THEN is_unique ELSE FALSE END \
+                         WHERE click_id = $5",
+                    )
+                    .await?;
+                let mut n = 0u64;
+                for (id, v) in &changes {
+                    let (a, rule, reason) = crate::common::verdict_columns(v.as_ref());
+                    let invalid = v
+                        .as_ref()
+                        .filter(|v| v.action.invalidates())
+                        .map(|v| v.rule.as_str());
+                    n += tx
+                        .execute(
+                            &st,
+                            &[&a, &rule, &reason, &invalid, &id.to_bytes().as_slice()],
+                        )
+                        .await?;
+                }
+                n
+            })
+        })
+    }
+
+    fn scan_conversions(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+    ) -> StoreFuture<'_, Vec<crate::JudgeableConversion>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let sql =
+                with_all_params(SCAN_CONVERSIONS, '$').replace("$3 IS NULL", "$3::int8 IS NULL");
+            let rows = c.query(&sql, &[&start, &end, &program_id]).await?;
+            rows.iter()
+                .map(|r| {
+                    let id: Vec<u8> = r.try_get(0)?;
+                    let status: String = r.try_get(5)?;
+                    let ip: Option<Vec<u8>> = r.try_get(7)?;
+                    Ok(crate::JudgeableConversion {
+                        conversion_id: clickward_core::id::ConversionId(ulid::Ulid::from_bytes(
+                            id.try_into().map_err(|_| {
+                                StoreError::Corrupt("conversion_id is not 16 bytes".into())
+                            })?,
+                        )),
+                        program_id: r.try_get(1)?,
+                        affiliate_id: r.try_get(2)?,
+                        received_at: r.try_get(3)?,
+                        ctit_us: r.try_get(4)?,
+                        status: clickward_core::conversion::ConversionStatus::parse(&status)
+                            .ok_or_else(|| corrupt("status", &status))?,
+                        held: r.try_get(6)?,
+                        ip_hash: ip.and_then(|b| b.try_into().ok()),
+                        buyer_country: r.try_get(8)?,
+                        click_country: r.try_get(9)?,
+                        click_verdict: crate::common::verdict_of(
+                            r.try_get(10)?,
+                            r.try_get(11)?,
+                            r.try_get(12)?,
+                        )?,
+                        verdict: crate::common::verdict_of(
+                            r.try_get(13)?,
+                            r.try_get(14)?,
+                            r.try_get(15)?,
+                        )?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn set_conversion_verdict(
+        &self,
+        id: clickward_core::id::ConversionId,
+        verdict: Option<clickward_core::fraud::Verdict>,
+        held: bool,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let (a, rule, reason) = crate::common::verdict_columns(verdict.as_ref());
+            c.execute(
+                "UPDATE conversions SET verdict = $1, verdict_rule = $2, verdict_reason = $3, held = $4 \
+                 WHERE conversion_id = $5",
+                &[&a, &rule, &reason, &held, &id.0.to_bytes().as_slice()],
+            )
+            .await?;
+            Ok(())
         })
     }
 

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::common::{
     CLICK_VERDICT_COUNTS, CONVERSION_VERDICT_COUNTS, RECENT_CLICK_VERDICTS,
-    RECENT_CONVERSION_VERDICTS, corrupt, newest_first, stored_rule, with_params,
+    RECENT_CONVERSION_VERDICTS, SCAN_CLICKS, SCAN_CONVERSIONS, SET_CLICK_VERDICT, corrupt,
+    newest_first, stored_rule, with_all_params, with_params,
 };
 use crate::{
     Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
@@ -262,6 +263,140 @@ impl FraudStore for SqliteStore {
                 }
             }
             Ok(newest_first(out))
+        })
+    }
+
+    fn scan_clicks(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+        mut sink: crate::JudgeSink,
+    ) -> StoreFuture<'_, u64> {
+        self.read(move |c| {
+            let mut st = c.prepare(&with_all_params(SCAN_CLICKS, '?'))?;
+            let mut rows = st.query(params![
+                crate::plan::id_floor(start),
+                crate::plan::id_floor(end.saturating_add(1000)),
+                start,
+                end,
+                program_id
+            ])?;
+            let mut n = 0u64;
+            while let Some(r) = rows.next()? {
+                let id: Vec<u8> = r.get(0)?;
+                let vk: Vec<u8> = r.get(5)?;
+                let click = crate::JudgeableClick {
+                    click_id: clickward_core::id::ClickId::from_bytes(
+                        id.try_into()
+                            .map_err(|_| StoreError::Corrupt("click_id is not 16 bytes".into()))?,
+                    ),
+                    ts: r.get(1)?,
+                    link_id: r.get(2)?,
+                    program_id: r.get(3)?,
+                    affiliate_id: r.get(4)?,
+                    visitor_key: vk
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("visitor_key is not 16 bytes".into()))?,
+                    country: r.get(6)?,
+                    referrer_host: r.get(7)?,
+                    bot: r.get(8)?,
+                    verdict: crate::common::verdict_of(r.get(9)?, r.get(10)?, r.get(11)?)?,
+                };
+                n += 1;
+                if !sink(&click) {
+                    break;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn set_click_verdicts(
+        &self,
+        changes: Vec<(
+            clickward_core::id::ClickId,
+            Option<clickward_core::fraud::Verdict>,
+        )>,
+    ) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let tx = super::begin_write(c)?;
+            let mut n = 0u64;
+            {
+                let mut st = tx.prepare_cached(&with_all_params(SET_CLICK_VERDICT, '?'))?;
+                for (id, v) in &changes {
+                    let (a, rule, reason) = crate::common::verdict_columns(v.as_ref());
+                    let invalid = v
+                        .as_ref()
+                        .filter(|v| v.action.invalidates())
+                        .map(|v| v.rule.as_str());
+                    n += st.execute(params![
+                        a,
+                        rule,
+                        reason,
+                        invalid,
+                        id.to_bytes().as_slice(),
+                        0
+                    ])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn scan_conversions(
+        &self,
+        start: Micros,
+        end: Micros,
+        program_id: Option<i64>,
+    ) -> StoreFuture<'_, Vec<crate::JudgeableConversion>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&with_all_params(SCAN_CONVERSIONS, '?'))?;
+            let mut rows = st.query(params![start, end, program_id])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let id: Vec<u8> = r.get(0)?;
+                let status: String = r.get(5)?;
+                let ip: Option<Vec<u8>> = r.get(7)?;
+                out.push(crate::JudgeableConversion {
+                    conversion_id: clickward_core::id::ConversionId(ulid::Ulid::from_bytes(
+                        id.try_into().map_err(|_| {
+                            StoreError::Corrupt("conversion_id is not 16 bytes".into())
+                        })?,
+                    )),
+                    program_id: r.get(1)?,
+                    affiliate_id: r.get(2)?,
+                    received_at: r.get(3)?,
+                    ctit_us: r.get(4)?,
+                    status: clickward_core::conversion::ConversionStatus::parse(&status)
+                        .ok_or_else(|| corrupt("status", &status))?,
+                    held: r.get(6)?,
+                    ip_hash: ip.and_then(|b| b.try_into().ok()),
+                    buyer_country: r.get(8)?,
+                    click_country: r.get(9)?,
+                    click_verdict: crate::common::verdict_of(r.get(10)?, r.get(11)?, r.get(12)?)?,
+                    verdict: crate::common::verdict_of(r.get(13)?, r.get(14)?, r.get(15)?)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_conversion_verdict(
+        &self,
+        id: clickward_core::id::ConversionId,
+        verdict: Option<clickward_core::fraud::Verdict>,
+        held: bool,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            let (a, rule, reason) = crate::common::verdict_columns(verdict.as_ref());
+            c.execute(
+                "UPDATE conversions SET verdict = ?1, verdict_rule = ?2, verdict_reason = ?3, held = ?4 \
+                 WHERE conversion_id = ?5",
+                params![a, rule, reason, held, id.0.to_bytes().as_slice()],
+            )?;
+            Ok(())
         })
     }
 
