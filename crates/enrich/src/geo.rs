@@ -81,6 +81,20 @@ pub enum GeoError {
     },
 }
 
+/// Opens an mmdb file: [`GeoError::Missing`] when it is not there,
+/// [`GeoError::Open`] when it is not a MaxMind DB.
+pub(crate) fn open_reader(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
+    if !path.exists() {
+        return Err(GeoError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    Reader::open_readfile(path).map_err(|cause| GeoError::Open {
+        path: path.to_owned(),
+        cause,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
     Nested,
@@ -151,15 +165,7 @@ impl GeoDb {
         let mut dbs = Vec::new();
         for p in paths {
             let path = p.as_ref();
-            if !path.exists() {
-                return Err(GeoError::Missing {
-                    path: path.to_owned(),
-                });
-            }
-            let reader = Reader::open_readfile(path).map_err(|cause| GeoError::Open {
-                path: path.to_owned(),
-                cause,
-            })?;
+            let reader = open_reader(path)?;
             // Not `Reader::verify()`: it also enforces metadata details that
             // real files break (DB-IP's npm file has an empty description
             // map). Opening checks the header and search-tree bounds; corrupt

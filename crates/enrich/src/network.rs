@@ -67,15 +67,7 @@ impl NetworkDb {
         let mut dbs = Vec::new();
         for p in paths {
             let path = p.as_ref();
-            if !path.exists() {
-                return Err(GeoError::Missing {
-                    path: path.to_owned(),
-                });
-            }
-            let reader = Reader::open_readfile(path).map_err(|cause| GeoError::Open {
-                path: path.to_owned(),
-                cause,
-            })?;
+            let reader = crate::geo::open_reader(path)?;
             let kind = reader.metadata().database_type.clone();
             if !is_network_type(&kind) {
                 return Err(GeoError::NotNetwork {

@@ -7,7 +7,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::PrivateCookieJar;
-use clickward_enrich::ip::client_ip;
 use clickward_store::{UserInput, UserRole};
 use serde::Deserialize;
 
@@ -231,14 +230,7 @@ pub async fn submit(
     let next = safe_next(Some(&f.next));
     let now = app.0.clock.now_micros();
     let guard = &app.0.sign_in;
-    let client = client_ip(
-        peer.ip(),
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(axum::http::HeaderValue::as_bytes),
-        &app.0.cfg.trusted,
-    );
+    let client = crate::http::client_of(&app, peer, &headers);
     if let Some(r) = crate::http::over_limit(&app, crate::services::limits::Class::Login, client) {
         return r;
     }

@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clickward_core::conversion::{ConversionReport, ConversionStatus};
 use clickward_core::id::{ConversionId, Slug};
-use clickward_enrich::ip::client_ip;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -87,15 +86,7 @@ pub async fn postback(
             .map(|(_, v)| v.as_str())
     };
     let report = ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let ip = client_ip(
-        peer.ip(),
-        parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(HeaderValue::as_bytes),
-        &app.0.cfg.trusted,
-    );
+    let ip = super::client_of(&app, peer, &parts.headers);
     if let Some(r) = super::over_limit(&app, crate::services::limits::Class::Postback, ip) {
         return r;
     }
@@ -485,15 +476,7 @@ pub async fn pixel(
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    let ip = client_ip(
-        peer.ip(),
-        parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(HeaderValue::as_bytes),
-        &app.0.cfg.trusted,
-    );
+    let ip = super::client_of(&app, peer, &parts.headers);
     if let Some(mut r) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip) {
         // Still the GIF, as every pixel answer; the 429 and Retry-After say why.
         let h = r.headers_mut();

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use clickward_core::fraud::RuleSpec;
 use clickward_core::id::Slug;
 use clickward_store::{Exclusion, StoredRule};
@@ -138,14 +138,7 @@ pub async fn add_exclusion(
                 clickward_core::truncate_utf8(ip, 60)
             ))
         })?),
-        (None, true, false) => ExcludeWhat::Ip(clickward_enrich::ip::client_ip(
-            peer.ip(),
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(HeaderValue::as_bytes),
-            &app.0.cfg.trusted,
-        )),
+        (None, true, false) => ExcludeWhat::Ip(super::client_of(&app, peer, &headers)),
         (None, false, true) => ExcludeWhat::Browser,
         _ => {
             return Err(ApiError::invalid(
