@@ -526,6 +526,8 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     }
                 }
                 _ = salts.tick() => {
+                    // Clients whose rate limits have recovered are forgotten.
+                    state.0.limits.sweep();
                     // Tomorrow's salt is agreed on well before midnight.
                     let today = clickward_core::utc_day(state.0.clock.now_micros());
                     if let Err(e) = state.0.salts.sync_shared(state.0.store.as_ref(), today).await {

@@ -608,6 +608,12 @@ impl ConversionService {
             Via::Postback { .. } => "postback".to_owned(),
             Via::Pixel { .. } => "pixel".to_owned(),
         };
+        // A held or rejected conversion starts pending, whatever was reported
+        // (the fingerprint above keeps what was sent).
+        let status = match verdict.as_ref().map(|v| v.action) {
+            Some(Action::Hold | Action::Reject) => ConversionStatus::Pending,
+            _ => status,
+        };
         let new = NewConversion {
             conversion_id: ConversionId(ulid::Ulid::from_parts(
                 u64::try_from(now / 1000).unwrap_or(0),

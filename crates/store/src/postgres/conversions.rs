@@ -142,6 +142,15 @@ pub(super) async fn record_conversion(
     if let Some(found) = existing_conversion(c, v).await? {
         return Ok(found);
     }
+    // A conversion reported approved that a hard cap may still refuse is
+    // recorded pending first and approved once its claims are taken, so a
+    // refusal moves it pending → rejected through the lifecycle.
+    let provisional = v.status == ConversionStatus::Approved && v.caps.iter().any(|c| c.hard);
+    let status = if provisional {
+        ConversionStatus::Pending
+    } else {
+        v.status
+    };
     let (facts, ctit, by) = match &v.click {
         Some((f, ctit, by)) => (Some(f), Some(*ctit), Some(*by)),
         None => (None, None, None),
@@ -177,7 +186,7 @@ pub(super) async fn record_conversion(
                 &v.amount,
                 &v.currency.code(),
                 &v.commission,
-                &v.status.as_str(),
+                &status.as_str(),
                 &v.occurred_at,
                 &v.received_at,
                 &ctit,
@@ -213,7 +222,7 @@ pub(super) async fn record_conversion(
     )
     .await?;
     let mut entries = conversion::created(v.commission);
-    if v.status == ConversionStatus::Approved {
+    if status == ConversionStatus::Approved {
         entries.extend(
             conversion::transition(
                 ConversionStatus::Pending,
@@ -259,6 +268,17 @@ pub(super) async fn record_conversion(
             ConversionStatus::Rejected,
             &format!("rule:{}", verdict.rule),
             Some(&verdict.reason),
+        )
+        .await?;
+        return Ok(Recorded::Created(row));
+    }
+    if provisional && !v.held {
+        let row = set_status(
+            c,
+            v.conversion_id,
+            ConversionStatus::Approved,
+            &v.actor,
+            None,
         )
         .await?;
         return Ok(Recorded::Created(row));

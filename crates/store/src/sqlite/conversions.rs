@@ -143,6 +143,15 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
             Recorded::Conflict(row)
         });
     }
+    // A conversion reported approved that a hard cap may still refuse is
+    // recorded pending first and approved once its claims are taken, so a
+    // refusal moves it pending → rejected through the lifecycle.
+    let provisional = v.status == ConversionStatus::Approved && v.caps.iter().any(|c| c.hard);
+    let status = if provisional {
+        ConversionStatus::Pending
+    } else {
+        v.status
+    };
     let (facts, ctit, by) = match &v.click {
         Some((f, ctit, by)) => (Some(f), Some(*ctit), Some(*by)),
         None => (None, None, None),
@@ -172,7 +181,7 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         v.amount,
         v.currency.code(),
         v.commission,
-        v.status.as_str(),
+        status.as_str(),
         v.occurred_at,
         v.received_at,
         ctit,
@@ -207,12 +216,12 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         )?
         .execute([id])?;
     }
-    if v.status.counted() {
+    if status.counted() {
         super::rollups::apply_conversion(c, id, 1)?;
     }
     let affiliate = facts.and_then(|f| f.affiliate_id);
     let mut entries = conversion::created(v.commission);
-    if v.status == ConversionStatus::Approved {
+    if status == ConversionStatus::Approved {
         entries.extend(
             conversion::transition(
                 ConversionStatus::Pending,
@@ -255,6 +264,16 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
             ConversionStatus::Rejected,
             &format!("rule:{}", verdict.rule),
             Some(&verdict.reason),
+        )?;
+        return Ok(Recorded::Created(row));
+    }
+    if provisional && !v.held {
+        let row = set_status(
+            c,
+            v.conversion_id,
+            ConversionStatus::Approved,
+            &v.actor,
+            None,
         )?;
         return Ok(Recorded::Created(row));
     }

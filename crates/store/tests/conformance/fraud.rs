@@ -387,3 +387,44 @@ async fn judged_clicks_are_stored_with_their_verdict_counted_invalid_and_listed(
     assert_eq!(recent[0].reason, "flood said so");
     assert_eq!(recent[0].id, clicks[2].click_id.to_string());
 }
+
+both!(a_conversion_reported_approved_is_refused_by_a_full_hard_cap_through_the_lifecycle);
+async fn a_conversion_reported_approved_is_refused_by_a_full_hard_cap_through_the_lifecycle(
+    b: Backend,
+) {
+    let (_d, s) = store(b).await;
+    let link = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    let blog = s.get_affiliate(slug("blog")).await.unwrap();
+    let mut statuses = Vec::new();
+    for n in 1..=2u128 {
+        let mut c = conversion(
+            link.program_id,
+            blog.id,
+            link.link.id,
+            n,
+            vec![cap(true, 1)],
+        );
+        c.status = ConversionStatus::Approved;
+        let Recorded::Created(row) = s.record_conversion(c).await.unwrap() else {
+            panic!("not created");
+        };
+        statuses.push(row.status);
+    }
+    assert_eq!(
+        statuses,
+        [ConversionStatus::Approved, ConversionStatus::Rejected]
+    );
+    // The first one's commission is payable, the refused one's is nowhere.
+    let balances = s.balances(Some(slug("blog"))).await.unwrap();
+    let payable: i64 = balances
+        .iter()
+        .filter(|b| b.bucket == clickward_core::conversion::LedgerBucket::Payable)
+        .map(|b| b.minor)
+        .sum();
+    let pending: i64 = balances
+        .iter()
+        .filter(|b| b.bucket == clickward_core::conversion::LedgerBucket::Pending)
+        .map(|b| b.minor)
+        .sum();
+    assert_eq!((payable, pending), (1_000, 0));
+}
