@@ -57,10 +57,15 @@ pub enum Dimension {
     Os,
     /// Host of the referrer.
     ReferrerHost,
+    /// What the fraud rules did (`flag`, `reject`, `block`, `hold`; none for
+    /// a clean click or conversion). Read from raw rows.
+    Verdict,
+    /// The fraud rule that decided. Read from raw rows.
+    Rule,
 }
 
 /// Every dimension's name, as `--by`, `group_by` and filters take them.
-pub const DIMENSION_NAMES: &str = "hour day week month link program affiliate src sub1..sub5 country region city device browser os referrer_host";
+pub const DIMENSION_NAMES: &str = "hour day week month link program affiliate src sub1..sub5 country region city device browser os referrer_host verdict rule";
 
 /// A group-by name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +96,8 @@ impl FromStr for Dimension {
             "browser" => Dimension::Browser,
             "os" => Dimension::Os,
             "referrer_host" => Dimension::ReferrerHost,
+            "verdict" => Dimension::Verdict,
+            "rule" => Dimension::Rule,
             other => return Err(DimensionError(other.to_owned())),
         })
     }
@@ -115,6 +122,8 @@ impl fmt::Display for Dimension {
             Dimension::Browser => "browser",
             Dimension::Os => "os",
             Dimension::ReferrerHost => "referrer_host",
+            Dimension::Verdict => "verdict",
+            Dimension::Rule => "rule",
         };
         f.write_str(s)
     }

@@ -156,6 +156,8 @@ pub(crate) fn dim_column(d: Dimension) -> &'static str {
         Dimension::Browser => "c.browser",
         Dimension::Os => "c.os",
         Dimension::ReferrerHost => "c.referrer_host",
+        Dimension::Verdict => "c.verdict",
+        Dimension::Rule => "c.verdict_rule",
     }
 }
 
@@ -180,6 +182,8 @@ pub(crate) fn conversion_dim_column(d: Dimension) -> &'static str {
         Dimension::Browser => "v.browser",
         Dimension::Os => "v.os",
         Dimension::ReferrerHost => "v.referrer_host",
+        Dimension::Verdict => "v.verdict",
+        Dimension::Rule => "v.verdict_rule",
     }
 }
 

@@ -263,6 +263,33 @@ async fn every_click_rule_trips_above_its_line_and_not_below() {
     assert_eq!(t["invalid_clicks"], 5, "{t}");
     assert_eq!(t["gross_clicks"], 15, "{t}");
     assert_eq!(t["clicks"], 10, "{t}");
+    // And by rule: each rule's clicks, the flag counted as a click.
+    let (s, r) = app
+        .api_get("/api/v1/reports?from=2026-11-20&to=2026-11-20&group_by=rule,verdict")
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let by: std::collections::BTreeMap<String, (i64, i64)> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                format!(
+                    "{}/{}",
+                    row["rule"].as_str().unwrap_or("-"),
+                    row["verdict"].as_str().unwrap_or("-")
+                ),
+                (
+                    row["invalid_clicks"].as_i64().unwrap(),
+                    row["clicks"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(by["flood/reject"], (1, 0), "{r}");
+    assert_eq!(by["dc/block"], (1, 0), "{r}");
+    assert_eq!(by["spam/flag"], (0, 1), "{r}");
+    assert_eq!(by["-/-"], (0, 9), "{r}");
 }
 
 #[tokio::test]
