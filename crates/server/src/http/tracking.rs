@@ -132,9 +132,9 @@ pub async fn track_go(
     track(&app, started, &code, &pairs, &parts, peer).await
 }
 
-/// The click path, as its steps: facts from the request, verdict, visitor
-/// identity, the click id and Location, cookies, hand-off to the pipeline,
-/// and the answer. Each step is a function of what it is given.
+/// The click path, as its steps: facts from the request, bot verdict,
+/// visitor identity, fraud verdict, the click id and Location, cookies,
+/// hand-off to the pipeline, and the answer. Each step is a function of what it is given.
 async fn track(
     app: &AppState,
     started: Instant,
@@ -157,34 +157,7 @@ async fn track(
     let visitor = visitor_identity(s, headers, now, &facts, human);
 
     let verdict = if human {
-        let v = judge(s, &link, pairs, headers, &facts, visitor.key, now);
-        let limited = match s.limits.check(limits::Class::Tracking, facts.ip) {
-            Ok(()) => None,
-            Err((_, rate)) => {
-                s.metrics.tracking_limited.increment(1);
-                Some(Verdict {
-                    rule: limits::RATE_LIMITED.to_owned(),
-                    action: Action::Reject,
-                    reason: format!(
-                        "more clicks from this client than the limit of {}",
-                        rate.text()
-                    ),
-                })
-            }
-        };
-        let v = match (v, limited) {
-            (Some(v), Some(l)) if l.action > v.action => Some(l),
-            (v, l) => v.or(l),
-        };
-        if let Some(v) = &v {
-            let i = match v.action {
-                Action::Reject => 1,
-                Action::Block => 2,
-                _ => 0,
-            };
-            s.metrics.verdicts[i].increment(1);
-        }
-        v
+        fraud_verdict(s, &link, pairs, headers, &facts, visitor.key, now)
     } else {
         None
     };
@@ -214,6 +187,47 @@ async fn track(
         return blocked_answer(s, &link, started);
     }
     redirect(s, &link, location, [visitor.cookie, attribution], started)
+}
+
+/// The verdict of a human click: its rules' ([`judge`]), or the tracking
+/// rate limit's when stronger; counted by action.
+fn fraud_verdict(
+    s: &Inner,
+    link: &CachedLink,
+    pairs: &Pairs<'_>,
+    headers: &HeaderMap,
+    facts: &RequestFacts<'_>,
+    visitor: VisitorKey,
+    now: Micros,
+) -> Option<Verdict> {
+    let v = judge(s, link, pairs, headers, facts, visitor, now);
+    let limited = match s.limits.check(limits::Class::Tracking, facts.ip) {
+        Ok(()) => None,
+        Err((_, rate)) => {
+            s.metrics.tracking_limited.increment(1);
+            Some(Verdict {
+                rule: limits::RATE_LIMITED.to_owned(),
+                action: Action::Reject,
+                reason: format!(
+                    "more clicks from this client than the limit of {}",
+                    rate.text()
+                ),
+            })
+        }
+    };
+    let v = match (v, limited) {
+        (Some(v), Some(l)) if l.action > v.action => Some(l),
+        (v, l) => v.or(l),
+    };
+    if let Some(v) = &v {
+        let i = match v.action {
+            Action::Reject => 1,
+            Action::Block => 2,
+            _ => 0,
+        };
+        s.metrics.verdicts[i].increment(1);
+    }
+    v
 }
 
 /// The fraud verdict of a human click: the link's click rules given what
