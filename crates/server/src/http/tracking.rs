@@ -156,11 +156,35 @@ async fn track(
     let human = facts.bot_reason.is_none();
     let visitor = visitor_identity(s, headers, now, &facts, human);
 
-    let verdict = if human {
+    let mut verdict = if human {
         fraud_verdict(s, &link, pairs, headers, &facts, visitor.key, now)
     } else {
         None
     };
+    // Click caps count valid human clicks only.
+    if human
+        && !link.click_caps.is_empty()
+        && !verdict.as_ref().is_some_and(|v| v.action.invalidates())
+    {
+        match fraud::take_click_caps(
+            s.store.as_ref(),
+            &s.links.rules(),
+            &s.fraud.click_caps,
+            &link.click_caps,
+            link.record.program_id,
+            link.record.affiliate_id,
+            now,
+        )
+        .await
+        {
+            Ok(Some(v)) if verdict.as_ref().is_none_or(|old| v.action > old.action) => {
+                s.metrics.verdicts[if v.action == Action::Block { 2 } else { 0 }].increment(1);
+                verdict = Some(v);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("click cap not checked (the click passes): {e}"),
+        }
+    }
     let blocked = verdict.as_ref().is_some_and(|v| v.action == Action::Block);
 
     let ts_ms = u64::try_from(now.div_euclid(1000)).unwrap_or(0);

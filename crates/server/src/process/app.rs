@@ -228,6 +228,7 @@ impl Server {
         let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
         let fraud = crate::services::fraud::FraudParts {
             velocity: Default::default(),
+            click_caps: Default::default(),
             network: if cfg.config.network.is_empty() {
                 None
             } else {

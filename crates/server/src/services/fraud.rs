@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clickward_core::Micros;
 use clickward_core::fraud::{self, Action, Check, ClickRules, ConversionRules, Rule, RuleSpec};
@@ -161,6 +161,35 @@ impl RuleBook {
             }
             None => ClickRules::default(),
         }
+    }
+
+    /// The click caps of a link of `program_id` (and `affiliate_id`), with
+    /// their rule ids.
+    pub fn click_caps(
+        &self,
+        program_id: i64,
+        affiliate_id: Option<i64>,
+    ) -> Vec<(Arc<str>, fraud::Cap)> {
+        let Some(p) = self.programs.get(&program_id) else {
+            return Vec::new();
+        };
+        let aff = affiliate_id.and_then(|a| self.affiliates.get(&a));
+        fraud::effective(&p.rules, &p.slug, aff.map(String::as_str))
+            .into_iter()
+            .filter_map(|r| match &r.check {
+                Check::Cap(c) if c.metric == fraud::CapMetric::Clicks => {
+                    Some((r.id.clone(), c.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A program's slug, time zone and currency.
+    pub fn program_zone(&self, program_id: i64) -> Option<(&str, &jiff::tz::TimeZone, Currency)> {
+        self.programs
+            .get(&program_id)
+            .map(|p| (p.slug.as_str(), &p.tz, p.currency))
     }
 
     /// The conversion rules and caps of `program_id` × `affiliate_id`, with
@@ -319,6 +348,8 @@ pub fn exclusion_key(master: &[u8]) -> [u8; 32] {
 pub struct FraudParts {
     /// This node's velocity counters.
     pub velocity: Velocity,
+    /// This node's click-cap counters.
+    pub click_caps: ClickCapCounters,
     /// ASN and anonymous-IP files (`network` in the configuration).
     pub network: Option<clickward_enrich::network::NetworkDb>,
     /// Key of [`address_hash`] and [`token_hash`].
@@ -333,6 +364,53 @@ pub struct Buyer {
     pub ip_hash: Option<[u8; 16]>,
     /// Its country, from GeoIP.
     pub country: Option<String>,
+}
+
+/// Click-cap counters of one node: human clicks of each cap key in its
+/// current period, seeded from the store the first time a key-period is
+/// seen, then counted here. Several nodes count apart (docs/fraud.md): a
+/// cap over N nodes may let through up to N − 1 clicks per node beyond it.
+#[derive(Default)]
+pub struct ClickCapCounters {
+    used: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl ClickCapCounters {
+    /// The count of `key` in `period`, when known here.
+    pub fn known(&self, key: &str, period: &str) -> Option<i64> {
+        let m = self.used.lock().ok()?;
+        m.get(key).filter(|(p, _)| p == period).map(|(_, n)| *n)
+    }
+
+    /// Starts `key` in `period` at `n` (a newer period replaces the old),
+    /// unless another click seeded it first.
+    pub fn seed(&self, key: &str, period: &str, n: i64) {
+        if let Ok(mut m) = self.used.lock() {
+            match m.get(key) {
+                Some((p, _)) if p == period => {}
+                _ => {
+                    m.insert(key.to_owned(), (period.to_owned(), n));
+                }
+            }
+        }
+    }
+
+    /// Takes one click from `key` in `period`: the count after it, or
+    /// `None` (nothing taken) when `hard` and the cap `limit` is full.
+    pub fn take(&self, key: &str, period: &str, limit: i64, hard: bool) -> Option<i64> {
+        let mut m = self.used.lock().ok()?;
+        let slot = m
+            .entry(key.to_owned())
+            .or_insert_with(|| (period.to_owned(), 0));
+        if slot.0 != period {
+            *slot = (period.to_owned(), 0);
+        }
+        if hard && slot.1 + 1 > limit {
+            return None;
+        }
+        slot.1 += 1;
+        Some(slot.1)
+    }
 }
 
 const SHARDS: usize = 16;
@@ -570,4 +648,107 @@ impl FraudService {
         self.links.refresh(self.store.as_ref()).await?;
         Ok(gone)
     }
+}
+
+/// Takes one human click from each click cap of a link of `program_id` ×
+/// `affiliate_id` at `now`: `None` while within every cap; a full hard cap
+/// gives a `block` verdict (the program's fallback) and takes nothing; a
+/// soft cap past its limit a `flag`. A key-period seen for the first time
+/// on this node is seeded with the human clicks the store holds for it.
+///
+/// # Errors
+/// When the store cannot be read for a seed (the caller lets the click
+/// through: a cap never refuses a click on a store error).
+pub async fn take_click_caps(
+    store: &dyn Store,
+    book: &RuleBook,
+    counters: &ClickCapCounters,
+    caps: &[(Arc<str>, fraud::Cap)],
+    program_id: i64,
+    affiliate_id: Option<i64>,
+    now: Micros,
+) -> Result<Option<fraud::Verdict>, StoreError> {
+    let Some((program, tz, currency)) = book.program_zone(program_id) else {
+        return Ok(None);
+    };
+    let claims = fraud::cap_claims(
+        caps.iter().map(|(id, c)| (&**id, c)),
+        fraud::CapMetric::Clicks,
+        &fraud::CapSubject {
+            program_id,
+            affiliate_id,
+            ts: now,
+            tz,
+            commission: 0,
+            currency,
+        },
+    );
+    let mut out = None;
+    for claim in &claims {
+        if counters.known(&claim.key, &claim.period).is_none() {
+            let n = clicks_in_period(store, book, claim, program, affiliate_id, tz, now).await?;
+            counters.seed(&claim.key, &claim.period, n);
+        }
+        match counters.take(&claim.key, &claim.period, claim.limit, claim.hard) {
+            None => {
+                return Ok(Some(fraud::Verdict {
+                    rule: claim.rule.clone(),
+                    action: Action::Block,
+                    reason: claim.reason(),
+                }));
+            }
+            Some(after) if !claim.hard && after > claim.limit && out.is_none() => {
+                out = Some(fraud::Verdict {
+                    rule: claim.rule.clone(),
+                    action: Action::Flag,
+                    reason: format!("over a soft cap: {} ({after} used)", claim.words),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Human clicks the store holds for a cap claim's key in its period, up to
+/// `now` (the report: rollups where settled, raw rows after).
+async fn clicks_in_period(
+    store: &dyn Store,
+    book: &RuleBook,
+    claim: &fraud::CapClaim,
+    program: &str,
+    affiliate_id: Option<i64>,
+    tz: &jiff::tz::TimeZone,
+    now: Micros,
+) -> Result<i64, StoreError> {
+    use clickward_core::report::Dimension;
+    let first: jiff::civil::Date = match claim.period.len() {
+        7 => format!("{}-01", claim.period).parse(),
+        _ => claim.period.parse(),
+    }
+    .map_err(|e| StoreError::Task(format!("cap period {:?}: {e}", claim.period)))?;
+    let (start, _) = clickward_core::report::date_range(first, first, tz)
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    let mut filters = Vec::new();
+    if claim.key.contains("program=") {
+        filters.push((Dimension::Program, program.to_owned()));
+    }
+    if claim.key.contains("affiliate=") {
+        match book.affiliate_slug(affiliate_id) {
+            Some(a) => filters.push((Dimension::Affiliate, a)),
+            None => return Ok(0),
+        }
+    }
+    let rows = store
+        .click_report(clickward_store::ReportQuery {
+            start,
+            end: now - now.rem_euclid(1000) + 1000,
+            buckets: None,
+            dims: Vec::new(),
+            filters,
+            raw_only: false,
+            by_click_time: false,
+        })
+        .await?;
+    Ok(rows.iter().map(|r| r.counts.clicks()).sum())
 }

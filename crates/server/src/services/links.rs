@@ -40,6 +40,8 @@ pub struct CachedLink {
     pub click_rules: Arc<ClickRules>,
     /// Where blocked clicks go: the program's fallback destination.
     pub fallback: Option<Arc<str>>,
+    /// The click caps of its program and affiliate (empty: none).
+    pub click_caps: Arc<Vec<(Arc<str>, clickward_core::fraud::Cap)>>,
 }
 
 /// A link's names as live events carry them.
@@ -115,7 +117,11 @@ impl LinkCache {
         let version = store.catalog_version().await?;
         let records = store.list_links().await?;
         let book = RuleBook::load(store).await?;
-        let mut rules: HashMap<(i64, Option<i64>), Arc<ClickRules>> = HashMap::new();
+        type LinkRules = (
+            Arc<ClickRules>,
+            Arc<Vec<(Arc<str>, clickward_core::fraud::Cap)>>,
+        );
+        let mut rules: HashMap<(i64, Option<i64>), LinkRules> = HashMap::new();
         let mut programs: HashMap<i64, ProgramCached> = HashMap::new();
         let mut map = HashMap::with_capacity(records.len());
         for record in records.into_iter().filter(|r| r.redirects) {
@@ -135,10 +141,13 @@ impl LinkCache {
             else {
                 continue;
             };
-            let click_rules = rules
+            let (click_rules, click_caps) = rules
                 .entry((record.program_id, record.affiliate_id))
                 .or_insert_with(|| {
-                    Arc::new(book.click_rules(record.program_id, record.affiliate_id))
+                    (
+                        Arc::new(book.click_rules(record.program_id, record.affiliate_id)),
+                        Arc::new(book.click_caps(record.program_id, record.affiliate_id)),
+                    )
                 })
                 .clone();
             match Destination::compile(&record.link.destination, &record.link.utm) {
@@ -162,6 +171,7 @@ impl LinkCache {
                             attribution,
                             names,
                             click_rules,
+                            click_caps,
                             fallback,
                         }),
                     );

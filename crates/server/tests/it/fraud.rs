@@ -891,3 +891,60 @@ async fn rescore_judges_history_under_todays_rules_dry_run_then_apply_idempotent
     assert!(text(&o).contains("2 changed"), "{}", text(&o));
     assert_eq!(totals(&app).await["invalid_clicks"], 1);
 }
+
+#[tokio::test]
+async fn clicks_beyond_a_hard_click_cap_go_to_the_fallback_and_count_invalid() {
+    let (app, _d) = app_with(
+        r#"
+[[rules]]
+id = "daily-clicks"
+check = "cap"
+action = "block"
+metric = "clicks"
+period = "day"
+limit = 3
+program = "shop"
+"#,
+    )
+    .await;
+    let mut places = Vec::new();
+    for i in 0..5 {
+        let r = go(&app, "/r/mia", from(&format!("216.160.83.{}", 56 + i), &[])).await;
+        places.push(location(&r));
+        if i == 1 {
+            // A bot in between takes nothing from the cap.
+            app.get_ua("/r/mia", "Googlebot/2.1 (+http://www.google.com/bot.html)")
+                .await;
+        }
+    }
+    assert!(
+        places[..3]
+            .iter()
+            .all(|p| p.starts_with("https://shop.example/?cid=")),
+        "{places:?}"
+    );
+    assert!(
+        places[3..]
+            .iter()
+            .all(|p| p == "https://shop.example/sorry"),
+        "{places:?}"
+    );
+    let v = last_verdict(&app, "mia").await;
+    assert_eq!(
+        (v["rule"].as_str(), v["action"].as_str()),
+        (Some("daily-clicks"), Some("block"))
+    );
+    assert_eq!(
+        v["reason"],
+        "cap reached: 3 clicks a day for this program (3 of 3 used)"
+    );
+    let t = totals(&app).await;
+    assert_eq!(
+        (t["clicks"].as_i64(), t["invalid_clicks"].as_i64()),
+        (Some(3), Some(2)),
+        "{t}"
+    );
+    // Another program is not capped.
+    let r = go(&app, "/r/jp", from("216.160.83.70", &[])).await;
+    assert!(location(&r).starts_with("https://jp.example/"));
+}
