@@ -314,14 +314,24 @@ pub async fn exclusions(
             let affiliate = affiliate
                 .map(|a| Slug::parse(&a).map_err(|e| anyhow::anyhow!("--affiliate {a:?}: {e}")))
                 .transpose()?;
-            let (e, token) = svc
+            let done = svc
                 .exclude(
                     what,
                     label.unwrap_or_default(),
                     affiliate,
                     SystemClock.now_micros(),
                 )
-                .await?;
+                .await;
+            let (e, token) = match done {
+                Ok(done) => done,
+                // Adding what is there is done, not an error (a script may
+                // run twice).
+                Err(clickward_store::StoreError::Conflict(_)) => {
+                    outln!("already excluded");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
             outln!("exclusion {} added ({})", e.id, e.label);
             if let Some(t) = token {
                 let base = v
