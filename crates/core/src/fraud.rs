@@ -1271,12 +1271,27 @@ pub struct CapClaim {
 }
 
 impl CapClaim {
-    /// The sentence of a conversion beyond this cap.
-    pub fn reason(&self) -> String {
-        format!(
-            "cap reached: {} ({} of {} used)",
-            self.words, self.limit, self.limit
-        )
+    /// The verdict of what this hard cap refuses (`action`: `reject` for a
+    /// conversion, `block` for a click): "cap reached: 10 conversions a day
+    /// for this program (10 of 10 used)".
+    pub fn refused(&self, action: Action) -> Verdict {
+        Verdict {
+            rule: self.rule.clone(),
+            action,
+            reason: format!(
+                "cap reached: {} ({} of {} used)",
+                self.words, self.limit, self.limit
+            ),
+        }
+    }
+
+    /// The `flag` of what this soft cap let through with `used` taken.
+    pub fn over_soft(&self, used: i64) -> Verdict {
+        Verdict {
+            rule: self.rule.clone(),
+            action: Action::Flag,
+            reason: format!("over a soft cap: {} ({used} used)", self.words),
+        }
     }
 }
 

@@ -143,6 +143,14 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from(d).map_err(|_| format!("duration {s:?} is negative"))
 }
 
+/// A UTC timestamp as people read it: `2026-12-02 07:40:20 UTC` (the µs
+/// number itself when out of range).
+pub fn utc_text(us: Micros) -> String {
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| us.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,8 +231,8 @@ pub async fn submit(
     let now = app.0.clock.now_micros();
     let guard = &app.0.sign_in;
     let client = crate::http::client_of(&app, peer, &headers);
-    if let Some(r) = crate::http::over_limit(&app, crate::services::limits::Class::Login, client) {
-        return r;
+    if let Some(l) = crate::http::over_limit(&app, crate::services::limits::Class::Login, client) {
+        return l.into_response();
     }
     if !guard.allowed(client, now) {
         metrics::counter!(crate::telemetry::SIGN_IN_THROTTLED_TOTAL).increment(1);

@@ -149,9 +149,7 @@ pub const PORTAL_NAV: [(&str, &str, &str); 1] = [("portal", "/portal", "Your num
 
 /// UTC µs as `2026-11-21 12:34:56 UTC`.
 pub fn utc(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| us.to_string())
+    clickward_core::utc_text(us)
 }
 
 /// Minor units as `49.90 USD`.

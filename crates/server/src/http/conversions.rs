@@ -87,8 +87,8 @@ pub async fn postback(
     };
     let report = ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let ip = super::client_of(&app, peer, &parts.headers);
-    if let Some(r) = super::over_limit(&app, crate::services::limits::Class::Postback, ip) {
-        return r;
+    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Postback, ip) {
+        return l.into_response();
     }
     let signed = if body.is_empty() {
         query
@@ -477,17 +477,15 @@ pub async fn pixel(
 ) -> Response {
     let (parts, _) = req.into_parts();
     let ip = super::client_of(&app, peer, &parts.headers);
-    if let Some(mut r) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip) {
+    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip) {
         // Still the GIF, as every pixel answer; the 429 and Retry-After say why.
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::HeaderName::from_static("x-clickward-status"),
-            HeaderValue::from_static("rate_limited"),
-        );
-        let (parts, _) = r.into_parts();
-        return Response::from_parts(parts, axum::body::Body::from(PIXEL_GIF));
+        let mut r = pixel_answer(Answer {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: l.body,
+        });
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(l.retry_after_s));
+        return r;
     }
     let query = parts.uri.query().unwrap_or_default();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
@@ -560,6 +558,12 @@ pub async fn pixel(
             )
             .await
     };
+    pixel_answer(a)
+}
+
+/// A pixel's answer: always the GIF, the outcome in the status code and
+/// `X-Clickward-Status` / `X-Clickward-Reason`.
+fn pixel_answer(a: Answer) -> Response {
     let kind = a.body["status"].as_str().unwrap_or("error").to_owned();
     let reason = a.body["reason"].as_str().unwrap_or_default();
     let reason = HeaderValue::from_str(

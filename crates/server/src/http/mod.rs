@@ -156,29 +156,48 @@ pub(crate) fn client_of(
     )
 }
 
+/// A request beyond its `[limits]` rate: when to retry, and the body that
+/// says so (`{"status": "rate_limited", "reason"}`).
+pub(crate) struct Limited {
+    /// `Retry-After`, seconds.
+    pub retry_after_s: u64,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+impl Limited {
+    /// The 429 as JSON with `Retry-After`.
+    pub(crate) fn into_response(self) -> axum::response::Response {
+        (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(
+                axum::http::header::RETRY_AFTER,
+                self.retry_after_s.to_string(),
+            )],
+            axum::Json(self.body),
+        )
+            .into_response()
+    }
+}
+
 /// Counts a request of `class` from `ip` against `[limits]`: `None` within
-/// the limit, else the 429 to answer (JSON `{"status": "rate_limited",
-/// "reason"}` with `Retry-After`).
+/// the limit, else what to answer (counted in `clickward_rate_limited_total`).
 pub(crate) fn over_limit(
     app: &AppState,
     class: crate::services::limits::Class,
     ip: std::net::IpAddr,
-) -> Option<axum::response::Response> {
+) -> Option<Limited> {
     let (wait, rate) = app.0.limits.check(class, ip).err()?;
     metrics::counter!(crate::telemetry::RATE_LIMITED_TOTAL, "endpoint" => class.label())
         .increment(1);
     let after = crate::services::limits::retry_after_s(wait);
-    Some(
-        (
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            [(axum::http::header::RETRY_AFTER, after.to_string())],
-            axum::Json(serde_json::json!({
-                "status": "rate_limited",
-                "reason": format!("more than {} from this client; retry in {after} s", rate.text()),
-            })),
-        )
-            .into_response(),
-    )
+    Some(Limited {
+        retry_after_s: after,
+        body: serde_json::json!({
+            "status": "rate_limited",
+            "reason": format!("more than {} from this client; retry in {after} s", rate.text()),
+        }),
+    })
 }
 
 /// `[limits] api` on every `/api/v1` route.
@@ -189,8 +208,8 @@ async fn limit_api(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let ip = client_of(&app, peer, req.headers());
-    if let Some(r) = over_limit(&app, crate::services::limits::Class::Api, ip) {
-        return r;
+    if let Some(l) = over_limit(&app, crate::services::limits::Class::Api, ip) {
+        return l.into_response();
     }
     next.run(req).await
 }

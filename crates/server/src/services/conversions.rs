@@ -285,16 +285,15 @@ impl ConversionService {
         now: Micros,
     ) -> Result<(u64, u64), StoreError> {
         use clickward_core::report::Dimension;
-        let (Some(program), Some(affiliate)) = (
-            self.store
-                .list_programs()
-                .await?
-                .into_iter()
-                .find(|p| p.id == click.program_id),
-            self.links.rules().affiliate_slug(click.affiliate_id),
+        // The rule book already knows the slugs: no catalogue read per conversion.
+        let book = self.links.rules();
+        let (Some((program, _, _)), Some(affiliate)) = (
+            book.program_zone(click.program_id),
+            book.affiliate_slug(click.affiliate_id),
         ) else {
             return Ok((0, 0));
         };
+        let program = program.to_owned();
         let rows = self
             .store
             .click_report(clickward_store::ReportQuery {
@@ -303,7 +302,7 @@ impl ConversionService {
                 buckets: None,
                 dims: Vec::new(),
                 filters: vec![
-                    (Dimension::Program, program.slug.as_str().to_owned()),
+                    (Dimension::Program, program),
                     (Dimension::Affiliate, affiliate),
                 ],
                 raw_only: false,

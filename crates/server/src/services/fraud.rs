@@ -691,18 +691,10 @@ pub async fn take_click_caps(
         }
         match counters.take(&claim.key, &claim.period, claim.limit, claim.hard) {
             None => {
-                return Ok(Some(fraud::Verdict {
-                    rule: claim.rule.clone(),
-                    action: Action::Block,
-                    reason: claim.reason(),
-                }));
+                return Ok(Some(claim.refused(Action::Block)));
             }
             Some(after) if !claim.hard && after > claim.limit && out.is_none() => {
-                out = Some(fraud::Verdict {
-                    rule: claim.rule.clone(),
-                    action: Action::Flag,
-                    reason: format!("over a soft cap: {} ({after} used)", claim.words),
-                });
+                out = Some(claim.over_soft(after));
             }
             Some(_) => {}
         }

@@ -213,7 +213,7 @@ impl ClickJudge {
             report.first.push(format!(
                 "click {} ({}): {change}{}",
                 c.click_id,
-                utc(c.ts),
+                clickward_core::utc_text(c.ts),
                 new.as_ref()
                     .map(|v| format!(": {}: {}", v.rule, v.reason))
                     .unwrap_or_default()
@@ -225,12 +225,6 @@ impl ClickJudge {
             .or_default() += 1;
         self.changes.push((c.click_id, new));
     }
-}
-
-fn utc(us: Micros) -> String {
-    jiff::Timestamp::from_microsecond(us)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| us.to_string())
 }
 
 async fn rescore_conversions(

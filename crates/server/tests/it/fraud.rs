@@ -760,6 +760,7 @@ async fn rate_limits_answer_429_with_retry_after_and_never_refuse_a_redirect() {
             .unwrap();
         assert_eq!(r.status().as_u16() == 429, limited);
         assert_eq!(r.headers()["content-type"], "image/gif");
+        assert_eq!(r.headers().contains_key("retry-after"), limited);
     }
 
     // The API: 20 a minute from the admin's address.

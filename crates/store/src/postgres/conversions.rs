@@ -334,21 +334,13 @@ async fn take_caps(
         };
         let Some(after) = used else {
             c.batch_execute("ROLLBACK TO SAVEPOINT caps").await?;
-            return Ok(Some(clickward_core::fraud::Verdict {
-                rule: claim.rule.clone(),
-                action: Action::Reject,
-                reason: claim.reason(),
-            }));
+            return Ok(Some(claim.refused(Action::Reject)));
         };
         if after - claim.amount < claim.limit && after >= claim.limit {
             reached.push((claim, after));
         }
         if !claim.hard && after > claim.limit && flag.is_none() {
-            flag = Some(clickward_core::fraud::Verdict {
-                rule: claim.rule.clone(),
-                action: Action::Flag,
-                reason: format!("over a soft cap: {} ({after} used)", claim.words),
-            });
+            flag = Some(claim.over_soft(after));
         }
     }
     c.batch_execute("RELEASE SAVEPOINT caps").await?;

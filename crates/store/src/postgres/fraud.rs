@@ -8,8 +8,8 @@ use tokio_postgres::{GenericClient, Row};
 use super::PgStore;
 use crate::common::{
     CLICK_VERDICT_COUNTS, CONVERSION_VERDICT_COUNTS, RECENT_CLICK_VERDICTS,
-    RECENT_CONVERSION_VERDICTS, SCAN_CLICKS, SCAN_CONVERSIONS, corrupt, newest_first, stored_rule,
-    with_all_params, with_params,
+    RECENT_CONVERSION_VERDICTS, SCAN_CLICKS, SCAN_CONVERSIONS, SET_CLICK_VERDICT, corrupt,
+    newest_first, stored_rule, with_all_params, with_params,
 };
 use crate::{
     Exclusion, ExclusionKind, FraudStore, NewExclusion, RuleOwner, StoreError, StoreFuture,
@@ -323,13 +323,9 @@ impl FraudStore for PgStore {
     ) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             in_tx!(self, |tx| {
-                let st = tx
-                    .prepare(
-                        "UPDATE clicks SET verdict = $1, verdict_rule = $2, verdict_reason = $3, \
-                         invalid_reason = $4, is_unique = CASE WHEN $4::text IS NULL THEN is_unique ELSE FALSE END \
-                         WHERE click_id = $5",
-                    )
-                    .await?;
+                let sql = with_all_params(SET_CLICK_VERDICT, '$')
+                    .replace("$4 IS NULL", "$4::text IS NULL");
+                let st = tx.prepare(&sql).await?;
                 let mut n = 0u64;
                 for (id, v) in &changes {
                     let (a, rule, reason) = crate::common::verdict_columns(v.as_ref());
@@ -340,7 +336,14 @@ impl FraudStore for PgStore {
                     n += tx
                         .execute(
                             &st,
-                            &[&a, &rule, &reason, &invalid, &id.to_bytes().as_slice()],
+                            &[
+                                &a,
+                                &rule,
+                                &reason,
+                                &invalid,
+                                &id.to_bytes().as_slice(),
+                                &false,
+                            ],
                         )
                         .await?;
                 }

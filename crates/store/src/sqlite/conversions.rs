@@ -298,11 +298,7 @@ fn take_caps(
             .optional()?
             .unwrap_or(0);
         if claim.hard && used + claim.amount > claim.limit {
-            return Ok(Some(clickward_core::fraud::Verdict {
-                rule: claim.rule.clone(),
-                action: Action::Reject,
-                reason: claim.reason(),
-            }));
+            return Ok(Some(claim.refused(Action::Reject)));
         }
         taken.push((claim, used));
     }
@@ -322,11 +318,7 @@ fn take_caps(
             )?;
         }
         if !claim.hard && after > claim.limit && flag.is_none() {
-            flag = Some(clickward_core::fraud::Verdict {
-                rule: claim.rule.clone(),
-                action: Action::Flag,
-                reason: format!("over a soft cap: {} ({after} used)", claim.words),
-            });
+            flag = Some(claim.over_soft(after));
         }
     }
     if let (Some(f), None) = (&flag, &v.verdict) {

@@ -386,6 +386,47 @@ async fn judged_clicks_are_stored_with_their_verdict_counted_invalid_and_listed(
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0].reason, "flood said so");
     assert_eq!(recent[0].id, clicks[2].click_id.to_string());
+
+    // Re-scoring's side: read back in time order, verdicts changed in bulk.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let n = s
+        .scan_clicks(
+            t0 - HOUR,
+            t0 + HOUR,
+            Some(link.program_id),
+            Box::new(move |c| {
+                sink.lock()
+                    .unwrap()
+                    .push((c.click_id, c.verdict.as_ref().map(|v| v.action)));
+                true
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (clicks[0].click_id, None),
+            (clicks[1].click_id, Some(Action::Flag)),
+            (clicks[2].click_id, Some(Action::Reject)),
+        ]
+    );
+    let changed = s
+        .set_click_verdicts(vec![
+            (clicks[0].click_id, judged(Action::Reject, "geo")),
+            (clicks[2].click_id, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(changed, 2);
+    let first = s.get_click(clicks[0].click_id).await.unwrap();
+    assert_eq!(first.invalid_reason.as_deref(), Some("geo"));
+    assert!(!first.unique, "a click made invalid loses its unique flag");
+    let third = s.get_click(clicks[2].click_id).await.unwrap();
+    assert_eq!((third.invalid_reason, third.verdict), (None, None));
+    assert!(!third.unique, "made valid again, it does not regain it");
 }
 
 both!(a_conversion_reported_approved_is_refused_by_a_full_hard_cap_through_the_lifecycle);
