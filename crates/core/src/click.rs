@@ -27,6 +27,9 @@ pub enum BotReason {
     Prefetch,
     /// No `User-Agent` header, or an empty one.
     EmptyUa,
+    /// The user agent names no browser, OS, device or rendering engine
+    /// (uap-core recognises nothing in it): a script, not a browser.
+    NoBrowser,
 }
 
 impl BotReason {
@@ -38,6 +41,7 @@ impl BotReason {
             BotReason::Head => "head",
             BotReason::Prefetch => "prefetch",
             BotReason::EmptyUa => "empty_ua",
+            BotReason::NoBrowser => "no_browser",
         }
     }
 
@@ -49,6 +53,7 @@ impl BotReason {
             "head" => BotReason::Head,
             "prefetch" => BotReason::Prefetch,
             "empty_ua" => BotReason::EmptyUa,
+            "no_browser" => BotReason::NoBrowser,
             _ => return None,
         })
     }

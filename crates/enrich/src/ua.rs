@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clickward_core::click::{BotReason, DeviceType};
 use quick_cache::sync::Cache;
 
-use crate::bot::BotDetector;
+use crate::bot::{BotDetector, Parsed};
 
 const UAP_REGEXES: &str = include_str!("../data/uap-regexes.json");
 
@@ -71,6 +71,11 @@ impl UaParser {
         })
     }
 
+    /// The bot detector this parser classifies with.
+    pub fn bots(&self) -> &BotDetector {
+        &self.bots
+    }
+
     /// Parses a user-agent header value (bytes; invalid UTF-8 is replaced).
     pub fn parse(&self, raw: &[u8]) -> Arc<UaInfo> {
         let raw = &raw[..raw.len().min(MAX_UA_LEN)];
@@ -84,7 +89,6 @@ impl UaParser {
     }
 
     fn parse_uncached(&self, ua: &str) -> UaInfo {
-        let bot = self.bots.classify_ua(ua.as_bytes());
         let (agent, os, dev) = self.extractor.extract(ua);
         // Families are captured from the header: no control character from
         // it may reach a stored click.
@@ -98,6 +102,15 @@ impl UaParser {
             .map(|f| Arc::from(clickward_core::clean_text(&f, 128)));
         let dev_family = dev.as_ref().map(|d| d.device.as_ref()).unwrap_or("Other");
         let dev_brand = dev.as_ref().and_then(|d| d.brand.as_deref()).unwrap_or("");
+        let bot = self.bots.classify_parsed(
+            ua.as_bytes(),
+            Parsed {
+                browser: browser.as_deref(),
+                os: os_family.as_deref(),
+                device: Some(dev_family).filter(|f| *f != "Other"),
+                model: dev.as_ref().and_then(|d| d.model.as_deref()),
+            },
+        );
         let device = if bot.is_some() || dev_family == "Spider" {
             DeviceType::Bot
         } else {
@@ -240,6 +253,66 @@ mod tests {
             assert_eq!(info.device, *device, "{ua}");
             assert_eq!(info.bot, None, "{ua}");
         }
+    }
+
+    /// isbot alone flags each of these real browsers (a bot-like word in a
+    /// device name, a TV standard, an in-app product token, an app's own
+    /// shape); uap-core's parse clears them.
+    #[test]
+    fn in_app_regional_and_device_browsers_are_not_bots() {
+        let p = parser();
+        for ua in [
+            // Device models that contain isbot words.
+            "Mozilla/5.0 (Linux; Android 7.0; M bot 54) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/78.0.3904.96 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 5.1; Discovery 108C) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/75.0.3770.89 Safari/537.36",
+            "Mozilla/5.0 (compatible; MSIE 9.0; Windows Phone OS 7.5; Trident/5.0; IEMobile/9.0; HTC; Radar 4G)",
+            // An Android build id that crawler-user-agents lists as a crawler.
+            "Mozilla/5.0 (Linux; Android 15; RMX5101 Build/AP3A.240617.008; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/141.0.7390.97 Mobile Safari/537.36",
+            // In-app browsers and webviews.
+            "[FBAN/FB4A;FBAV/80.0.0.21.65;FBBV/31390006;FBDM/{density=1.5,width=480,height=786};FBLC/pt_BR;FBCR/VIVO;FBMF/LGE;FBBD/lge;FBPN/com.facebook.katana;FBDV/LG-H342;FBSV/5.0.1;FBOP/19;FBCA/armeabi-v7a:armeabi;]",
+            "Mozilla/5.0 (Linux; Android 8.1; COR-AL10 Build/HUAWEICOR-AL10; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/57.0.2987.132 MQQBrowser/6.2 TBS/044408 Mobile Safari/537.36 MMWEBID/347 MicroMessenger/7.0.1380(0x2700003A) Process/tools NetType/WIFI Language/zh_CN",
+            // Regional browsers.
+            "dv(iPh10,2);pr(UCBrowser/13.9.8.1767);ov(15_4_1);ss(375x667);bt(UC);pm(0);bv(0);nm(0);im(0);nt(2);",
+            // TV and feature-phone browsers naming their platform standards.
+            "Opera/9.80 (Linux mips; U; NETRANGEMMH; Sharp; HbbTV/1.1.1; CE-HTML/1.0; LE542E; FT; LC:deu; CC:che;; en) Presto/2.9.167 Version/11.50",
+            "Mozilla/5.0 (Linux; U; Android 1.6; fr-fr; LG-GT540 ; Build/Donut) AppleWebKit/528.5+ (KHTML, like Gecko) Version/3.1.2 Mobile Safari/525.20.1 Java/Jbed/7.0 Profile/MIDP-2.1 Configuration/CLDC-1.1 MMS/LG-Android-MMS-V1.0/1.2",
+        ] {
+            assert_eq!(p.parse(ua.as_bytes()).bot, None, "{ua}");
+            assert!(
+                p.bots().matched_pattern(ua.as_bytes()).is_some(),
+                "a pattern list alone matches: {ua}"
+            );
+        }
+    }
+
+    /// Bots that copy a browser's user agent and add their own name are still
+    /// bots: the masking only covers the device and platform tokens.
+    #[test]
+    fn bots_dressed_as_browsers_and_bare_scripts_are_bots() {
+        let p = parser();
+        for ua in [
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Safari/537.36 CloudflareObservatory/1.0",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; Google Search Console) Chrome/41.0.2272.118 Safari/537.36",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.71 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (Linux; Android 11; Pixel 5) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/W.X.Y.Z Mobile Safari/537.36 Prerender (+https://github.com/prerender/prerender)",
+            // An in-app family, but with a contact address: a brand monitor.
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 7_0 like Mac OS X) AppleWebKit/537.51.1 (KHTML, like Gecko) Mobile/11A465 Twitter for iPhone BrandVerity/1.0 (http://www.brandverity.com/why-is-brandverity-visiting-me)",
+        ] {
+            assert_eq!(
+                p.parse(ua.as_bytes()).bot,
+                Some(BotReason::UaPattern),
+                "{ua}"
+            );
+            assert_eq!(p.parse(ua.as_bytes()).device, DeviceType::Bot, "{ua}");
+        }
+        let bare = "amazon-kendra-customer-id-<AccountID>";
+        assert_eq!(
+            p.bots().classify_ua(bare.as_bytes()),
+            None,
+            "isbot alone misses it"
+        );
+        assert_eq!(p.parse(bare.as_bytes()).bot, Some(BotReason::NoBrowser));
     }
 
     #[test]
