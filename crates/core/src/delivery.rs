@@ -157,6 +157,16 @@ pub fn endpoint_wants(
     program.is_none_or(|want| p == Some(want)) && affiliate.is_none_or(|want| a == Some(want))
 }
 
+/// Whether an endpoint of `kind` is told of an event its filters pass.
+/// Affiliate-facing endpoints (postbacks, e-mail) never hear of a
+/// conversion refused at intake (`"refused": true` in `conversion.created`):
+/// the merchant was answered 422 and the affiliate earns nothing from it,
+/// so a postback would only make the affiliate count a sale that never was.
+/// Webhooks hear of everything.
+pub fn told_to(kind: EndpointKind, payload: &serde_json::Value) -> bool {
+    kind == EndpointKind::Webhook || payload.get("refused") != Some(&serde_json::Value::Bool(true))
+}
+
 /// What one attempt's answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptVerdict {
@@ -360,6 +370,22 @@ mod tests {
             check_filter(&s(&["click.*"])).is_err(),
             "no click events are sent as webhooks"
         );
+    }
+
+    #[test]
+    fn affiliate_facing_endpoints_skip_conversions_refused_at_intake() {
+        let refused = serde_json::json!({"v": 1, "conversion": {}, "refused": true});
+        let plain = serde_json::json!({"v": 1, "conversion": {}});
+        assert!(told_to(EndpointKind::Webhook, &refused));
+        assert!(!told_to(EndpointKind::Postback, &refused));
+        assert!(!told_to(EndpointKind::Email, &refused));
+        for kind in [
+            EndpointKind::Webhook,
+            EndpointKind::Postback,
+            EndpointKind::Email,
+        ] {
+            assert!(told_to(kind, &plain));
+        }
         assert!(check_filter(&[]).is_err());
         assert!(filter_matches(&s(&["conversion.*"]), "conversion.approved"));
         assert!(!filter_matches(&s(&["conversion.*"]), "conversions.x"));

@@ -534,6 +534,17 @@ pub(crate) fn events_json(events: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(events).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The payload of `conversion.created`: `{"conversion": row}`, with
+/// `"refused": true` when the rules or a hard cap refused it at intake (the
+/// `conversion.rejected` that follows in the same transaction says why).
+pub(crate) fn conversion_event(row: &crate::ConversionRow, refused: bool) -> serde_json::Value {
+    let mut body = serde_json::json!({ "conversion": row });
+    if refused {
+        body["refused"] = serde_json::Value::Bool(true);
+    }
+    body
+}
+
 /// Which of `endpoints` (enabled ones) want `event`: those made before it
 /// happened whose filters pass it.
 pub(crate) fn wanted_by<'e>(
@@ -550,6 +561,7 @@ pub(crate) fn wanted_by<'e>(
                 &event.kind,
                 &event.payload,
             )
+            && clickward_core::delivery::told_to(e.kind, &event.payload)
     })
 }
 

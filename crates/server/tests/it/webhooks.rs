@@ -323,6 +323,92 @@ async fn one_conversion_makes_one_signed_delivery_per_matching_endpoint_and_its_
     assert!(d["attempts_log"][0]["latency_us"].as_i64().unwrap() > 0);
 }
 
+/// A conversion the rules refuse at intake (422 to the merchant) is told to
+/// the merchant's webhook, marked `refused`, and never to the affiliate's
+/// postback, even one subscribed to every conversion event; the next,
+/// accepted conversion is told to both.
+#[tokio::test]
+async fn a_conversion_refused_at_intake_reaches_webhooks_but_never_the_affiliates_postback() {
+    let Some(rx) = Receiver::start() else { return };
+    let (app, _d) = app_with(|_| {}).await;
+    let hook = |p: &str| format!("{}{p}", rx.base);
+    let (_, secret) = add(
+        &app,
+        "/api/v1/webhooks",
+        json!({"url": hook("/hook"), "events": ["conversion.*"]}),
+    )
+    .await;
+    rx.trust(&secret).await;
+    add(
+        &app,
+        "/api/v1/postbacks",
+        json!({"url": hook("/pb?cid={click_id}&st={status}"), "affiliate": "solare", "events": ["conversion.*"]}),
+    )
+    .await;
+    let (s, v) = app
+        .api_send(
+            Method::PUT,
+            "/api/v1/rules/too-fast",
+            json!({"check": "ctit", "action": "reject", "min": "10s", "program": "shop"}),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{v}");
+    app.clock.set(NOON);
+    let fast = click(&app, "s1").await;
+    app.clock.set(NOON + 2_000_000);
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/postback?click_id={fast}&order_id=FAST&amount=80.00&token=tok-shop"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    app.clock.set(NOON + 10_000_000);
+    let slow = click(&app, "s1").await;
+    app.clock.set(NOON + 60_000_000);
+    convert(&app, &slow, "SLOW").await;
+
+    // The webhook hears created + rejected of the refused one and created
+    // of the accepted one; the postback only the accepted one.
+    let rows = eventually(Duration::from_secs(20), "four deliveries done", || async {
+        let (_, v) = app.api_get("/api/v1/deliveries").await;
+        let rows = v["deliveries"].as_array().unwrap().clone();
+        (rows.len() == 4 && rows.iter().all(|r| r["status"] == "delivered")).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 4);
+    let pb = rx.at("/pb").await;
+    assert_eq!(pb.len(), 1, "{pb:?}");
+    assert_eq!(pb[0]["query"], format!("cid={slow}&st=pending").as_str());
+    let hooks = rx.at("/hook").await;
+    let told: Vec<(String, Option<bool>, String)> = hooks
+        .iter()
+        .map(|h| {
+            let body: Value = serde_json::from_str(h["body"].as_str().unwrap()).unwrap();
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                body["data"]["refused"].as_bool(),
+                body["data"]["conversion"]["order_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut told = told;
+    told.sort();
+    assert_eq!(
+        told,
+        vec![
+            ("conversion.created".into(), None, "SLOW".into()),
+            ("conversion.created".into(), Some(true), "FAST".into()),
+            ("conversion.rejected".into(), Some(true), "FAST".into()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn bad_endpoints_are_refused_by_name_and_change_nothing() {
     let (app, _d) = app_with(|c| c.outbound.allow_private = false).await;

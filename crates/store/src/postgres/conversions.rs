@@ -242,19 +242,19 @@ pub(super) async fn record_conversion(
         reason: None,
     };
     append_entries(c, &posting, &entries).await?;
-    let row = get_conversion(c, v.conversion_id).await?;
-    super::outbox::append(
-        c,
-        clickward_core::event::CONVERSION_CREATED,
-        serde_json::json!({ "conversion": row }),
-    )
-    .await?;
     // As on SQLite: a rejected conversion takes nothing from a cap; one a
     // hard cap refuses is rejected through the lifecycle.
     let rejection = match &v.verdict {
         Some(verdict) if verdict.action == Action::Reject => Some(verdict.clone()),
         _ => take_caps(c, id, v).await?,
     };
+    let row = get_conversion(c, v.conversion_id).await?;
+    super::outbox::append(
+        c,
+        clickward_core::event::CONVERSION_CREATED,
+        crate::common::conversion_event(&row, rejection.is_some()),
+    )
+    .await?;
     if let Some(verdict) = rejection {
         let (a, rule, reason) = crate::common::verdict_columns(Some(&verdict));
         c.execute(
@@ -262,12 +262,13 @@ pub(super) async fn record_conversion(
             &[&id, &a, &rule, &reason],
         )
         .await?;
-        let row = set_status(
+        let row = set_status_told(
             c,
             v.conversion_id,
             ConversionStatus::Rejected,
             &format!("rule:{}", verdict.rule),
             Some(&verdict.reason),
+            true,
         )
         .await?;
         return Ok(Recorded::Created(row));
@@ -370,6 +371,19 @@ pub(super) async fn set_status(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<ConversionRow, StoreError> {
+    set_status_told(c, id, to, actor, reason, false).await
+}
+
+/// [`set_status`], with `refused` marking the event of a conversion refused
+/// at intake (see `common::conversion_event`).
+async fn set_status_told(
+    c: &impl GenericClient,
+    id: ConversionId,
+    to: ConversionStatus,
+    actor: &str,
+    reason: Option<&str>,
+    refused: bool,
+) -> Result<ConversionRow, StoreError> {
     // The row lock serializes two nodes changing the same conversion.
     let r = c
         .query_opt(
@@ -404,7 +418,7 @@ pub(super) async fn set_status(
     append_entries(c, &posting, &entries).await?;
     let row = get_conversion(c, id).await?;
     if let Some(kind) = clickward_core::event::conversion_status_event(to) {
-        super::outbox::append(c, kind, serde_json::json!({ "conversion": row })).await?;
+        super::outbox::append(c, kind, crate::common::conversion_event(&row, refused)).await?;
     }
     Ok(row)
 }

@@ -569,7 +569,8 @@ impl DeliveryStore for PgStore {
                         e.affiliate.as_deref(),
                         &ev.kind,
                         &ev.payload,
-                    ) {
+                    ) && clickward_core::delivery::told_to(e.kind, &ev.payload)
+                    {
                         n += insert_delivery(tx, &key, ev, now, true).await?;
                     }
                 }

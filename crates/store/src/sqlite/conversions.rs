@@ -240,30 +240,31 @@ pub(super) fn record_conversion(c: &Connection, v: &NewConversion) -> Result<Rec
         reason: None,
     };
     append_entries(c, &posting, &entries)?;
-    let row = get_conversion(c, v.conversion_id)?;
-    super::outbox::append(
-        c,
-        clickward_core::event::CONVERSION_CREATED,
-        serde_json::json!({ "conversion": row }),
-    )?;
     // A conversion the rules reject takes nothing from a cap; one a hard cap
     // refuses is rejected through the lifecycle (ledger, rollups, event).
     let rejection = match &v.verdict {
         Some(verdict) if verdict.action == Action::Reject => Some(verdict.clone()),
         _ => take_caps(c, id, v)?,
     };
+    let row = get_conversion(c, v.conversion_id)?;
+    super::outbox::append(
+        c,
+        clickward_core::event::CONVERSION_CREATED,
+        crate::common::conversion_event(&row, rejection.is_some()),
+    )?;
     if let Some(verdict) = rejection {
         let (a, rule, reason) = crate::common::verdict_columns(Some(&verdict));
         c.prepare_cached(
             "UPDATE conversions SET verdict = ?2, verdict_rule = ?3, verdict_reason = ?4 WHERE id = ?1",
         )?
         .execute(params![id, a, rule, reason])?;
-        let row = set_status(
+        let row = set_status_told(
             c,
             v.conversion_id,
             ConversionStatus::Rejected,
             &format!("rule:{}", verdict.rule),
             Some(&verdict.reason),
+            true,
         )?;
         return Ok(Recorded::Created(row));
     }
@@ -339,6 +340,19 @@ pub(super) fn set_status(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<ConversionRow, StoreError> {
+    set_status_told(c, id, to, actor, reason, false)
+}
+
+/// [`set_status`], with `refused` marking the event of a conversion refused
+/// at intake (see `common::conversion_event`).
+fn set_status_told(
+    c: &Connection,
+    id: ConversionId,
+    to: ConversionStatus,
+    actor: &str,
+    reason: Option<&str>,
+    refused: bool,
+) -> Result<ConversionRow, StoreError> {
     let (rowid, from, commission, affiliate, currency): (i64, String, i64, Option<i64>, String) = c
         .query_row(
             "SELECT id, status, commission, affiliate_id, currency FROM conversions WHERE conversion_id = ?1",
@@ -370,7 +384,7 @@ pub(super) fn set_status(
     append_entries(c, &posting, &entries)?;
     let row = get_conversion(c, id)?;
     if let Some(kind) = clickward_core::event::conversion_status_event(to) {
-        super::outbox::append(c, kind, serde_json::json!({ "conversion": row }))?;
+        super::outbox::append(c, kind, crate::common::conversion_event(&row, refused))?;
     }
     Ok(row)
 }

@@ -493,7 +493,8 @@ impl DeliveryStore for SqliteStore {
                     e.affiliate.as_deref(),
                     &ev.kind,
                     &ev.payload,
-                ) {
+                ) && clickward_core::delivery::told_to(e.kind, &ev.payload)
+                {
                     n += insert_delivery(&tx, &key, ev, now, true)? as u64;
                 }
             }

@@ -227,14 +227,24 @@ async fn fifty_against_ten(nodes: Vec<S>) {
             10
         )]
     );
-    let reached = nodes[0]
-        .outbox_after(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "cap.reached")
-        .count();
+    let events = nodes[0].outbox_after(0, 1000).await.unwrap();
+    let reached = events.iter().filter(|e| e.kind == "cap.reached").count();
     assert_eq!(reached, 1);
+    // The 40 refused are marked `refused` in both their events (affiliate
+    // postbacks skip them); the 10 accepted are not.
+    let refused = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind && e.payload["refused"] == true)
+            .count()
+    };
+    assert_eq!(refused("conversion.created"), 40);
+    assert_eq!(refused("conversion.rejected"), 40);
+    let created = events
+        .iter()
+        .filter(|e| e.kind == "conversion.created")
+        .count();
+    assert_eq!(created, 50);
 }
 
 both!(fifty_concurrent_conversions_against_a_hard_cap_of_ten_accept_ten);
