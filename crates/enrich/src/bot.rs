@@ -289,7 +289,7 @@ impl BotDetector {
 }
 
 /// Rendering-engine tokens: every browser names one (Blink and WebKit say
-/// `AppleWebKit/`, Gecko `Gecko/` or `rv:`, Trident/EdgeHTML `Trident/` or
+/// `AppleWebKit/` and `KHTML`, Gecko `Gecko/`, Trident `Trident/` or
 /// `MSIE `, Presto `Presto/`).
 const ENGINE_TOKENS: &[&[u8]] = &[
     b"AppleWebKit/",
