@@ -142,8 +142,16 @@ pub fn event_scope<'a>(
     }
 }
 
-/// Whether an endpoint with these filters wants an event.
+/// Whether an endpoint of `endpoint` kind with these filters wants an
+/// event of `kind`.
+///
+/// Affiliate-facing endpoints (postbacks, e-mail) never hear of a
+/// conversion refused at intake (`"refused": true` in its events): the
+/// merchant was answered 422 and the affiliate earns nothing from it, so a
+/// postback would only make the affiliate count a sale that never was.
+/// Webhooks hear of everything their filters pass.
 pub fn endpoint_wants(
+    endpoint: EndpointKind,
     patterns: &[String],
     program: Option<&str>,
     affiliate: Option<&str>,
@@ -153,18 +161,13 @@ pub fn endpoint_wants(
     if !filter_matches(patterns, kind) {
         return false;
     }
+    if endpoint != EndpointKind::Webhook
+        && payload.get("refused") == Some(&serde_json::Value::Bool(true))
+    {
+        return false;
+    }
     let (p, a) = event_scope(kind, payload);
     program.is_none_or(|want| p == Some(want)) && affiliate.is_none_or(|want| a == Some(want))
-}
-
-/// Whether an endpoint of `kind` is told of an event its filters pass.
-/// Affiliate-facing endpoints (postbacks, e-mail) never hear of a
-/// conversion refused at intake (`"refused": true` in `conversion.created`):
-/// the merchant was answered 422 and the affiliate earns nothing from it,
-/// so a postback would only make the affiliate count a sale that never was.
-/// Webhooks hear of everything.
-pub fn told_to(kind: EndpointKind, payload: &serde_json::Value) -> bool {
-    kind == EndpointKind::Webhook || payload.get("refused") != Some(&serde_json::Value::Bool(true))
 }
 
 /// What one attempt's answer means.
@@ -370,22 +373,6 @@ mod tests {
             check_filter(&s(&["click.*"])).is_err(),
             "no click events are sent as webhooks"
         );
-    }
-
-    #[test]
-    fn affiliate_facing_endpoints_skip_conversions_refused_at_intake() {
-        let refused = serde_json::json!({"v": 1, "conversion": {}, "refused": true});
-        let plain = serde_json::json!({"v": 1, "conversion": {}});
-        assert!(told_to(EndpointKind::Webhook, &refused));
-        assert!(!told_to(EndpointKind::Postback, &refused));
-        assert!(!told_to(EndpointKind::Email, &refused));
-        for kind in [
-            EndpointKind::Webhook,
-            EndpointKind::Postback,
-            EndpointKind::Email,
-        ] {
-            assert!(told_to(kind, &plain));
-        }
         assert!(check_filter(&[]).is_err());
         assert!(filter_matches(&s(&["conversion.*"]), "conversion.approved"));
         assert!(!filter_matches(&s(&["conversion.*"]), "conversions.x"));
@@ -394,10 +381,30 @@ mod tests {
     }
 
     #[test]
+    fn affiliate_facing_endpoints_skip_conversions_refused_at_intake() {
+        let refused = serde_json::json!({"v": 1, "conversion": {}, "refused": true});
+        let plain = serde_json::json!({"v": 1, "conversion": {}});
+        let all = s(&["*"]);
+        let wants =
+            |kind, payload| endpoint_wants(kind, &all, None, None, "conversion.created", payload);
+        assert!(wants(EndpointKind::Webhook, &refused));
+        assert!(!wants(EndpointKind::Postback, &refused));
+        assert!(!wants(EndpointKind::Email, &refused));
+        for kind in [
+            EndpointKind::Webhook,
+            EndpointKind::Postback,
+            EndpointKind::Email,
+        ] {
+            assert!(wants(kind, &plain));
+        }
+    }
+
+    #[test]
     fn an_endpoint_filtered_on_a_program_or_affiliate_gets_only_its_events() {
         let conv = serde_json::json!({"v":1,"conversion":{"program":"solar","affiliate":"anna"}});
         let all = s(&["*"]);
         assert!(endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             Some("solar"),
             None,
@@ -405,6 +412,7 @@ mod tests {
             &conv
         ));
         assert!(endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             Some("solar"),
             Some("anna"),
@@ -412,6 +420,7 @@ mod tests {
             &conv
         ));
         assert!(!endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             Some("wind"),
             None,
@@ -419,6 +428,7 @@ mod tests {
             &conv
         ));
         assert!(!endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             None,
             Some("bob"),
@@ -427,6 +437,7 @@ mod tests {
         ));
         let prog = serde_json::json!({"v":1,"program":{"slug":"solar"}});
         assert!(endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             Some("solar"),
             None,
@@ -434,6 +445,7 @@ mod tests {
             &prog
         ));
         assert!(!endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             None,
             Some("anna"),
@@ -443,6 +455,7 @@ mod tests {
         let unattributed =
             serde_json::json!({"v":1,"conversion":{"program":"solar","affiliate":null}});
         assert!(!endpoint_wants(
+            EndpointKind::Webhook,
             &all,
             None,
             Some("anna"),

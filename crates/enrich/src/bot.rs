@@ -254,7 +254,7 @@ impl BotDetector {
         // the client.
         let mut masked = ua.to_vec();
         for name in [parsed.device, parsed.model].into_iter().flatten() {
-            blank(&mut masked, name.as_bytes());
+            blank(&mut masked, name.as_bytes(), b"");
         }
         blank_platform(&mut masked);
         if has_contact_url(&masked)
@@ -372,36 +372,33 @@ const PLATFORM_TOKENS: &[&[u8]] = &[
 /// (for `Build/`, up to `;` or `)`: build ids may hold spaces).
 fn blank_platform(ua: &mut [u8]) {
     for token in PLATFORM_TOKENS {
-        let mut i = 0;
-        while i + token.len() <= ua.len() {
-            if ua[i..i + token.len()].eq_ignore_ascii_case(token) {
-                let stops: &[u8] = if *token == b"Build/" { b";)" } else { b"; )" };
-                let end = ua[i..]
-                    .iter()
-                    .position(|b| stops.contains(b))
-                    .map_or(ua.len(), |p| i + p);
-                ua[i..end].fill(b' ');
-                i = end;
-            } else {
-                i += 1;
-            }
-        }
+        let stops: &[u8] = if *token == b"Build/" { b";)" } else { b"; )" };
+        blank(ua, token, stops);
     }
 }
 
-/// Overwrites every occurrence of `name` in `ua` with spaces.
-fn blank(ua: &mut [u8], name: &[u8]) {
-    if name.len() < 2 || name.len() > ua.len() {
+/// Overwrites with spaces every occurrence of `needle` (ASCII case ignored)
+/// and what follows it up to, not including, the first byte of `stops`
+/// (nothing when `stops` is empty).
+fn blank(ua: &mut [u8], needle: &[u8], stops: &[u8]) {
+    if needle.len() < 2 {
         return;
     }
     let mut i = 0;
-    while i + name.len() <= ua.len() {
-        if ua[i..i + name.len()].eq_ignore_ascii_case(name) {
-            ua[i..i + name.len()].fill(b' ');
-            i += name.len();
-        } else {
+    while i + needle.len() <= ua.len() {
+        if !ua[i..i + needle.len()].eq_ignore_ascii_case(needle) {
             i += 1;
+            continue;
         }
+        let mut end = i + needle.len();
+        if !stops.is_empty() {
+            end = ua[end..]
+                .iter()
+                .position(|b| stops.contains(b))
+                .map_or(ua.len(), |p| end + p);
+        }
+        ua[i..end].fill(b' ');
+        i = end;
     }
 }
 

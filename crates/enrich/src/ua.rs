@@ -111,7 +111,8 @@ impl UaParser {
                 model: dev.as_ref().and_then(|d| d.model.as_deref()),
             },
         );
-        let device = if bot.is_some() || dev_family == "Spider" {
+        // uap-core's `Spider` is a bot verdict already.
+        let device = if bot.is_some() {
             DeviceType::Bot
         } else {
             device_type(ua, dev_family, dev_brand, os_family.as_deref())

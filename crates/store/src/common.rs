@@ -555,13 +555,13 @@ pub(crate) fn wanted_by<'e>(
         e.enabled
             && e.created_at <= event.ts
             && clickward_core::delivery::endpoint_wants(
+                e.kind,
                 &e.events,
                 e.program.as_deref(),
                 e.affiliate.as_deref(),
                 &event.kind,
                 &event.payload,
             )
-            && clickward_core::delivery::told_to(e.kind, &event.payload)
     })
 }
 

@@ -158,7 +158,8 @@ async fn click(app: &TestApp, code: &str) -> String {
     location(&r).rsplit("cid=").next().unwrap().to_owned()
 }
 
-async fn convert(app: &TestApp, click_id: &str, order: &str) -> Value {
+/// Reports a sale of 80.00 for the click; the answer's status and body.
+async fn report_sale(app: &TestApp, click_id: &str, order: &str) -> (u16, Value) {
     let r = app
         .client
         .get(app.url(&format!(
@@ -167,8 +168,13 @@ async fn convert(app: &TestApp, click_id: &str, order: &str) -> Value {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    r.json().await.unwrap()
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn convert(app: &TestApp, click_id: &str, order: &str) -> Value {
+    let (status, body) = report_sale(app, click_id, order).await;
+    assert_eq!(status, 201, "{body}");
+    body
 }
 
 /// Adds an endpoint through the API; returns its id and secret.
@@ -356,15 +362,8 @@ async fn a_conversion_refused_at_intake_reaches_webhooks_but_never_the_affiliate
     app.clock.set(NOON);
     let fast = click(&app, "s1").await;
     app.clock.set(NOON + 2_000_000);
-    let r = app
-        .client
-        .get(app.url(&format!(
-            "/postback?click_id={fast}&order_id=FAST&amount=80.00&token=tok-shop"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
+    let (status, body) = report_sale(&app, &fast, "FAST").await;
+    assert_eq!(status, 422, "{body}");
     app.clock.set(NOON + 10_000_000);
     let slow = click(&app, "s1").await;
     app.clock.set(NOON + 60_000_000);
@@ -383,7 +382,7 @@ async fn a_conversion_refused_at_intake_reaches_webhooks_but_never_the_affiliate
     assert_eq!(pb.len(), 1, "{pb:?}");
     assert_eq!(pb[0]["query"], format!("cid={slow}&st=pending").as_str());
     let hooks = rx.at("/hook").await;
-    let told: Vec<(String, Option<bool>, String)> = hooks
+    let mut told: Vec<(String, Option<bool>, String)> = hooks
         .iter()
         .map(|h| {
             let body: Value = serde_json::from_str(h["body"].as_str().unwrap()).unwrap();
@@ -397,7 +396,6 @@ async fn a_conversion_refused_at_intake_reaches_webhooks_but_never_the_affiliate
             )
         })
         .collect();
-    let mut told = told;
     told.sort();
     assert_eq!(
         told,

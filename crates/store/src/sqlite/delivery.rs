@@ -488,13 +488,13 @@ impl DeliveryStore for SqliteStore {
             let mut n = 0;
             for ev in &events {
                 if clickward_core::delivery::endpoint_wants(
+                    e.kind,
                     &patterns,
                     e.program.as_deref(),
                     e.affiliate.as_deref(),
                     &ev.kind,
                     &ev.payload,
-                ) && clickward_core::delivery::told_to(e.kind, &ev.payload)
-                {
+                ) {
                     n += insert_delivery(&tx, &key, ev, now, true)? as u64;
                 }
             }
