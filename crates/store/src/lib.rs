@@ -1246,6 +1246,30 @@ pub trait ClusterStore: Send + Sync + 'static {
         let _ = (channel, payload);
         Box::pin(async { Ok(()) })
     }
+
+    /// One request of `client` (a keyed hash of its address, 16 bytes)
+    /// against the shared limit of endpoint class `class`, by GCRA on the
+    /// store's clock: one request costs `interval_us` (the period divided
+    /// by the rate), and a client may run up to `tolerance_us` ahead (the
+    /// burst times the interval). `Ok(None)` when allowed, `Ok(Some(wait))`
+    /// with the µs until the next request would be. `None` in the outer
+    /// option where nodes share no limiter (SQLite: one node).
+    fn take_shared_rate(
+        &self,
+        class: &'static str,
+        client: [u8; 16],
+        interval_us: i64,
+        tolerance_us: i64,
+    ) -> StoreFuture<'_, Option<Option<Micros>>> {
+        let _ = (class, client, interval_us, tolerance_us);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Forgets shared limiter state that has fully recovered; returns how
+    /// many clients were forgotten.
+    fn sweep_shared_rates(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Everything the server needs from a database: the sum of the concern

@@ -29,11 +29,21 @@ pub struct LiveRow {
     pub redirect: String,
 }
 
+/// A row of the rate-limit table: one endpoint class.
+pub struct LimitRow {
+    pub endpoint: &'static str,
+    pub rate: String,
+    pub refused: u64,
+}
+
 #[derive(Template)]
 #[template(path = "live.html")]
 pub(super) struct LivePage {
     c: Chrome,
     rows: Vec<LiveRow>,
+    limits: Vec<LimitRow>,
+    /// "all nodes" or "this node".
+    limit_scope: &'static str,
 }
 
 /// `GET /dashboard/live`: the latest clicks, then the live stream.
@@ -47,12 +57,18 @@ pub async fn live(State(app): State<AppState>, Extension(s): Extension<Session>)
             link: k.link,
             affiliate: or_dash(k.affiliate.as_deref()),
             src: or_dash(k.src.as_deref()),
-            class: if k.bot_reason.is_some() {
-                "bot"
-            } else {
-                "human"
+            // The same classes as the stream's rows (app.js).
+            class: match (&k.bot_reason, &k.verdict) {
+                (Some(_), _) => "bot",
+                (None, Some(v)) if v.action.invalidates() => "invalid",
+                (None, Some(_)) => "flagged",
+                (None, None) => "human",
             },
-            reason: or_dash(k.bot_reason.as_deref()),
+            reason: match (&k.bot_reason, &k.verdict) {
+                (Some(r), _) => r.clone(),
+                (None, Some(v)) => format!("{}: {}", v.rule, v.reason),
+                (None, None) => "–".to_owned(),
+            },
             country: or_dash(k.country.as_deref()),
             referrer: or_dash(k.referrer.as_deref()),
             device: k.device,
@@ -60,9 +76,24 @@ pub async fn live(State(app): State<AppState>, Extension(s): Extension<Session>)
             redirect: "–".to_owned(),
         })
         .collect();
+    let limits = &app.0.limits;
     Ok(page(&LivePage {
         c: Chrome::new(&s, "Live", "live").with_geo(),
         rows,
+        limits: limits
+            .state()
+            .into_iter()
+            .map(|c| LimitRow {
+                endpoint: c.class.label(),
+                rate: c.rate.map_or_else(|| "off".to_owned(), |r| r.text()),
+                refused: c.refused,
+            })
+            .collect(),
+        limit_scope: if limits.is_shared() {
+            "shared by all nodes"
+        } else {
+            "per node"
+        },
     }))
 }
 

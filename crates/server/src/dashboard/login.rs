@@ -231,7 +231,9 @@ pub async fn submit(
     let now = app.0.clock.now_micros();
     let guard = &app.0.sign_in;
     let client = crate::http::client_of(&app, peer, &headers);
-    if let Some(l) = crate::http::over_limit(&app, crate::services::limits::Class::Login, client) {
+    if let Some(l) =
+        crate::http::over_limit(&app, crate::services::limits::Class::Login, client).await
+    {
         return l.into_response();
     }
     if !guard.allowed(client, now) {

@@ -87,7 +87,7 @@ pub async fn postback(
     };
     let report = ConversionReport::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let ip = super::client_of(&app, peer, &parts.headers);
-    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Postback, ip) {
+    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Postback, ip).await {
         return l.into_response();
     }
     let signed = if body.is_empty() {
@@ -477,7 +477,7 @@ pub async fn pixel(
 ) -> Response {
     let (parts, _) = req.into_parts();
     let ip = super::client_of(&app, peer, &parts.headers);
-    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip) {
+    if let Some(l) = super::over_limit(&app, crate::services::limits::Class::Pixel, ip).await {
         // Still the GIF, as every pixel answer; the 429 and Retry-After say why.
         let mut r = pixel_answer(Answer {
             status: StatusCode::TOO_MANY_REQUESTS,

@@ -182,12 +182,18 @@ impl Limited {
 
 /// Counts a request of `class` from `ip` against `[limits]`: `None` within
 /// the limit, else what to answer (counted in `clickward_rate_limited_total`).
-pub(crate) fn over_limit(
+pub(crate) async fn over_limit(
     app: &AppState,
     class: crate::services::limits::Class,
     ip: std::net::IpAddr,
 ) -> Option<Limited> {
-    let (wait, rate) = app.0.limits.check(class, ip).err()?;
+    let s = &app.0;
+    let now = s.clock.now_micros();
+    let (wait, rate) = s
+        .limits
+        .check(class, ip, || s.salts.limiter_key(now, ip))
+        .await
+        .err()?;
     metrics::counter!(crate::telemetry::RATE_LIMITED_TOTAL, "endpoint" => class.label())
         .increment(1);
     let after = crate::services::limits::retry_after_s(wait);
@@ -208,7 +214,7 @@ async fn limit_api(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let ip = client_of(&app, peer, req.headers());
-    if let Some(l) = over_limit(&app, crate::services::limits::Class::Api, ip) {
+    if let Some(l) = over_limit(&app, crate::services::limits::Class::Api, ip).await {
         return l.into_response();
     }
     next.run(req).await

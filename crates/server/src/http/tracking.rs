@@ -157,7 +157,15 @@ async fn track(
     let visitor = visitor_identity(s, headers, now, &facts, human);
 
     let mut verdict = if human {
-        fraud_verdict(s, &link, pairs, headers, &facts, visitor.key, now)
+        let limited = s
+            .limits
+            .check(limits::Class::Tracking, facts.ip, || {
+                s.salts.limiter_key(now, facts.ip)
+            })
+            .await
+            .err()
+            .map(|(_, rate)| rate);
+        fraud_verdict(s, &link, pairs, headers, &facts, visitor.key, now, limited)
     } else {
         None
     };
@@ -214,7 +222,9 @@ async fn track(
 }
 
 /// The verdict of a human click: its rules' ([`judge`]), or the tracking
-/// rate limit's when stronger; counted by action.
+/// rate limit's (`limited`: the rate it went beyond) when stronger; counted
+/// by action.
+#[allow(clippy::too_many_arguments)]
 fn fraud_verdict(
     s: &Inner,
     link: &CachedLink,
@@ -223,22 +233,20 @@ fn fraud_verdict(
     facts: &RequestFacts<'_>,
     visitor: VisitorKey,
     now: Micros,
+    limited: Option<limits::Rate>,
 ) -> Option<Verdict> {
     let v = judge(s, link, pairs, headers, facts, visitor, now);
-    let limited = match s.limits.check(limits::Class::Tracking, facts.ip) {
-        Ok(()) => None,
-        Err((_, rate)) => {
-            s.metrics.tracking_limited.increment(1);
-            Some(Verdict {
-                rule: limits::RATE_LIMITED.to_owned(),
-                action: Action::Reject,
-                reason: format!(
-                    "more clicks from this client than the limit of {}",
-                    rate.text()
-                ),
-            })
+    let limited = limited.map(|rate| {
+        s.metrics.tracking_limited.increment(1);
+        Verdict {
+            rule: limits::RATE_LIMITED.to_owned(),
+            action: Action::Reject,
+            reason: format!(
+                "more clicks from this client than the limit of {}",
+                rate.text()
+            ),
         }
-    };
+    });
     let v = match (v, limited) {
         (Some(v), Some(l)) if l.action > v.action => Some(l),
         (v, l) => v.or(l),

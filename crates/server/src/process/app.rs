@@ -270,6 +270,10 @@ impl Server {
         .context("building the outbound HTTP client")?;
         let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
         let limits = cfg.limits;
+        let shared_limits = cfg.config.limits.shared.then(|| {
+            let shared: Arc<dyn clickward_store::ClusterStore> = store.clone();
+            shared
+        });
         let fraud_rules = crate::services::fraud::FraudService::new(
             store.clone(),
             links.clone(),
@@ -298,7 +302,7 @@ impl Server {
             stop: stopped.clone(),
             sign_in: Default::default(),
             fraud_rules,
-            limits: crate::services::limits::Limits::new(limits),
+            limits: crate::services::limits::Limits::new(limits, shared_limits),
             fraud,
         }));
         state.reload_catalog().await?;
@@ -528,7 +532,7 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                 }
                 _ = salts.tick() => {
                     // Clients whose rate limits have recovered are forgotten.
-                    state.0.limits.sweep();
+                    state.0.limits.sweep().await;
                     // Tomorrow's salt is agreed on well before midnight.
                     let today = clickward_core::utc_day(state.0.clock.now_micros());
                     if let Err(e) = state.0.salts.sync_shared(state.0.store.as_ref(), today).await {

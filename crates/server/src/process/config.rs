@@ -201,6 +201,9 @@ pub struct LimitsConfig {
     pub login: String,
     /// `/api/v1/*` (default 3000/min).
     pub api: String,
+    /// One limit for all nodes, kept in PostgreSQL (needs `storage.url`);
+    /// default false: each node allows the rates by itself.
+    pub shared: bool,
 }
 
 impl Default for LimitsConfig {
@@ -211,6 +214,7 @@ impl Default for LimitsConfig {
             pixel: "600/min".into(),
             login: "30/min".into(),
             api: "3000/min".into(),
+            shared: false,
         }
     }
 }
@@ -590,6 +594,11 @@ impl Config {
             crate::services::limits::Rate::parse(text)
                 .map_err(|e| ConfigError::Invalid(format!("limits.{name}: {e}")))
         };
+        if l.shared && self.storage.url.is_none() {
+            return Err(ConfigError::Invalid(
+                "limits.shared needs the PostgreSQL store (storage.url): one SQLite node already has one limiter".to_owned(),
+            ));
+        }
         let limits = [
             rate("tracking", &l.tracking)?,
             rate("postback", &l.postback)?,
@@ -639,6 +648,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_limit_or_a_shared_limit_without_postgresql_is_refused() {
+        let c: Config = toml::from_str("[limits]\npostback = \"30/day\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.postback") && e.contains("30/day"), "{e}");
+        let c: Config = toml::from_str("[limits]\nshared = true\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("limits.shared needs the PostgreSQL store"),
+            "{e}"
+        );
+        let c: Config = toml::from_str(
+            "[storage]\nurl = \"postgres://db/clickward\"\n[limits]\nshared = true\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -319,6 +319,26 @@ impl Salts {
         Ok((key, previous))
     }
 
+    /// The shared rate limiter's key of client `ip` at `ts`: a keyed hash
+    /// of the address under a key derived from the UTC day's salt, so every
+    /// node computes the same key, it changes every day, and no address is
+    /// stored (docs/fraud.md, "Rate limits").
+    ///
+    /// # Errors
+    /// When a new day's salt cannot be persisted.
+    pub fn limiter_key(&self, ts: Micros, ip: IpAddr) -> anyhow::Result<[u8; 16]> {
+        let salt = self.get_or_create(utc_day(ts))?;
+        let key = blake3::derive_key("clickward shared rate limiter client key v1", &salt);
+        let mut h = blake3::Hasher::new_keyed(&key);
+        match clickward_enrich::ip::canonical(ip) {
+            IpAddr::V4(v4) => h.update(&v4.octets()),
+            IpAddr::V6(v6) => h.update(&v6.octets()),
+        };
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Ok(out)
+    }
+
     /// Days whose salts are currently kept (for tests and `/readyz`).
     pub fn kept_days(&self) -> Vec<i64> {
         self.days

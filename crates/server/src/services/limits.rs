@@ -1,8 +1,11 @@
-//! Rate limits of the public endpoints (`[limits]`), with `governor`'s
-//! keyed GCRA limiters, one per endpoint class, keyed by a hash of the
-//! client address (keyed with a random per-process key; the address is
-//! never kept). Limits are per node: several nodes behind a balancer each
-//! allow the configured rate (docs/fraud.md).
+//! Rate limits of the public endpoints (`[limits]`), one per endpoint
+//! class, keyed by client address. Per node by default: `governor`'s keyed
+//! GCRA limiters keyed by a hash of the address under a random per-process
+//! key (the address is never kept), so several nodes behind a balancer each
+//! allow the configured rate. With `[limits] shared = true` (PostgreSQL),
+//! every node takes from one GCRA per client in the database, keyed by a
+//! hash under the day's shared visitor salt; when the database cannot be
+//! reached the node falls back to its own limiter (docs/fraud.md).
 //!
 //! Tracking links never refuse a human: a click beyond the limit is
 //! recorded invalid (rule `rate_limited`) and still redirected. `/postback`,
@@ -10,7 +13,11 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use clickward_store::ClusterStore;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -97,13 +104,38 @@ impl Rate {
 struct Limiter {
     rate: Rate,
     keyed: DefaultKeyedRateLimiter<u64>,
+    /// Requests refused (or clicks marked) since start, on this node.
+    refused: AtomicU64,
 }
 
 /// The limits of one node.
 pub struct Limits {
     classes: [Option<Limiter>; 5],
     key: [u8; 32],
+    shared: Option<Arc<dyn ClusterStore>>,
+    /// Set while the shared limiter cannot be reached (logged once).
+    degraded: AtomicBool,
 }
+
+/// What the Live page shows of one class.
+pub struct ClassState {
+    /// The class.
+    pub class: Class,
+    /// Its configured rate; `None`: off.
+    pub rate: Option<Rate>,
+    /// Requests refused (tracking: clicks marked `rate_limited`) since this
+    /// node started.
+    pub refused: u64,
+}
+
+/// Every class, in the order of `[limits]`.
+pub const CLASSES: [Class; 5] = [
+    Class::Tracking,
+    Class::Postback,
+    Class::Pixel,
+    Class::Login,
+    Class::Api,
+];
 
 fn index(c: Class) -> usize {
     match c {
@@ -117,8 +149,9 @@ fn index(c: Class) -> usize {
 
 impl Limits {
     /// Limiters for the configured rates (`None`: off), in the order
-    /// tracking, postback, pixel, login, api.
-    pub fn new(rates: [Option<Rate>; 5]) -> Self {
+    /// tracking, postback, pixel, login, api; `shared`: the store every
+    /// node takes from (`[limits] shared`), else per node.
+    pub fn new(rates: [Option<Rate>; 5], shared: Option<Arc<dyn ClusterStore>>) -> Self {
         let mut key = [0u8; 32];
         rand::fill(&mut key[..]);
         Self {
@@ -127,19 +160,84 @@ impl Limits {
                     rate.quota().map(|q| Limiter {
                         rate,
                         keyed: RateLimiter::keyed(q),
+                        refused: AtomicU64::new(0),
                     })
                 })
             }),
             key,
+            shared,
+            degraded: AtomicBool::new(false),
         }
     }
 
     /// Counts a request of `class` from `ip`: `Ok` within the limit, else
-    /// how long until the next one is allowed, and the rate.
-    pub fn check(&self, class: Class, ip: IpAddr) -> Result<(), (Duration, Rate)> {
+    /// how long until the next one is allowed, and the rate. `client_key`
+    /// gives the shared limiter's key of `ip` (called only when shared).
+    pub async fn check(
+        &self,
+        class: Class,
+        ip: IpAddr,
+        client_key: impl FnOnce() -> anyhow::Result<[u8; 16]>,
+    ) -> Result<(), (Duration, Rate)> {
         let Some(l) = &self.classes[index(class)] else {
             return Ok(());
         };
+        let answer = match self.check_shared(l, class, client_key).await {
+            Some(a) => a,
+            None => self.check_local(l, ip),
+        };
+        if answer.is_err() {
+            l.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// The shared limiter's answer; `None` when there is none or it cannot
+    /// be reached (the node's own limiter answers then).
+    async fn check_shared(
+        &self,
+        l: &Limiter,
+        class: Class,
+        client_key: impl FnOnce() -> anyhow::Result<[u8; 16]>,
+    ) -> Option<Result<(), (Duration, Rate)>> {
+        let store = self.shared.as_ref()?;
+        let interval = i64::try_from((l.rate.per / l.rate.count.get()).as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let tolerance = interval.saturating_mul(i64::from(l.rate.count.get()));
+        let taken = match client_key() {
+            Ok(key) => store
+                .take_shared_rate(class.label(), key, interval, tolerance)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match taken {
+            Ok(Some(wait)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the shared rate limiter answers again");
+                }
+                Some(match wait {
+                    None => Ok(()),
+                    Some(us) => Err((
+                        Duration::from_micros(u64::try_from(us).unwrap_or(1)),
+                        l.rate,
+                    )),
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the shared rate limiter cannot be reached; limits are per node until it can: {e}"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn check_local(&self, l: &Limiter, ip: IpAddr) -> Result<(), (Duration, Rate)> {
         let ip = clickward_enrich::ip::canonical(ip);
         let mut h = blake3::Hasher::new_keyed(&self.key);
         match ip {
@@ -158,17 +256,43 @@ impl Limits {
             })
     }
 
-    /// Forgets clients whose limits have fully recovered (run every minute).
-    pub fn sweep(&self) {
+    /// Forgets clients whose limits have fully recovered (run every minute),
+    /// here and in the shared limiter.
+    pub async fn sweep(&self) {
         for l in self.classes.iter().flatten() {
             l.keyed.retain_recent();
             l.keyed.shrink_to_fit();
+        }
+        if let Some(store) = &self.shared
+            && let Err(e) = store.sweep_shared_rates().await
+        {
+            tracing::debug!("shared rate limits not swept: {e}");
         }
     }
 
     /// The configured rate of `class`.
     pub fn rate(&self, class: Class) -> Option<Rate> {
         self.classes[index(class)].as_ref().map(|l| l.rate)
+    }
+
+    /// Whether every node takes from one shared limiter.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Each class's rate and refusals since start, for the Live page.
+    pub fn state(&self) -> Vec<ClassState> {
+        CLASSES
+            .iter()
+            .map(|&class| {
+                let l = self.classes[index(class)].as_ref();
+                ClassState {
+                    class,
+                    rate: l.map(|l| l.rate),
+                    refused: l.map_or(0, |l| l.refused.load(Ordering::Relaxed)),
+                }
+            })
+            .collect()
     }
 }
 
@@ -192,21 +316,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_client_beyond_its_burst_waits_and_others_do_not() {
+    #[tokio::test]
+    async fn a_client_beyond_its_burst_waits_and_others_do_not() {
         let rate = Rate::parse("3/min").unwrap();
-        let l = Limits::new([None, rate, None, None, None]);
+        let l = Limits::new([None, rate, None, None, None], None);
         let a: IpAddr = [203, 0, 113, 1].into();
         let b: IpAddr = [203, 0, 113, 2].into();
+        let unshared = || -> anyhow::Result<[u8; 16]> { unreachable!("per node") };
         for _ in 0..3 {
-            assert!(l.check(Class::Postback, a).is_ok());
+            assert!(l.check(Class::Postback, a, unshared).await.is_ok());
         }
-        let (wait, _) = l.check(Class::Postback, a).err().unwrap();
+        let (wait, _) = l.check(Class::Postback, a, unshared).await.err().unwrap();
         assert!(
             wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
-        assert!(l.check(Class::Postback, b).is_ok());
-        assert!(l.check(Class::Tracking, a).is_ok(), "tracking is off");
+        assert!(l.check(Class::Postback, b, unshared).await.is_ok());
+        assert!(
+            l.check(Class::Tracking, a, unshared).await.is_ok(),
+            "tracking is off"
+        );
+        let refused: Vec<u64> = l.state().iter().map(|c| c.refused).collect();
+        assert_eq!(refused, [0, 1, 0, 0, 0]);
     }
 }

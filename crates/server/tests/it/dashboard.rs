@@ -72,7 +72,7 @@ pub async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {
     session_cookie(&r).expect("a session cookie")
 }
 
-async fn get(app: &TestApp, cookie: &str, path: &str) -> reqwest::Response {
+pub async fn get(app: &TestApp, cookie: &str, path: &str) -> reqwest::Response {
     app.client
         .get(app.url(path))
         .header(COOKIE, cookie)

@@ -459,3 +459,29 @@ async fn two_nodes_never_send_the_same_attempt() {
     assert!(got.iter().all(|r| r["valid"] == true));
     assert!(log.lines().all(|l| l.contains("attempts 1 ")), "{log}");
 }
+
+/// `[limits] shared = true`: one client's postbacks spread over two nodes
+/// are limited once, not once per node (per node, 12 requests at 6/min
+/// over two nodes would all pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limit_holds_across_nodes() {
+    let Some(pg) = Cluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(&cfg, "[limits]\nshared = true\npostback = \"6/min\"\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    let env = [("CLICKWARD_CONFIG", cfg_s.as_str())];
+    let a = Node::start_with(dir.path(), "a", &url, &env).await;
+    let b = Node::start_with(dir.path(), "b", &url, &env).await;
+    let c = client();
+    let jobs = (0..12).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let url = format!("{base}/postback?token=nope&click_id=x&order_id=o{i}");
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(jobs).await;
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(limited, 6, "{statuses:?}");
+}

@@ -2,7 +2,7 @@
 //! and live events by LISTEN/NOTIFY.
 
 use super::{CATALOG_CHANNEL, ClusterStore, EVENTS_CHANNEL, PgStore};
-use crate::{Notice, StoreError, StoreFuture};
+use crate::{Micros, Notice, StoreError, StoreFuture};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 
@@ -87,6 +87,59 @@ impl ClusterStore for PgStore {
             c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
                 .await?;
             Ok(())
+        })
+    }
+
+    fn take_shared_rate(
+        &self,
+        class: &'static str,
+        client: [u8; 16],
+        interval_us: i64,
+        tolerance_us: i64,
+    ) -> StoreFuture<'_, Option<Option<Micros>>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            // GCRA in one statement, so two nodes taking the same client's
+            // last slot serialise on its row: the update happens only when
+            // the new arrival time stays within the tolerance; otherwise
+            // the row is read back for the wait. The database's clock is
+            // the only clock, so nodes' clock skew cannot widen a limit.
+            let row = c
+                .query_one(
+                    "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS t), \
+                     taken AS ( \
+                       INSERT INTO rate_limits AS r (class, client, tat) \
+                       SELECT $1, $2, t + $3 FROM now \
+                       ON CONFLICT (class, client) DO UPDATE \
+                         SET tat = greatest(r.tat, (SELECT t FROM now)) + $3 \
+                         WHERE greatest(r.tat, (SELECT t FROM now)) + $3 - (SELECT t FROM now) <= $4 \
+                       RETURNING 1) \
+                     SELECT EXISTS (SELECT 1 FROM taken), \
+                            (SELECT r.tat + $3 - $4 - now.t FROM rate_limits r, now \
+                              WHERE r.class = $1 AND r.client = $2)",
+                    &[&class, &client.as_slice(), &interval_us, &tolerance_us],
+                )
+                .await?;
+            let taken: bool = row.try_get(0)?;
+            if taken {
+                return Ok(Some(None));
+            }
+            // A row another node inserted after this statement's snapshot
+            // is not seen: wait one interval.
+            let wait: Option<i64> = row.try_get(1)?;
+            Ok(Some(Some(wait.unwrap_or(interval_us).max(1))))
+        })
+    }
+
+    fn sweep_shared_rates(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.execute(
+                "DELETE FROM rate_limits \
+                 WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                &[],
+            )
+            .await?)
         })
     }
 }

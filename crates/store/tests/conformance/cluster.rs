@@ -166,3 +166,55 @@ async fn catalogue_changes_are_announced_to_other_nodes() {
         (clickward_store::EVENTS_CHANNEL, "{\"x\":1}")
     );
 }
+
+/// The shared limiter: two nodes taking one client's requests at the same
+/// moment allow exactly its burst between them, another client is not
+/// touched, the wait is about one interval, and recovered state is swept.
+#[tokio::test]
+async fn two_nodes_share_one_rate_limit() {
+    let Some(b) = pg() else { return };
+    let (g, a) = store(b).await;
+    let other = second_node(&g).await;
+    // 10 requests per minute: one per 6 s, a burst of 10.
+    let interval = 6 * MICROS_PER_SEC;
+    let tolerance = 10 * interval;
+    let takes = (0..30).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { other.clone() };
+        async move {
+            s.take_shared_rate("postback", [7; 16], interval, tolerance)
+                .await
+                .unwrap()
+                .expect("PostgreSQL shares a limiter")
+        }
+    });
+    let answers = futures::future::join_all(takes).await;
+    let allowed = answers.iter().filter(|w| w.is_none()).count();
+    assert_eq!(allowed, 10, "{answers:?}");
+    for wait in answers.iter().flatten() {
+        assert!(
+            *wait > 0 && *wait <= interval,
+            "a refused request waits at most one interval: {wait}"
+        );
+    }
+    let fresh = a
+        .take_shared_rate("postback", [8; 16], interval, tolerance)
+        .await
+        .unwrap();
+    assert_eq!(fresh, Some(None), "another client has its own burst");
+    let same_client_other_class = other
+        .take_shared_rate("login", [7; 16], interval, tolerance)
+        .await
+        .unwrap();
+    assert_eq!(same_client_other_class, Some(None));
+    // Nothing has recovered yet: a minute of debt is ahead of the clock.
+    assert_eq!(a.sweep_shared_rates().await.unwrap(), 0);
+    let quick = 1;
+    a.take_shared_rate("pixel", [9; 16], quick, quick)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while a.sweep_shared_rates().await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        tokio::task::yield_now().await;
+    }
+}
