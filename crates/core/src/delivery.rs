@@ -161,8 +161,11 @@ pub fn endpoint_wants(
     if !filter_matches(patterns, kind) {
         return false;
     }
+    // Refused conversions and erasures are the merchant's business: an
+    // affiliate's postback or e-mail never hears of them.
     if endpoint != EndpointKind::Webhook
-        && payload.get("refused") == Some(&serde_json::Value::Bool(true))
+        && (payload.get("refused") == Some(&serde_json::Value::Bool(true))
+            || kind == crate::event::PRIVACY_ERASURE)
     {
         return false;
     }

@@ -58,7 +58,14 @@ pub const TYPES: &[&str] = &[
     "link.enabled",
     WEBHOOK_DISABLED,
     CAP_REACHED,
+    PRIVACY_ERASURE,
 ];
+
+/// `privacy.erasure`: a visitor's or order's data was erased (docs/privacy.md),
+/// so receivers can erase what they hold too; payload `{"v":1,"erasure":
+/// {"id","subject","click_ids","conversion_ids"}}` (the ids, never the
+/// subject's value). Webhooks only.
+pub const PRIVACY_ERASURE: &str = "privacy.erasure";
 
 /// `cap.reached`: a cap was filled by the conversion that reached its limit
 /// (hard caps then reject, soft ones flag); payload `{"v":1,"rule","cap",

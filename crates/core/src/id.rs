@@ -209,3 +209,10 @@ impl Serialize for ConversionId {
         s.collect_str(self)
     }
 }
+
+impl<'de> Deserialize<'de> for ConversionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -37,6 +37,7 @@ mod common;
 mod fraud;
 mod plan;
 mod postgres;
+mod privacy;
 mod spool;
 mod sqlite;
 
@@ -44,7 +45,10 @@ pub use fraud::{
     Exclusion, ExclusionKind, FraudStore, JudgeSink, JudgeableClick, JudgeableConversion,
     NewExclusion, RuleOwner, StoredRule, VerdictCount, VerdictRow,
 };
-pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgOptions, PgStore};
+pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgOptions, PgStore};
+pub use privacy::{
+    Erased, ErasureCounts, PrivacyStore, Receipt, RequestStatus, Subject, SubjectData,
+};
 pub use spool::{Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -1286,6 +1290,7 @@ pub trait Store:
     + OutboxStore
     + DeliveryStore
     + FraudStore
+    + PrivacyStore
 {
 }
 
@@ -1299,6 +1304,7 @@ impl<T> Store for T where
         + OutboxStore
         + DeliveryStore
         + FraudStore
+        + PrivacyStore
 {
 }
 
@@ -1308,6 +1314,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, DeliveryStore,
-        FraudStore, OutboxStore, ReportStore, Store,
+        FraudStore, OutboxStore, PrivacyStore, ReportStore, Store,
     };
 }

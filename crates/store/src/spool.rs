@@ -71,6 +71,65 @@ impl Spool {
         }
     }
 
+    /// Anonymises spooled clicks (waiting and set aside) of an erasure:
+    /// those with one of `keys` (or `previous_keys`), one of `click_ids`,
+    /// or `sub` in sub1..sub5 lose their visitor keys (a fresh random key
+    /// per erased key), sub-ids and referrer, as `crate::privacy` does to
+    /// stored clicks. Returns how many changed.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the spool cannot be read or written.
+    pub fn erase(
+        &self,
+        keys: Vec<clickward_core::click::VisitorKey>,
+        click_ids: Vec<clickward_core::id::ClickId>,
+        sub: Option<String>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut fresh = std::collections::BTreeMap::new();
+            let mut changed = 0;
+            for table in ["spool", "set_aside"] {
+                let rows: Vec<(i64, String)> = tx
+                    .prepare(&format!("SELECT seq, click FROM {table}"))?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                for (seq, text) in rows {
+                    let Ok(mut k) = serde_json::from_str::<NewClick>(&text) else {
+                        continue;
+                    };
+                    let hit = keys.contains(&k.visitor_key)
+                        || k.previous_keys.iter().any(|p| keys.contains(p))
+                        || click_ids.contains(&k.click_id)
+                        || sub
+                            .as_ref()
+                            .is_some_and(|v| k.params.subs.iter().flatten().any(|s| s == v));
+                    if !hit {
+                        continue;
+                    }
+                    let mut key = |old: clickward_core::click::VisitorKey| {
+                        *fresh.entry(old).or_insert_with(|| {
+                            let mut r = [0u8; 16];
+                            rand::fill(&mut r[..]);
+                            clickward_core::click::VisitorKey(r)
+                        })
+                    };
+                    k.visitor_key = key(k.visitor_key);
+                    k.previous_keys = k.previous_keys.iter().map(|p| key(*p)).collect();
+                    k.params.subs = Default::default();
+                    k.referrer = None;
+                    let text = serde_json::to_string(&k)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    changed +=
+                        tx.prepare(&format!("UPDATE {table} SET click = ?2 WHERE seq = ?1"))?
+                            .execute(rusqlite::params![seq, text])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+    }
+
     /// Commits a batch of clicks (one transaction).
     ///
     /// # Errors

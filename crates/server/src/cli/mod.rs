@@ -32,6 +32,7 @@ pub mod import;
 mod keys;
 mod links;
 mod payouts;
+mod privacy;
 mod programs;
 mod report;
 mod rollup;
@@ -112,6 +113,9 @@ pub enum Command {
     /// Judge stored clicks and conversions again under today's rules.
     #[command(subcommand)]
     Fraud(fraud::FraudCmd),
+    /// Privacy requests: erase or export a visitor's or an order's data.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCmd),
     /// Print click counts grouped by time and dimensions.
     Report(ReportArgs),
     /// Import click history from CSV.
@@ -207,6 +211,7 @@ pub async fn run_command(cfg: Config, command: Command) -> anyhow::Result<()> {
         Command::Rule(cmd) => fraud::rules(&v, opened.clone(), cmd).await?,
         Command::Exclude(cmd) => fraud::exclusions(&v, opened.clone(), cmd).await?,
         Command::Fraud(cmd) => fraud::fraud(opened.clone(), cmd).await?,
+        Command::Privacy(cmd) => privacy::run(&v, opened.clone(), cmd).await?,
         Command::Report(args) => report::run(store, args).await?,
         Command::Export(args) => export::run(store, args).await?,
         Command::Rollup(args) => rollup::run(store, args).await?,

@@ -14,6 +14,7 @@ pub(crate) mod error;
 mod events;
 mod fraud;
 mod ops;
+mod privacy;
 mod tracking;
 mod webhooks;
 
@@ -28,6 +29,7 @@ use crate::process::app::AppState;
 pub use cookies::CookieSealer;
 pub use error::ApiError;
 pub use events::{StreamCredential, live_stream};
+pub use tracking::VISITOR_COOKIE;
 
 /// Largest request body the admin API reads, bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -113,6 +115,9 @@ pub fn router(state: AppState) -> Router {
             "/exclusions/{id}",
             axum::routing::delete(fraud::remove_exclusion),
         )
+        .route("/privacy/erasures", get(privacy::list).post(privacy::erase))
+        .route("/privacy/erasures/{id}", get(privacy::get))
+        .route("/privacy/export", get(privacy::export))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(

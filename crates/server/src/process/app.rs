@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub fraud_rules: crate::services::fraud::FraudService,
     /// Per-client rate limits of the public endpoints.
     pub limits: crate::services::limits::Limits,
+    /// Erasure and access requests.
+    pub privacy: Arc<crate::services::privacy::PrivacyService<dyn Store>>,
 }
 
 /// The buyer facts of an address: its keyed hash and GeoIP country (a
@@ -270,6 +272,12 @@ impl Server {
         .context("building the outbound HTTP client")?;
         let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
         let limits = cfg.limits;
+        let privacy = Arc::new(crate::services::privacy::PrivacyService::new(
+            store.clone(),
+            events.clone(),
+            spool.clone(),
+            clock.clone(),
+        ));
         let shared_limits = cfg.config.limits.shared.then(|| {
             let shared: Arc<dyn clickward_store::ClusterStore> = store.clone();
             shared
@@ -303,6 +311,7 @@ impl Server {
             sign_in: Default::default(),
             fraud_rules,
             limits: crate::services::limits::Limits::new(limits, shared_limits),
+            privacy: privacy.clone(),
             fraud,
         }));
         state.reload_catalog().await?;
@@ -330,6 +339,7 @@ impl Server {
             state.0.store.clone(),
             links,
             events,
+            privacy.clone(),
             stopped.clone(),
         );
 
@@ -533,6 +543,8 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                 _ = salts.tick() => {
                     // Clients whose rate limits have recovered are forgotten.
                     state.0.limits.sweep().await;
+                    // Erasures a failure left received are carried out.
+                    state.0.privacy.retry_pending().await;
                     // Tomorrow's salt is agreed on well before midnight.
                     let today = clickward_core::utc_day(state.0.clock.now_micros());
                     if let Err(e) = state.0.salts.sync_shared(state.0.store.as_ref(), today).await {

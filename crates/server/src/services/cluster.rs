@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clickward_core::Micros;
 use clickward_core::click::NewClick;
-use clickward_store::{CATALOG_CHANNEL, EVENTS_CHANNEL, Spool, Store};
+use clickward_store::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, Spool, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -167,6 +167,7 @@ pub fn spawn_exchange(
     store: Arc<dyn Store>,
     links: Arc<LinkCache>,
     events: Arc<EventHub>,
+    privacy: Arc<super::privacy::PrivacyService<dyn Store>>,
     stop: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
     let mut notices = store.subscribe()?;
@@ -188,6 +189,7 @@ pub fn spawn_exchange(
                     }
                 }
                 Ok(n) if n.channel == EVENTS_CHANNEL => receive_events(&events, &node, &n.payload),
+                Ok(n) if n.channel == PRIVACY_CHANNEL => privacy.on_notice(&n.payload).await,
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
                     tracing::warn!("{k} notices from other nodes were missed; refreshing links");

@@ -93,6 +93,25 @@ pub struct Numbered {
     pub event: LiveEvent,
 }
 
+/// Whether `e` is about one of the clicks or conversions (ids as text).
+fn about(e: &LiveEvent, click_ids: &[ClickId], conversion_ids: &[String]) -> bool {
+    let about_conversion = |c: &serde_json::Value| {
+        let id = |k: &str| c.get(k).and_then(serde_json::Value::as_str);
+        id("conversion_id").is_some_and(|i| conversion_ids.iter().any(|x| x == i))
+            || id("click_id").is_some_and(|i| click_ids.iter().any(|x| x.to_string() == i))
+    };
+    match e {
+        LiveEvent::Click { click_id, .. } => click_ids.contains(click_id),
+        LiveEvent::Conversion { conversion, .. } => about_conversion(conversion),
+        LiveEvent::Remote(v) => {
+            v.get("click_id")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|i| click_ids.iter().any(|x| x.to_string() == i))
+                || v.get("conversion").is_some_and(about_conversion)
+        }
+    }
+}
+
 /// The hub. Cheap to share (`Arc`).
 pub struct EventHub {
     /// The first id this process issues.
@@ -170,6 +189,16 @@ impl EventHub {
         let kept = keep.then(|| n.clone());
         let _ = self.tx.send(n);
         kept
+    }
+
+    /// Drops buffered events about erased clicks and conversions (an
+    /// erasure): a client resuming later does not get them replayed (it is
+    /// told they were missed). Returns how many were dropped.
+    pub fn forget(&self, click_ids: &[ClickId], conversion_ids: &[String]) -> u64 {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let before = ring.len();
+        ring.retain(|n| !about(&n.event, click_ids, conversion_ids));
+        (before - ring.len()) as u64
     }
 
     /// Subscribes, resuming after `last_id` when given. Returns the events to

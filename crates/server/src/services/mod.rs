@@ -19,6 +19,7 @@
 //! - [`fraud`]: the rule book, velocity counters, excluded traffic, rule
 //!   and exclusion changes;
 //! - [`limits`]: per-client rate limits of the public endpoints;
+//! - [`privacy`]: erasure and access requests, their receipts;
 //! - [`mail`]: e-mail through an SMTP relay (conversions, payouts,
 //!   disabled endpoints, magic links);
 //! - [`stream`]: clicks and outbox events to NATS JetStream;
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod limits;
 pub mod links;
 pub mod mail;
+pub mod privacy;
 pub mod programs;
 pub mod reports;
 pub mod rescore;

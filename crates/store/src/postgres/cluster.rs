@@ -1,7 +1,7 @@
 //! What nodes share through PostgreSQL: visitor salts, and catalogue changes
 //! and live events by LISTEN/NOTIFY.
 
-use super::{CATALOG_CHANNEL, ClusterStore, EVENTS_CHANNEL, PgStore};
+use super::{CATALOG_CHANNEL, ClusterStore, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgStore};
 use crate::{Micros, Notice, StoreError, StoreFuture};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
@@ -31,7 +31,7 @@ pub(super) async fn listen_once(
     });
     client
         .batch_execute(&format!(
-            "LISTEN {CATALOG_CHANNEL}; LISTEN {EVENTS_CHANNEL}"
+            "LISTEN {CATALOG_CHANNEL}; LISTEN {EVENTS_CHANNEL}; LISTEN {PRIVACY_CHANNEL}"
         ))
         .await?;
     // Whatever changed while no one listened.

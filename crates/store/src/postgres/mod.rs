@@ -51,6 +51,7 @@ mod conversions;
 mod delivery;
 mod fraud;
 mod outbox;
+mod privacy;
 mod rollups;
 
 use cluster::listen_once;
@@ -71,6 +72,11 @@ pub const CATALOG_CHANNEL: &str = "clickward_catalog";
 
 /// The NOTIFY channel of live events (payload: the publisher's JSON).
 pub const EVENTS_CHANNEL: &str = "clickward_events";
+
+/// The NOTIFY channel of finished erasures: every node drops the erased
+/// clicks from its spool and live buffer (payload: the ids and keys, never
+/// stored).
+pub const PRIVACY_CHANNEL: &str = "clickward_privacy";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {

@@ -21,6 +21,7 @@ mod conversions;
 mod delivery;
 mod fraud;
 mod outbox;
+mod privacy;
 mod rollups;
 
 pub(crate) use crate::plan::id_floor;

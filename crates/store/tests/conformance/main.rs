@@ -85,6 +85,7 @@ mod conversions;
 mod delivery;
 mod fraud;
 mod outbox;
+mod privacy;
 mod rollups;
 
 /// Keeps a test's database alive and lets the test reach behind the store.

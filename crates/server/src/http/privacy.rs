@@ -1,0 +1,151 @@
+//! `/api/v1/privacy/*`: erasures with receipts, and the export of what is
+//! stored about a visitor or an order (docs/privacy.md). Admin keys only:
+//! both reach personal data.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Authorized;
+use super::error::{ApiError, ApiQuery};
+use crate::process::app::AppState;
+use crate::services::privacy::Selector;
+use clickward_store::{KeyScope, RequestStatus, Subject};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// At most this many subjects in one batch.
+const MAX_BATCH: usize = 10_000;
+
+fn admin(key: &Authorized) -> Result<(), ApiError> {
+    if key.0.scope != KeyScope::Admin {
+        return Err(ApiError::forbidden(
+            "privacy requests reach personal data: they need an admin key",
+        ));
+    }
+    Ok(())
+}
+
+fn subject(app: &AppState, s: &Selector) -> Result<Subject, String> {
+    let sealer = &app.0.cookie_sealer;
+    s.subject(|v| sealer.open(super::tracking::VISITOR_COOKIE, v))
+}
+
+/// The body of `POST /api/v1/privacy/erasures`: one selector, or a batch.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErasureBody {
+    Batch { batch: Vec<Selector> },
+    One(Selector),
+}
+
+/// `POST /api/v1/privacy/erasures` with one selector (`{"visitor": "<cw_vid
+/// value>"}`, `visitor_key`, `click_id`, `order_id` [+ `program`],
+/// `conversion_id` or `sub`): carried out at once, 201 with the receipt
+/// (`done`, counts per table), or 202 with it `received` when the store
+/// failed half way (retried every minute; never done before it is). With
+/// `{"batch": [selector, …]}` (at most 10,000): every request is stored
+/// and carried out in the background within a minute; 202 with the
+/// receipts. A bad selector is a 422 naming it, and nothing is stored.
+pub async fn erase(
+    key: Authorized,
+    State(app): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    admin(&key)?;
+    let body: ErasureBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a selector or {{\"batch\": [selectors]}}: {e}"
+        ))
+    })?;
+    let actor = format!("key:{}", key.0.prefix);
+    let p = &app.0.privacy;
+    match body {
+        ErasureBody::One(s) => {
+            let r = p
+                .erase(subject(&app, &s).map_err(ApiError::invalid)?, &actor)
+                .await?;
+            let status = if r.status == RequestStatus::Done {
+                StatusCode::CREATED
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(json!(r))))
+        }
+        ErasureBody::Batch { batch } => {
+            if batch.is_empty() || batch.len() > MAX_BATCH {
+                return Err(ApiError::invalid(format!(
+                    "batch: 1 to {MAX_BATCH} selectors, not {}",
+                    batch.len()
+                )));
+            }
+            // Every selector is checked before any is stored.
+            let subjects = batch
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    subject(&app, s).map_err(|e| ApiError::invalid(format!("batch[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut receipts = Vec::with_capacity(subjects.len());
+            for s in subjects {
+                receipts.push(p.receive(s, &actor).await?);
+            }
+            Ok((StatusCode::ACCEPTED, Json(json!({ "receipts": receipts }))))
+        }
+    }
+}
+
+/// `?limit=` of the receipt list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/privacy/erasures?limit=100` → the newest receipts.
+pub async fn list(
+    key: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ReceiptQuery>,
+) -> ApiResult<Json<Value>> {
+    admin(&key)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(json!(app.0.privacy.receipts(limit).await?)))
+}
+
+/// `GET /api/v1/privacy/erasures/{id}` → one receipt, or 404.
+pub async fn get(
+    key: Authorized,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    admin(&key)?;
+    match app.0.privacy.receipt(&id).await? {
+        Some(r) => Ok(Json(json!(r))),
+        None => Err(ApiError::not_found(format!("no privacy request {id:?}"))),
+    }
+}
+
+/// `GET /api/v1/privacy/export?visitor=…` (or any one selector of the
+/// erasure) → `{"subject", "clicks", "conversions", "deliveries"}`:
+/// everything stored about them, the same selection as erasure.
+pub async fn export(
+    key: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(s): ApiQuery<Selector>,
+) -> ApiResult<Json<Value>> {
+    admin(&key)?;
+    let subject = subject(&app, &s).map_err(ApiError::invalid)?;
+    let kind = subject.kind();
+    let data = app.0.privacy.export(subject).await?;
+    Ok(Json(json!({
+        "subject": kind,
+        "clicks": data.clicks,
+        "conversions": data.conversions,
+        "deliveries": data.deliveries,
+    })))
+}

@@ -1,0 +1,376 @@
+//! Erasure and access requests (docs/privacy.md): a request is stored
+//! first, carried out in one store transaction, then finished in memory
+//! (this node's live buffer and click spool; other nodes through a cluster
+//! notice). A request that could not be carried out stays received and is
+//! retried every minute and at start, so it is never reported done before
+//! it is.
+
+use std::sync::Arc;
+
+use clickward_core::Micros;
+use clickward_store::{
+    ClusterStore, Erased, PRIVACY_CHANNEL, PrivacyStore, Receipt, Spool, StoreError, Subject,
+    SubjectData,
+};
+
+use super::events::EventHub;
+use crate::clock::Clock;
+
+/// What every node drops from memory and its spool after an erasure (the
+/// payload of a [`PRIVACY_CHANNEL`] notice; sent, never stored).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Forget {
+    click_ids: Vec<clickward_core::id::ClickId>,
+    conversion_ids: Vec<String>,
+    visitor_keys: Vec<clickward_core::click::VisitorKey>,
+    sub: Option<String>,
+}
+
+/// Erasures, exports and receipts.
+pub struct PrivacyService<S: ?Sized> {
+    store: Arc<S>,
+    events: Arc<EventHub>,
+    spool: Option<Spool>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
+    /// A service over `store`, finishing erasures in `events` and `spool`.
+    pub fn new(
+        store: Arc<S>,
+        events: Arc<EventHub>,
+        spool: Option<Spool>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            spool,
+            clock,
+        }
+    }
+
+    /// Stores an erasure of `subject` asked by `actor` and carries it out.
+    /// The receipt is `done` with its counts, or `received` with the error
+    /// of the attempt when the store failed half way (retried).
+    ///
+    /// # Errors
+    /// When the request itself cannot be stored (nothing was received).
+    pub async fn erase(&self, subject: Subject, actor: &str) -> Result<Receipt, StoreError> {
+        let received = self.receive(subject, actor).await?;
+        match self.run(&received.id).await {
+            Ok(r) => Ok(r),
+            Err(e) => Ok(Receipt {
+                error: Some(e.to_string()),
+                attempts: received.attempts + 1,
+                ..received
+            }),
+        }
+    }
+
+    /// Stores an erasure of `subject` for the background run (a batch):
+    /// carried out within a minute, or at the next start.
+    ///
+    /// # Errors
+    /// When the request cannot be stored (nothing was received).
+    pub async fn receive(&self, subject: Subject, actor: &str) -> Result<Receipt, StoreError> {
+        let id = format!("era_{}", ulid::Ulid::generate());
+        self.store
+            .receive_erasure(id, subject, actor.to_owned(), self.clock.now_micros())
+            .await
+    }
+
+    /// Carries out one received erasure and finishes it in memory.
+    async fn run(&self, id: &str) -> Result<Receipt, StoreError> {
+        match self
+            .store
+            .run_erasure(id.to_owned(), self.clock.now_micros())
+            .await
+        {
+            Ok(e) => {
+                self.finish(&e).await;
+                Ok(e.receipt)
+            }
+            Err(e) => {
+                // Corrupt stored data will not heal by itself: say so.
+                let permanent = matches!(e, StoreError::Corrupt(_));
+                tracing::warn!("erasure {id} not finished (retried: {}): {e}", !permanent);
+                if let Err(e2) = self
+                    .store
+                    .erasure_attempt_failed(id.to_owned(), e.to_string(), permanent)
+                    .await
+                {
+                    tracing::warn!("erasure {id}: the failed attempt was not noted: {e2}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops what a finished run erased from this node's memory and spool,
+    /// and tells the other nodes to do the same.
+    async fn finish(&self, e: &Erased) {
+        let Some(subject) = &e.subject else { return };
+        let forget = Forget {
+            click_ids: e.click_ids.clone(),
+            conversion_ids: e.conversion_ids.iter().map(ToString::to_string).collect(),
+            visitor_keys: e.visitor_keys.clone(),
+            sub: match subject {
+                Subject::Sub(v) => Some(v.clone()),
+                _ => None,
+            },
+        };
+        let (spooled, live) = self.forget_here(&forget).await;
+        tracing::info!(
+            "erasure {} done: {} clicks, {} conversions, {spooled} spooled clicks, {live} live events",
+            e.receipt.id,
+            e.click_ids.len(),
+            e.conversion_ids.len()
+        );
+        match serde_json::to_string(&forget) {
+            // A notice is at most 7,999 bytes; a subject with more ids than
+            // that is finished on the other nodes by their spool shippers
+            // (nothing spooled is older than the erasure's matches) and
+            // their live buffers age out.
+            Ok(p) if p.len() < 7_999 => {
+                if let Err(err) = self.store.publish(PRIVACY_CHANNEL, p).await {
+                    tracing::warn!("erasure {}: other nodes not told: {err}", e.receipt.id);
+                }
+            }
+            Ok(_) => tracing::warn!(
+                "erasure {}: too many ids for a notice; other nodes' live buffers keep them until they age out",
+                e.receipt.id
+            ),
+            Err(_) => {}
+        }
+    }
+
+    async fn forget_here(&self, f: &Forget) -> (u64, u64) {
+        let live = self.events.forget(&f.click_ids, &f.conversion_ids);
+        let spooled = match &self.spool {
+            Some(spool) => spool
+                .erase(f.visitor_keys.clone(), f.click_ids.clone(), f.sub.clone())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!("the spool could not be searched for erased clicks: {e}");
+                    0
+                }),
+            None => 0,
+        };
+        (spooled, live)
+    }
+
+    /// A [`PRIVACY_CHANNEL`] notice from a node that finished an erasure.
+    pub async fn on_notice(&self, payload: &str) {
+        match serde_json::from_str::<Forget>(payload) {
+            Ok(f) => {
+                self.forget_here(&f).await;
+            }
+            Err(_) => tracing::warn!("ignoring a malformed erasure notice from another node"),
+        }
+    }
+
+    /// Carries out every received erasure (at start and every minute);
+    /// returns how many finished.
+    pub async fn retry_pending(&self) -> usize {
+        let pending = match self.store.pending_erasures().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("pending erasures not read: {e}");
+                return 0;
+            }
+        };
+        let mut done = 0;
+        for id in pending {
+            if self.run(&id).await.is_ok() {
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// One receipt.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn receipt(&self, id: &str) -> Result<Option<Receipt>, StoreError> {
+        self.store.receipt(id.to_owned()).await
+    }
+
+    /// The newest receipts, newest first.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn receipts(&self, limit: u32) -> Result<Vec<Receipt>, StoreError> {
+        self.store.receipts(limit).await
+    }
+
+    /// Everything stored about `subject`.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn export(&self, subject: Subject) -> Result<SubjectData, StoreError> {
+        self.store.subject_data(subject).await
+    }
+
+    /// Deletes receipts finished more than `keep` µs ago.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub async fn purge_receipts(&self, keep: Micros) -> Result<u64, StoreError> {
+        self.store
+            .purge_receipts(self.clock.now_micros().saturating_sub(keep))
+            .await
+    }
+}
+
+/// A request's selector as given (API body or query, CLI flags): exactly
+/// one of the fields, `program` only with `order_id`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// The `cw_vid` cookie's value as the visitor's browser holds it.
+    pub visitor: Option<String>,
+    /// A visitor key, 32 hex characters (as `GET /api/v1/clicks` shows it).
+    pub visitor_key: Option<String>,
+    /// A click id.
+    pub click_id: Option<String>,
+    /// A merchant's order id.
+    pub order_id: Option<String>,
+    /// The program of `order_id` (slug).
+    pub program: Option<String>,
+    /// A conversion id.
+    pub conversion_id: Option<String>,
+    /// A value of sub1..sub5 (or adv_sub1..adv_sub5), exactly.
+    pub sub: Option<String>,
+}
+
+impl Selector {
+    /// The subject; `open_cookie` unseals a `cw_vid` value.
+    ///
+    /// # Errors
+    /// A sentence naming the field: none or several given, a cookie this
+    /// server did not issue, a malformed id or key.
+    pub fn subject(&self, open_cookie: impl Fn(&str) -> Option<String>) -> Result<Subject, String> {
+        let given = [
+            self.visitor.is_some(),
+            self.visitor_key.is_some(),
+            self.click_id.is_some(),
+            self.order_id.is_some(),
+            self.conversion_id.is_some(),
+            self.sub.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
+        if given != 1 {
+            return Err(
+                "give exactly one of visitor, visitor_key, click_id, order_id, conversion_id, sub"
+                    .to_owned(),
+            );
+        }
+        if self.program.is_some() && self.order_id.is_none() {
+            return Err("program narrows order_id only".to_owned());
+        }
+        let nonempty = |name: &str, v: &str| {
+            let t = v.trim();
+            if t.is_empty() || t.len() > 1024 {
+                Err(format!("{name}: empty or over 1,024 bytes"))
+            } else {
+                Ok(t.to_owned())
+            }
+        };
+        if let Some(v) = &self.visitor {
+            let v = nonempty("visitor", v)?;
+            // Browsers and tools may hand over the value percent-encoded.
+            let decoded = percent_encoding::percent_decode_str(&v)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .unwrap_or(v.clone());
+            let key = open_cookie(&decoded)
+                .or_else(|| open_cookie(&v))
+                .and_then(|hex| clickward_core::click::VisitorKey::from_hex(&hex))
+                .ok_or("visitor: not a cw_vid cookie value this server issued (tampered, cut short, or from another installation)")?;
+            return Ok(Subject::Visitor(key));
+        }
+        if let Some(v) = &self.visitor_key {
+            return clickward_core::click::VisitorKey::from_hex(v.trim())
+                .map(Subject::Visitor)
+                .ok_or_else(|| "visitor_key: not 32 hex characters".to_owned());
+        }
+        if let Some(v) = &self.click_id {
+            return v.trim().parse().map(Subject::Click).map_err(|_| {
+                "click_id: not a click id (26 characters of Crockford base32)".to_owned()
+            });
+        }
+        if let Some(v) = &self.order_id {
+            return Ok(Subject::Order {
+                order_id: nonempty("order_id", v)?,
+                program: self.program.as_ref().map(|p| p.trim().to_owned()),
+            });
+        }
+        if let Some(v) = &self.conversion_id {
+            return v.trim().parse().map(Subject::Conversion).map_err(|_| {
+                "conversion_id: not a conversion id (26 characters of Crockford base32)".to_owned()
+            });
+        }
+        Ok(Subject::Sub(nonempty(
+            "sub",
+            self.sub.as_deref().unwrap_or_default(),
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selector_takes_exactly_one_subject_and_names_what_is_wrong() {
+        let none = |_: &str| None;
+        assert!(
+            Selector::default()
+                .subject(none)
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        let two = Selector {
+            sub: Some("a".into()),
+            click_id: Some("b".into()),
+            ..Selector::default()
+        };
+        assert!(two.subject(none).unwrap_err().contains("exactly one"));
+        let bad = Selector {
+            visitor: Some("forged".into()),
+            ..Selector::default()
+        };
+        assert!(bad.subject(none).unwrap_err().starts_with("visitor:"));
+        let ok = Selector {
+            visitor: Some("sealed%3D".into()),
+            ..Selector::default()
+        };
+        let hex = "00112233445566778899aabbccddeeff";
+        let subject = ok
+            .subject(|v| (v == "sealed=").then(|| hex.to_owned()))
+            .unwrap();
+        assert_eq!(subject.kind(), "visitor");
+        let stray = Selector {
+            program: Some("shop".into()),
+            sub: Some("x".into()),
+            ..Selector::default()
+        };
+        assert!(stray.subject(none).unwrap_err().contains("order_id only"));
+        let order = Selector {
+            order_id: Some(" A-1 ".into()),
+            program: Some("shop".into()),
+            ..Selector::default()
+        };
+        assert_eq!(
+            order.subject(none).unwrap(),
+            Subject::Order {
+                order_id: "A-1".into(),
+                program: Some("shop".into())
+            }
+        );
+    }
+}

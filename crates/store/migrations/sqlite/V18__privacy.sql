@@ -1,0 +1,28 @@
+-- Erasure requests and their receipts (crates/store/src/privacy.rs). The
+-- subject (a visitor key, an order id, a sub-id value) is kept only while
+-- the request is received; the run that finishes it clears it, so a
+-- receipt holds no personal data.
+CREATE TABLE privacy_requests (
+    id          TEXT PRIMARY KEY,
+    subject     TEXT NOT NULL,
+    selector    TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('received', 'done', 'failed')),
+    counts      TEXT,
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    actor       TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    done_at     INTEGER
+);
+CREATE INDEX privacy_requests_pending ON privacy_requests (received_at) WHERE status = 'received';
+
+-- When a row was erased (UTC µs): a second erasure of the same subject
+-- changes nothing and says so.
+ALTER TABLE clicks ADD COLUMN erased_at INTEGER;
+ALTER TABLE conversions ADD COLUMN erased_at INTEGER;
+
+-- Finding a subject's rows without a scan: a visitor's clicks, a click's
+-- conversions, an order's conversions.
+CREATE INDEX clicks_visitor ON clicks (visitor_key);
+CREATE INDEX conversions_click ON conversions (click_id) WHERE click_id IS NOT NULL;
+CREATE INDEX conversions_order ON conversions (order_id);

@@ -1,0 +1,427 @@
+//! SQL for erasure and access requests (`crate::privacy`): one transaction
+//! per erasure.
+
+use clickward_core::Micros;
+use clickward_core::id::ConversionId;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteStore;
+use crate::common::ulid_of;
+use crate::privacy::{
+    Erased, ErasureCounts, PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData,
+    bytes16, erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
+};
+use crate::{StoreError, StoreFuture};
+
+fn receipt(c: &Connection, id: &str) -> Result<Option<Receipt>, StoreError> {
+    let mut st = c.prepare_cached(&format!("{RECEIPT_SELECT} WHERE id = ?1"))?;
+    let mut rows = st.query([id])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let status: String = r.get(2)?;
+    Ok(Some(receipt_from(
+        r.get(0)?,
+        r.get(1)?,
+        &status,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    )?))
+}
+
+/// Adds clicks (`sql` selects click_id, visitor_key) to `sel`.
+fn add_clicks(
+    c: &Connection,
+    sel: &mut Selection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(p)?;
+    while let Some(r) = rows.next()? {
+        sel.clicks.insert(
+            bytes16(r.get(0)?, "click_id")?,
+            bytes16(r.get(1)?, "visitor_key")?,
+        );
+    }
+    Ok(())
+}
+
+/// Adds conversions (`sql` selects id, conversion_id) to `sel`.
+fn add_conversions(
+    c: &Connection,
+    sel: &mut Selection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(p)?;
+    while let Some(r) = rows.next()? {
+        let id = ConversionId(ulid_of(r.get(1)?, "conversion_id")?);
+        sel.conversions.insert(r.get(0)?, id);
+    }
+    Ok(())
+}
+
+/// The rows `subject` selects; `live`: only rows not erased yet.
+fn select(c: &Connection, subject: &Subject, live: bool) -> Result<Selection, StoreError> {
+    let only = if live { " AND erased_at IS NULL" } else { "" };
+    let clicks = "SELECT click_id, visitor_key FROM clicks WHERE ";
+    let convs = "SELECT id, conversion_id FROM conversions WHERE ";
+    let mut sel = Selection::default();
+    match subject {
+        Subject::Visitor(k) => add_clicks(
+            c,
+            &mut sel,
+            &format!("{clicks}visitor_key = ?1{only}"),
+            [k.0.as_slice()],
+        )?,
+        Subject::Click(id) => add_clicks(
+            c,
+            &mut sel,
+            &format!("{clicks}click_id = ?1{only}"),
+            [id.to_bytes().as_slice()],
+        )?,
+        Subject::Sub(v) => add_clicks(
+            c,
+            &mut sel,
+            &format!(
+                "{clicks}(sub1 = ?1 OR sub2 = ?1 OR sub3 = ?1 OR sub4 = ?1 OR sub5 = ?1){only}"
+            ),
+            [v],
+        )?,
+        Subject::Order { .. } | Subject::Conversion(_) => {}
+    }
+    match subject {
+        Subject::Order { order_id, program } => add_conversions(
+            c,
+            &mut sel,
+            &format!(
+                "{convs}order_id = ?1 AND (?2 IS NULL OR program_id = \
+                 (SELECT id FROM programs WHERE slug = ?2)){only}"
+            ),
+            params![order_id, program],
+        )?,
+        Subject::Conversion(id) => add_conversions(
+            c,
+            &mut sel,
+            &format!("{convs}conversion_id = ?1{only}"),
+            [id.0.to_bytes().as_slice()],
+        )?,
+        Subject::Sub(v) => add_conversions(
+            c,
+            &mut sel,
+            &format!(
+                "{convs}(sub1 = ?1 OR sub2 = ?1 OR sub3 = ?1 OR sub4 = ?1 OR sub5 = ?1 \
+                 OR adv_sub1 = ?1 OR adv_sub2 = ?1 OR adv_sub3 = ?1 OR adv_sub4 = ?1 \
+                 OR adv_sub5 = ?1){only}"
+            ),
+            [v],
+        )?,
+        Subject::Visitor(_) | Subject::Click(_) => {}
+    }
+    // The same person's other rows: the conversions of the clicks, the
+    // clicks of the conversions.
+    let click_ids: Vec<[u8; 16]> = sel.clicks.keys().copied().collect();
+    for id in click_ids {
+        add_conversions(
+            c,
+            &mut sel,
+            &format!("{convs}click_id = ?1{only}"),
+            [id.as_slice()],
+        )?;
+    }
+    let conv_ids: Vec<i64> = sel.conversions.keys().copied().collect();
+    for id in conv_ids {
+        add_clicks(
+            c,
+            &mut sel,
+            &format!("{clicks}click_id = (SELECT click_id FROM conversions WHERE id = ?1){only}"),
+            [id],
+        )?;
+    }
+    Ok(sel)
+}
+
+/// Erases what `sel` selected (inside the caller's transaction).
+fn erase(
+    c: &Connection,
+    subject: &Subject,
+    sel: &Selection,
+    now: Micros,
+) -> Result<ErasureCounts, StoreError> {
+    let mut n = ErasureCounts::default();
+    // One fresh random key per erased visitor key: the clicks stay one
+    // visitor to a later rescore, and link to nothing else.
+    let mut fresh = std::collections::BTreeMap::new();
+    for key in sel.visitor_keys(subject) {
+        let mut r = [0u8; 16];
+        rand::fill(&mut r[..]);
+        fresh.insert(key, r);
+        n.visitor_links += c
+            .prepare_cached("DELETE FROM visitor_links WHERE visitor_key = ?1")?
+            .execute([key.as_slice()])? as u64;
+    }
+    for (id, key) in &sel.clicks {
+        let r = fresh.get(key).copied().unwrap_or_default();
+        n.clicks += c
+            .prepare_cached(
+                "UPDATE clicks SET visitor_key = ?2, sub1 = NULL, sub2 = NULL, sub3 = NULL, \
+                 sub4 = NULL, sub5 = NULL, referrer = NULL, erased_at = ?3 \
+                 WHERE click_id = ?1 AND erased_at IS NULL",
+            )?
+            .execute(params![id.as_slice(), r.as_slice(), now])? as u64;
+    }
+    let erased: Vec<ConversionId> = sel.conversions.values().copied().collect();
+    for (row, id) in &sel.conversions {
+        n.conversions += c
+            .prepare_cached(
+                "UPDATE conversions SET order_id = ?2, sub1 = NULL, sub2 = NULL, sub3 = NULL, \
+                 sub4 = NULL, sub5 = NULL, adv_sub1 = NULL, adv_sub2 = NULL, adv_sub3 = NULL, \
+                 adv_sub4 = NULL, adv_sub5 = NULL, ip_hash = NULL, fingerprint = X'', \
+                 erased_at = ?3 WHERE id = ?1 AND erased_at IS NULL",
+            )?
+            .execute(params![row, erased_order_id(*id), now])? as u64;
+        let text = id.to_string();
+        n.idempotency_keys += c
+            .prepare_cached("DELETE FROM idempotency_keys WHERE instr(body, ?1) > 0")?
+            .execute([&text])? as u64;
+        let found: Vec<(i64, String)> = c
+            .prepare_cached("SELECT seq, payload FROM outbox WHERE instr(payload, ?1) > 0")?
+            .query_map([&text], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (seq, payload) in found {
+            if let Some(p) = redact_payload(&payload, &erased) {
+                n.outbox += c
+                    .prepare_cached("UPDATE outbox SET payload = ?2 WHERE seq = ?1")?
+                    .execute(params![seq, p])? as u64;
+            }
+        }
+        let found: Vec<(i64, String)> = c
+            .prepare_cached("SELECT id, payload FROM deliveries WHERE instr(payload, ?1) > 0")?
+            .query_map([&text], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (delivery, payload) in found {
+            if !is_about(&payload, &erased) {
+                continue;
+            }
+            if let Some(p) = redact_payload(&payload, &erased) {
+                n.deliveries += c
+                    .prepare_cached(
+                        "UPDATE deliveries SET payload = ?2, \
+                         last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '(erased)' END \
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![delivery, p])? as u64;
+            }
+            let attempts: Vec<(i64, String, String)> = c
+                .prepare_cached(
+                    "SELECT n, url, response FROM delivery_attempts WHERE delivery_id = ?1",
+                )?
+                .query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (k, url, response) in attempts {
+                let redacted = redact_url(&url);
+                if redacted == url && response.is_empty() {
+                    continue;
+                }
+                n.delivery_attempts +=
+                    c.prepare_cached(
+                        "UPDATE delivery_attempts SET url = ?3, response = '', \
+                         error = CASE WHEN error IS NULL THEN NULL ELSE '(erased)' END \
+                         WHERE delivery_id = ?1 AND n = ?2",
+                    )?
+                    .execute(params![delivery, k, redacted])? as u64;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn run(c: &mut Connection, id: &str, now: Micros) -> Result<Erased, StoreError> {
+    let tx = c.transaction()?;
+    let found: Option<(String, Option<String>)> = tx
+        .query_row(
+            "SELECT status, selector FROM privacy_requests WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((status, selector)) = found else {
+        return Err(StoreError::NotFound(format!("privacy request {id}")));
+    };
+    let (Some(selector), "received") = (selector, status.as_str()) else {
+        let r = receipt(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        return Ok(Erased::unchanged(r));
+    };
+    let subject = Subject::from_text(&selector)?;
+    let sel = select(&tx, &subject, true)?;
+    let counts = erase(&tx, &subject, &sel, now)?;
+    let counts_text =
+        serde_json::to_string(&counts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "UPDATE privacy_requests SET status = 'done', selector = NULL, counts = ?2, \
+         error = NULL, attempts = attempts + 1, done_at = ?3 WHERE id = ?1",
+        params![id, counts_text, now],
+    )?;
+    let r = receipt(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    let erased = sel.erased(r, &subject);
+    if !erased.click_ids.is_empty() || !erased.conversion_ids.is_empty() {
+        super::outbox::append(
+            &tx,
+            clickward_core::event::PRIVACY_ERASURE,
+            erasure_event(&erased),
+        )?;
+    }
+    tx.commit()?;
+    Ok(erased)
+}
+
+fn subject_data(c: &Connection, subject: &Subject) -> Result<SubjectData, StoreError> {
+    let sel = select(c, subject, false)?;
+    let mut clicks = Vec::new();
+    for id in sel.clicks.keys() {
+        let mut st = c.prepare_cached(&format!(
+            "{} WHERE c.click_id = ?1",
+            super::clicks::CLICK_SELECT
+        ))?;
+        let mut rows = st.query([id.as_slice()])?;
+        if let Some(r) = rows.next()? {
+            clicks.push(super::clicks::click_from(r)?);
+        }
+    }
+    let mut conversions = Vec::new();
+    let mut deliveries = Vec::new();
+    let erased: Vec<ConversionId> = sel.conversions.values().copied().collect();
+    for id in &erased {
+        conversions.push(super::conversions::get_conversion(c, *id)?);
+        let mut st = c.prepare_cached(
+            "SELECT d.id, e.kind, d.type, d.status, d.attempts, d.created_at, d.payload \
+             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+             WHERE instr(d.payload, ?1) > 0 ORDER BY d.id",
+        )?;
+        let mut rows = st.query([id.to_string()])?;
+        while let Some(r) = rows.next()? {
+            let payload: String = r.get(6)?;
+            if !is_about(&payload, &erased) {
+                continue;
+            }
+            deliveries.push(serde_json::json!({
+                "id": r.get::<_, i64>(0)?,
+                "endpoint_kind": r.get::<_, String>(1)?,
+                "type": r.get::<_, String>(2)?,
+                "status": r.get::<_, String>(3)?,
+                "attempts": r.get::<_, i64>(4)?,
+                "created_at": r.get::<_, i64>(5)?,
+                "payload": serde_json::from_str::<serde_json::Value>(&payload)
+                    .unwrap_or(serde_json::Value::Null),
+            }));
+        }
+    }
+    clicks.sort_by_key(|k| k.ts);
+    conversions.sort_by_key(|v| v.received_at);
+    Ok(SubjectData {
+        clicks,
+        conversions,
+        deliveries,
+    })
+}
+
+impl PrivacyStore for SqliteStore {
+    fn receive_erasure(
+        &self,
+        id: String,
+        subject: Subject,
+        actor: String,
+        now: Micros,
+    ) -> StoreFuture<'_, Receipt> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO privacy_requests (id, subject, selector, status, actor, received_at) \
+                 VALUES (?1, ?2, ?3, 'received', ?4, ?5)",
+                params![id, subject.kind(), subject.to_text()?, actor, now],
+            )?;
+            receipt(c, &id)?.ok_or_else(|| StoreError::NotFound(id))
+        })
+    }
+
+    fn run_erasure(&self, id: String, now: Micros) -> StoreFuture<'_, Erased> {
+        self.write(move |c| {
+            // Erased values must not survive in free space or in the WAL:
+            // zero what the transaction frees, then fold the WAL into the
+            // database and truncate it (a reader in the way only delays
+            // that to the next checkpoint).
+            c.pragma_update(None, "secure_delete", true)?;
+            let out = run(c, &id, now);
+            c.pragma_update(None, "secure_delete", false)?;
+            if out.is_ok() {
+                let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            out
+        })
+    }
+
+    fn erasure_attempt_failed(
+        &self,
+        id: String,
+        error: String,
+        permanent: bool,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE privacy_requests SET attempts = attempts + 1, error = ?2, \
+                 status = CASE WHEN ?3 THEN 'failed' ELSE status END, \
+                 selector = CASE WHEN ?3 THEN NULL ELSE selector END, \
+                 done_at = CASE WHEN ?3 THEN ?4 ELSE done_at END \
+                 WHERE id = ?1 AND status = 'received'",
+                params![id, error, permanent, crate::common::now_micros()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn pending_erasures(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT id FROM privacy_requests WHERE status = 'received' ORDER BY received_at",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn receipts(&self, limit: u32) -> StoreFuture<'_, Vec<Receipt>> {
+        self.read(move |c| {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM privacy_requests ORDER BY received_at DESC, id DESC LIMIT ?1",
+                )?
+                .query_map([limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter()
+                .filter_map(|id| receipt(c, id).transpose())
+                .collect()
+        })
+    }
+
+    fn receipt(&self, id: String) -> StoreFuture<'_, Option<Receipt>> {
+        self.read(move |c| receipt(c, &id))
+    }
+
+    fn subject_data(&self, subject: Subject) -> StoreFuture<'_, SubjectData> {
+        self.read(move |c| subject_data(c, &subject))
+    }
+
+    fn purge_receipts(&self, before: Micros) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM privacy_requests WHERE status != 'received' AND done_at < ?1",
+                [before],
+            )? as u64)
+        })
+    }
+}
