@@ -287,8 +287,11 @@ impl Selector {
                 .decode_utf8()
                 .map(|d| d.into_owned())
                 .unwrap_or(v.clone());
+            // A raw value pasted into a query string has its `+` read as
+            // spaces; base64 holds no spaces.
             let key = open_cookie(&decoded)
                 .or_else(|| open_cookie(&v))
+                .or_else(|| open_cookie(&v.replace(' ', "+")))
                 .and_then(|hex| clickward_core::click::VisitorKey::from_hex(&hex))
                 .ok_or("visitor: not a cw_vid cookie value this server issued (tampered, cut short, or from another installation)")?;
             return Ok(Subject::Visitor(key));

@@ -135,7 +135,7 @@ destination = "https://shop.example/b?cid={click_id}"
 "#;
 
 /// A server with the catalogue above that may send to 127.0.0.1.
-async fn app_with(
+pub async fn app_with(
     tweak: impl FnOnce(&mut clickward::process::config::Config),
 ) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -171,14 +171,14 @@ async fn report_sale(app: &TestApp, click_id: &str, order: &str) -> (u16, Value)
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn convert(app: &TestApp, click_id: &str, order: &str) -> Value {
+pub async fn convert(app: &TestApp, click_id: &str, order: &str) -> Value {
     let (status, body) = report_sale(app, click_id, order).await;
     assert_eq!(status, 201, "{body}");
     body
 }
 
 /// Adds an endpoint through the API; returns its id and secret.
-async fn add(app: &TestApp, path: &str, body: Value) -> (String, String) {
+pub async fn add(app: &TestApp, path: &str, body: Value) -> (String, String) {
     let (s, v) = app.api_send(Method::POST, path, body).await;
     assert_eq!(s, 201, "{v}");
     (
