@@ -280,6 +280,10 @@ pub struct NewClick {
     /// a clean click. Never set on a bot click (a bot is already not human).
     #[serde(default)]
     pub verdict: Option<crate::fraud::Verdict>,
+    /// Whether the click was taken with cookies or without (the visitor
+    /// asked not to be tracked and the program is cookieless).
+    #[serde(default)]
+    pub consent: crate::program::ConsentMode,
 }
 
 impl NewClick {

@@ -78,6 +78,41 @@ pub struct ProgramSettings {
     /// `None`: a "not available" page.
     #[serde(default)]
     pub fallback_url: Option<String>,
+    /// What a visitor who asks not to be tracked (`Sec-GPC: 1`, or `DNT: 1`
+    /// where configured) gets (docs/privacy.md, "Consent").
+    #[serde(default)]
+    pub consent: ConsentMode,
+}
+
+/// How a click may identify its visitor (docs/privacy.md, "Consent").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentMode {
+    /// The visitor and attribution cookies, as for everyone.
+    #[default]
+    Cookie,
+    /// No cookie is read or set: dedup by the daily keyed hash only, and
+    /// conversions attribute only by click id in server-to-server postbacks.
+    Cookieless,
+}
+
+impl ConsentMode {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Cookieless => "cookieless",
+        }
+    }
+
+    /// From the stored or configured name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cookie" => Some(Self::Cookie),
+            "cookieless" => Some(Self::Cookieless),
+            _ => None,
+        }
+    }
 }
 
 fn utc() -> String {
@@ -142,6 +177,7 @@ impl ProgramSettings {
             pixel_max_amount: None,
             timezone: "UTC".to_owned(),
             fallback_url: None,
+            consent: ConsentMode::Cookie,
         }
     }
 }

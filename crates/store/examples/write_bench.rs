@@ -81,6 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         visitor_key: VisitorKey([v; 16]),
                         previous_keys: vec![],
                         verdict: None,
+                        consent: Default::default(),
                     }
                 })
                 .collect();

@@ -172,11 +172,20 @@ impl LinkColumns {
     }
 }
 
+/// The stored `clicks.consent`: NULL for the cookie mode (every click
+/// before consent modes existed was one), the name otherwise.
+pub(crate) fn consent_column(m: clickward_core::program::ConsentMode) -> Option<&'static str> {
+    match m {
+        clickward_core::program::ConsentMode::Cookie => None,
+        clickward_core::program::ConsentMode::Cookieless => Some("cookieless"),
+    }
+}
+
 /// The query both backends read a program's settings with (then
 /// `WHERE id = …`); [`SettingsColumns`] in its order.
 pub(crate) const SETTINGS_SELECT: &str = "SELECT currency, cookie_window_s, attribution_window_s, \
      attribution, commission, hold_s, postback_token, postback_secret, postback_ips, \
-     click_id_param, min_payout, pixel, pixel_max_amount, timezone, fallback_url FROM programs";
+     click_id_param, min_payout, pixel, pixel_max_amount, timezone, fallback_url, consent FROM programs";
 
 /// A row of [`SETTINGS_SELECT`] as stored values.
 pub(crate) struct SettingsColumns {
@@ -195,6 +204,7 @@ pub(crate) struct SettingsColumns {
     pub pixel_max_amount: Option<i64>,
     pub timezone: String,
     pub fallback_url: Option<String>,
+    pub consent: String,
 }
 
 impl SettingsColumns {
@@ -227,6 +237,8 @@ impl SettingsColumns {
             pixel_max_amount: self.pixel_max_amount,
             timezone: self.timezone,
             fallback_url: self.fallback_url,
+            consent: clickward_core::program::ConsentMode::parse(&self.consent)
+                .ok_or_else(|| corrupt("consent", &self.consent))?,
         })
     }
 }

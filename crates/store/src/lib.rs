@@ -239,6 +239,9 @@ pub struct ClickRow {
     pub invalid_reason: Option<String>,
     /// The fraud verdict (flag, reject, block) with its rule and sentence.
     pub verdict: Option<Verdict>,
+    /// `cookie`, or `cookieless` when the visitor asked not to be tracked
+    /// (Global Privacy Control) and the program is cookieless.
+    pub consent: String,
     /// Country code.
     pub country: Option<String>,
     /// Region name.

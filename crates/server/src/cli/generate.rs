@@ -224,6 +224,7 @@ pub async fn generate(
                 visitor_key: VisitorKey(vk),
                 previous_keys: vec![],
                 verdict: None,
+                consent: Default::default(),
             };
             let tap = !is_bot && rng.random_range(0..100) < spec.double_tap_pct && made + 1 < n;
             if tap {

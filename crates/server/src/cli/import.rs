@@ -237,6 +237,7 @@ pub async fn import_csv(
                 visitor_key: VisitorKey([0; 16]),
                 previous_keys: Vec::new(),
                 verdict: None,
+                consent: Default::default(),
             },
         });
     }

@@ -77,6 +77,10 @@ pub struct SpecArgs {
     /// Blocked clicks get a "not available" page.
     #[arg(long, conflicts_with = "fallback_url")]
     no_fallback_url: bool,
+    /// What visitors who send Global Privacy Control get: cookie or
+    /// cookieless.
+    #[arg(long)]
+    consent: Option<String>,
 }
 
 impl SpecArgs {
@@ -99,9 +103,17 @@ impl SpecArgs {
                     .ok_or_else(|| anyhow::anyhow!("--pixel {p:?}: give off, on or signed"))?,
             ),
         };
+        let consent = match self.consent.as_deref() {
+            None => None,
+            Some(c) => Some(
+                clickward_core::program::ConsentMode::parse(c)
+                    .ok_or_else(|| anyhow::anyhow!("--consent {c:?}: give cookie or cookieless"))?,
+            ),
+        };
         Ok(ProgramSpec {
             slug,
             pixel,
+            consent,
             pixel_max_amount: if self.no_pixel_max_amount {
                 Some(None)
             } else {
@@ -237,6 +249,7 @@ fn print_view(v: &ProgramView) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "no bound".into()),
         ),
         ("timezone", v.timezone.clone()),
+        ("consent (GPC)", v.consent.as_str().to_owned()),
         (
             "fallback URL",
             v.fallback_url

@@ -109,6 +109,20 @@ pub fn find(sealer: &CookieSealer, headers: &HeaderMap, name: &str) -> Found {
     found
 }
 
+/// The value of a plain (not sealed) cookie `name`, such as a consent
+/// banner's; `None` when the request has none.
+pub fn plain(headers: &HeaderMap, name: &str) -> Option<String> {
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for c in cookie::Cookie::split_parse_encoded(value).flatten() {
+            if c.name() == name {
+                return Some(c.value().to_owned());
+            }
+        }
+    }
+    None
+}
+
 /// A `Set-Cookie` value for a sealed cookie:
 /// `name=value; HttpOnly; SameSite=Lax[; Secure]; Path=/; Max-Age=seconds`.
 /// `None` when the name or value holds bytes a header cannot carry (ours

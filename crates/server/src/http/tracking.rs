@@ -19,7 +19,7 @@ use clickward_core::click::{BotReason, NewClick, TrackingParams, VisitorKey, nor
 use clickward_core::fraud::{Action, ClickSignals, Verdict};
 use clickward_core::id::ClickId;
 use clickward_core::link::MacroValues;
-use clickward_core::program::AttributionModel;
+use clickward_core::program::{AttributionModel, ConsentMode};
 use clickward_enrich::bot::{self, RequestShape};
 use clickward_enrich::ip::client_ip;
 use ipnet::IpNet;
@@ -154,7 +154,9 @@ async fn track(
     // not keep them, and a prefetch must not claim attribution before the
     // real click).
     let human = facts.bot_reason.is_none();
-    let visitor = visitor_identity(s, headers, now, &facts, human);
+    let consent = consent_mode(s, headers, link.consent);
+    let cookies = consent == ConsentMode::Cookie;
+    let visitor = visitor_identity(s, headers, now, &facts, human && cookies, cookies);
 
     let mut verdict = if human {
         let limited = s
@@ -199,7 +201,7 @@ async fn track(
     let click_id = ClickId::from_parts(ts_ms, rand::random::<u128>());
     let location = location(&link, click_id, &facts.params);
     // A blocked visitor claims no attribution: the click is invalid.
-    let attribution = if human && !blocked {
+    let attribution = if human && cookies && !blocked {
         attribution_cookie(s, headers, &link, click_id, now, facts.secure)
     } else {
         None
@@ -213,6 +215,7 @@ async fn track(
         visitor.key,
         visitor.previous,
         verdict,
+        consent,
     );
     hand_off(s, click, event, started).await;
     if blocked {
@@ -485,9 +488,14 @@ fn visitor_identity(
     headers: &HeaderMap,
     now: Micros,
     facts: &RequestFacts<'_>,
-    human: bool,
+    set_cookie: bool,
+    read_cookie: bool,
 ) -> Visitor {
-    let found = cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE);
+    let found = if read_cookie {
+        cookies::find(&s.cookie_sealer, headers, VISITOR_COOKIE)
+    } else {
+        Found::Absent
+    };
     let from_cookie = match &found {
         Found::Valid(v) => VisitorKey::from_hex(v),
         Found::Absent | Found::Rejected => None,
@@ -507,7 +515,7 @@ fn visitor_identity(
         .keys_for(now, s.cfg.dedup_window, facts.ip, facts.ua)
     {
         Ok((key, previous)) => {
-            let cookie = if human {
+            let cookie = if set_cookie {
                 let sealed = s.cookie_sealer.seal(VISITOR_COOKIE, &key.to_hex());
                 cookies::set_cookie(
                     VISITOR_COOKIE,
@@ -536,6 +544,40 @@ fn visitor_identity(
                 cookie: None,
             }
         }
+    }
+}
+
+/// The consent mode of a click (docs/privacy.md, "Consent"): the merchant's
+/// consent-banner cookie decides when it says yes or no; else a visitor
+/// who sends `Sec-GPC: 1` (or `DNT: 1` with `honor_dnt`) gets the global
+/// `consent_mode` or the program's; everyone else gets cookies.
+fn consent_mode(s: &Inner, headers: &HeaderMap, program: ConsentMode) -> ConsentMode {
+    let p = &s.cfg.config.privacy;
+    if let Some(name) = &p.consent_cookie
+        && let Some(said) = cookies::plain(headers, name)
+            .as_deref()
+            .and_then(consent_said)
+    {
+        return said;
+    }
+    let is_one = |name: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+    };
+    if is_one("sec-gpc") || (p.honor_dnt && is_one("dnt")) {
+        s.cfg.consent_override.unwrap_or(program)
+    } else {
+        ConsentMode::Cookie
+    }
+}
+
+/// What a consent-banner cookie's value says; `None`: nothing we know.
+fn consent_said(v: &str) -> Option<ConsentMode> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "granted" | "true" | "1" | "yes" | "allow" | "accept" => Some(ConsentMode::Cookie),
+        "denied" | "false" | "0" | "no" | "deny" | "reject" => Some(ConsentMode::Cookieless),
+        _ => None,
     }
 }
 
@@ -604,6 +646,7 @@ fn click_of(
     visitor_key: VisitorKey,
     previous_keys: Vec<VisitorKey>,
     verdict: Option<Verdict>,
+    consent: ConsentMode,
 ) -> (NewClick, LiveEvent) {
     let record = &link.record;
     let RequestFacts {
@@ -632,6 +675,7 @@ fn click_of(
         visitor_key,
         previous_keys,
         verdict,
+        consent,
     };
     let event = LiveEvent::Click {
         click_id,

@@ -56,6 +56,25 @@ pub struct RetentionConfig {
     pub clicks: Option<String>,
 }
 
+/// `[privacy]`: how requests that ask not to be tracked are answered
+/// (docs/privacy.md, "Consent").
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// `"cookie"` or `"cookieless"` for every program's visitors who send
+    /// `Sec-GPC: 1`; unset: each program's own `consent` (default
+    /// `cookie`).
+    pub consent_mode: Option<String>,
+    /// Treat `DNT: 1` like `Sec-GPC: 1` (default false: DNT is not a legal
+    /// signal anywhere and most browsers dropped it).
+    pub honor_dnt: bool,
+    /// The name of the merchant's consent-banner cookie (first-party, on
+    /// the tracking domain): `granted`/`true`/`1`/`yes`/`allow` gives
+    /// cookies, `denied`/`false`/`0`/`no`/`deny` takes them away, whatever
+    /// the browser's signal; other values decide nothing.
+    pub consent_cookie: Option<String>,
+}
+
 /// Where the store lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +361,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Per-client rate limits.
     pub limits: LimitsConfig,
+    /// Consent signals.
+    pub privacy: PrivacyConfig,
     /// `--init`: start a database or make secrets that are missing from a
     /// data directory that held them (never read from the file: it is a
     /// decision for the moment, not a setting).
@@ -372,6 +393,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             mail: MailConfig::default(),
             limits: LimitsConfig::default(),
+            privacy: PrivacyConfig::default(),
             http: HttpConfig::default(),
             init: false,
         }
@@ -411,6 +433,8 @@ pub struct Validated {
     pub retry_schedule: Vec<Duration>,
     /// `[limits]`, parsed: tracking, postback, pixel, login, api.
     pub limits: [Option<crate::services::limits::Rate>; 5],
+    /// `[privacy] consent_mode`, parsed: overrides every program's.
+    pub consent_override: Option<clickward_core::program::ConsentMode>,
 }
 
 impl Config {
@@ -594,6 +618,26 @@ impl Config {
             crate::services::limits::Rate::parse(text)
                 .map_err(|e| ConfigError::Invalid(format!("limits.{name}: {e}")))
         };
+        let consent_override = match &self.privacy.consent_mode {
+            None => None,
+            Some(m) => Some(
+                clickward_core::program::ConsentMode::parse(m.trim()).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "privacy.consent_mode: {m:?} is not \"cookie\" or \"cookieless\""
+                    ))
+                })?,
+            ),
+        };
+        if let Some(name) = &self.privacy.consent_cookie
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "privacy.consent_cookie: {name:?} is not a cookie name (letters, digits, - _ .)"
+            )));
+        }
         if l.shared && self.storage.url.is_none() {
             return Err(ConfigError::Invalid(
                 "limits.shared needs the PostgreSQL store (storage.url): one SQLite node already has one limiter".to_owned(),
@@ -608,6 +652,7 @@ impl Config {
         ];
         Ok(Validated {
             limits,
+            consent_override,
             retention_clicks,
             retry_schedule,
             config: self,

@@ -20,7 +20,12 @@ use crate::services::fraud::RuleBook;
 
 /// What the cache keeps of a program while it builds: its attribution
 /// cookie, click id parameter and fallback destination.
-type ProgramCached = (Arc<AttributionCookie>, Option<String>, Option<Arc<str>>);
+type ProgramCached = (
+    Arc<AttributionCookie>,
+    Option<String>,
+    Option<Arc<str>>,
+    clickward_core::program::ConsentMode,
+);
 
 /// A link ready to redirect.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct CachedLink {
     pub fallback: Option<Arc<str>>,
     /// The click caps of its program and affiliate (empty: none).
     pub click_caps: Arc<Vec<(Arc<str>, clickward_core::fraud::Cap)>>,
+    /// What its program's visitors who ask not to be tracked get.
+    pub consent: clickward_core::program::ConsentMode,
 }
 
 /// A link's names as live events carry them.
@@ -134,9 +141,14 @@ impl LinkCache {
                     max_age_s: s.cookie_window_s,
                     model: s.attribution,
                 });
-                slot.insert((cookie, s.click_id_param, s.fallback_url.map(Arc::from)));
+                slot.insert((
+                    cookie,
+                    s.click_id_param,
+                    s.fallback_url.map(Arc::from),
+                    s.consent,
+                ));
             }
-            let Some((attribution, click_id_param, fallback)) =
+            let Some((attribution, click_id_param, fallback, consent)) =
                 programs.get(&record.program_id).cloned()
             else {
                 continue;
@@ -173,6 +185,7 @@ impl LinkCache {
                             click_rules,
                             click_caps,
                             fallback,
+                            consent,
                         }),
                     );
                 }

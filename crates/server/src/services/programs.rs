@@ -106,6 +106,9 @@ pub struct ProgramSpec {
     /// `http(s)` URL); `null`: a "not available" page.
     #[serde(default, deserialize_with = "clearable")]
     pub fallback_url: Option<Option<String>>,
+    /// What visitors who send `Sec-GPC: 1` get: `cookie` (the default) or
+    /// `cookieless` (docs/privacy.md, "Consent").
+    pub consent: Option<clickward_core::program::ConsentMode>,
 }
 
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
@@ -217,6 +220,9 @@ impl ProgramSpec {
                 s.fallback_url = Some(u.trim().to_owned());
             }
         }
+        if let Some(c) = self.consent {
+            s.consent = c;
+        }
         if s.pixel == PixelMode::Signed
             && s.postback_secret.is_none()
             && self.postback_secret.is_none()
@@ -297,6 +303,8 @@ pub struct ProgramView {
     pub timezone: String,
     /// Where blocked and over-cap clicks go.
     pub fallback_url: Option<String>,
+    /// What visitors who send `Sec-GPC: 1` get.
+    pub consent: clickward_core::program::ConsentMode,
 }
 
 impl ProgramView {
@@ -324,6 +332,7 @@ impl ProgramView {
             pixel_max_amount: s.pixel_max_amount.map(|m| s.currency.format(m)),
             timezone: s.timezone.clone(),
             fallback_url: s.fallback_url.clone(),
+            consent: s.consent,
         }
     }
 }

@@ -414,3 +414,204 @@ async fn an_erasure_received_before_a_crash_is_finished_on_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+const CONSENT_CATALOG: &str = r#"
+[[programs]]
+slug = "quiet"
+currency = "USD"
+commission = { default = { type = "share", bps = 1000 } }
+postback_token = "tok-quiet"
+consent = "cookieless"
+
+[[programs]]
+slug = "plain"
+postback_token = "tok-plain"
+
+[[affiliates]]
+slug = "solare"
+
+[[links]]
+code = "q1"
+program = "quiet"
+affiliate = "solare"
+destination = "https://quiet.example/?cid={click_id}"
+
+[[links]]
+code = "p1"
+program = "plain"
+affiliate = "solare"
+destination = "https://plain.example/?cid={click_id}"
+"#;
+
+async fn consent_app(
+    tweak: impl FnOnce(&mut clickward::process::config::Config),
+) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.toml");
+    std::fs::write(&path, CONSENT_CATALOG).unwrap();
+    let app = TestApp::start_with(|c| {
+        c.catalog = Some(path.clone());
+        tweak(c);
+    })
+    .await;
+    (app, dir)
+}
+
+/// Names of the cookies a response sets.
+fn cookies_set(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split('=').next().unwrap().to_owned())
+        .collect()
+}
+
+async fn visit(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = app.client.get(app.url(path)).header("user-agent", CHROME);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "{path} still redirects");
+    r
+}
+
+/// Global Privacy Control: a cookieless program's visitor who sends
+/// `Sec-GPC: 1` gets no cookie, is still redirected, recorded (once per
+/// double tap, by the daily key) and attributed by click id; everyone else
+/// keeps cookies; a bot with GPC is a bot.
+#[tokio::test]
+async fn gpc_visitors_of_a_cookieless_program_get_no_cookie_and_still_count() {
+    let (app, _d) = consent_app(|_| {}).await;
+    let gpc = [("sec-gpc", "1")];
+    let first = visit(&app, "/r/q1?sub1=a", &gpc).await;
+    assert!(cookies_set(&first).is_empty(), "{:?}", cookies_set(&first));
+    let cid = location(&first).rsplit("cid=").next().unwrap().to_owned();
+    // A double tap a second later: same daily key, counted once.
+    app.clock.set(NOON + 1_000_000);
+    let second = visit(&app, "/r/q1?sub1=a", &gpc).await;
+    assert!(cookies_set(&second).is_empty());
+    let clicks = app.clicks("q1").await;
+    assert_eq!(clicks.len(), 2);
+    assert!(
+        clicks.iter().all(|c| c["consent"] == "cookieless"),
+        "{clicks:?}"
+    );
+    assert_eq!(clicks.iter().filter(|c| c["unique"] == true).count(), 1);
+    // Attribution by click id in a server-to-server postback.
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/postback?token=tok-quiet&click_id={cid}&order_id=Q-1&amount=10.00"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["conversion"]["link"], "q1", "{v}");
+
+    // Without the signal, the same program sets its cookies.
+    app.clock.set(NOON + 2_000_000);
+    let no_signal = visit(&app, "/r/q1", &[]).await;
+    let set = cookies_set(&no_signal);
+    assert!(
+        set.contains(&"cw_vid".to_owned()) && set.iter().any(|c| c.starts_with("cw_at_")),
+        "{set:?}"
+    );
+    assert_eq!(app.clicks("q1").await[0]["consent"], "cookie");
+    // A program in cookie mode keeps cookies for GPC visitors (today's
+    // behaviour), and DNT means nothing unless configured.
+    let plain = visit(&app, "/r/p1", &gpc).await;
+    assert!(cookies_set(&plain).contains(&"cw_vid".to_owned()));
+    let dnt = visit(&app, "/r/q1", &[("dnt", "1")]).await;
+    assert!(!cookies_set(&dnt).is_empty());
+    // A bot sending GPC: a bot, no cookie, recorded with the mode that applied.
+    app.clock.set(NOON + 3_000_000);
+    let r = app
+        .client
+        .head(app.url("/r/q1"))
+        .header("user-agent", CHROME)
+        .header("sec-gpc", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(cookies_set(&r).is_empty());
+    let newest = &app.clicks("q1").await[0];
+    assert_eq!(
+        (&newest["bot_reason"], &newest["consent"]),
+        (&serde_json::json!("head"), &serde_json::json!("cookieless"))
+    );
+    // A GPC visitor's old cookie is not read in cookieless mode: a new
+    // key, not the cookie's.
+    let cookie = no_signal
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .unwrap()
+                .strip_prefix("cw_vid=")
+                .map(|r| r.split(';').next().unwrap().to_owned())
+        })
+        .unwrap();
+    app.clock.set(NOON + 4_000_000);
+    let with_cookie = app
+        .client
+        .get(app.url("/r/q1"))
+        .header("user-agent", IPHONE)
+        .header("sec-gpc", "1")
+        .header("cookie", format!("cw_vid={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cookies_set(&with_cookie).is_empty());
+    let clicks = app.clicks("q1").await;
+    let by_cookie = clicks.iter().find(|c| c["consent"] == "cookie").unwrap();
+    assert_ne!(
+        clicks[0]["visitor_key"], by_cookie["visitor_key"],
+        "the cookie was not used"
+    );
+}
+
+/// `[privacy] consent_mode` overrides every program; `honor_dnt` makes DNT
+/// count; the merchant's banner cookie grants or denies whatever the
+/// browser says.
+#[tokio::test]
+async fn the_global_override_dnt_and_the_banner_cookie_decide_as_configured() {
+    let (app, _d) = consent_app(|c| {
+        c.privacy.consent_mode = Some("cookieless".into());
+        c.privacy.honor_dnt = true;
+        c.privacy.consent_cookie = Some("banner".into());
+    })
+    .await;
+    assert!(cookies_set(&visit(&app, "/r/p1", &[("sec-gpc", "1")]).await).is_empty());
+    assert!(cookies_set(&visit(&app, "/r/p1", &[("dnt", "1")]).await).is_empty());
+    assert!(!cookies_set(&visit(&app, "/r/p1", &[]).await).is_empty());
+    let denied = visit(&app, "/r/p1", &[("cookie", "banner=denied")]).await;
+    assert!(cookies_set(&denied).is_empty());
+    let granted = visit(
+        &app,
+        "/r/q1",
+        &[("sec-gpc", "1"), ("cookie", "banner=granted")],
+    )
+    .await;
+    assert!(cookies_set(&granted).contains(&"cw_vid".to_owned()));
+    let unknown = visit(
+        &app,
+        "/r/q1",
+        &[("sec-gpc", "1"), ("cookie", "banner=maybe")],
+    )
+    .await;
+    assert!(
+        cookies_set(&unknown).is_empty(),
+        "an unknown value decides nothing"
+    );
+
+    // A typo in the mode stops the start with the key named.
+    let mut cfg = clickward::process::config::Config::default();
+    cfg.privacy.consent_mode = Some("cookies".into());
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("privacy.consent_mode"), "{e}");
+}

@@ -1634,6 +1634,7 @@ async fn one_click_postgres_refuses_is_set_aside_and_the_rest_ship() {
             visitor_key: VisitorKey([i; 16]),
             previous_keys: vec![],
             verdict: None,
+            consent: Default::default(),
         })
         .collect();
     spool

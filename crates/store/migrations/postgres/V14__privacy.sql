@@ -26,3 +26,9 @@ ALTER TABLE conversions ADD COLUMN erased_at BIGINT;
 CREATE INDEX clicks_visitor ON clicks (visitor_key);
 CREATE INDEX conversions_click ON conversions (click_id) WHERE click_id IS NOT NULL;
 CREATE INDEX conversions_order ON conversions (order_id);
+
+-- Consent (Global Privacy Control): what a program's visitors who ask not
+-- to be tracked get, and which mode each click was taken under (NULL:
+-- before this column, when every click was "cookie").
+ALTER TABLE programs ADD COLUMN consent TEXT NOT NULL DEFAULT 'cookie';
+ALTER TABLE clicks ADD COLUMN consent TEXT;

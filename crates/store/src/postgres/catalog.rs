@@ -377,6 +377,7 @@ pub(super) async fn program_settings(
         pixel_max_amount: r.try_get(12)?,
         timezone: r.try_get(13)?,
         fallback_url: r.try_get(14)?,
+        consent: r.try_get(15)?,
     }
     .settings()
 }
@@ -397,7 +398,8 @@ pub(super) async fn save_program_settings(
              postback_token = COALESCE($8, postback_token), \
              postback_secret = COALESCE($9, postback_secret), \
              postback_ips = $10, click_id_param = $11, min_payout = $12, updated_at = $13, \
-             pixel = $14, pixel_max_amount = $15, timezone = $16, fallback_url = $17 WHERE slug = $1",
+             pixel = $14, pixel_max_amount = $15, timezone = $16, fallback_url = $17, \
+             consent = $18 WHERE slug = $1",
             &[
                 &slug,
                 &s.currency.code(),
@@ -416,6 +418,7 @@ pub(super) async fn save_program_settings(
                 &s.pixel_max_amount,
                 &s.timezone,
                 &s.fallback_url,
+                &s.consent.as_str(),
             ],
         )
         .await?;

@@ -19,7 +19,7 @@ use super::{ClickStore, DEDUP_LOCK_CLASS, PgStore, ROLLUP_LOCK, refs};
 pub(super) const CLICK_SELECT: &str = "SELECT c.click_id, c.ts, l.code, p.slug, a.slug, c.src, c.sub1, c.sub2, \
      c.sub3, c.sub4, c.sub5, c.referrer, c.device, c.os, c.browser, c.bot_reason, c.invalid_reason, \
      c.country, c.region, c.city, c.visitor_key, c.is_unique, c.verdict, c.verdict_rule, \
-     c.verdict_reason FROM clicks c \
+     c.verdict_reason, c.consent FROM clicks c \
      JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
      LEFT JOIN affiliates a ON a.id = c.affiliate_id";
 
@@ -55,6 +55,9 @@ pub(super) fn click_from(r: &Row) -> Result<ClickRow, StoreError> {
         visitor_key: VisitorKey(vk).to_hex(),
         unique: r.try_get(21)?,
         verdict: crate::common::verdict_of(r.try_get(22)?, r.try_get(23)?, r.try_get(24)?)?,
+        consent: r
+            .try_get::<_, Option<String>>(25)?
+            .unwrap_or_else(|| "cookie".to_owned()),
     })
 }
 
@@ -181,7 +184,7 @@ pub(super) async fn insert_rows(
     let mut link = Vec::with_capacity(n);
     let mut program = Vec::with_capacity(n);
     let mut affiliate = Vec::with_capacity(n);
-    let mut text: [Vec<Option<String>>; 18] = Default::default();
+    let mut text: [Vec<Option<String>>; 19] = Default::default();
     let mut vk = Vec::with_capacity(n);
     let mut uniq = Vec::with_capacity(n);
     for (c, unique) in rows {
@@ -213,6 +216,7 @@ pub(super) async fn insert_rows(
             c.verdict.as_ref().map(|v| v.action.as_str().to_owned()),
             c.verdict.as_ref().map(|v| v.rule.clone()),
             c.verdict.as_ref().map(|v| v.reason.clone()),
+            crate::common::consent_column(c.consent).map(str::to_owned),
         ];
         for (col, v) in text.iter_mut().zip(values) {
             col.push(v);
@@ -243,16 +247,17 @@ pub(super) async fn insert_rows(
         verdict,
         verdict_rule,
         verdict_reason,
+        consent,
     ] = &text;
     tx.execute(
         "INSERT INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, sub1, sub2, sub3, \
          sub4, sub5, referrer, device, os, browser, bot_reason, country, region, city, visitor_key, \
-         is_unique, referrer_host, invalid_reason, verdict, verdict_rule, verdict_reason) \
+         is_unique, referrer_host, invalid_reason, verdict, verdict_rule, verdict_reason, consent) \
          SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
          $20::bytea[], $21::bool[], $22::text[], $23::text[], $24::text[], $25::text[], \
-         $26::text[]) ON CONFLICT (click_id) DO NOTHING",
+         $26::text[], $27::text[]) ON CONFLICT (click_id) DO NOTHING",
         &[
             &id,
             &ts,
@@ -280,6 +285,7 @@ pub(super) async fn insert_rows(
             verdict,
             verdict_rule,
             verdict_reason,
+            consent,
         ],
     )
     .await?;

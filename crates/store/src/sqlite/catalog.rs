@@ -330,6 +330,7 @@ pub(super) fn program_settings(
         pixel_max_amount: r.get(12)?,
         timezone: r.get(13)?,
         fallback_url: r.get(14)?,
+        consent: r.get(15)?,
     }
     .settings()
 }
@@ -348,7 +349,8 @@ pub(super) fn save_program_settings(
          attribution = ?5, commission = ?6, hold_s = ?7, postback_token = COALESCE(?8, postback_token), \
          postback_secret = COALESCE(?9, postback_secret), \
          postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13, \
-         pixel = ?14, pixel_max_amount = ?15, timezone = ?16, fallback_url = ?17 WHERE slug = ?1",
+         pixel = ?14, pixel_max_amount = ?15, timezone = ?16, fallback_url = ?17, \
+         consent = ?18 WHERE slug = ?1",
         params![
             slug,
             s.currency.code(),
@@ -366,7 +368,8 @@ pub(super) fn save_program_settings(
             s.pixel.as_str(),
             s.pixel_max_amount,
             s.timezone,
-            s.fallback_url
+            s.fallback_url,
+            s.consent.as_str()
         ],
     )?;
     if n == 0 {

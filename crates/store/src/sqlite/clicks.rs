@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub(super) const CLICK_SELECT: &str = "SELECT c.click_id, c.ts, l.code, p.slug, a.slug, c.src, c.sub1, c.sub2, \
      c.sub3, c.sub4, c.sub5, c.referrer, c.device, c.os, c.browser, c.bot_reason, c.invalid_reason, \
      c.country, c.region, c.city, c.visitor_key, c.is_unique, c.verdict, c.verdict_rule, \
-     c.verdict_reason FROM clicks c \
+     c.verdict_reason, c.consent FROM clicks c \
      JOIN links l ON l.id = c.link_id JOIN programs p ON p.id = c.program_id \
      LEFT JOIN affiliates a ON a.id = c.affiliate_id";
 
@@ -46,6 +46,9 @@ pub(super) fn click_from(r: &Row<'_>) -> Result<ClickRow, StoreError> {
         visitor_key: VisitorKey(vk).to_hex(),
         unique: r.get(21)?,
         verdict: crate::common::verdict_of(r.get(22)?, r.get(23)?, r.get(24)?)?,
+        consent: r
+            .get::<_, Option<String>>(25)?
+            .unwrap_or_else(|| "cookie".to_owned()),
     })
 }
 
@@ -86,8 +89,8 @@ pub(super) fn insert_clicks(
             "INSERT OR IGNORE INTO clicks (click_id, ts, link_id, program_id, affiliate_id, src, \
              sub1, sub2, sub3, sub4, sub5, referrer, device, os, browser, bot_reason, \
              invalid_reason, country, region, city, visitor_key, is_unique, referrer_host, seq, verdict, \
-             verdict_rule, verdict_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-             ?13, ?14, ?15, ?16, ?24, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26, ?27)",
+             verdict_rule, verdict_reason, consent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             ?11, ?12, ?13, ?14, ?15, ?16, ?24, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26, ?27, ?28)",
         )?;
         let mut remember = tx.prepare_cached(
             "INSERT INTO visitor_links (link_id, visitor_key, last_unique) VALUES (?1, ?2, ?3) \
@@ -141,6 +144,7 @@ pub(super) fn insert_clicks(
                 verdict.map(|v| v.action.as_str()),
                 verdict.map(|v| v.rule.as_str()),
                 verdict.map(|v| v.reason.as_str()),
+                crate::common::consent_column(c.consent),
             ])? == 1;
             if inserted {
                 seq += 1;

@@ -249,6 +249,7 @@ fn click(link_id: i64, ts: i64, visitor: u8, n: u128) -> NewClick {
         visitor_key: VisitorKey([visitor; 16]),
         previous_keys: vec![],
         verdict: None,
+        consent: Default::default(),
     }
 }
 
