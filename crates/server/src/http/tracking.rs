@@ -212,8 +212,7 @@ async fn track(
         click_id,
         now,
         facts,
-        visitor.key,
-        visitor.previous,
+        (visitor.key, visitor.previous),
         verdict,
         consent,
     );
@@ -643,8 +642,7 @@ fn click_of(
     click_id: ClickId,
     now: Micros,
     facts: RequestFacts<'_>,
-    visitor_key: VisitorKey,
-    previous_keys: Vec<VisitorKey>,
+    (visitor_key, previous_keys): (VisitorKey, Vec<VisitorKey>),
     verdict: Option<Verdict>,
     consent: ConsentMode,
 ) -> (NewClick, LiveEvent) {
