@@ -236,7 +236,41 @@ pub trait PrivacyStore: Send + Sync + 'static {
 
     /// Deletes receipts finished before `before` (UTC µs); returns how many.
     fn purge_receipts(&self, before: Micros) -> StoreFuture<'_, u64>;
+
+    /// `[retention] conversion_fields`: clears sub1..sub5, adv_sub1..adv_sub5
+    /// and the buyer's address hash of at most `batch` conversions received
+    /// before `before` (UTC µs); returns how many changed. Amounts,
+    /// statuses, attribution and the order id stay.
+    fn purge_conversion_fields(&self, before: Micros, batch: u32) -> StoreFuture<'_, u64>;
+
+    /// `[retention] deliveries` / `postbacks`: deletes at most `batch`
+    /// finished deliveries (delivered or dead) to endpoints of `kind` that
+    /// finished before `before` (UTC µs), with their attempts; returns how
+    /// many. Pending deliveries are never purged.
+    fn purge_deliveries(
+        &self,
+        kind: clickward_core::delivery::EndpointKind,
+        before: Micros,
+        batch: u32,
+    ) -> StoreFuture<'_, u64>;
 }
+
+/// The rows [`PrivacyStore::purge_conversion_fields`] changes (then the
+/// backend's limit).
+pub(crate) const CONVERSION_FIELDS_DUE: &str = "SELECT id FROM conversions WHERE received_at < $1 \
+     AND (sub1 IS NOT NULL OR sub2 IS NOT NULL OR sub3 IS NOT NULL OR sub4 IS NOT NULL \
+     OR sub5 IS NOT NULL OR adv_sub1 IS NOT NULL OR adv_sub2 IS NOT NULL OR adv_sub3 IS NOT NULL \
+     OR adv_sub4 IS NOT NULL OR adv_sub5 IS NOT NULL OR ip_hash IS NOT NULL) LIMIT $2";
+
+/// Clears the fields of the conversions a [`CONVERSION_FIELDS_DUE`] selects.
+pub(crate) const CONVERSION_FIELDS_CLEAR: &str = "UPDATE conversions SET sub1 = NULL, \
+     sub2 = NULL, sub3 = NULL, sub4 = NULL, sub5 = NULL, adv_sub1 = NULL, adv_sub2 = NULL, \
+     adv_sub3 = NULL, adv_sub4 = NULL, adv_sub5 = NULL, ip_hash = NULL WHERE id IN";
+
+/// The deliveries [`PrivacyStore::purge_deliveries`] deletes.
+pub(crate) const DELIVERIES_DUE: &str = "SELECT d.id FROM deliveries d \
+     JOIN endpoints e ON e.id = d.endpoint_id WHERE e.kind = $1 AND d.done_at IS NOT NULL \
+     AND d.done_at < $2 AND d.status IN ('delivered', 'dead') LIMIT $3";
 
 /// The columns both backends read receipts with (then a `WHERE`).
 pub(crate) const RECEIPT_SELECT: &str = "SELECT id, subject, status, counts, error, attempts, \

@@ -561,6 +561,12 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     if let Some(keep) = state.0.cfg.retention_clicks {
                         purge_old_clicks(&state, keep).await;
                     }
+                    let r = state.0.cfg.retention;
+                    state
+                        .0
+                        .privacy
+                        .apply_retention([r.conversion_fields, r.deliveries, r.postbacks, r.receipts])
+                        .await;
                     let before = state.0.clock.now_micros() - state.0.cfg.dedup_window;
                     if let Err(e) = state.0.store.purge_dedup(before).await {
                         tracing::warn!("dedup purge failed: {e}");

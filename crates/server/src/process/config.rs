@@ -45,8 +45,10 @@ impl Default for IngestConfig {
     }
 }
 
-/// How long raw data is kept.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// How long raw data is kept (docs/privacy.md, "Retention"). Each entry
+/// is a duration (`"30d"`) or `"forever"`; purges run hourly in batches and
+/// never touch rollups or the ledger, so reports keep their numbers.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Raw clicks older than this ("400d") are deleted, in batches, once
@@ -54,6 +56,45 @@ pub struct RetentionConfig {
     /// period still answer (for the dimensions the rollups hold). Default:
     /// keep raw clicks forever.
     pub clicks: Option<String>,
+    /// Conversions' sub-ids, advertiser subs and buyer address hash
+    /// (default `"400d"`; amounts, statuses, attribution and order ids stay).
+    pub conversion_fields: String,
+    /// Finished webhook and e-mail deliveries with their attempts (default
+    /// `"30d"`).
+    pub deliveries: String,
+    /// Finished affiliate postback deliveries, the portal's postback log
+    /// (default `"30d"`).
+    pub postbacks: String,
+    /// Finished privacy receipts (default `"1095d"`, three years: the
+    /// proof an erasure was done).
+    pub receipts: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            clicks: None,
+            conversion_fields: "400d".into(),
+            deliveries: "30d".into(),
+            postbacks: "30d".into(),
+            receipts: "1095d".into(),
+        }
+    }
+}
+
+/// How long each kind of data is kept, µs (`None`: forever).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// `retention.clicks`.
+    pub clicks: Option<Micros>,
+    /// `retention.conversion_fields`.
+    pub conversion_fields: Option<Micros>,
+    /// `retention.deliveries`.
+    pub deliveries: Option<Micros>,
+    /// `retention.postbacks`.
+    pub postbacks: Option<Micros>,
+    /// `retention.receipts`.
+    pub receipts: Option<Micros>,
 }
 
 /// `[privacy]`: how requests that ask not to be tracked are answered
@@ -435,6 +476,8 @@ pub struct Validated {
     pub limits: [Option<crate::services::limits::Rate>; 5],
     /// `[privacy] consent_mode`, parsed: overrides every program's.
     pub consent_override: Option<clickward_core::program::ConsentMode>,
+    /// `[retention]`, parsed.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -618,6 +661,28 @@ impl Config {
             crate::services::limits::Rate::parse(text)
                 .map_err(|e| ConfigError::Invalid(format!("limits.{name}: {e}")))
         };
+        let keep = |name: &str, t: &str| -> Result<Option<Micros>, ConfigError> {
+            if t.trim() == "forever" {
+                return Ok(None);
+            }
+            let d = parse_duration(t).map_err(|e| {
+                ConfigError::Invalid(format!("retention.{name}: {e} (or \"forever\")"))
+            })?;
+            if d < Duration::from_secs(86_400) {
+                return Err(ConfigError::Invalid(format!(
+                    "retention.{name}: {t:?} is shorter than a day"
+                )));
+            }
+            Ok(Some(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+        };
+        let r = &self.retention;
+        let retention = Retention {
+            clicks: retention_clicks,
+            conversion_fields: keep("conversion_fields", &r.conversion_fields)?,
+            deliveries: keep("deliveries", &r.deliveries)?,
+            postbacks: keep("postbacks", &r.postbacks)?,
+            receipts: keep("receipts", &r.receipts)?,
+        };
         let consent_override = match &self.privacy.consent_mode {
             None => None,
             Some(m) => Some(
@@ -653,6 +718,7 @@ impl Config {
         Ok(Validated {
             limits,
             consent_override,
+            retention,
             retention_clicks,
             retry_schedule,
             config: self,
@@ -693,6 +759,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue"), "{e}");
+    }
+
+    #[test]
+    fn retention_periods_have_defaults_and_typos_are_named() {
+        let v = Config::default().validate().unwrap();
+        let day = 86_400_000_000i64;
+        assert_eq!(v.retention.conversion_fields, Some(400 * day));
+        assert_eq!(v.retention.deliveries, Some(30 * day));
+        assert_eq!(v.retention.receipts, Some(1095 * day));
+        let c: Config = toml::from_str("[retention]\npostbacks = \"forever\"\n").unwrap();
+        assert_eq!(c.validate().unwrap().retention.postbacks, None);
+        for bad in [
+            "[retention]\ndeliveries = \"30 days\"\n",
+            "[retention]\nreceipts = \"1h\"\n",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("retention."), "{e}");
+        }
+        let c: Config = toml::from_str("[privacy]\nconsent_cookie = \"a b\"\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("privacy.consent_cookie")
+        );
     }
 
     #[test]

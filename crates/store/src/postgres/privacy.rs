@@ -2,6 +2,7 @@
 //! one transaction per erasure, on the database every node shares.
 
 use clickward_core::Micros;
+use clickward_core::delivery::EndpointKind;
 use clickward_core::id::ConversionId;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
@@ -9,8 +10,9 @@ use tokio_postgres::types::ToSql;
 use super::PgStore;
 use crate::common::ulid_of;
 use crate::privacy::{
-    Erased, ErasureCounts, PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData,
-    bytes16, erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
+    CONVERSION_FIELDS_CLEAR, CONVERSION_FIELDS_DUE, DELIVERIES_DUE, Erased, ErasureCounts,
+    PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData, bytes16,
+    erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
 };
 use crate::{StoreError, StoreFuture};
 
@@ -449,6 +451,47 @@ impl PrivacyStore for PgStore {
         Box::pin(async move {
             let c = self.client().await?;
             subject_data(&**c, &subject).await
+        })
+    }
+
+    fn purge_conversion_fields(&self, before: Micros, batch: u32) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            Ok(c.execute(
+                &format!("{CONVERSION_FIELDS_CLEAR} ({CONVERSION_FIELDS_DUE})"),
+                &[&before, &i64::from(batch)],
+            )
+            .await?)
+        })
+    }
+
+    fn purge_deliveries(
+        &self,
+        kind: EndpointKind,
+        before: Micros,
+        batch: u32,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let ids: Vec<i64> = tx
+                .query(
+                    DELIVERIES_DUE,
+                    &[&kind.as_str(), &before, &i64::from(batch)],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            tx.execute(
+                "DELETE FROM delivery_attempts WHERE delivery_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+            tx.execute("DELETE FROM deliveries WHERE id = ANY($1)", &[&ids])
+                .await?;
+            tx.commit().await?;
+            Ok(ids.len() as u64)
         })
     }
 

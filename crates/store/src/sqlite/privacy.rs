@@ -2,14 +2,16 @@
 //! per erasure.
 
 use clickward_core::Micros;
+use clickward_core::delivery::EndpointKind;
 use clickward_core::id::ConversionId;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::common::ulid_of;
 use crate::privacy::{
-    Erased, ErasureCounts, PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData,
-    bytes16, erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
+    CONVERSION_FIELDS_CLEAR, CONVERSION_FIELDS_DUE, DELIVERIES_DUE, Erased, ErasureCounts,
+    PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData, bytes16,
+    erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
 };
 use crate::{StoreError, StoreFuture};
 
@@ -414,6 +416,39 @@ impl PrivacyStore for SqliteStore {
 
     fn subject_data(&self, subject: Subject) -> StoreFuture<'_, SubjectData> {
         self.read(move |c| subject_data(c, &subject))
+    }
+
+    fn purge_conversion_fields(&self, before: Micros, batch: u32) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            // SQLite takes `$n` as `?n`.
+            Ok(c.execute(
+                &format!("{CONVERSION_FIELDS_CLEAR} ({CONVERSION_FIELDS_DUE})"),
+                params![before, batch],
+            )? as u64)
+        })
+    }
+
+    fn purge_deliveries(
+        &self,
+        kind: EndpointKind,
+        before: Micros,
+        batch: u32,
+    ) -> StoreFuture<'_, u64> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let ids: Vec<i64> = tx
+                .prepare_cached(DELIVERIES_DUE)?
+                .query_map(params![kind.as_str(), before, batch], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                tx.prepare_cached("DELETE FROM delivery_attempts WHERE delivery_id = ?1")?
+                    .execute([id])?;
+                tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            tx.commit()?;
+            Ok(ids.len() as u64)
+        })
     }
 
     fn purge_receipts(&self, before: Micros) -> StoreFuture<'_, u64> {

@@ -421,3 +421,72 @@ async fn replays_of_a_range_and_test_events_reach_one_endpoint(b: Backend) {
     );
     assert_eq!(s.endpoints(None).await.unwrap().len(), 3);
 }
+
+both!(retention_deletes_finished_deliveries_of_one_kind_and_keeps_pending_ones);
+async fn retention_deletes_finished_deliveries_of_one_kind_and_keeps_pending_ones(b: Backend) {
+    use clickward_store::PrivacyStore;
+    let (_d, s) = store(b).await;
+    let e = s
+        .create_endpoint(endpoint(&["affiliate.*"], None))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        new_affiliate(&s, &format!("kept{i}")).await;
+    }
+    while s.dispatch(1_000, 500).await.unwrap() > 0 {}
+    let leased = s.lease("n1".into(), 1_000, 61_000, 10).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    // Two finished at 2,000 (one delivered, one dead), one still pending.
+    s.record_attempt(attempt(leased[0].id, "n1", 2_000, AttemptNext::Delivered))
+        .await
+        .unwrap();
+    s.record_attempt(attempt(leased[1].id, "n1", 2_000, AttemptNext::Dead))
+        .await
+        .unwrap();
+    s.record_attempt(attempt(
+        leased[2].id,
+        "n1",
+        2_000,
+        AttemptNext::RetryAt(9_000),
+    ))
+    .await
+    .unwrap();
+    // Not old enough, or another kind: nothing.
+    assert_eq!(
+        s.purge_deliveries(EndpointKind::Webhook, 2_000, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.purge_deliveries(EndpointKind::Postback, 5_000, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // In batches: one, then the other, then none; the pending one stays.
+    assert_eq!(
+        s.purge_deliveries(EndpointKind::Webhook, 5_000, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.purge_deliveries(EndpointKind::Webhook, 5_000, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.purge_deliveries(EndpointKind::Webhook, 5_000, 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let left = of(&s, &e).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].id, left[0].status.as_str()),
+        (leased[2].id, "pending")
+    );
+}

@@ -244,3 +244,51 @@ async fn erasing_by_order_or_sub_value_reaches_the_same_person(b: Backend) {
     );
     assert!(s.pending_erasures().await.unwrap().is_empty());
 }
+
+both!(retention_clears_old_conversions_raw_fields_in_batches);
+async fn retention_clears_old_conversions_raw_fields_in_batches(b: Backend) {
+    let (_g, s) = store(b).await;
+    let link = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    let mut ids = Vec::new();
+    for (n, at) in [(1u128, 1_000i64), (2, 2_000), (3, 9_000)] {
+        let Recorded::Created(c) = s
+            .record_conversion(NewConversion {
+                conversion_id: ConversionId(ulid::Ulid::from_parts(7, n)),
+                program_id: link.program_id,
+                event: "sale".into(),
+                order_id: format!("R-{n}"),
+                click: None,
+                amount: Some(1_000),
+                currency: Currency::parse("EUR").unwrap(),
+                commission: 100,
+                status: ConversionStatus::Pending,
+                occurred_at: at,
+                received_at: at,
+                adv_subs: [Some(format!("crm-{n}")), None, None, None, None],
+                fingerprint: [n as u8; 32],
+                actor: "test".into(),
+                held: false,
+                verdict: None,
+                ip_hash: Some([n as u8; 16]),
+                buyer_country: None,
+                caps: Vec::new(),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("not created")
+        };
+        ids.push(c.conversion_id);
+    }
+    assert_eq!(s.purge_conversion_fields(5_000, 1).await.unwrap(), 1);
+    assert_eq!(s.purge_conversion_fields(5_000, 10).await.unwrap(), 1);
+    assert_eq!(s.purge_conversion_fields(5_000, 10).await.unwrap(), 0);
+    for (id, cleared) in ids.iter().zip([true, true, false]) {
+        let c = s.get_conversion(*id).await.unwrap();
+        assert_eq!(c.adv_subs[0].is_none(), cleared, "{id}");
+        assert_eq!(
+            (c.amount_minor, c.order_id.starts_with("R-")),
+            (Some(1_000), true)
+        );
+    }
+}
