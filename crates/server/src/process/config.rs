@@ -771,7 +771,7 @@ mod tests {
         let c: Config = toml::from_str("[retention]\npostbacks = \"forever\"\n").unwrap();
         assert_eq!(c.validate().unwrap().retention.postbacks, None);
         for bad in [
-            "[retention]\ndeliveries = \"30 days\"\n",
+            "[retention]\ndeliveries = \"a month\"\n",
             "[retention]\nreceipts = \"1h\"\n",
         ] {
             let c: Config = toml::from_str(bad).unwrap();

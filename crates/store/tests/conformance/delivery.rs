@@ -424,7 +424,6 @@ async fn replays_of_a_range_and_test_events_reach_one_endpoint(b: Backend) {
 
 both!(retention_deletes_finished_deliveries_of_one_kind_and_keeps_pending_ones);
 async fn retention_deletes_finished_deliveries_of_one_kind_and_keeps_pending_ones(b: Backend) {
-    use clickward_store::PrivacyStore;
     let (_d, s) = store(b).await;
     let e = s
         .create_endpoint(endpoint(&["affiliate.*"], None))
