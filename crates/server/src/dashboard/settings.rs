@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::admin::{PageQuery, PageResult};
 use super::named::{PostbackExample, postback_examples};
 use super::session::Session;
-use super::views::{Chrome, Notice, back, or_dash};
+use super::views::{Chrome, Notice, back, or_dash, utc};
 use super::{page, public_base};
 use crate::process::app::AppState;
 
@@ -37,6 +37,18 @@ pub(super) struct SettingsPage {
     new_key: Option<String>,
     users: Vec<(String, &'static str, String)>,
     programs: Vec<ProgramPostbacks>,
+    receipts: Vec<ReceiptRow>,
+}
+
+/// A privacy receipt as the settings page lists it.
+pub struct ReceiptRow {
+    pub id: String,
+    pub subject: String,
+    pub status: &'static str,
+    pub changed: String,
+    pub actor: String,
+    pub received: String,
+    pub done: String,
 }
 
 /// `GET /dashboard/settings`: API keys, users and postback URLs. A created
@@ -87,12 +99,36 @@ pub(super) async fn settings_page(
             examples: postback_examples(&base, settings.postback_token.as_deref().unwrap_or("")),
         });
     }
+    let receipts = app
+        .0
+        .privacy
+        .receipts(50)
+        .await?
+        .into_iter()
+        .map(|r| ReceiptRow {
+            changed: match (&r.counts, &r.error) {
+                (Some(c), _) => format!(
+                    "{} clicks, {} conversions, {} deliveries, {} events",
+                    c.clicks, c.conversions, c.deliveries, c.outbox
+                ),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "–".to_owned(),
+            },
+            id: r.id,
+            subject: r.subject,
+            status: r.status.as_str(),
+            actor: r.actor,
+            received: utc(r.received_at),
+            done: r.done_at.map_or_else(|| "–".to_owned(), utc),
+        })
+        .collect();
     Ok(page(&SettingsPage {
         c: Chrome::new(s, "Settings", "settings").notice(app, notice),
         keys,
         new_key,
         users,
         programs,
+        receipts,
     }))
 }
 

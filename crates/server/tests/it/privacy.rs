@@ -352,6 +352,18 @@ async fn an_erased_visitor_leaves_nothing_behind_and_the_numbers_hold() {
     let (_, receipts) = app.api_get("/api/v1/privacy/erasures").await;
     assert_eq!(receipts.as_array().unwrap().len(), 2, "nothing was stored");
     assert_eq!(app.clicks("s1").await.len(), 2);
+
+    // The dashboard's settings list the receipts.
+    crate::dashboard::add_user(&app, "dpo", None, Some("dpo password 1234")).await;
+    let session = crate::dashboard::sign_in(&app, "dpo", "dpo password 1234").await;
+    let html = crate::dashboard::get(&app, &session, "/dashboard/settings")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r["id"].as_str().unwrap()), "{html}");
+    assert!(html.contains("2 clicks, 1 conversions, 2 deliveries"), "{html}");
+    assert!(!html.contains(&jane_key));
 }
 
 /// An erasure accepted in a batch survives kill -9 before it ran and is
