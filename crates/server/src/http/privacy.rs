@@ -47,9 +47,9 @@ enum ErasureBody {
 /// `conversion_id` or `sub`): carried out at once, 201 with the receipt
 /// (`done`, counts per table), or 202 with it `received` when the store
 /// failed half way (retried every minute; never done before it is). With
-/// `{"batch": [selector, …]}` (at most 10,000): every request is stored
-/// and carried out in the background within a minute; 202 with the
-/// receipts. A bad selector is a 422 naming it, and nothing is stored.
+/// `{"batch": [selector, …]}` (at most 10,000): every request is stored,
+/// then carried out in the background one at a time (and, after a crash,
+/// at the next start); 202 with the receipts. A bad selector is a 422 naming it, and nothing is stored.
 pub async fn erase(
     key: Authorized,
     State(app): State<AppState>,
@@ -94,6 +94,9 @@ pub async fn erase(
             for s in subjects {
                 receipts.push(p.receive(s, &actor).await?);
             }
+            // Carried out in the background, one at a time, from now.
+            let worker = p.clone();
+            tokio::spawn(async move { while worker.retry_pending().await > 0 {} });
             Ok((StatusCode::ACCEPTED, Json(json!({ "receipts": receipts }))))
         }
     }

@@ -32,6 +32,9 @@ pub struct PrivacyService<S: ?Sized> {
     events: Arc<EventHub>,
     spool: Option<Spool>,
     clock: Arc<dyn Clock>,
+    /// Held while received erasures are being carried out (one run at a
+    /// time: a batch and the minute's retry never race each other).
+    running: tokio::sync::Mutex<()>,
 }
 
 impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
@@ -47,6 +50,7 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
             events,
             spool,
             clock,
+            running: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -170,9 +174,14 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
         }
     }
 
-    /// Carries out every received erasure (at start and every minute);
-    /// returns how many finished.
+    /// Carries out every received erasure (after a batch, at start and
+    /// every minute), oldest first, one at a time; returns how many
+    /// finished. A call while another runs returns 0 at once (that one
+    /// reads the list again when it is done).
     pub async fn retry_pending(&self) -> usize {
+        let Ok(_running) = self.running.try_lock() else {
+            return 0;
+        };
         let pending = match self.store.pending_erasures().await {
             Ok(p) => p,
             Err(e) => {
@@ -185,6 +194,9 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
             if self.run(&id).await.is_ok() {
                 done += 1;
             }
+            // Redirects and postbacks share the store: one erasure, then
+            // their turn.
+            tokio::task::yield_now().await;
         }
         done
     }
