@@ -79,9 +79,14 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL (or the connection to it) said no.
+    /// PostgreSQL said no.
     #[error("postgres: {0}")]
     Postgres(String),
+    /// The database cannot be reached (no connection from the pool, or the
+    /// connection closed): nothing was done; the same request may succeed
+    /// later.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
     /// The database refused the data itself (PostgreSQL SQLSTATE class 22,
     /// such as a NUL byte in text): the same data will be refused again.
     #[error("the database cannot store this data: {0}")]

@@ -64,6 +64,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with a reason (the store cannot be reached; the cause is logged).
+    pub fn unavailable(reason: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        tracing::warn!("unavailable: {cause}");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable",
+            reason: reason.into(),
+        }
+    }
+
     /// 500; the cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {cause}");
@@ -79,6 +89,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Self::not_found(e.to_string()),
+            StoreError::Unavailable(_) => Self::unavailable(
+                "the database cannot be reached; nothing was done; try again",
+                e,
+            ),
             StoreError::Conflict(_) | StoreError::Refused(_) => Self {
                 status: StatusCode::CONFLICT,
                 kind: "conflict",

@@ -67,7 +67,8 @@ pub async fn erase(
         ErasureBody::One(s) => {
             let r = p
                 .erase(subject(&app, &s).map_err(ApiError::invalid)?, &actor)
-                .await?;
+                .await
+                .map_err(not_received)?;
             let status = if r.status == RequestStatus::Done {
                 StatusCode::CREATED
             } else {
@@ -92,7 +93,7 @@ pub async fn erase(
                 .collect::<Result<Vec<_>, _>>()?;
             let mut receipts = Vec::with_capacity(subjects.len());
             for s in subjects {
-                receipts.push(p.receive(s, &actor).await?);
+                receipts.push(p.receive(s, &actor).await.map_err(not_received)?);
             }
             // Carried out in the background, one at a time, from now.
             let worker = p.clone();
@@ -100,6 +101,16 @@ pub async fn erase(
             Ok((StatusCode::ACCEPTED, Json(json!({ "receipts": receipts }))))
         }
     }
+}
+
+/// A request the store could not take: nothing was received (a batch may
+/// have been taken in part: its receipts are listed).
+fn not_received(e: clickward_store::StoreError) -> ApiError {
+    ApiError::unavailable(
+        "the store cannot be reached: this request was not received; send it again \
+         (receipts already listed in GET /api/v1/privacy/erasures were)",
+        e,
+    )
 }
 
 /// `?limit=` of the receipt list.

@@ -485,3 +485,68 @@ async fn a_shared_limit_holds_across_nodes() {
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(limited, 6, "{statuses:?}");
 }
+
+/// An erasure asked of one node reaches the click another node took; with
+/// PostgreSQL down it is refused as not received (never "done"), and sent
+/// again once it is back, it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_on_one_node_reaches_every_node_and_waits_for_postgresql() {
+    let Some(pg) = Cluster::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let a = Node::start(dir.path(), "a", &url).await;
+    let b = Node::start(dir.path(), "b", &url).await;
+    let key = cli(&url, &a.data, &["key", "create", "--scope", "admin"]);
+    let key = key
+        .split_whitespace()
+        .find(|w| w.starts_with("cwk_"))
+        .unwrap()
+        .to_owned();
+    let c = client();
+    let r = c
+        .get(format!("{}/ref/solare?sub1=erase-me%40example.com", a.base))
+        .header("user-agent", chrome(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    drained(&[&a, &b]).await;
+    let erase = || {
+        c.post(format!("{}/api/v1/privacy/erasures", b.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"sub": "erase-me@example.com"}))
+            .send()
+    };
+    pg.down();
+    let r = erase().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "unavailable", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("cannot be reached"),
+        "{v}"
+    );
+    pg.up();
+    let v: serde_json::Value = eventually(Duration::from_secs(60), "PostgreSQL back", || async {
+        let r = erase().await.ok()?;
+        (r.status().as_u16() == 201).then_some(())?;
+        r.json().await.ok()
+    })
+    .await;
+    assert_eq!(
+        (&v["status"], &v["counts"]["clicks"]),
+        (&serde_json::json!("done"), &serde_json::json!(1)),
+        "{v}"
+    );
+    let clicks: serde_json::Value = c
+        .get(format!("{}/api/v1/clicks?limit=10", a.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = clicks.to_string();
+    assert!(!text.contains("erase-me"), "{text}");
+}

@@ -89,6 +89,7 @@ impl From<tokio_postgres::Error> for StoreError {
                 StoreError::Rejected(format!("{} ({})", db.message(), db.code().code()))
             }
             Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
+            None if e.is_closed() => StoreError::Unavailable(e.to_string()),
             None => StoreError::Postgres(e.to_string()),
         }
     }
@@ -96,7 +97,7 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Postgres(format!("connection pool: {e}"))
+        StoreError::Unavailable(format!("connection pool: {e}"))
     }
 }
 
