@@ -312,7 +312,7 @@ impl ClickStore for PgStore {
                 )
                 .await?;
             rows.iter()
-                .map(|r| Ok((r.try_get(25)?, click_from(r)?)))
+                .map(|r| Ok((r.try_get(26)?, click_from(r)?)))
                 .collect()
         })
     }

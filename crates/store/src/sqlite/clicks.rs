@@ -230,7 +230,7 @@ impl ClickStore for SqliteStore {
             let mut rows = st.query(params![after, limit])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push((r.get(25)?, click_from(r)?));
+                out.push((r.get(26)?, click_from(r)?));
             }
             Ok(out)
         })
