@@ -115,7 +115,13 @@ pub fn router(state: AppState) -> Router {
             "/exclusions/{id}",
             axum::routing::delete(fraud::remove_exclusion),
         )
-        .route("/privacy/erasures", get(privacy::list).post(privacy::erase))
+        .route(
+            "/privacy/erasures",
+            // A batch of 10,000 selectors is ~0.6 MB.
+            get(privacy::list)
+                .post(privacy::erase)
+                .layer(axum::extract::DefaultBodyLimit::max(2 << 20)),
+        )
         .route("/privacy/erasures/{id}", get(privacy::get))
         .route("/privacy/export", get(privacy::export))
         .fallback(api::not_found)
