@@ -371,7 +371,7 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
         .unwrap();
     convert(&s, &clicks, &ids).await;
     drop(s);
-    // Take the database back to V5: what V6 to V11 added goes, their
+    // Take the database back to V5: what V6 to V18 added goes, their
     // history rows too. (A later migration must be undone here as well.)
     let path = dir.path().join("t.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -413,7 +413,10 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          ALTER TABLE conversions DROP COLUMN verdict_reason; ALTER TABLE conversions DROP COLUMN ip_hash; \
          ALTER TABLE conversions DROP COLUMN buyer_country; ALTER TABLE programs DROP COLUMN timezone; \
          ALTER TABLE programs DROP COLUMN fallback_url; \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17);",
+         DROP TABLE privacy_requests; DROP INDEX conversions_click; DROP INDEX conversions_order; \
+         ALTER TABLE clicks DROP COLUMN erased_at; ALTER TABLE conversions DROP COLUMN erased_at; \
+         ALTER TABLE programs DROP COLUMN consent; ALTER TABLE clicks DROP COLUMN consent; \
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);",
     )
     .unwrap();
     drop(conn);
