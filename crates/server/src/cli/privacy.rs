@@ -85,7 +85,7 @@ pub async fn run(v: &Validated, store: Arc<dyn Store>, cmd: PrivacyCmd) -> anyho
         let sealer = crate::http::CookieSealer::new(&key);
         args.selector()
             .subject(|c| sealer.open(crate::http::VISITOR_COOKIE, c))
-            .map_err(|e| anyhow::anyhow!("{}", flag_names(&e)))
+            .map_err(|e| anyhow::anyhow!("{e} (flags: {FLAGS})"))
     };
     match cmd {
         PrivacyCmd::Erase(args) => {
@@ -132,15 +132,6 @@ pub async fn run(v: &Validated, store: Arc<dyn Store>, cmd: PrivacyCmd) -> anyho
     Ok(())
 }
 
-/// The API's field names as the CLI's flags.
-fn flag_names(e: &str) -> String {
-    e.replace("visitor_key", "--visitor-key")
-        .replace("click_id", "--click")
-        .replace("order_id", "--order")
-        .replace("conversion_id", "--conversion")
-        .replace("visitor,", "--visitor,")
-        .replace("visitor:", "--visitor:")
-        .replace(", sub", ", --sub")
-        .replace("sub:", "--sub:")
-        .replace("program ", "--program ")
-}
+/// The selector's API field names, as the CLI spells them.
+const FLAGS: &str = "visitor = --visitor, visitor_key = --visitor-key, click_id = --click, \
+     order_id = --order, program = --program, conversion_id = --conversion, sub = --sub";

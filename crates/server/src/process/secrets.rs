@@ -329,14 +329,7 @@ impl Salts {
     pub fn limiter_key(&self, ts: Micros, ip: IpAddr) -> anyhow::Result<[u8; 16]> {
         let salt = self.get_or_create(utc_day(ts))?;
         let key = blake3::derive_key("clickward shared rate limiter client key v1", &salt);
-        let mut h = blake3::Hasher::new_keyed(&key);
-        match clickward_enrich::ip::canonical(ip) {
-            IpAddr::V4(v4) => h.update(&v4.octets()),
-            IpAddr::V6(v6) => h.update(&v6.octets()),
-        };
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        Ok(out)
+        Ok(crate::services::fraud::address_hash(&key, ip))
     }
 
     /// Days whose salts are currently kept (for tests and `/readyz`).

@@ -115,7 +115,15 @@ pub struct Limits {
     shared: Option<Arc<dyn ClusterStore>>,
     /// Set while the shared limiter cannot be reached (logged once).
     degraded: AtomicBool,
+    /// While the shared limiter is away it is asked again only after this
+    /// (ms since `started`): requests are not each held up by a dead
+    /// connection attempt.
+    retry_shared_at: AtomicU64,
+    started: std::time::Instant,
 }
+
+/// How long a node uses its own limiter after the shared one failed.
+const SHARED_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the Live page shows of one class.
 pub struct ClassState {
@@ -167,6 +175,8 @@ impl Limits {
             key,
             shared,
             degraded: AtomicBool::new(false),
+            retry_shared_at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -201,6 +211,10 @@ impl Limits {
         client_key: impl FnOnce() -> anyhow::Result<[u8; 16]>,
     ) -> Option<Result<(), (Duration, Rate)>> {
         let store = self.shared.as_ref()?;
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if now_ms < self.retry_shared_at.load(Ordering::Relaxed) {
+            return None;
+        }
         let interval = i64::try_from((l.rate.per / l.rate.count.get()).as_micros())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -227,9 +241,12 @@ impl Limits {
             }
             Ok(None) => None,
             Err(e) => {
+                let backoff = u64::try_from(SHARED_BACKOFF.as_millis()).unwrap_or(u64::MAX);
+                self.retry_shared_at
+                    .store(now_ms.saturating_add(backoff), Ordering::Relaxed);
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "the shared rate limiter cannot be reached; limits are per node until it can: {e}"
+                        "the shared rate limiter cannot be reached; limits are per node until it can (asked again every 5 s): {e}"
                     );
                 }
                 None
@@ -238,14 +255,9 @@ impl Limits {
     }
 
     fn check_local(&self, l: &Limiter, ip: IpAddr) -> Result<(), (Duration, Rate)> {
-        let ip = clickward_enrich::ip::canonical(ip);
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        match ip {
-            IpAddr::V4(v4) => h.update(&v4.octets()),
-            IpAddr::V6(v6) => h.update(&v6.octets()),
-        };
+        let hash = super::fraud::address_hash(&self.key, ip);
         let mut k = [0u8; 8];
-        k.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        k.copy_from_slice(&hash[..8]);
         l.keyed
             .check_key(&u64::from_le_bytes(k))
             .map_err(|not_until| {
@@ -314,6 +326,48 @@ mod tests {
         for bad in ["600", "0/s", "ten/min", "5/day", "-1/s"] {
             assert!(Rate::parse(bad).unwrap_err().contains(bad), "{bad}");
         }
+    }
+
+    /// A shared store that cannot be reached, counting how often it is asked.
+    struct Away(AtomicU64);
+
+    impl ClusterStore for Away {
+        fn take_shared_rate(
+            &self,
+            _: &'static str,
+            _: [u8; 16],
+            _: i64,
+            _: i64,
+        ) -> clickward_store::StoreFuture<'_, Option<Option<clickward_core::Micros>>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async {
+                Err(clickward_store::StoreError::Unavailable(
+                    "connection refused".into(),
+                ))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_shared_store_the_node_limits_alone_and_asks_again_later() {
+        let away = Arc::new(Away(AtomicU64::new(0)));
+        let l = Limits::new(
+            [None, Rate::parse("2/min").unwrap(), None, None, None],
+            Some(away.clone()),
+        );
+        let a: IpAddr = [203, 0, 113, 1].into();
+        let answers: Vec<bool> =
+            futures::future::join_all((0..3).map(|_| l.check(Class::Postback, a, || Ok([1; 16]))))
+                .await
+                .iter()
+                .map(Result::is_ok)
+                .collect();
+        assert_eq!(answers, [true, true, false], "the node's own limit holds");
+        assert_eq!(
+            away.0.load(Ordering::Relaxed),
+            1,
+            "asked once, then left alone for the backoff"
+        );
     }
 
     #[tokio::test]
