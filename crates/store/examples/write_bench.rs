@@ -21,6 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("cw-write-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let store = SqliteStore::open(&dir.join("b.db"), &SqliteOptions::default())?;
+    if let Ok(sql) = std::env::var("CW_BENCH_SQL") {
+        rusqlite::Connection::open(dir.join("b.db"))?.execute_batch(&sql)?;
+    }
     let program = Slug::parse("p")?;
     let mut links = Vec::new();
     for i in 0..10 {

@@ -49,7 +49,7 @@ pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgOptions, 
 pub use privacy::{
     Erased, ErasureCounts, PrivacyStore, Receipt, RequestStatus, Subject, SubjectData,
 };
-pub use spool::{Spool, SpoolStats};
+pub use spool::{HeldErasure, Spool, SpoolStats};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// A notification from another node (PostgreSQL NOTIFY): a catalogue change

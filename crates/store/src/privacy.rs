@@ -199,7 +199,9 @@ pub struct SubjectData {
 /// next run does all of it; a run after it is done changes nothing.
 pub trait PrivacyStore: Send + Sync + 'static {
     /// Stores a request for `subject` as `received` (the subject is kept
-    /// only until it is done).
+    /// only until it is done). An id already stored is left as it was and
+    /// its receipt returned (a request held on a node while the store was
+    /// down may be handed over twice).
     fn receive_erasure(
         &self,
         id: String,
@@ -212,6 +214,25 @@ pub trait PrivacyStore: Send + Sync + 'static {
     /// it is, with no ids). Appends a `privacy.erasure` event to the outbox
     /// in the same transaction. [`StoreError::NotFound`] for an unknown id.
     fn run_erasure(&self, id: String, now: Micros) -> StoreFuture<'_, Erased>;
+
+    /// Carries out several received erasures (a batch), each as
+    /// [`PrivacyStore::run_erasure`] in its own transaction, so redirects
+    /// keep their turns between them; a backend may find the clicks of all
+    /// of them in one pass. One result per id, in order; the whole call
+    /// fails only when none could be tried.
+    fn run_erasures(
+        &self,
+        ids: Vec<String>,
+        now: Micros,
+    ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.run_erasure(id, now).await);
+            }
+            Ok(out)
+        })
+    }
 
     /// Notes a failed attempt: `permanent` marks it failed, else it stays
     /// received (retried) with the error.

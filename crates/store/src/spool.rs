@@ -33,6 +33,20 @@ pub struct SpoolStats {
     pub set_aside: u64,
 }
 
+/// An erasure request kept on a node's disk while the shared store was down
+/// (see [`Spool::hold_erasures`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldErasure {
+    /// `era_` + ULID, the id its receipt already gave the requester.
+    pub id: String,
+    /// What to erase.
+    pub subject: crate::privacy::Subject,
+    /// Who asked.
+    pub actor: String,
+    /// UTC µs.
+    pub received_at: Micros,
+}
+
 impl Spool {
     /// Opens (creating if needed) the spool file.
     ///
@@ -46,7 +60,9 @@ impl Spool {
             "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
              click TEXT NOT NULL); \
              CREATE TABLE IF NOT EXISTS set_aside (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             click TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL);",
+             click TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL); \
+             CREATE TABLE IF NOT EXISTS held_erasures (id TEXT PRIMARY KEY, subject TEXT NOT NULL, \
+             actor TEXT NOT NULL, received_at INTEGER NOT NULL);",
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -128,6 +144,72 @@ impl Spool {
             tx.commit()?;
             Ok(changed)
         })
+    }
+
+    /// Keeps erasure requests the shared store could not take (it was
+    /// down) on this node's disk, in one transaction, until
+    /// [`Spool::release_erasure`] says the store has them. An id already
+    /// held is left as it was.
+    ///
+    /// # Errors
+    /// When the file cannot be written; none of them is held then.
+    pub async fn hold_erasures(&self, held: Vec<HeldErasure>) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = crate::sqlite::begin_write(c)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO held_erasures (id, subject, actor, received_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for h in &held {
+                    st.execute(params![h.id, h.subject.to_text()?, h.actor, h.received_at])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The erasures held on this node, oldest first.
+    ///
+    /// # Errors
+    /// When the file cannot be read or a held subject does not parse.
+    pub async fn held_erasures(&self) -> Result<Vec<HeldErasure>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, subject, actor, received_at FROM held_erasures ORDER BY received_at, id",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let subject: String = r.get(1)?;
+                out.push(HeldErasure {
+                    id: r.get(0)?,
+                    subject: crate::privacy::Subject::from_text(&subject)?,
+                    actor: r.get(2)?,
+                    received_at: r.get(3)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Forgets a held erasure (the shared store has it now), zeroing the
+    /// freed space: the subject is personal data.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub async fn release_erasure(&self, id: String) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.pragma_update(None, "secure_delete", true)?;
+            let out = c.execute("DELETE FROM held_erasures WHERE id = ?1", [&id]);
+            c.pragma_update(None, "secure_delete", false)?;
+            out?;
+            Ok(())
+        })
+        .await
     }
 
     /// Commits a batch of clicks (one transaction).

@@ -4,7 +4,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
-use clickward_store::{ApiKey, KeyScope};
+use clickward_store::{ApiKey, KeyScope, StoreError};
 
 use crate::http::ApiError;
 use crate::process::app::AppState;
@@ -29,12 +29,18 @@ impl FromRequestParts<AppState> for Authorized {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be \"Bearer <api key>\""))?;
-        let key = app
-            .0
-            .store
-            .find_api_key(hash_key(token))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        let hash = hash_key(token);
+        let found = match app.0.store.find_api_key(hash).await {
+            Ok(found) => {
+                app.0.api_keys.remember(hash, found.as_ref());
+                found
+            }
+            // The shared store is down: a key it gave lately still counts
+            // (what the request then needs of the store answers for itself).
+            Err(e @ StoreError::Unavailable(_)) => Some(app.0.api_keys.recall(&hash).ok_or(e)?),
+            Err(e) => return Err(e.into()),
+        };
+        let key = found.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
         let reading = parts.method == Method::GET || parts.method == Method::HEAD;
         if key.scope == KeyScope::Read && !reading {
             return Err(ApiError::forbidden("this API key may only read"));

@@ -46,7 +46,8 @@ enum ErasureBody {
 /// value>"}`, `visitor_key`, `click_id`, `order_id` [+ `program`],
 /// `conversion_id` or `sub`): carried out at once, 201 with the receipt
 /// (`done`, counts per table), or 202 with it `received` when the store
-/// failed half way (retried every minute; never done before it is). With
+/// failed half way (retried every minute; never done before it is) or the
+/// shared PostgreSQL is down (held on this node's disk until it is back). With
 /// `{"batch": [selector, …]}` (at most 10,000): every request is stored,
 /// then carried out in the background one at a time (and, after a crash,
 /// at the next start); 202 with the receipts. A bad selector is a 422 naming it, and nothing is stored.
@@ -91,11 +92,8 @@ pub async fn erase(
                     subject(&app, s).map_err(|e| ApiError::invalid(format!("batch[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut receipts = Vec::with_capacity(subjects.len());
-            for s in subjects {
-                receipts.push(p.receive(s, &actor).await.map_err(not_received)?);
-            }
-            // Carried out in the background, one at a time, from now.
+            let receipts = p.receive(subjects, &actor).await.map_err(not_received)?;
+            // Carried out in the background from now.
             let worker = p.clone();
             tokio::spawn(async move { while worker.retry_pending().await > 0 {} });
             Ok((StatusCode::ACCEPTED, Json(json!({ "receipts": receipts }))))

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub limits: crate::services::limits::Limits,
     /// Erasure and access requests.
     pub privacy: Arc<crate::services::privacy::PrivacyService<dyn Store>>,
+    /// API keys verified lately, for answers while the store is down.
+    pub api_keys: crate::services::keys::KeyCache,
 }
 
 /// The buyer facts of an address: its keyed hash and GeoIP country (a
@@ -312,6 +314,7 @@ impl Server {
             fraud_rules,
             limits: crate::services::limits::Limits::new(limits, shared_limits),
             privacy: privacy.clone(),
+            api_keys: Default::default(),
             fraud,
         }));
         state.reload_catalog().await?;
@@ -514,6 +517,12 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                     }
                 }
                 _ = upkeep.tick() => {
+                    // Erasures held on this node while PostgreSQL was down
+                    // (beside the loop: a long run must not hold up the rest).
+                    if state.0.spool.is_some() {
+                        let privacy = state.0.privacy.clone();
+                        tokio::spawn(async move { privacy.hand_over().await });
+                    }
                     state.0.prometheus.run_upkeep();
                     metrics::gauge!(telemetry::QUEUE_DEPTH).set(state.0.ingest.depth() as f64);
                 }
@@ -543,8 +552,10 @@ fn spawn_background(state: AppState, mut stopped: watch::Receiver<bool>) -> Join
                 _ = salts.tick() => {
                     // Clients whose rate limits have recovered are forgotten.
                     state.0.limits.sweep().await;
-                    // Erasures a failure left received are carried out.
-                    state.0.privacy.retry_pending().await;
+                    // Erasures a failure left received are carried out
+                    // (beside the loop: a long run must not hold up the rest).
+                    let privacy = state.0.privacy.clone();
+                    tokio::spawn(async move { privacy.retry_pending().await });
                     // Tomorrow's salt is agreed on well before midnight.
                     let today = clickward_core::utc_day(state.0.clock.now_micros());
                     if let Err(e) = state.0.salts.sync_shared(state.0.store.as_ref(), today).await {

@@ -29,3 +29,49 @@ pub fn new_token() -> String {
 pub fn hash_key(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
+
+/// API keys this node verified lately, by hash, so that a request with a
+/// good key is still answered (a privacy request still received) while the
+/// shared store is unavailable. Only consulted then: with the store up every
+/// request is checked against it, and a revoked key is forgotten at its next
+/// use.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: std::sync::Mutex<
+        std::collections::HashMap<[u8; 32], (clickward_store::ApiKey, std::time::Instant)>,
+    >,
+}
+
+impl KeyCache {
+    /// How long a verification is trusted while the store is unavailable.
+    pub const TRUST: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// Keys remembered at most (more, and the oldest memory is dropped whole).
+    const MAX: usize = 10_000;
+
+    /// Notes what the store answered for `hash`: a key, or none (unknown or
+    /// revoked: forgotten).
+    pub fn remember(&self, hash: [u8; 32], key: Option<&clickward_store::ApiKey>) {
+        let Ok(mut keys) = self.keys.lock() else {
+            return;
+        };
+        match key {
+            Some(k) => {
+                if keys.len() >= Self::MAX {
+                    keys.clear();
+                }
+                keys.insert(hash, (k.clone(), std::time::Instant::now()));
+            }
+            None => {
+                keys.remove(&hash);
+            }
+        }
+    }
+
+    /// The key for `hash` if the store gave it within [`KeyCache::TRUST`].
+    pub fn recall(&self, hash: &[u8; 32]) -> Option<clickward_store::ApiKey> {
+        let keys = self.keys.lock().ok()?;
+        keys.get(hash)
+            .filter(|(_, at)| at.elapsed() < Self::TRUST)
+            .map(|(k, _)| k.clone())
+    }
+}

@@ -9,12 +9,19 @@ use std::sync::Arc;
 
 use clickward_core::Micros;
 use clickward_store::{
-    ClusterStore, Erased, PRIVACY_CHANNEL, PrivacyStore, Receipt, Spool, StoreError, Subject,
-    SubjectData,
+    ClusterStore, Erased, HeldErasure, PRIVACY_CHANNEL, PrivacyStore, Receipt, RequestStatus,
+    Spool, StoreError, Subject, SubjectData,
 };
 
 use super::events::EventHub;
 use crate::clock::Clock;
+
+/// The error a held erasure's receipt carries until the store has it.
+pub const HELD: &str = "the shared store is unavailable: held on this node's disk, \
+     carried out once the store is back (never reported done before it is)";
+
+/// Received erasures carried out per store call (one scan of the clicks).
+const RUN_CHUNK: usize = 10_000;
 
 /// What every node drops from memory and its spool after an erasure (the
 /// payload of a [`PRIVACY_CHANNEL`] notice; sent, never stored).
@@ -35,6 +42,8 @@ pub struct PrivacyService<S: ?Sized> {
     /// Held while received erasures are being carried out (one run at a
     /// time: a batch and the minute's retry never race each other).
     running: tokio::sync::Mutex<()>,
+    /// Held while held erasures are handed over (one hand-over at a time).
+    handing: tokio::sync::Mutex<()>,
 }
 
 impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
@@ -51,6 +60,7 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
             spool,
             clock,
             running: tokio::sync::Mutex::new(()),
+            handing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -61,8 +71,18 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
     /// # Errors
     /// When the request itself cannot be stored (nothing was received).
     pub async fn erase(&self, subject: Subject, actor: &str) -> Result<Receipt, StoreError> {
-        let received = self.receive(subject, actor).await?;
-        match self.run(&received.id).await {
+        let mut received = self.receive(vec![subject], actor).await?;
+        let received = received
+            .pop()
+            .ok_or_else(|| StoreError::Task("no receipt".to_owned()))?;
+        if received.error.as_deref() == Some(HELD) {
+            return Ok(received);
+        }
+        let outcome = self
+            .store
+            .run_erasure(received.id.clone(), self.clock.now_micros())
+            .await;
+        match self.settle(&received.id, outcome).await {
             Ok(r) => Ok(r),
             Err(e) => Ok(Receipt {
                 error: Some(e.to_string()),
@@ -72,25 +92,119 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
         }
     }
 
-    /// Stores an erasure of `subject` for the background run (a batch):
-    /// carried out within a minute, or at the next start.
+    /// Stores erasures of `subjects` for the background run (a batch:
+    /// carried out at once in the background, else within a minute or at
+    /// the next start); their receipts, in order. While the shared store is
+    /// unavailable, a node with a spool holds the rest on its own disk
+    /// instead (their receipts stay `received` with [`HELD`] as the error)
+    /// and hands them over once the store is back.
     ///
     /// # Errors
-    /// When the request cannot be stored (nothing was received).
-    pub async fn receive(&self, subject: Subject, actor: &str) -> Result<Receipt, StoreError> {
-        let id = format!("era_{}", ulid::Ulid::generate());
-        self.store
-            .receive_erasure(id, subject, actor.to_owned(), self.clock.now_micros())
-            .await
+    /// When a request can be neither stored nor held (that one and the rest
+    /// were not received; those before it were).
+    pub async fn receive(
+        &self,
+        subjects: Vec<Subject>,
+        actor: &str,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let mut out = Vec::with_capacity(subjects.len());
+        let mut rest = subjects.into_iter();
+        while let Some(subject) = rest.next() {
+            let id = format!("era_{}", ulid::Ulid::generate());
+            let now = self.clock.now_micros();
+            let stored = self
+                .store
+                .receive_erasure(id.clone(), subject.clone(), actor.to_owned(), now)
+                .await;
+            match (stored, &self.spool) {
+                (Ok(r), _) => out.push(r),
+                (Err(StoreError::Unavailable(why)), Some(spool)) => {
+                    tracing::warn!(
+                        "the shared store is unavailable ({why}): erasures are held on this node"
+                    );
+                    let first = HeldErasure {
+                        id,
+                        subject,
+                        actor: actor.to_owned(),
+                        received_at: now,
+                    };
+                    let held: Vec<HeldErasure> = std::iter::once(first)
+                        .chain(rest.map(|subject| HeldErasure {
+                            id: format!("era_{}", ulid::Ulid::generate()),
+                            subject,
+                            actor: actor.to_owned(),
+                            received_at: now,
+                        }))
+                        .collect();
+                    spool.hold_erasures(held.clone()).await?;
+                    out.extend(held.into_iter().map(|h| Receipt {
+                        id: h.id,
+                        subject: h.subject.kind().to_owned(),
+                        status: RequestStatus::Received,
+                        counts: None,
+                        error: Some(HELD.to_owned()),
+                        attempts: 0,
+                        actor: h.actor,
+                        received_at: h.received_at,
+                        done_at: None,
+                    }));
+                    break;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
-    /// Carries out one received erasure and finishes it in memory.
-    async fn run(&self, id: &str) -> Result<Receipt, StoreError> {
-        match self
-            .store
-            .run_erasure(id.to_owned(), self.clock.now_micros())
-            .await
-        {
+    /// Hands the erasures held on this node (see [`PrivacyService::receive`])
+    /// over to the store, then carries out what is pending; returns how
+    /// many were handed over. Called every few seconds: a no-op while
+    /// nothing is held, and while the store is still down.
+    pub async fn hand_over(&self) -> usize {
+        let Some(spool) = &self.spool else { return 0 };
+        let Ok(_handing) = self.handing.try_lock() else {
+            return 0;
+        };
+        let held = match spool.held_erasures().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("held erasures not read from the spool: {e}");
+                return 0;
+            }
+        };
+        let mut moved = 0;
+        for h in held {
+            let id = h.id.clone();
+            if let Err(e) = self
+                .store
+                .receive_erasure(h.id, h.subject, h.actor, h.received_at)
+                .await
+            {
+                tracing::debug!("held erasures wait for the store: {e}");
+                break;
+            }
+            // Held twice at worst (stored, then a crash before this): the
+            // store keeps the first.
+            if let Err(e) = spool.release_erasure(id).await {
+                tracing::warn!("a handed-over erasure stays in the spool (handed over again): {e}");
+            }
+            moved += 1;
+        }
+        if moved > 0 {
+            tracing::info!("{moved} erasures held on this node handed over to the store");
+            while self.retry_pending().await > 0 {}
+        }
+        moved
+    }
+
+    /// Finishes one run's outcome: in memory when it erased, noted on the
+    /// request when it failed.
+    async fn settle(
+        &self,
+        id: &str,
+        outcome: Result<Erased, StoreError>,
+    ) -> Result<Receipt, StoreError> {
+        match outcome {
             Ok(e) => {
                 self.finish(&e).await;
                 Ok(e.receipt)
@@ -190,12 +304,26 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
             }
         };
         let mut done = 0;
-        for id in pending {
-            if self.run(&id).await.is_ok() {
-                done += 1;
+        // One pass over the clicks finds a whole chunk's visitors (the
+        // store runs each erasure in its own transaction, redirects taking
+        // their turns between them).
+        for chunk in pending.chunks(RUN_CHUNK) {
+            let outcomes = match self
+                .store
+                .run_erasures(chunk.to_vec(), self.clock.now_micros())
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!("received erasures not carried out (retried in a minute): {e}");
+                    return done;
+                }
+            };
+            for (id, outcome) in chunk.iter().zip(outcomes) {
+                if self.settle(id, outcome).await.is_ok() {
+                    done += 1;
+                }
             }
-            // Redirects and postbacks share the store: one erasure, then
-            // their turn.
             tokio::task::yield_now().await;
         }
         done

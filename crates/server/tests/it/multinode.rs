@@ -487,8 +487,8 @@ async fn a_shared_limit_holds_across_nodes() {
 }
 
 /// An erasure asked of one node reaches the click another node took; with
-/// PostgreSQL down it is refused as not received (never "done"), and sent
-/// again once it is back, it is done.
+/// PostgreSQL down it is received (held on the node's disk, never reported
+/// done before it is) and carried out once PostgreSQL is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_on_one_node_reaches_every_node_and_waits_for_postgresql() {
     let Some(pg) = Cluster::start() else { return };
@@ -511,33 +511,64 @@ async fn an_erasure_on_one_node_reaches_every_node_and_waits_for_postgresql() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 302);
     drained(&[&a, &b]).await;
-    let erase = || {
-        c.post(format!("{}/api/v1/privacy/erasures", b.base))
-            .bearer_auth(&key)
-            .json(&serde_json::json!({"sub": "erase-me@example.com"}))
-            .send()
-    };
+    // Node b has seen the key while PostgreSQL was up.
+    let r = c
+        .get(format!("{}/api/v1/privacy/erasures", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     pg.down();
-    let r = erase().await.unwrap();
-    assert_eq!(r.status().as_u16(), 503);
+    let r = c
+        .post(format!("{}/api/v1/privacy/erasures", b.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"sub": "erase-me@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"], "unavailable", "{v}");
+    assert_eq!(v["status"], "received", "{v}");
     assert!(
-        v["reason"].as_str().unwrap().contains("cannot be reached"),
+        v["error"].as_str().unwrap().contains("held on this node"),
         "{v}"
     );
+    let id = v["id"].as_str().unwrap().to_owned();
+    // A key this node never saw is still refused.
+    let r = c
+        .post(format!("{}/api/v1/privacy/erasures", b.base))
+        .bearer_auth("cwk_not-a-key")
+        .json(&serde_json::json!({"sub": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    // Nothing is reported while PostgreSQL is down, and the click is intact.
+    let r = c
+        .get(format!("{}/api/v1/privacy/erasures/{id}", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
     pg.up();
-    let v: serde_json::Value = eventually(Duration::from_secs(60), "PostgreSQL back", || async {
-        let r = erase().await.ok()?;
-        (r.status().as_u16() == 201).then_some(())?;
-        r.json().await.ok()
+    let v: serde_json::Value = eventually(Duration::from_secs(60), "the held erasure done", || {
+        let (c, id, key) = (c.clone(), id.clone(), key.clone());
+        let base = a.base.clone();
+        async move {
+            let r = c
+                .get(format!("{base}/api/v1/privacy/erasures/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            (v["status"] == "done").then_some(v)
+        }
     })
     .await;
-    assert_eq!(
-        (&v["status"], &v["counts"]["clicks"]),
-        (&serde_json::json!("done"), &serde_json::json!(1)),
-        "{v}"
-    );
+    assert_eq!(v["counts"]["clicks"], 1, "{v}");
     let clicks: serde_json::Value = c
         .get(format!("{}/api/v1/clicks?limit=10", a.base))
         .bearer_auth(&key)

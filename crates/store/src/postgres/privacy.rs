@@ -322,7 +322,7 @@ impl PrivacyStore for PgStore {
             let c = self.client().await?;
             c.execute(
                 "INSERT INTO privacy_requests (id, subject, selector, status, actor, received_at) \
-                 VALUES ($1, $2, $3, 'received', $4, $5)",
+                 VALUES ($1, $2, $3, 'received', $4, $5) ON CONFLICT (id) DO NOTHING",
                 &[&id, &subject.kind(), &subject.to_text()?, &actor, &now],
             )
             .await?;

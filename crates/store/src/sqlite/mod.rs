@@ -63,6 +63,9 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
+    /// Set when an erasure's WAL truncation found a reader in the way: the
+    /// checkpointer tries again until it succeeds.
+    truncate_wal: std::sync::atomic::AtomicBool,
 }
 
 /// The embedded SQLite store. Cheap to clone.
@@ -131,6 +134,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             max_readers: opts.readers.max(1),
+            truncate_wal: std::sync::atomic::AtomicBool::new(false),
         });
         spawn_checkpointer(Arc::downgrade(&inner), path.to_owned())?;
         Ok(Self { inner })
@@ -170,6 +174,28 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
         })
+    }
+
+    /// Folds the WAL into the database and truncates it, so that what an
+    /// erasure overwrote does not linger in old WAL frames: at once when no
+    /// reader holds an older snapshot, else the checkpointer retries every
+    /// 250 ms until it can (never blocking the writer to wait for readers).
+    pub(crate) async fn truncate_wal(&self) {
+        let done = self
+            .write(|c| {
+                c.busy_timeout(std::time::Duration::ZERO)?;
+                let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                });
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(busy.is_ok_and(|b| b == 0))
+            })
+            .await;
+        if !matches!(done, Ok(true)) {
+            self.inner
+                .truncate_wal
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
@@ -222,6 +248,22 @@ fn spawn_checkpointer(store: std::sync::Weak<Inner>, path: PathBuf) -> Result<()
                     .map(|w| w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
                 if let Ok(Err(e)) = second {
                     tracing::warn!("WAL checkpoint failed (retried): {e}");
+                }
+                // An erasure's truncation that a reader was in the way of.
+                if inner
+                    .truncate_wal
+                    .swap(false, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let done = conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .is_ok_and(|busy| busy == 0);
+                    if !done {
+                        inner
+                            .truncate_wal
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
                 }
             }
         })

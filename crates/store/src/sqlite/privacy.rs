@@ -69,18 +69,44 @@ fn add_conversions(
     Ok(())
 }
 
-/// The rows `subject` selects; `live`: only rows not erased yet.
-fn select(c: &Connection, subject: &Subject, live: bool) -> Result<Selection, StoreError> {
+/// How [`select`] finds a visitor's or a sub-id's clicks: the one part of a
+/// selection with no index behind it (a scan of `clicks`; an index on the
+/// visitor key would cost every written click a page write, see
+/// docs/benchmarks.md "Privacy").
+#[derive(Clone, Copy)]
+enum Scan {
+    /// Scan every click.
+    All,
+    /// The scan was done in an earlier read snapshot (see [`plan`]): only
+    /// clicks written since, `seq` above this (the `clicks_by_seq` index).
+    After(i64),
+}
+
+/// The rows `subject` selects, added to `sel`; `live`: only rows not erased
+/// yet.
+fn select(
+    c: &Connection,
+    subject: &Subject,
+    live: bool,
+    scan: Scan,
+    mut sel: Selection,
+) -> Result<Selection, StoreError> {
     let only = if live { " AND erased_at IS NULL" } else { "" };
+    let (after, seq) = match scan {
+        Scan::All => ("", None),
+        Scan::After(seq) => (" AND seq > ?2", Some(seq)),
+    };
     let clicks = "SELECT click_id, visitor_key FROM clicks WHERE ";
     let convs = "SELECT id, conversion_id FROM conversions WHERE ";
-    let mut sel = Selection::default();
+    let scan_params = |first: rusqlite::types::Value| {
+        rusqlite::params_from_iter(std::iter::once(first).chain(seq.map(Into::into)))
+    };
     match subject {
         Subject::Visitor(k) => add_clicks(
             c,
             &mut sel,
-            &format!("{clicks}visitor_key = ?1{only}"),
-            [k.0.as_slice()],
+            &format!("{clicks}visitor_key = ?1{only}{after}"),
+            scan_params(k.0.to_vec().into()),
         )?,
         Subject::Click(id) => add_clicks(
             c,
@@ -92,9 +118,9 @@ fn select(c: &Connection, subject: &Subject, live: bool) -> Result<Selection, St
             c,
             &mut sel,
             &format!(
-                "{clicks}(sub1 = ?1 OR sub2 = ?1 OR sub3 = ?1 OR sub4 = ?1 OR sub5 = ?1){only}"
+                "{clicks}(sub1 = ?1 OR sub2 = ?1 OR sub3 = ?1 OR sub4 = ?1 OR sub5 = ?1){only}{after}"
             ),
-            [v],
+            scan_params(v.clone().into()),
         )?,
         Subject::Order { .. } | Subject::Conversion(_) => {}
     }
@@ -147,6 +173,99 @@ fn select(c: &Connection, subject: &Subject, live: bool) -> Result<Selection, St
         )?;
     }
     Ok(sel)
+}
+
+/// At most this many visitor keys and sub-id values in one scan of [`plan`]
+/// (bound parameters; SQLite allows 32,766).
+const PLAN_CHUNK: usize = 10_000;
+
+/// The read half of a batch of erasures, in one read snapshot beside the
+/// writer (a scan of 10 M clicks takes most of a second; the writer must not
+/// wait for it): the highest click `seq` the snapshot holds, and for each
+/// id the clicks its visitor or sub-id selects, found for the whole batch
+/// in one scan. Requests not received (or unknown) get an empty selection;
+/// [`run`] tells them apart.
+fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreError> {
+    let tx = c.unchecked_transaction()?;
+    let seq: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let mut out: Vec<Selection> = ids.iter().map(|_| Selection::default()).collect();
+    let mut keys: std::collections::HashMap<[u8; 16], Vec<usize>> = Default::default();
+    let mut subs: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (i, id) in ids.iter().enumerate() {
+        let selector: Option<String> = tx
+            .prepare_cached(
+                "SELECT selector FROM privacy_requests WHERE id = ?1 AND status = 'received'",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        // A selector that does not parse is reported by `run`.
+        match selector.map(|t| Subject::from_text(&t)) {
+            Some(Ok(Subject::Visitor(k))) => keys.entry(k.0).or_default().push(i),
+            Some(Ok(Subject::Sub(v))) => subs.entry(v).or_default().push(i),
+            _ => {}
+        }
+    }
+    let keys: Vec<_> = keys.into_iter().collect();
+    let subs: Vec<_> = subs.into_iter().collect();
+    let (mut k, mut v) = (&keys[..], &subs[..]);
+    while !k.is_empty() || !v.is_empty() {
+        let (kn, vn) = (
+            k.len().min(PLAN_CHUNK),
+            v.len().min(PLAN_CHUNK - k.len().min(PLAN_CHUNK)),
+        );
+        let (kc, vc) = (&k[..kn], &v[..vn]);
+        (k, v) = (&k[kn..], &v[vn..]);
+        let list = |from: usize, n: usize| {
+            (from..from + n)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut terms = Vec::new();
+        if kn > 0 {
+            terms.push(format!("visitor_key IN ({})", list(1, kn)));
+        }
+        if vn > 0 {
+            let l = list(kn + 1, vn);
+            terms.extend((1..=5).map(|n| format!("sub{n} IN ({l})")));
+        }
+        let sql = format!(
+            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks              WHERE erased_at IS NULL AND ({})",
+            terms.join(" OR ")
+        );
+        let values = kc
+            .iter()
+            .map(|(key, _)| rusqlite::types::Value::Blob(key.to_vec()))
+            .chain(
+                vc.iter()
+                    .map(|(sub, _)| rusqlite::types::Value::Text(sub.clone())),
+            );
+        let mut st = tx.prepare(&sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(values))?;
+        let by_key: std::collections::HashMap<&[u8; 16], &Vec<usize>> =
+            kc.iter().map(|(key, who)| (key, who)).collect();
+        let by_sub: std::collections::HashMap<&str, &Vec<usize>> =
+            vc.iter().map(|(sub, who)| (sub.as_str(), who)).collect();
+        while let Some(r) = rows.next()? {
+            let id = bytes16(r.get(0)?, "click_id")?;
+            let key = bytes16(r.get(1)?, "visitor_key")?;
+            let mut who: Vec<usize> = by_key.get(&key).map(|w| w.to_vec()).unwrap_or_default();
+            for n in 2..7 {
+                if let Some(sub) = r.get::<_, Option<String>>(n)? {
+                    who.extend(by_sub.get(sub.as_str()).into_iter().flat_map(|w| w.iter()));
+                }
+            }
+            for i in who {
+                out[i].clicks.insert(id, key);
+            }
+        }
+    }
+    Ok((seq, out))
 }
 
 /// Erases what `sel` selected (inside the caller's transaction).
@@ -244,7 +363,15 @@ fn erase(
     Ok(n)
 }
 
-fn run(c: &mut Connection, id: &str, now: Micros) -> Result<Erased, StoreError> {
+/// The write half of one erasure: `planned` is what [`plan`] found for it
+/// up to click `seq`; the clicks written since and everything with an index
+/// are selected here, in the write transaction.
+fn run(
+    c: &mut Connection,
+    id: &str,
+    now: Micros,
+    (seq, planned): (i64, Selection),
+) -> Result<Erased, StoreError> {
     let tx = c.transaction()?;
     let found: Option<(String, Option<String>)> = tx
         .query_row(
@@ -261,7 +388,19 @@ fn run(c: &mut Connection, id: &str, now: Micros) -> Result<Erased, StoreError> 
         return Ok(Erased::unchanged(r));
     };
     let subject = Subject::from_text(&selector)?;
-    let sel = select(&tx, &subject, true)?;
+    // What the snapshot found, less what another request erased since.
+    let mut planned = planned;
+    let mut live =
+        tx.prepare_cached("SELECT 1 FROM clicks WHERE click_id = ?1 AND erased_at IS NULL")?;
+    let mut still = std::collections::BTreeMap::new();
+    for (id, key) in std::mem::take(&mut planned.clicks) {
+        if live.exists([id.as_slice()])? {
+            still.insert(id, key);
+        }
+    }
+    drop(live);
+    planned.clicks = still;
+    let sel = select(&tx, &subject, true, Scan::After(seq), planned)?;
     let counts = erase(&tx, &subject, &sel, now)?;
     let counts_text =
         serde_json::to_string(&counts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -284,7 +423,7 @@ fn run(c: &mut Connection, id: &str, now: Micros) -> Result<Erased, StoreError> 
 }
 
 fn subject_data(c: &Connection, subject: &Subject) -> Result<SubjectData, StoreError> {
-    let sel = select(c, subject, false)?;
+    let sel = select(c, subject, false, Scan::All, Selection::default())?;
     let mut clicks = Vec::new();
     for id in sel.clicks.keys() {
         let mut st = c.prepare_cached(&format!(
@@ -343,8 +482,8 @@ impl PrivacyStore for SqliteStore {
     ) -> StoreFuture<'_, Receipt> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO privacy_requests (id, subject, selector, status, actor, received_at) \
-                 VALUES (?1, ?2, ?3, 'received', ?4, ?5)",
+                "INSERT OR IGNORE INTO privacy_requests (id, subject, selector, status, actor, \
+                 received_at) VALUES (?1, ?2, ?3, 'received', ?4, ?5)",
                 params![id, subject.kind(), subject.to_text()?, actor, now],
             )?;
             receipt(c, &id)?.ok_or_else(|| StoreError::NotFound(id))
@@ -352,18 +491,47 @@ impl PrivacyStore for SqliteStore {
     }
 
     fn run_erasure(&self, id: String, now: Micros) -> StoreFuture<'_, Erased> {
-        self.write(move |c| {
-            // Erased values must not survive in free space or in the WAL:
-            // zero what the transaction frees, then fold the WAL into the
-            // database and truncate it (a reader in the way only delays
-            // that to the next checkpoint).
-            c.pragma_update(None, "secure_delete", true)?;
-            let out = run(c, &id, now);
-            c.pragma_update(None, "secure_delete", false)?;
-            if out.is_ok() {
-                let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Box::pin(async move {
+            self.run_erasures(vec![id], now)
+                .await?
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Task("no erasure was run".to_owned())))
+        })
+    }
+
+    fn run_erasures(
+        &self,
+        ids: Vec<String>,
+        now: Micros,
+    ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
+        Box::pin(async move {
+            let ids = std::sync::Arc::new(ids);
+            let (seq, planned) = {
+                let ids = ids.clone();
+                self.read(move |c| plan(c, &ids)).await?
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            let mut erased_any = false;
+            for (id, sel) in ids.iter().cloned().zip(planned) {
+                let done = self
+                    .write(move |c| {
+                        // Erased values must not survive in free space: zero
+                        // what the transaction frees.
+                        c.pragma_update(None, "secure_delete", true)?;
+                        let out = run(c, &id, now, (seq, sel));
+                        c.pragma_update(None, "secure_delete", false)?;
+                        out
+                    })
+                    .await;
+                erased_any |= done.as_ref().is_ok_and(|e| e.subject.is_some());
+                out.push(done);
             }
-            out
+            if erased_any {
+                // Nor in the WAL: fold it into the database and truncate it,
+                // now if no reader is in the way, else by the checkpointer.
+                self.truncate_wal().await;
+            }
+            Ok(out)
         })
     }
 

@@ -292,3 +292,82 @@ async fn retention_clears_old_conversions_raw_fields_in_batches(b: Backend) {
         );
     }
 }
+
+both!(a_batch_of_erasures_finds_each_subjects_rows_in_one_call);
+async fn a_batch_of_erasures_finds_each_subjects_rows_in_one_call(b: Backend) {
+    let (_g, s) = store(b).await;
+    let t0 = 700 * MICROS_PER_DAY;
+    // Visitors 10, 11 and 12; visitor 12's second click carries the e-mail.
+    let mut clicks = vec![
+        click(1, t0, 10, 1),
+        click(2, t0 + 1, 10, 2),
+        click(1, t0 + 2, 11, 3),
+        click(1, t0 + 3, 12, 4),
+    ];
+    clicks[3].params.subs[4] = Some(EMAIL.into());
+    s.write_clicks(Arc::new(clicks), WINDOW).await.unwrap();
+    let subjects = [
+        ("era_b1", Subject::Visitor(VisitorKey([10; 16]))),
+        ("era_b2", Subject::Sub(EMAIL.into())),
+        ("era_b3", Subject::Visitor(VisitorKey([10; 16]))),
+        ("era_b4", Subject::Visitor(VisitorKey([99; 16]))),
+    ];
+    for (id, subject) in &subjects {
+        s.receive_erasure((*id).into(), subject.clone(), "t".into(), t0)
+            .await
+            .unwrap();
+    }
+    // Received twice (a node handing over what it held): kept once.
+    let again = s
+        .receive_erasure(
+            "era_b1".into(),
+            Subject::Sub("other".into()),
+            "t".into(),
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.subject, "visitor");
+    let ids: Vec<String> = subjects.iter().map(|(id, _)| (*id).to_owned()).collect();
+    let mut out = s.run_erasures(ids.clone(), t0).await.unwrap();
+    // An unknown id fails alone.
+    out.extend(s.run_erasures(vec!["era_nope".into()], t0).await.unwrap());
+    let counts: Vec<Option<u64>> = out
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .ok()
+                .and_then(|e| e.receipt.counts.map(|c| c.clicks))
+        })
+        .collect();
+    // The same visitor asked twice in one batch: the second finds it done.
+    assert_eq!(
+        counts,
+        [Some(2), Some(1), Some(0), Some(0), None],
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[4], Err(StoreError::NotFound(_))),
+        "{:?}",
+        out[4]
+    );
+    let left: Vec<String> = s
+        .list_clicks(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.visitor_key)
+        .collect();
+    assert!(left.contains(&VisitorKey([11; 16]).to_hex()), "{left:?}");
+    for gone in [10u8, 12] {
+        assert!(!left.contains(&VisitorKey([gone; 16]).to_hex()), "{left:?}");
+    }
+    assert!(s.pending_erasures().await.unwrap().is_empty());
+    // Run again: nothing changes, every receipt as it was.
+    let again = s.run_erasures(ids, t0).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|e| e.subject.is_none()))
+    );
+}
