@@ -85,7 +85,7 @@ load() {
 }
 pending() {
   curl -s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/privacy/erasures?limit=1000" \
-    | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if r['status'] == 'received'))"
+    | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin)['items'] if r['status'] == 'received'))"
 }
 python3 - "$BATCH" > "$OUT/privacy-batch.json" <<'PY'
 import json, sys

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 mod common;
 mod fraud;
+mod page;
 mod plan;
 mod postgres;
 mod privacy;
@@ -45,6 +46,7 @@ pub use fraud::{
     Exclusion, ExclusionKind, FraudStore, JudgeSink, JudgeableClick, JudgeableConversion,
     NewExclusion, RuleOwner, StoredRule, VerdictCount, VerdictRow,
 };
+pub use page::ClickQuery;
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgOptions, PgStore};
 pub use privacy::{
     Erased, ErasureCounts, PrivacyStore, Receipt, RequestStatus, Subject, SubjectData,
@@ -594,7 +596,10 @@ pub struct ConversionFilter {
     pub status: Option<ConversionStatus>,
     /// Only conversions attributed to this affiliate.
     pub affiliate: Option<Slug>,
-    /// At most this many, newest first.
+    /// The keyset: only conversions whose id comes before this one (ids
+    /// start with the time they were received: older ones).
+    pub before: Option<ConversionId>,
+    /// At most this many, newest first (by conversion id).
     pub limit: u32,
 }
 
@@ -687,6 +692,9 @@ pub trait ClickStore: Send + Sync + 'static {
 
     /// Newest clicks first, optionally of one link.
     fn list_clicks(&self, link: Option<LinkCode>, limit: u32) -> StoreFuture<'_, Vec<ClickRow>>;
+
+    /// One page of clicks (`GET /api/v1/clicks`): see [`ClickQuery`].
+    fn page_clicks(&self, q: ClickQuery) -> StoreFuture<'_, Vec<ClickRow>>;
 
     /// One click.
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow>;

@@ -246,8 +246,10 @@ pub trait PrivacyStore: Send + Sync + 'static {
     /// Ids of received erasures, oldest first.
     fn pending_erasures(&self) -> StoreFuture<'_, Vec<String>>;
 
-    /// The newest receipts, newest first.
-    fn receipts(&self, limit: u32) -> StoreFuture<'_, Vec<Receipt>>;
+    /// The newest receipts, newest first (by id, which starts with the
+    /// time received); with `before`, only those whose id sorts before it
+    /// (the keyset of the next page).
+    fn receipts(&self, before: Option<String>, limit: u32) -> StoreFuture<'_, Vec<Receipt>>;
 
     /// One receipt.
     fn receipt(&self, id: String) -> StoreFuture<'_, Option<Receipt>>;

@@ -68,6 +68,7 @@ pub(super) async fn conversion_command(
             let filter = clickward_store::ConversionFilter {
                 status,
                 affiliate: None,
+                before: None,
                 limit,
             };
             for c in store.list_conversions(filter).await? {

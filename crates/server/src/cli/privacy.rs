@@ -114,7 +114,7 @@ pub async fn run(v: &Validated, store: Arc<dyn Store>, cmd: PrivacyCmd) -> anyho
             );
         }
         PrivacyCmd::List { limit } => {
-            for r in svc.receipts(limit.clamp(1, 1000)).await? {
+            for r in svc.receipts(None, limit.clamp(1, 1000)).await? {
                 let counts = r
                     .counts
                     .map(|c| serde_json::to_string(&c).unwrap_or_default())

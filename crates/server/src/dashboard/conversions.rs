@@ -92,6 +92,7 @@ pub async fn conversions(
         .list_conversions(ConversionFilter {
             status,
             affiliate: None,
+            before: None,
             limit: 200,
         })
         .await?

@@ -108,6 +108,7 @@ pub async fn home(
         .list_conversions(ConversionFilter {
             status: None,
             affiliate: Some(me.clone()),
+            before: None,
             limit: 100,
         })
         .await?

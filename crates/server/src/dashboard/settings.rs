@@ -102,7 +102,7 @@ pub(super) async fn settings_page(
     let receipts = app
         .0
         .privacy
-        .receipts(50)
+        .receipts(None, 50)
         .await?
         .into_iter()
         .map(|r| ReceiptRow {

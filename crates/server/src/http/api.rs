@@ -7,13 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickward_core::id::{ClickId, LinkCode, Slug};
 use clickward_core::link::{Destination, RedirectStatus, Status, UtmDefaults};
-use clickward_store::{LinkInput, LinkRecord, SaveMode};
+use clickward_store::{ClickQuery, LinkInput, LinkRecord, SaveMode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
+use crate::http::paging::{self, MAX_LIMIT, Page, PageArgs};
 use crate::process::app::AppState;
 use crate::services::catalog::{NamedBody, NamedResource};
 use crate::services::programs::{self, ProgramSpec, ProgramView};
@@ -53,11 +54,20 @@ fn to_value<T: Serialize>(t: &T) -> ApiResult<Value> {
 // resource (`services::catalog::NamedResource`); programs take and show
 // their settings as well (below).
 
+/// `GET /api/v1/affiliates?limit=&cursor=`: by slug.
 pub async fn list_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<R>>> {
-    Ok(Json(R::list(app.0.store.as_ref()).await?))
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<R>>> {
+    let all = R::list(app.0.store.as_ref()).await?;
+    Ok(Json(app.0.cursors.page_all(
+        R::KIND,
+        all,
+        &q,
+        MAX_LIMIT,
+        |r| r.body().slug,
+    )?))
 }
 
 pub async fn get_named<R: NamedResource>(
@@ -133,16 +143,28 @@ pub async fn enable_named<R: NamedResource>(
 
 // ---- programs: everything the catalogue can say ------------------------------
 
+/// `GET /api/v1/programs?limit=&cursor=`: by slug, with their settings.
 pub async fn list_programs(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<ProgramView>>> {
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<ProgramView>>> {
     let store = app.0.store.as_ref();
-    let mut out = Vec::new();
-    for p in store.list_programs().await? {
-        out.push(programs::view(store, p).await?);
+    let page = app.0.cursors.page_all(
+        "program",
+        store.list_programs().await?,
+        &q,
+        MAX_LIMIT,
+        |p| p.slug.to_string(),
+    )?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for p in page.items {
+        items.push(programs::view(store, p).await?);
     }
-    Ok(Json(out))
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn get_program(
@@ -216,14 +238,21 @@ pub async fn enable_program(
     set_program_status(&app, &slug, Status::Active).await
 }
 
+/// `GET /api/v1/programs/{slug}/commissions?limit=&cursor=`: by affiliate.
 pub async fn list_overrides(
     _: Authorized,
     State(app): State<AppState>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Vec<programs::OverrideView>>> {
-    Ok(Json(
-        programs::overrides(app.0.store.as_ref(), parse_slug(&slug)?).await?,
-    ))
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<programs::OverrideView>>> {
+    let all = programs::overrides(app.0.store.as_ref(), parse_slug(&slug)?).await?;
+    Ok(Json(app.0.cursors.page_all(
+        "commission",
+        all,
+        &q,
+        MAX_LIMIT,
+        |o| o.affiliate.clone(),
+    )?))
 }
 
 /// `PUT /api/v1/programs/{slug}/commissions/{affiliate}` body.
@@ -342,19 +371,23 @@ impl LinkView {
     }
 }
 
+/// `GET /api/v1/links?limit=&cursor=`: by code.
 pub async fn list_links(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<LinkView>>> {
-    Ok(Json(
-        app.0
-            .store
-            .list_links()
-            .await?
-            .iter()
-            .map(LinkView::of)
-            .collect(),
-    ))
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<LinkView>>> {
+    let page = app.0.cursors.page_all(
+        "link",
+        app.0.store.list_links().await?,
+        &q,
+        MAX_LIMIT,
+        |l| l.link.code.to_string(),
+    )?;
+    Ok(Json(Page {
+        items: page.items.iter().map(LinkView::of).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn get_link(
@@ -455,7 +488,7 @@ pub async fn outbox(
             .filter(|n| *n >= 0)
             .ok_or_else(|| ApiError::bad_request("after must be a cursor (0 or a seq)"))?,
     };
-    let limit = list_limit(q.limit.as_deref())?;
+    let limit = paging::limit(q.limit.as_deref(), MAX_LIMIT)?;
     let events = app.0.store.outbox_after(after, limit).await?;
     let next = events.last().map_or(after, |e| e.seq);
     Ok(Json(serde_json::json!({ "events": events, "next": next })))
@@ -463,41 +496,109 @@ pub async fn outbox(
 
 // ---- clicks -----------------------------------------------------------------
 
+/// The query of `GET /api/v1/clicks`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickListQuery {
-    link: Option<String>,
     limit: Option<String>,
+    cursor: Option<String>,
+    /// `newest` (default) or `oldest` first.
+    order: Option<String>,
+    link: Option<String>,
+    affiliate: Option<String>,
+    program: Option<String>,
+    /// RFC 3339 instant or UTC µs, inclusive.
+    from: Option<String>,
+    /// RFC 3339 instant or UTC µs, exclusive.
+    to: Option<String>,
+    bot: Option<String>,
+    unique: Option<String>,
+    /// `none`, or an action: `flag`, `hold`, `reject`, `block`.
+    verdict: Option<String>,
 }
 
-/// Most rows one list call (clicks, outbox events) returns.
-const MAX_LIST_LIMIT: u32 = 1000;
+/// Most clicks in one page.
+pub const MAX_CLICK_PAGE: u32 = 10_000;
 
-/// A list's `limit=`: 100 when absent, else 1..=[`MAX_LIST_LIMIT`].
-fn list_limit(text: Option<&str>) -> ApiResult<u32> {
-    match text {
-        None | Some("") => Ok(100),
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_LIST_LIMIT}"))),
+/// An instant of a list's time range: RFC 3339 (`2026-12-01T00:00:00Z`,
+/// any offset) or UTC µs.
+fn instant(name: &str, v: &str) -> ApiResult<clickward_core::Micros> {
+    if let Ok(us) = v.parse::<i64>() {
+        return Ok(us);
+    }
+    v.parse::<jiff::Timestamp>()
+        .map(|t| t.as_microsecond())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}: not an RFC 3339 instant (2026-12-01T00:00:00Z) or UTC microseconds"
+            ))
+        })
+}
+
+fn flag(name: &str, v: &str) -> ApiResult<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be true or false"
+        ))),
     }
 }
 
+/// `GET /api/v1/clicks?limit=&cursor=&order=newest|oldest&link=&affiliate=`
+/// `&program=&from=&to=&bot=&unique=&verdict=`: clicks by click id (time
+/// order), newest first unless `order=oldest`; up to 10,000 a page.
 pub async fn list_clicks(
     _: Authorized,
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ClickListQuery>,
-) -> ApiResult<Json<Vec<clickward_store::ClickRow>>> {
-    let limit = list_limit(q.limit.as_deref())?;
-    let link = match q.link.as_deref() {
-        None | Some("") => None,
-        Some(c) => {
-            Some(LinkCode::parse(c).map_err(|e| ApiError::bad_request(format!("link code {e}")))?)
+) -> ApiResult<Json<Page<clickward_store::ClickRow>>> {
+    let limit = paging::limit(q.limit.as_deref(), MAX_CLICK_PAGE)?;
+    let some = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let slug = |name: &str, v: &Option<String>| -> ApiResult<Option<Slug>> {
+        some(v)
+            .map(|s| Slug::parse(&s).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let oldest_first = match q.order.as_deref() {
+        None | Some("") | Some("newest") => false,
+        Some("oldest") => true,
+        Some(_) => return Err(ApiError::bad_request("order must be newest or oldest")),
+    };
+    // The cursor names its order: one taken newest-first cannot page the
+    // other way.
+    let list = if oldest_first {
+        "clicks-oldest"
+    } else {
+        "clicks"
+    };
+    let verdict = match some(&q.verdict).as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some(a @ ("flag" | "hold" | "reject" | "block")) => Some(Some(a.to_owned())),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "verdict must be none, flag, hold, reject or block",
+            ));
         }
     };
-    Ok(Json(app.0.store.list_clicks(link, limit).await?))
+    let query = ClickQuery {
+        link: some(&q.link)
+            .map(|c| LinkCode::parse(&c).map_err(|e| ApiError::bad_request(format!("link: {e}"))))
+            .transpose()?,
+        affiliate: slug("affiliate", &q.affiliate)?,
+        program: slug("program", &q.program)?,
+        from: some(&q.from).map(|v| instant("from", &v)).transpose()?,
+        to: some(&q.to).map(|v| instant("to", &v)).transpose()?,
+        bot: some(&q.bot).map(|v| flag("bot", &v)).transpose()?,
+        unique: some(&q.unique).map(|v| flag("unique", &v)).transpose()?,
+        verdict,
+        after: app.0.cursors.open::<ClickId>(list, q.cursor.as_deref())?,
+        oldest_first,
+        limit: limit + 1,
+    };
+    let rows = app.0.store.page_clicks(query).await?;
+    Ok(Json(app.0.cursors.page(list, rows, limit, |c| c.click_id)))
 }
 
 pub async fn get_click(
@@ -601,4 +702,111 @@ pub async fn report(
         }
         Err(e) => ApiError::bad_request(format!("{e:#}")).into_response(),
     }
+}
+
+// ---- keys, users, payouts -----------------------------------------------------
+
+fn admin_only(key: &Authorized, what: &str) -> ApiResult<()> {
+    if key.0.scope != clickward_store::KeyScope::Admin {
+        return Err(ApiError::forbidden(format!("{what} need an admin key")));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/keys?limit=&cursor=`: API keys by id (prefix, scope,
+/// label; never the key), unrevoked ones only. Admin keys only.
+pub async fn list_keys(
+    key: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<clickward_store::ApiKey>>> {
+    admin_only(&key, "API keys")?;
+    let all = app.0.store.list_api_keys().await?;
+    Ok(Json(app.0.cursors.page_all(
+        "keys",
+        all,
+        &q,
+        MAX_LIMIT,
+        |k| k.id,
+    )?))
+}
+
+/// A dashboard or portal user as the API shows it (no password hash).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    id: i64,
+    username: String,
+    role: clickward_store::UserRole,
+    /// The affiliate's slug, for `affiliate` users.
+    affiliate: Option<String>,
+    email: Option<String>,
+    /// `false`: signs in by magic link only.
+    has_password: bool,
+    notify_conversions: bool,
+}
+
+/// `GET /api/v1/users?limit=&cursor=`: users by id. Admin keys only.
+pub async fn list_users(
+    key: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<UserView>>> {
+    admin_only(&key, "users")?;
+    let all: Vec<UserView> = app
+        .0
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| UserView {
+            id: u.id,
+            username: u.username,
+            role: u.role,
+            affiliate: u.affiliate,
+            email: u.email,
+            has_password: u.password_hash.is_some(),
+            notify_conversions: u.notify_conversions,
+        })
+        .collect();
+    Ok(Json(app.0.cursors.page_all(
+        "users",
+        all,
+        &q,
+        MAX_LIMIT,
+        |u| u.id,
+    )?))
+}
+
+/// The query of `GET /api/v1/payouts`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutQuery {
+    affiliate: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/payouts?affiliate=&limit=&cursor=`: payout batches by
+/// batch id (oldest first).
+pub async fn list_payouts(
+    _: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<PayoutQuery>,
+) -> ApiResult<Json<Page<clickward_store::Payout>>> {
+    let affiliate = match q.affiliate.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_slug(s)?),
+    };
+    let all = app.0.store.list_payouts(affiliate, u32::MAX).await?;
+    let args = PageArgs {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    Ok(Json(app.0.cursors.page_all(
+        "payouts",
+        all,
+        &args,
+        MAX_LIMIT,
+        |p| p.batch_id.clone(),
+    )?))
 }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
+use crate::http::paging::{self, Page};
 use crate::process::app::AppState;
 use crate::services::conversions::{Answer, Via, conversion_json};
 use clickward_store::{ConversionFilter, IdempotencyClaim, KeyScope};
@@ -352,15 +353,17 @@ fn parse_json_report(body: &[u8]) -> Result<(ConversionReport, Vec<u8>), String>
 pub struct ListQuery {
     status: Option<String>,
     affiliate: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
-/// `GET /api/v1/conversions?status=&affiliate=&limit=` (newest first).
+/// `GET /api/v1/conversions?status=&affiliate=&limit=&cursor=`: newest
+/// first (by conversion id), up to 1,000 a page.
 pub async fn list(
     _: Authorized,
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Page<Value>>, ApiError> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -374,17 +377,29 @@ pub async fn list(
             Some(Slug::parse(s).map_err(|e| ApiError::bad_request(format!("affiliate {e}")))?)
         }
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = paging::limit(q.limit.as_deref(), paging::MAX_LIMIT)?;
+    let before = app
+        .0
+        .cursors
+        .open::<ConversionId>("conversions", q.cursor.as_deref())?;
     let rows = app
         .0
         .store
         .list_conversions(ConversionFilter {
             status,
             affiliate,
-            limit,
+            before,
+            limit: limit + 1,
         })
         .await?;
-    Ok(Json(rows.iter().map(conversion_json).collect()))
+    let page = app
+        .0
+        .cursors
+        .page("conversions", rows, limit, |r| r.conversion_id);
+    Ok(Json(Page {
+        items: page.items.iter().map(conversion_json).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 fn parse_id(s: &str) -> Result<ConversionId, ApiError> {
@@ -447,7 +462,11 @@ pub async fn change(
 }
 
 /// `GET /api/v1/balances`: ledger sums by affiliate, currency and bucket.
-pub async fn balances(_: Authorized, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn balances(
+    _: Authorized,
+    State(app): State<AppState>,
+    ApiQuery(_): ApiQuery<paging::NoArgs>,
+) -> Result<Json<Value>, ApiError> {
     let rows = app.0.store.balances(None).await?;
     Ok(Json(json!(rows)))
 }

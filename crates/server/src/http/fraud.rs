@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
+use crate::http::error::ApiQuery;
+use crate::http::paging::{self, Page, PageArgs};
 use crate::process::app::AppState;
 use crate::services::fraud::{ExcludeWhat, RuleSaveError};
 
@@ -34,8 +36,16 @@ impl From<RuleSaveError> for ApiError {
 pub async fn list_rules(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<StoredRule>>> {
-    Ok(Json(app.0.fraud_rules.rules().await?))
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<StoredRule>>> {
+    let all = app.0.fraud_rules.rules().await?;
+    Ok(Json(app.0.cursors.page_all(
+        "rules",
+        all,
+        &q,
+        paging::MAX_LIMIT,
+        |r| r.spec.id.clone(),
+    )?))
 }
 
 /// `PUT /api/v1/rules/{id}` with the rule's fields (`check`, `action`,
@@ -98,8 +108,16 @@ pub async fn delete_rule(
 pub async fn list_exclusions(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<Exclusion>>> {
-    Ok(Json(app.0.fraud_rules.exclusions().await?))
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<Exclusion>>> {
+    let all = app.0.fraud_rules.exclusions().await?;
+    Ok(Json(app.0.cursors.page_all(
+        "exclusions",
+        all,
+        &q,
+        paging::MAX_LIMIT,
+        |e| e.id,
+    )?))
 }
 
 /// The body of `POST /api/v1/exclusions`.

@@ -14,6 +14,7 @@ pub(crate) mod error;
 mod events;
 mod fraud;
 mod ops;
+pub mod paging;
 mod privacy;
 mod tracking;
 mod webhooks;
@@ -123,6 +124,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(2 << 20)),
         )
         .route("/privacy/erasures/{id}", get(privacy::get))
+        .route("/keys", get(api::list_keys))
+        .route("/users", get(api::list_users))
+        .route("/payouts", get(api::list_payouts))
         .route("/privacy/export", get(privacy::export))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

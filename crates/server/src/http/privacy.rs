@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 
 use super::auth::Authorized;
 use super::error::{ApiError, ApiQuery};
+use super::paging::{self, Page, PageArgs};
 use crate::process::app::AppState;
 use crate::services::privacy::Selector;
-use clickward_store::{KeyScope, RequestStatus, Subject};
+use clickward_store::{KeyScope, Receipt, RequestStatus, Subject};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -111,22 +112,25 @@ fn not_received(e: clickward_store::StoreError) -> ApiError {
     )
 }
 
-/// `?limit=` of the receipt list.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiptQuery {
-    limit: Option<u32>,
-}
-
-/// `GET /api/v1/privacy/erasures?limit=100` → the newest receipts.
+/// `GET /api/v1/privacy/erasures?limit=100&cursor=` → receipts, newest
+/// first.
 pub async fn list(
     key: Authorized,
     State(app): State<AppState>,
-    ApiQuery(q): ApiQuery<ReceiptQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<Receipt>>> {
     admin(&key)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(json!(app.0.privacy.receipts(limit).await?)))
+    let limit = paging::limit(q.limit.as_deref(), paging::MAX_LIMIT)?;
+    let before = app
+        .0
+        .cursors
+        .open::<String>("erasures", q.cursor.as_deref())?;
+    let rows = app.0.privacy.receipts(before, limit + 1).await?;
+    Ok(Json(
+        app.0
+            .cursors
+            .page("erasures", rows, limit, |r| r.id.clone()),
+    ))
 }
 
 /// `GET /api/v1/privacy/erasures/{id}` → one receipt, or 404.

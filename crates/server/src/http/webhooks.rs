@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::http::ApiError;
 use crate::http::auth::Authorized;
 use crate::http::error::ApiQuery;
+use crate::http::paging::{self, Page, PageArgs};
 use crate::process::app::AppState;
 use crate::services::delivery::{ActionDone, DeliveryError, EndpointSpec};
 
@@ -43,9 +44,23 @@ fn with_secret(e: &Endpoint, secret: &str) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn list(app: &AppState, kind: EndpointKind) -> ApiResult<Json<Vec<Endpoint>>> {
-    let all = app.0.delivery.list(None).await?;
-    Ok(Json(all.into_iter().filter(|e| e.kind == kind).collect()))
+async fn list(app: &AppState, kind: EndpointKind, q: &PageArgs) -> ApiResult<Json<Page<Endpoint>>> {
+    let all: Vec<Endpoint> = app
+        .0
+        .delivery
+        .list(None)
+        .await?
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect();
+    // Ids are `ep_` + ULID: creation order.
+    Ok(Json(app.0.cursors.page_all(
+        kind.as_str(),
+        all,
+        q,
+        paging::MAX_LIMIT,
+        |e| e.id.clone(),
+    )?))
 }
 
 async fn create(
@@ -61,8 +76,9 @@ async fn create(
 pub async fn list_webhooks(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<Endpoint>>> {
-    list(&app, EndpointKind::Webhook).await
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<Endpoint>>> {
+    list(&app, EndpointKind::Webhook, &q).await
 }
 
 /// `POST /api/v1/webhooks` `{"url", "events": ["conversion.*"], "program",
@@ -79,8 +95,9 @@ pub async fn create_webhook(
 pub async fn list_postbacks(
     _: Authorized,
     State(app): State<AppState>,
-) -> ApiResult<Json<Vec<Endpoint>>> {
-    list(&app, EndpointKind::Postback).await
+    ApiQuery(q): ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<Endpoint>>> {
+    list(&app, EndpointKind::Postback, &q).await
 }
 
 /// `POST /api/v1/postbacks` `{"affiliate", "url": "https://…?cid={click_id}",
@@ -169,20 +186,20 @@ pub struct DeliveriesQuery {
     endpoint: Option<String>,
     status: Option<String>,
     affiliate: Option<String>,
-    before: Option<String>,
+    cursor: Option<String>,
     limit: Option<String>,
 }
 
 /// Rows one delivery list returns at most.
 const MAX_DELIVERIES: u32 = 1000;
 
-/// `GET /api/v1/deliveries?endpoint=ep_…&status=dead&before=ID&limit=100`:
-/// the delivery log, newest first; `next` is the `before` of the next page.
+/// `GET /api/v1/deliveries?endpoint=ep_…&status=dead&affiliate=&limit=100&cursor=`:
+/// the delivery log, newest first.
 pub async fn list_deliveries(
     _: Authorized,
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<clickward_store::DeliveryRow>>> {
     let limit = match q.limit.as_deref() {
         None | Some("") => 100,
         Some(s) => s
@@ -198,13 +215,10 @@ pub async fn list_deliveries(
             "status must be pending, delivered or dead",
         ));
     }
-    let before = match q.before.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("before must be a delivery id"))?,
-        ),
-    };
+    let before = app
+        .0
+        .cursors
+        .open::<i64>("deliveries", q.cursor.as_deref())?;
     let affiliate = match q.affiliate.as_deref() {
         None => None,
         Some(s) => {
@@ -219,15 +233,12 @@ pub async fn list_deliveries(
             affiliate,
             status: q.status,
             before,
-            limit,
+            limit: limit + 1,
         })
         .await?;
-    let next = if rows.len() == limit as usize {
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
-    Ok(Json(json!({ "deliveries": rows, "next": next })))
+    Ok(Json(
+        app.0.cursors.page("deliveries", rows, limit, |r| r.id),
+    ))
 }
 
 fn delivery_id(s: &str) -> ApiResult<i64> {

@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub privacy: Arc<crate::services::privacy::PrivacyService<dyn Store>>,
     /// API keys verified lately, for answers while the store is down.
     pub api_keys: crate::services::keys::KeyCache,
+    /// Seals and opens the admin API's list cursors.
+    pub cursors: crate::http::paging::Cursors,
 }
 
 /// The buyer facts of an address: its keyed hash and GeoIP country (a
@@ -300,6 +302,7 @@ impl Server {
             geo,
             salts,
             cookie_sealer: crate::http::CookieSealer::new(&cookie_key),
+            cursors: crate::http::paging::Cursors::new(cookie_key.signing()),
             cookie_key,
             clock,
             ingest,

@@ -337,12 +337,17 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
         self.store.receipt(id.to_owned()).await
     }
 
-    /// The newest receipts, newest first.
+    /// The newest receipts, newest first; with `before` (a receipt id),
+    /// those older than it.
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub async fn receipts(&self, limit: u32) -> Result<Vec<Receipt>, StoreError> {
-        self.store.receipts(limit).await
+    pub async fn receipts(
+        &self,
+        before: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        self.store.receipts(before, limit).await
     }
 
     /// Everything stored about `subject`.

@@ -156,7 +156,13 @@ async fn programs_affiliates_and_links_round_trip() {
     assert_eq!(s, 404);
     let (s, v) = app.api_get("/api/v1/programs").await;
     assert_eq!(s, 200);
-    assert!(v.as_array().unwrap().iter().any(|p| p["slug"] == "shoes"));
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["slug"] == "shoes")
+    );
 }
 
 #[tokio::test]
@@ -169,14 +175,14 @@ async fn clicks_are_listed_newest_first_and_read_by_id() {
     app.get_ua("/ref/solare", CHROME).await;
     let (s, v) = app.api_get("/api/v1/clicks?link=puesto&limit=2").await;
     assert_eq!(s, 200);
-    let srcs: Vec<&str> = v
+    let srcs: Vec<&str> = v["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c["src"].as_str().unwrap())
         .collect();
     assert_eq!(srcs, vec!["c", "b"]);
-    let id = v[0]["click_id"].as_str().unwrap().to_owned();
+    let id = v["items"][0]["click_id"].as_str().unwrap().to_owned();
     let (s, c) = app.api_get(&format!("/api/v1/clicks/{id}")).await;
     assert_eq!(s, 200);
     assert_eq!(c["ts"], NOON + 2_000_000);
@@ -191,7 +197,7 @@ async fn clicks_are_listed_newest_first_and_read_by_id() {
     assert_eq!(s, 400);
     let (s, v) = app.api_get("/api/v1/clicks").await;
     assert_eq!(s, 200);
-    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert_eq!(v["items"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -216,4 +222,198 @@ async fn a_program_made_through_the_api_can_take_postbacks_at_once() {
         token.is_some_and(|t| t.len() >= 32),
         "a postback token without a restart"
     );
+}
+
+/// Reads every page of `path` (which has its own query), asking for the
+/// next page with `cursor`; `between` runs after each page.
+async fn every_page(
+    app: &TestApp,
+    path: &str,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    for n in 0.. {
+        let (s, v) = app.api_get(&format!("{path}&cursor={cursor}")).await;
+        assert_eq!(s, 200, "{v}");
+        out.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+        between(n).await;
+        assert!(n < 100, "paging does not end");
+    }
+    out
+}
+
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+#[tokio::test]
+async fn every_click_is_read_once_page_by_page_while_clicks_come_in() {
+    let app = TestApp::start().await;
+    for i in 0..25 {
+        app.clock.set(NOON + i * 1_000_000);
+        app.get_ua(&format!("/r/puesto?src=s{i}"), CHROME).await;
+    }
+    app.get_ua("/r/solare", GOOGLEBOT).await;
+    let ids = |rows: &[serde_json::Value]| -> Vec<String> {
+        rows.iter()
+            .map(|c| c["click_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut later = 0;
+    // Newest first: clicks that arrive meanwhile are newer than the cursor.
+    let newest = every_page(&app, "/api/v1/clicks?limit=7", async |_| {
+        later += 1;
+        app.clock.set(NOON + (100 + later) * 1_000_000);
+        app.get_ua(&format!("/r/puesto?src=late{later}"), CHROME)
+            .await;
+    })
+    .await;
+    assert_eq!(newest.len(), 26, "the 26 there when paging began");
+    let newest_ids = ids(&newest);
+    let mut sorted = newest_ids.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(newest_ids, sorted, "newest first, no repeats");
+    // Oldest first: they come at the end, each once.
+    let before = 26 + later;
+    let oldest = every_page(&app, "/api/v1/clicks?order=oldest&limit=7", async |n| {
+        if n == 0 {
+            app.clock.set(NOON + 500 * 1_000_000);
+            app.get_ua("/r/puesto?src=during", CHROME).await;
+        }
+    })
+    .await;
+    let oldest_ids = ids(&oldest);
+    assert_eq!(
+        oldest.len() as i64,
+        before + 1,
+        "every click, the new one last"
+    );
+    assert_eq!(oldest.last().unwrap()["src"], "during");
+    let unique: std::collections::BTreeSet<&String> = oldest_ids.iter().collect();
+    assert_eq!(unique.len(), oldest_ids.len());
+
+    // Filters.
+    let count = async |q: &str| {
+        every_page(
+            &app,
+            &format!("/api/v1/clicks?limit=1000&{q}"),
+            async |_| {},
+        )
+        .await
+        .len()
+    };
+    assert_eq!(count("link=solare").await, 1);
+    assert_eq!(count("bot=true").await, 1);
+    assert_eq!(count("bot=false").await as i64, before);
+    assert_eq!(
+        count("unique=true").await,
+        1,
+        "one visitor, one unique click"
+    );
+    assert_eq!(count("program=nope").await, 0);
+    assert_eq!(count("verdict=none").await as i64, before + 1);
+    assert_eq!(count("verdict=flag").await, 0);
+    let from = "2026-11-20T12:00:05Z";
+    assert_eq!(
+        NOON, 1_795_176_000_000_000,
+        "the instant above is NOON + 5 s"
+    );
+    assert_eq!(
+        count(&format!("from={from}&to={}", NOON + 10_000_000)).await,
+        5
+    );
+
+    // Bad arguments and cursors are refused, naming what is wrong.
+    let (_, first) = app.api_get("/api/v1/clicks?limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[2] = if tampered[2] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let (_, convs) = app.api_get("/api/v1/links?limit=1").await;
+    let other = convs["next_cursor"].as_str().unwrap().to_owned();
+    for (q, word) in [
+        (format!("cursor={tampered}"), "cursor"),
+        (format!("cursor={other}"), "cursor"),
+        (format!("order=oldest&cursor={cursor}"), "cursor"),
+        ("order=sideways".to_owned(), "order"),
+        ("verdict=maybe".to_owned(), "verdict"),
+        ("from=yesterday".to_owned(), "from"),
+        ("bot=perhaps".to_owned(), "bot"),
+        ("limit=10001".to_owned(), "limit"),
+        ("offset=10".to_owned(), "offset"),
+    ] {
+        let (s, v) = app.api_get(&format!("/api/v1/clicks?{q}")).await;
+        assert_eq!(s, 400, "{q}: {v}");
+        assert!(v["reason"].as_str().unwrap().contains(word), "{q}: {v}");
+    }
+    let (s, v) = app
+        .api_get(&format!("/api/v1/clicks?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["items"][0]["click_id"], first["items"][0]["click_id"]);
+}
+
+#[tokio::test]
+async fn every_list_pages_and_refuses_keys_it_does_not_take() {
+    let app = TestApp::start().await;
+    for i in 0..5 {
+        let (s, v) = app
+            .api_send(
+                Method::POST,
+                "/api/v1/affiliates",
+                json!({"slug": format!("paged-{i}"), "name": format!("Paged {i}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let slugs: Vec<String> = every_page(&app, "/api/v1/affiliates?limit=2", async |_| {})
+        .await
+        .iter()
+        .map(|a| a["slug"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = slugs.clone();
+    sorted.sort();
+    assert_eq!(slugs, sorted);
+    assert!(
+        slugs.iter().filter(|s| s.starts_with("paged-")).count() == 5,
+        "{slugs:?}"
+    );
+    for list in [
+        "programs",
+        "affiliates",
+        "links",
+        "clicks",
+        "conversions",
+        "webhooks",
+        "postbacks",
+        "deliveries",
+        "rules",
+        "exclusions",
+        "payouts",
+        "keys",
+        "users",
+        "privacy/erasures",
+    ] {
+        let (s, v) = app.api_get(&format!("/api/v1/{list}?limit=1")).await;
+        assert_eq!(s, 200, "{list}: {v}");
+        assert!(
+            v["items"].is_array() && v.get("next_cursor").is_some(),
+            "{list}: {v}"
+        );
+        let (s, v) = app.api_get(&format!("/api/v1/{list}?offset=1")).await;
+        assert_eq!(s, 400, "{list}: {v}");
+        assert!(
+            v["reason"].as_str().unwrap().contains("offset"),
+            "{list}: {v}"
+        );
+    }
+    let (s, v) = app.api_get("/api/v1/balances?page=2").await;
+    assert_eq!(s, 400, "{v}");
+    // Users and keys show no secret.
+    let (_, keys) = app.api_get("/api/v1/keys").await;
+    assert!(!keys.to_string().contains("hash"), "{keys}");
 }

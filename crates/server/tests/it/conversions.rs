@@ -124,7 +124,7 @@ async fn postback(app: &TestApp, query: &str) -> (u16, Value) {
 async fn conversions(app: &TestApp) -> Vec<Value> {
     let (s, v) = app.api_get("/api/v1/conversions?limit=1000").await;
     assert_eq!(s, 200, "{v}");
-    v.as_array().cloned().unwrap()
+    v["items"].as_array().cloned().unwrap()
 }
 
 async fn payable(app: &TestApp, affiliate: &str) -> i64 {

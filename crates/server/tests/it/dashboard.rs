@@ -848,7 +848,7 @@ async fn the_fraud_page_adds_rules_and_exclusions_and_shows_what_they_did() {
         location(&r)
     );
     let (_, rules) = app.api_get("/api/v1/rules").await;
-    assert_eq!(rules, serde_json::json!([]));
+    assert_eq!(rules["items"], serde_json::json!([]));
     let r = post(
         "/dashboard/fraud/rules",
         rule("limit = 1, window = \"60s\""),

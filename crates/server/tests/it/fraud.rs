@@ -383,7 +383,7 @@ async fn excluded_traffic_is_known_by_hash_only_and_counted_invalid() {
         .await;
     assert_eq!(s, 409, "{v}");
     let (_, list) = app.api_get("/api/v1/exclusions").await;
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert_eq!(totals(&app).await["invalid_clicks"], 2);
 }
 
@@ -493,7 +493,7 @@ async fn conversion_rules_reject_hold_and_flag_with_their_reasons() {
     .await;
     assert_eq!(s, 400, "{v}");
     let (_, list) = app.api_get("/api/v1/conversions?limit=100").await;
-    assert_eq!(list.as_array().unwrap().len(), 5);
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
     // The rejected one left no commission behind.
     let (_, r) = app
         .api_get("/api/v1/reports?from=2026-11-20&to=2026-11-20&group_by=day")
@@ -651,7 +651,7 @@ async fn a_bad_rule_is_refused_by_name_and_changes_nothing() {
         );
     }
     let (_, rules) = app.api_get("/api/v1/rules").await;
-    assert_eq!(rules, json!([]));
+    assert_eq!(rules["items"], json!([]));
 
     // A catalogue with a bad rule does not start, naming it.
     let dir = tempfile::tempdir().unwrap();
@@ -747,7 +747,7 @@ async fn rate_limits_answer_429_with_retry_after_and_never_refuse_a_redirect() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "another sender has its own limit");
     let (_, list) = app.api_get("/api/v1/conversions?limit=100").await;
-    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
 
     // The pixel still answers its GIF when limited.
     for limited in [false, true] {

@@ -154,7 +154,7 @@ impl TestApp {
             .api_get(&format!("/api/v1/clicks?link={link}&limit=1000"))
             .await;
         assert_eq!(s, 200, "{v}");
-        v.as_array().cloned().unwrap_or_default()
+        v["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// The `/metrics` page.

@@ -138,7 +138,7 @@ async fn a_conversion_mail_waits_for_a_relay_that_is_down_and_a_magic_link_is_ma
     // The relay is down: the mail is tried, fails, and waits.
     let failed = eventually(Duration::from_secs(20), "a failed mail attempt", || async {
         let (_, v) = app.api_get("/api/v1/deliveries").await;
-        v["deliveries"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()

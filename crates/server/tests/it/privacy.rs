@@ -194,7 +194,7 @@ async fn an_erased_visitor_leaves_nothing_behind_and_the_numbers_hold() {
     convert(&app, &cid, JANE_ORDER).await;
     eventually(Duration::from_secs(20), "both deliveries done", || async {
         let (_, v) = app.api_get("/api/v1/deliveries").await;
-        let rows = v["deliveries"].as_array().unwrap().clone();
+        let rows = v["items"].as_array().unwrap().clone();
         (rows.len() == 2 && rows.iter().all(|r| r["status"] == "delivered")).then_some(())
     })
     .await;
@@ -268,8 +268,13 @@ async fn an_erased_visitor_leaves_nothing_behind_and_the_numbers_hold() {
     .await;
     assert_eq!(totals().await, before, "every total holds");
     let (_, list) = app.api_get("/api/v1/conversions?limit=10").await;
-    assert_eq!(list[0]["amount_minor"], 8000, "{list}");
-    assert!(list[0]["order_id"].as_str().unwrap().starts_with("erased:"));
+    assert_eq!(list["items"][0]["amount_minor"], 8000, "{list}");
+    assert!(
+        list["items"][0]["order_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("erased:")
+    );
     // Max keeps his key and sub-id.
     let still = app.clicks("s1").await;
     assert!(
@@ -318,7 +323,7 @@ async fn an_erased_visitor_leaves_nothing_behind_and_the_numbers_hold() {
         "{again}"
     );
     let (_, receipts) = app.api_get("/api/v1/privacy/erasures").await;
-    assert_eq!(receipts.as_array().unwrap().len(), 2);
+    assert_eq!(receipts["items"].as_array().unwrap().len(), 2);
     let text = receipts.to_string();
     assert!(
         !text.contains(&cookie) && !text.contains(&jane_key),
@@ -350,7 +355,11 @@ async fn an_erased_visitor_leaves_nothing_behind_and_the_numbers_hold() {
         .await;
     assert_eq!(s, 400, "an unknown key is refused");
     let (_, receipts) = app.api_get("/api/v1/privacy/erasures").await;
-    assert_eq!(receipts.as_array().unwrap().len(), 2, "nothing was stored");
+    assert_eq!(
+        receipts["items"].as_array().unwrap().len(),
+        2,
+        "nothing was stored"
+    );
     assert_eq!(app.clicks("s1").await.len(), 2);
 
     // The dashboard's settings list the receipts.
@@ -451,7 +460,11 @@ async fn a_batch_of_erasures_killed_half_way_is_finished_on_restart() {
         .await
         .unwrap();
     assert!(
-        r.as_array().unwrap().iter().all(|x| x["status"] == "done"),
+        r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "done"),
         "{r}"
     );
     child.kill().unwrap();

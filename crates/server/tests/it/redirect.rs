@@ -105,7 +105,7 @@ async fn unknown_and_malformed_codes_get_the_404_page_and_record_nothing() {
         assert!(body.contains("Link not found"), "{body}");
     }
     let (_, all) = app.api_get("/api/v1/clicks?limit=1000").await;
-    assert_eq!(all.as_array().map(Vec::len), Some(0));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(0));
 }
 
 #[tokio::test]

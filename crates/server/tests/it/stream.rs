@@ -182,7 +182,7 @@ async fn every_click_reaches_jetstream_once_per_id_across_a_nats_restart() {
             .all(|(_, (subject, n))| *n == 1 && subject == "clickward.click.vendors")
     );
     let (_, v) = app.api_get("/api/v1/clicks?limit=1000").await;
-    let stored: std::collections::BTreeSet<String> = v
+    let stored: std::collections::BTreeSet<String> = v["items"]
         .as_array()
         .unwrap()
         .iter()

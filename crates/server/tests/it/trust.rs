@@ -18,7 +18,7 @@ async fn post_conversion(app: &TestApp, body: Value) -> (u16, Value) {
 /// How many conversions are stored.
 async fn conversion_count(app: &TestApp) -> usize {
     let (_, list) = app.api_get("/api/v1/conversions").await;
-    list.as_array().map_or(0, Vec::len)
+    list["items"].as_array().map_or(0, Vec::len)
 }
 
 /// A click on the seed catalogue's `solare` link from a phone; its click id.
@@ -26,7 +26,10 @@ async fn click(app: &TestApp) -> String {
     let r = app.get_ua("/r/solare?src=trust", IPHONE).await;
     assert_eq!(r.status().as_u16(), 302);
     let (_, v) = app.api_get("/api/v1/clicks?link=solare&limit=1").await;
-    v[0]["click_id"].as_str().expect("click id").to_owned()
+    v["items"][0]["click_id"]
+        .as_str()
+        .expect("click id")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -1097,7 +1100,7 @@ async fn a_program_made_through_the_api_takes_every_catalogue_setting() {
     assert_eq!(r.status().as_u16(), 302);
     assert!(location(&r).contains("eid="), "{}", location(&r));
     let (_, v) = app.api_get("/api/v1/clicks?link=eur1&limit=1").await;
-    let id = v[0]["click_id"].as_str().unwrap().to_owned();
+    let id = v["items"][0]["click_id"].as_str().unwrap().to_owned();
     let (s, v) = post_conversion(
         &app,
         json!({"click_id": id, "order_id": "E-1", "amount": "80.00"}),

@@ -245,7 +245,7 @@ async fn one_conversion_makes_one_signed_delivery_per_matching_endpoint_and_its_
     .await;
     // The secret is shown once: never in a read.
     let (_, list) = app.api_get("/api/v1/webhooks").await;
-    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
     assert!(!list.to_string().contains("whsec_"), "{list}");
 
     let cid = click(&app, "s1").await;
@@ -273,7 +273,7 @@ async fn one_conversion_makes_one_signed_delivery_per_matching_endpoint_and_its_
         "the delivery log to settle",
         || async {
             let (_, v) = app.api_get("/api/v1/deliveries").await;
-            let rows = v["deliveries"].as_array().unwrap().clone();
+            let rows = v["items"].as_array().unwrap().clone();
             (rows.len() == 3 && rows.iter().all(|r| r["status"] == "delivered")).then_some(rows)
         },
     )
@@ -317,7 +317,7 @@ async fn one_conversion_makes_one_signed_delivery_per_matching_endpoint_and_its_
     let (_, v) = app
         .api_get(&format!("/api/v1/deliveries?endpoint={a}"))
         .await;
-    let rows = v["deliveries"].as_array().unwrap();
+    let rows = v["items"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["event_id"], evt.as_str());
     let (s, d) = app
@@ -373,7 +373,7 @@ async fn a_conversion_refused_at_intake_reaches_webhooks_but_never_the_affiliate
     // of the accepted one; the postback only the accepted one.
     let rows = eventually(Duration::from_secs(20), "four deliveries done", || async {
         let (_, v) = app.api_get("/api/v1/deliveries").await;
-        let rows = v["deliveries"].as_array().unwrap().clone();
+        let rows = v["items"].as_array().unwrap().clone();
         (rows.len() == 4 && rows.iter().all(|r| r["status"] == "delivered")).then_some(rows)
     })
     .await;
@@ -491,8 +491,8 @@ async fn bad_endpoints_are_refused_by_name_and_change_nothing() {
     let (_, pbs) = app.api_get("/api/v1/postbacks").await;
     assert_eq!(
         (
-            list.as_array().unwrap().len(),
-            pbs.as_array().unwrap().len()
+            list["items"].as_array().unwrap().len(),
+            pbs["items"].as_array().unwrap().len()
         ),
         (0, 0)
     );
@@ -580,7 +580,7 @@ async fn a_receiver_down_for_two_minutes_gets_everything_after_each_id_the_same_
         let (_, v) = app
             .api_get(&format!("/api/v1/deliveries?endpoint={ep}"))
             .await;
-        let rows = v["deliveries"].as_array().unwrap().clone();
+        let rows = v["items"].as_array().unwrap().clone();
         (rows.len() == 5
             && rows
                 .iter()
@@ -607,7 +607,7 @@ async fn a_receiver_down_for_two_minutes_gets_everything_after_each_id_the_same_
             let (_, v) = app
                 .api_get(&format!("/api/v1/deliveries?endpoint={ep}"))
                 .await;
-            let rows = v["deliveries"].as_array().unwrap().clone();
+            let rows = v["items"].as_array().unwrap().clone();
             rows.iter().all(|r| r["attempts"] == 2).then_some(())
         },
     )
@@ -622,7 +622,7 @@ async fn a_receiver_down_for_two_minutes_gets_everything_after_each_id_the_same_
             let (_, v) = app
                 .api_get(&format!("/api/v1/deliveries?endpoint={ep}"))
                 .await;
-            let rows = v["deliveries"].as_array().unwrap().clone();
+            let rows = v["items"].as_array().unwrap().clone();
             rows.iter()
                 .all(|r| r["status"] == "delivered" && r["attempts"] == 3)
                 .then_some(())
@@ -710,7 +710,7 @@ async fn bad_receivers_get_counted_retries_and_redirects_go_on_meanwhile() {
                     let (_, v) = app
                         .api_get(&format!("/api/v1/deliveries?endpoint={id}"))
                         .await;
-                    let d = v["deliveries"][0].clone();
+                    let d = v["items"][0].clone();
                     (d["attempts"].as_i64().unwrap_or(0) >= 1).then_some(d)
                 }
             })
@@ -1016,7 +1016,7 @@ async fn a_merchant_adds_a_webhook_in_the_dashboard_and_an_affiliate_its_postbac
         location(&r)
     );
     let (_, pbs) = app.api_get("/api/v1/postbacks").await;
-    let pbs = pbs.as_array().unwrap();
+    let pbs = pbs["items"].as_array().unwrap();
     assert_eq!(pbs.len(), 1);
     assert_eq!(pbs[0]["affiliate"], "solare");
     let sol_id = pbs[0]["id"].as_str().unwrap().to_owned();
@@ -1050,7 +1050,7 @@ async fn a_merchant_adds_a_webhook_in_the_dashboard_and_an_affiliate_its_postbac
         format!("cid={cid}&payout=8.00&cur=USD").as_str()
     );
     let (_, d) = app.api_get("/api/v1/deliveries").await;
-    let ids: Vec<i64> = d["deliveries"]
+    let ids: Vec<i64> = d["items"]
         .as_array()
         .unwrap()
         .iter()

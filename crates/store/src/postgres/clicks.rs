@@ -357,6 +357,30 @@ impl ClickStore for PgStore {
         })
     }
 
+    fn page_clicks(&self, q: crate::ClickQuery) -> StoreFuture<'_, Vec<ClickRow>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            let (tail, values) = crate::page::click_page(&q);
+            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = values
+                .into_iter()
+                .map(|v| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match v {
+                        crate::page::Bound::Text(t) => Box::new(t),
+                        crate::page::Bound::Int(i) => Box::new(i),
+                        crate::page::Bound::Bytes(b) => Box::new(b),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let st = c.prepare_cached(&format!("{CLICK_SELECT}{tail}")).await?;
+            let rows = c.query(&st, &refs).await?;
+            rows.iter().map(click_from).collect()
+        })
+    }
+
     fn get_click(&self, id: ClickId) -> StoreFuture<'_, ClickRow> {
         Box::pin(async move {
             let c = self.client().await?;

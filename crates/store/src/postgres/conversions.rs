@@ -619,15 +619,24 @@ impl ConversionStore for PgStore {
     fn list_conversions(&self, f: ConversionFilter) -> StoreFuture<'_, Vec<ConversionRow>> {
         Box::pin(async move {
             let c = self.client().await?;
+            // Two statements, so that a page after the first walks the id
+            // index from its cursor instead of from the newest.
+            let keyset = if f.before.is_some() {
+                " AND v.conversion_id < $4::bytea"
+            } else {
+                " AND $4::bytea IS NULL"
+            };
             c.query(
                 &format!(
                     "{CONVERSION_SELECT} WHERE ($1::text IS NULL OR v.status = $1::text) \
-                     AND ($2::text IS NULL OR a.slug = $2::text) ORDER BY v.id DESC LIMIT $3"
+                     AND ($2::text IS NULL OR a.slug = $2::text){keyset} \
+                     ORDER BY v.conversion_id DESC LIMIT $3"
                 ),
                 &[
                     &f.status.map(ConversionStatus::as_str),
                     &f.affiliate.as_ref().map(Slug::as_str),
                     &i64::from(f.limit),
+                    &f.before.map(|b| b.0.to_bytes().to_vec()),
                 ],
             )
             .await?

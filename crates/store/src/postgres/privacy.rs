@@ -418,13 +418,14 @@ impl PrivacyStore for PgStore {
         })
     }
 
-    fn receipts(&self, limit: u32) -> StoreFuture<'_, Vec<Receipt>> {
+    fn receipts(&self, before: Option<String>, limit: u32) -> StoreFuture<'_, Vec<Receipt>> {
         Box::pin(async move {
             let c = self.client().await?;
             let ids: Vec<String> = c
                 .query(
-                    "SELECT id FROM privacy_requests ORDER BY received_at DESC, id DESC LIMIT $1",
-                    &[&i64::from(limit)],
+                    "SELECT id FROM privacy_requests WHERE ($2::text IS NULL OR id < $2::text) \
+                     ORDER BY id DESC LIMIT $1",
+                    &[&i64::from(limit), &before],
                 )
                 .await?
                 .iter()

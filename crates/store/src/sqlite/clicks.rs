@@ -222,6 +222,24 @@ impl ClickStore for SqliteStore {
         })
     }
 
+    fn page_clicks(&self, q: crate::ClickQuery) -> StoreFuture<'_, Vec<ClickRow>> {
+        self.read(move |c| {
+            let (tail, values) = crate::page::click_page(&q);
+            let mut st = c.prepare_cached(&format!("{CLICK_SELECT}{tail}"))?;
+            let values = values.into_iter().map(|v| match v {
+                crate::page::Bound::Text(t) => rusqlite::types::Value::Text(t),
+                crate::page::Bound::Int(i) => rusqlite::types::Value::Integer(i),
+                crate::page::Bound::Bytes(b) => rusqlite::types::Value::Blob(b),
+            });
+            let mut rows = st.query(rusqlite::params_from_iter(values))?;
+            let mut out = Vec::with_capacity(q.limit as usize);
+            while let Some(r) = rows.next()? {
+                out.push(click_from(r)?);
+            }
+            Ok(out)
+        })
+    }
+
     fn clicks_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<(i64, ClickRow)>> {
         self.read(move |c| {
             let sql = CLICK_SELECT.replacen(" FROM clicks c", ", c.seq FROM clicks c", 1);

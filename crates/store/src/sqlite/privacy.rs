@@ -564,13 +564,14 @@ impl PrivacyStore for SqliteStore {
         })
     }
 
-    fn receipts(&self, limit: u32) -> StoreFuture<'_, Vec<Receipt>> {
+    fn receipts(&self, before: Option<String>, limit: u32) -> StoreFuture<'_, Vec<Receipt>> {
         self.read(move |c| {
             let ids: Vec<String> = c
                 .prepare_cached(
-                    "SELECT id FROM privacy_requests ORDER BY received_at DESC, id DESC LIMIT ?1",
+                    "SELECT id FROM privacy_requests WHERE (?2 IS NULL OR id < ?2) \
+                     ORDER BY id DESC LIMIT ?1",
                 )?
-                .query_map([limit], |r| r.get(0))?
+                .query_map(params![limit, before], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.iter()
                 .filter_map(|id| receipt(c, id).transpose())

@@ -172,3 +172,95 @@ async fn clicks_are_read_back_in_insertion_order_so_late_ones_are_not_skipped(b:
     assert_eq!(all.len(), 3);
     assert_eq!(s.clicks_after(0, 2).await.unwrap().len(), 2, "limit");
 }
+
+both!(a_page_of_clicks_filters_and_continues_after_its_cursor);
+async fn a_page_of_clicks_filters_and_continues_after_its_cursor(b: Backend) {
+    let (_d, s) = store(b).await;
+    let t0 = 200 * MICROS_PER_DAY;
+    let link_a = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    let mut clicks: Vec<NewClick> = (0..10u8)
+        .map(|i| {
+            let mut c = click(
+                1 + i64::from(i % 2),
+                t0 + i64::from(i) * MICROS_PER_SEC,
+                i,
+                u128::from(i),
+            );
+            // Link `a` belongs to affiliate `blog`.
+            if i % 2 == 0 {
+                c.affiliate_id = link_a.affiliate_id;
+            }
+            c
+        })
+        .collect();
+    clicks[3].bot = Some(BotReason::UaPattern);
+    s.write_clicks(Arc::new(clicks), WINDOW).await.unwrap();
+    let q = |f: &dyn Fn(&mut ClickQuery)| {
+        let mut q = ClickQuery::newest(100);
+        f(&mut q);
+        q
+    };
+    let ts = |rows: &[clickward_store::ClickRow]| {
+        rows.iter()
+            .map(|r| (r.ts - t0) / MICROS_PER_SEC)
+            .collect::<Vec<_>>()
+    };
+    let all = s.page_clicks(q(&|_| {})).await.unwrap();
+    assert_eq!(ts(&all), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+    let page = s
+        .page_clicks(q(&|q| {
+            q.after = Some(all[2].click_id);
+            q.limit = 3;
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ts(&page), [6, 5, 4]);
+    let page = s
+        .page_clicks(q(&|q| {
+            q.after = Some(all[2].click_id);
+            q.oldest_first = true;
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ts(&page), [8, 9]);
+    let one = |f: &'static dyn Fn(&mut ClickQuery)| {
+        let s = s.clone();
+        async move { ts(&s.page_clicks(q(f)).await.unwrap()) }
+    };
+    assert_eq!(
+        one(&|q| q.link = Some(LinkCode::parse("b").unwrap())).await,
+        [9, 7, 5, 3, 1]
+    );
+    assert_eq!(
+        one(&|q| q.affiliate = Some(Slug::parse("blog").unwrap())).await,
+        [8, 6, 4, 2, 0]
+    );
+    assert_eq!(
+        one(&|q| q.program = Some(Slug::parse("nope").unwrap())).await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(one(&|q| q.bot = Some(true)).await, [3]);
+    assert_eq!(one(&|q| q.unique = Some(false)).await, [3]);
+    assert_eq!(
+        one(&|q| q.verdict = Some(Some("flag".into()))).await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(one(&|q| q.verdict = Some(None)).await.len(), 10);
+    // A time range: from inclusive, to exclusive, to the microsecond.
+    assert_eq!(
+        one(&|q| {
+            q.from = Some(200 * MICROS_PER_DAY + 2 * MICROS_PER_SEC);
+            q.to = Some(200 * MICROS_PER_DAY + 5 * MICROS_PER_SEC);
+        })
+        .await,
+        [4, 3, 2]
+    );
+    assert_eq!(
+        one(&|q| {
+            q.from = Some(200 * MICROS_PER_DAY + 2 * MICROS_PER_SEC + 1);
+            q.to = Some(200 * MICROS_PER_DAY + 5 * MICROS_PER_SEC + 1);
+        })
+        .await,
+        [5, 4, 3]
+    );
+}

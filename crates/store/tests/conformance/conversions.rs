@@ -291,6 +291,7 @@ async fn conversions_and_payouts_are_listed_per_affiliate(b: Backend) {
     let of = |affiliate: Option<&str>, status| ConversionFilter {
         status,
         affiliate: affiliate.map(slug),
+        before: None,
         limit: 10,
     };
     let blog = s.list_conversions(of(Some("blog"), None)).await.unwrap();

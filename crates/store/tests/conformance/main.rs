@@ -11,8 +11,8 @@ use clickward_core::report::{Dimension, TimeGrain, buckets};
 use clickward_core::{MICROS_PER_DAY, MICROS_PER_SEC};
 
 use clickward_store::{
-    AffiliateInput, CatalogInput, LinkInput, PgOptions, PgStore, ProgramInput, ReportQuery,
-    ReportStore, SaveMode, SqliteOptions, SqliteStore, Store, StoreError,
+    AffiliateInput, CatalogInput, ClickQuery, LinkInput, PgOptions, PgStore, ProgramInput,
+    ReportQuery, ReportStore, SaveMode, SqliteOptions, SqliteStore, Store, StoreError,
 };
 
 use jiff::civil::date;

@@ -187,7 +187,7 @@ async fn erasing_a_visitor_anonymises_their_rows_and_keeps_the_numbers(b: Backen
         s.run_erasure("era_404".into(), t0).await,
         Err(StoreError::NotFound(_))
     ));
-    let listed = s.receipts(10).await.unwrap();
+    let listed = s.receipts(None, 10).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(s.subject_data(jane).await.unwrap().clicks.is_empty());
 }
