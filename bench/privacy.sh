@@ -83,9 +83,23 @@ load() {
   wrk -t1 -c32 -d"$DURATION" -H "User-Agent: $UA" "http://127.0.0.1:$PORT/r/gen-l7" \
     | awk '/Requests\/sec/ {print $2}'
 }
+# Receipts still `received`, over every page of the list.
 pending() {
-  curl -s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/privacy/erasures?limit=1000" \
-    | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin)['items'] if r['status'] == 'received'))"
+  python3 - "$PORT" "$KEY" <<'PY'
+import json, sys, urllib.request
+port, key = sys.argv[1], sys.argv[2]
+cursor, left = "", 0
+while True:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/privacy/erasures?limit=1000&cursor={cursor}",
+        headers={"Authorization": f"Bearer {key}"})
+    page = json.load(urllib.request.urlopen(req))
+    left += sum(1 for r in page["items"] if r["status"] == "received")
+    cursor = page["next_cursor"]
+    if not cursor:
+        break
+print(left)
+PY
 }
 python3 - "$BATCH" > "$OUT/privacy-batch.json" <<'PY'
 import json, sys
@@ -93,15 +107,21 @@ n = int(sys.argv[1])
 print(json.dumps({"batch": [{"visitor_key": "%016x%016x" % (100_000 + i * 13, 1)} for i in range(n)]}))
 PY
 before=$(load)
+start=$(date +%s.%N)
 curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
   --data-binary @"$OUT/privacy-batch.json" http://127.0.0.1:$PORT/api/v1/privacy/erasures > "$OUT/privacy-batch.code"
+accepted=$(date +%s.%N)
 during=$(load)
 left=$(pending)
+# The rest of the batch, then the load alone again.
+for _ in $(seq 1 600); do [ "$(pending)" = 0 ] && break; sleep 1; done
+finished=$(date +%s.%N)
 after=$(load)
 echo
 echo "| redirects/s on one link (wrk -c32, $DURATION) | req/s |"
 echo "|---|---:|"
 echo "| alone, before | $before |"
-echo "| while a batch of $BATCH erasures runs (answer $(cat "$OUT/privacy-batch.code"); of the newest 1,000 receipts $left still received after the run) | $during |"
+echo "| while a batch of $BATCH erasures runs (answer $(cat "$OUT/privacy-batch.code"); $left of them still received after the run) | $during |"
 echo "| alone, after | $after |"
 python3 -c "print(f'\nratio during / mean(before, after): {$during / (($before + $after) / 2):.3f}')"
+python3 -c "print(f'batch: accepted in {$accepted - $start:.1f} s, all {$BATCH} done {$finished - $start:.1f} s after it was sent')"

@@ -346,6 +346,7 @@ impl PrivacyStore for PgStore {
                 )
                 .await?
             else {
+                guard.rollback().await?;
                 return Err(StoreError::NotFound(format!("privacy request {id}")));
             };
             let (status, selector): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
@@ -353,6 +354,9 @@ impl PrivacyStore for PgStore {
                 let r = receipt(tx, &id)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                // Ended here, not by a rollback queued on drop: the
+                // connection goes back to the pool with no lock held.
+                guard.rollback().await?;
                 return Ok(Erased::unchanged(r));
             };
             let subject = Subject::from_text(&selector)?;

@@ -4,6 +4,8 @@
 use clickward_core::Micros;
 use clickward_core::delivery::EndpointKind;
 use clickward_core::id::ConversionId;
+use std::collections::{BTreeSet, HashMap};
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
@@ -179,23 +181,48 @@ fn select(
 /// (bound parameters; SQLite allows 32,766).
 const PLAN_CHUNK: usize = 10_000;
 
+/// Where a read snapshot ended, per table: rows past these were written
+/// after it (each is assigned in commit order by the one writer).
+#[derive(Debug, Clone, Copy)]
+struct Horizon {
+    click_seq: i64,
+    outbox_seq: i64,
+    delivery_id: i64,
+}
+
+/// What the read snapshot found for one request of a batch: its rows, and
+/// the rows of the tables with no index to find them by (dedup state,
+/// outbox, delivery log, idempotency keys).
+#[derive(Debug, Default)]
+struct Planned {
+    sel: Selection,
+    links: BTreeSet<(i64, [u8; 16])>,
+    outbox: BTreeSet<i64>,
+    deliveries: BTreeSet<i64>,
+    idempotency: BTreeSet<String>,
+}
+
 /// The read half of a batch of erasures, in one read snapshot beside the
-/// writer (a scan of 10 M clicks takes most of a second; the writer must not
-/// wait for it): the highest click `seq` the snapshot holds, and for each
-/// id the clicks its visitor or sub-id selects, found for the whole batch
-/// in one scan. Requests not received (or unknown) get an empty selection;
-/// [`run`] tells them apart.
-fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreError> {
+/// writer (a scan of 10 M clicks or of the outbox takes most of a second;
+/// the writer, and every redirect waiting on it, must not wait for that):
+/// where the snapshot ends, and for each id what it selects, the scans
+/// done once for the whole batch. Requests not received (or unknown) get
+/// nothing; [`run`] tells them apart.
+fn plan(c: &Connection, ids: &[String]) -> Result<(Horizon, Vec<Planned>), StoreError> {
     let tx = c.unchecked_transaction()?;
-    let seq: i64 = tx
-        .prepare_cached(
+    let max = |sql: &str| -> Result<i64, StoreError> {
+        Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+    };
+    let horizon = Horizon {
+        click_seq: max(
             "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
-        )?
-        .query_row([], |r| r.get(0))?;
-    let mut out: Vec<Selection> = ids.iter().map(|_| Selection::default()).collect();
-    let mut keys: std::collections::HashMap<[u8; 16], Vec<usize>> = Default::default();
-    let mut subs: std::collections::HashMap<String, Vec<usize>> = Default::default();
-    for (i, id) in ids.iter().enumerate() {
+        )?,
+        outbox_seq: max("SELECT COALESCE(MAX(seq), 0) FROM outbox")?,
+        delivery_id: max("SELECT COALESCE(MAX(id), 0) FROM deliveries")?,
+    };
+    let mut out: Vec<Planned> = ids.iter().map(|_| Planned::default()).collect();
+    let mut subjects: Vec<Option<Subject>> = Vec::with_capacity(ids.len());
+    for id in ids {
         let selector: Option<String> = tx
             .prepare_cached(
                 "SELECT selector FROM privacy_requests WHERE id = ?1 AND status = 'received'",
@@ -204,9 +231,48 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreEr
             .optional()?
             .flatten();
         // A selector that does not parse is reported by `run`.
-        match selector.map(|t| Subject::from_text(&t)) {
-            Some(Ok(Subject::Visitor(k))) => keys.entry(k.0).or_default().push(i),
-            Some(Ok(Subject::Sub(v))) => subs.entry(v).or_default().push(i),
+        subjects.push(selector.and_then(|t| Subject::from_text(&t).ok()));
+    }
+    scan_clicks(&tx, &subjects, &mut out)?;
+    // The rest of each selection has indexes (conversions by order, id and
+    // click; clicks by id), and nothing is past the horizon here.
+    for (p, subject) in out.iter_mut().zip(&subjects) {
+        if let Some(subject) = subject {
+            p.sel = select(
+                &tx,
+                subject,
+                true,
+                Scan::After(horizon.click_seq),
+                std::mem::take(&mut p.sel),
+            )?;
+        }
+    }
+    scan_links(&tx, &subjects, &mut out)?;
+    scan_mentions(&tx, &mut out)?;
+    Ok((horizon, out))
+}
+
+/// `(?from, …)` of `n` numbered placeholders.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The clicks of every visitor and sub-id subject of a batch, in one scan
+/// per [`PLAN_CHUNK`] of them.
+fn scan_clicks(
+    tx: &Connection,
+    subjects: &[Option<Subject>],
+    out: &mut [Planned],
+) -> Result<(), StoreError> {
+    let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
+    let mut subs: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        match subject {
+            Some(Subject::Visitor(k)) => keys.entry(k.0).or_default().push(i),
+            Some(Subject::Sub(v)) => subs.entry(v.clone()).or_default().push(i),
             _ => {}
         }
     }
@@ -214,28 +280,21 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreEr
     let subs: Vec<_> = subs.into_iter().collect();
     let (mut k, mut v) = (&keys[..], &subs[..]);
     while !k.is_empty() || !v.is_empty() {
-        let (kn, vn) = (
-            k.len().min(PLAN_CHUNK),
-            v.len().min(PLAN_CHUNK - k.len().min(PLAN_CHUNK)),
-        );
+        let kn = k.len().min(PLAN_CHUNK);
+        let vn = v.len().min(PLAN_CHUNK - kn);
         let (kc, vc) = (&k[..kn], &v[..vn]);
         (k, v) = (&k[kn..], &v[vn..]);
-        let list = |from: usize, n: usize| {
-            (from..from + n)
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         let mut terms = Vec::new();
         if kn > 0 {
-            terms.push(format!("visitor_key IN ({})", list(1, kn)));
+            terms.push(format!("visitor_key IN ({})", placeholders(1, kn)));
         }
         if vn > 0 {
-            let l = list(kn + 1, vn);
+            let l = placeholders(kn + 1, vn);
             terms.extend((1..=5).map(|n| format!("sub{n} IN ({l})")));
         }
         let sql = format!(
-            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks              WHERE erased_at IS NULL AND ({})",
+            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks \
+             WHERE erased_at IS NULL AND ({})",
             terms.join(" OR ")
         );
         let values = kc
@@ -247,10 +306,8 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreEr
             );
         let mut st = tx.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(values))?;
-        let by_key: std::collections::HashMap<&[u8; 16], &Vec<usize>> =
-            kc.iter().map(|(key, who)| (key, who)).collect();
-        let by_sub: std::collections::HashMap<&str, &Vec<usize>> =
-            vc.iter().map(|(sub, who)| (sub.as_str(), who)).collect();
+        let by_key: HashMap<&[u8; 16], &Vec<usize>> = kc.iter().map(|(k, w)| (k, w)).collect();
+        let by_sub: HashMap<&str, &Vec<usize>> = vc.iter().map(|(s, w)| (s.as_str(), w)).collect();
         while let Some(r) = rows.next()? {
             let id = bytes16(r.get(0)?, "click_id")?;
             let key = bytes16(r.get(1)?, "visitor_key")?;
@@ -261,19 +318,115 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(i64, Vec<Selection>), StoreEr
                 }
             }
             for i in who {
-                out[i].clicks.insert(id, key);
+                out[i].sel.clicks.insert(id, key);
             }
         }
     }
-    Ok((seq, out))
+    Ok(())
 }
 
-/// Erases what `sel` selected (inside the caller's transaction).
+/// The dedup rows (`visitor_links`, keyed by link first) of every visitor
+/// key the batch erases, in one scan per [`PLAN_CHUNK`] keys.
+fn scan_links(
+    tx: &Connection,
+    subjects: &[Option<Subject>],
+    out: &mut [Planned],
+) -> Result<(), StoreError> {
+    let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
+    for (i, (p, subject)) in out.iter().zip(subjects).enumerate() {
+        if let Some(subject) = subject {
+            for k in p.sel.visitor_keys(subject) {
+                keys.entry(k).or_default().push(i);
+            }
+        }
+    }
+    let keys: Vec<_> = keys.into_iter().collect();
+    for chunk in keys.chunks(PLAN_CHUNK) {
+        let sql = format!(
+            "SELECT link_id, visitor_key FROM visitor_links WHERE visitor_key IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let by_key: HashMap<&[u8; 16], &Vec<usize>> = chunk.iter().map(|(k, w)| (k, w)).collect();
+        let mut st = tx.prepare(&sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(
+            chunk.iter().map(|(k, _)| k.to_vec()),
+        ))?;
+        while let Some(r) = rows.next()? {
+            let link: i64 = r.get(0)?;
+            let key = bytes16(r.get(1)?, "visitor_key")?;
+            for i in by_key.get(&key).into_iter().flat_map(|w| w.iter()) {
+                out[*i].links.insert((link, key));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The outbox rows, deliveries and idempotency keys that name one of the
+/// batch's conversions, in one pass over each table.
+fn scan_mentions(tx: &Connection, out: &mut [Planned]) -> Result<(), StoreError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut who: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, p) in out.iter().enumerate() {
+        for id in p.sel.conversions.values() {
+            let n = *index.entry(id.to_string()).or_insert_with_key(|name| {
+                names.push(name.clone());
+                who.push(Vec::new());
+                names.len() - 1
+            });
+            who[n].push(i);
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let ac = aho_corasick::AhoCorasick::new(&names)
+        .map_err(|e| StoreError::Task(format!("matching erased ids: {e}")))?;
+    let mut each = |sql: &str, add: &mut dyn FnMut(&mut Planned, &rusqlite::types::Value)| {
+        let mut st = tx.prepare(sql)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let key: rusqlite::types::Value = r.get(0)?;
+            let text = r.get_ref(1)?.as_str().unwrap_or_default().to_owned();
+            let mut hit: BTreeSet<usize> = BTreeSet::new();
+            for m in ac.find_iter(&text) {
+                hit.extend(who[m.pattern().as_usize()].iter().copied());
+            }
+            for i in hit {
+                add(&mut out[i], &key);
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    let int = |v: &rusqlite::types::Value| match v {
+        rusqlite::types::Value::Integer(i) => *i,
+        _ => 0,
+    };
+    each("SELECT seq, payload FROM outbox", &mut |p, k| {
+        p.outbox.insert(int(k));
+    })?;
+    each("SELECT id, payload FROM deliveries", &mut |p, k| {
+        p.deliveries.insert(int(k));
+    })?;
+    each("SELECT key, body FROM idempotency_keys", &mut |p, k| {
+        if let rusqlite::types::Value::Text(t) = k {
+            p.idempotency.insert(t.clone());
+        }
+    })?;
+    Ok(())
+}
+
+/// Erases what `sel` selected (inside the caller's transaction); `planned`
+/// holds what the read snapshot found up to `horizon` in the tables with
+/// no index to search (rows past it are looked at here).
 fn erase(
     c: &Connection,
     subject: &Subject,
     sel: &Selection,
     now: Micros,
+    planned: &Planned,
+    horizon: Horizon,
 ) -> Result<ErasureCounts, StoreError> {
     let mut n = ErasureCounts::default();
     // One fresh random key per erased visitor key: the clicks stay one
@@ -283,9 +436,18 @@ fn erase(
         let mut r = [0u8; 16];
         rand::fill(&mut r[..]);
         fresh.insert(key, r);
+        // Dedup rows made since the snapshot: by the links of its clicks.
         n.visitor_links += c
-            .prepare_cached("DELETE FROM visitor_links WHERE visitor_key = ?1")?
-            .execute([key.as_slice()])? as u64;
+            .prepare_cached(
+                "DELETE FROM visitor_links WHERE visitor_key = ?1 AND link_id IN \
+                 (SELECT link_id FROM clicks WHERE seq > ?2 AND visitor_key = ?1)",
+            )?
+            .execute(params![key.as_slice(), horizon.click_seq])? as u64;
+    }
+    for (link, key) in &planned.links {
+        n.visitor_links += c
+            .prepare_cached("DELETE FROM visitor_links WHERE link_id = ?1 AND visitor_key = ?2")?
+            .execute(params![link, key.as_slice()])? as u64;
     }
     for (id, key) in &sel.clicks {
         let r = fresh.get(key).copied().unwrap_or_default();
@@ -298,6 +460,11 @@ fn erase(
             .execute(params![id.as_slice(), r.as_slice(), now])? as u64;
     }
     let erased: Vec<ConversionId> = sel.conversions.values().copied().collect();
+    let planned_conversions: BTreeSet<ConversionId> =
+        planned.sel.conversions.values().copied().collect();
+    let mut outbox = planned.outbox.clone();
+    let mut deliveries = planned.deliveries.clone();
+    let mut idempotency = planned.idempotency.clone();
     for (row, id) in &sel.conversions {
         n.conversions += c
             .prepare_cached(
@@ -308,71 +475,95 @@ fn erase(
             )?
             .execute(params![row, erased_order_id(*id), now])? as u64;
         let text = id.to_string();
-        n.idempotency_keys += c
-            .prepare_cached("DELETE FROM idempotency_keys WHERE instr(body, ?1) > 0")?
-            .execute([&text])? as u64;
-        let found: Vec<(i64, String)> = c
-            .prepare_cached("SELECT seq, payload FROM outbox WHERE instr(payload, ?1) > 0")?
-            .query_map([&text], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (seq, payload) in found {
-            if let Some(p) = redact_payload(&payload, &erased) {
-                n.outbox += c
-                    .prepare_cached("UPDATE outbox SET payload = ?2 WHERE seq = ?1")?
-                    .execute(params![seq, p])? as u64;
-            }
+        let since = |sql: &str, from: i64| -> Result<Vec<i64>, StoreError> {
+            Ok(c.prepare_cached(sql)?
+                .query_map(params![from, &text], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        };
+        outbox.extend(since(
+            "SELECT seq FROM outbox WHERE seq > ?1 AND instr(payload, ?2) > 0",
+            horizon.outbox_seq,
+        )?);
+        deliveries.extend(since(
+            "SELECT id FROM deliveries WHERE id > ?1 AND instr(payload, ?2) > 0",
+            horizon.delivery_id,
+        )?);
+        // A conversion the snapshot did not know (recorded since): its
+        // idempotency key has no position to search from (rare).
+        if !planned_conversions.contains(id) {
+            let keys: Vec<String> = c
+                .prepare_cached("SELECT key FROM idempotency_keys WHERE instr(body, ?1) > 0")?
+                .query_map([&text], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            idempotency.extend(keys);
         }
-        let found: Vec<(i64, String)> = c
-            .prepare_cached("SELECT id, payload FROM deliveries WHERE instr(payload, ?1) > 0")?
-            .query_map([&text], |r| Ok((r.get(0)?, r.get(1)?)))?
+    }
+    for key in &idempotency {
+        n.idempotency_keys += c
+            .prepare_cached("DELETE FROM idempotency_keys WHERE key = ?1")?
+            .execute([key])? as u64;
+    }
+    for seq in &outbox {
+        let payload: Option<String> = c
+            .prepare_cached("SELECT payload FROM outbox WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?;
+        if let Some(p) = payload.and_then(|p| redact_payload(&p, &erased)) {
+            n.outbox += c
+                .prepare_cached("UPDATE outbox SET payload = ?2 WHERE seq = ?1")?
+                .execute(params![seq, p])? as u64;
+        }
+    }
+    for delivery in &deliveries {
+        let payload: Option<String> = c
+            .prepare_cached("SELECT payload FROM deliveries WHERE id = ?1")?
+            .query_row([delivery], |r| r.get(0))
+            .optional()?;
+        let Some(payload) = payload.filter(|p| is_about(p, &erased)) else {
+            continue;
+        };
+        if let Some(p) = redact_payload(&payload, &erased) {
+            n.deliveries += c
+                .prepare_cached(
+                    "UPDATE deliveries SET payload = ?2, \
+                     last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '(erased)' END \
+                     WHERE id = ?1",
+                )?
+                .execute(params![delivery, p])? as u64;
+        }
+        let attempts: Vec<(i64, String, String)> = c
+            .prepare_cached(
+                "SELECT n, url, response FROM delivery_attempts WHERE delivery_id = ?1",
+            )?
+            .query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        for (delivery, payload) in found {
-            if !is_about(&payload, &erased) {
+        for (k, url, response) in attempts {
+            let redacted = redact_url(&url);
+            if redacted == url && response.is_empty() {
                 continue;
             }
-            if let Some(p) = redact_payload(&payload, &erased) {
-                n.deliveries += c
-                    .prepare_cached(
-                        "UPDATE deliveries SET payload = ?2, \
-                         last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '(erased)' END \
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![delivery, p])? as u64;
-            }
-            let attempts: Vec<(i64, String, String)> = c
+            n.delivery_attempts += c
                 .prepare_cached(
-                    "SELECT n, url, response FROM delivery_attempts WHERE delivery_id = ?1",
+                    "UPDATE delivery_attempts SET url = ?3, response = '', \
+                     error = CASE WHEN error IS NULL THEN NULL ELSE '(erased)' END \
+                     WHERE delivery_id = ?1 AND n = ?2",
                 )?
-                .query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            for (k, url, response) in attempts {
-                let redacted = redact_url(&url);
-                if redacted == url && response.is_empty() {
-                    continue;
-                }
-                n.delivery_attempts +=
-                    c.prepare_cached(
-                        "UPDATE delivery_attempts SET url = ?3, response = '', \
-                         error = CASE WHEN error IS NULL THEN NULL ELSE '(erased)' END \
-                         WHERE delivery_id = ?1 AND n = ?2",
-                    )?
-                    .execute(params![delivery, k, redacted])? as u64;
-            }
+                .execute(params![delivery, k, redacted])? as u64;
         }
     }
     Ok(n)
 }
 
-/// The write half of one erasure: `planned` is what [`plan`] found for it
-/// up to click `seq`; the clicks written since and everything with an index
-/// are selected here, in the write transaction.
+/// The write half of one erasure, inside the caller's transaction:
+/// `planned` is what [`plan`] found for it up to `horizon`; the clicks
+/// written since and everything with an index are selected here.
 fn run(
-    c: &mut Connection,
+    tx: &Connection,
     id: &str,
     now: Micros,
-    (seq, planned): (i64, Selection),
+    horizon: Horizon,
+    planned: Planned,
 ) -> Result<Erased, StoreError> {
-    let tx = c.transaction()?;
     let found: Option<(String, Option<String>)> = tx
         .query_row(
             "SELECT status, selector FROM privacy_requests WHERE id = ?1",
@@ -384,24 +575,23 @@ fn run(
         return Err(StoreError::NotFound(format!("privacy request {id}")));
     };
     let (Some(selector), "received") = (selector, status.as_str()) else {
-        let r = receipt(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let r = receipt(tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         return Ok(Erased::unchanged(r));
     };
     let subject = Subject::from_text(&selector)?;
     // What the snapshot found, less what another request erased since.
-    let mut planned = planned;
-    let mut live =
-        tx.prepare_cached("SELECT 1 FROM clicks WHERE click_id = ?1 AND erased_at IS NULL")?;
-    let mut still = std::collections::BTreeMap::new();
-    for (id, key) in std::mem::take(&mut planned.clicks) {
-        if live.exists([id.as_slice()])? {
-            still.insert(id, key);
+    let mut start = Selection::default();
+    {
+        let mut live =
+            tx.prepare_cached("SELECT 1 FROM clicks WHERE click_id = ?1 AND erased_at IS NULL")?;
+        for (id, key) in &planned.sel.clicks {
+            if live.exists([id.as_slice()])? {
+                start.clicks.insert(*id, *key);
+            }
         }
     }
-    drop(live);
-    planned.clicks = still;
-    let sel = select(&tx, &subject, true, Scan::After(seq), planned)?;
-    let counts = erase(&tx, &subject, &sel, now)?;
+    let sel = select(tx, &subject, true, Scan::After(horizon.click_seq), start)?;
+    let counts = erase(tx, &subject, &sel, now, &planned, horizon)?;
     let counts_text =
         serde_json::to_string(&counts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
@@ -409,18 +599,21 @@ fn run(
          error = NULL, attempts = attempts + 1, done_at = ?3 WHERE id = ?1",
         params![id, counts_text, now],
     )?;
-    let r = receipt(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    let r = receipt(tx, id)?.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
     let erased = sel.erased(r, &subject);
     if !erased.click_ids.is_empty() || !erased.conversion_ids.is_empty() {
         super::outbox::append(
-            &tx,
+            tx,
             clickward_core::event::PRIVACY_ERASURE,
             erasure_event(&erased),
         )?;
     }
-    tx.commit()?;
     Ok(erased)
 }
+
+/// Erasures carried out per write transaction: one commit (one fsync) for
+/// the group, each in its own savepoint, so one that fails leaves the rest.
+const WRITE_GROUP: usize = 32;
 
 fn subject_data(c: &Connection, subject: &Subject) -> Result<SubjectData, StoreError> {
     let sel = select(c, subject, false, Scan::All, Selection::default())?;
@@ -472,6 +665,30 @@ fn subject_data(c: &Connection, subject: &Subject) -> Result<SubjectData, StoreE
     })
 }
 
+/// One write transaction over a group of erasures, each in a savepoint.
+fn run_group(
+    c: &mut Connection,
+    work: Vec<(String, Planned)>,
+    now: Micros,
+    horizon: Horizon,
+) -> Result<Vec<Result<Erased, StoreError>>, StoreError> {
+    let mut tx = c.transaction()?;
+    let mut out = Vec::with_capacity(work.len());
+    for (id, planned) in work {
+        let sp = tx.savepoint()?;
+        match run(&sp, &id, now, horizon, planned) {
+            Ok(e) => {
+                sp.commit()?;
+                out.push(Ok(e));
+            }
+            // Dropping the savepoint rolls this one back.
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
 impl PrivacyStore for SqliteStore {
     fn receive_erasure(
         &self,
@@ -506,27 +723,39 @@ impl PrivacyStore for SqliteStore {
     ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
         Box::pin(async move {
             let ids = std::sync::Arc::new(ids);
-            let (seq, planned) = {
+            let (horizon, planned) = {
                 let ids = ids.clone();
                 self.read(move |c| plan(c, &ids)).await?
             };
             let mut out = Vec::with_capacity(ids.len());
-            let mut erased_any = false;
-            for (id, sel) in ids.iter().cloned().zip(planned) {
+            let mut planned = planned.into_iter();
+            for group in ids.chunks(WRITE_GROUP) {
+                let work: Vec<(String, Planned)> =
+                    group.iter().cloned().zip(planned.by_ref()).collect();
+                let n = work.len();
                 let done = self
                     .write(move |c| {
                         // Erased values must not survive in free space: zero
                         // what the transaction frees.
                         c.pragma_update(None, "secure_delete", true)?;
-                        let out = run(c, &id, now, (seq, sel));
+                        let out = run_group(c, work, now, horizon);
                         c.pragma_update(None, "secure_delete", false)?;
                         out
                     })
                     .await;
-                erased_any |= done.as_ref().is_ok_and(|e| e.subject.is_some());
-                out.push(done);
+                match done {
+                    Ok(results) => out.extend(results),
+                    Err(e) => {
+                        let text = e.to_string();
+                        out.push(Err(e));
+                        out.extend((1..n).map(|_| Err(StoreError::Task(text.clone()))));
+                    }
+                }
             }
-            if erased_any {
+            if out
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|e| e.subject.is_some()))
+            {
                 // Nor in the WAL: fold it into the database and truncate it,
                 // now if no reader is in the way, else by the checkpointer.
                 self.truncate_wal().await;
