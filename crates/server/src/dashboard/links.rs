@@ -183,6 +183,8 @@ pub(super) struct LinkPage {
     builder_codes: Option<Vec<String>>,
     builder_link: String,
     built: String,
+    /// The built link's QR image path (the page adds `format=`).
+    qr: String,
     programs: Vec<String>,
     affiliates: Vec<String>,
 }
@@ -216,6 +218,7 @@ pub async fn link(
     )
     .await?;
     let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
+    let qr = views::qr_path("/dashboard/links", code.as_str(), &q.builder);
     let (programs, affiliates) = owner_slugs(&app).await?;
     Ok(page(&LinkPage {
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "links")
@@ -232,9 +235,31 @@ pub async fn link(
         builder_codes: None,
         builder_link: String::new(),
         built,
+        qr,
         programs,
         affiliates,
     }))
+}
+
+/// `GET /dashboard/links/{code}/qr?format=svg|png&size=&src=&sub1=…`: the
+/// QR code of the link's tracking URL with those ids.
+pub async fn qr(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(q): Query<views::QrPageQuery>,
+) -> PageResult {
+    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
+    let rec = app.0.store.get_link(code).await?;
+    let (format, size) = q.image();
+    super::qr_image(
+        &public_base(&app, &headers),
+        rec.link.code.as_str(),
+        &q.builder,
+        format,
+        size,
+    )
+    .map_err(|_| PageError::NotFound)
 }
 
 /// `POST /dashboard/links/{code}`: saves the edit form (as `PATCH

@@ -45,6 +45,34 @@ use crate::process::app::AppState;
 use session::{Session, Who};
 
 pub use login::SignInGuard;
+pub use views::BuilderQuery;
+
+/// The QR code of a link's tracking URL on `base` with the builder's ids,
+/// as an image answer (the API, the dashboard and the portal serve the
+/// same). The reason when the URL is too long to encode.
+pub fn qr_image(
+    base: &str,
+    code: &str,
+    builder: &BuilderQuery,
+    format: crate::services::qr::QrFormat,
+    size: u32,
+) -> Result<axum::response::Response, String> {
+    let url = views::tracking_url(base, code, &builder.src, &builder.subs());
+    let image = crate::services::qr::render(&url, format, size).map_err(|e| e.to_string())?;
+    let name = format!("{code}.{}", format.extension());
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
+        ],
+        image,
+    )
+        .into_response())
+}
 
 /// Largest form body a dashboard POST reads, bytes.
 const MAX_FORM: usize = 64 * 1024;
@@ -63,6 +91,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/events", get(live::events))
         .route("/links", get(links::links).post(links::create_link))
         .route("/links/{code}", get(links::link).post(links::update_link))
+        .route("/links/{code}/qr", get(links::qr))
         .route(
             "/affiliates",
             get(named::named_list::<Affiliate>).post(named::create_named::<Affiliate>),
@@ -114,6 +143,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/", get(portal::home))
         .route("/kpis", get(portal::kpis_json))
         .route("/links/{code}", get(portal::link))
+        .route("/links/{code}/qr", get(portal::qr))
         .route("/postbacks", post(webhooks::portal_add))
         .route("/postbacks/{id}/{action}", post(webhooks::portal_action))
         .fallback(not_found)

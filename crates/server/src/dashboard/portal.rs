@@ -58,6 +58,8 @@ struct PortalPage {
     builder_codes: Option<Vec<String>>,
     builder_link: String,
     built: String,
+    /// The built link's QR image path (the page adds `format=`).
+    qr: String,
     rows: Vec<ConversionItem>,
     balances: Vec<BalanceItem>,
     payouts: Vec<PayoutItem>,
@@ -97,10 +99,13 @@ pub async fn home(
         .or_else(|| links.first().map(|l| l.code.as_str()))
         .unwrap_or_default()
         .to_owned();
-    let built = if builder_link.is_empty() {
-        String::new()
+    let (built, qr) = if builder_link.is_empty() {
+        (String::new(), String::new())
     } else {
-        views::tracking_url(&base, &builder_link, &q.builder.src, &q.builder.subs())
+        (
+            views::tracking_url(&base, &builder_link, &q.builder.src, &q.builder.subs()),
+            views::qr_path("/portal/links", &builder_link, &q.builder),
+        )
     };
     let conversions = app
         .0
@@ -136,6 +141,7 @@ pub async fn home(
         builder_codes: Some(codes),
         builder_link,
         built,
+        qr,
         rows: conversions,
         balances: balance_items(&balances),
         payouts: payout_items(&payouts),
@@ -153,6 +159,7 @@ struct PortalLinkPage {
     builder_codes: Option<Vec<String>>,
     builder_link: String,
     built: String,
+    qr: String,
 }
 
 /// `GET /portal/links/{code}`: one of the affiliate's links; 404 for any
@@ -182,6 +189,7 @@ pub async fn link(
     )
     .await?;
     let built = views::tracking_url(&base, code.as_str(), &q.builder.src, &q.builder.subs());
+    let qr = views::qr_path("/portal/links", code.as_str(), &q.builder);
     Ok(page(&PortalLinkPage {
         c: Chrome::new(&s, format!("Link {}", code.as_str()), "portal")
             .notice(&app, &q.notice)
@@ -192,7 +200,34 @@ pub async fn link(
         builder_codes: None,
         builder_link: String::new(),
         built,
+        qr,
     }))
+}
+
+/// `GET /portal/links/{code}/qr?format=svg|png&size=&src=&sub1=…`: the QR
+/// code of one of the affiliate's own links (404 for any other).
+pub async fn qr(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(q): Query<views::QrPageQuery>,
+) -> PageResult {
+    let me = affiliate_of(&s)?;
+    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
+    let rec = app.0.store.get_link(code.clone()).await?;
+    if rec.link.affiliate.as_ref() != Some(&me) {
+        return Err(PageError::NotFound);
+    }
+    let (format, size) = q.image();
+    super::qr_image(
+        &public_base(&app, &headers),
+        code.as_str(),
+        &q.builder,
+        format,
+        size,
+    )
+    .map_err(|_| PageError::NotFound)
 }
 
 /// `GET /portal/kpis?from&to&tz[&link=]`: the affiliate's tiles as JSON; the

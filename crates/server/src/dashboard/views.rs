@@ -234,6 +234,52 @@ pub struct BuilderQuery {
     pub sub5: String,
 }
 
+/// The query of a page's QR code image: format, size, the builder's ids.
+#[derive(Debug, Default, Deserialize)]
+pub struct QrPageQuery {
+    /// `svg` (default) or `png`.
+    pub format: Option<String>,
+    /// Side, px.
+    pub size: Option<u32>,
+    /// The ids in the link.
+    #[serde(flatten)]
+    pub builder: BuilderQuery,
+}
+
+impl QrPageQuery {
+    /// The format and size asked (bad ones: SVG, the default size).
+    pub fn image(&self) -> (crate::services::qr::QrFormat, u32) {
+        (
+            self.format
+                .as_deref()
+                .and_then(crate::services::qr::QrFormat::parse)
+                .unwrap_or(crate::services::qr::QrFormat::Svg),
+            self.size.unwrap_or(crate::services::qr::DEFAULT_SIZE),
+        )
+    }
+}
+
+/// `{prefix}/{code}/qr?src=…&sub1=…&` for the builder's QR image and
+/// download links (the page adds `format=`).
+pub fn qr_path(prefix: &str, code: &str, b: &BuilderQuery) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("src", &b.src)].into_iter().chain(
+        ["sub1", "sub2", "sub3", "sub4", "sub5"]
+            .into_iter()
+            .zip([&b.sub1, &b.sub2, &b.sub3, &b.sub4, &b.sub5]),
+    ) {
+        if !v.trim().is_empty() {
+            q.append_pair(k, v.trim());
+        }
+    }
+    let q = q.finish();
+    format!(
+        "{prefix}/{}/qr?{q}{}",
+        percent_encoding::utf8_percent_encode(code, CODE_SET),
+        if q.is_empty() { "" } else { "&" }
+    )
+}
+
 impl BuilderQuery {
     /// sub1..sub5.
     pub fn subs(&self) -> [String; 5] {

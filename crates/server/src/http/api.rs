@@ -810,3 +810,64 @@ pub async fn list_payouts(
         |p| p.batch_id.clone(),
     )?))
 }
+
+// ---- QR codes -------------------------------------------------------------------
+
+/// The query of `GET /api/v1/links/{code}/qr`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrQuery {
+    /// `svg` (default) or `png`.
+    format: Option<String>,
+    /// Image side, px (64..=2048, default 512).
+    size: Option<String>,
+    #[serde(default)]
+    src: String,
+    #[serde(default)]
+    sub1: String,
+    #[serde(default)]
+    sub2: String,
+    #[serde(default)]
+    sub3: String,
+    #[serde(default)]
+    sub4: String,
+    #[serde(default)]
+    sub5: String,
+}
+
+/// `GET /api/v1/links/{code}/qr?format=svg|png&size=512&src=&sub1=…&sub5=`:
+/// the QR code of the link's public tracking URL (`/r/{code}` on
+/// `[dashboard] public_url`, else the host asked) with those ids.
+pub async fn link_qr(
+    _: Authorized,
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(code): Path<String>,
+    ApiQuery(q): ApiQuery<QrQuery>,
+) -> ApiResult<Response> {
+    let rec = app.0.store.get_link(parse_code(&code)?).await?;
+    let format = match q.format.as_deref() {
+        None | Some("") => crate::services::qr::QrFormat::Svg,
+        Some(f) => crate::services::qr::QrFormat::parse(f)
+            .ok_or_else(|| ApiError::bad_request("format must be svg or png"))?,
+    };
+    let size = match q.size.as_deref() {
+        None | Some("") => crate::services::qr::DEFAULT_SIZE,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (crate::services::qr::MIN_SIZE..=crate::services::qr::MAX_SIZE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("size must be 64..=2048 (px)"))?,
+    };
+    let base = crate::dashboard::public_base(&app, &headers);
+    let builder = crate::dashboard::BuilderQuery {
+        src: q.src,
+        sub1: q.sub1,
+        sub2: q.sub2,
+        sub3: q.sub3,
+        sub4: q.sub4,
+        sub5: q.sub5,
+    };
+    crate::dashboard::qr_image(&base, rec.link.code.as_str(), &builder, format, size)
+        .map_err(ApiError::invalid)
+}

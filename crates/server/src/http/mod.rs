@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/links/{code}", get(api::get_link).patch(api::update_link))
         .route("/links/{code}/disable", post(api::disable_link))
         .route("/links/{code}/enable", post(api::enable_link))
+        .route("/links/{code}/qr", get(api::link_qr))
         .route(
             "/conversions",
             get(conversions::list).post(conversions::create),

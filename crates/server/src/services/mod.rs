@@ -41,6 +41,7 @@ pub mod links;
 pub mod mail;
 pub mod privacy;
 pub mod programs;
+pub mod qr;
 pub mod reports;
 pub mod rescore;
 pub mod stream;

@@ -417,3 +417,60 @@ async fn every_list_pages_and_refuses_keys_it_does_not_take() {
     let (_, keys) = app.api_get("/api/v1/keys").await;
     assert!(!keys.to_string().contains("hash"), "{keys}");
 }
+
+/// The text a PNG QR code holds, read by an independent decoder.
+fn read_qr(png: &[u8]) -> Option<String> {
+    let mut r = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .ok()?;
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).ok()?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    grids.first()?.decode().ok().map(|(_, text)| text)
+}
+
+#[tokio::test]
+async fn a_links_qr_code_scans_as_its_tracking_url_with_the_ids() {
+    let app = TestApp::start().await;
+    let get = |path: &str| {
+        app.client
+            .get(app.url(path))
+            .bearer_auth(&app.admin_key)
+            .send()
+    };
+    let r = get("/api/v1/links/solare/qr?format=png&src=print&sub1=flyer%207")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let png = r.bytes().await.unwrap();
+    let url = read_qr(&png).expect("a QR code that scans");
+    assert_eq!(url, app.url("/r/solare?src=print&sub1=flyer+7"));
+    // The scanned link redirects and records its ids.
+    let r = app
+        .get_ua(url.trim_start_matches(&app.url("")), CHROME)
+        .await;
+    assert_eq!(r.status().as_u16(), 302);
+    let clicks = app.clicks("solare").await;
+    assert_eq!(
+        (&clicks[0]["src"], &clicks[0]["subs"][0]),
+        (&json!("print"), &json!("flyer 7"))
+    );
+    let r = get("/api/v1/links/solare/qr").await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    assert!(r.text().await.unwrap().starts_with("<svg "));
+    for (path, status) in [
+        ("/api/v1/links/solare/qr?format=gif", 400),
+        ("/api/v1/links/solare/qr?size=10", 400),
+        ("/api/v1/links/solare/qr?color=red", 400),
+        ("/api/v1/links/nope/qr", 404),
+    ] {
+        assert_eq!(get(path).await.unwrap().status().as_u16(), status, "{path}");
+    }
+    let (s, _) = app
+        .api_get(&format!("/api/v1/links/solare/qr?src={}", "x".repeat(3000)))
+        .await;
+    assert_eq!(s, 422);
+}

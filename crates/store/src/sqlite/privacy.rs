@@ -182,7 +182,10 @@ fn select(
 const PLAN_CHUNK: usize = 10_000;
 
 /// Where a read snapshot ended, per table: rows past these were written
-/// after it (each is assigned in commit order by the one writer).
+/// after it (each is assigned in commit order by the one writer). The
+/// clicks' moves on as a batch runs ([`advance`]): under load thousands of
+/// clicks a second come past it, and the writer should look at only the
+/// last few. The outbox and the delivery log grow slowly; theirs stays.
 #[derive(Debug, Clone, Copy)]
 struct Horizon {
     click_seq: i64,
@@ -202,13 +205,20 @@ struct Planned {
     idempotency: BTreeSet<String>,
 }
 
+/// What [`plan`] hands the write half: the horizon, each request's subject
+/// (`None`: not received) and its plan.
+type Plan = (Horizon, Vec<Option<Subject>>, Vec<Planned>);
+
 /// The read half of a batch of erasures, in one read snapshot beside the
 /// writer (a scan of 10 M clicks or of the outbox takes most of a second;
 /// the writer, and every redirect waiting on it, must not wait for that):
 /// where the snapshot ends, and for each id what it selects, the scans
 /// done once for the whole batch. Requests not received (or unknown) get
 /// nothing; [`run`] tells them apart.
-fn plan(c: &Connection, ids: &[String]) -> Result<(Horizon, Vec<Planned>), StoreError> {
+fn plan(
+    c: &Connection,
+    ids: &[String],
+) -> Result<Plan, StoreError> {
     let tx = c.unchecked_transaction()?;
     let max = |sql: &str| -> Result<i64, StoreError> {
         Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
@@ -233,7 +243,7 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(Horizon, Vec<Planned>), Store
         // A selector that does not parse is reported by `run`.
         subjects.push(selector.and_then(|t| Subject::from_text(&t).ok()));
     }
-    scan_clicks(&tx, &subjects, &mut out)?;
+    scan_clicks(&tx, &subjects, &mut out, None)?;
     // The rest of each selection has indexes (conversions by order, id and
     // click; clicks by id), and nothing is past the horizon here.
     for (p, subject) in out.iter_mut().zip(&subjects) {
@@ -249,7 +259,29 @@ fn plan(c: &Connection, ids: &[String]) -> Result<(Horizon, Vec<Planned>), Store
     }
     scan_links(&tx, &subjects, &mut out)?;
     scan_mentions(&tx, &mut out)?;
-    Ok((horizon, out))
+    Ok((horizon, subjects, out))
+}
+
+/// Moves the click horizon to now for the requests still to run, in a read
+/// snapshot: the clicks written since `from` that their visitors or sub-ids
+/// select (with their dedup rows) join their plans. Returns the new
+/// horizon.
+fn advance(
+    c: &Connection,
+    subjects: &[Option<Subject>],
+    out: &mut [Planned],
+    from: i64,
+) -> Result<i64, StoreError> {
+    let tx = c.unchecked_transaction()?;
+    let to: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if to > from {
+        scan_clicks(&tx, subjects, out, Some(from))?;
+    }
+    Ok(to.max(from))
 }
 
 /// `(?from, …)` of `n` numbered placeholders.
@@ -266,6 +298,7 @@ fn scan_clicks(
     tx: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
+    after: Option<i64>,
 ) -> Result<(), StoreError> {
     let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
     let mut subs: HashMap<String, Vec<usize>> = HashMap::new();
@@ -292,9 +325,14 @@ fn scan_clicks(
             let l = placeholders(kn + 1, vn);
             terms.extend((1..=5).map(|n| format!("sub{n} IN ({l})")));
         }
+        // Only the clicks past the horizon, by the seq index.
+        let since = match after {
+            Some(_) => format!(" AND seq > ?{}", kn + vn + 1),
+            None => String::new(),
+        };
         let sql = format!(
-            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks \
-             WHERE erased_at IS NULL AND ({})",
+            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5, link_id FROM clicks \
+             WHERE erased_at IS NULL AND ({}){since}",
             terms.join(" OR ")
         );
         let values = kc
@@ -303,7 +341,8 @@ fn scan_clicks(
             .chain(
                 vc.iter()
                     .map(|(sub, _)| rusqlite::types::Value::Text(sub.clone())),
-            );
+            )
+            .chain(after.map(rusqlite::types::Value::Integer));
         let mut st = tx.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(values))?;
         let by_key: HashMap<&[u8; 16], &Vec<usize>> = kc.iter().map(|(k, w)| (k, w)).collect();
@@ -317,8 +356,13 @@ fn scan_clicks(
                     who.extend(by_sub.get(sub.as_str()).into_iter().flat_map(|w| w.iter()));
                 }
             }
+            let link: i64 = r.get(7)?;
             for i in who {
                 out[i].sel.clicks.insert(id, key);
+                // A dedup row it may have made (deleted by key: none is fine).
+                if after.is_some() {
+                    out[i].links.insert((link, key));
+                }
             }
         }
     }
@@ -723,16 +767,34 @@ impl PrivacyStore for SqliteStore {
     ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
         Box::pin(async move {
             let ids = std::sync::Arc::new(ids);
-            let (horizon, planned) = {
+            let (mut horizon, subjects, mut rest) = {
                 let ids = ids.clone();
                 self.read(move |c| plan(c, &ids)).await?
             };
+            let mut subjects = subjects;
             let mut out = Vec::with_capacity(ids.len());
-            let mut planned = planned.into_iter();
-            for group in ids.chunks(WRITE_GROUP) {
-                let work: Vec<(String, Planned)> =
-                    group.iter().cloned().zip(planned.by_ref()).collect();
-                let n = work.len();
+            for (g, group) in ids.chunks(WRITE_GROUP).enumerate() {
+                if g > 0 {
+                    // The clicks that came meanwhile, found beside the writer
+                    // for the requests still to run.
+                    let from = horizon.click_seq;
+                    let (to, s, r) = self
+                        .read(move |c| {
+                            let to = advance(c, &subjects, &mut rest, from)?;
+                            Ok((to, subjects, rest))
+                        })
+                        .await?;
+                    (horizon.click_seq, subjects, rest) = (to, s, r);
+                }
+                let n = group.len().min(rest.len());
+                let later = rest.split_off(n);
+                let later_subjects = subjects.split_off(n);
+                subjects = later_subjects;
+                let work: Vec<(String, Planned)> = group
+                    .iter()
+                    .cloned()
+                    .zip(std::mem::replace(&mut rest, later))
+                    .collect();
                 let done = self
                     .write(move |c| {
                         // Erased values must not survive in free space: zero
