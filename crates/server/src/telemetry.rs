@@ -92,6 +92,64 @@ pub const STREAM_ERRORS_TOTAL: &str = "clickward_stream_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Counter: answers of the API, the dashboard and portal, `/postback` and
+/// `/pixel.gif`, by status `class` (`2xx` … `5xx`). Redirects are counted
+/// in [`CLICKS_TOTAL`] instead (the tracking routes stay out of this
+/// layer).
+pub const HTTP_RESPONSES_TOTAL: &str = "clickward_http_responses_total";
+
+static RESPONSE_CLASSES: std::sync::OnceLock<[Counter; 5]> = std::sync::OnceLock::new();
+
+fn response_classes() -> &'static [Counter; 5] {
+    RESPONSE_CLASSES.get_or_init(|| {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|c| metrics::counter!(HTTP_RESPONSES_TOTAL, "class" => c))
+    })
+}
+
+/// Counts one answer in [`HTTP_RESPONSES_TOTAL`] (handles registered once).
+pub fn count_response(status: axum::http::StatusCode) {
+    let i = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+    response_classes()[i].increment(1);
+}
+
+/// Registers, at 0, every series the shipped dashboard and alert rules
+/// (deploy/grafana, deploy/prometheus) read, so that each exists from the
+/// first scrape: an alert on a series that does not exist yet never fires,
+/// and a panel shows "no data" where the truth is zero.
+pub fn announce() {
+    for name in [
+        WRITE_ERRORS_TOTAL,
+        CLICKS_WRITTEN_TOTAL,
+        UNIQUE_CLICKS_TOTAL,
+        DUPLICATE_CLICKS_TOTAL,
+        SHIPPED_CLICKS_TOTAL,
+        SHIP_ERRORS_TOTAL,
+        SET_ASIDE_CLICKS_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [
+        INGEST_LAG_SECONDS,
+        ROLLUP_LAG_SECONDS,
+        QUEUE_DEPTH,
+        SPOOL_CLICKS,
+        SHIP_LAG_SECONDS,
+    ] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    metrics::counter!(POSTBACKS_TOTAL, "status" => "201", "outcome" => "created").increment(0);
+    for kind in ["webhook", "postback"] {
+        for result in ["delivered", "retry", "dead", "gone"] {
+            metrics::counter!(DELIVERY_ATTEMPTS_TOTAL, "kind" => kind, "result" => result)
+                .increment(0);
+        }
+    }
+    for c in response_classes() {
+        c.increment(0);
+    }
+}
+
 /// Handles of the metrics the redirect path touches, registered once: a
 /// labelled `counter!` call hashes its key and looks it up on every use.
 pub struct HotMetrics {

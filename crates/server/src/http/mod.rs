@@ -135,18 +135,28 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_api,
         ));
+    // Answers counted by status class for the 5xx alert; the tracking
+    // routes stay out of the layer (their outcomes are counted per click).
+    let counted = Router::new()
+        .route("/postback", conversions::postback_methods())
+        .route("/pixel.gif", get(conversions::pixel))
+        .nest("/api/v1", api)
+        .merge(crate::dashboard::router(state.clone()))
+        .layer(axum::middleware::map_response(
+            |r: axum::response::Response| async move {
+                crate::telemetry::count_response(r.status());
+                r
+            },
+        ));
     Router::new()
         .route("/r/{*code}", get(tracking::track_path))
         .route("/ref/{*code}", get(tracking::track_path))
         .route("/go", get(tracking::track_go))
-        .route("/postback", conversions::postback_methods())
-        .route("/pixel.gif", get(conversions::pixel))
         .route("/exclude", get(tracking::exclude_browser))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .nest("/api/v1", api)
-        .merge(crate::dashboard::router(state.clone()))
+        .merge(counted)
         .fallback(tracking::not_found_page)
         // A body that trickles in is cut off (the head has its own timeout
         // in the listener).

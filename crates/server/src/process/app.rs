@@ -209,6 +209,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         let prometheus = telemetry::metrics_handle();
         let metrics = telemetry::HotMetrics::register();
+        telemetry::announce();
         let geo = if cfg.config.geoip.is_empty() {
             None
         } else {

@@ -215,10 +215,7 @@ type Plan = (Horizon, Vec<Option<Subject>>, Vec<Planned>);
 /// where the snapshot ends, and for each id what it selects, the scans
 /// done once for the whole batch. Requests not received (or unknown) get
 /// nothing; [`run`] tells them apart.
-fn plan(
-    c: &Connection,
-    ids: &[String],
-) -> Result<Plan, StoreError> {
+fn plan(c: &Connection, ids: &[String]) -> Result<Plan, StoreError> {
     let tx = c.unchecked_transaction()?;
     let max = |sql: &str| -> Result<i64, StoreError> {
         Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
@@ -243,7 +240,7 @@ fn plan(
         // A selector that does not parse is reported by `run`.
         subjects.push(selector.and_then(|t| Subject::from_text(&t).ok()));
     }
-    scan_clicks(&tx, &subjects, &mut out, None)?;
+    scan_clicks(&tx, &subjects, &mut out)?;
     // The rest of each selection has indexes (conversions by order, id and
     // click; clicks by id), and nothing is past the horizon here.
     for (p, subject) in out.iter_mut().zip(&subjects) {
@@ -262,26 +259,56 @@ fn plan(
     Ok((horizon, subjects, out))
 }
 
-/// Moves the click horizon to now for the requests still to run, in a read
-/// snapshot: the clicks written since `from` that their visitors or sub-ids
-/// select (with their dedup rows) join their plans. Returns the new
-/// horizon.
+/// Moves the click horizon to the newest click for `subjects` (the
+/// requests still to run, `out` their plans): the clicks written since
+/// `from` that their visitors or sub-ids select (with their dedup rows)
+/// join the plans. One pass over the new clicks (the `clicks_by_seq`
+/// range), matched here: run beside the writer before each group, the range
+/// is the few clicks of the last moments. Returns the new horizon.
 fn advance(
     c: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
     from: i64,
 ) -> Result<i64, StoreError> {
-    let tx = c.unchecked_transaction()?;
-    let to: i64 = tx
-        .prepare_cached(
-            "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
-        )?
-        .query_row([], |r| r.get(0))?;
-    if to > from {
-        scan_clicks(&tx, subjects, out, Some(from))?;
+    let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
+    let mut subs: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, subject) in subjects.iter().enumerate() {
+        match subject {
+            Some(Subject::Visitor(k)) => keys.entry(k.0).or_default().push(i),
+            Some(Subject::Sub(v)) => subs.entry(v.as_str()).or_default().push(i),
+            _ => {}
+        }
     }
-    Ok(to.max(from))
+    let mut st = c.prepare_cached(
+        "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5, link_id, seq FROM clicks \
+         WHERE seq > ?1 AND erased_at IS NULL ORDER BY seq",
+    )?;
+    let mut rows = st.query([from])?;
+    let mut to = from;
+    while let Some(r) = rows.next()? {
+        to = to.max(r.get(8)?);
+        let key = bytes16(r.get(1)?, "visitor_key")?;
+        let mut who: Vec<usize> = keys.get(&key).cloned().unwrap_or_default();
+        if !subs.is_empty() {
+            for n in 2..7 {
+                if let Some(sub) = r.get_ref(n)?.as_str_or_null().ok().flatten() {
+                    who.extend(subs.get(sub).into_iter().flatten());
+                }
+            }
+        }
+        if who.is_empty() {
+            continue;
+        }
+        let id = bytes16(r.get(0)?, "click_id")?;
+        let link: i64 = r.get(7)?;
+        for i in who {
+            out[i].sel.clicks.insert(id, key);
+            // The dedup row it may have made (deleted by key: none is fine).
+            out[i].links.insert((link, key));
+        }
+    }
+    Ok(to)
 }
 
 /// `(?from, …)` of `n` numbered placeholders.
@@ -298,7 +325,6 @@ fn scan_clicks(
     tx: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
-    after: Option<i64>,
 ) -> Result<(), StoreError> {
     let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
     let mut subs: HashMap<String, Vec<usize>> = HashMap::new();
@@ -325,14 +351,9 @@ fn scan_clicks(
             let l = placeholders(kn + 1, vn);
             terms.extend((1..=5).map(|n| format!("sub{n} IN ({l})")));
         }
-        // Only the clicks past the horizon, by the seq index.
-        let since = match after {
-            Some(_) => format!(" AND seq > ?{}", kn + vn + 1),
-            None => String::new(),
-        };
         let sql = format!(
-            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5, link_id FROM clicks \
-             WHERE erased_at IS NULL AND ({}){since}",
+            "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks \
+             WHERE erased_at IS NULL AND ({})",
             terms.join(" OR ")
         );
         let values = kc
@@ -341,8 +362,7 @@ fn scan_clicks(
             .chain(
                 vc.iter()
                     .map(|(sub, _)| rusqlite::types::Value::Text(sub.clone())),
-            )
-            .chain(after.map(rusqlite::types::Value::Integer));
+            );
         let mut st = tx.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(values))?;
         let by_key: HashMap<&[u8; 16], &Vec<usize>> = kc.iter().map(|(k, w)| (k, w)).collect();
@@ -356,13 +376,8 @@ fn scan_clicks(
                     who.extend(by_sub.get(sub.as_str()).into_iter().flat_map(|w| w.iter()));
                 }
             }
-            let link: i64 = r.get(7)?;
             for i in who {
                 out[i].sel.clicks.insert(id, key);
-                // A dedup row it may have made (deleted by key: none is fine).
-                if after.is_some() {
-                    out[i].links.insert((link, key));
-                }
             }
         }
     }
@@ -480,13 +495,6 @@ fn erase(
         let mut r = [0u8; 16];
         rand::fill(&mut r[..]);
         fresh.insert(key, r);
-        // Dedup rows made since the snapshot: by the links of its clicks.
-        n.visitor_links += c
-            .prepare_cached(
-                "DELETE FROM visitor_links WHERE visitor_key = ?1 AND link_id IN \
-                 (SELECT link_id FROM clicks WHERE seq > ?2 AND visitor_key = ?1)",
-            )?
-            .execute(params![key.as_slice(), horizon.click_seq])? as u64;
     }
     for (link, key) in &planned.links {
         n.visitor_links += c
@@ -712,13 +720,28 @@ fn subject_data(c: &Connection, subject: &Subject) -> Result<SubjectData, StoreE
 /// One write transaction over a group of erasures, each in a savepoint.
 fn run_group(
     c: &mut Connection,
-    work: Vec<(String, Planned)>,
+    work: Vec<(String, Option<Subject>, Planned)>,
     now: Micros,
     horizon: Horizon,
 ) -> Result<Vec<Result<Erased, StoreError>>, StoreError> {
     let mut tx = c.transaction()?;
-    let mut out = Vec::with_capacity(work.len());
-    for (id, planned) in work {
+    // The clicks committed since the last advance, once for the group.
+    let (ids, subjects, mut plans): (Vec<String>, Vec<Option<Subject>>, Vec<Planned>) =
+        work.into_iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut i, mut s, mut p), (id, subject, plan)| {
+                i.push(id);
+                s.push(subject);
+                p.push(plan);
+                (i, s, p)
+            },
+        );
+    let horizon = Horizon {
+        click_seq: advance(&tx, &subjects, &mut plans, horizon.click_seq)?,
+        ..horizon
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, planned) in ids.into_iter().zip(plans) {
         let sp = tx.savepoint()?;
         match run(&sp, &id, now, horizon, planned) {
             Ok(e) => {
@@ -773,8 +796,8 @@ impl PrivacyStore for SqliteStore {
             };
             let mut subjects = subjects;
             let mut out = Vec::with_capacity(ids.len());
-            for (g, group) in ids.chunks(WRITE_GROUP).enumerate() {
-                if g > 0 {
+            for group in ids.chunks(WRITE_GROUP) {
+                {
                     // The clicks that came meanwhile, found beside the writer
                     // for the requests still to run.
                     let from = horizon.click_seq;
@@ -789,11 +812,12 @@ impl PrivacyStore for SqliteStore {
                 let n = group.len().min(rest.len());
                 let later = rest.split_off(n);
                 let later_subjects = subjects.split_off(n);
-                subjects = later_subjects;
-                let work: Vec<(String, Planned)> = group
+                let work: Vec<(String, Option<Subject>, Planned)> = group
                     .iter()
                     .cloned()
+                    .zip(std::mem::replace(&mut subjects, later_subjects))
                     .zip(std::mem::replace(&mut rest, later))
+                    .map(|((id, subject), plan)| (id, subject, plan))
                     .collect();
                 let done = self
                     .write(move |c| {
@@ -918,5 +942,69 @@ impl PrivacyStore for SqliteStore {
                 [before],
             )? as u64)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickward_core::click::{DeviceType, NewClick, TrackingParams, VisitorKey};
+    use clickward_core::id::ClickId;
+
+    fn click(n: u128, visitor: u8) -> NewClick {
+        NewClick {
+            click_id: ClickId::from_parts(1_000, n),
+            ts: 1_000_000,
+            link_id: 1,
+            program_id: 1,
+            affiliate_id: None,
+            params: TrackingParams::default(),
+            referrer: None,
+            device: DeviceType::Desktop,
+            os: None,
+            browser: None,
+            bot: None,
+            country: None,
+            region: None,
+            city: None,
+            visitor_key: VisitorKey([visitor; 16]),
+            previous_keys: vec![],
+            verdict: None,
+            consent: Default::default(),
+        }
+    }
+
+    /// A click the visitor made after the batch's read snapshot (while the
+    /// batch ran) is erased with the rest, and its dedup row goes too.
+    #[test]
+    fn clicks_written_after_the_plan_are_caught_up() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Task(e.to_string()))?;
+        let path = dir.path().join("t.db");
+        let _store = SqliteStore::open(&path, &crate::SqliteOptions::default())?;
+        let mut c = Connection::open(&path)?;
+        let window = 86_400_000_000;
+        super::super::clicks::insert_clicks(&c, &[click(1, 7), click(2, 8)], window)?;
+        c.execute(
+            "INSERT INTO privacy_requests (id, subject, selector, status, actor, received_at) \
+             VALUES ('era_t', 'visitor', ?1, 'received', 't', 0)",
+            [Subject::Visitor(VisitorKey([7; 16])).to_text()?],
+        )?;
+        let (horizon, mut subjects, mut plans) = plan(&c, &["era_t".to_owned()])?;
+        assert_eq!(plans[0].sel.clicks.len(), 1);
+        // Visitor 7 clicks again on another link, after the snapshot.
+        let mut late = click(3, 7);
+        late.link_id = 2;
+        super::super::clicks::insert_clicks(&c, &[late], window)?;
+        let work = vec![("era_t".to_owned(), subjects.remove(0), plans.remove(0))];
+        let out = run_group(&mut c, work, 5, horizon)?;
+        let counts = out[0].as_ref().ok().and_then(|e| e.receipt.counts);
+        assert_eq!(counts.map(|n| (n.clicks, n.visitor_links)), Some((2, 2)));
+        let left: i64 = c.query_row(
+            "SELECT COUNT(*) FROM clicks WHERE visitor_key = ?1",
+            [[7u8; 16].as_slice()],
+            |r| r.get(0),
+        )?;
+        assert_eq!(left, 0);
+        Ok(())
     }
 }
