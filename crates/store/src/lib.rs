@@ -48,6 +48,7 @@ pub use fraud::{
 };
 pub use page::ClickQuery;
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgOptions, PgStore};
+pub use privacy::Pace;
 pub use privacy::{
     Erased, ErasureCounts, PrivacyStore, Receipt, RequestStatus, Subject, SubjectData,
 };

@@ -224,11 +224,14 @@ pub trait PrivacyStore: Send + Sync + 'static {
         &self,
         ids: Vec<String>,
         now: Micros,
+        pace: Pace,
     ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
+                let t = std::time::Instant::now();
                 out.push(self.run_erasure(id, now).await);
+                pace.rest(t.elapsed()).await;
             }
             Ok(out)
         })
@@ -276,6 +279,39 @@ pub trait PrivacyStore: Send + Sync + 'static {
         before: Micros,
         batch: u32,
     ) -> StoreFuture<'_, u64>;
+}
+
+/// How much of the machine a batch of erasures may take: after each piece
+/// of work it rests long enough that its work is at most this share of the
+/// time it runs, so that redirects keep their speed (a batch of 10,000 has
+/// a month; a redirect has milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    share: f64,
+}
+
+impl Pace {
+    /// No rest: one erasure asked for now.
+    pub const FULL: Pace = Pace { share: 1.0 };
+
+    /// At most `share` (0.01 to 1) of the time at work.
+    pub fn share(share: f64) -> Self {
+        Self {
+            share: share.clamp(0.01, 1.0),
+        }
+    }
+
+    /// `true` when it never rests.
+    pub fn is_full(self) -> bool {
+        self.share >= 1.0
+    }
+
+    /// Rests after `worked`.
+    pub async fn rest(self, worked: std::time::Duration) {
+        if !self.is_full() {
+            tokio::time::sleep(worked.mul_f64(1.0 / self.share - 1.0)).await;
+        }
+    }
 }
 
 /// The rows [`PrivacyStore::purge_conversion_fields`] changes (then the

@@ -20,6 +20,10 @@ use crate::clock::Clock;
 pub const HELD: &str = "the shared store is unavailable: held on this node's disk, \
      carried out once the store is back (never reported done before it is)";
 
+/// The share of the machine received erasures carried out in the
+/// background may take (docs/privacy.md, "Speed"): redirects keep theirs.
+const BATCH_PACE_SHARE: f64 = 0.04;
+
 /// Received erasures carried out per store call (one scan of the clicks).
 const RUN_CHUNK: usize = 10_000;
 
@@ -310,7 +314,11 @@ impl<S: PrivacyStore + ClusterStore + ?Sized> PrivacyService<S> {
         for chunk in pending.chunks(RUN_CHUNK) {
             let outcomes = match self
                 .store
-                .run_erasures(chunk.to_vec(), self.clock.now_micros())
+                .run_erasures(
+                    chunk.to_vec(),
+                    self.clock.now_micros(),
+                    clickward_store::Pace::share(BATCH_PACE_SHARE),
+                )
                 .await
             {
                 Ok(o) => o,

@@ -13,6 +13,7 @@ mod cli;
 mod conversions;
 mod dashboard;
 mod dedup;
+mod deploy;
 mod events;
 mod fraud;
 mod fuzz;

@@ -3,7 +3,7 @@
 
 use clickward_core::Micros;
 use clickward_core::delivery::EndpointKind;
-use clickward_core::id::ConversionId;
+use clickward_core::id::{ClickId, ConversionId};
 use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::common::ulid_of;
 use crate::privacy::{
-    CONVERSION_FIELDS_CLEAR, CONVERSION_FIELDS_DUE, DELIVERIES_DUE, Erased, ErasureCounts,
+    CONVERSION_FIELDS_CLEAR, CONVERSION_FIELDS_DUE, DELIVERIES_DUE, Erased, ErasureCounts, Pace,
     PrivacyStore, RECEIPT_SELECT, Receipt, Selection, Subject, SubjectData, bytes16,
     erased_order_id, erasure_event, is_about, receipt_from, redact_payload, redact_url,
 };
@@ -209,13 +209,12 @@ struct Planned {
 /// (`None`: not received) and its plan.
 type Plan = (Horizon, Vec<Option<Subject>>, Vec<Planned>);
 
-/// The read half of a batch of erasures, in one read snapshot beside the
-/// writer (a scan of 10 M clicks or of the outbox takes most of a second;
-/// the writer, and every redirect waiting on it, must not wait for that):
-/// where the snapshot ends, and for each id what it selects, the scans
-/// done once for the whole batch. Requests not received (or unknown) get
-/// nothing; [`run`] tells them apart.
-fn plan(c: &Connection, ids: &[String]) -> Result<Plan, StoreError> {
+/// Where a batch's read half starts, in one snapshot: the horizon, the
+/// subjects, and the click ids the clicks table spans (for chunks).
+fn plan_start(
+    c: &Connection,
+    ids: &[String],
+) -> Result<(Horizon, Vec<Option<Subject>>, Option<(u64, u64)>), StoreError> {
     let tx = c.unchecked_transaction()?;
     let max = |sql: &str| -> Result<i64, StoreError> {
         Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
@@ -227,7 +226,6 @@ fn plan(c: &Connection, ids: &[String]) -> Result<Plan, StoreError> {
         outbox_seq: max("SELECT COALESCE(MAX(seq), 0) FROM outbox")?,
         delivery_id: max("SELECT COALESCE(MAX(id), 0) FROM deliveries")?,
     };
-    let mut out: Vec<Planned> = ids.iter().map(|_| Planned::default()).collect();
     let mut subjects: Vec<Option<Subject>> = Vec::with_capacity(ids.len());
     for id in ids {
         let selector: Option<String> = tx
@@ -240,10 +238,35 @@ fn plan(c: &Connection, ids: &[String]) -> Result<Plan, StoreError> {
         // A selector that does not parse is reported by `run`.
         subjects.push(selector.and_then(|t| Subject::from_text(&t).ok()));
     }
-    scan_clicks(&tx, &subjects, &mut out)?;
-    // The rest of each selection has indexes (conversions by order, id and
-    // click; clicks by id), and nothing is past the horizon here.
-    for (p, subject) in out.iter_mut().zip(&subjects) {
+    let end = |sql: &str| -> Result<Option<u64>, StoreError> {
+        let id: Option<Vec<u8>> = tx
+            .prepare_cached(sql)?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        id.map(|b| bytes16(b, "click_id").map(|b| ClickId::from_bytes(b).timestamp_ms()))
+            .transpose()
+    };
+    let span = match (
+        end("SELECT click_id FROM clicks ORDER BY click_id LIMIT 1")?,
+        end("SELECT click_id FROM clicks ORDER BY click_id DESC LIMIT 1")?,
+    ) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
+    Ok((horizon, subjects, span))
+}
+
+/// The rest of a batch's read half, after its clicks were scanned: what
+/// has indexes (conversions by order, id and click; clicks by id), the
+/// dedup rows, and the tables named by conversion id.
+fn plan_rest(
+    c: &Connection,
+    horizon: Horizon,
+    subjects: &[Option<Subject>],
+    out: &mut [Planned],
+) -> Result<(), StoreError> {
+    let tx = c.unchecked_transaction()?;
+    for (p, subject) in out.iter_mut().zip(subjects) {
         if let Some(subject) = subject {
             p.sel = select(
                 &tx,
@@ -254,8 +277,62 @@ fn plan(c: &Connection, ids: &[String]) -> Result<Plan, StoreError> {
             )?;
         }
     }
-    scan_links(&tx, &subjects, &mut out)?;
-    scan_mentions(&tx, &mut out)?;
+    scan_links(&tx, subjects, out)?;
+    scan_mentions(&tx, out)
+}
+
+/// The read half of a batch of erasures, beside the writer (a scan of 10 M
+/// clicks or of the outbox takes most of a second; the writer, and every
+/// redirect waiting on it, must not wait for that): where the batch's
+/// snapshot ends, and for each id what it selects, each scan done once for
+/// the whole batch. At a [`Pace`] below full the clicks are scanned in 64
+/// ranges of click id (time), resting between them. Requests not received
+/// (or unknown) get nothing; [`run`] tells them apart.
+async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan, StoreError> {
+    let ids = std::sync::Arc::new(ids);
+    let t = std::time::Instant::now();
+    let (horizon, subjects, span) = {
+        let ids = ids.clone();
+        store.read(move |c| plan_start(c, &ids)).await?
+    };
+    let mut out: Vec<Planned> = ids.iter().map(|_| Planned::default()).collect();
+    let subjects = std::sync::Arc::new(subjects);
+    if let Some((first, last)) = span {
+        let chunks: u64 = if pace.is_full() { 1 } else { 64 };
+        let step = ((last - first) / chunks).max(1);
+        let mut lo = first;
+        while lo <= last {
+            let hi = if lo + step > last {
+                u64::MAX
+            } else {
+                lo + step
+            };
+            let t = std::time::Instant::now();
+            let s = subjects.clone();
+            out = store
+                .read(move |c| {
+                    scan_clicks(c, &s, &mut out, (lo, hi))?;
+                    Ok(out)
+                })
+                .await?;
+            pace.rest(t.elapsed()).await;
+            if hi == u64::MAX {
+                break;
+            }
+            lo = hi;
+        }
+    }
+    let _ = t;
+    let t = std::time::Instant::now();
+    let s = subjects.clone();
+    out = store
+        .read(move |c| {
+            plan_rest(c, horizon, &s, &mut out)?;
+            Ok(out)
+        })
+        .await?;
+    pace.rest(t.elapsed()).await;
+    let subjects = std::sync::Arc::try_unwrap(subjects).unwrap_or_else(|s| (*s).clone());
     Ok((horizon, subjects, out))
 }
 
@@ -325,6 +402,7 @@ fn scan_clicks(
     tx: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
+    (from_ms, to_ms): (u64, u64),
 ) -> Result<(), StoreError> {
     let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
     let mut subs: HashMap<String, Vec<usize>> = HashMap::new();
@@ -351,18 +429,30 @@ fn scan_clicks(
             let l = placeholders(kn + 1, vn);
             terms.extend((1..=5).map(|n| format!("sub{n} IN ({l})")));
         }
+        // One range of click ids (their first 48 bits are the ms).
         let sql = format!(
             "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5 FROM clicks \
-             WHERE erased_at IS NULL AND ({})",
-            terms.join(" OR ")
+             WHERE click_id >= ?{lo} AND click_id < ?{hi} AND erased_at IS NULL AND ({})",
+            terms.join(" OR "),
+            lo = kn + vn + 1,
+            hi = kn + vn + 2,
         );
+        let bound = |ms: u64| {
+            let id = if ms == u64::MAX {
+                [0xff; 16]
+            } else {
+                ClickId::from_parts(ms, 0).to_bytes()
+            };
+            rusqlite::types::Value::Blob(id.to_vec())
+        };
         let values = kc
             .iter()
             .map(|(key, _)| rusqlite::types::Value::Blob(key.to_vec()))
             .chain(
                 vc.iter()
                     .map(|(sub, _)| rusqlite::types::Value::Text(sub.clone())),
-            );
+            )
+            .chain([bound(from_ms), bound(to_ms)]);
         let mut st = tx.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(values))?;
         let by_key: HashMap<&[u8; 16], &Vec<usize>> = kc.iter().map(|(k, w)| (k, w)).collect();
@@ -776,7 +866,7 @@ impl PrivacyStore for SqliteStore {
 
     fn run_erasure(&self, id: String, now: Micros) -> StoreFuture<'_, Erased> {
         Box::pin(async move {
-            self.run_erasures(vec![id], now)
+            self.run_erasures(vec![id], now, Pace::FULL)
                 .await?
                 .pop()
                 .unwrap_or_else(|| Err(StoreError::Task("no erasure was run".to_owned())))
@@ -787,16 +877,13 @@ impl PrivacyStore for SqliteStore {
         &self,
         ids: Vec<String>,
         now: Micros,
+        pace: Pace,
     ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
         Box::pin(async move {
-            let ids = std::sync::Arc::new(ids);
-            let (mut horizon, subjects, mut rest) = {
-                let ids = ids.clone();
-                self.read(move |c| plan(c, &ids)).await?
-            };
-            let mut subjects = subjects;
+            let (mut horizon, mut subjects, mut rest) = plan(self, ids.clone(), pace).await?;
             let mut out = Vec::with_capacity(ids.len());
             for group in ids.chunks(WRITE_GROUP) {
+                let t = std::time::Instant::now();
                 {
                     // The clicks that came meanwhile, found beside the writer
                     // for the requests still to run.
@@ -837,6 +924,7 @@ impl PrivacyStore for SqliteStore {
                         out.extend((1..n).map(|_| Err(StoreError::Task(text.clone()))));
                     }
                 }
+                pace.rest(t.elapsed()).await;
             }
             if out
                 .iter()
@@ -949,7 +1037,6 @@ impl PrivacyStore for SqliteStore {
 mod tests {
     use super::*;
     use clickward_core::click::{DeviceType, NewClick, TrackingParams, VisitorKey};
-    use clickward_core::id::ClickId;
 
     fn click(n: u128, visitor: u8) -> NewClick {
         NewClick {
@@ -989,7 +1076,10 @@ mod tests {
              VALUES ('era_t', 'visitor', ?1, 'received', 't', 0)",
             [Subject::Visitor(VisitorKey([7; 16])).to_text()?],
         )?;
-        let (horizon, mut subjects, mut plans) = plan(&c, &["era_t".to_owned()])?;
+        let (horizon, mut subjects, _) = plan_start(&c, &["era_t".to_owned()])?;
+        let mut plans = vec![Planned::default()];
+        scan_clicks(&c, &subjects, &mut plans, (0, u64::MAX))?;
+        plan_rest(&c, horizon, &subjects, &mut plans)?;
         assert_eq!(plans[0].sel.clicks.len(), 1);
         // Visitor 7 clicks again on another link, after the snapshot.
         let mut late = click(3, 7);

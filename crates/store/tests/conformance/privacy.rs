@@ -329,9 +329,17 @@ async fn a_batch_of_erasures_finds_each_subjects_rows_in_one_call(b: Backend) {
         .unwrap();
     assert_eq!(again.subject, "visitor");
     let ids: Vec<String> = subjects.iter().map(|(id, _)| (*id).to_owned()).collect();
-    let mut out = s.run_erasures(ids.clone(), t0).await.unwrap();
+    // Paced: the clicks are scanned in ranges, with rests between.
+    let mut out = s
+        .run_erasures(ids.clone(), t0, clickward_store::Pace::share(0.5))
+        .await
+        .unwrap();
     // An unknown id fails alone.
-    out.extend(s.run_erasures(vec!["era_nope".into()], t0).await.unwrap());
+    out.extend(
+        s.run_erasures(vec!["era_nope".into()], t0, clickward_store::Pace::FULL)
+            .await
+            .unwrap(),
+    );
     let counts: Vec<Option<u64>> = out
         .iter()
         .map(|r| {
@@ -364,7 +372,10 @@ async fn a_batch_of_erasures_finds_each_subjects_rows_in_one_call(b: Backend) {
     }
     assert!(s.pending_erasures().await.unwrap().is_empty());
     // Run again: nothing changes, every receipt as it was.
-    let again = s.run_erasures(ids, t0).await.unwrap();
+    let again = s
+        .run_erasures(ids, t0, clickward_store::Pace::FULL)
+        .await
+        .unwrap();
     assert!(
         again
             .iter()

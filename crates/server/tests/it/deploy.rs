@@ -1,0 +1,166 @@
+//! What ships in deploy/: the Grafana dashboard and the alert rules read
+//! only metrics a live server serves from its first scrape; promtool
+//! accepts the rules; systemd-analyze accepts the hardened unit. The tools
+//! are installed by .ci/run; outside CI a missing one skips its test, loudly.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A metric's family name: a histogram's series share theirs.
+fn family(name: &str) -> String {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name)
+        .to_owned()
+}
+
+/// Every `clickward_…` name in `text`.
+fn names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("clickward_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(family(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The path of `tool`, or `None` (outside CI only: in CI a missing tool is
+/// a failure of .ci/run).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing in CI: .ci/run installs it"
+        );
+        eprintln!("!!! {name} is not installed: this deploy check SKIPS (it runs in CI) !!!");
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_read_is_served_from_the_start() {
+    let app = TestApp::start().await;
+    // One redirect, so that the latency histogram has its buckets.
+    assert_eq!(app.get_ua("/r/solare", CHROME).await.status().as_u16(), 302);
+    let text = app.metrics_text().await;
+    let served: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(family)
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/clickward.json")).expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let exprs: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().expect("a target has an expr").to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (file, wanted) in [
+        ("deploy/grafana/clickward.json", names(&exprs)),
+        (
+            "deploy/prometheus/alerts.yml",
+            names(&read("deploy/prometheus/alerts.yml")),
+        ),
+    ] {
+        assert!(wanted.len() >= 8, "{file}: {wanted:?}");
+        let missing: Vec<&String> = wanted.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} reads {missing:?}, which a fresh server's /metrics does not serve"
+        );
+    }
+    // The alert on 5xx answers has its series before any error.
+    assert!(
+        text.contains("clickward_http_responses_total{class=\"5xx\"} 0"),
+        "{text}"
+    );
+    // And the API's answers are counted in it.
+    let (s, _) = app.api_get("/api/v1/links").await;
+    assert_eq!(s, 200);
+    let text = app.metrics_text().await;
+    assert!(
+        !text.contains("clickward_http_responses_total{class=\"2xx\"} 0\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(repo("deploy/prometheus/alerts.yml"))
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+}
+
+#[test]
+fn systemd_accepts_the_unit_and_rates_it_hardened() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    // The unit as installed: the binary where ExecStart says.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("clickward.service");
+    let text = read("deploy/systemd/clickward.service")
+        .replace("/usr/local/bin/clickward", env!("CARGO_BIN_EXE_clickward"));
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new(&analyze)
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && !said.contains("clickward.service"),
+        "{said}"
+    );
+    // Exposure 0 (locked down) to 10 (none): at most 2.0 ("OK").
+    let out = Command::new(&analyze)
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze security runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
