@@ -209,12 +209,16 @@ struct Planned {
 /// (`None`: not received) and its plan.
 type Plan = (Horizon, Vec<Option<Subject>>, Vec<Planned>);
 
+/// What [`plan_start`] finds: the horizon, the subjects, and the first and
+/// last click's ms.
+type Start = (Horizon, Vec<Option<Subject>>, Option<(u64, u64)>);
+
 /// Where a batch's read half starts, in one snapshot: the horizon, the
 /// subjects, and the click ids the clicks table spans (for chunks).
 fn plan_start(
     c: &Connection,
     ids: &[String],
-) -> Result<(Horizon, Vec<Option<Subject>>, Option<(u64, u64)>), StoreError> {
+) -> Result<Start, StoreError> {
     let tx = c.unchecked_transaction()?;
     let max = |sql: &str| -> Result<i64, StoreError> {
         Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
