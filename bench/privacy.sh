@@ -5,10 +5,10 @@
 #
 # 1. erase one visitor over HTTP (`{"visitor_key": …}`), RUNS times, each a
 #    different generated visitor: median and max ms, and the rows changed;
-# 2. redirects/s with wrk on one link, alone, then while a batch of BATCH
-#    erasures runs in the background, then alone again: the ratio of the
-#    middle run to the mean of the two around it, and how many erasures
-#    finished during it.
+# 2. redirects/s with wrk on one link, alone, then in 10 s windows back to
+#    back while a batch of BATCH erasures runs in the background (paced:
+#    minutes), then alone again: the ratio of the mean window to the mean
+#    of the two runs around them, and how long the batch took.
 #
 #   bash bench/privacy.sh        # CLICKS=10000000 RUNS=9 BATCH=10000 DURATION=10s
 set -euo pipefail
@@ -111,17 +111,24 @@ start=$(date +%s.%N)
 curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
   --data-binary @"$OUT/privacy-batch.json" http://127.0.0.1:$PORT/api/v1/privacy/erasures > "$OUT/privacy-batch.code"
 accepted=$(date +%s.%N)
-during=$(load)
-left=$(pending)
-# The rest of the batch, then the load alone again.
-for _ in $(seq 1 600); do [ "$(pending)" = 0 ] && break; sleep 1; done
+# The load in windows back to back for as long as the batch runs (it is
+# paced: minutes), then alone again.
+rates=()
+left=$BATCH
+for _ in $(seq 1 120); do
+  rates+=("$(load)")
+  left=$(pending)
+  [ "$left" = 0 ] && break
+done
 finished=$(date +%s.%N)
+during=$(python3 -c "import statistics,sys; print(round(statistics.mean(float(x) for x in sys.argv[1:]), 2))" "${rates[@]}")
+worst=$(python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "${rates[@]}")
 after=$(load)
 echo
 echo "| redirects/s on one link (wrk -c32, $DURATION) | req/s |"
 echo "|---|---:|"
 echo "| alone, before | $before |"
-echo "| while a batch of $BATCH erasures runs (answer $(cat "$OUT/privacy-batch.code"); $left of them still received after the run) | $during |"
+echo "| while a batch of $BATCH erasures runs (answer $(cat "$OUT/privacy-batch.code"); mean of ${#rates[@]} windows, the worst $worst; $left still received at the end) | $during |"
 echo "| alone, after | $after |"
 python3 -c "print(f'\nratio during / mean(before, after): {$during / (($before + $after) / 2):.3f}')"
 python3 -c "print(f'batch: accepted in {$accepted - $start:.1f} s, all {$BATCH} done {$finished - $start:.1f} s after it was sent')"

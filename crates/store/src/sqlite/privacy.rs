@@ -82,6 +82,9 @@ enum Scan {
     /// The scan was done in an earlier read snapshot (see [`plan`]): only
     /// clicks written since, `seq` above this (the `clicks_by_seq` index).
     After(i64),
+    /// The batch's own scans found them (and [`advance`] finds the later
+    /// ones): none here.
+    Found,
 }
 
 /// The rows `subject` selects, added to `sel`; `live`: only rows not erased
@@ -97,6 +100,8 @@ fn select(
     let (after, seq) = match scan {
         Scan::All => ("", None),
         Scan::After(seq) => (" AND seq > ?2", Some(seq)),
+        // No row has a seq above the largest there can be.
+        Scan::Found => (" AND seq > ?2", Some(i64::MAX)),
     };
     let clicks = "SELECT click_id, visitor_key FROM clicks WHERE ";
     let convs = "SELECT id, conversion_id FROM conversions WHERE ";
@@ -182,15 +187,18 @@ fn select(
 const PLAN_CHUNK: usize = 10_000;
 
 /// Where a read snapshot ended, per table: rows past these were written
-/// after it (each is assigned in commit order by the one writer). The
-/// clicks' moves on as a batch runs ([`advance`]): under load thousands of
-/// clicks a second come past it, and the writer should look at only the
-/// last few. The outbox and the delivery log grow slowly; theirs stays.
+/// after it (each is assigned in commit order by the one writer). They move
+/// on as a batch runs ([`advance`]): under load thousands of clicks a
+/// second come past them, and a batch writes an outbox event per erasure;
+/// the writer should look at only the last few. The origins stay where the
+/// batch began, for a conversion recorded since (rare).
 #[derive(Debug, Clone, Copy)]
 struct Horizon {
     click_seq: i64,
     outbox_seq: i64,
     delivery_id: i64,
+    outbox_origin: i64,
+    delivery_origin: i64,
 }
 
 /// What the read snapshot found for one request of a batch: its rows, and
@@ -215,20 +223,21 @@ type Start = (Horizon, Vec<Option<Subject>>, Option<(u64, u64)>);
 
 /// Where a batch's read half starts, in one snapshot: the horizon, the
 /// subjects, and the click ids the clicks table spans (for chunks).
-fn plan_start(
-    c: &Connection,
-    ids: &[String],
-) -> Result<Start, StoreError> {
+fn plan_start(c: &Connection, ids: &[String]) -> Result<Start, StoreError> {
     let tx = c.unchecked_transaction()?;
     let max = |sql: &str| -> Result<i64, StoreError> {
         Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
     };
+    let outbox_seq = max("SELECT COALESCE(MAX(seq), 0) FROM outbox")?;
+    let delivery_id = max("SELECT COALESCE(MAX(id), 0) FROM deliveries")?;
     let horizon = Horizon {
         click_seq: max(
             "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
         )?,
-        outbox_seq: max("SELECT COALESCE(MAX(seq), 0) FROM outbox")?,
-        delivery_id: max("SELECT COALESCE(MAX(id), 0) FROM deliveries")?,
+        outbox_seq,
+        delivery_id,
+        outbox_origin: outbox_seq,
+        delivery_origin: delivery_id,
     };
     let mut subjects: Vec<Option<Subject>> = Vec::with_capacity(ids.len());
     for id in ids {
@@ -265,24 +274,17 @@ fn plan_start(
 /// dedup rows, and the tables named by conversion id.
 fn plan_rest(
     c: &Connection,
-    horizon: Horizon,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
 ) -> Result<(), StoreError> {
     let tx = c.unchecked_transaction()?;
     for (p, subject) in out.iter_mut().zip(subjects) {
         if let Some(subject) = subject {
-            p.sel = select(
-                &tx,
-                subject,
-                true,
-                Scan::After(horizon.click_seq),
-                std::mem::take(&mut p.sel),
-            )?;
+            p.sel = select(&tx, subject, true, Scan::Found, std::mem::take(&mut p.sel))?;
         }
     }
     scan_links(&tx, subjects, out)?;
-    scan_mentions(&tx, out)
+    scan_mentions(&tx, out, None).map(|_| ())
 }
 
 /// The read half of a batch of erasures, beside the writer (a scan of 10 M
@@ -331,7 +333,7 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
     let s = subjects.clone();
     out = store
         .read(move |c| {
-            plan_rest(c, horizon, &s, &mut out)?;
+            plan_rest(c, &s, &mut out)?;
             Ok(out)
         })
         .await?;
@@ -347,6 +349,26 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
 /// range), matched here: run beside the writer before each group, the range
 /// is the few clicks of the last moments. Returns the new horizon.
 fn advance(
+    c: &Connection,
+    subjects: &[Option<Subject>],
+    out: &mut [Planned],
+    from: Horizon,
+) -> Result<Horizon, StoreError> {
+    // One snapshot for both: the caller's transaction (the writer's), or
+    // the reader's opened by the caller.
+    let click_seq = advance_clicks(c, subjects, out, from.click_seq)?;
+    let (outbox_seq, delivery_id) =
+        scan_mentions(c, out, Some((from.outbox_seq, from.delivery_id)))?;
+    Ok(Horizon {
+        click_seq,
+        outbox_seq,
+        delivery_id,
+        ..from
+    })
+}
+
+/// The clicks part of [`advance`]; the new click horizon.
+fn advance_clicks(
     c: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
@@ -516,8 +538,17 @@ fn scan_links(
 }
 
 /// The outbox rows, deliveries and idempotency keys that name one of the
-/// batch's conversions, in one pass over each table.
-fn scan_mentions(tx: &Connection, out: &mut [Planned]) -> Result<(), StoreError> {
+/// batch's conversions, in one pass over each table; with `since` (outbox
+/// seq, delivery id), only the outbox rows and deliveries past those (the
+/// idempotency keys of planned conversions were all there at the start).
+/// Returns how far it looked: the last outbox seq and delivery id.
+fn scan_mentions(
+    tx: &Connection,
+    out: &mut [Planned],
+    since: Option<(i64, i64)>,
+) -> Result<(i64, i64), StoreError> {
+    let (outbox_from, delivery_from) = since.unwrap_or((0, 0));
+    let mut reach = (outbox_from, delivery_from);
     let mut names: Vec<String> = Vec::new();
     let mut who: Vec<Vec<usize>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -531,43 +562,71 @@ fn scan_mentions(tx: &Connection, out: &mut [Planned]) -> Result<(), StoreError>
             who[n].push(i);
         }
     }
+    let last = |sql: &str, from: i64| -> Result<i64, StoreError> {
+        let n: i64 = tx.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+        Ok(n.max(from))
+    };
+    reach.0 = last("SELECT COALESCE(MAX(seq), 0) FROM outbox", outbox_from)?;
+    reach.1 = last("SELECT COALESCE(MAX(id), 0) FROM deliveries", delivery_from)?;
     if names.is_empty() {
-        return Ok(());
+        return Ok(reach);
     }
     let ac = aho_corasick::AhoCorasick::new(&names)
         .map_err(|e| StoreError::Task(format!("matching erased ids: {e}")))?;
-    let mut each = |sql: &str, add: &mut dyn FnMut(&mut Planned, &rusqlite::types::Value)| {
-        let mut st = tx.prepare(sql)?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            let key: rusqlite::types::Value = r.get(0)?;
-            let text = r.get_ref(1)?.as_str().unwrap_or_default().to_owned();
-            let mut hit: BTreeSet<usize> = BTreeSet::new();
-            for m in ac.find_iter(&text) {
-                hit.extend(who[m.pattern().as_usize()].iter().copied());
+    let mut each =
+        |sql: &str, from: i64, add: &mut dyn FnMut(&mut Planned, &rusqlite::types::Value)| {
+            let mut st = tx.prepare_cached(sql)?;
+            let mut rows = st.query([from])?;
+            while let Some(r) = rows.next()? {
+                let key: rusqlite::types::Value = r.get(0)?;
+                let text = r.get_ref(1)?.as_str().unwrap_or_default().to_owned();
+                let mut hit: BTreeSet<usize> = BTreeSet::new();
+                for m in ac.find_iter(&text) {
+                    hit.extend(who[m.pattern().as_usize()].iter().copied());
+                }
+                for i in hit {
+                    add(&mut out[i], &key);
+                }
             }
-            for i in hit {
-                add(&mut out[i], &key);
-            }
-        }
-        Ok::<(), StoreError>(())
-    };
+            Ok::<(), StoreError>(())
+        };
     let int = |v: &rusqlite::types::Value| match v {
         rusqlite::types::Value::Integer(i) => *i,
         _ => 0,
     };
-    each("SELECT seq, payload FROM outbox", &mut |p, k| {
-        p.outbox.insert(int(k));
-    })?;
-    each("SELECT id, payload FROM deliveries", &mut |p, k| {
-        p.deliveries.insert(int(k));
-    })?;
-    each("SELECT key, body FROM idempotency_keys", &mut |p, k| {
-        if let rusqlite::types::Value::Text(t) = k {
-            p.idempotency.insert(t.clone());
-        }
-    })?;
-    Ok(())
+    // Up to the snapshot's last row: `reach` says where the next pass starts.
+    each(
+        &format!(
+            "SELECT seq, payload FROM outbox WHERE seq > ?1 AND seq <= {}",
+            reach.0
+        ),
+        outbox_from,
+        &mut |p, k| {
+            p.outbox.insert(int(k));
+        },
+    )?;
+    each(
+        &format!(
+            "SELECT id, payload FROM deliveries WHERE id > ?1 AND id <= {}",
+            reach.1
+        ),
+        delivery_from,
+        &mut |p, k| {
+            p.deliveries.insert(int(k));
+        },
+    )?;
+    if since.is_none() {
+        each(
+            "SELECT key, body FROM idempotency_keys WHERE ?1 = 0",
+            0,
+            &mut |p, k| {
+                if let rusqlite::types::Value::Text(t) = k {
+                    p.idempotency.insert(t.clone());
+                }
+            },
+        )?;
+    }
+    Ok(reach)
 }
 
 /// Erases what `sel` selected (inside the caller's transaction); `planned`
@@ -626,13 +685,24 @@ fn erase(
                 .query_map(params![from, &text], |r| r.get(0))?
                 .collect::<Result<_, _>>()?)
         };
+        // Planned: the passes so far looked up to the horizon. Recorded
+        // since the batch began: from its start.
+        let known = planned_conversions.contains(id);
         outbox.extend(since(
             "SELECT seq FROM outbox WHERE seq > ?1 AND instr(payload, ?2) > 0",
-            horizon.outbox_seq,
+            if known {
+                horizon.outbox_seq
+            } else {
+                horizon.outbox_origin
+            },
         )?);
         deliveries.extend(since(
             "SELECT id FROM deliveries WHERE id > ?1 AND instr(payload, ?2) > 0",
-            horizon.delivery_id,
+            if known {
+                horizon.delivery_id
+            } else {
+                horizon.delivery_origin
+            },
         )?);
         // A conversion the snapshot did not know (recorded since): its
         // idempotency key has no position to search from (rare).
@@ -830,10 +900,7 @@ fn run_group(
                 (i, s, p)
             },
         );
-    let horizon = Horizon {
-        click_seq: advance(&tx, &subjects, &mut plans, horizon.click_seq)?,
-        ..horizon
-    };
+    let horizon = advance(&tx, &subjects, &mut plans, horizon)?;
     let mut out = Vec::with_capacity(ids.len());
     for (id, planned) in ids.into_iter().zip(plans) {
         let sp = tx.savepoint()?;
@@ -891,14 +958,16 @@ impl PrivacyStore for SqliteStore {
                 {
                     // The clicks that came meanwhile, found beside the writer
                     // for the requests still to run.
-                    let from = horizon.click_seq;
+                    let from = horizon;
                     let (to, s, r) = self
                         .read(move |c| {
-                            let to = advance(c, &subjects, &mut rest, from)?;
+                            let tx = c.unchecked_transaction()?;
+                            let to = advance(&tx, &subjects, &mut rest, from)?;
+                            drop(tx);
                             Ok((to, subjects, rest))
                         })
                         .await?;
-                    (horizon.click_seq, subjects, rest) = (to, s, r);
+                    (horizon, subjects, rest) = (to, s, r);
                 }
                 let n = group.len().min(rest.len());
                 let later = rest.split_off(n);
@@ -1083,7 +1152,7 @@ mod tests {
         let (horizon, mut subjects, _) = plan_start(&c, &["era_t".to_owned()])?;
         let mut plans = vec![Planned::default()];
         scan_clicks(&c, &subjects, &mut plans, (0, u64::MAX))?;
-        plan_rest(&c, horizon, &subjects, &mut plans)?;
+        plan_rest(&c, &subjects, &mut plans)?;
         assert_eq!(plans[0].sel.clicks.len(), 1);
         // Visitor 7 clicks again on another link, after the snapshot.
         let mut late = click(3, 7);
