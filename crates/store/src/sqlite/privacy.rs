@@ -296,8 +296,7 @@ fn plan_rest(
 /// (or unknown) get nothing; [`run`] tells them apart.
 async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan, StoreError> {
     let ids = std::sync::Arc::new(ids);
-    let t = std::time::Instant::now();
-    let (horizon, subjects, span) = {
+    let (mut horizon, subjects, span) = {
         let ids = ids.clone();
         store.read(move |c| plan_start(c, &ids)).await?
     };
@@ -322,13 +321,27 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
                 })
                 .await?;
             pace.rest(t.elapsed()).await;
+            if !pace.is_full() {
+                // The clicks made during the rest, so that no later pass
+                // has a long way to go (not paced: its work follows the
+                // redirects' rate, not the batch's size).
+                let (s, from) = (subjects.clone(), horizon.click_seq);
+                let (to, back) = store
+                    .read(move |c| {
+                        let tx = c.unchecked_transaction()?;
+                        let to = advance_clicks(&tx, &s, &mut out, from)?;
+                        drop(tx);
+                        Ok((to, out))
+                    })
+                    .await?;
+                (horizon.click_seq, out) = (to, back);
+            }
             if hi == u64::MAX {
                 break;
             }
             lo = hi;
         }
     }
-    let _ = t;
     let t = std::time::Instant::now();
     let s = subjects.clone();
     out = store
@@ -954,7 +967,6 @@ impl PrivacyStore for SqliteStore {
             let (mut horizon, mut subjects, mut rest) = plan(self, ids.clone(), pace).await?;
             let mut out = Vec::with_capacity(ids.len());
             for group in ids.chunks(WRITE_GROUP) {
-                let t = std::time::Instant::now();
                 {
                     // The clicks that came meanwhile, found beside the writer
                     // for the requests still to run.
@@ -969,6 +981,9 @@ impl PrivacyStore for SqliteStore {
                         .await?;
                     (horizon, subjects, rest) = (to, s, r);
                 }
+                // The advance is not paced (its work follows the redirects'
+                // rate); the group's writes are.
+                let t = std::time::Instant::now();
                 let n = group.len().min(rest.len());
                 let later = rest.split_off(n);
                 let later_subjects = subjects.split_off(n);
