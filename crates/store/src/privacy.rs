@@ -306,10 +306,15 @@ impl Pace {
         self.share >= 1.0
     }
 
-    /// Rests after `worked`.
+    /// Longest rest after one piece of work: a long piece (a first pass
+    /// over many new clicks) is followed by a bounded pause, not by
+    /// minutes of nothing.
+    pub const MAX_REST: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Rests after `worked` (at most [`Pace::MAX_REST`]).
     pub async fn rest(self, worked: std::time::Duration) {
         if !self.is_full() {
-            tokio::time::sleep(worked.mul_f64(1.0 / self.share - 1.0)).await;
+            tokio::time::sleep(worked.mul_f64(1.0 / self.share - 1.0).min(Self::MAX_REST)).await;
         }
     }
 }
