@@ -592,9 +592,9 @@ fn scan_mentions(
             let mut rows = st.query([from])?;
             while let Some(r) = rows.next()? {
                 let key: rusqlite::types::Value = r.get(0)?;
-                let text = r.get_ref(1)?.as_str().unwrap_or_default().to_owned();
+                let text = r.get_ref(1)?.as_str().unwrap_or_default();
                 let mut hit: BTreeSet<usize> = BTreeSet::new();
-                for m in ac.find_iter(&text) {
+                for m in ac.find_iter(text) {
                     hit.extend(who[m.pattern().as_usize()].iter().copied());
                 }
                 for i in hit {
