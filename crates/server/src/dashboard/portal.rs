@@ -39,6 +39,22 @@ pub struct PortalQuery {
     link: Option<String>,
 }
 
+/// The signed-in affiliate, one of their own links and its record; 404 for
+/// any other link (another affiliate's, or none).
+async fn own_link(
+    app: &AppState,
+    s: &Session,
+    code: &str,
+) -> Result<(Slug, LinkCode, clickward_store::LinkRecord), PageError> {
+    let me = affiliate_of(s)?;
+    let code = LinkCode::parse(code).map_err(|_| PageError::NotFound)?;
+    let rec = app.0.store.get_link(code.clone()).await?;
+    if rec.link.affiliate.as_ref() != Some(&me) {
+        return Err(PageError::NotFound);
+    }
+    Ok((me, code, rec))
+}
+
 /// The signed-in affiliate's slug (404 for an admin session).
 pub(super) fn affiliate_of(s: &Session) -> Result<Slug, PageError> {
     match &s.who {
@@ -171,12 +187,7 @@ pub async fn link(
     Path(code): Path<String>,
     Query(q): Query<PortalQuery>,
 ) -> PageResult {
-    let me = affiliate_of(&s)?;
-    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
-    let rec = app.0.store.get_link(code.clone()).await?;
-    if rec.link.affiliate.as_ref() != Some(&me) {
-        return Err(PageError::NotFound);
-    }
+    let (me, code, rec) = own_link(&app, &s, &code).await?;
     let base = public_base(&app, &headers);
     // Both filters: the link, and (again) the affiliate.
     let stats = stats_view(
@@ -213,12 +224,7 @@ pub async fn qr(
     Path(code): Path<String>,
     Query(q): Query<views::QrPageQuery>,
 ) -> PageResult {
-    let me = affiliate_of(&s)?;
-    let code = LinkCode::parse(&code).map_err(|_| PageError::NotFound)?;
-    let rec = app.0.store.get_link(code.clone()).await?;
-    if rec.link.affiliate.as_ref() != Some(&me) {
-        return Err(PageError::NotFound);
-    }
+    let (_, code, _) = own_link(&app, &s, &code).await?;
     let (format, size) = q.image();
     super::qr_image(
         &public_base(&app, &headers),

@@ -155,6 +155,37 @@ async fn pages_need_a_session_of_the_right_kind() {
         404
     );
     assert_eq!(get(&app, &aff, "/portal/links/nope").await.status(), 404);
+    // The builder's QR code: of their own link only.
+    let html = get(&app, &aff, "/portal/links/solare?src=flyer")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let qr = html
+        .split("href=\"")
+        .find(|h| h.starts_with("/portal/links/solare/qr?") && h.contains("png"))
+        .map(|h| h.split('"').next().unwrap_or_default().to_owned());
+    assert!(qr.as_deref().is_some_and(|h| h.contains("src=flyer")), "{html}");
+    let r = get(&app, &aff, "/portal/links/solare/qr?src=flyer&format=png").await;
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["content-type"].to_str().unwrap()
+        ),
+        (200, "image/png")
+    );
+    assert_eq!(
+        get(&app, &aff, "/portal/links/rakuten_sim/qr")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        get(&app, &admin, "/dashboard/links/rakuten_sim/qr")
+            .await
+            .status(),
+        200
+    );
     assert_eq!(get(&app, &aff, "/dashboard").await.status(), 404);
     assert_eq!(
         get(&app, &aff, "/dashboard/conversions").await.status(),
