@@ -165,7 +165,10 @@ async fn pages_need_a_session_of_the_right_kind() {
         .split("href=\"")
         .find(|h| h.starts_with("/portal/links/solare/qr?") && h.contains("png"))
         .map(|h| h.split('"').next().unwrap_or_default().to_owned());
-    assert!(qr.as_deref().is_some_and(|h| h.contains("src=flyer")), "{html}");
+    assert!(
+        qr.as_deref().is_some_and(|h| h.contains("src=flyer")),
+        "{html}"
+    );
     let r = get(&app, &aff, "/portal/links/solare/qr?src=flyer&format=png").await;
     assert_eq!(
         (
