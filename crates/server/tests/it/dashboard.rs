@@ -810,7 +810,7 @@ async fn the_program_page_configures_settings_and_overrides() {
         .unwrap();
     assert!(html.contains("default=15%"), "{html}");
     let (_, v) = app.api_get("/api/v1/programs/vendors/commissions").await;
-    assert_eq!(v[0]["affiliate"], "gourmet_guide");
+    assert_eq!(v["items"][0]["affiliate"], "gourmet_guide");
     post(
         "/dashboard/programs/vendors/commissions",
         vec![("affiliate", "gourmet_guide"), ("commission", "")],
@@ -818,7 +818,7 @@ async fn the_program_page_configures_settings_and_overrides() {
     .await
     .unwrap();
     let (_, v) = app.api_get("/api/v1/programs/vendors/commissions").await;
-    assert_eq!(v, serde_json::json!([]));
+    assert_eq!(v["items"], serde_json::json!([]));
 }
 
 /// What a link puts in a range parameter is echoed quoted and cut short in
