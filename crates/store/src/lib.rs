@@ -597,10 +597,9 @@ pub struct ConversionFilter {
     pub status: Option<ConversionStatus>,
     /// Only conversions attributed to this affiliate.
     pub affiliate: Option<Slug>,
-    /// The keyset: only conversions whose id comes before this one (ids
-    /// start with the time they were received: older ones).
+    /// The keyset: only conversions stored before this one (older ones).
     pub before: Option<ConversionId>,
-    /// At most this many, newest first (by conversion id).
+    /// At most this many, newest first (in the order they were stored).
     pub limit: u32,
 }
 

@@ -358,7 +358,7 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/conversions?status=&affiliate=&limit=&cursor=`: newest
-/// first (by conversion id), up to 1,000 a page.
+/// first (in the order they were stored), up to 1,000 a page.
 pub async fn list(
     _: Authorized,
     State(app): State<AppState>,

@@ -622,7 +622,7 @@ impl ConversionStore for PgStore {
             // Two statements, so that a page after the first walks the id
             // index from its cursor instead of from the newest.
             let keyset = if f.before.is_some() {
-                " AND v.conversion_id < $4::bytea"
+                " AND v.id < (SELECT id FROM conversions WHERE conversion_id = $4::bytea)"
             } else {
                 " AND $4::bytea IS NULL"
             };
@@ -630,7 +630,7 @@ impl ConversionStore for PgStore {
                 &format!(
                     "{CONVERSION_SELECT} WHERE ($1::text IS NULL OR v.status = $1::text) \
                      AND ($2::text IS NULL OR a.slug = $2::text){keyset} \
-                     ORDER BY v.conversion_id DESC LIMIT $3"
+                     ORDER BY v.id DESC LIMIT $3"
                 ),
                 &[
                     &f.status.map(ConversionStatus::as_str),

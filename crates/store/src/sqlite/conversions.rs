@@ -75,16 +75,16 @@ pub(super) fn list_conversions(
     c: &Connection,
     f: &crate::ConversionFilter,
 ) -> Result<Vec<ConversionRow>, StoreError> {
-    // Two statements, so that a page after the first walks the id index
+    // Two statements, so that a page after the first walks the row id
     // from its cursor instead of from the newest.
     let keyset = if f.before.is_some() {
-        " AND v.conversion_id < ?4"
+        " AND v.id < (SELECT id FROM conversions WHERE conversion_id = ?4)"
     } else {
         " AND ?4 IS NULL"
     };
     let mut st = c.prepare_cached(&format!(
         "{CONVERSION_SELECT} WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR a.slug = ?2)\
-         {keyset} ORDER BY v.conversion_id DESC LIMIT ?3"
+         {keyset} ORDER BY v.id DESC LIMIT ?3"
     ))?;
     let mut rows = st.query(params![
         f.status.map(ConversionStatus::as_str),
