@@ -140,6 +140,71 @@ pub fn created(commission: i64) -> Vec<(LedgerBucket, i64)> {
     vec![(LedgerBucket::Pending, commission)]
 }
 
+/// What is left of a conversion after refunds (see [`after_refunds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refunded {
+    /// The amount left, minor units (`None` when it had none).
+    pub amount: Option<i64>,
+    /// The commission left, minor units.
+    pub commission: i64,
+    /// Everything was refunded: the conversion is reversed (or rejected
+    /// while pending), not reduced.
+    pub full: bool,
+}
+
+/// What a refund cannot be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    /// The total paid is not positive.
+    #[error("a refund of a payment of {0} minor units cannot be shared out")]
+    NoTotal(i64),
+    /// A refund below zero.
+    #[error("a refund of {0} minor units is negative")]
+    Negative(i64),
+}
+
+/// The amount and commission left of a conversion whose gross (before any
+/// refund) were `gross_amount` and `gross_commission`, once `refunded` of
+/// the `total` the buyer paid is refunded (both in the currency of the
+/// payment, minor units: the platform's numbers, whatever the program's
+/// currency). Each is cut in the same proportion; the cut is rounded down,
+/// so a partial refund never takes more than its share, and the refunds of
+/// a whole payment take all of it (`full`). Refunding more than `total`
+/// counts as refunding all of it.
+///
+/// # Errors
+/// [`RefundError`] for a `total` ≤ 0 or a negative `refunded`.
+pub fn after_refunds(
+    gross_amount: Option<i64>,
+    gross_commission: i64,
+    refunded: i64,
+    total: i64,
+) -> Result<Refunded, RefundError> {
+    if total <= 0 {
+        return Err(RefundError::NoTotal(total));
+    }
+    if refunded < 0 {
+        return Err(RefundError::Negative(refunded));
+    }
+    if refunded >= total {
+        return Ok(Refunded {
+            amount: gross_amount.map(|_| 0),
+            commission: 0,
+            full: true,
+        });
+    }
+    let left = |gross: i64| {
+        let cut = i128::from(gross) * i128::from(refunded) / i128::from(total);
+        // |cut| <= |gross|: it fits.
+        gross - i64::try_from(cut).unwrap_or(gross)
+    };
+    Ok(Refunded {
+        amount: gross_amount.map(left),
+        commission: left(gross_commission),
+        full: false,
+    })
+}
+
 /// Longest accepted order id, bytes.
 pub const MAX_ORDER_ID_LEN: usize = 255;
 /// Longest kept advertiser sub value, bytes.
@@ -360,5 +425,43 @@ mod tests {
                 prop_assert_eq!(sum, expected);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod refund_tests {
+    use super::*;
+
+    #[test]
+    fn partial_refunds_cut_amount_and_commission_in_proportion_and_all_of_it_takes_all() {
+        // $100.00 order, $12.34 commission; $25 of $100 refunded.
+        let r = after_refunds(Some(10_000), 1_234, 2_500, 10_000).unwrap();
+        assert_eq!(r.amount, Some(7_500));
+        // 1234 * 0.25 = 308.5: the cut rounds down, 926 left.
+        assert_eq!(r.commission, 926);
+        assert!(!r.full);
+        // The program converted EUR 90.00 from USD 100.00 at intake: the
+        // share is the payment's, so a third of USD refunds a third of EUR.
+        let r = after_refunds(Some(9_000), 900, 3_333, 9_999).unwrap();
+        assert_eq!((r.amount, r.commission), (Some(6_000), 600));
+        let all = after_refunds(Some(10_000), 1_234, 10_000, 10_000).unwrap();
+        assert_eq!((all.amount, all.commission, all.full), (Some(0), 0, true));
+        assert!(after_refunds(None, 500, 20_000, 10_000).unwrap().full);
+        assert_eq!(
+            after_refunds(None, 500, 0, 10_000).unwrap(),
+            Refunded {
+                amount: None,
+                commission: 500,
+                full: false
+            }
+        );
+        assert_eq!(
+            after_refunds(Some(1), 1, 1, 0),
+            Err(RefundError::NoTotal(0))
+        );
+        assert_eq!(
+            after_refunds(Some(1), 1, -1, 5),
+            Err(RefundError::Negative(-1))
+        );
     }
 }

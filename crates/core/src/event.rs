@@ -16,6 +16,11 @@ pub const PAYLOAD_VERSION: u32 = 1;
 /// `conversion.created`: a conversion was recorded (pending or approved);
 /// payload `{"v":1,"conversion":{…}}` as `GET /api/v1/conversions/{id}`.
 pub const CONVERSION_CREATED: &str = "conversion.created";
+/// `conversion.refunded`: part of a conversion's payment was refunded and
+/// its amount and commission cut in proportion (a whole refund is
+/// `conversion.reversed`); payload `{"v":1,"conversion":{…},"refund":
+/// {"key","refunded","total"}}` (minor units of the payment's currency).
+pub const CONVERSION_REFUNDED: &str = "conversion.refunded";
 /// `payout.created`: a payout batch was created; payload
 /// `{"v":1,"payout":{…}}` as `POST /api/v1/payouts` answers it.
 pub const PAYOUT_CREATED: &str = "payout.created";
@@ -43,6 +48,7 @@ pub const TYPES: &[&str] = &[
     "conversion.rejected",
     "conversion.reversed",
     "conversion.paid",
+    CONVERSION_REFUNDED,
     PAYOUT_CREATED,
     "program.created",
     "program.updated",

@@ -50,6 +50,9 @@ pub const GEOIP_ERRORS_TOTAL: &str = "clickward_geoip_errors_total";
 /// outcome (`created`, `duplicate`, `conflict`, `unknown_click`, `invalid`,
 /// `unauthorized`, `malformed`): rejected postbacks by reason.
 pub const POSTBACKS_TOTAL: &str = "clickward_postbacks_total";
+/// Platform webhooks (Stripe, Shopify) by source and answered outcome
+/// (`created`, `refunded`, `ignored`, `unauthorized`, …).
+pub const INTEGRATION_EVENTS_TOTAL: &str = "clickward_integration_events_total";
 /// Catalogue reloads by result (`ok`, `error`).
 pub const CATALOG_RELOADS_TOTAL: &str = "clickward_catalog_reloads_total";
 /// Gauge: clicks in this node's spool, not yet in PostgreSQL.

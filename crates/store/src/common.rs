@@ -185,7 +185,7 @@ pub(crate) fn consent_column(m: clickward_core::program::ConsentMode) -> Option<
 /// `WHERE id = …`); [`SettingsColumns`] in its order.
 pub(crate) const SETTINGS_SELECT: &str = "SELECT currency, cookie_window_s, attribution_window_s, \
      attribution, commission, hold_s, postback_token, postback_secret, postback_ips, \
-     click_id_param, min_payout, pixel, pixel_max_amount, timezone, fallback_url, consent FROM programs";
+     click_id_param, min_payout, pixel, pixel_max_amount, timezone, fallback_url, consent, integrations FROM programs";
 
 /// A row of [`SETTINGS_SELECT`] as stored values.
 pub(crate) struct SettingsColumns {
@@ -205,6 +205,30 @@ pub(crate) struct SettingsColumns {
     pub timezone: String,
     pub fallback_url: Option<String>,
     pub consent: String,
+    pub integrations: Option<String>,
+}
+
+/// The stored `programs.integrations`: `{"stripe": …, "shopify": …}`, or
+/// NULL when neither is set.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Integrations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stripe: Option<clickward_core::program::StripeSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shopify: Option<clickward_core::program::ShopifySettings>,
+}
+
+/// The `programs.integrations` value of `s`.
+pub(crate) fn integrations_column(s: &ProgramSettings) -> Result<Option<String>, StoreError> {
+    if s.stripe.is_none() && s.shopify.is_none() {
+        return Ok(None);
+    }
+    serde_json::to_string(&Integrations {
+        stripe: s.stripe.clone(),
+        shopify: s.shopify.clone(),
+    })
+    .map(Some)
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SettingsColumns {
@@ -217,6 +241,10 @@ impl SettingsColumns {
             postback_ips,
             ..
         } = &self;
+        let integrations: Integrations = match &self.integrations {
+            None => Integrations::default(),
+            Some(t) => serde_json::from_str(t).map_err(|_| corrupt("integrations", t))?,
+        };
         Ok(ProgramSettings {
             currency: Currency::parse(currency).map_err(|_| corrupt("currency", currency))?,
             cookie_window_s: self.cookie_window_s,
@@ -239,6 +267,8 @@ impl SettingsColumns {
             fallback_url: self.fallback_url,
             consent: clickward_core::program::ConsentMode::parse(&self.consent)
                 .ok_or_else(|| corrupt("consent", &self.consent))?,
+            stripe: integrations.stripe,
+            shopify: integrations.shopify,
         })
     }
 }
@@ -322,8 +352,8 @@ pub(crate) fn outbox_event(
 pub(crate) const CONVERSION_SELECT: &str = "SELECT v.conversion_id, p.slug, v.event, v.order_id, v.click_id, l.code, \
      a.slug, v.src, v.sub1, v.sub2, v.sub3, v.sub4, v.sub5, v.amount, v.commission, v.currency, v.status, \
      v.occurred_at, v.received_at, v.ctit_us, v.attributed_by, v.adv_sub1, v.adv_sub2, v.adv_sub3, \
-     v.adv_sub4, v.adv_sub5, v.fingerprint, v.held, v.verdict, v.verdict_rule, v.verdict_reason \
-     FROM conversions v JOIN programs p ON p.id = v.program_id \
+     v.adv_sub4, v.adv_sub5, v.fingerprint, v.held, v.verdict, v.verdict_rule, v.verdict_reason, \
+     v.gross_amount, v.gross_commission FROM conversions v JOIN programs p ON p.id = v.program_id \
      LEFT JOIN links l ON l.id = v.link_id LEFT JOIN affiliates a ON a.id = v.affiliate_id";
 
 /// The query both backends read users with (then a `WHERE`).
@@ -823,4 +853,98 @@ mod tests {
         assert_eq!(settled_prefix(0, &[ev(2, now)], now), 0);
         assert_eq!(settled_prefix(1, &[ev(2, now)], now), 1);
     }
+}
+
+/// What a refund does to a conversion (both backends apply it in the
+/// refund's transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RefundStep {
+    /// Rejected or reversed already: nothing to cut.
+    Nothing,
+    /// Cut to what is left: the new amount and commission, the ledger entry
+    /// (bucket, negative minor units), and the gross to keep.
+    Cut {
+        amount: Option<i64>,
+        commission: i64,
+        entry: (clickward_core::conversion::LedgerBucket, i64),
+        gross: (Option<i64>, i64),
+    },
+    /// Refunded in full: moved to this status (with what is left of the
+    /// commission, as any status change).
+    Whole(clickward_core::conversion::ConversionStatus),
+}
+
+/// The [`RefundStep`] of a conversion now `status` with `amount` and
+/// `commission` (and its gross, if partly refunded before) once its refunds
+/// are `refunds` (each `(refunded, total)`, the new one last): the refunded
+/// share is their sum on the last one's total.
+pub(crate) fn refund_step(
+    status: clickward_core::conversion::ConversionStatus,
+    (amount, commission): (Option<i64>, i64),
+    (gross_amount, gross_commission): (Option<i64>, Option<i64>),
+    refunds: &[(i64, i64)],
+) -> Result<RefundStep, StoreError> {
+    use clickward_core::conversion::{ConversionStatus as S, LedgerBucket};
+    if matches!(status, S::Rejected | S::Reversed) {
+        return Ok(RefundStep::Nothing);
+    }
+    let Some(&(_, base)) = refunds.last() else {
+        return Ok(RefundStep::Nothing);
+    };
+    let mut refunded: i128 = 0;
+    for &(r, total) in refunds {
+        if total <= 0 || r < 0 {
+            return Err(StoreError::Refused(format!(
+                "a refund of {r} of a payment of {total} (minor units) cannot be applied"
+            )));
+        }
+        refunded += i128::from(r) * i128::from(base) / i128::from(total);
+    }
+    let refunded = i64::try_from(refunded).unwrap_or(i64::MAX);
+    // A conversion is never partly refunded past its gross: the gross is
+    // what it had before the first cut.
+    let gross = (
+        if gross_commission.is_some() {
+            gross_amount
+        } else {
+            amount
+        },
+        gross_commission.unwrap_or(commission),
+    );
+    let left = clickward_core::conversion::after_refunds(gross.0, gross.1, refunded, base)
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
+    if left.full {
+        return Ok(RefundStep::Whole(if status == S::Pending {
+            S::Rejected
+        } else {
+            S::Reversed
+        }));
+    }
+    if left.commission == commission && left.amount == amount {
+        return Ok(RefundStep::Nothing);
+    }
+    let bucket = if status == S::Pending {
+        LedgerBucket::Pending
+    } else {
+        LedgerBucket::Payable
+    };
+    Ok(RefundStep::Cut {
+        amount: left.amount,
+        commission: left.commission,
+        entry: (bucket, left.commission - commission),
+        gross,
+    })
+}
+
+/// The payload of `conversion.refunded`: the conversion as it stands after
+/// the cut, and the refund (`{"key","refunded","total"}`, minor units of
+/// the payment).
+pub(crate) fn refund_event(
+    row: &crate::ConversionRow,
+    r: &crate::RefundInput,
+) -> serde_json::Value {
+    serde_json::json!({
+        "conversion": row,
+        "refund": { "key": r.key, "refunded": r.refunded, "total": r.total },
+    })
 }

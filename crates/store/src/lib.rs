@@ -35,6 +35,7 @@ use serde::Serialize;
 
 mod common;
 mod fraud;
+mod integration;
 mod page;
 mod plan;
 mod postgres;
@@ -46,6 +47,7 @@ pub use fraud::{
     Exclusion, ExclusionKind, FraudStore, JudgeSink, JudgeableClick, JudgeableConversion,
     NewExclusion, RuleOwner, StoredRule, VerdictCount, VerdictRow,
 };
+pub use integration::{Customer, EventKey, IntegrationStore};
 pub use page::ClickQuery;
 pub use postgres::{CATALOG_CHANNEL, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgOptions, PgStore};
 pub use privacy::Pace;
@@ -471,6 +473,41 @@ pub struct ConversionRow {
     pub held: bool,
     /// The fraud verdict (flag, hold, reject) with its rule and sentence.
     pub verdict: Option<Verdict>,
+    /// Before the first partial refund: the amount, minor units (then
+    /// `amount_minor` is what is left). `None`: never partly refunded.
+    pub gross_amount_minor: Option<i64>,
+    /// Before the first partial refund: the commission, minor units.
+    pub gross_commission_minor: Option<i64>,
+}
+
+/// A refund of (part of) a conversion's payment, as a platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundInput {
+    /// The conversion refunded.
+    pub conversion_id: ConversionId,
+    /// What identifies this refund (a Stripe charge id, whose refunded
+    /// total only grows; a Shopify refund id). The same key again with a
+    /// refunded total not above the stored one changes nothing.
+    pub key: String,
+    /// Refunded so far under `key`, minor units of the payment's currency.
+    pub refunded: i64,
+    /// What the buyer paid, same units (the share refunded is
+    /// `refunded / total`).
+    pub total: i64,
+    /// Who, for the ledger (`stripe`, `shopify`, `api:<key prefix>`).
+    pub actor: String,
+}
+
+/// What a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refund {
+    /// The amount and commission were cut (ledger entries `refund`), or the
+    /// whole was refunded and the conversion reversed (rejected while
+    /// pending).
+    Changed(ConversionRow),
+    /// Nothing changed: the same refund again, or a conversion already
+    /// rejected or reversed.
+    Unchanged(ConversionRow),
 }
 
 /// What recording a conversion did.
@@ -784,6 +821,18 @@ pub trait ConversionStore: Send + Sync + 'static {
         actor: String,
         reason: Option<String>,
     ) -> StoreFuture<'_, ConversionRow>;
+
+    /// Applies a refund of part or all of a conversion's payment: the
+    /// amount and commission are cut by the share refunded (all refunds of
+    /// the conversion together, see `clickward_core::conversion::after_refunds`),
+    /// the ledger gets a `refund` entry in the bucket the commission is in
+    /// (pending, else payable: a clawback once paid), the rollups follow,
+    /// and a `conversion.refunded` event is written; a whole refund reverses
+    /// it (rejects it while pending) instead. Idempotent per `key`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Refused` for a total ≤ 0 or a negative refund.
+    fn refund_conversion(&self, r: RefundInput) -> StoreFuture<'_, Refund>;
 
     /// Approves pending conversions whose program hold period has passed at
     /// `now` (UTC µs); returns how many.
@@ -1307,6 +1356,7 @@ pub trait Store:
     + DeliveryStore
     + FraudStore
     + PrivacyStore
+    + IntegrationStore
 {
 }
 
@@ -1321,6 +1371,7 @@ impl<T> Store for T where
         + DeliveryStore
         + FraudStore
         + PrivacyStore
+        + IntegrationStore
 {
 }
 
@@ -1330,6 +1381,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         AccountStore, CatalogStore, ClickStore, ClusterStore, ConversionStore, DeliveryStore,
-        FraudStore, OutboxStore, PrivacyStore, ReportStore, Store,
+        FraudStore, IntegrationStore, OutboxStore, PrivacyStore, ReportStore, Store,
     };
 }

@@ -114,6 +114,10 @@ impl SpecArgs {
             slug,
             pixel,
             consent,
+            // Platform endpoints are set through the API or the catalogue
+            // file (their secrets do not belong in shell history).
+            stripe: None,
+            shopify: None,
             pixel_max_amount: if self.no_pixel_max_amount {
                 Some(None)
             } else {

@@ -5,6 +5,7 @@
 //! - admin API under `/api/v1` (bearer API keys), outbound delivery
 //!   (`/webhooks`, `/postbacks`, `/deliveries`) in `webhooks`, fraud rules
 //!   and excluded traffic (`/rules`, `/exclusions`) in `fraud`
+//! - platform webhooks: `POST /integrations/{stripe,shopify}/{program}`
 
 mod api;
 pub mod auth;
@@ -13,6 +14,7 @@ mod cookies;
 pub(crate) mod error;
 mod events;
 mod fraud;
+mod integrations;
 mod ops;
 pub mod paging;
 mod privacy;
@@ -140,6 +142,7 @@ pub fn router(state: AppState) -> Router {
     let counted = Router::new()
         .route("/postback", conversions::postback_methods())
         .route("/pixel.gif", get(conversions::pixel))
+        .nest("/integrations", integrations_router())
         .nest("/api/v1", api)
         .merge(crate::dashboard::router(state.clone()))
         .layer(axum::middleware::map_response(
@@ -164,6 +167,14 @@ pub fn router(state: AppState) -> Router {
             state.0.cfg.config.http.body_read_timeout,
         ))
         .with_state(state)
+}
+
+/// `/integrations/{stripe,shopify}/{program}`, with their own body limit.
+fn integrations_router() -> Router<AppState> {
+    Router::new()
+        .route("/stripe/{program}", post(integrations::stripe))
+        .route("/shopify/{program}", post(integrations::shopify))
+        .layer(axum::extract::DefaultBodyLimit::max(integrations::MAX_BODY))
 }
 
 /// The client address of a request (behind trusted proxies).

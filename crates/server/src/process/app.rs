@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub catalog: CatalogService,
     /// Conversion intake and status changes.
     pub conversions: ConversionService,
+    /// Stripe's and Shopify's webhooks.
+    pub integrations: crate::services::integrations::IntegrationService,
     /// Webhook and postback endpoints, the delivery log, replays.
     pub delivery: DeliveryService,
     /// The node's click spool, when the store is a shared PostgreSQL.
@@ -270,6 +272,11 @@ impl Server {
             links.clone(),
             buyer_lookup(geo.clone(), fraud.exclusion_key),
         );
+        let integrations = crate::services::integrations::IntegrationService::new(
+            store.clone(),
+            conversions.clone(),
+            clock.clone(),
+        );
         let outbound = crate::services::delivery::http::Outbound::new(
             cfg.config.outbound.allow_private,
             cfg.config.outbound.timeout,
@@ -297,6 +304,7 @@ impl Server {
             links: links.clone(),
             catalog,
             conversions,
+            integrations,
             cfg,
             store,
             ua,

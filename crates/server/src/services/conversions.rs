@@ -60,6 +60,19 @@ pub enum Via<'a> {
         /// The client IP (behind trusted proxies).
         ip: IpAddr,
     },
+    /// A platform's webhook (Stripe, Shopify), verified by
+    /// `services::integrations`.
+    Integration {
+        /// The program whose endpoint received it: a click of another
+        /// program is refused.
+        program_id: i64,
+        /// Who, for the ledger (`stripe`, `shopify`).
+        actor: &'static str,
+        /// A subscription's later payment: its customer was attributed by
+        /// the first one, so the attribution window (which that first
+        /// payment passed) does not apply again.
+        renewal: bool,
+    },
     /// `GET /pixel.gif`: same-domain setups, attributed by the cookie only,
     /// and only for programs that turned the pixel on (see
     /// `clickward_core::program::PixelMode`).
@@ -116,6 +129,17 @@ pub type BuyerLookup = Arc<dyn Fn(IpAddr) -> Buyer + Send + Sync>;
 
 /// Exchange rates by (from, to) currency, as configured in `[rates]`.
 pub type Rates = HashMap<(Currency, Currency), ExchangeRate>;
+
+/// A report's own fields, read (see `ConversionService::read_report`).
+struct Read {
+    order_id: String,
+    event: String,
+    status: ConversionStatus,
+    /// In the program's currency, minor units.
+    amount: Option<i64>,
+    /// UTC µs.
+    occurred_at: Micros,
+}
 
 /// Where a click was looked for.
 enum Found {
@@ -346,6 +370,227 @@ impl ConversionService {
         Ok(row)
     }
 
+    /// The report's own fields read against the program's `settings` at
+    /// `now`: order id, event, status, the amount in the program's
+    /// currency (converted at the configured rate), and when it happened.
+    /// `Err` is the answer that refuses it.
+    fn read_report(
+        &self,
+        report: &ConversionReport,
+        settings: &clickward_core::program::ProgramSettings,
+        now: Micros,
+    ) -> Result<Read, Answer> {
+        let s = self;
+        let Some(order_id) = &report.order_id else {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "missing order id (order_id, txid, conversion_unique_id, external_id, invoice_id)",
+            ));
+        };
+        let order_id = match conversion::parse_order_id(order_id) {
+            Ok(o) => o,
+            Err(e) => return Err(reject(StatusCode::BAD_REQUEST, "malformed", e)),
+        };
+        let event = match report.event.as_deref().map(conversion::parse_event) {
+            None => "sale".to_owned(),
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(reject(StatusCode::BAD_REQUEST, "malformed", e)),
+        };
+        let status = match report.status.as_deref().map(str::trim) {
+            None | Some("pending") => ConversionStatus::Pending,
+            Some("approved") => ConversionStatus::Approved,
+            Some(other) => {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!(
+                        "status {:?} is not pending or approved",
+                        clickward_core::truncate_utf8(other, 40)
+                    ),
+                ));
+            }
+        };
+        let currency = match &report.currency {
+            None => settings.currency,
+            Some(c) => match Currency::parse(c) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(reject(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        e.to_string(),
+                    ));
+                }
+            },
+        };
+        let rate = if currency == settings.currency {
+            None
+        } else {
+            match s.rates.get(&(currency, settings.currency)) {
+                Some(r) => Some(*r),
+                None => {
+                    return Err(reject(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        format!(
+                            "currency {currency} differs from the program's {p} and no {currency}/{p} rate is configured",
+                            p = settings.currency
+                        ),
+                    ));
+                }
+            }
+        };
+        let amount = match report.amount.as_deref().map(|a| currency.parse_amount(a)) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                return Err(reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    e.to_string(),
+                ));
+            }
+        };
+        // Amounts in another currency are converted once, at intake, into the
+        // program's currency; the commission is computed on the converted amount.
+        let amount = match (amount, rate) {
+            (Some(a), Some(r)) => match r.convert(a, currency, settings.currency) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return Err(reject(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        e.to_string(),
+                    ));
+                }
+            },
+            (a, _) => a,
+        };
+        let occurred_at = match report.occurred_at.as_deref() {
+            None => now,
+            Some(t) => match parse_time(t) {
+                Some(ts) => ts,
+                None => {
+                    return Err(reject(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "occurred_at is not RFC 3339 or Unix seconds",
+                    ));
+                }
+            },
+        };
+        if occurred_at > now + MAX_CLOCK_SKEW_US {
+            return Err(reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "occurred_at is {} s after the time this server received it; at most {} s of clock skew is allowed",
+                    (occurred_at - now) / 1_000_000,
+                    MAX_CLOCK_SKEW_US / 1_000_000
+                ),
+            ));
+        }
+        Ok(Read {
+            order_id,
+            event,
+            status,
+            amount,
+            occurred_at,
+        })
+    }
+
+    /// Records a report that no click earned (a platform's payment without
+    /// a known click, where the program stores those): program
+    /// `program_id`'s, no affiliate, no commission, as `actor`. Answers 200
+    /// `unattributed` with `reason` (or `duplicate`, `conflict` as intake
+    /// does); the report's fields are checked as intake checks them.
+    pub async fn record_unattributed(
+        &self,
+        program_id: i64,
+        report: &ConversionReport,
+        actor: &'static str,
+        reason: &str,
+    ) -> Answer {
+        let now = self.clock.now_micros();
+        let settings = match self.store.program_settings(program_id).await {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        let Read {
+            order_id,
+            event,
+            status,
+            amount,
+            occurred_at,
+        } = match self.read_report(report, &settings, now) {
+            Ok(r) => r,
+            Err(a) => return a,
+        };
+        let fingerprint = *blake3::hash(
+            serde_json::to_string(&json!([
+                "unattributed",
+                event,
+                order_id,
+                amount,
+                settings.currency.code(),
+                status.as_str(),
+                report.occurred_at.as_ref().map(|_| occurred_at),
+                report.adv_subs,
+            ]))
+            .unwrap_or_default()
+            .as_bytes(),
+        )
+        .as_bytes();
+        let new = NewConversion {
+            conversion_id: ConversionId(ulid::Ulid::from_parts(
+                u64::try_from(now / 1000).unwrap_or(0),
+                rand::random::<u128>(),
+            )),
+            program_id,
+            event,
+            order_id,
+            click: None,
+            amount,
+            currency: settings.currency,
+            commission: 0,
+            status,
+            occurred_at,
+            received_at: now,
+            adv_subs: report.adv_subs.clone(),
+            fingerprint,
+            actor: actor.to_owned(),
+            held: false,
+            verdict: None,
+            ip_hash: None,
+            buyer_country: None,
+            caps: Vec::new(),
+        };
+        match self.store.record_conversion(new).await {
+            Ok(Recorded::Created(row)) => {
+                let conversion = conversion_json(&row);
+                self.events
+                    .publish(crate::services::events::LiveEvent::Conversion {
+                        conversion: conversion.clone(),
+                        change: "created".to_owned(),
+                    });
+                Answer {
+                    status: StatusCode::OK,
+                    body: json!({ "status": "unattributed", "reason": reason, "conversion": conversion }),
+                }
+            }
+            Ok(Recorded::Replay(row)) => Answer {
+                status: StatusCode::OK,
+                body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(&row) }),
+            },
+            Ok(Recorded::Conflict(row)) => Answer {
+                status: StatusCode::CONFLICT,
+                body: json!({ "status": "conflict", "reason": "this order id was already reported for this program and event with different data; nothing changed", "conversion": conversion_json(&row) }),
+            },
+            Err(e) => internal(e),
+        }
+    }
+
     /// Validates, attributes, prices and records a conversion report.
     pub async fn intake(
         &self,
@@ -405,6 +650,15 @@ impl ConversionService {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
+        if let Via::Integration { program_id, .. } = via
+            && program_id != click.program_id
+        {
+            return reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("click {click_id} is of another program than this endpoint's"),
+            );
+        }
         if credited.is_some_and(|p| p != click.program_id) {
             return reject(
                 StatusCode::UNAUTHORIZED,
@@ -420,79 +674,15 @@ impl ConversionService {
             _ => false,
         };
 
-        let Some(order_id) = &report.order_id else {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                "missing order id (order_id, txid, conversion_unique_id, external_id, invoice_id)",
-            );
-        };
-        let order_id = match conversion::parse_order_id(order_id) {
-            Ok(o) => o,
-            Err(e) => return reject(StatusCode::BAD_REQUEST, "malformed", e),
-        };
-        let event = match report.event.as_deref().map(conversion::parse_event) {
-            None => "sale".to_owned(),
-            Some(Ok(e)) => e,
-            Some(Err(e)) => return reject(StatusCode::BAD_REQUEST, "malformed", e),
-        };
-        let status = match report.status.as_deref().map(str::trim) {
-            None | Some("pending") => ConversionStatus::Pending,
-            Some("approved") => ConversionStatus::Approved,
-            Some(other) => {
-                return reject(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    format!(
-                        "status {:?} is not pending or approved",
-                        clickward_core::truncate_utf8(other, 40)
-                    ),
-                );
-            }
-        };
-        let currency = match &report.currency {
-            None => settings.currency,
-            Some(c) => match Currency::parse(c) {
-                Ok(c) => c,
-                Err(e) => {
-                    return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
-                }
-            },
-        };
-        let rate = if currency == settings.currency {
-            None
-        } else {
-            match s.rates.get(&(currency, settings.currency)) {
-                Some(r) => Some(*r),
-                None => {
-                    return reject(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid",
-                        format!(
-                            "currency {currency} differs from the program's {p} and no {currency}/{p} rate is configured",
-                            p = settings.currency
-                        ),
-                    );
-                }
-            }
-        };
-        let amount = match report.amount.as_deref().map(|a| currency.parse_amount(a)) {
-            None => None,
-            Some(Ok(a)) => Some(a),
-            Some(Err(e)) => {
-                return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
-            }
-        };
-        // Amounts in another currency are converted once, at intake, into the
-        // program's currency; the commission is computed on the converted amount.
-        let amount = match (amount, rate) {
-            (Some(a), Some(r)) => match r.convert(a, currency, settings.currency) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string());
-                }
-            },
-            (a, _) => a,
+        let Read {
+            order_id,
+            event,
+            status,
+            amount,
+            occurred_at,
+        } = match self.read_report(report, &settings, now) {
+            Ok(r) => r,
+            Err(a) => return a,
         };
         let currency = settings.currency;
         if let (Via::Pixel { .. }, Some(max), Some(a)) = (&via, settings.pixel_max_amount, amount)
@@ -507,30 +697,6 @@ impl ConversionService {
                 ),
             );
         }
-        let occurred_at = match report.occurred_at.as_deref() {
-            None => now,
-            Some(t) => match parse_time(t) {
-                Some(ts) => ts,
-                None => {
-                    return reject(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        "occurred_at is not RFC 3339 or Unix seconds",
-                    );
-                }
-            },
-        };
-        if occurred_at > now + MAX_CLOCK_SKEW_US {
-            return reject(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                format!(
-                    "occurred_at is {} s after the time this server received it; at most {} s of clock skew is allowed",
-                    (occurred_at - now) / 1_000_000,
-                    MAX_CLOCK_SKEW_US / 1_000_000
-                ),
-            );
-        }
         if !click.affiliate_active {
             return reject(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -538,7 +704,10 @@ impl ConversionService {
                 "the click's affiliate is disabled",
             );
         }
-        let window = settings.attribution_window_s.saturating_mul(1_000_000);
+        let window = match via {
+            Via::Integration { renewal: true, .. } => i64::MAX,
+            _ => settings.attribution_window_s.saturating_mul(1_000_000),
+        };
         let ctit = match attribution::ctit(click.ts, occurred_at, window) {
             Ok(c) => c,
             Err(e) => return reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
@@ -606,6 +775,7 @@ impl ConversionService {
             Via::Api { actor } => actor.clone(),
             Via::Postback { .. } => "postback".to_owned(),
             Via::Pixel { .. } => "pixel".to_owned(),
+            Via::Integration { actor, .. } => (*actor).to_owned(),
         };
         // A held or rejected conversion starts pending, whatever was reported
         // (the fingerprint above keeps what was sent).

@@ -10,6 +10,8 @@
 //! - [`conversions`]: conversion intake (postback, API, pixel) and status
 //!   changes;
 //! - [`events`]: the live event hub (SSE);
+//! - [`integrations`]: Stripe's and Shopify's webhooks as conversions,
+//!   renewals and refunds;
 //! - [`delivery`]: webhooks and affiliate postbacks sent from the outbox
 //!   (endpoints, dispatch, leases, signed requests, retries, replays);
 //! - [`cluster`]: shipping a node's spool and exchanging notices with other
@@ -35,6 +37,7 @@ pub mod delivery;
 pub mod events;
 pub mod fraud;
 pub mod ingest;
+pub mod integrations;
 pub mod keys;
 pub mod limits;
 pub mod links;

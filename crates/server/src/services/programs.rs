@@ -12,7 +12,9 @@ use clickward_core::commission::CommissionPlan;
 use clickward_core::id::Slug;
 use clickward_core::link::{Program, Status};
 use clickward_core::money::Currency;
-use clickward_core::program::{AttributionModel, PixelMode, ProgramSettings};
+use clickward_core::program::{
+    AttributionModel, PixelMode, ProgramSettings, ShopifySettings, StripeSettings, UnknownClick,
+};
 use clickward_store::{ProgramInput, SaveMode, Store, StoreError};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -109,6 +111,129 @@ pub struct ProgramSpec {
     /// What visitors who send `Sec-GPC: 1` get: `cookie` (the default) or
     /// `cookieless` (docs/privacy.md, "Consent").
     pub consent: Option<clickward_core::program::ConsentMode>,
+    /// Stripe's webhooks as a conversion source (docs/integrations.md);
+    /// `null` turns it off.
+    #[serde(default, deserialize_with = "clearable")]
+    pub stripe: Option<Option<StripeSpec>>,
+    /// Shopify's webhooks as a conversion source (docs/integrations.md);
+    /// `null` turns it off.
+    #[serde(default, deserialize_with = "clearable")]
+    pub shopify: Option<Option<ShopifySpec>>,
+}
+
+/// A program's Stripe endpoint as told (every field may be left out on a
+/// change: it keeps what is stored; `secrets` are needed the first time).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSpec {
+    /// The endpoint's signing secrets (`whsec_…`), 1 to 4 (two while
+    /// rotating). Secret: never shown again.
+    pub secrets: Option<Vec<String>>,
+    /// `first` (the default), `forever` or `<n> months`.
+    pub recurring: Option<clickward_core::program::Recurring>,
+    /// `store` (the default: unattributed) or `refuse`.
+    pub unknown_click: Option<UnknownClick>,
+    /// Oldest signature accepted (`5m`, the default).
+    pub tolerance: Option<String>,
+}
+
+/// A program's Shopify endpoint as told (as [`StripeSpec`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifySpec {
+    /// The app's client secrets, 1 to 4. Secret: never shown again.
+    pub secrets: Option<Vec<String>>,
+    /// Note attribute or landing-site parameter of the click id
+    /// (`cw_click`, the default).
+    pub click_param: Option<String>,
+    /// `store` (the default: unattributed) or `refuse`.
+    pub unknown_click: Option<UnknownClick>,
+}
+
+/// `secrets` checked: 1 to 4, each 1 to 256 printable characters.
+fn secrets(
+    what: &str,
+    given: Option<&Vec<String>>,
+    kept: Option<Vec<String>>,
+) -> Result<Vec<String>, String> {
+    let Some(given) = given else {
+        return kept.ok_or_else(|| format!("{what}.secrets: give the endpoint's signing secret"));
+    };
+    if given.is_empty() || given.len() > 4 {
+        return Err(format!("{what}.secrets: give 1 to 4 secrets"));
+    }
+    for v in given {
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(format!(
+                "{what}.secrets: each is 1 to 256 printable characters"
+            ));
+        }
+    }
+    Ok(given.clone())
+}
+
+impl StripeSpec {
+    fn over(&self, base: Option<StripeSettings>) -> Result<StripeSettings, String> {
+        let secrets = secrets(
+            "stripe",
+            self.secrets.as_ref(),
+            base.as_ref().map(|b| b.secrets.clone()),
+        )?;
+        let mut s = base.unwrap_or(StripeSettings {
+            secrets: Vec::new(),
+            recurring: Default::default(),
+            unknown_click: Default::default(),
+            tolerance_s: 300,
+        });
+        s.secrets = secrets;
+        if let Some(r) = self.recurring {
+            s.recurring = r;
+        }
+        if let Some(u) = self.unknown_click {
+            s.unknown_click = u;
+        }
+        if let Some(t) = &self.tolerance {
+            s.tolerance_s = seconds("stripe.tolerance", t)?;
+            if !(1..=86_400).contains(&s.tolerance_s) {
+                return Err("stripe.tolerance: give 1s to 1d".to_owned());
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl ShopifySpec {
+    fn over(&self, base: Option<ShopifySettings>) -> Result<ShopifySettings, String> {
+        let secrets = secrets(
+            "shopify",
+            self.secrets.as_ref(),
+            base.as_ref().map(|b| b.secrets.clone()),
+        )?;
+        let mut s = base.unwrap_or(ShopifySettings {
+            secrets: Vec::new(),
+            click_param: "cw_click".to_owned(),
+            unknown_click: Default::default(),
+        });
+        s.secrets = secrets;
+        if let Some(p) = &self.click_param {
+            let p = p.trim();
+            if p.is_empty()
+                || p.len() > 64
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "shopify.click_param: {p:?} is not 1 to 64 letters, digits, '_' or '-'"
+                ));
+            }
+            s.click_param = p.to_owned();
+        }
+        if let Some(u) = self.unknown_click {
+            s.unknown_click = u;
+        }
+        Ok(s)
+    }
 }
 
 fn seconds(what: &str, text: &str) -> Result<i64, String> {
@@ -223,6 +348,16 @@ impl ProgramSpec {
         if let Some(c) = self.consent {
             s.consent = c;
         }
+        match &self.stripe {
+            None => {}
+            Some(None) => s.stripe = None,
+            Some(Some(spec)) => s.stripe = Some(spec.over(s.stripe.take())?),
+        }
+        match &self.shopify {
+            None => {}
+            Some(None) => s.shopify = None,
+            Some(Some(spec)) => s.shopify = Some(spec.over(s.shopify.take())?),
+        }
         if s.pixel == PixelMode::Signed
             && s.postback_secret.is_none()
             && self.postback_secret.is_none()
@@ -305,11 +440,38 @@ pub struct ProgramView {
     pub fallback_url: Option<String>,
     /// What visitors who send `Sec-GPC: 1` get.
     pub consent: clickward_core::program::ConsentMode,
+    /// Stripe's webhooks, when set up (`POST /integrations/stripe/{slug}`).
+    pub stripe: Option<IntegrationView>,
+    /// Shopify's webhooks, when set up (`POST /integrations/shopify/{slug}`).
+    pub shopify: Option<IntegrationView>,
+}
+
+/// A program's platform endpoint as shown: its settings, the number of
+/// secrets (never the secrets).
+#[derive(Debug, Serialize)]
+pub struct IntegrationView {
+    /// Where the platform sends its webhooks (a path on this server).
+    pub endpoint: String,
+    /// How many signing secrets are set.
+    pub secrets: usize,
+    /// Stripe: `first`, `forever` or `<n> months`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recurring: Option<clickward_core::program::Recurring>,
+    /// Stripe: oldest signature accepted (`5m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
+    /// Shopify: where the click id is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub click_param: Option<String>,
+    /// `store` or `refuse`.
+    pub unknown_click: UnknownClick,
 }
 
 impl ProgramView {
     /// `p` with its settings `s`.
     pub fn of(p: Program, s: &ProgramSettings) -> Self {
+        let stripe_path = format!("/integrations/stripe/{}", p.slug);
+        let shopify_path = format!("/integrations/shopify/{}", p.slug);
         ProgramView {
             id: p.id,
             slug: p.slug,
@@ -333,6 +495,22 @@ impl ProgramView {
             timezone: s.timezone.clone(),
             fallback_url: s.fallback_url.clone(),
             consent: s.consent,
+            stripe: s.stripe.as_ref().map(|st| IntegrationView {
+                endpoint: stripe_path,
+                secrets: st.secrets.len(),
+                recurring: Some(st.recurring),
+                tolerance: Some(duration_text(st.tolerance_s)),
+                click_param: None,
+                unknown_click: st.unknown_click,
+            }),
+            shopify: s.shopify.as_ref().map(|sh| IntegrationView {
+                endpoint: shopify_path,
+                secrets: sh.secrets.len(),
+                recurring: None,
+                tolerance: None,
+                click_param: Some(sh.click_param.clone()),
+                unknown_click: sh.unknown_click,
+            }),
         }
     }
 }

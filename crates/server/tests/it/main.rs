@@ -18,6 +18,7 @@ mod events;
 mod fraud;
 mod fuzz;
 mod geo;
+mod integrations;
 mod mail;
 mod multinode;
 mod privacy;

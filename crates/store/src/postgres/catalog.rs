@@ -378,6 +378,7 @@ pub(super) async fn program_settings(
         timezone: r.try_get(13)?,
         fallback_url: r.try_get(14)?,
         consent: r.try_get(15)?,
+        integrations: r.try_get(16)?,
     }
     .settings()
 }
@@ -391,6 +392,7 @@ pub(super) async fn save_program_settings(
         serde_json::to_string(&s.commission).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let ips =
         serde_json::to_string(&s.postback_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let integrations = crate::common::integrations_column(s)?;
     let n = c
         .execute(
             "UPDATE programs SET currency = $2, cookie_window_s = $3, attribution_window_s = $4, \
@@ -399,7 +401,7 @@ pub(super) async fn save_program_settings(
              postback_secret = COALESCE($9, postback_secret), \
              postback_ips = $10, click_id_param = $11, min_payout = $12, updated_at = $13, \
              pixel = $14, pixel_max_amount = $15, timezone = $16, fallback_url = $17, \
-             consent = $18 WHERE slug = $1",
+             consent = $18, integrations = $19 WHERE slug = $1",
             &[
                 &slug,
                 &s.currency.code(),
@@ -419,6 +421,7 @@ pub(super) async fn save_program_settings(
                 &s.timezone,
                 &s.fallback_url,
                 &s.consent.as_str(),
+                &integrations,
             ],
         )
         .await?;

@@ -56,6 +56,8 @@ pub(super) fn conversion_from(r: &Row) -> Result<ConversionRow, StoreError> {
         fingerprint: r.try_get(26)?,
         held: r.try_get(27)?,
         verdict: crate::common::verdict_of(r.try_get(28)?, r.try_get(29)?, r.try_get(30)?)?,
+        gross_amount_minor: r.try_get(31)?,
+        gross_commission_minor: r.try_get(32)?,
     })
 }
 
@@ -423,6 +425,106 @@ async fn set_status_told(
     Ok(row)
 }
 
+/// Inside the caller's transaction: see [`ConversionStore::refund_conversion`].
+pub(super) async fn refund(
+    c: &impl GenericClient,
+    r: &crate::RefundInput,
+) -> Result<crate::Refund, StoreError> {
+    use crate::common::{RefundStep, refund_step};
+    // The row lock serializes two nodes refunding the same conversion.
+    let row = c
+        .query_opt(
+            "SELECT id, status, amount, commission, gross_amount, gross_commission, affiliate_id, \
+             currency FROM conversions WHERE conversion_id = $1 FOR UPDATE",
+            &[&r.conversion_id.0.to_bytes().as_slice()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversion {}", r.conversion_id)))?;
+    let rowid: i64 = row.try_get(0)?;
+    let status: String = row.try_get(1)?;
+    let status = ConversionStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
+    let amount: Option<i64> = row.try_get(2)?;
+    let commission: i64 = row.try_get(3)?;
+    let gross: (Option<i64>, Option<i64>) = (row.try_get(4)?, row.try_get(5)?);
+    let affiliate: Option<i64> = row.try_get(6)?;
+    let currency: String = row.try_get(7)?;
+    let stored: Option<i64> = c
+        .query_opt(
+            "SELECT refunded FROM conversion_refunds WHERE conversion = $1 AND refund_key = $2",
+            &[&rowid, &r.key],
+        )
+        .await?
+        .map(|x| x.try_get(0))
+        .transpose()?;
+    if stored.is_some_and(|s| s >= r.refunded)
+        || matches!(
+            status,
+            ConversionStatus::Rejected | ConversionStatus::Reversed
+        )
+    {
+        return Ok(crate::Refund::Unchanged(
+            get_conversion(c, r.conversion_id).await?,
+        ));
+    }
+    c.execute(
+        "INSERT INTO conversion_refunds (conversion, refund_key, refunded, total, actor, at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (conversion, refund_key) DO UPDATE SET \
+         refunded = excluded.refunded, total = excluded.total, actor = excluded.actor, at = excluded.at",
+        &[&rowid, &r.key, &r.refunded, &r.total, &r.actor, &now_micros()],
+    )
+    .await?;
+    let mut refunds: Vec<(i64, i64)> = c
+        .query(
+            "SELECT refunded, total FROM conversion_refunds WHERE conversion = $1 AND refund_key <> $2",
+            &[&rowid, &r.key],
+        )
+        .await?
+        .iter()
+        .map(|x| Ok((x.try_get(0)?, x.try_get(1)?)))
+        .collect::<Result<_, StoreError>>()?;
+    refunds.push((r.refunded, r.total));
+    let reason = format!("refund {}", r.key);
+    match refund_step(status, (amount, commission), gross, &refunds)? {
+        RefundStep::Nothing => Ok(crate::Refund::Unchanged(
+            get_conversion(c, r.conversion_id).await?,
+        )),
+        RefundStep::Whole(to) => Ok(crate::Refund::Changed(
+            set_status(c, r.conversion_id, to, &r.actor, Some(&reason)).await?,
+        )),
+        RefundStep::Cut {
+            amount,
+            commission,
+            entry,
+            gross,
+        } => {
+            c.execute(
+                "UPDATE conversions SET amount = $2, commission = $3, gross_amount = $4, \
+                 gross_commission = $5 WHERE id = $1",
+                &[&rowid, &amount, &commission, &gross.0, &gross.1],
+            )
+            .await?;
+            let posting = Posting {
+                conversion: Some(rowid),
+                payout: None,
+                affiliate,
+                currency: &currency,
+                kind: "refund",
+                actor: &r.actor,
+                reason: Some(&reason),
+            };
+            append_entries(c, &posting, &[entry]).await?;
+            let row = get_conversion(c, r.conversion_id).await?;
+            super::outbox::append(
+                c,
+                clickward_core::event::CONVERSION_REFUNDED,
+                crate::common::refund_event(&row, r),
+            )
+            .await?;
+            Ok(crate::Refund::Changed(row))
+        }
+    }
+}
+
 pub(super) async fn payout_preview(
     c: &impl GenericClient,
     affiliate: &str,
@@ -657,6 +759,10 @@ impl ConversionStore for PgStore {
             in_tx!(self, |tx| set_status(tx, id, to, &actor, reason.as_deref())
                 .await?)
         })
+    }
+
+    fn refund_conversion(&self, r: crate::RefundInput) -> StoreFuture<'_, crate::Refund> {
+        Box::pin(async move { in_tx!(self, |tx| refund(tx, &r).await?) })
     }
 
     fn approve_due(&self, now: Micros) -> StoreFuture<'_, u64> {

@@ -50,6 +50,7 @@ mod cluster;
 mod conversions;
 mod delivery;
 mod fraud;
+mod integration;
 mod outbox;
 mod privacy;
 mod rollups;

@@ -331,6 +331,7 @@ pub(super) fn program_settings(
         timezone: r.get(13)?,
         fallback_url: r.get(14)?,
         consent: r.get(15)?,
+        integrations: r.get(16)?,
     }
     .settings()
 }
@@ -344,13 +345,14 @@ pub(super) fn save_program_settings(
         serde_json::to_string(&s.commission).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let ips =
         serde_json::to_string(&s.postback_ips).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let integrations = crate::common::integrations_column(s)?;
     let n = c.execute(
         "UPDATE programs SET currency = ?2, cookie_window_s = ?3, attribution_window_s = ?4, \
          attribution = ?5, commission = ?6, hold_s = ?7, postback_token = COALESCE(?8, postback_token), \
          postback_secret = COALESCE(?9, postback_secret), \
          postback_ips = ?10, click_id_param = ?11, min_payout = ?12, updated_at = ?13, \
          pixel = ?14, pixel_max_amount = ?15, timezone = ?16, fallback_url = ?17, \
-         consent = ?18 WHERE slug = ?1",
+         consent = ?18, integrations = ?19 WHERE slug = ?1",
         params![
             slug,
             s.currency.code(),
@@ -369,7 +371,8 @@ pub(super) fn save_program_settings(
             s.pixel_max_amount,
             s.timezone,
             s.fallback_url,
-            s.consent.as_str()
+            s.consent.as_str(),
+            integrations
         ],
     )?;
     if n == 0 {

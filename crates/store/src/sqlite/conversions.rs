@@ -56,6 +56,8 @@ fn conversion_from(r: &Row<'_>) -> Result<ConversionRow, StoreError> {
         fingerprint: r.get(26)?,
         held: r.get(27)?,
         verdict: crate::common::verdict_of(r.get(28)?, r.get(29)?, r.get(30)?)?,
+        gross_amount_minor: r.get(31)?,
+        gross_commission_minor: r.get(32)?,
     })
 }
 
@@ -397,6 +399,125 @@ fn set_status_told(
     Ok(row)
 }
 
+/// Inside the caller's transaction: see [`ConversionStore::refund_conversion`].
+pub(super) fn refund(c: &Connection, r: &crate::RefundInput) -> Result<crate::Refund, StoreError> {
+    use crate::common::{RefundStep, refund_step};
+    type Found = (
+        i64,
+        String,
+        Option<i64>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        String,
+    );
+    let (rowid, status, amount, commission, gross_amount, gross_commission, affiliate, currency): Found = c
+        .query_row(
+            "SELECT id, status, amount, commission, gross_amount, gross_commission, affiliate_id, \
+             currency FROM conversions WHERE conversion_id = ?1",
+            [r.conversion_id.0.to_bytes().as_slice()],
+            |x| {
+                Ok((
+                    x.get(0)?,
+                    x.get(1)?,
+                    x.get(2)?,
+                    x.get(3)?,
+                    x.get(4)?,
+                    x.get(5)?,
+                    x.get(6)?,
+                    x.get(7)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("conversion {}", r.conversion_id)))?;
+    let status = ConversionStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
+    let stored: Option<i64> = c
+        .prepare_cached(
+            "SELECT refunded FROM conversion_refunds WHERE conversion = ?1 AND refund_key = ?2",
+        )?
+        .query_row(params![rowid, r.key], |x| x.get(0))
+        .optional()?;
+    if stored.is_some_and(|s| s >= r.refunded)
+        || matches!(
+            status,
+            ConversionStatus::Rejected | ConversionStatus::Reversed
+        )
+    {
+        return Ok(crate::Refund::Unchanged(get_conversion(
+            c,
+            r.conversion_id,
+        )?));
+    }
+    c.prepare_cached(
+        "INSERT INTO conversion_refunds (conversion, refund_key, refunded, total, actor, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (conversion, refund_key) DO UPDATE SET \
+         refunded = excluded.refunded, total = excluded.total, actor = excluded.actor, at = excluded.at",
+    )?
+    .execute(params![rowid, r.key, r.refunded, r.total, r.actor, now_micros()])?;
+    // Every refund of it, this one last (its total is the base).
+    let mut refunds: Vec<(i64, i64)> = {
+        let mut st = c.prepare_cached(
+            "SELECT refunded, total FROM conversion_refunds WHERE conversion = ?1 AND refund_key <> ?2",
+        )?;
+        let rows = st.query_map(params![rowid, r.key], |x| Ok((x.get(0)?, x.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    refunds.push((r.refunded, r.total));
+    let reason = format!("refund {}", r.key);
+    match refund_step(
+        status,
+        (amount, commission),
+        (gross_amount, gross_commission),
+        &refunds,
+    )? {
+        RefundStep::Nothing => Ok(crate::Refund::Unchanged(get_conversion(
+            c,
+            r.conversion_id,
+        )?)),
+        RefundStep::Whole(to) => Ok(crate::Refund::Changed(set_status(
+            c,
+            r.conversion_id,
+            to,
+            &r.actor,
+            Some(&reason),
+        )?)),
+        RefundStep::Cut {
+            amount,
+            commission,
+            entry,
+            gross,
+        } => {
+            // Counted before and after: the rollups lose the old and gain
+            // the new amounts.
+            super::rollups::apply_conversion(c, rowid, -1)?;
+            c.execute(
+                "UPDATE conversions SET amount = ?2, commission = ?3, gross_amount = ?4, \
+                 gross_commission = ?5 WHERE id = ?1",
+                params![rowid, amount, commission, gross.0, gross.1],
+            )?;
+            super::rollups::apply_conversion(c, rowid, 1)?;
+            let posting = Posting {
+                conversion: rowid,
+                affiliate,
+                currency: &currency,
+                kind: "refund",
+                actor: &r.actor,
+                reason: Some(&reason),
+            };
+            append_entries(c, &posting, &[entry])?;
+            let row = get_conversion(c, r.conversion_id)?;
+            super::outbox::append(
+                c,
+                clickward_core::event::CONVERSION_REFUNDED,
+                crate::common::refund_event(&row, r),
+            )?;
+            Ok(crate::Refund::Changed(row))
+        }
+    }
+}
+
 /// Inside the caller's transaction.
 pub(super) fn approve_due(c: &Connection, now: Micros) -> Result<u64, StoreError> {
     let due: Vec<Vec<u8>> = {
@@ -721,6 +842,15 @@ impl ConversionStore for SqliteStore {
             let row = set_status(&tx, id, to, &actor, reason.as_deref())?;
             tx.commit()?;
             Ok(row)
+        })
+    }
+
+    fn refund_conversion(&self, r: crate::RefundInput) -> StoreFuture<'_, crate::Refund> {
+        self.write(move |c| {
+            let tx = super::begin_write(c)?;
+            let out = refund(&tx, &r)?;
+            tx.commit()?;
+            Ok(out)
         })
     }
 

@@ -287,6 +287,17 @@ fn plan_rest(
     scan_mentions(&tx, out, None).map(|_| ())
 }
 
+/// Where a batch's time went (ms of work per phase, and of rest), logged at
+/// debug level when it ends: what an operator tuning the pace looks at.
+#[derive(Debug, Default)]
+struct Spent {
+    scan_ms: u128,
+    rest_of_plan_ms: u128,
+    advance_ms: u128,
+    write_ms: u128,
+    rested_ms: u128,
+}
+
 /// The read half of a batch of erasures, beside the writer (a scan of 10 M
 /// clicks or of the outbox takes most of a second; the writer, and every
 /// redirect waiting on it, must not wait for that): where the batch's
@@ -294,7 +305,12 @@ fn plan_rest(
 /// the whole batch. At a [`Pace`] below full the clicks are scanned in 64
 /// ranges of click id (time), resting between them. Requests not received
 /// (or unknown) get nothing; [`run`] tells them apart.
-async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan, StoreError> {
+async fn plan(
+    store: &SqliteStore,
+    ids: Vec<String>,
+    pace: Pace,
+    spent: &mut Spent,
+) -> Result<Plan, StoreError> {
     let ids = std::sync::Arc::new(ids);
     let (mut horizon, subjects, span) = {
         let ids = ids.clone();
@@ -320,12 +336,16 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
                     Ok(out)
                 })
                 .await?;
+            spent.scan_ms += t.elapsed().as_millis();
+            let r = std::time::Instant::now();
             pace.rest(t.elapsed()).await;
+            spent.rested_ms += r.elapsed().as_millis();
             if !pace.is_full() {
                 // The clicks made during the rest, so that no later pass
                 // has a long way to go (not paced: its work follows the
                 // redirects' rate, not the batch's size).
                 let (s, from) = (subjects.clone(), horizon.click_seq);
+                let t = std::time::Instant::now();
                 let (to, back) = store
                     .read(move |c| {
                         let tx = c.unchecked_transaction()?;
@@ -334,6 +354,7 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
                         Ok((to, out))
                     })
                     .await?;
+                spent.advance_ms += t.elapsed().as_millis();
                 (horizon.click_seq, out) = (to, back);
             }
             if hi == u64::MAX {
@@ -350,7 +371,10 @@ async fn plan(store: &SqliteStore, ids: Vec<String>, pace: Pace) -> Result<Plan,
             Ok(out)
         })
         .await?;
+    spent.rest_of_plan_ms += t.elapsed().as_millis();
+    let r = std::time::Instant::now();
     pace.rest(t.elapsed()).await;
+    spent.rested_ms += r.elapsed().as_millis();
     let subjects = std::sync::Arc::try_unwrap(subjects).unwrap_or_else(|s| (*s).clone());
     Ok((horizon, subjects, out))
 }
@@ -964,13 +988,16 @@ impl PrivacyStore for SqliteStore {
         pace: Pace,
     ) -> StoreFuture<'_, Vec<Result<Erased, StoreError>>> {
         Box::pin(async move {
-            let (mut horizon, mut subjects, mut rest) = plan(self, ids.clone(), pace).await?;
+            let mut spent = Spent::default();
+            let (mut horizon, mut subjects, mut rest) =
+                plan(self, ids.clone(), pace, &mut spent).await?;
             let mut out = Vec::with_capacity(ids.len());
             for group in ids.chunks(WRITE_GROUP) {
                 {
                     // The clicks that came meanwhile, found beside the writer
                     // for the requests still to run.
                     let from = horizon;
+                    let t = std::time::Instant::now();
                     let (to, s, r) = self
                         .read(move |c| {
                             let tx = c.unchecked_transaction()?;
@@ -979,6 +1006,7 @@ impl PrivacyStore for SqliteStore {
                             Ok((to, subjects, rest))
                         })
                         .await?;
+                    spent.advance_ms += t.elapsed().as_millis();
                     (horizon, subjects, rest) = (to, s, r);
                 }
                 // The advance is not paced (its work follows the redirects'
@@ -1012,8 +1040,12 @@ impl PrivacyStore for SqliteStore {
                         out.extend((1..n).map(|_| Err(StoreError::Task(text.clone()))));
                     }
                 }
+                spent.write_ms += t.elapsed().as_millis();
+                let r = std::time::Instant::now();
                 pace.rest(t.elapsed()).await;
+                spent.rested_ms += r.elapsed().as_millis();
             }
+            tracing::debug!(erasures = ids.len(), ?spent, "erasure batch run");
             if out
                 .iter()
                 .any(|r| r.as_ref().is_ok_and(|e| e.subject.is_some()))

@@ -18,6 +18,8 @@ enum Op {
     Reject(usize),
     Reverse(usize),
     Payout(usize),
+    /// A refund of conversion `.0` under key `.1`: `.2` of a total of 100.
+    Refund(usize, usize, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..40).prop_map(Op::Reject),
         (0usize..40).prop_map(Op::Reverse),
         (0usize..2).prop_map(Op::Payout),
+        (0usize..40, 0usize..2, 0i64..=100).prop_map(|(i, k, r)| Op::Refund(i, k, r)),
     ]
 }
 
@@ -58,6 +61,8 @@ async fn run(b: Backend, ops: Vec<Op>) {
     // Model: (affiliate index, commission, status) per conversion.
     let mut model: Vec<(usize, i64, ConversionStatus, ConversionId)> = Vec::new();
     let mut paid_model = [0i64; 2];
+    // Per conversion: its gross commission and what each refund key refunded.
+    let mut refunds: Vec<(i64, [i64; 2])> = Vec::new();
     for (n, op) in ops.into_iter().enumerate() {
         match op {
             Op::Create {
@@ -109,6 +114,7 @@ async fn run(b: Backend, ops: Vec<Op>) {
                     .unwrap();
                 assert!(matches!(r, Recorded::Created(_)));
                 model.push((affiliate, commission, status, id));
+                refunds.push((commission, [0, 0]));
             }
             Op::Approve(i) | Op::Reject(i) | Op::Reverse(i) => {
                 let Some(entry) = model.get_mut(i) else {
@@ -127,6 +133,55 @@ async fn run(b: Backend, ops: Vec<Op>) {
                 if allowed {
                     entry.2 = to;
                 }
+            }
+            Op::Refund(i, key, refunded) => {
+                let Some(entry) = model.get_mut(i) else {
+                    continue;
+                };
+                let got = s
+                    .refund_conversion(clickward_store::RefundInput {
+                        conversion_id: entry.3,
+                        key: format!("r{key}"),
+                        refunded,
+                        total: 100,
+                        actor: "test".into(),
+                    })
+                    .await
+                    .unwrap();
+                let (gross, keys) = &mut refunds[i];
+                if !entry.2.counted() || keys[key] >= refunded {
+                    assert!(
+                        matches!(got, clickward_store::Refund::Unchanged(_)),
+                        "{got:?}"
+                    );
+                    continue;
+                }
+                keys[key] = refunded;
+                let left =
+                    clickward_core::conversion::after_refunds(None, *gross, keys[0] + keys[1], 100)
+                        .unwrap();
+                let row = match got {
+                    clickward_store::Refund::Changed(row) => row,
+                    clickward_store::Refund::Unchanged(row) => {
+                        assert!(!left.full && left.commission == entry.1, "{row:?}");
+                        row
+                    }
+                };
+                if left.full {
+                    entry.2 = if entry.2 == ConversionStatus::Pending {
+                        ConversionStatus::Rejected
+                    } else {
+                        ConversionStatus::Reversed
+                    };
+                } else {
+                    entry.1 = left.commission;
+                    assert_eq!(
+                        row.gross_commission_minor.unwrap_or(row.commission_minor),
+                        *gross
+                    );
+                }
+                assert_eq!(row.status, entry.2);
+                assert_eq!(row.commission_minor, entry.1);
             }
             Op::Payout(a) => {
                 let p = match s
@@ -229,7 +284,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     /// Balances always equal the sum of the ledger's entries and what the
     /// lifecycle says, whatever the order of conversions, approvals,
-    /// rejections, reversals and payouts.
+    /// rejections, reversals, partial and whole refunds, and payouts.
     #[test]
     fn balances_add_up_to_the_cent(ops in prop::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
