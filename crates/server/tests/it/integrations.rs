@@ -233,6 +233,14 @@ async fn a_stripe_checkout_its_renewals_and_refunds_make_the_right_conversions_a
     assert_eq!(v["conversion"]["amount"], "37.50");
     assert_eq!(v["conversion"]["commission_minor"], 750);
     assert_eq!(pending_of(&app, "solare").await, 1750);
+    // Reports count what is left: $50.00 + $37.50 of revenue.
+    let (s, r) = app
+        .api_get("/api/v1/reports?from=2026-11-01&to=2027-02-01&tz=UTC&program=saas")
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["totals"]["conversions"], 2, "{r}");
+    assert_eq!(r["totals"]["revenue_minor"]["USD"], 8750, "{r}");
+    assert_eq!(r["totals"]["payout_minor"]["USD"], 1750, "{r}");
     let (s, v) = to_stripe(&app, "saas", "whsec_test", later, &refund("evt_r1b", 1250)).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("unchanged")), "{v}");
     let (s, v) = to_stripe(&app, "saas", "whsec_test", later, &refund("evt_r2", 5000)).await;

@@ -14,7 +14,8 @@ fn customer(
     source: &str,
     customer: &str,
 ) -> Result<Option<Customer>, StoreError> {
-    let row: Option<(Option<Vec<u8>>, Option<i64>, Option<i64>)> = c
+    type Found = (Option<Vec<u8>>, Option<i64>, Option<i64>);
+    let row: Option<Found> = c
         .prepare_cached(
             "SELECT click_id, first_paid_at, ended_at FROM integration_customers \
              WHERE program_id = ?1 AND source = ?2 AND customer = ?3",

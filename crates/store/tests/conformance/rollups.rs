@@ -371,7 +371,7 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
         .unwrap();
     convert(&s, &clicks, &ids).await;
     drop(s);
-    // Take the database back to V5: what V6 to V18 added goes, their
+    // Take the database back to V5: what V6 to V19 added goes, their
     // history rows too. (A later migration must be undone here as well.)
     let path = dir.path().join("t.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -416,7 +416,11 @@ async fn upgrading_fills_conversion_rollups_from_existing_conversions() {
          DROP TABLE privacy_requests; DROP INDEX conversions_click; DROP INDEX conversions_order; \
          ALTER TABLE clicks DROP COLUMN erased_at; ALTER TABLE conversions DROP COLUMN erased_at; \
          ALTER TABLE programs DROP COLUMN consent; ALTER TABLE clicks DROP COLUMN consent; \
-         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);",
+         DROP TABLE integration_events; DROP TABLE integration_refs; \
+         DROP TABLE integration_customers; DROP TABLE conversion_refunds; \
+         ALTER TABLE programs DROP COLUMN integrations; \
+         ALTER TABLE conversions DROP COLUMN gross_amount; ALTER TABLE conversions DROP COLUMN gross_commission; \
+         DELETE FROM refinery_schema_history WHERE version IN (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);",
     )
     .unwrap();
     drop(conn);

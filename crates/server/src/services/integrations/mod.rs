@@ -322,7 +322,8 @@ impl IntegrationService {
         };
         let r = RefundInput {
             conversion_id,
-            key,
+            // A charge id in the ledger's reason would name the payment.
+            key: opaque(actor, &key),
             refunded,
             total,
             actor: actor.to_owned(),
