@@ -345,6 +345,27 @@ async fn a_stripe_checkout_its_renewals_and_refunds_make_the_right_conversions_a
         "{v}"
     );
     assert_eq!(conversions(&app).await.len(), 3);
+
+    // The click in the subscription's metadata, no checkout seen: the
+    // customer is remembered from the first invoice, and "12 months"
+    // counts from it.
+    let click2 = click(&app, "saas1").await;
+    let meta = json!({ "metadata": { "cw_click": click2 } });
+    let mut inv = invoice("in_m1", "cus_M", "subscription_create", after, "ch_m1");
+    inv["subscription_details"] = meta.clone();
+    let body = stripe_event("evt_m1", "invoice.paid", after, inv);
+    let (s, v) = to_stripe(&app, "saas", "whsec_test", after, &body).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["conversion"]["click_id"], click2.as_str());
+    let year = after + 400 * 86_400;
+    app.clock.set(year * 1_000_000);
+    let mut inv = invoice("in_m2", "cus_M", "subscription_cycle", year, "ch_m2");
+    inv["subscription_details"] = meta;
+    let body = stripe_event("evt_m2", "invoice.paid", year, inv);
+    let (s, v) = to_stripe(&app, "saas", "whsec_test", year, &body).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("12 months"), "{v}");
+    assert_eq!(conversions(&app).await.len(), 4);
 }
 
 async fn to_shopify(

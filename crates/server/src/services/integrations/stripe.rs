@@ -366,13 +366,6 @@ impl IntegrationService {
             .get("customer")
             .and_then(id_text)
             .map(|c| super::opaque(SOURCE, &c));
-        let customer = match &customer_id {
-            Some(c) => match self.store().customer(program_id, SOURCE, c.clone()).await {
-                Ok(c) => c,
-                Err(e) => return super::internal(e),
-            },
-            None => None,
-        };
         // The subscription's metadata (set at checkout), in the places
         // Stripe's API versions put it.
         let meta_click = click_in([
@@ -383,6 +376,26 @@ impl IntegrationService {
                 .and_then(|d| d.get("metadata")),
             obj.get("metadata"),
         ]);
+        let customer = match &customer_id {
+            Some(c) => match self.store().customer(program_id, SOURCE, c.clone()).await {
+                Ok(None) if meta_click.is_some() => {
+                    // Remembered now: the recurring rule counts this
+                    // customer's later invoices from this one.
+                    let click_id = meta_click.as_deref().and_then(|k| k.parse().ok());
+                    match self
+                        .store()
+                        .remember_customer(program_id, SOURCE, c.clone(), click_id, self.now())
+                        .await
+                    {
+                        Ok(found) => Some(found),
+                        Err(e) => return super::internal(e),
+                    }
+                }
+                Ok(found) => found,
+                Err(e) => return super::internal(e),
+            },
+            None => None,
+        };
         let first = reason == Some("subscription_create")
             || customer.is_none_or(|c| c.first_paid_at.is_none());
         if customer.is_none()
