@@ -27,6 +27,8 @@ pub struct KeyItem {
 pub struct ProgramPostbacks {
     pub slug: String,
     pub examples: Vec<PostbackExample>,
+    /// The `/cw.js` tag for the merchant's pages, with its integrity.
+    pub script: String,
 }
 
 #[derive(Template)]
@@ -97,6 +99,10 @@ pub(super) async fn settings_page(
         programs.push(ProgramPostbacks {
             slug: p.slug.as_str().to_owned(),
             examples: postback_examples(&base, settings.postback_token.as_deref().unwrap_or("")),
+            script: crate::http::script::snippet(
+                base.trim_end_matches('/'),
+                (settings.cookie_window_s / 86_400).max(1),
+            ),
         });
     }
     let receipts = app

@@ -18,6 +18,7 @@ mod integrations;
 mod ops;
 pub mod paging;
 mod privacy;
+pub mod script;
 mod tracking;
 mod webhooks;
 
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ref/{*code}", get(tracking::track_path))
         .route("/go", get(tracking::track_go))
         .route("/exclude", get(tracking::exclude_browser))
+        .route("/cw.js", get(script::serve))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -524,3 +524,136 @@ async fn pages_are_readable_in_dark_mode() {
     save_screenshot(c, "overview-dark.png").await;
     b.close().await;
 }
+
+/// A merchant's site on another host than the tracker (`localhost` against
+/// the tracker's `127.0.0.1`): a landing page and a later page that load
+/// `/cw.js` under a CSP that admits only the tracker's scripts, and a
+/// checkout that echoes what its form posted.
+async fn merchant_site(tracker: String) -> (u16, tokio::task::JoinHandle<()>) {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tag = clickward::http::script::snippet(&tracker, 30).replace(" async", "");
+    let page = move |title: &'static str| {
+        let tag = tag.clone();
+        let csp = format!("default-src 'self'; script-src {tracker}");
+        move || async move {
+            (
+                [("content-security-policy", csp)],
+                axum::response::Html(format!(
+                    "<!doctype html><title>{title}</title>{tag}\
+                     <form data-cw id=\"f\" action=\"/checkout\" method=\"post\"><button id=\"buy\">Buy</button></form>\
+                     <a id=\"pay\" href=\"https://buy.stripe.com/test_14k5nU\">Pay</a>"
+                )),
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new()
+        .route("/landing", axum::routing::get(page("landing")))
+        .route("/pricing", axum::routing::get(page("pricing")))
+        .route(
+            "/checkout",
+            axum::routing::post(|body: String| async move {
+                axum::response::Html(format!("<pre id=\"got\">{body}</pre>"))
+            }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn cw_js_keeps_the_click_on_the_merchants_own_site_and_hands_it_to_checkout() {
+    let Some(b) = browser().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("links.toml");
+    std::fs::write(
+        &catalog,
+        "[[programs]]\nslug = \"saas\"\nclick_id_param = \"cw_click\"\ncookie_window = \"30d\"\n\n[[affiliates]]\nslug = \"solare\"\n",
+    )
+    .unwrap();
+    let app = TestApp::start_with(|c| c.catalog = Some(catalog.clone())).await;
+    // The merchant's pages name the tracker; its link names the merchant.
+    let (merchant, _site) = merchant_site(app.base.clone()).await;
+    let (s, v) = app
+        .api_send(
+            reqwest::Method::POST,
+            "/api/v1/links",
+            json!({
+                "code": "m1",
+                "program": "saas",
+                "affiliate": "solare",
+                "destination": format!("http://localhost:{merchant}/landing?plan=pro"),
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let c = b.c();
+
+    // Script size, headers: what the issue promises a merchant.
+    let r = app.client.get(app.url("/cw.js")).send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(r.bytes().await.unwrap().len() < 2048);
+
+    c.goto(&app.url("/r/m1")).await.unwrap();
+    until_path(c, "/landing").await;
+    let here = c.current_url().await.unwrap();
+    assert_eq!(here.host_str(), Some("localhost"), "{here}");
+    let id = here
+        .query_pairs()
+        .find(|(k, _)| k == "cw_click")
+        .map(|(_, v)| v.into_owned())
+        .expect("the redirect puts the click id in the landing URL");
+    until_js(
+        c,
+        Duration::from_secs(10),
+        "cw.js to run",
+        "window.clickward && window.clickward.click",
+    )
+    .await;
+    let got = c
+        .execute(
+            "return [window.clickward.click, document.cookie, \
+             document.querySelector('form[data-cw] input[name=cw_click]').value, \
+             document.getElementById('pay').href];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0], json!(id));
+    assert!(
+        got[1].as_str().unwrap().contains(&format!("cw_click={id}")),
+        "{got}"
+    );
+    assert_eq!(got[2], json!(id));
+    assert_eq!(
+        got[3],
+        json!(format!(
+            "https://buy.stripe.com/test_14k5nU?client_reference_id={id}"
+        ))
+    );
+
+    // A later page without the parameter reads it back from the merchant's
+    // own cookie, and the checkout form posts it.
+    c.goto(&format!("http://localhost:{merchant}/pricing"))
+        .await
+        .unwrap();
+    until_js(
+        c,
+        Duration::from_secs(10),
+        "cw.js to read its cookie",
+        "window.clickward && window.clickward.click",
+    )
+    .await;
+    click_on(c, Locator::Id("buy")).await;
+    until_path(c, "/checkout").await;
+    assert_eq!(text_of(c, "#got").await, format!("cw_click={id}"));
+
+    // The id is the click the tracker recorded.
+    let clicks = app.clicks("m1").await;
+    assert_eq!(clicks.len(), 1);
+    assert_eq!(clicks[0]["click_id"], json!(id));
+    b.close().await;
+}
