@@ -47,7 +47,7 @@ end=$(date +%s.%N)
 KEY=$(grep -o 'cwk_[A-Za-z0-9_-]*' "$OUT/privacy-key.txt" | head -1)
 migrate_s=$(python3 -c "print(round($end - $start, 1))")
 
-RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:$PORT > "$OUT/privacy-serve.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:$PORT > "$OUT/privacy-serve.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 400); do curl -s -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.05; done

@@ -887,6 +887,10 @@ pub fn conversion_json(c: &ConversionRow) -> Value {
         "held": c.held,
         "verdict": c.verdict,
         "adv_subs": c.adv_subs,
+        // Before the first partial refund (docs/integrations.md, "Refunds");
+        // null when never refunded in part.
+        "gross_amount_minor": c.gross_amount_minor,
+        "gross_commission_minor": c.gross_commission_minor,
     })
 }
 

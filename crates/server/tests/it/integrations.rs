@@ -232,6 +232,8 @@ async fn a_stripe_checkout_its_renewals_and_refunds_make_the_right_conversions_a
     assert_eq!((s, v["status"].as_str()), (200, Some("refunded")), "{v}");
     assert_eq!(v["conversion"]["amount"], "37.50");
     assert_eq!(v["conversion"]["commission_minor"], 750);
+    assert_eq!(v["conversion"]["gross_commission_minor"], 1000);
+    assert_eq!(v["conversion"]["gross_amount_minor"], 5000);
     assert_eq!(pending_of(&app, "solare").await, 1750);
     // Reports count what is left: $50.00 + $37.50 of revenue.
     let (s, r) = app
