@@ -500,6 +500,20 @@ impl ConversionService {
         })
     }
 
+    /// Tells live subscribers of a new conversion; its answer.
+    fn created(&self, row: &ConversionRow, status: StatusCode, kind: &str, reason: &str) -> Answer {
+        let conversion = conversion_json(row);
+        self.events
+            .publish(crate::services::events::LiveEvent::Conversion {
+                conversion: conversion.clone(),
+                change: "created".to_owned(),
+            });
+        Answer {
+            status,
+            body: json!({ "status": kind, "reason": reason, "conversion": conversion }),
+        }
+    }
+
     /// Records a report that no click earned (a platform's payment without
     /// a known click, where the program stores those): program
     /// `program_id`'s, no affiliate, no commission, as `actor`. Answers 200
@@ -568,25 +582,10 @@ impl ConversionService {
         };
         match self.store.record_conversion(new).await {
             Ok(Recorded::Created(row)) => {
-                let conversion = conversion_json(&row);
-                self.events
-                    .publish(crate::services::events::LiveEvent::Conversion {
-                        conversion: conversion.clone(),
-                        change: "created".to_owned(),
-                    });
-                Answer {
-                    status: StatusCode::OK,
-                    body: json!({ "status": "unattributed", "reason": reason, "conversion": conversion }),
-                }
+                self.created(&row, StatusCode::OK, "unattributed", reason)
             }
-            Ok(Recorded::Replay(row)) => Answer {
-                status: StatusCode::OK,
-                body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(&row) }),
-            },
-            Ok(Recorded::Conflict(row)) => Answer {
-                status: StatusCode::CONFLICT,
-                body: json!({ "status": "conflict", "reason": "this order id was already reported for this program and event with different data; nothing changed", "conversion": conversion_json(&row) }),
-            },
+            Ok(Recorded::Replay(row)) => replay_answer(&row),
+            Ok(Recorded::Conflict(row)) => conflict_answer(&row),
             Err(e) => internal(e),
         }
     }
@@ -816,27 +815,28 @@ impl ConversionService {
                 rejected_answer(&row, &cap_rules)
             }
             Ok(Recorded::Created(row)) => {
-                let conversion = conversion_json(&row);
-                s.events
-                    .publish(crate::services::events::LiveEvent::Conversion {
-                        conversion: conversion.clone(),
-                        change: "created".to_owned(),
-                    });
-                Answer {
-                    status: StatusCode::CREATED,
-                    body: json!({ "status": "created", "reason": "new conversion", "conversion": conversion }),
-                }
+                s.created(&row, StatusCode::CREATED, "created", "new conversion")
             }
-            Ok(Recorded::Replay(row)) => Answer {
-                status: StatusCode::OK,
-                body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(&row) }),
-            },
-            Ok(Recorded::Conflict(row)) => Answer {
-                status: StatusCode::CONFLICT,
-                body: json!({ "status": "conflict", "reason": "this order id was already reported for this program and event with different data; nothing changed", "conversion": conversion_json(&row) }),
-            },
+            Ok(Recorded::Replay(row)) => replay_answer(&row),
+            Ok(Recorded::Conflict(row)) => conflict_answer(&row),
             Err(e) => internal(e),
         }
+    }
+}
+
+/// The 200 of a report recorded before.
+fn replay_answer(row: &ConversionRow) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        body: json!({ "status": "duplicate", "reason": "exact replay of an accepted conversion; nothing changed", "conversion": conversion_json(row) }),
+    }
+}
+
+/// The 409 of a report whose order id was recorded with other data.
+fn conflict_answer(row: &ConversionRow) -> Answer {
+    Answer {
+        status: StatusCode::CONFLICT,
+        body: json!({ "status": "conflict", "reason": "this order id was already reported for this program and event with different data; nothing changed", "conversion": conversion_json(row) }),
     }
 }
 

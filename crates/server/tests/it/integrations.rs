@@ -340,13 +340,31 @@ async fn a_stripe_checkout_its_renewals_and_refunds_make_the_right_conversions_a
     assert_eq!(v["conversion"]["affiliate"], Value::Null);
     assert_eq!(v["conversion"]["commission_minor"], 0);
     assert_eq!(v["conversion"]["order_id"], "pi_9");
+    // A delayed payment method: completed unpaid (ignored), then paid.
+    let mut delayed: Value = serde_json::from_slice(&one_time("evt_d1")).unwrap();
+    delayed["data"]["object"]["payment_status"] = json!("unpaid");
+    delayed["data"]["object"]["payment_intent"] = json!("pi_10");
+    let body = serde_json::to_vec(&delayed).unwrap();
+    let (s, v) = to_stripe(&app, "saas", "whsec_test", after, &body).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
+    delayed["id"] = json!("evt_d2");
+    delayed["type"] = json!("checkout.session.async_payment_succeeded");
+    delayed["data"]["object"]["payment_status"] = json!("paid");
+    let body = serde_json::to_vec(&delayed).unwrap();
+    let (s, v) = to_stripe(&app, "saas", "whsec_test", after, &body).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("unattributed")),
+        "{v}"
+    );
+    assert_eq!(v["conversion"]["order_id"], "pi_10");
     let (s, v) = to_stripe(&app, "strict", "whsec_strict", after, &one_time("evt_b3")).await;
     assert_eq!(
         (s, v["status"].as_str()),
         (422, Some("unknown_click")),
         "{v}"
     );
-    assert_eq!(conversions(&app).await.len(), 3);
+    assert_eq!(conversions(&app).await.len(), 4);
 
     // The click in the subscription's metadata, no checkout seen: the
     // customer is remembered from the first invoice, and "12 months"
@@ -367,7 +385,7 @@ async fn a_stripe_checkout_its_renewals_and_refunds_make_the_right_conversions_a
     let (s, v) = to_stripe(&app, "saas", "whsec_test", year, &body).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
     assert!(v["reason"].as_str().unwrap().contains("12 months"), "{v}");
-    assert_eq!(conversions(&app).await.len(), 4);
+    assert_eq!(conversions(&app).await.len(), 5);
 }
 
 async fn to_shopify(

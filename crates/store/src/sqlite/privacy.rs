@@ -269,22 +269,42 @@ fn plan_start(c: &Connection, ids: &[String]) -> Result<Start, StoreError> {
     Ok((horizon, subjects, span))
 }
 
-/// The rest of a batch's read half, after its clicks were scanned: what
-/// has indexes (conversions by order, id and click; clicks by id), the
-/// dedup rows, and the tables named by conversion id.
+/// How long one piece of a paced plan's click scan aims to take: short,
+/// so that its rest is short too.
+const PIECE: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// Subjects whose indexed selections one piece of a paced plan makes.
+const SELECT_GROUP: usize = 500;
+
+/// A piece of the rest of a batch's read half, after its clicks were
+/// scanned: while `from` < the number of subjects, what has indexes
+/// (conversions by order, id and click; clicks by id) for `group` subjects
+/// from `from` (returns where the next piece starts); then the dedup rows,
+/// then the tables named by conversion id (returns `None`: done).
 fn plan_rest(
     c: &Connection,
     subjects: &[Option<Subject>],
     out: &mut [Planned],
-) -> Result<(), StoreError> {
+    from: usize,
+    group: usize,
+) -> Result<Option<usize>, StoreError> {
     let tx = c.unchecked_transaction()?;
-    for (p, subject) in out.iter_mut().zip(subjects) {
-        if let Some(subject) = subject {
-            p.sel = select(&tx, subject, true, Scan::Found, std::mem::take(&mut p.sel))?;
+    let n = subjects.len();
+    if from < n {
+        let to = (from + group).min(n);
+        for (p, subject) in out[from..to].iter_mut().zip(&subjects[from..to]) {
+            if let Some(subject) = subject {
+                p.sel = select(&tx, subject, true, Scan::Found, std::mem::take(&mut p.sel))?;
+            }
         }
+        return Ok(Some(if to == n { n + 1 } else { to }));
     }
-    scan_links(&tx, subjects, out)?;
-    scan_mentions(&tx, out, None).map(|_| ())
+    if from == n + 1 {
+        scan_links(&tx, subjects, out)?;
+        return Ok(Some(n + 2));
+    }
+    scan_mentions(&tx, out, None)?;
+    Ok(None)
 }
 
 /// Where a batch's time went (ms of work per phase, and of rest), logged at
@@ -319,8 +339,14 @@ async fn plan(
     let mut out: Vec<Planned> = ids.iter().map(|_| Planned::default()).collect();
     let subjects = std::sync::Arc::new(subjects);
     if let Some((first, last)) = span {
-        let chunks: u64 = if pace.is_full() { 1 } else { 64 };
-        let step = ((last - first) / chunks).max(1);
+        // Paced, each piece of the scan is sized to take about
+        // `PIECE` (a first guess of a 64th, then adjusted by what the last
+        // one took), so that every rest stays short and the share exact.
+        let mut step = if pace.is_full() {
+            last - first + 1
+        } else {
+            ((last - first) / 64).max(1)
+        };
         let mut lo = first;
         while lo <= last {
             let hi = if lo + step > last {
@@ -336,10 +362,15 @@ async fn plan(
                     Ok(out)
                 })
                 .await?;
-            spent.scan_ms += t.elapsed().as_millis();
+            let worked = t.elapsed();
+            spent.scan_ms += worked.as_millis();
             let r = std::time::Instant::now();
-            pace.rest(t.elapsed()).await;
+            pace.rest(worked).await;
             spent.rested_ms += r.elapsed().as_millis();
+            if !pace.is_full() {
+                let ratio = PIECE.as_secs_f64() / worked.as_secs_f64().max(1e-4);
+                step = ((step as f64 * ratio.clamp(0.25, 4.0)) as u64).max(1);
+            }
             if !pace.is_full() {
                 // The clicks made during the rest, so that no later pass
                 // has a long way to go (not paced: its work follows the
@@ -363,18 +394,35 @@ async fn plan(
             lo = hi;
         }
     }
-    let t = std::time::Instant::now();
-    let s = subjects.clone();
-    out = store
-        .read(move |c| {
-            plan_rest(c, &s, &mut out)?;
-            Ok(out)
-        })
-        .await?;
-    spent.rest_of_plan_ms += t.elapsed().as_millis();
-    let r = std::time::Instant::now();
-    pace.rest(t.elapsed()).await;
-    spent.rested_ms += r.elapsed().as_millis();
+    // The rest of the plan in pieces, each followed by its rest: the
+    // indexed selections a group of subjects at a time, then the dedup
+    // rows, then the mentions.
+    let group = if pace.is_full() {
+        subjects.len().max(1)
+    } else {
+        SELECT_GROUP
+    };
+    let mut from = 0;
+    loop {
+        let t = std::time::Instant::now();
+        let s = subjects.clone();
+        let last;
+        (out, last) = store
+            .read(move |c| {
+                let done = plan_rest(c, &s, &mut out, from, group)?;
+                Ok((out, done))
+            })
+            .await?;
+        let worked = t.elapsed();
+        spent.rest_of_plan_ms += worked.as_millis();
+        let r = std::time::Instant::now();
+        pace.rest(worked).await;
+        spent.rested_ms += r.elapsed().as_millis();
+        match last {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
     let subjects = std::sync::Arc::try_unwrap(subjects).unwrap_or_else(|s| (*s).clone());
     Ok((horizon, subjects, out))
 }
@@ -1199,7 +1247,11 @@ mod tests {
         let (horizon, mut subjects, _) = plan_start(&c, &["era_t".to_owned()])?;
         let mut plans = vec![Planned::default()];
         scan_clicks(&c, &subjects, &mut plans, (0, u64::MAX))?;
-        plan_rest(&c, &subjects, &mut plans)?;
+        // In pieces of one subject, as a paced batch plans.
+        let mut from = 0;
+        while let Some(next) = plan_rest(&c, &subjects, &mut plans, from, 1)? {
+            from = next;
+        }
         assert_eq!(plans[0].sel.clicks.len(), 1);
         // Visitor 7 clicks again on another link, after the snapshot.
         let mut late = click(3, 7);

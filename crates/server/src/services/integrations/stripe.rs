@@ -10,7 +10,8 @@
 //!   (what `/cw.js` fills) or `metadata.cw_click`. One-time payments
 //!   (`mode = payment`, paid) become a `sale` whose order id is the payment
 //!   intent; subscriptions only remember the customer's click (their first
-//!   `invoice.paid` is the sale).
+//!   `invoice.paid` is the sale). `checkout.session.async_payment_succeeded`
+//!   is the same once a delayed payment method has paid.
 //! - `invoice.paid` (and `invoice.payment_succeeded`, the same invoice): the
 //!   first payment (`billing_reason = subscription_create`) a `sale`, later
 //!   ones a `renewal` when the program's `recurring` rule pays them;
@@ -196,7 +197,11 @@ impl IntegrationService {
         };
         let created = int_of(event, &["created"]).unwrap_or(self.now() / 1_000_000);
         match kind {
-            "checkout.session.completed" => self.checkout(program_id, cfg, obj, created).await,
+            // A delayed payment method (SEPA, ACH) completes unpaid, then
+            // succeeds: the second is the sale (same order id either way).
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                self.checkout(program_id, cfg, obj, created).await
+            }
             "invoice.paid" | "invoice.payment_succeeded" => {
                 self.invoice(program_id, cfg, obj, created).await
             }
