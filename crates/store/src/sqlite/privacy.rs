@@ -338,15 +338,36 @@ async fn plan(
     };
     let mut out: Vec<Planned> = ids.iter().map(|_| Planned::default()).collect();
     let subjects = std::sync::Arc::new(subjects);
-    if let Some((first, last)) = span {
+    if let (Some((first, last)), true) = (span, pace.is_full()) {
+        // Asked for now: the scan split across the cores, each part in its
+        // own read snapshot (all at or past the horizon).
+        let parts = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 4) as u64;
+        let step = ((last - first) / parts).max(1);
+        let n = out.len();
+        let reads = (0..parts).map(|k| {
+            let lo = first + k * step;
+            let hi = if k + 1 == parts { u64::MAX } else { lo + step };
+            let s = subjects.clone();
+            store.read(move |c| {
+                let mut part: Vec<Planned> = (0..n).map(|_| Planned::default()).collect();
+                scan_clicks(c, &s, &mut part, (lo, hi))?;
+                Ok(part)
+            })
+        });
+        let t = std::time::Instant::now();
+        for part in futures::future::try_join_all(reads).await? {
+            for (o, p) in out.iter_mut().zip(part) {
+                o.sel.clicks.extend(p.sel.clicks);
+            }
+        }
+        spent.scan_ms += t.elapsed().as_millis();
+    } else if let Some((first, last)) = span {
         // Paced, each piece of the scan is sized to take about
         // `PIECE` (a first guess of a 64th, then adjusted by what the last
         // one took), so that every rest stays short and the share exact.
-        let mut step = if pace.is_full() {
-            last - first + 1
-        } else {
-            ((last - first) / 64).max(1)
-        };
+        let mut step = ((last - first) / 64).max(1);
         let mut lo = first;
         while lo <= last {
             let hi = if lo + step > last {
@@ -355,39 +376,36 @@ async fn plan(
                 lo + step
             };
             let t = std::time::Instant::now();
-            let s = subjects.clone();
-            out = store
+            let (s, from) = (subjects.clone(), horizon.click_seq);
+            let to;
+            (out, to) = store
                 .read(move |c| {
-                    scan_clicks(c, &s, &mut out, (lo, hi))?;
-                    Ok(out)
+                    let tx = c.unchecked_transaction()?;
+                    scan_clicks(&tx, &s, &mut out, (lo, hi))?;
+                    // The last piece reaches to now: in its snapshot, the
+                    // clicks written since the batch began are all in its
+                    // range but those with older ids, found from the index.
+                    // The horizon moves to its snapshot, so no pass reads
+                    // the clicks of the scan's minutes again.
+                    let to = if hi == u64::MAX {
+                        Some(advance_clicks(&tx, &s, &mut out, from, Some(id_bound(lo)))?)
+                    } else {
+                        None
+                    };
+                    drop(tx);
+                    Ok((out, to))
                 })
                 .await?;
+            if let Some(to) = to {
+                horizon.click_seq = to;
+            }
             let worked = t.elapsed();
             spent.scan_ms += worked.as_millis();
             let r = std::time::Instant::now();
             pace.rest(worked).await;
             spent.rested_ms += r.elapsed().as_millis();
-            if !pace.is_full() {
-                let ratio = PIECE.as_secs_f64() / worked.as_secs_f64().max(1e-4);
-                step = ((step as f64 * ratio.clamp(0.25, 4.0)) as u64).max(1);
-            }
-            if !pace.is_full() {
-                // The clicks made during the rest, so that no later pass
-                // has a long way to go (not paced: its work follows the
-                // redirects' rate, not the batch's size).
-                let (s, from) = (subjects.clone(), horizon.click_seq);
-                let t = std::time::Instant::now();
-                let (to, back) = store
-                    .read(move |c| {
-                        let tx = c.unchecked_transaction()?;
-                        let to = advance_clicks(&tx, &s, &mut out, from)?;
-                        drop(tx);
-                        Ok((to, out))
-                    })
-                    .await?;
-                spent.advance_ms += t.elapsed().as_millis();
-                (horizon.click_seq, out) = (to, back);
-            }
+            let ratio = PIECE.as_secs_f64() / worked.as_secs_f64().max(1e-4);
+            step = ((step as f64 * ratio.clamp(0.25, 4.0)) as u64).max(1);
             if hi == u64::MAX {
                 break;
             }
@@ -441,7 +459,7 @@ fn advance(
 ) -> Result<Horizon, StoreError> {
     // One snapshot for both: the caller's transaction (the writer's), or
     // the reader's opened by the caller.
-    let click_seq = advance_clicks(c, subjects, out, from.click_seq)?;
+    let click_seq = advance_clicks(c, subjects, out, from.click_seq, None)?;
     let (outbox_seq, delivery_id) =
         scan_mentions(c, out, Some((from.outbox_seq, from.delivery_id)))?;
     Ok(Horizon {
@@ -458,6 +476,7 @@ fn advance_clicks(
     subjects: &[Option<Subject>],
     out: &mut [Planned],
     from: i64,
+    below: Option<[u8; 16]>,
 ) -> Result<i64, StoreError> {
     let mut keys: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
     let mut subs: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -468,12 +487,23 @@ fn advance_clicks(
             _ => {}
         }
     }
+    // With `below`, only the clicks whose id is below it: the clicks_by_seq
+    // index holds the id (the table's key), so the others cost an index
+    // entry each, not a row.
     let mut st = c.prepare_cached(
         "SELECT click_id, visitor_key, sub1, sub2, sub3, sub4, sub5, link_id, seq FROM clicks \
-         WHERE seq > ?1 AND erased_at IS NULL ORDER BY seq",
+         WHERE seq > ?1 AND click_id < ?2 AND erased_at IS NULL ORDER BY seq",
     )?;
-    let mut rows = st.query([from])?;
-    let mut to = from;
+    let mut rows = st.query(params![from, below.unwrap_or([0xff; 16]).as_slice()])?;
+    let mut to = match below {
+        None => from,
+        Some(_) => c
+            .prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM clicks WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1), 0)",
+            )?
+            .query_row([], |r| r.get::<_, i64>(0))?
+            .max(from),
+    };
     while let Some(r) = rows.next()? {
         to = to.max(r.get(8)?);
         let key = bytes16(r.get(1)?, "visitor_key")?;
@@ -497,6 +527,16 @@ fn advance_clicks(
         }
     }
     Ok(to)
+}
+
+/// The smallest click id of millisecond `ms` (all ones for `u64::MAX`):
+/// a bound of a range of click ids, whose first 48 bits are the ms.
+fn id_bound(ms: u64) -> [u8; 16] {
+    if ms == u64::MAX {
+        [0xff; 16]
+    } else {
+        ClickId::from_parts(ms, 0).to_bytes()
+    }
 }
 
 /// `(?from, …)` of `n` numbered placeholders.
@@ -548,14 +588,7 @@ fn scan_clicks(
             lo = kn + vn + 1,
             hi = kn + vn + 2,
         );
-        let bound = |ms: u64| {
-            let id = if ms == u64::MAX {
-                [0xff; 16]
-            } else {
-                ClickId::from_parts(ms, 0).to_bytes()
-            };
-            rusqlite::types::Value::Blob(id.to_vec())
-        };
+        let bound = |ms: u64| rusqlite::types::Value::Blob(id_bound(ms).to_vec());
         let values = kc
             .iter()
             .map(|(key, _)| rusqlite::types::Value::Blob(key.to_vec()))
