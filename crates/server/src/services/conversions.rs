@@ -105,7 +105,7 @@ pub struct Answer {
     pub body: Value,
 }
 
-fn reject(status: StatusCode, kind: &str, reason: impl Into<String>) -> Answer {
+pub(crate) fn reject(status: StatusCode, kind: &str, reason: impl Into<String>) -> Answer {
     Answer {
         status,
         body: json!({ "status": kind, "reason": reason.into() }),

@@ -49,12 +49,8 @@ pub struct IntegrationService {
     clock: Arc<dyn Clock>,
 }
 
-pub(crate) fn answer(status: StatusCode, kind: &str, reason: impl Into<String>) -> Answer {
-    Answer {
-        status,
-        body: json!({ "status": kind, "reason": reason.into() }),
-    }
-}
+/// `{"status": kind, "reason"}` with `status`: intake's answer shape.
+pub(crate) use crate::services::conversions::reject as answer;
 
 pub(crate) fn ignored(reason: impl Into<String>) -> Answer {
     answer(StatusCode::OK, "ignored", reason)
