@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::money::{BasisPoints, Currency, MAX_MINOR};
 
 /// One rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rate {
     /// A flat amount per conversion, minor units of the program currency.
@@ -38,7 +38,7 @@ pub enum Rate {
 }
 
 /// A plan: a default rate and rates per event name.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommissionPlan {
     /// Rate for events without their own.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::truncate_utf8;
 
 /// Where a conversion stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversionStatus {
     /// Waiting for approval (manual, or automatic after the hold period).

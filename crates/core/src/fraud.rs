@@ -25,7 +25,19 @@ use serde::{Deserialize, Serialize};
 use crate::Micros;
 
 /// What a tripped rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Nothing: turns the family off at this scope.
@@ -325,7 +337,7 @@ fn cap_per_name(p: CapPer) -> &'static str {
 
 /// A count or an amount as written: `10`, or `"500.00"` for a payout cap (in
 /// the program's currency).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Limit {
     /// A whole number.
@@ -337,7 +349,7 @@ pub enum Limit {
 /// A rule as written in the catalogue (`[[rules]]`), the admin API (JSON)
 /// and the CLI: every field a check may take; the ones a check does not
 /// take must be absent. Unknown fields are refused by name.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Id: letters, digits, `-` and `_`, at most 64 bytes; shown with every
@@ -870,7 +882,7 @@ pub fn effective<'a>(rules: &'a [Rule], program: &str, affiliate: Option<&str>) 
 }
 
 /// A verdict: the rule that decided, what it does, and why, in a sentence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The rule's id (`rate_limited` for the built-in rate limit).
     pub rule: String,

@@ -32,6 +32,7 @@ pub mod link;
 pub mod money;
 pub mod program;
 pub mod report;
+pub mod schema;
 
 /// A UTC timestamp in microseconds since the Unix epoch.
 pub type Micros = i64;

@@ -18,7 +18,7 @@ use crate::id::{LinkCode, Slug};
 pub const MAX_DESTINATION_LEN: usize = 4096;
 
 /// Whether a program, affiliate or link currently works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Works normally.
@@ -117,7 +117,7 @@ impl<'de> Deserialize<'de> for RedirectStatus {
 /// changed through the API, CLI or dashboard is the admins' from then on:
 /// a reload or restart leaves it as it is and reports it as drifted from
 /// the file (README, "Who owns an item").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Owner {
     /// Declared in the catalogue file, as last applied.
@@ -153,7 +153,7 @@ pub struct Program {
 }
 
 /// An affiliate (publisher, partner): who sends traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Affiliate {
     /// Database id.
     pub id: i64,

@@ -8,7 +8,7 @@ use crate::money::Currency;
 
 /// Which click a conversion goes to when a visitor clicked several links of
 /// one program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributionModel {
     /// The latest click wins (a new click replaces the cookie).
@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for Recurring {
 
 /// What a platform's payment becomes when no click is known for it (no
 /// click id in it, an unknown one, or a customer never seen with one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownClick {
     /// Stored as an unattributed conversion (no affiliate, no commission),
@@ -239,7 +239,7 @@ pub enum UnknownClick {
 }
 
 /// How a click may identify its visitor (docs/privacy.md, "Consent").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentMode {
     /// The visitor and attribution cookies, as for everyone.
@@ -276,7 +276,7 @@ fn utc() -> String {
 /// What the conversion pixel may do for a program (docs/postbacks.md, "The
 /// pixel"). A pixel is a URL any visitor's browser can be made to load, so
 /// it is off unless the program turns it on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PixelMode {
     /// Refused (403).

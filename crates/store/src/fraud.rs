@@ -10,7 +10,7 @@ use crate::StoreFuture;
 
 /// Who owns a rule: the catalogue file (re-applied on every reload) or an
 /// admin (API, CLI, dashboard; the file leaves it alone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleOwner {
     /// The catalogue's `[[rules]]`.
@@ -30,7 +30,7 @@ impl RuleOwner {
 }
 
 /// A stored rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRule {
     /// The rule as written.
     pub spec: RuleSpec,
@@ -41,7 +41,7 @@ pub struct StoredRule {
 }
 
 /// What an exclusion entry matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExclusionKind {
     /// A client address (its keyed hash).
@@ -62,7 +62,7 @@ impl ExclusionKind {
 
 /// An exclusion entry: traffic of the merchant, the publisher, or one
 /// affiliate (self-referral), known only by a keyed hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Exclusion {
     /// Id.
     pub id: i64,

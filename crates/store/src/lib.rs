@@ -218,7 +218,7 @@ pub struct ClickWritten {
 }
 
 /// One stored click, as the API shows it. Has no IP: none is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClickRow {
     /// ULID.
     pub click_id: ClickId,
@@ -324,7 +324,7 @@ impl ConversionTotals {
 }
 
 /// Scope of an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyScope {
     /// Everything.
@@ -344,7 +344,7 @@ impl KeyScope {
 }
 
 /// A stored API key (only its hash is stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKey {
     /// Id.
     pub id: i64,
@@ -550,7 +550,7 @@ pub struct PayoutLine {
 }
 
 /// A payout batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Payout {
     /// Batch id (ULID).
     pub batch_id: String,
@@ -571,7 +571,7 @@ pub struct Payout {
 }
 
 /// What a dashboard user may see: everything, or one affiliate's own data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
     /// The merchant or network: the whole dashboard.
@@ -987,7 +987,7 @@ pub struct NewEndpoint {
 }
 
 /// `GET` or `POST`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// A postback with the values in its URL.
@@ -1016,12 +1016,13 @@ impl HttpMethod {
 }
 
 /// A stored endpoint. Its secrets are never serialized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     /// `ep_` + ULID.
     pub id: String,
     /// Webhook or postback.
     #[serde(serialize_with = "kind_text")]
+    #[schema(value_type = String, pattern = "^(webhook|postback)$")]
     pub kind: EndpointKind,
     /// URL or template.
     pub url: String,
@@ -1133,7 +1134,7 @@ pub struct AttemptRecord {
 }
 
 /// A delivery as the log shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeliveryRow {
     /// Id.
     pub id: i64,
@@ -1161,7 +1162,7 @@ pub struct DeliveryRow {
 }
 
 /// One attempt as the log shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
     /// 1, 2, …
     pub n: u32,

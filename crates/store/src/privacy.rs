@@ -73,7 +73,7 @@ impl Subject {
 
 /// Rows changed per table by one erasure (0 where nothing matched, and on
 /// every run after the first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasureCounts {
     /// Clicks anonymised.
     pub clicks: u64,
@@ -96,7 +96,7 @@ pub struct ErasureCounts {
 }
 
 /// Where a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
     /// Stored; not finished yet (it is retried until it is).
@@ -130,7 +130,7 @@ impl RequestStatus {
 
 /// The receipt of an erasure: no personal data, only what was asked by
 /// whom, when, and what changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Receipt {
     /// `era_` + ULID.
     pub id: String,

@@ -1,8 +1,9 @@
 //! The admin API: programs, affiliates, links (create, read, list, update,
 //! disable/enable) and clicks (list, read). JSON in and out.
 
+use crate::http::error::{ApiJson, ApiPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickward_core::id::{ClickId, LinkCode, Slug};
@@ -18,6 +19,7 @@ use crate::http::paging::{self, MAX_LIMIT, Page, PageArgs};
 use crate::process::app::AppState;
 use crate::services::catalog::{NamedBody, NamedResource};
 use crate::services::programs::{self, ProgramSpec, ProgramView};
+use clickward_core::link::Affiliate;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -73,7 +75,7 @@ pub async fn list_named<R: NamedResource>(
 pub async fn get_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<R>> {
     Ok(Json(
         R::get(app.0.store.as_ref(), parse_slug(&slug)?).await?,
@@ -83,7 +85,7 @@ pub async fn get_named<R: NamedResource>(
 pub async fn create_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-    Json(v): Json<Value>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: NamedBody = body(v)?;
     let saved = app.0.catalog.save_named::<R>(b, SaveMode::Create).await?;
@@ -93,8 +95,8 @@ pub async fn create_named<R: NamedResource>(
 pub async fn update_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
-    Json(patch): Json<Value>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(patch): ApiJson<Value>,
 ) -> ApiResult<Json<R>> {
     let cur = R::get(app.0.store.as_ref(), parse_slug(&slug)?).await?;
     let cur_slug = cur.body().slug;
@@ -128,7 +130,7 @@ async fn set_named_status<R: NamedResource>(
 pub async fn disable_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<R>> {
     set_named_status(&app, &slug, Status::Disabled).await
 }
@@ -136,14 +138,133 @@ pub async fn disable_named<R: NamedResource>(
 pub async fn enable_named<R: NamedResource>(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<R>> {
     set_named_status(&app, &slug, Status::Active).await
+}
+
+// The affiliate routes: the named-resource handlers above, typed, so the
+// OpenAPI document names each operation (utoipa's `routes!` takes no
+// generic handlers).
+
+#[utoipa::path(get, path = "/affiliates", tag = "affiliates", params(PageArgs), responses((status = 200, body = Page<Affiliate>)))]
+pub async fn list_affiliates(
+    a: Authorized,
+    s: State<AppState>,
+    q: ApiQuery<PageArgs>,
+) -> ApiResult<Json<Page<Affiliate>>> {
+    list_named::<Affiliate>(a, s, q).await
+}
+
+#[utoipa::path(post, path = "/affiliates", tag = "affiliates", request_body = NamedBody, responses((status = 201, description = "Created", body = Affiliate)))]
+pub async fn create_affiliate(
+    a: Authorized,
+    s: State<AppState>,
+    b: ApiJson<Value>,
+) -> ApiResult<impl IntoResponse> {
+    create_named::<Affiliate>(a, s, b).await
+}
+
+#[utoipa::path(get, path = "/affiliates/{slug}", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
+pub async fn get_affiliate(
+    a: Authorized,
+    s: State<AppState>,
+    p: ApiPath<String>,
+) -> ApiResult<Json<Affiliate>> {
+    get_named::<Affiliate>(a, s, p).await
+}
+
+#[utoipa::path(patch, path = "/affiliates/{slug}", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), request_body = NamedPatch, responses((status = 200, body = Affiliate)))]
+pub async fn update_affiliate(
+    a: Authorized,
+    s: State<AppState>,
+    p: ApiPath<String>,
+    b: ApiJson<Value>,
+) -> ApiResult<Json<Affiliate>> {
+    update_named::<Affiliate>(a, s, p, b).await
+}
+
+#[utoipa::path(post, path = "/affiliates/{slug}/disable", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
+pub async fn disable_affiliate(
+    a: Authorized,
+    s: State<AppState>,
+    p: ApiPath<String>,
+) -> ApiResult<Json<Affiliate>> {
+    disable_named::<Affiliate>(a, s, p).await
+}
+
+#[utoipa::path(post, path = "/affiliates/{slug}/enable", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
+pub async fn enable_affiliate(
+    a: Authorized,
+    s: State<AppState>,
+    p: ApiPath<String>,
+) -> ApiResult<Json<Affiliate>> {
+    enable_named::<Affiliate>(a, s, p).await
+}
+
+/// A PATCH of a program's or affiliate's name or status.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the body is merged as JSON
+pub struct NamedPatch {
+    /// Display name.
+    name: Option<String>,
+    /// Active or disabled.
+    status: Option<Status>,
+}
+
+/// A PATCH of a link: any of its fields but the code.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the body is merged as JSON
+pub struct LinkPatch {
+    program: Option<Slug>,
+    affiliate: Option<Slug>,
+    destination: Option<String>,
+    redirect: Option<RedirectStatus>,
+    utm: Option<UtmDefaults>,
+    status: Option<Status>,
+}
+
+/// A page of `GET /api/v1/outbox`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: built as JSON
+pub struct OutboxPage {
+    /// Events after the cursor, oldest first (docs/events.md).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Value>,
+    /// The cursor to ask with next (`after=`).
+    next: i64,
+}
+
+/// The documented keys of `GET /api/v1/reports` (any other key filters on
+/// the dimension it names: `link=solare`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // a schema only: read as `ReportParams`
+pub struct ReportQueryDoc {
+    /// First day, `YYYY-MM-DD`, in `tz`.
+    #[param(value_type = Option<String>, format = Date)]
+    from: Option<String>,
+    /// Last day, inclusive.
+    #[param(value_type = Option<String>, format = Date)]
+    to: Option<String>,
+    /// IANA time zone of the days (`UTC`).
+    tz: Option<String>,
+    /// Dimensions, comma-separated (`day,link,src`).
+    group_by: Option<String>,
+    /// `json`, `ndjson` or `csv`.
+    format: Option<String>,
+    /// `conversion` (default) or `click`.
+    time_basis: Option<String>,
+    /// A metric, `-` first for descending (`-clicks`).
+    sort: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
 }
 
 // ---- programs: everything the catalogue can say ------------------------------
 
 /// `GET /api/v1/programs?limit=&cursor=`: by slug, with their settings.
+#[utoipa::path(get, path = "/programs", tag = "programs", params(PageArgs), responses((status = 200, description = "Programs by slug", body = Page<ProgramView>)))]
 pub async fn list_programs(
     _: Authorized,
     State(app): State<AppState>,
@@ -167,31 +288,34 @@ pub async fn list_programs(
     }))
 }
 
+#[utoipa::path(get, path = "/programs/{slug}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn get_program(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<ProgramView>> {
     let store = app.0.store.as_ref();
     let p = store.get_program(parse_slug(&slug)?).await?;
     Ok(Json(programs::view(store, p).await?))
 }
 
+#[utoipa::path(post, path = "/programs", tag = "programs", request_body = ProgramSpec, responses((status = 201, description = "Created", body = ProgramView)))]
 pub async fn create_program(
     _: Authorized,
     State(app): State<AppState>,
-    Json(v): Json<Value>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let spec: ProgramSpec = body(v)?;
     let saved = app.0.catalog.create_program(&spec).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
+#[utoipa::path(patch, path = "/programs/{slug}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), request_body = ProgramSpec, responses((status = 200, description = "Changed; absent fields are kept", body = ProgramView)))]
 pub async fn update_program(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
-    Json(v): Json<Value>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<Json<ProgramView>> {
     if !v.is_object() {
         return Err(ApiError::bad_request("a PATCH body must be a JSON object"));
@@ -222,27 +346,30 @@ async fn set_program_status(
     ))
 }
 
+#[utoipa::path(post, path = "/programs/{slug}/disable", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn disable_program(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<ProgramView>> {
     set_program_status(&app, &slug, Status::Disabled).await
 }
 
+#[utoipa::path(post, path = "/programs/{slug}/enable", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn enable_program(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<ProgramView>> {
     set_program_status(&app, &slug, Status::Active).await
 }
 
 /// `GET /api/v1/programs/{slug}/commissions?limit=&cursor=`: by affiliate.
+#[utoipa::path(get, path = "/programs/{slug}/commissions", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug"), PageArgs), responses((status = 200, body = Page<programs::OverrideView>)))]
 pub async fn list_overrides(
     _: Authorized,
     State(app): State<AppState>,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageArgs>,
 ) -> ApiResult<Json<Page<programs::OverrideView>>> {
     let all = programs::overrides(app.0.store.as_ref(), parse_slug(&slug)?).await?;
@@ -256,17 +383,18 @@ pub async fn list_overrides(
 }
 
 /// `PUT /api/v1/programs/{slug}/commissions/{affiliate}` body.
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
     commission: programs::CommissionSpec,
 }
 
+#[utoipa::path(put, path = "/programs/{slug}/commissions/{affiliate}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug"), ("affiliate" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), request_body = OverrideBody, responses((status = 200, description = "The program's overrides after the change", body = Vec<programs::OverrideView>)))]
 pub async fn put_override(
     _: Authorized,
     State(app): State<AppState>,
-    Path((slug, affiliate)): Path<(String, String)>,
-    Json(v): Json<Value>,
+    ApiPath((slug, affiliate)): ApiPath<(String, String)>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<Json<Vec<programs::OverrideView>>> {
     let b: OverrideBody = body(v)?;
     let program = parse_slug(&slug)?;
@@ -283,10 +411,11 @@ pub async fn put_override(
     ))
 }
 
+#[utoipa::path(delete, path = "/programs/{slug}/commissions/{affiliate}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug"), ("affiliate" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 204, description = "Removed (or there was none)")))]
 pub async fn delete_override(
     _: Authorized,
     State(app): State<AppState>,
-    Path((slug, affiliate)): Path<(String, String)>,
+    ApiPath((slug, affiliate)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     app.0
         .catalog
@@ -298,9 +427,9 @@ pub async fn delete_override(
 // ---- links ------------------------------------------------------------------
 
 /// A link in and out of the API.
-#[derive(Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct LinkBody {
+pub struct LinkBody {
     code: LinkCode,
     program: Slug,
     #[serde(default)]
@@ -344,7 +473,7 @@ impl LinkBody {
 
 /// A link as the API shows it: what was saved, whether it redirects now
 /// (link, program and affiliate all active) and its tracking paths.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub struct LinkView {
     #[serde(flatten)]
     link: LinkBody,
@@ -372,6 +501,7 @@ impl LinkView {
 }
 
 /// `GET /api/v1/links?limit=&cursor=`: by code.
+#[utoipa::path(get, path = "/links", tag = "links", params(PageArgs), responses((status = 200, description = "Links by code", body = Page<LinkView>)))]
 pub async fn list_links(
     _: Authorized,
     State(app): State<AppState>,
@@ -390,20 +520,22 @@ pub async fn list_links(
     }))
 }
 
+#[utoipa::path(get, path = "/links/{code}", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn get_link(
     _: Authorized,
     State(app): State<AppState>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<LinkView>> {
     Ok(Json(LinkView::of(
         &app.0.store.get_link(parse_code(&code)?).await?,
     )))
 }
 
+#[utoipa::path(post, path = "/links", tag = "links", request_body = LinkBody, responses((status = 201, description = "Created", body = LinkView)))]
 pub async fn create_link(
     _: Authorized,
     State(app): State<AppState>,
-    Json(v): Json<Value>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let b: LinkBody = body(v)?;
     let rec = app
@@ -414,11 +546,12 @@ pub async fn create_link(
     Ok((StatusCode::CREATED, Json(LinkView::of(&rec))))
 }
 
+#[utoipa::path(patch, path = "/links/{code}", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), request_body = LinkPatch, responses((status = 200, description = "Changed; absent fields are kept", body = LinkView)))]
 pub async fn update_link(
     _: Authorized,
     State(app): State<AppState>,
-    Path(code): Path<String>,
-    Json(patch): Json<Value>,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(patch): ApiJson<Value>,
 ) -> ApiResult<Json<LinkView>> {
     let cur = app.0.store.get_link(parse_code(&code)?).await?;
     let merged = merge(to_value(&LinkBody::of(&cur))?, patch)?;
@@ -448,25 +581,28 @@ async fn set_link_status(app: &AppState, code: &str, status: Status) -> ApiResul
     Ok(Json(LinkView::of(&rec)))
 }
 
+#[utoipa::path(post, path = "/links/{code}/disable", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn disable_link(
     _: Authorized,
     State(app): State<AppState>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<LinkView>> {
     set_link_status(&app, &code, Status::Disabled).await
 }
 
+#[utoipa::path(post, path = "/links/{code}/enable", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn enable_link(
     _: Authorized,
     State(app): State<AppState>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<LinkView>> {
     set_link_status(&app, &code, Status::Active).await
 }
 
 // ---- outbox -----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     after: Option<String>,
@@ -475,6 +611,7 @@ pub struct OutboxQuery {
 
 /// `GET /api/v1/outbox?after=SEQ&limit=N`: outbox events after a cursor
 /// (docs/events.md), oldest first; `next` is the cursor to ask with next.
+#[utoipa::path(get, operation_id = "outbox", path = "/outbox", tag = "events", params(OutboxQuery), responses((status = 200, body = OutboxPage)))]
 pub async fn outbox(
     _: Authorized,
     State(app): State<AppState>,
@@ -497,7 +634,8 @@ pub async fn outbox(
 // ---- clicks -----------------------------------------------------------------
 
 /// The query of `GET /api/v1/clicks`.
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClickListQuery {
     limit: Option<String>,
@@ -548,6 +686,7 @@ fn flag(name: &str, v: &str) -> ApiResult<bool> {
 /// `GET /api/v1/clicks?limit=&cursor=&order=newest|oldest&link=&affiliate=`
 /// `&program=&from=&to=&bot=&unique=&verdict=`: clicks by click id (time
 /// order), newest first unless `order=oldest`; up to 10,000 a page.
+#[utoipa::path(get, path = "/clicks", tag = "clicks", params(ClickListQuery), responses((status = 200, body = Page<clickward_store::ClickRow>)))]
 pub async fn list_clicks(
     _: Authorized,
     State(app): State<AppState>,
@@ -601,10 +740,11 @@ pub async fn list_clicks(
     Ok(Json(app.0.cursors.page(list, rows, limit, |c| c.click_id)))
 }
 
+#[utoipa::path(get, path = "/clicks/{click_id}", tag = "clicks", params(("click_id" = clickward_core::id::ClickId, Path, description = "The click id")), responses((status = 200, body = clickward_store::ClickRow)))]
 pub async fn get_click(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<clickward_store::ClickRow>> {
     let id: ClickId = id
         .parse()
@@ -638,10 +778,11 @@ pub struct ReportParams {
 /// `&format=json|ndjson|csv&time_basis=conversion|click&sort=-clicks&limit=&offset=`
 /// plus dimension filters (`link=solare`): the report `clickward report`
 /// prints (same engine, same numbers).
+#[utoipa::path(get, operation_id = "report", path = "/reports", tag = "reports", params(ReportQueryDoc), responses((status = 200, description = "Rows of the report: JSON, NDJSON or CSV by `format`", content((Object = "application/json"), ("application/x-ndjson"), ("text/csv")))))]
 pub async fn report(
     _: Authorized,
     State(app): State<AppState>,
-    Query(p): Query<ReportParams>,
+    ApiQuery(p): ApiQuery<ReportParams>,
 ) -> Response {
     let format = match p.format.as_deref() {
         None | Some("json") => crate::services::reports::Format::Json,
@@ -715,6 +856,7 @@ fn admin_only(key: &Authorized, what: &str) -> ApiResult<()> {
 
 /// `GET /api/v1/keys?limit=&cursor=`: API keys by id (prefix, scope,
 /// label; never the key), unrevoked ones only. Admin keys only.
+#[utoipa::path(get, path = "/keys", tag = "keys", params(PageArgs), responses((status = 200, body = Page<clickward_store::ApiKey>)))]
 pub async fn list_keys(
     key: Authorized,
     State(app): State<AppState>,
@@ -732,7 +874,7 @@ pub async fn list_keys(
 }
 
 /// A dashboard or portal user as the API shows it (no password hash).
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct UserView {
     id: i64,
     username: String,
@@ -746,6 +888,7 @@ pub struct UserView {
 }
 
 /// `GET /api/v1/users?limit=&cursor=`: users by id. Admin keys only.
+#[utoipa::path(get, path = "/users", tag = "users", params(PageArgs), responses((status = 200, body = Page<UserView>)))]
 pub async fn list_users(
     key: Authorized,
     State(app): State<AppState>,
@@ -778,7 +921,8 @@ pub async fn list_users(
 }
 
 /// The query of `GET /api/v1/payouts`.
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutQuery {
     affiliate: Option<String>,
@@ -788,6 +932,7 @@ pub struct PayoutQuery {
 
 /// `GET /api/v1/payouts?affiliate=&limit=&cursor=`: payout batches by
 /// batch id (oldest first).
+#[utoipa::path(get, path = "/payouts", tag = "payouts", params(PayoutQuery), responses((status = 200, body = Page<clickward_store::Payout>)))]
 pub async fn list_payouts(
     _: Authorized,
     State(app): State<AppState>,
@@ -814,7 +959,8 @@ pub async fn list_payouts(
 // ---- QR codes -------------------------------------------------------------------
 
 /// The query of `GET /api/v1/links/{code}/qr`.
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QrQuery {
     /// `svg` (default) or `png`.
@@ -838,11 +984,12 @@ pub struct QrQuery {
 /// `GET /api/v1/links/{code}/qr?format=svg|png&size=512&src=&sub1=…&sub5=`:
 /// the QR code of the link's public tracking URL (`/r/{code}` on
 /// `[dashboard] public_url`, else the host asked) with those ids.
+#[utoipa::path(get, path = "/links/{code}/qr", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code"), QrQuery), responses((status = 200, description = "The QR code of the public tracking URL", content(("image/svg+xml"), ("image/png")))))]
 pub async fn link_qr(
     _: Authorized,
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
     ApiQuery(q): ApiQuery<QrQuery>,
 ) -> ApiResult<Response> {
     let rec = app.0.store.get_link(parse_code(&code)?).await?;

@@ -1,11 +1,13 @@
 //! Conversion routes: S2S postback, JSON API (with Idempotency-Key), status
 //! changes, balances. The work is in [`crate::services::conversions::ConversionService::intake`].
 
+use crate::http::error::ApiPath;
+use crate::services::conversions::ConversionView;
 use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clickward_core::conversion::{ConversionReport, ConversionStatus};
@@ -215,6 +217,7 @@ async fn claim_key(app: &AppState, key: &str, print: &[u8]) -> Option<Response> 
 /// "occurred_at", "adv_sub1".."adv_sub5"}`. Amounts are strings (or
 /// integers): JSON decimals are floats and money is never a float.
 /// An `Idempotency-Key` header makes a retry return the first answer.
+#[utoipa::path(post, operation_id = "create_conversion", path = "/conversions", tag = "conversions", params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first answer")), request_body = Object, responses((status = 200, description = "Already recorded (a replay)", body = IntakeAnswer), (status = 201, description = "Recorded", body = IntakeAnswer), (status = 401, description = "No or an unknown API key", body = crate::http::error::ErrorBody), (status = 403, description = "Not an admin key", body = crate::http::error::ErrorBody), (status = "4XX", description = "Not recorded, with the reason", body = IntakeAnswer)))]
 pub async fn create(
     Authorized(key): Authorized,
     State(app): State<AppState>,
@@ -348,7 +351,25 @@ fn parse_json_report(body: &[u8]) -> Result<(ConversionReport, Vec<u8>), String>
     Ok((report, print.finalize().as_bytes().to_vec()))
 }
 
-#[derive(Deserialize)]
+/// What conversion intake answers (docs/postbacks.md, "Answers"): the
+/// same words as a postback's.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: answers are built as JSON
+pub struct IntakeAnswer {
+    /// `created`, `duplicate`, `updated`, `invalid`, `unattributed`,
+    /// `rejected`, `held`, `forbidden`, `rate_limited`, `unavailable`, …
+    status: String,
+    /// Why, when it was not recorded as asked.
+    reason: Option<String>,
+    /// The conversion's id, when there is one.
+    #[schema(value_type = Option<clickward_core::id::ConversionId>)]
+    conversion_id: Option<String>,
+    /// The conversion as stored.
+    conversion: Option<ConversionView>,
+}
+
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
@@ -359,6 +380,7 @@ pub struct ListQuery {
 
 /// `GET /api/v1/conversions?status=&affiliate=&limit=&cursor=`: newest
 /// first (in the order they were stored), up to 1,000 a page.
+#[utoipa::path(get, operation_id = "list_conversions", path = "/conversions", tag = "conversions", params(ListQuery), responses((status = 200, body = Page<ConversionView>)))]
 pub async fn list(
     _: Authorized,
     State(app): State<AppState>,
@@ -408,17 +430,18 @@ fn parse_id(s: &str) -> Result<ConversionId, ApiError> {
 }
 
 /// `GET /api/v1/conversions/{id}`.
+#[utoipa::path(get, operation_id = "get_conversion", path = "/conversions/{id}", tag = "conversions", params(("id" = clickward_core::id::ConversionId, Path, description = "The conversion id")), responses((status = 200, body = ConversionView)))]
 pub async fn get(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(conversion_json(
         &app.0.store.get_conversion(parse_id(&id)?).await?,
     )))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(utoipa::ToSchema, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
     reason: Option<String>,
@@ -427,10 +450,11 @@ pub struct Change {
 /// `POST /api/v1/conversions/{id}/{approve|reject|reverse}` with an optional
 /// `{"reason": "…"}`; appends ledger entries, never edits. 409 when the
 /// lifecycle forbids the change.
+#[utoipa::path(post, operation_id = "change_conversion", path = "/conversions/{id}/{action}", tag = "conversions", params(("id" = clickward_core::id::ConversionId, Path, description = "The conversion id"), ("action" = String, Path, description = "`approve`, `reject` or `reverse`")), request_body = Option<Change>, responses((status = 200, description = "The conversion after the change", body = ConversionView)))]
 pub async fn change(
     Authorized(key): Authorized,
     State(app): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let to = match action.as_str() {
@@ -462,6 +486,7 @@ pub async fn change(
 }
 
 /// `GET /api/v1/balances`: ledger sums by affiliate, currency and bucket.
+#[utoipa::path(get, operation_id = "balances", path = "/balances", tag = "conversions", params(paging::NoArgs), responses((status = 200, description = "Ledger sums by affiliate, currency and bucket", body = Vec<Object>)))]
 pub async fn balances(
     _: Authorized,
     State(app): State<AppState>,

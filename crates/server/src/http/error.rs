@@ -150,3 +150,67 @@ where
             .map_err(|e| ApiError::bad_request(format!("query: {e}")))
     }
 }
+
+/// The error body every admin API failure answers with, as the OpenAPI
+/// document names it (`Error`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// The kind: `bad_request`, `invalid`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `rate_limited`, `unavailable`, `internal`.
+    pub error: String,
+    /// What is wrong, in a sentence.
+    pub reason: String,
+}
+
+/// `Json<T>` whose rejection (no JSON content type, malformed JSON, a body
+/// of the wrong shape) is an [`ApiError`] in the one error shape instead of
+/// axum's plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) => Err(ApiError {
+                status: if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                kind: "bad_request",
+                reason: r.body_text(),
+            }),
+        }
+    }
+}
+
+/// `Path<T>` whose rejection (a segment that is not UTF-8, not a number)
+/// is a 404 in the one error shape: such a path names nothing.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|r| ApiError::not_found(format!("path: {}", r.body_text())))
+    }
+}

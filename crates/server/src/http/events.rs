@@ -32,7 +32,8 @@ const SIGNED_URL_TTL_S: i64 = 300;
 /// How often an open stream checks that its credential still holds.
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     key: Option<i64>,
@@ -85,6 +86,7 @@ impl StreamCredential {
 
 /// `GET /api/v1/events/url` (any key): a URL valid for five minutes and
 /// while the key that asked for it is not revoked.
+#[utoipa::path(get, operation_id = "event_stream_url", path = "/events/url", tag = "events", responses((status = 200, description = "A signed stream URL valid for five minutes", body = Object)))]
 pub async fn signed_url(
     Authorized(key): Authorized,
     State(app): State<AppState>,
@@ -99,6 +101,7 @@ pub async fn signed_url(
 }
 
 /// `GET /api/v1/events`.
+#[utoipa::path(get, operation_id = "event_stream", path = "/events", tag = "events", params(EventsQuery), responses((status = 200, description = "Server-sent events", body = String, content_type = "text/event-stream")))]
 pub async fn stream(
     auth: Result<Authorized, ApiError>,
     State(app): State<AppState>,

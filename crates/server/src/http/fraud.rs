@@ -3,10 +3,11 @@
 //! `/api/v1/exclusions` (addresses are hashed at once; none is stored or
 //! shown).
 
+use crate::http::error::{ApiJson, ApiPath};
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use clickward_core::fraud::RuleSpec;
 use clickward_core::id::Slug;
@@ -33,6 +34,7 @@ impl From<RuleSaveError> for ApiError {
 }
 
 /// `GET /api/v1/rules`: every rule as written, with its owner.
+#[utoipa::path(get, path = "/rules", tag = "rules", params(PageArgs), responses((status = 200, body = Page<StoredRule>)))]
 pub async fn list_rules(
     _: Authorized,
     State(app): State<AppState>,
@@ -53,11 +55,12 @@ pub async fn list_rules(
 /// 200 with the stored rule. A field a check does not take, an unknown
 /// field, a bad window or country: 400/422 naming the rule and the field,
 /// and nothing changes.
+#[utoipa::path(put, path = "/rules/{id}", tag = "rules", params(("id" = String, Path, description = "The rule id")), request_body = clickward_core::fraud::RuleSpec, responses((status = 200, description = "The rule as stored", body = Object)))]
 pub async fn put_rule(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Json(mut v): Json<Value>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(mut v): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
     let Value::Object(map) = &mut v else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -91,10 +94,11 @@ pub async fn put_rule(
 }
 
 /// `DELETE /api/v1/rules/{id}` → 204, or 404.
+#[utoipa::path(delete, path = "/rules/{id}", tag = "rules", params(("id" = String, Path, description = "The rule id")), responses((status = 204, description = "Removed")))]
 pub async fn delete_rule(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if app.0.fraud_rules.delete_rule(&id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -105,6 +109,7 @@ pub async fn delete_rule(
 
 /// `GET /api/v1/exclusions`: every entry (label, kind, affiliate; never an
 /// address).
+#[utoipa::path(get, path = "/exclusions", tag = "exclusions", params(PageArgs), responses((status = 200, body = Page<Exclusion>)))]
 pub async fn list_exclusions(
     _: Authorized,
     State(app): State<AppState>,
@@ -121,7 +126,7 @@ pub async fn list_exclusions(
 }
 
 /// The body of `POST /api/v1/exclusions`.
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExcludeBody {
     /// An address to exclude (IPv4 or IPv6).
@@ -142,12 +147,13 @@ pub struct ExcludeBody {
 /// `POST /api/v1/exclusions` `{"ip": "203.0.113.7" | "current_visitor": true
 /// | "browser": true, "label", "affiliate"}` → 201 with the entry (and, for
 /// a browser, the `url` that marks it). The address is hashed at once.
+#[utoipa::path(post, path = "/exclusions", tag = "exclusions", request_body = ExcludeBody, responses((status = 201, description = "The entry", body = Object)))]
 pub async fn add_exclusion(
     _: Authorized,
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(b): Json<ExcludeBody>,
+    ApiJson(b): ApiJson<ExcludeBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let what = match (&b.ip, b.current_visitor, b.browser) {
         (Some(ip), false, false) => ExcludeWhat::Ip(ip.trim().parse::<IpAddr>().map_err(|_| {
@@ -182,10 +188,11 @@ pub async fn add_exclusion(
 }
 
 /// `DELETE /api/v1/exclusions/{id}` → 204, or 404.
+#[utoipa::path(delete, path = "/exclusions/{id}", tag = "exclusions", params(("id" = i64, Path, description = "The entry id")), responses((status = 204, description = "Removed")))]
 pub async fn remove_exclusion(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     if app.0.fraud_rules.remove_exclusion(id).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -1,9 +1,10 @@
 //! `POST /integrations/stripe/{program}` and `/integrations/shopify/{program}`:
 //! the platforms' webhooks (see `services::integrations`).
 
+use crate::http::error::ApiPath;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -31,7 +32,7 @@ fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /integrations/stripe/{program}`: one Stripe event, signed.
 pub async fn stripe(
     State(app): State<AppState>,
-    Path(program): Path<String>,
+    ApiPath(program): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -46,7 +47,7 @@ pub async fn stripe(
 /// `POST /integrations/shopify/{program}`: one Shopify webhook, signed.
 pub async fn shopify(
     State(app): State<AppState>,
-    Path(program): Path<String>,
+    ApiPath(program): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

@@ -15,6 +15,7 @@ pub(crate) mod error;
 mod events;
 mod fraud;
 mod integrations;
+pub mod openapi;
 mod ops;
 pub mod paging;
 mod privacy;
@@ -25,8 +26,8 @@ mod webhooks;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-
-use clickward_core::link::Affiliate;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::process::app::AppState;
 
@@ -40,98 +41,9 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(
-            "/programs",
-            get(api::list_programs).post(api::create_program),
-        )
-        .route(
-            "/programs/{slug}",
-            get(api::get_program).patch(api::update_program),
-        )
-        .route("/programs/{slug}/disable", post(api::disable_program))
-        .route("/programs/{slug}/enable", post(api::enable_program))
-        .route("/programs/{slug}/commissions", get(api::list_overrides))
-        .route(
-            "/programs/{slug}/commissions/{affiliate}",
-            axum::routing::put(api::put_override).delete(api::delete_override),
-        )
-        .route(
-            "/affiliates",
-            get(api::list_named::<Affiliate>).post(api::create_named::<Affiliate>),
-        )
-        .route(
-            "/affiliates/{slug}",
-            get(api::get_named::<Affiliate>).patch(api::update_named::<Affiliate>),
-        )
-        .route(
-            "/affiliates/{slug}/disable",
-            post(api::disable_named::<Affiliate>),
-        )
-        .route(
-            "/affiliates/{slug}/enable",
-            post(api::enable_named::<Affiliate>),
-        )
-        .route("/links", get(api::list_links).post(api::create_link))
-        .route("/links/{code}", get(api::get_link).patch(api::update_link))
-        .route("/links/{code}/disable", post(api::disable_link))
-        .route("/links/{code}/enable", post(api::enable_link))
-        .route("/links/{code}/qr", get(api::link_qr))
-        .route(
-            "/conversions",
-            get(conversions::list).post(conversions::create),
-        )
-        .route("/conversions/{id}", get(conversions::get))
-        .route("/conversions/{id}/{action}", post(conversions::change))
-        .route("/balances", get(conversions::balances))
-        .route("/events", get(events::stream))
-        .route("/events/url", get(events::signed_url))
-        .route("/reports", get(api::report))
-        .route("/outbox", get(api::outbox))
-        .route("/clicks", get(api::list_clicks))
-        .route("/clicks/{click_id}", get(api::get_click))
-        .route(
-            "/webhooks",
-            get(webhooks::list_webhooks).post(webhooks::create_webhook),
-        )
-        .route(
-            "/postbacks",
-            get(webhooks::list_postbacks).post(webhooks::create_postback),
-        )
-        .route(
-            "/webhooks/{id}",
-            get(webhooks::get_endpoint).patch(webhooks::update_endpoint),
-        )
-        .route("/webhooks/{id}/replay", post(webhooks::replay_range))
-        .route("/webhooks/{id}/{action}", post(webhooks::endpoint_action))
-        .route("/deliveries", get(webhooks::list_deliveries))
-        .route("/deliveries/{id}", get(webhooks::get_delivery))
-        .route("/deliveries/{id}/replay", post(webhooks::replay_delivery))
-        .route("/rules", get(fraud::list_rules))
-        .route(
-            "/rules/{id}",
-            axum::routing::put(fraud::put_rule).delete(fraud::delete_rule),
-        )
-        .route(
-            "/exclusions",
-            get(fraud::list_exclusions).post(fraud::add_exclusion),
-        )
-        .route(
-            "/exclusions/{id}",
-            axum::routing::delete(fraud::remove_exclusion),
-        )
-        .route(
-            "/privacy/erasures",
-            // A batch of 10,000 selectors is ~0.6 MB.
-            get(privacy::list)
-                .post(privacy::erase)
-                .layer(axum::extract::DefaultBodyLimit::max(2 << 20)),
-        )
-        .route("/privacy/erasures/{id}", get(privacy::get))
-        .route("/keys", get(api::list_keys))
-        .route("/users", get(api::list_users))
-        .route("/payouts", get(api::list_payouts))
-        .route("/privacy/export", get(privacy::export))
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
+        .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -169,6 +81,61 @@ pub fn router(state: AppState) -> Router {
             state.0.cfg.config.http.body_read_timeout,
         ))
         .with_state(state)
+}
+
+/// Every `/api/v1` route (paths relative to it) with its OpenAPI operation:
+/// the router and the document come from the same list, so neither can
+/// miss a route ([`openapi::document`]).
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+    use api::*;
+    let erasures = OpenApiRouter::new()
+        .routes(routes!(privacy::list, privacy::erase))
+        // A batch of 10,000 selectors is ~0.6 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(2 << 20));
+    OpenApiRouter::new()
+        .routes(routes!(list_programs, create_program))
+        .routes(routes!(get_program, update_program))
+        .routes(routes!(disable_program))
+        .routes(routes!(enable_program))
+        .routes(routes!(list_overrides))
+        .routes(routes!(put_override, delete_override))
+        .routes(routes!(list_affiliates, create_affiliate))
+        .routes(routes!(get_affiliate, update_affiliate))
+        .routes(routes!(disable_affiliate))
+        .routes(routes!(enable_affiliate))
+        .routes(routes!(list_links, create_link))
+        .routes(routes!(get_link, update_link))
+        .routes(routes!(disable_link))
+        .routes(routes!(enable_link))
+        .routes(routes!(link_qr))
+        .routes(routes!(conversions::list, conversions::create))
+        .routes(routes!(conversions::get))
+        .routes(routes!(conversions::change))
+        .routes(routes!(conversions::balances))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::signed_url))
+        .routes(routes!(report))
+        .routes(routes!(outbox))
+        .routes(routes!(list_clicks))
+        .routes(routes!(get_click))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::list_postbacks, webhooks::create_postback))
+        .routes(routes!(webhooks::get_endpoint, webhooks::update_endpoint))
+        .routes(routes!(webhooks::replay_range))
+        .routes(routes!(webhooks::endpoint_action))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::get_delivery))
+        .routes(routes!(webhooks::replay_delivery))
+        .routes(routes!(fraud::list_rules))
+        .routes(routes!(fraud::put_rule, fraud::delete_rule))
+        .routes(routes!(fraud::list_exclusions, fraud::add_exclusion))
+        .routes(routes!(fraud::remove_exclusion))
+        .merge(erasures)
+        .routes(routes!(privacy::get))
+        .routes(routes!(list_keys))
+        .routes(routes!(list_users))
+        .routes(routes!(list_payouts))
+        .routes(routes!(privacy::export))
 }
 
 /// `/integrations/{stripe,shopify}/{program}`, with their own body limit.
@@ -253,7 +220,12 @@ async fn limit_api(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let ip = client_of(&app, peer, req.headers());
-    if let Some(l) = over_limit(&app, crate::services::limits::Class::Api, ip).await {
+    if let Some(mut l) = over_limit(&app, crate::services::limits::Class::Api, ip).await {
+        // The admin API's one error shape (`error`, `reason`) beside the
+        // `status` every limited answer carries.
+        if let Some(o) = l.body.as_object_mut() {
+            o.insert("error".to_owned(), serde_json::Value::from("rate_limited"));
+        }
         return l.into_response();
     }
     next.run(req).await

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::error::ApiError;
 
 /// One page of a list.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct Page<T> {
     /// This page's items, in the list's order.
     pub items: Vec<T>,
@@ -151,7 +151,8 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `limit` and `cursor` of a list without other arguments.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(utoipa::IntoParams, Debug, Default, serde::Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageArgs {
     /// 1 to the list's maximum; 100 when absent.
@@ -161,7 +162,8 @@ pub struct PageArgs {
 }
 
 /// The query of a route that takes none: any key is a 400 naming it.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(utoipa::IntoParams, Debug, Default, serde::Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 

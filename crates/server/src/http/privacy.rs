@@ -2,9 +2,10 @@
 //! stored about a visitor or an order (docs/privacy.md). Admin keys only:
 //! both reach personal data.
 
+use crate::http::error::ApiPath;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,9 +37,9 @@ fn subject(app: &AppState, s: &Selector) -> Result<Subject, String> {
 }
 
 /// The body of `POST /api/v1/privacy/erasures`: one selector, or a batch.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum ErasureBody {
+pub enum ErasureBody {
     Batch { batch: Vec<Selector> },
     One(Selector),
 }
@@ -52,6 +53,7 @@ enum ErasureBody {
 /// `{"batch": [selector, …]}` (at most 10,000): every request is stored,
 /// then carried out in the background one at a time (and, after a crash,
 /// at the next start); 202 with the receipts. A bad selector is a 422 naming it, and nothing is stored.
+#[utoipa::path(post, operation_id = "create_erasure", path = "/privacy/erasures", tag = "privacy", request_body = ErasureBody, responses((status = 201, description = "Done: the receipt", body = Object), (status = 202, description = "Received: a batch, or retried until it is done", body = Object)))]
 pub async fn erase(
     key: Authorized,
     State(app): State<AppState>,
@@ -114,6 +116,7 @@ fn not_received(e: clickward_store::StoreError) -> ApiError {
 
 /// `GET /api/v1/privacy/erasures?limit=100&cursor=` → receipts, newest
 /// first.
+#[utoipa::path(get, operation_id = "list_erasures", path = "/privacy/erasures", tag = "privacy", params(PageArgs), responses((status = 200, body = Page<Receipt>)))]
 pub async fn list(
     key: Authorized,
     State(app): State<AppState>,
@@ -134,10 +137,11 @@ pub async fn list(
 }
 
 /// `GET /api/v1/privacy/erasures/{id}` → one receipt, or 404.
+#[utoipa::path(get, operation_id = "get_erasure", path = "/privacy/erasures/{id}", tag = "privacy", params(("id" = String, Path, description = "The receipt id (`era_` + ULID)")), responses((status = 200, description = "The receipt", body = Object)))]
 pub async fn get(
     key: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     admin(&key)?;
     match app.0.privacy.receipt(&id).await? {
@@ -149,6 +153,7 @@ pub async fn get(
 /// `GET /api/v1/privacy/export?visitor=…` (or any one selector of the
 /// erasure) → `{"subject", "clicks", "conversions", "deliveries"}`:
 /// everything stored about them, the same selection as erasure.
+#[utoipa::path(get, operation_id = "export_privacy", path = "/privacy/export", tag = "privacy", params(Selector), responses((status = 200, description = "Everything held about the subject", body = Object)))]
 pub async fn export(
     key: Authorized,
     State(app): State<AppState>,

@@ -3,8 +3,9 @@
 //! (`/api/v1/deliveries`) and replays. JSON in and out; an endpoint's
 //! signing secret is in the answer of its creation and of a rotation only.
 
+use crate::http::error::{ApiJson, ApiPath};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use clickward_core::delivery::EndpointKind;
@@ -73,6 +74,7 @@ async fn create(
 }
 
 /// `GET /api/v1/webhooks`: the merchant's webhook endpoints.
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", params(PageArgs), responses((status = 200, body = Page<Endpoint>)))]
 pub async fn list_webhooks(
     _: Authorized,
     State(app): State<AppState>,
@@ -83,15 +85,17 @@ pub async fn list_webhooks(
 
 /// `POST /api/v1/webhooks` `{"url", "events": ["conversion.*"], "program",
 /// "affiliate", "description"}` → 201 with the endpoint and its `secret`.
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = EndpointSpec, responses((status = 201, description = "The endpoint with its signing `secret` (shown once)", body = Object)))]
 pub async fn create_webhook(
     _: Authorized,
     State(app): State<AppState>,
-    Json(v): Json<Value>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     create(&app, EndpointKind::Webhook, v).await
 }
 
 /// `GET /api/v1/postbacks`: every affiliate's postback endpoints.
+#[utoipa::path(get, path = "/postbacks", tag = "webhooks", params(PageArgs), responses((status = 200, body = Page<Endpoint>)))]
 pub async fn list_postbacks(
     _: Authorized,
     State(app): State<AppState>,
@@ -102,29 +106,32 @@ pub async fn list_postbacks(
 
 /// `POST /api/v1/postbacks` `{"affiliate", "url": "https://…?cid={click_id}",
 /// "method": "GET", "events": ["conversion.approved"], "program"}` → 201.
+#[utoipa::path(post, path = "/postbacks", tag = "webhooks", request_body = EndpointSpec, responses((status = 201, description = "The endpoint with its signing `secret` (shown once)", body = Object)))]
 pub async fn create_postback(
     _: Authorized,
     State(app): State<AppState>,
-    Json(v): Json<Value>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     create(&app, EndpointKind::Postback, v).await
 }
 
 /// `GET /api/v1/webhooks/{id}` (any endpoint, webhook or postback).
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)")), responses((status = 200, body = Endpoint)))]
 pub async fn get_endpoint(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Endpoint>> {
     Ok(Json(app.0.delivery.get(&id).await?))
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: `url`, `method`, `events`, `description`.
+#[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)")), request_body = EndpointSpec, responses((status = 200, body = Endpoint)))]
 pub async fn update_endpoint(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Json(v): Json<Value>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<Json<Endpoint>> {
     Ok(Json(app.0.delivery.change(&id, spec(v)?).await?))
 }
@@ -133,10 +140,11 @@ pub async fn update_endpoint(
 /// `rotate-secret` (answers the new `secret`; the old one signs beside it
 /// for 24 h), `test` (queues a `webhook.test` event; answers its
 /// `delivery`).
+#[utoipa::path(post, path = "/webhooks/{id}/{action}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)"), ("action" = String, Path, description = "`disable`, `enable`, `rotate-secret` or `test`")), responses((status = 200, body = Object)))]
 pub async fn endpoint_action(
     key: Authorized,
     State(app): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let who = format!("API key {}", key.0.prefix);
     let v = match app.0.delivery.act(&id, &action, &who).await? {
@@ -148,7 +156,7 @@ pub async fn endpoint_action(
 }
 
 /// The body of `POST /api/v1/webhooks/{id}/replay`.
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     /// Event filter (default `*`).
@@ -162,11 +170,12 @@ pub struct ReplayBody {
 /// `POST /api/v1/webhooks/{id}/replay` `{"events": ["conversion.*"],
 /// "from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z"}`: sends
 /// those events to the endpoint again; answers `{"replayed": n}`.
+#[utoipa::path(post, path = "/webhooks/{id}/replay", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)")), request_body = ReplayBody, responses((status = 200, description = "How many deliveries were queued", body = Object)))]
 pub async fn replay_range(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Json(v): Json<Value>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(v): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
     let b: ReplayBody =
         serde_json::from_value(v).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -180,7 +189,8 @@ pub async fn replay_range(
 }
 
 /// The query of `GET /api/v1/deliveries`.
-#[derive(Deserialize)]
+#[derive(utoipa::IntoParams, Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     endpoint: Option<String>,
@@ -195,6 +205,7 @@ const MAX_DELIVERIES: u32 = 1000;
 
 /// `GET /api/v1/deliveries?endpoint=ep_…&status=dead&affiliate=&limit=100&cursor=`:
 /// the delivery log, newest first.
+#[utoipa::path(get, path = "/deliveries", tag = "deliveries", params(DeliveriesQuery), responses((status = 200, body = Page<clickward_store::DeliveryRow>)))]
 pub async fn list_deliveries(
     _: Authorized,
     State(app): State<AppState>,
@@ -248,10 +259,11 @@ fn delivery_id(s: &str) -> ApiResult<i64> {
 
 /// `GET /api/v1/deliveries/{id}`: the delivery and every attempt (status,
 /// latency, the first KiB of the answer).
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", params(("id" = i64, Path, description = "The delivery id")), responses((status = 200, description = "The delivery and its attempts", body = Object)))]
 pub async fn get_delivery(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let (row, attempts) = app.0.delivery.delivery(delivery_id(&id)?).await?;
     let mut v = serde_json::to_value(row).map_err(ApiError::internal)?;
@@ -266,10 +278,11 @@ pub async fn get_delivery(
 
 /// `POST /api/v1/deliveries/{id}/replay`: sends it again now (a dead
 /// letter too), with the same `webhook-id`.
+#[utoipa::path(post, path = "/deliveries/{id}/replay", tag = "deliveries", params(("id" = i64, Path, description = "The delivery id")), responses((status = 202, description = "Queued to be sent again now")))]
 pub async fn replay_delivery(
     _: Authorized,
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     app.0.delivery.replay(delivery_id(&id)?).await?;
     Ok(StatusCode::ACCEPTED)

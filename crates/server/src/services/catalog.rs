@@ -105,7 +105,7 @@ impl CatalogService {
 }
 
 /// The body of a program or an affiliate.
-#[derive(Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedBody {
     /// Slug.

@@ -33,6 +33,7 @@ use clickward_core::id::{ClickId, ConversionId};
 use clickward_core::money::{Currency, ExchangeRate};
 use clickward_store::{ClickFacts, ConversionRow, NewConversion, Recorded, Store, StoreError};
 use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -860,38 +861,98 @@ fn rejected_answer(row: &ConversionRow, cap_rules: &[String]) -> Answer {
     }
 }
 
-/// A conversion as answers show it: money as decimal text and minor units.
+/// A conversion as answers and the API show it: money as decimal text
+/// (in the currency's minor unit) and as minor units; times UTC µs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversionView {
+    /// Its id (ULID).
+    pub conversion_id: ConversionId,
+    /// Program slug.
+    pub program: String,
+    /// Event name (`sale`, `lead`, …).
+    pub event: String,
+    /// The merchant's order id.
+    pub order_id: String,
+    /// The click it is attributed to; `null`: unattributed.
+    pub click_id: Option<ClickId>,
+    /// The click's link code.
+    pub link: Option<String>,
+    /// The click's affiliate slug.
+    pub affiliate: Option<String>,
+    /// The click's placement.
+    pub src: Option<String>,
+    /// The click's sub1..sub5.
+    pub subs: [Option<String>; 5],
+    /// Sale amount as decimal text (`"12.34"`).
+    pub amount: Option<String>,
+    /// Sale amount, minor units.
+    pub amount_minor: Option<i64>,
+    /// Commission as decimal text.
+    pub commission: String,
+    /// Commission, minor units.
+    pub commission_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `pending`, `approved`, `rejected`, `reversed` or `paid`.
+    pub status: ConversionStatus,
+    /// When it happened, UTC µs.
+    pub occurred_at: i64,
+    /// When it was recorded, UTC µs.
+    pub received_at: i64,
+    /// Click to conversion time (CTIT), seconds.
+    pub ctit_s: Option<i64>,
+    /// `click_id` or `cookie`.
+    pub attributed_by: Option<String>,
+    /// Held for review: the hold period never approves it (an admin does).
+    pub held: bool,
+    /// The fraud verdict with its rule and sentence.
+    pub verdict: Option<Verdict>,
+    /// adv_sub1..adv_sub5.
+    pub adv_subs: [Option<String>; 5],
+    /// Before the first partial refund (docs/integrations.md, "Refunds");
+    /// `null` when never refunded in part.
+    pub gross_amount_minor: Option<i64>,
+    /// Before the first partial refund, minor units.
+    pub gross_commission_minor: Option<i64>,
+}
+
+impl ConversionView {
+    /// The view of a stored conversion.
+    pub fn of(c: &ConversionRow) -> Self {
+        let cur = Currency::parse(&c.currency).ok();
+        let fmt = |m: i64| cur.map(|c| c.format(m)).unwrap_or_else(|| m.to_string());
+        Self {
+            conversion_id: c.conversion_id,
+            program: c.program.clone(),
+            event: c.event.clone(),
+            order_id: c.order_id.clone(),
+            click_id: c.click_id,
+            link: c.link.clone(),
+            affiliate: c.affiliate.clone(),
+            src: c.src.clone(),
+            subs: c.subs.clone(),
+            amount: c.amount_minor.map(fmt),
+            amount_minor: c.amount_minor,
+            commission: fmt(c.commission_minor),
+            commission_minor: c.commission_minor,
+            currency: c.currency.clone(),
+            status: c.status,
+            occurred_at: c.occurred_at,
+            received_at: c.received_at,
+            ctit_s: c.ctit_us.map(|u| u / 1_000_000),
+            attributed_by: c.attributed_by.clone(),
+            held: c.held,
+            verdict: c.verdict.clone(),
+            adv_subs: c.adv_subs.clone(),
+            gross_amount_minor: c.gross_amount_minor,
+            gross_commission_minor: c.gross_commission_minor,
+        }
+    }
+}
+
+/// A conversion as answers show it ([`ConversionView`] as JSON).
 pub fn conversion_json(c: &ConversionRow) -> Value {
-    let cur = Currency::parse(&c.currency).ok();
-    let fmt = |m: i64| cur.map(|c| c.format(m)).unwrap_or_else(|| m.to_string());
-    json!({
-        "conversion_id": c.conversion_id,
-        "program": c.program,
-        "event": c.event,
-        "order_id": c.order_id,
-        "click_id": c.click_id,
-        "link": c.link,
-        "affiliate": c.affiliate,
-        "src": c.src,
-        "subs": c.subs,
-        "amount": c.amount_minor.map(fmt),
-        "amount_minor": c.amount_minor,
-        "commission": fmt(c.commission_minor),
-        "commission_minor": c.commission_minor,
-        "currency": c.currency,
-        "status": c.status,
-        "occurred_at": c.occurred_at,
-        "received_at": c.received_at,
-        "ctit_s": c.ctit_us.map(|u| u / 1_000_000),
-        "attributed_by": c.attributed_by,
-        "held": c.held,
-        "verdict": c.verdict,
-        "adv_subs": c.adv_subs,
-        // Before the first partial refund (docs/integrations.md, "Refunds");
-        // null when never refunded in part.
-        "gross_amount_minor": c.gross_amount_minor,
-        "gross_commission_minor": c.gross_commission_minor,
-    })
+    serde_json::to_value(ConversionView::of(c)).unwrap_or(Value::Null)
 }
 
 fn sha(s: &str) -> [u8; 32] {

@@ -434,7 +434,8 @@ where
 
 /// A request's selector as given (API body or query, CLI flags): exactly
 /// one of the fields, `program` only with `order_id`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(utoipa::ToSchema, utoipa::IntoParams, Debug, Default, serde::Deserialize)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// The `cw_vid` cookie's value as the visitor's browser holds it.

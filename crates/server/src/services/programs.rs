@@ -19,7 +19,7 @@ use clickward_store::{ProgramInput, SaveMode, Store, StoreError};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A commission plan as the catalogue's table or as text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CommissionSpec {
     /// `{ default = { type = "share", bps = 1000 }, events = { … } }`.
@@ -60,7 +60,7 @@ fn clearable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 ///
 /// Postback credentials can be set and rotated, not removed: a token or a
 /// secret left out keeps the stored one.
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramSpec {
     /// Slug (required on create and in the catalogue; on change, when
@@ -123,7 +123,7 @@ pub struct ProgramSpec {
 
 /// A program's Stripe endpoint as told (every field may be left out on a
 /// change: it keeps what is stored; `secrets` are needed the first time).
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeSpec {
     /// The endpoint's signing secrets (`whsec_…`), 1 to 4 (two while
@@ -138,7 +138,7 @@ pub struct StripeSpec {
 }
 
 /// A program's Shopify endpoint as told (as [`StripeSpec`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifySpec {
     /// The app's client secrets, 1 to 4. Secret: never shown again.
@@ -394,7 +394,7 @@ impl ProgramSpec {
 /// A program with its settings, as the API and the CLI show it: the
 /// [`ProgramSpec`] fields in the same words (so a shown value can be sent
 /// back), the postback secret only as whether one is set.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct ProgramView {
     /// Database id.
     pub id: i64,
@@ -448,7 +448,7 @@ pub struct ProgramView {
 
 /// A program's platform endpoint as shown: its settings, the number of
 /// secrets (never the secrets).
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct IntegrationView {
     /// Where the platform sends its webhooks (a path on this server).
     pub endpoint: String,
@@ -601,7 +601,7 @@ pub async fn view(store: &dyn Store, p: Program) -> Result<ProgramView, SpecErro
 }
 
 /// A per-affiliate commission override as shown.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct OverrideView {
     /// Affiliate slug.
     pub affiliate: Slug,

@@ -91,7 +91,7 @@ pub enum ActionDone {
 }
 
 /// What an endpoint is told to be, from the API, CLI, dashboard or portal.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// A webhook URL, or a postback URL template.

@@ -1,0 +1,366 @@
+//! The admin API's OpenAPI 3.1 document, `GET /api/v1/openapi.json`.
+//!
+//! Generated, never written by hand: the operations come from the
+//! `#[utoipa::path]` of each handler as [`super::api_routes`] mounts them
+//! (one list makes both the router and the document), the schemas from the
+//! types the handlers read and answer (`utoipa::ToSchema`). What every
+//! operation shares is added here once:
+//! - bearer API keys (`Authorization: Bearer cw_…`), `read` or `admin`
+//!   scope (docs/api.md, "Keys");
+//! - the one error shape, `Error` (`{"error", "reason"}`), for every 4xx
+//!   and 5xx an operation does not describe itself (conversion intake
+//!   answers in the postback words, `IntakeAnswer`);
+//! - `Retry-After` on 429;
+//! - links between operations (create → read → update → disable), which
+//!   say how a client goes from an answer to the next request, and which
+//!   schemathesis follows in CI (`it/openapi.rs`).
+//!
+//! The document is built once per process and served as bytes.
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::Response;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
+use utoipa::{Modify, OpenApi as _};
+
+use super::error::ErrorBody;
+
+/// The document's fixed part: title, version, components shared by every
+/// operation.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "clickward admin API",
+        description = "Programs, affiliates, links, clicks, conversions, reports, events out, fraud rules and privacy operations of a clickward tracker. Lists page with `limit` and an opaque `cursor` (`next_cursor` is null on the last page). Times are UTC microseconds unless a field says otherwise; money is integer minor units beside decimal text. See docs/api.md.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    servers((url = "/api/v1", description = "This server")),
+    components(schemas(ErrorBody)),
+    modifiers(&Shared)
+)]
+struct Fixed;
+
+/// Security, error answers and links on every operation.
+struct Shared;
+
+/// Scheme name of the bearer API keys in the document.
+const BEARER: &str = "api_key";
+
+impl Modify for Shared {
+    fn modify(&self, doc: &mut OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`clickward key create`); `read` keys may only read.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What [`Shared`] cannot add before the paths exist: per operation.
+fn finish(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            shared_answers(path, op);
+        }
+    }
+    add_links(doc);
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    let mut r = Response::new(description);
+    r.content.insert(
+        "application/json".to_owned(),
+        Content::new(Some(Ref::from_schema_name("Error"))),
+    );
+    RefOr::T(r)
+}
+
+fn shared_answers(path: &str, op: &mut Operation) {
+    // The stream authenticates with a key or a signed URL's query instead.
+    let anonymous = path == "/events";
+    if !anonymous {
+        op.security = Some(vec![SecurityRequirement::new::<_, [&str; 0], &str>(
+            BEARER,
+            [],
+        )]);
+    }
+    let r = &mut op.responses.responses;
+    if !r.contains_key("4XX") {
+        r.entry("429".to_owned()).or_insert_with(|| {
+            let mut resp = Response::new("Over `[limits] api`; `Retry-After` says when to retry");
+            resp.headers.insert(
+                "Retry-After".to_owned(),
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::Integer),
+                    )
+                    .description(Some("Seconds"))
+                    .build(),
+            );
+            resp.content.insert(
+                "application/json".to_owned(),
+                Content::new(Some(Ref::from_schema_name("Error"))),
+            );
+            RefOr::T(resp)
+        });
+        r.insert(
+            "4XX".to_owned(),
+            error_response(
+                "The request is wrong (400 names the query key or field), not allowed (401, 403), names nothing (404), conflicts with what is stored (409) or is invalid (422); nothing was changed",
+            ),
+        );
+    }
+    r.insert(
+        "5XX".to_owned(),
+        error_response(
+            "The server could not do it (503: the database cannot be reached; nothing was done; try again)",
+        ),
+    );
+}
+
+/// `(from operation, status, to operation, parameter, expression)`: how an
+/// answer leads to the next request.
+const LINKS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "create_program",
+        "201",
+        "get_program",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_program",
+        "201",
+        "update_program",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_program",
+        "201",
+        "disable_program",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_program",
+        "201",
+        "enable_program",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_program",
+        "201",
+        "list_overrides",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_affiliate",
+        "201",
+        "get_affiliate",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_affiliate",
+        "201",
+        "update_affiliate",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_affiliate",
+        "201",
+        "disable_affiliate",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_affiliate",
+        "201",
+        "enable_affiliate",
+        "slug",
+        "$response.body#/slug",
+    ),
+    (
+        "create_link",
+        "201",
+        "get_link",
+        "code",
+        "$response.body#/code",
+    ),
+    (
+        "create_link",
+        "201",
+        "update_link",
+        "code",
+        "$response.body#/code",
+    ),
+    (
+        "create_link",
+        "201",
+        "disable_link",
+        "code",
+        "$response.body#/code",
+    ),
+    (
+        "create_link",
+        "201",
+        "enable_link",
+        "code",
+        "$response.body#/code",
+    ),
+    (
+        "create_link",
+        "201",
+        "link_qr",
+        "code",
+        "$response.body#/code",
+    ),
+    (
+        "create_webhook",
+        "201",
+        "get_endpoint",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_webhook",
+        "201",
+        "update_endpoint",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_webhook",
+        "201",
+        "endpoint_action",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_postback",
+        "201",
+        "get_endpoint",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_postback",
+        "201",
+        "update_endpoint",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "add_exclusion",
+        "201",
+        "remove_exclusion",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_erasure",
+        "201",
+        "get_erasure",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "create_conversion",
+        "201",
+        "get_conversion",
+        "id",
+        "$response.body#/conversion_id",
+    ),
+    (
+        "create_conversion",
+        "201",
+        "change_conversion",
+        "id",
+        "$response.body#/conversion_id",
+    ),
+];
+
+fn add_links(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let Some(id) = op.operation_id.clone() else {
+                continue;
+            };
+            for (from, status, to, param, expr) in LINKS.iter().filter(|l| l.0 == id) {
+                let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
+                    continue;
+                };
+                let link = utoipa::openapi::link::LinkBuilder::new()
+                    .operation_id(*to)
+                    .parameter(*param, serde_json::Value::from(*expr))
+                    .description(format!("{from} → {to}"))
+                    .build();
+                resp.links.insert((*to).to_owned(), RefOr::T(link));
+            }
+        }
+    }
+}
+
+/// The whole document.
+pub fn document() -> OpenApi {
+    let mut doc = Fixed::openapi();
+    let routes = super::api_routes().into_openapi();
+    doc.paths = routes.paths;
+    if let Some(c) = routes.components {
+        let mine = doc.components.get_or_insert_with(Default::default);
+        mine.schemas.extend(c.schemas);
+    }
+    finish(&mut doc);
+    doc
+}
+
+static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    // A failure here would be a bug in a derive, not input: an empty
+    // object keeps the route answering while the log says why.
+    serde_json::to_vec(&document()).unwrap_or_else(|e| {
+        tracing::error!("the OpenAPI document does not serialize: {e}");
+        b"{}".to_vec()
+    })
+});
+
+/// `GET /api/v1/openapi.json`: public (it describes, it holds nothing).
+pub async fn serve() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_slice(),
+    )
+}
