@@ -81,9 +81,9 @@ fn finish(doc: &mut OpenApi) {
         .flatten()
         {
             shared_answers(path, op);
+            add_links(op);
         }
     }
-    add_links(doc);
 }
 
 fn error_response(description: &str) -> RefOr<Response> {
@@ -305,33 +305,20 @@ const LINKS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-fn add_links(doc: &mut OpenApi) {
-    for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let Some(id) = op.operation_id.clone() else {
-                continue;
-            };
-            for (from, status, to, param, expr) in LINKS.iter().filter(|l| l.0 == id) {
-                let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
-                    continue;
-                };
-                let link = utoipa::openapi::link::LinkBuilder::new()
-                    .operation_id(*to)
-                    .parameter(*param, serde_json::Value::from(*expr))
-                    .description(format!("{from} → {to}"))
-                    .build();
-                resp.links.insert((*to).to_owned(), RefOr::T(link));
-            }
-        }
+fn add_links(op: &mut Operation) {
+    let Some(id) = op.operation_id.clone() else {
+        return;
+    };
+    for (from, status, to, param, expr) in LINKS.iter().filter(|l| l.0 == id) {
+        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
+            continue;
+        };
+        let link = utoipa::openapi::link::LinkBuilder::new()
+            .operation_id(*to)
+            .parameter(*param, serde_json::Value::from(*expr))
+            .description(format!("{from} → {to}"))
+            .build();
+        resp.links.insert((*to).to_owned(), RefOr::T(link));
     }
 }
 
