@@ -70,12 +70,48 @@ scalar_schema!(
     "A conversion id: a ULID, 26 characters of Crockford base32.",
     pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"
 );
-scalar_schema!(
-    crate::money::Currency,
-    String,
-    "An ISO 4217 currency code (`USD`).",
-    pattern = "^[A-Z]{3}$"
-);
+impl utoipa::PartialSchema for crate::money::Currency {
+    fn schema() -> RefOr<Schema> {
+        // Every code `Currency::parse` knows (ISO 4217 with a minor unit),
+        // so a client generating from the document sends codes we take.
+        let letters = b'A'..=b'Z';
+        let codes: Vec<String> = letters
+            .clone()
+            .flat_map(|a| letters.clone().map(move |b| [a, b]))
+            .flat_map(|[a, b]| (b'A'..=b'Z').map(move |c| [a, b, c]))
+            .filter_map(|code| {
+                let code = std::str::from_utf8(&code).ok()?;
+                crate::money::Currency::parse(code)
+                    .ok()
+                    .map(|_| code.to_owned())
+            })
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "An ISO 4217 currency code (`USD`); the amount's minor unit is the code's.",
+            ))
+            .enum_values(Some(codes))
+            .into()
+    }
+}
+impl utoipa::ToSchema for crate::money::Currency {}
+
+/// The schema of an IANA time zone name as `jiff` knows it (`Asia/Tokyo`,
+/// `UTC`), for fields kept as text: `#[schema(schema_with = time_zone)]`.
+pub fn time_zone() -> Schema {
+    let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
+    let b = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An IANA time zone name (`Europe/Berlin`, `UTC`)."));
+    // Without a time zone database the names cannot be listed.
+    if names.is_empty() {
+        b
+    } else {
+        b.enum_values(Some(names))
+    }
+    .into()
+}
 scalar_schema!(
     crate::money::BasisPoints,
     Integer,
@@ -83,16 +119,54 @@ scalar_schema!(
     min = 0.0,
     max = 10_000.0
 );
-scalar_schema!(
-    crate::link::RedirectStatus,
-    Integer,
-    "The redirect's status code: 302 or 307 (never a cached 301/308).",
-    min = 302.0,
-    max = 307.0
-);
+impl utoipa::PartialSchema for crate::link::RedirectStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some(
+                "The redirect's status code: 302 or 307 (never a cached 301/308).",
+            ))
+            .enum_values(Some([302, 307]))
+            .into()
+    }
+}
+impl utoipa::ToSchema for crate::link::RedirectStatus {}
 scalar_schema!(
     crate::program::Recurring,
     String,
     "Which recurring payments pay commission: `first`, `forever` or `<n> months`.",
     pattern = "^(first|forever|[0-9]+ months?)$"
 );
+
+/// The schema of an endpoint's event filter: `*`, `<kind>.*` or one of
+/// [`crate::event::TYPES`], at least one:
+/// `#[schema(schema_with = event_filter)]`.
+pub fn event_filter() -> Schema {
+    let names: Vec<String> = ["*"]
+        .iter()
+        .chain(
+            [
+                "conversion.*",
+                "payout.*",
+                "program.*",
+                "affiliate.*",
+                "link.*",
+                "webhook.*",
+            ]
+            .iter(),
+        )
+        .chain(crate::event::TYPES.iter())
+        .map(|s| (*s).to_owned())
+        .collect();
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "Event filter: `*`, `<kind>.*` or event types (docs/events.md); postbacks take conversion events only.",
+        ))
+        .into()
+}

@@ -434,13 +434,34 @@ pub struct LinkBody {
     program: Slug,
     #[serde(default)]
     affiliate: Option<Slug>,
+    /// Where the visitor is sent: an absolute http(s) URL, which may hold
+    /// `{click_id}`, `{sub1}` … placeholders (docs/api.md, "Links").
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/([A-Za-z0-9._~-]|%[0-9A-Fa-f]{2}|\{(click_id|code|affiliate|program|src|sub[1-5])\})*)*(\?([A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2}|\{(click_id|code|affiliate|program|src|sub[1-5])\})*)?$"
+    )]
     destination: String,
     #[serde(default)]
     redirect: Option<RedirectStatus>,
     #[serde(default)]
+    #[schema(value_type = UtmDoc)]
     utm: UtmDefaults,
     #[serde(default)]
     status: Status,
+}
+
+/// A link's UTM defaults as the document shows them: the keys of
+/// `clickward_core::link::UTM_KEYS`, each added to the destination unless
+/// it already has it.
+#[derive(utoipa::ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct UtmDoc {
+    utm_source: Option<String>,
+    utm_medium: Option<String>,
+    utm_campaign: Option<String>,
+    utm_content: Option<String>,
+    utm_term: Option<String>,
+    utm_id: Option<String>,
 }
 
 impl LinkBody {

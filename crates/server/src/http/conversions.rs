@@ -235,21 +235,13 @@ pub async fn create(
     if idem.is_some_and(|k| k.len() > 255) {
         return ApiError::bad_request("Idempotency-Key is longer than 255 bytes").into_response();
     }
-    // The fingerprint is of the parsed request (its fields, in a fixed
-    // order), so the same JSON with its keys in another order is the same
-    // request; a body that does not parse is fingerprinted as sent.
-    let parsed = parse_json_report(&body);
-    let print = match &parsed {
-        Ok((_, print)) => print.clone(),
-        Err(_) => blake3::hash(&body).as_bytes().to_vec(),
-    };
-    if let Some(k) = idem
-        && let Some(done) = claim_key(&app, k, &print).await
-    {
-        return done;
-    }
-    let report = match parsed {
-        Ok((r, _)) => r,
+    // A body that does not parse changed nothing and claims no key, so the
+    // corrected request may reuse it (as Stripe keeps no answer for a
+    // request that failed validation). The fingerprint is of the parsed
+    // request (its fields, in a fixed order): the same JSON with its keys in
+    // another order is the same request.
+    let (report, print) = match parse_json_report(&body) {
+        Ok(parsed) => parsed,
         Err(reason) => {
             return answer(Answer {
                 status: StatusCode::BAD_REQUEST,
@@ -257,6 +249,11 @@ pub async fn create(
             });
         }
     };
+    if let Some(k) = idem
+        && let Some(done) = claim_key(&app, k, &print).await
+    {
+        return done;
+    }
     let a = app
         .0
         .conversions
@@ -447,10 +444,21 @@ pub struct Change {
     reason: Option<String>,
 }
 
+/// The actions of `POST /api/v1/conversions/{id}/{action}`, for the
+/// document (the handler reads the path segment itself).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ConversionAction {
+    Approve,
+    Reject,
+    Reverse,
+}
+
 /// `POST /api/v1/conversions/{id}/{approve|reject|reverse}` with an optional
 /// `{"reason": "…"}`; appends ledger entries, never edits. 409 when the
 /// lifecycle forbids the change.
-#[utoipa::path(post, operation_id = "change_conversion", path = "/conversions/{id}/{action}", tag = "conversions", params(("id" = clickward_core::id::ConversionId, Path, description = "The conversion id"), ("action" = String, Path, description = "`approve`, `reject` or `reverse`")), request_body = Option<Change>, responses((status = 200, description = "The conversion after the change", body = ConversionView)))]
+#[utoipa::path(post, operation_id = "change_conversion", path = "/conversions/{id}/{action}", tag = "conversions", params(("id" = clickward_core::id::ConversionId, Path, description = "The conversion id"), ("action" = inline(ConversionAction), Path, description = "The lifecycle change")), request_body = Option<Change>, responses((status = 200, description = "The conversion after the change", body = ConversionView)))]
 pub async fn change(
     Authorized(key): Authorized,
     State(app): State<AppState>,

@@ -17,6 +17,7 @@
 //!
 //! The document is built once per process and served as bytes.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::http::header;
@@ -305,20 +306,84 @@ const LINKS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
+/// `(from operation, status, to operation, request body)`: a create whose
+/// answer names what the next create needs in its body (a link needs its
+/// program, a postback its affiliate). String values that are runtime
+/// expressions are evaluated, the rest sent as they are.
+const BODY_LINKS: &[(&str, &str, &str, &str)] = &[
+    (
+        "create_program",
+        "201",
+        "create_link",
+        r#"{"program": "$response.body#/slug", "code": "st-link", "destination": "https://shop.example/p?cid={click_id}"}"#,
+    ),
+    (
+        "create_affiliate",
+        "201",
+        "create_postback",
+        r#"{"affiliate": "$response.body#/slug", "url": "https://aff.example/pb?cid={click_id}"}"#,
+    ),
+];
+
 fn add_links(op: &mut Operation) {
     let Some(id) = op.operation_id.clone() else {
         return;
     };
-    for (from, status, to, param, expr) in LINKS.iter().filter(|l| l.0 == id) {
-        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
+    let by_param = LINKS
+        .iter()
+        .filter(|l| l.0 == id)
+        .map(|(from, status, to, param, expr)| {
+            let b = utoipa::openapi::link::LinkBuilder::new()
+                .parameter(*param, serde_json::Value::from(*expr));
+            (*from, *status, *to, b)
+        });
+    let by_body = BODY_LINKS
+        .iter()
+        .filter(|l| l.0 == id)
+        .map(|(from, status, to, body)| {
+            let body: Option<serde_json::Value> = serde_json::from_str(body).ok();
+            let b = utoipa::openapi::link::LinkBuilder::new().request_body(body);
+            (*from, *status, *to, b)
+        });
+    for (from, status, to, builder) in by_param.chain(by_body).collect::<Vec<_>>() {
+        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(status) else {
             continue;
         };
-        let link = utoipa::openapi::link::LinkBuilder::new()
-            .operation_id(*to)
-            .parameter(*param, serde_json::Value::from(*expr))
+        let link = builder
+            .operation_id(to)
             .description(format!("{from} → {to}"))
             .build();
-        resp.links.insert((*to).to_owned(), RefOr::T(link));
+        resp.links.insert(to.to_owned(), RefOr::T(link));
+    }
+}
+
+/// `(method, path, fields)`: what a create needs that the body's type, shared
+/// with the change (`PATCH`) that may leave everything out, cannot say.
+const REQUIRED_ON_CREATE: &[(&str, &str, &[&str])] = &[
+    ("post", "/programs", &["slug"]),
+    ("post", "/webhooks", &["url"]),
+    ("post", "/postbacks", &["url", "affiliate"]),
+];
+
+/// Adds [`REQUIRED_ON_CREATE`] to the JSON document: the body's schema
+/// becomes `allOf: [the shared schema, {required}]`.
+fn require_on_create(v: &mut serde_json::Value) {
+    for (method, path, fields) in REQUIRED_ON_CREATE {
+        let pointer = format!(
+            "/paths/{}/{method}/requestBody/content/application~1json/schema",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        if let Some(schema) = v.pointer_mut(&pointer) {
+            let shared = schema.take();
+            // Required and not null: the shared type's `Option` says null.
+            let present: serde_json::Map<_, _> = fields
+                .iter()
+                .map(|f| ((*f).to_owned(), serde_json::json!({"type": "string"})))
+                .collect();
+            *schema = serde_json::json!({
+                "allOf": [shared, {"required": fields, "properties": present}]
+            });
+        }
     }
 }
 
@@ -335,14 +400,94 @@ pub fn document() -> OpenApi {
     doc
 }
 
-static DOCUMENT: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    // A failure here would be a bug in a derive, not input: an empty
-    // object keeps the route answering while the log says why.
-    serde_json::to_vec(&document()).unwrap_or_else(|e| {
+/// The whole document as JSON, as served.
+///
+/// utoipa 5.5 serializes a Link object's fields in snake case
+/// (`operation_id`, `request_body`) where OpenAPI 3.1 §4.8.20 names them
+/// `operationId` and `requestBody`; clients ignore the misspelled ones, so
+/// they are renamed here until utoipa does it.
+pub fn document_json() -> serde_json::Value {
+    let mut v = serde_json::to_value(document()).unwrap_or_else(|e| {
+        // A bug in a derive, not input: an empty object keeps the route
+        // answering while the log says why.
         tracing::error!("the OpenAPI document does not serialize: {e}");
-        b"{}".to_vec()
-    })
-});
+        serde_json::Value::Object(Default::default())
+    });
+    let links = v
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|r| r.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|l| l.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(x) = link.remove(snake) {
+                link.insert(camel.to_owned(), x);
+            }
+        }
+    }
+    require_on_create(&mut v);
+    open_flattened(&mut v);
+    v
+}
+
+/// A `#[serde(flatten)]` field becomes `allOf: [{"$ref": Inner}, {outer
+/// fields}]`; when `Inner` is a request body too it says
+/// `additionalProperties: false` (`deny_unknown_fields`), which would forbid
+/// the outer fields. Such members are inlined without that keyword.
+fn open_flattened(v: &mut serde_json::Value) {
+    let Some(schemas) = v
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    else {
+        return;
+    };
+    let closed: BTreeMap<String, serde_json::Value> = schemas
+        .iter()
+        .filter(|(_, s)| s.get("additionalProperties") == Some(&serde_json::Value::Bool(false)))
+        .map(|(name, s)| {
+            let mut open = s.clone();
+            if let Some(o) = open.as_object_mut() {
+                o.remove("additionalProperties");
+            }
+            (format!("#/components/schemas/{name}"), open)
+        })
+        .collect();
+    // Generic types (`Page<LinkView>`) hold their own copy of the allOf.
+    fn walk(v: &mut serde_json::Value, closed: &BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(all) = o.get_mut("allOf").and_then(|a| a.as_array_mut()) {
+                    for m in all.iter_mut() {
+                        let open = m
+                            .get("$ref")
+                            .and_then(|r| r.as_str())
+                            .and_then(|r| closed.get(r));
+                        if let Some(open) = open {
+                            *m = open.clone();
+                        }
+                    }
+                }
+                o.values_mut().for_each(|x| walk(x, closed));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, closed)),
+            _ => {}
+        }
+    }
+    schemas.values_mut().for_each(|s| walk(s, &closed));
+}
+
+static DOCUMENT: LazyLock<Vec<u8>> =
+    LazyLock::new(|| serde_json::to_vec(&document_json()).unwrap_or_default());
 
 /// `GET /api/v1/openapi.json`: public (it describes, it holds nothing).
 pub async fn serve() -> impl IntoResponse {

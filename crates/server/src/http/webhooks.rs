@@ -136,11 +136,23 @@ pub async fn update_endpoint(
     Ok(Json(app.0.delivery.change(&id, spec(v)?).await?))
 }
 
+/// The actions of `POST /api/v1/webhooks/{id}/{action}`, for the document
+/// (the service reads the path segment itself).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum EndpointAction {
+    Disable,
+    Enable,
+    RotateSecret,
+    Test,
+}
+
 /// `POST /api/v1/webhooks/{id}/{action}`: `disable`, `enable`,
 /// `rotate-secret` (answers the new `secret`; the old one signs beside it
 /// for 24 h), `test` (queues a `webhook.test` event; answers its
 /// `delivery`).
-#[utoipa::path(post, path = "/webhooks/{id}/{action}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)"), ("action" = String, Path, description = "`disable`, `enable`, `rotate-secret` or `test`")), responses((status = 200, body = Object)))]
+#[utoipa::path(post, path = "/webhooks/{id}/{action}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint id (`ep_` + ULID)"), ("action" = inline(EndpointAction), Path, description = "What to do")), responses((status = 200, body = Object)))]
 pub async fn endpoint_action(
     key: Authorized,
     State(app): State<AppState>,

@@ -71,10 +71,14 @@ pub struct ProgramSpec {
     /// Active or disabled.
     pub status: Option<Status>,
     /// ISO 4217 code of amounts and commissions.
+    #[schema(value_type = Option<clickward_core::money::Currency>)]
     pub currency: Option<String>,
-    /// Max-Age of the attribution cookie (`30d`).
+    /// Max-Age of the attribution cookie (`30d`; the document shows days,
+    /// any `jiff` span such as `36h` is taken).
+    #[schema(pattern = r"^[1-9][0-9]{0,2}d$")]
     pub cookie_window: Option<String>,
     /// Longest click-to-conversion time accepted (`30d`).
+    #[schema(pattern = r"^[1-9][0-9]{0,2}d$")]
     pub attribution_window: Option<String>,
     /// `last_click` or `first_click`.
     pub attribution: Option<AttributionModel>,
@@ -83,6 +87,7 @@ pub struct ProgramSpec {
     /// Pending conversions are approved this long after they arrive
     /// (`14d`); `null` or `"manual"`: only by hand.
     #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, pattern = r"^([1-9][0-9]{0,2}d|manual)$")]
     pub hold: Option<Option<String>>,
     /// Token a postback must carry; secret.
     pub postback_token: Option<String>,
@@ -92,21 +97,26 @@ pub struct ProgramSpec {
     pub postback_ips: Option<Vec<String>>,
     /// Also append the click id to the destination under this query key.
     #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9_]{1,32}$")]
     pub click_id_param: Option<Option<String>>,
     /// Smallest payable balance paid out (`50.00`).
+    #[schema(pattern = r"^[0-9]{1,7}(\.[0-9]{1,2})?$")]
     pub min_payout: Option<String>,
     /// What the conversion pixel may do: `off` (the default), `on` (held
     /// for review, within `pixel_max_amount`) or `signed`.
     pub pixel: Option<PixelMode>,
     /// Largest amount a pixel may report (`100.00`); `null`: no bound.
     #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]{1,7}(\.[0-9]{1,2})?$")]
     pub pixel_max_amount: Option<Option<String>>,
     /// IANA time zone of the program's days (`Asia/Tokyo`); caps reset at
     /// its midnight. Default `UTC`.
+    #[schema(schema_with = clickward_core::schema::time_zone)]
     pub timezone: Option<String>,
     /// Where blocked and over-cap clicks go instead of the merchant (an
     /// `http(s)` URL); `null`: a "not available" page.
     #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, pattern = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/([A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*)*$")]
     pub fallback_url: Option<Option<String>>,
     /// What visitors who send `Sec-GPC: 1` get: `cookie` (the default) or
     /// `cookieless` (docs/privacy.md, "Consent").

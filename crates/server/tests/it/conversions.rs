@@ -479,6 +479,23 @@ async fn the_api_honours_idempotency_keys_and_refuses_float_amounts() {
     .await;
     assert_eq!(s5, 201);
     assert_eq!(conversions(&app).await.len(), 2);
+
+    // A malformed body under a key changes nothing and holds no claim: the
+    // corrected request under the same key is recorded, where a claim left
+    // behind made it wait 10 s for a 409 (found by schemathesis).
+    let (s6, _, v6) = send(
+        json!({"click_id": id, "order_id": "API-5", "bogus": 1}),
+        Some("k-2"),
+    )
+    .await;
+    assert_eq!(s6, 400, "{v6}");
+    let (s7, r7, v7) = send(
+        json!({"click_id": id, "order_id": "API-5", "amount": "3.00"}),
+        Some("k-2"),
+    )
+    .await;
+    assert_eq!((s7, r7), (201, false), "{v7}");
+    assert_eq!(conversions(&app).await.len(), 3);
 }
 
 /// `name=value` of every cookie a response sets.

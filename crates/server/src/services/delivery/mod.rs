@@ -94,15 +94,23 @@ pub enum ActionDone {
 #[derive(utoipa::ToSchema, Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
-    /// A webhook URL, or a postback URL template.
+    /// A webhook URL, or a postback URL template (`{click_id}`, `{sub1}` …);
+    /// absolute http(s). Required on create.
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/([A-Za-z0-9._~-]|%[0-9A-Fa-f]{2}|\{(click_id|conversion_id|order_id|event|status|amount|payout|currency|sub[1-5]|src|program|affiliate|timestamp|link)\})*)*(\?([A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2}|\{(click_id|conversion_id|order_id|event|status|amount|payout|currency|sub[1-5]|src|program|affiliate|timestamp|link)\})*)?$"
+    )]
     pub url: Option<String>,
     /// `GET` or `POST` (postbacks; webhooks are always `POST`).
+    #[schema(pattern = "^(GET|POST)$")]
     pub method: Option<String>,
     /// Event filter: `*`, `conversion.*`, `payout.created`, …
+    #[schema(schema_with = clickward_core::schema::event_filter)]
     pub events: Option<Vec<String>>,
     /// Only events about this program.
+    #[schema(value_type = Option<clickward_core::id::Slug>)]
     pub program: Option<String>,
     /// Only events about this affiliate (a postback's owner).
+    #[schema(value_type = Option<clickward_core::id::Slug>)]
     pub affiliate: Option<String>,
     /// Free text.
     pub description: Option<String>,
