@@ -436,9 +436,7 @@ pub struct LinkBody {
     affiliate: Option<Slug>,
     /// Where the visitor is sent: an absolute http(s) URL, which may hold
     /// `{click_id}`, `{sub1}` … placeholders (docs/api.md, "Links").
-    #[schema(
-        pattern = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/([A-Za-z0-9._~-]|%[0-9A-Fa-f]{2}|\{(click_id|code|affiliate|program|src|sub[1-5])\})*)*(\?([A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2}|\{(click_id|code|affiliate|program|src|sub[1-5])\})*)?$"
-    )]
+    #[schema(pattern = r"^https?://[^\s/?#]+")]
     destination: String,
     #[serde(default)]
     redirect: Option<RedirectStatus>,

@@ -116,7 +116,7 @@ pub struct ProgramSpec {
     /// Where blocked and over-cap clicks go instead of the merchant (an
     /// `http(s)` URL); `null`: a "not available" page.
     #[serde(default, deserialize_with = "clearable")]
-    #[schema(value_type = Option<String>, pattern = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/([A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*)*$")]
+    #[schema(value_type = Option<String>, pattern = r"^https?://[^\s/?#]+")]
     pub fallback_url: Option<Option<String>>,
     /// What visitors who send `Sec-GPC: 1` get: `cookie` (the default) or
     /// `cookieless` (docs/privacy.md, "Consent").

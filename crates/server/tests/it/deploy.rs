@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 
 use crate::helpers::*;
@@ -41,24 +42,6 @@ fn names(text: &str) -> BTreeSet<String> {
         rest = &tail[end..];
     }
     out
-}
-
-/// The path of `tool`, or `None` (outside CI only: in CI a missing tool is
-/// a failure of .ci/run).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is missing in CI: .ci/run installs it"
-        );
-        eprintln!("!!! {name} is not installed: this deploy check SKIPS (it runs in CI) !!!");
-    }
-    found
 }
 
 #[tokio::test]

@@ -355,3 +355,21 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The path of the program `name` on `PATH`, or `None` (outside CI only: in
+/// CI a missing tool is a failure of .ci/run, which installs it).
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing in CI: .ci/run installs it"
+        );
+        skipped(&format!("{name} is not installed (it runs in CI)"));
+    }
+    found
+}

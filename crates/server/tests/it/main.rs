@@ -21,6 +21,7 @@ mod geo;
 mod integrations;
 mod mail;
 mod multinode;
+mod openapi;
 mod privacy;
 mod redirect;
 mod shutdown;
