@@ -14,6 +14,7 @@
 //!   every value from a visitor is escaped by askama.
 
 mod admin;
+mod api_ref;
 mod assets;
 mod conversions;
 mod fraud;
@@ -135,6 +136,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(fraud::remove_exclusion),
         )
         .route("/settings", get(settings::settings))
+        .route("/api", get(api_ref::api))
         .route("/settings/keys", post(settings::create_key))
         .route("/settings/keys/{id}/revoke", post(settings::revoke_key))
         .fallback(not_found)

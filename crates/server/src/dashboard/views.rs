@@ -131,7 +131,7 @@ impl Chrome {
 }
 
 /// Navigation of the dashboard: `(section, path, label)`.
-pub const ADMIN_NAV: [(&str, &str, &str); 10] = [
+pub const ADMIN_NAV: [(&str, &str, &str); 11] = [
     ("overview", "/dashboard", "Overview"),
     ("live", "/dashboard/live", "Live"),
     ("links", "/dashboard/links", "Links"),
@@ -142,6 +142,7 @@ pub const ADMIN_NAV: [(&str, &str, &str); 10] = [
     ("webhooks", "/dashboard/webhooks", "Webhooks"),
     ("fraud", "/dashboard/fraud", "Fraud"),
     ("settings", "/dashboard/settings", "Settings"),
+    ("api", "/dashboard/api", "API"),
 ];
 
 /// Navigation of the portal.

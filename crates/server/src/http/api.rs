@@ -147,6 +147,7 @@ pub async fn enable_named<R: NamedResource>(
 // OpenAPI document names each operation (utoipa's `routes!` takes no
 // generic handlers).
 
+/// `GET /api/v1/affiliates`: affiliates by slug, paged.
 #[utoipa::path(get, path = "/affiliates", tag = "affiliates", params(PageArgs), responses((status = 200, body = Page<Affiliate>)))]
 pub async fn list_affiliates(
     a: Authorized,
@@ -156,6 +157,7 @@ pub async fn list_affiliates(
     list_named::<Affiliate>(a, s, q).await
 }
 
+/// `POST /api/v1/affiliates` `{"slug", "name", "status"}` → 201 with the affiliate; 409 when the slug is taken.
 #[utoipa::path(post, path = "/affiliates", tag = "affiliates", request_body = NamedBody, responses((status = 201, description = "Created", body = Affiliate)))]
 pub async fn create_affiliate(
     a: Authorized,
@@ -165,6 +167,7 @@ pub async fn create_affiliate(
     create_named::<Affiliate>(a, s, b).await
 }
 
+/// `GET /api/v1/affiliates/{slug}`: one affiliate.
 #[utoipa::path(get, path = "/affiliates/{slug}", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
 pub async fn get_affiliate(
     a: Authorized,
@@ -174,6 +177,7 @@ pub async fn get_affiliate(
     get_named::<Affiliate>(a, s, p).await
 }
 
+/// `PATCH /api/v1/affiliates/{slug}` `{"name", "status"}`: fields left out are kept.
 #[utoipa::path(patch, path = "/affiliates/{slug}", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), request_body = NamedPatch, responses((status = 200, body = Affiliate)))]
 pub async fn update_affiliate(
     a: Authorized,
@@ -184,6 +188,7 @@ pub async fn update_affiliate(
     update_named::<Affiliate>(a, s, p, b).await
 }
 
+/// `POST /api/v1/affiliates/{slug}/disable`: their links answer as unknown codes (`fallback_url` or 404) and their conversions are refused (422) until enabled.
 #[utoipa::path(post, path = "/affiliates/{slug}/disable", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
 pub async fn disable_affiliate(
     a: Authorized,
@@ -193,6 +198,7 @@ pub async fn disable_affiliate(
     disable_named::<Affiliate>(a, s, p).await
 }
 
+/// `POST /api/v1/affiliates/{slug}/enable`: undoes disable.
 #[utoipa::path(post, path = "/affiliates/{slug}/enable", tag = "affiliates", params(("slug" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 200, body = Affiliate)))]
 pub async fn enable_affiliate(
     a: Authorized,
@@ -288,6 +294,7 @@ pub async fn list_programs(
     }))
 }
 
+/// `GET /api/v1/programs/{slug}`: one program with its commission plan and postback settings (the token; secrets only as whether they are set).
 #[utoipa::path(get, path = "/programs/{slug}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn get_program(
     _: Authorized,
@@ -299,6 +306,7 @@ pub async fn get_program(
     Ok(Json(programs::view(store, p).await?))
 }
 
+/// `POST /api/v1/programs` with a program (`slug` required) → 201; defaults as `ProgramSpec` says; 409 when the slug is taken.
 #[utoipa::path(post, path = "/programs", tag = "programs", request_body = ProgramSpec, responses((status = 201, description = "Created", body = ProgramView)))]
 pub async fn create_program(
     _: Authorized,
@@ -310,6 +318,7 @@ pub async fn create_program(
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
+/// `PATCH /api/v1/programs/{slug}`: fields left out are kept; `null` clears `hold`, `click_id_param`, `pixel_max_amount`, `fallback_url`, `stripe`, `shopify`.
 #[utoipa::path(patch, path = "/programs/{slug}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), request_body = ProgramSpec, responses((status = 200, description = "Changed; absent fields are kept", body = ProgramView)))]
 pub async fn update_program(
     _: Authorized,
@@ -346,6 +355,7 @@ async fn set_program_status(
     ))
 }
 
+/// `POST /api/v1/programs/{slug}/disable`: its links answer as unknown codes (`fallback_url` or 404) until enabled.
 #[utoipa::path(post, path = "/programs/{slug}/disable", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn disable_program(
     _: Authorized,
@@ -355,6 +365,7 @@ pub async fn disable_program(
     set_program_status(&app, &slug, Status::Disabled).await
 }
 
+/// `POST /api/v1/programs/{slug}/enable`: undoes disable.
 #[utoipa::path(post, path = "/programs/{slug}/enable", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug")), responses((status = 200, body = ProgramView)))]
 pub async fn enable_program(
     _: Authorized,
@@ -389,6 +400,7 @@ pub struct OverrideBody {
     commission: programs::CommissionSpec,
 }
 
+/// `PUT /api/v1/programs/{slug}/commissions/{affiliate}` `{"commission"}`: this affiliate's own plan in the program (from the next conversion).
 #[utoipa::path(put, path = "/programs/{slug}/commissions/{affiliate}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug"), ("affiliate" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), request_body = OverrideBody, responses((status = 200, description = "The program's overrides after the change", body = Vec<programs::OverrideView>)))]
 pub async fn put_override(
     _: Authorized,
@@ -411,6 +423,7 @@ pub async fn put_override(
     ))
 }
 
+/// `DELETE /api/v1/programs/{slug}/commissions/{affiliate}`: the affiliate earns the program's plan again (from the next conversion).
 #[utoipa::path(delete, path = "/programs/{slug}/commissions/{affiliate}", tag = "programs", params(("slug" = clickward_core::id::Slug, Path, description = "The program's slug"), ("affiliate" = clickward_core::id::Slug, Path, description = "The affiliate's slug")), responses((status = 204, description = "Removed (or there was none)")))]
 pub async fn delete_override(
     _: Authorized,
@@ -539,6 +552,7 @@ pub async fn list_links(
     }))
 }
 
+/// `GET /api/v1/links/{code}`: one link, whether it redirects now and its tracking paths.
 #[utoipa::path(get, path = "/links/{code}", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn get_link(
     _: Authorized,
@@ -550,6 +564,7 @@ pub async fn get_link(
     )))
 }
 
+/// `POST /api/v1/links` `{"code", "program", "affiliate", "destination", "redirect", "utm", "status"}` → 201 with the link and its tracking paths; 404 for an unknown program or affiliate, 409 when the code is taken.
 #[utoipa::path(post, path = "/links", tag = "links", request_body = LinkBody, responses((status = 201, description = "Created", body = LinkView)))]
 pub async fn create_link(
     _: Authorized,
@@ -565,6 +580,7 @@ pub async fn create_link(
     Ok((StatusCode::CREATED, Json(LinkView::of(&rec))))
 }
 
+/// `PATCH /api/v1/links/{code}`: fields left out are kept; the link becomes admin-owned (the catalogue file leaves it alone).
 #[utoipa::path(patch, path = "/links/{code}", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), request_body = LinkPatch, responses((status = 200, description = "Changed; absent fields are kept", body = LinkView)))]
 pub async fn update_link(
     _: Authorized,
@@ -600,6 +616,7 @@ async fn set_link_status(app: &AppState, code: &str, status: Status) -> ApiResul
     Ok(Json(LinkView::of(&rec)))
 }
 
+/// `POST /api/v1/links/{code}/disable`: the link answers as an unknown code (`fallback_url` or 404) until enabled.
 #[utoipa::path(post, path = "/links/{code}/disable", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn disable_link(
     _: Authorized,
@@ -609,6 +626,7 @@ pub async fn disable_link(
     set_link_status(&app, &code, Status::Disabled).await
 }
 
+/// `POST /api/v1/links/{code}/enable`: undoes disable.
 #[utoipa::path(post, path = "/links/{code}/enable", tag = "links", params(("code" = clickward_core::id::LinkCode, Path, description = "The link's code")), responses((status = 200, body = LinkView)))]
 pub async fn enable_link(
     _: Authorized,
@@ -759,6 +777,7 @@ pub async fn list_clicks(
     Ok(Json(app.0.cursors.page(list, rows, limit, |c| c.click_id)))
 }
 
+/// `GET /api/v1/clicks/{click_id}`: one click with its classification and dedup facts (never an IP).
 #[utoipa::path(get, path = "/clicks/{click_id}", tag = "clicks", params(("click_id" = clickward_core::id::ClickId, Path, description = "The click id")), responses((status = 200, body = clickward_store::ClickRow)))]
 pub async fn get_click(
     _: Authorized,

@@ -368,3 +368,56 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_reference_shows_every_operation_from_the_document() {
+    use crate::dashboard::{ADMIN_PASSWORD, add_user, get, sign_in};
+    let app = TestApp::start().await;
+    let doc = document(&app).await;
+    add_user(&app, "merchant", None, Some(ADMIN_PASSWORD)).await;
+    let admin = sign_in(&app, "merchant", ADMIN_PASSWORD).await;
+    let r = get(&app, &admin, "/dashboard/api").await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in METHODS.iter().filter(|m| item.get(**m).is_some()) {
+            // The path as the document has it (askama escapes only `<>&"'`).
+            let heading = format!("<code>{} /api/v1{path}</code>", m.to_ascii_uppercase());
+            assert!(html.contains(&heading), "missing {heading}");
+        }
+    }
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(
+            html.contains(&format!("id=\"schema-{name}\"")),
+            "schema {name}"
+        );
+    }
+    // Every in-page link lands on something.
+    let mut rest = html.as_str();
+    while let Some(i) = rest.find("href=\"#") {
+        let tail = &rest[i + 7..];
+        let end = tail.find('"').unwrap();
+        let target = &tail[..end];
+        assert!(
+            html.contains(&format!("id=\"{target}\"")),
+            "#{target} is nowhere"
+        );
+        rest = &tail[end..];
+    }
+    // The affiliate portal has no such page.
+    add_user(
+        &app,
+        "gg",
+        Some("gourmet_guide"),
+        Some("gourmet guide secret"),
+    )
+    .await;
+    let aff = sign_in(&app, "gg", "gourmet guide secret").await;
+    assert_eq!(get(&app, &aff, "/dashboard/api").await.status(), 404);
+}
