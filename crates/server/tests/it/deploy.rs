@@ -149,3 +149,155 @@ fn systemd_accepts_the_unit_and_rates_it_hardened() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn cfn_lint_accepts_the_aws_template() {
+    let Some(lint) = tool("cfn-lint") else {
+        return;
+    };
+    let out = Command::new(lint)
+        .arg(repo("deploy/aws/template.yaml"))
+        .output()
+        .expect("cfn-lint runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs deploy/aws/check.py on `template`: its exit status and output.
+fn aws_check(template: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("template.yaml");
+    std::fs::write(&path, template).unwrap();
+    let out = Command::new("python3")
+        .arg(repo("deploy/aws/check.py"))
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn the_aws_template_check_passes_ours_and_catches_each_mistake() {
+    // PyYAML comes with cfn-lint (.ci/run); without either this skips.
+    if tool("cfn-lint").is_none() {
+        return;
+    }
+    let ours = read("deploy/aws/template.yaml");
+    let (ok, said) = aws_check(&ours);
+    assert!(ok && said.trim() == "ok", "{said}");
+
+    // (what the mistake is, the edit, what the check must say)
+    let once = |from: &str, to: &str| {
+        assert!(ours.contains(from), "the template no longer has {from:?}");
+        ours.replacen(from, to, 1)
+    };
+    let mistakes = [
+        (
+            "a wildcard action",
+            once(
+                "dynamodb:GetItem, dynamodb:Query, dynamodb:PutItem",
+                "dynamodb:*",
+            ),
+            "wildcard IAM action 'dynamodb:*'",
+        ),
+        (
+            "a SAM policy template",
+            once(
+                "      Policies:\n        - Statement:",
+                "      Policies:\n        - DynamoDBCrudPolicy: { TableName: !Ref ClicksTable }\n        - Statement:",
+            ),
+            "managed or SAM template policy",
+        ),
+        (
+            "a cached tracking path",
+            once("        DefaultTTL: 0", "        DefaultTTL: 300"),
+            "/r/*: cache policy NoCache has DefaultTTL 300",
+        ),
+        (
+            "POST on a tracking path",
+            once(
+                "          - PathPattern: /go\n            TargetOriginId: api\n            ViewerProtocolPolicy: redirect-to-https\n            AllowedMethods: [GET, HEAD]",
+                "          - PathPattern: /go\n            TargetOriginId: api\n            ViewerProtocolPolicy: redirect-to-https\n            AllowedMethods: [GET, HEAD, POST]",
+            ),
+            "/go: methods",
+        ),
+        (
+            "no /ref/* behaviour",
+            once(
+                "          - PathPattern: /ref/*",
+                "          - PathPattern: /ref-old/*",
+            ),
+            "no cache behaviour for /ref/*",
+        ),
+        (
+            "a prefetch hint not forwarded",
+            once("            - Sec-Purpose\n", ""),
+            "headers not forwarded: sec-purpose",
+        ),
+        (
+            "query strings not forwarded",
+            once(
+                "QueryStringsConfig: { QueryStringBehavior: all }",
+                "QueryStringsConfig: { QueryStringBehavior: none }",
+            ),
+            "not every query string is forwarded",
+        ),
+        (
+            "no stream on clicks",
+            once(
+                "      StreamSpecification: { StreamViewType: NEW_IMAGE }\n",
+                "",
+            ),
+            "ClicksTable has no stream",
+        ),
+        (
+            "no TTL on clicks",
+            once(
+                "      TimeToLiveSpecification: { AttributeName: expires_at, Enabled: true }\n      StreamSpecification",
+                "      StreamSpecification",
+            ),
+            "ClicksTable has no TTL",
+        ),
+        (
+            "a missing table",
+            once("  LedgerTable:\n", "  Ledger2Table:\n"),
+            "missing resource LedgerTable",
+        ),
+        (
+            "whole-batch retries",
+            once(
+                "            FunctionResponseTypes: [ReportBatchItemFailures]\n",
+                "",
+            ),
+            "no ReportBatchItemFailures",
+        ),
+        (
+            "x86 functions",
+            once("    Architectures: [arm64]", "    Architectures: [x86_64]"),
+            "is not built for arm64",
+        ),
+        (
+            "a key in the template",
+            once(
+                "        CLICKWARD_RETENTION_DAYS: !Ref RetentionDays",
+                "        CLICKWARD_RETENTION_DAYS: !Ref RetentionDays\n        CLICKWARD_ADMIN_KEY: cwk_n6pTLVAR5cSj8613jfZHUnnkOQ4xDFkc391_0RyU6_Q",
+            ),
+            "holds a clickward API key",
+        ),
+        ("not YAML", "Resources: [\n".to_owned(), "not YAML"),
+    ];
+    for (what, template, says) in mistakes {
+        let (ok, said) = aws_check(&template);
+        assert!(!ok, "{what}: the check passed it");
+        assert!(said.contains(says), "{what}: expected {says:?} in\n{said}");
+    }
+}
