@@ -1,7 +1,7 @@
 //! What nodes share through PostgreSQL: visitor salts, and catalogue changes
 //! and live events by LISTEN/NOTIFY.
 
-use super::{CATALOG_CHANNEL, ClusterStore, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgStore};
+use super::{CATALOG_CHANNEL, Channels, ClusterStore, EVENTS_CHANNEL, PRIVACY_CHANNEL, PgStore};
 use crate::{Micros, Notice, StoreError, StoreFuture};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
@@ -9,6 +9,7 @@ use tokio_postgres::NoTls;
 /// One LISTEN session: returns when the connection ends.
 pub(super) async fn listen_once(
     config: &tokio_postgres::Config,
+    channels: &Channels,
     tx: &broadcast::Sender<Notice>,
 ) -> Result<(), StoreError> {
     use futures::StreamExt;
@@ -31,7 +32,10 @@ pub(super) async fn listen_once(
     });
     client
         .batch_execute(&format!(
-            "LISTEN {CATALOG_CHANNEL}; LISTEN {EVENTS_CHANNEL}; LISTEN {PRIVACY_CHANNEL}"
+            "LISTEN {}; LISTEN {}; LISTEN {}",
+            channels.wire(CATALOG_CHANNEL),
+            channels.wire(EVENTS_CHANNEL),
+            channels.wire(PRIVACY_CHANNEL)
         ))
         .await?;
     // Whatever changed while no one listened.
@@ -41,7 +45,7 @@ pub(super) async fn listen_once(
     });
     while let Some(n) = msgs.recv().await {
         let _ = tx.send(Notice {
-            channel: n.channel().to_owned(),
+            channel: channels.named(n.channel()),
             payload: n.payload().to_owned(),
         });
     }
@@ -84,7 +88,8 @@ impl ClusterStore for PgStore {
     fn publish(&self, channel: &'static str, payload: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let c = self.client().await?;
-            c.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            let wire = self.channels.wire(channel);
+            c.execute("SELECT pg_notify($1, $2)", &[&wire, &payload])
                 .await?;
             Ok(())
         })

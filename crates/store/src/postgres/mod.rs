@@ -122,6 +122,35 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     notices: broadcast::Sender<Notice>,
     listening: Arc<std::sync::atomic::AtomicBool>,
+    /// Appended to the NOTIFY channel names ([`Channels`]).
+    channels: Channels,
+}
+
+/// NOTIFY channels are one namespace per database, not per schema: two
+/// installations in one database (each in its own schema, through the URL's
+/// `options=-c search_path=…`) would hear each other's catalogue changes and,
+/// worse, each other's live events. Outside `public` the names carry a
+/// digest of the schema, computed by the database itself
+/// (`clickward_channel_suffix`, migration V16, which the catalogue trigger
+/// uses too); in `public` (the default) they are the documented names.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Channels {
+    suffix: String,
+}
+
+impl Channels {
+    /// The database's name of `channel` (one of the `*_CHANNEL` constants).
+    pub(crate) fn wire(&self, channel: &str) -> String {
+        format!("{channel}{}", self.suffix)
+    }
+
+    /// The constant a received channel name stands for.
+    pub(crate) fn named(&self, wire: &str) -> String {
+        wire.strip_suffix(self.suffix.as_str())
+            .filter(|_| !self.suffix.is_empty())
+            .unwrap_or(wire)
+            .to_owned()
+    }
 }
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -174,6 +203,14 @@ impl PgStore {
                     "{e} (a database written by a newer clickward cannot be opened by this one)"
                 ))
             });
+        let suffix = match &migrated {
+            Ok(_) => client
+                .query_one("SELECT clickward_channel_suffix(current_schema())", &[])
+                .await?
+                .try_get::<_, String>(0)?,
+            Err(_) => String::new(),
+        };
+        let channels = Channels { suffix };
         drop(client);
         let _ = driver.await;
         migrated?;
@@ -194,6 +231,7 @@ impl PgStore {
             config,
             notices,
             listening: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            channels,
         })
     }
 
@@ -211,11 +249,12 @@ impl PgStore {
         }
         let config = self.config.clone();
         let tx = self.notices.clone();
+        let channels = self.channels.clone();
         let weak = Arc::downgrade(&self.listening);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             while weak.upgrade().is_some() {
-                match listen_once(&config, &tx).await {
+                match listen_once(&config, &channels, &tx).await {
                     Ok(()) => delay = Duration::from_millis(100),
                     Err(e) => {
                         tracing::warn!("LISTEN connection lost, reconnecting in {delay:?}: {e}");

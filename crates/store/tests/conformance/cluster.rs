@@ -167,6 +167,58 @@ async fn catalogue_changes_are_announced_to_other_nodes() {
     );
 }
 
+/// Two installations in one database, each in its own schema: neither hears
+/// the other's catalogue changes or live events (NOTIFY channels are one
+/// namespace per database; a shared name would hand one merchant's live
+/// clicks to the other's dashboard).
+#[tokio::test]
+async fn installations_in_other_schemas_hear_nothing_of_each_other() {
+    let Some(b) = pg() else { return };
+    let (_ga, a) = store(b.clone()).await;
+    let (gb, other) = store(b).await;
+    let b_node = second_node(&gb).await;
+    let mut heard = b_node.subscribe().unwrap();
+    let hello = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hello.payload, "", "the listener's own hello");
+    // The other installation changes its catalogue and publishes an event…
+    let link = a.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    a.save_link(
+        LinkInput {
+            code: link.link.code.clone(),
+            program: link.link.program.clone(),
+            affiliate: link.link.affiliate.clone(),
+            destination: link.link.destination.clone(),
+            redirect: None,
+            utm: UtmDefaults::new(),
+            status: Status::Disabled,
+        },
+        SaveMode::Update,
+    )
+    .await
+    .unwrap();
+    a.publish(clickward_store::EVENTS_CHANNEL, "{\"from\":\"a\"}".into())
+        .await
+        .unwrap();
+    // …then this one publishes: notifications arrive in commit order, so
+    // anything of the other's would come first.
+    other
+        .publish(clickward_store::EVENTS_CHANNEL, "{\"from\":\"b\"}".into())
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(2), heard.recv())
+        .await
+        .expect("this installation's own event")
+        .unwrap();
+    assert_eq!(
+        (next.channel.as_str(), next.payload.as_str()),
+        (clickward_store::EVENTS_CHANNEL, "{\"from\":\"b\"}"),
+        "heard the other installation"
+    );
+}
+
 /// The shared limiter: two nodes taking one client's requests at the same
 /// moment allow exactly its burst between them, another client is not
 /// touched, the wait is about one interval, and recovered state is swept.
