@@ -209,212 +209,17 @@ impl Server {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
-        let prometheus = telemetry::metrics_handle();
-        let metrics = telemetry::HotMetrics::register();
-        telemetry::announce();
-        let geo = if cfg.config.geoip.is_empty() {
-            None
-        } else {
-            Some(Arc::new(GeoDb::open(&cfg.config.geoip)?))
-        };
-        let store = open_store(&cfg).await?;
-        // With PostgreSQL, redirects commit to the local spool and a shipper
-        // moves the clicks on; they never wait on the network.
-        let spool = match cfg.config.storage.url {
-            Some(_) => Some(open_spool(&cfg)?),
-            None => None,
-        };
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let sink = match &spool {
-            Some(spool) => Sink::Spool {
-                spool: spool.clone(),
-                wake: wake.clone(),
-            },
-            None => Sink::Store(store.clone()),
-        };
-        let secrets_dir = cfg.config.data_dir.join("secrets");
-        let cookie_key = secrets::cookie_key(&secrets_dir)?;
-        let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
-        let fraud = crate::services::fraud::FraudParts {
-            velocity: Default::default(),
-            click_caps: Default::default(),
-            network: if cfg.config.network.is_empty() {
-                None
-            } else {
-                Some(clickward_enrich::network::NetworkDb::open(
-                    &cfg.config.network,
-                )?)
-            },
-            exclusion_key: crate::services::fraud::exclusion_key(cookie_key.master()),
-        };
-        let ua = UaParser::new(20_000).context("building the user-agent parser")?;
-        let ingest_cfg = &cfg.config.ingest;
-        let (ingest, ingest_task) = Ingest::start(
-            sink,
-            IngestSettings {
-                queue_capacity: ingest_cfg.queue_capacity,
-                max_batch: ingest_cfg.max_batch,
-                queue_full_wait: ingest_cfg.queue_full_wait,
-                commit_timeout: ingest_cfg.commit_timeout,
-                durability: cfg.config.durability,
-            },
-            cfg.dedup_window,
-        );
-        let (stop, stopped) = watch::channel(false);
-        let links = Arc::new(LinkCache::new(cfg.redirect));
-        let events = Arc::new(EventHub::new());
-        let catalog = CatalogService::new(store.clone(), links.clone());
-        let conversions = ConversionService::new(
-            store.clone(),
-            events.clone(),
-            clock.clone(),
-            cfg.rates.clone(),
-            links.clone(),
-            buyer_lookup(geo.clone(), fraud.exclusion_key),
-        );
-        let integrations = crate::services::integrations::IntegrationService::new(
-            store.clone(),
-            conversions.clone(),
-            clock.clone(),
-        );
-        let outbound = crate::services::delivery::http::Outbound::new(
-            cfg.config.outbound.allow_private,
-            cfg.config.outbound.timeout,
-        )
-        .context("building the outbound HTTP client")?;
-        let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
-        let limits = cfg.limits;
-        let privacy = Arc::new(crate::services::privacy::PrivacyService::new(
-            store.clone(),
-            events.clone(),
-            spool.clone(),
-            clock.clone(),
-        ));
-        let shared_limits = cfg.config.limits.shared.then(|| {
-            let shared: Arc<dyn clickward_store::ClusterStore> = store.clone();
-            shared
-        });
-        let fraud_rules = crate::services::fraud::FraudService::new(
-            store.clone(),
-            links.clone(),
-            fraud.exclusion_key,
-        );
-        let state = AppState(Arc::new(Inner {
-            delivery,
-            links: links.clone(),
-            catalog,
-            conversions,
-            integrations,
-            cfg,
-            store,
-            ua,
-            geo,
-            salts,
-            cookie_sealer: crate::http::CookieSealer::new(&cookie_key),
-            cursors: crate::http::paging::Cursors::new(cookie_key.signing()),
-            cookie_key,
-            clock,
-            ingest,
-            metrics,
-            prometheus,
-            shutting_down: AtomicBool::new(false),
-            geo_error_logged: AtomicBool::new(false),
-            events: events.clone(),
-            spool: spool.clone(),
-            stop: stopped.clone(),
-            sign_in: Default::default(),
-            fraud_rules,
-            limits: crate::services::limits::Limits::new(limits, shared_limits),
-            privacy: privacy.clone(),
-            api_keys: Default::default(),
-            fraud,
-        }));
-        state.reload_catalog().await?;
-        // Every node must hash visitors with the same daily salts.
-        let today = clickward_core::utc_day(state.0.clock.now_micros());
-        state
-            .0
-            .salts
-            .sync_shared(state.0.store.as_ref(), today)
-            .await
-            .context("agreeing on visitor salts through the shared store")?;
-        let (ship_stop, ship_stopped) = watch::channel(false);
-        let shipper = spool.map(|spool| {
-            crate::services::cluster::spawn_shipper(
-                spool,
-                state.0.store.clone(),
-                state.0.cfg.config.storage.ship_batch,
-                state.0.cfg.dedup_window,
-                wake,
-                ship_stopped,
-                Duration::from_secs(5),
-            )
-        });
-        let exchange = crate::services::cluster::spawn_exchange(
-            state.0.store.clone(),
-            links,
-            events,
-            privacy.clone(),
-            stopped.clone(),
-        );
-
-        let mail_cfg = &state.0.cfg.config.mail;
-        let mailer = match &mail_cfg.smtp {
-            Some(url) => Some(Arc::new(crate::services::mail::Mailer::new(
-                url,
-                &mail_cfg.from,
-                &mail_cfg.admin,
-                state
-                    .0
-                    .cfg
-                    .config
-                    .dashboard
-                    .public_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", state.0.cfg.config.listen)),
-            )?)),
-            None => None,
-        };
-        state
-            .0
-            .delivery
-            .ensure_mail_endpoint(mailer.is_some())
-            .await
-            .context("making the e-mail endpoint")?;
-        let out = &state.0.cfg.config.outbound;
-        let deliverer = crate::services::delivery::spawn_worker(
-            state.0.store.clone(),
-            state.0.clock.clone(),
-            outbound,
-            mailer,
-            DeliverySettings {
-                retry: state.0.cfg.retry_schedule.clone(),
-                concurrency: out.concurrency,
-                per_endpoint: out.per_endpoint,
-                lease: out.lease,
-                poll: out.poll,
-            },
-            stopped.clone(),
-        );
-        if state.0.cfg.config.stream.nats.is_some() {
-            crate::services::stream::init_cursors(state.0.store.as_ref())
-                .await
-                .context("starting the NATS stream's cursors")?;
-        }
-        let streamer = state.0.cfg.config.stream.nats.clone().map(|url| {
-            let st = &state.0.cfg.config.stream;
-            crate::services::stream::spawn(
-                state.0.store.clone(),
-                crate::services::stream::StreamSettings {
-                    url,
-                    stream: st.name.clone(),
-                    batch: st.batch,
-                    duplicate_window: st.duplicate_window,
-                },
-                stopped.clone(),
-            )
-        });
-        let streamer = streamer.transpose().context("starting the NATS stream")?;
+        let Assembled {
+            state,
+            stop,
+            stopped,
+            ingest_task,
+            ship_stop,
+            shipper,
+            exchange,
+            deliverer,
+            streamer,
+        } = assemble(cfg, clock, Shape::Server).await?;
         let addr = listener.local_addr()?;
         let background = spawn_background(state.clone(), stopped.clone());
         let app = crate::http::router(state.clone());
@@ -486,6 +291,302 @@ impl Server {
     /// When serving failed.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.handle.await.context("server task")?
+    }
+}
+
+/// Where the tracker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `clickward serve`: its own listener; with PostgreSQL, redirects
+    /// commit to the node's spool and a shipper moves the clicks on.
+    Server,
+    /// A function answering one request per invocation (`crates/lambda`).
+    /// Between invocations the process is frozen and may be dropped with its
+    /// disk, so nothing is left to run after an answer: a click is committed
+    /// to the store itself before its redirect is sent (no spool, durability
+    /// `sync` whatever the config says).
+    Function,
+}
+
+/// The state and the work running beside the requests, as [`assemble`]
+/// started them.
+pub struct Assembled {
+    /// What every handler reads.
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
+    ingest_task: crate::services::ingest::IngestTask,
+    ship_stop: watch::Sender<bool>,
+    shipper: Option<JoinHandle<()>>,
+    exchange: Option<JoinHandle<()>>,
+    deliverer: JoinHandle<()>,
+    streamer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Opens the store, applies the catalogue, loads enrichment data and starts
+/// the background work of `shape`. Everything that can be wrong with the
+/// config, the catalogue or the GeoIP files fails here, before the first
+/// request.
+///
+/// # Errors
+/// A message naming the file or setting at fault.
+pub async fn assemble(
+    cfg: Validated,
+    clock: Arc<dyn Clock>,
+    shape: Shape,
+) -> anyhow::Result<Assembled> {
+    let prometheus = telemetry::metrics_handle();
+    let metrics = telemetry::HotMetrics::register();
+    telemetry::announce();
+    let geo = if cfg.config.geoip.is_empty() {
+        None
+    } else {
+        Some(Arc::new(GeoDb::open(&cfg.config.geoip)?))
+    };
+    let store = open_store(&cfg).await?;
+    // With PostgreSQL, redirects commit to the local spool and a shipper
+    // moves the clicks on; they never wait on the network.
+    let spool = match (&cfg.config.storage.url, shape) {
+        (Some(_), Shape::Server) => Some(open_spool(&cfg)?),
+        _ => None,
+    };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let sink = match &spool {
+        Some(spool) => Sink::Spool {
+            spool: spool.clone(),
+            wake: wake.clone(),
+        },
+        None => Sink::Store(store.clone()),
+    };
+    let secrets_dir = cfg.config.data_dir.join("secrets");
+    let cookie_key = secrets::cookie_key(&secrets_dir)?;
+    let salts = Salts::load(&secrets_dir, cfg.dedup_window)?;
+    let fraud = crate::services::fraud::FraudParts {
+        velocity: Default::default(),
+        click_caps: Default::default(),
+        network: if cfg.config.network.is_empty() {
+            None
+        } else {
+            Some(clickward_enrich::network::NetworkDb::open(
+                &cfg.config.network,
+            )?)
+        },
+        exclusion_key: crate::services::fraud::exclusion_key(cookie_key.master()),
+    };
+    let ua = UaParser::new(20_000).context("building the user-agent parser")?;
+    let ingest_cfg = &cfg.config.ingest;
+    let (ingest, ingest_task) = Ingest::start(
+        sink,
+        IngestSettings {
+            queue_capacity: ingest_cfg.queue_capacity,
+            max_batch: ingest_cfg.max_batch,
+            queue_full_wait: ingest_cfg.queue_full_wait,
+            commit_timeout: ingest_cfg.commit_timeout,
+            durability: match shape {
+                Shape::Server => cfg.config.durability,
+                Shape::Function => crate::services::ingest::Durability::Sync,
+            },
+        },
+        cfg.dedup_window,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let links = Arc::new(LinkCache::new(cfg.redirect));
+    let events = Arc::new(EventHub::new());
+    let catalog = CatalogService::new(store.clone(), links.clone());
+    let conversions = ConversionService::new(
+        store.clone(),
+        events.clone(),
+        clock.clone(),
+        cfg.rates.clone(),
+        links.clone(),
+        buyer_lookup(geo.clone(), fraud.exclusion_key),
+    );
+    let integrations = crate::services::integrations::IntegrationService::new(
+        store.clone(),
+        conversions.clone(),
+        clock.clone(),
+    );
+    let outbound = crate::services::delivery::http::Outbound::new(
+        cfg.config.outbound.allow_private,
+        cfg.config.outbound.timeout,
+    )
+    .context("building the outbound HTTP client")?;
+    let delivery = DeliveryService::new(store.clone(), clock.clone(), outbound.clone());
+    let limits = cfg.limits;
+    let privacy = Arc::new(crate::services::privacy::PrivacyService::new(
+        store.clone(),
+        events.clone(),
+        spool.clone(),
+        clock.clone(),
+    ));
+    let shared_limits = cfg.config.limits.shared.then(|| {
+        let shared: Arc<dyn clickward_store::ClusterStore> = store.clone();
+        shared
+    });
+    let fraud_rules = crate::services::fraud::FraudService::new(
+        store.clone(),
+        links.clone(),
+        fraud.exclusion_key,
+    );
+    let state = AppState(Arc::new(Inner {
+        delivery,
+        links: links.clone(),
+        catalog,
+        conversions,
+        integrations,
+        cfg,
+        store,
+        ua,
+        geo,
+        salts,
+        cookie_sealer: crate::http::CookieSealer::new(&cookie_key),
+        cursors: crate::http::paging::Cursors::new(cookie_key.signing()),
+        cookie_key,
+        clock,
+        ingest,
+        metrics,
+        prometheus,
+        shutting_down: AtomicBool::new(false),
+        geo_error_logged: AtomicBool::new(false),
+        events: events.clone(),
+        spool: spool.clone(),
+        stop: stopped.clone(),
+        sign_in: Default::default(),
+        fraud_rules,
+        limits: crate::services::limits::Limits::new(limits, shared_limits),
+        privacy: privacy.clone(),
+        api_keys: Default::default(),
+        fraud,
+    }));
+    state.reload_catalog().await?;
+    // Every node must hash visitors with the same daily salts.
+    let today = clickward_core::utc_day(state.0.clock.now_micros());
+    state
+        .0
+        .salts
+        .sync_shared(state.0.store.as_ref(), today)
+        .await
+        .context("agreeing on visitor salts through the shared store")?;
+    let (ship_stop, ship_stopped) = watch::channel(false);
+    let shipper = spool.map(|spool| {
+        crate::services::cluster::spawn_shipper(
+            spool,
+            state.0.store.clone(),
+            state.0.cfg.config.storage.ship_batch,
+            state.0.cfg.dedup_window,
+            wake,
+            ship_stopped,
+            Duration::from_secs(5),
+        )
+    });
+    let exchange = crate::services::cluster::spawn_exchange(
+        state.0.store.clone(),
+        links,
+        events,
+        privacy.clone(),
+        stopped.clone(),
+    );
+
+    let mail_cfg = &state.0.cfg.config.mail;
+    let mailer = match &mail_cfg.smtp {
+        Some(url) => Some(Arc::new(crate::services::mail::Mailer::new(
+            url,
+            &mail_cfg.from,
+            &mail_cfg.admin,
+            state
+                .0
+                .cfg
+                .config
+                .dashboard
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", state.0.cfg.config.listen)),
+        )?)),
+        None => None,
+    };
+    state
+        .0
+        .delivery
+        .ensure_mail_endpoint(mailer.is_some())
+        .await
+        .context("making the e-mail endpoint")?;
+    let out = &state.0.cfg.config.outbound;
+    let deliverer = crate::services::delivery::spawn_worker(
+        state.0.store.clone(),
+        state.0.clock.clone(),
+        outbound,
+        mailer,
+        DeliverySettings {
+            retry: state.0.cfg.retry_schedule.clone(),
+            concurrency: out.concurrency,
+            per_endpoint: out.per_endpoint,
+            lease: out.lease,
+            poll: out.poll,
+        },
+        stopped.clone(),
+    );
+    if state.0.cfg.config.stream.nats.is_some() {
+        crate::services::stream::init_cursors(state.0.store.as_ref())
+            .await
+            .context("starting the NATS stream's cursors")?;
+    }
+    let streamer = state.0.cfg.config.stream.nats.clone().map(|url| {
+        let st = &state.0.cfg.config.stream;
+        crate::services::stream::spawn(
+            state.0.store.clone(),
+            crate::services::stream::StreamSettings {
+                url,
+                stream: st.name.clone(),
+                batch: st.batch,
+                duplicate_window: st.duplicate_window,
+            },
+            stopped.clone(),
+        )
+    });
+    let streamer = streamer.transpose().context("starting the NATS stream")?;
+    Ok(Assembled {
+        state,
+        stop,
+        stopped,
+        ingest_task,
+        ship_stop,
+        shipper,
+        exchange,
+        deliverer,
+        streamer,
+    })
+}
+
+/// The tracker as a function (`Shape::Function`): the router every
+/// invocation goes through, and the state it reads.
+pub struct Function {
+    /// The same router `clickward serve` serves. It holds the background
+    /// work (ingest writer, catalogue refresh, rollups), which stops when the
+    /// last clone of it is dropped: whoever drives it keeps it alive.
+    pub router: axum::Router,
+    /// What every handler reads.
+    pub state: AppState,
+}
+
+/// What a [`Function`]'s router keeps alive: dropping [`Assembled`] closes
+/// the ingest writer (a redirect would then record nothing).
+#[derive(Clone)]
+struct KeepAlive(#[allow(dead_code)] Arc<(Assembled, JoinHandle<()>)>);
+
+impl Function {
+    /// Assembles the tracker for one-request-per-invocation hosting.
+    ///
+    /// # Errors
+    /// As [`assemble`].
+    pub async fn start(cfg: Validated, clock: Arc<dyn Clock>) -> anyhow::Result<Function> {
+        let parts = assemble(cfg, clock, Shape::Function).await?;
+        let state = parts.state.clone();
+        let background = spawn_background(state.clone(), parts.stopped.clone());
+        let keep = KeepAlive(Arc::new((parts, background)));
+        Ok(Function {
+            router: crate::http::router(state.clone()).layer(axum::Extension(keep)),
+            state,
+        })
     }
 }
 
