@@ -30,10 +30,12 @@ if ! python3 -c "import standardwebhooks, aiosmtpd" >/dev/null 2>&1; then
     || echo "!!! could not install Python's standardwebhooks and aiosmtpd: the webhook and mail tests will SKIP (they run in CI) !!!" >&2
 fi
 # The API contract test runs schemathesis (PyPI) against a live server; the
-# AWS deploy test lints the SAM template with cfn-lint (PyPI).
-if ! command -v st >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5 cfn-lint==1.51.0 >/dev/null 2>&1 \
-    || echo "!!! could not install schemathesis and cfn-lint: the OpenAPI contract and AWS template tests will SKIP (they run in CI) !!!" >&2
+# AWS deploy test lints the SAM template with cfn-lint (PyPI); the Lambda
+# runtime test uses Cargo Lambda's emulator (PyPI's cargo-lambda).
+if ! command -v st >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1 \
+  || ! command -v cargo-lambda >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5 cfn-lint==1.51.0 cargo-lambda==1.9.2 >/dev/null 2>&1 \
+    || echo "!!! could not install schemathesis, cfn-lint and cargo-lambda: the OpenAPI contract, AWS template and Lambda runtime tests will SKIP (they run in CI) !!!" >&2
 fi
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "!!! nats-server is not installed: the stream test will SKIP (it runs in CI) !!!" >&2

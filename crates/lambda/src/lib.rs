@@ -47,6 +47,9 @@ pub struct Env {
     pub catalog: Option<PathBuf>,
     /// `CLICKWARD_COOKIE_KEY`: base64 of the 64-byte cookie key.
     pub cookie_key: Option<String>,
+    /// `CLICKWARD_COOKIE_KEY_PARAM`: the SSM SecureString holding it instead
+    /// (read through the Parameters and Secrets extension, [`ssm_parameter`]).
+    pub cookie_key_param: Option<String>,
     /// `CLICKWARD_VIEWER_HEADER`: the header a CDN puts the viewer's
     /// address in (`CloudFront-Viewer-Address`).
     pub viewer_header: Option<String>,
@@ -62,6 +65,7 @@ impl Env {
             database_url: var("CLICKWARD_DATABASE_URL"),
             catalog: var("CLICKWARD_CATALOG").map(PathBuf::from),
             cookie_key: var("CLICKWARD_COOKIE_KEY"),
+            cookie_key_param: var("CLICKWARD_COOKIE_KEY_PARAM"),
             viewer_header: var("CLICKWARD_VIEWER_HEADER"),
         }
     }
@@ -102,6 +106,58 @@ impl Env {
         }
         Ok(cfg)
     }
+}
+
+/// The port of the AWS Parameters and Secrets Lambda Extension
+/// (`PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`, 2773 by default).
+pub fn extension_port() -> u16 {
+    std::env::var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(2773)
+}
+
+/// The decrypted value of the SSM parameter `name`, from the AWS Parameters
+/// and Secrets Lambda Extension listening on `localhost:port` (a layer; the
+/// AWS SDK stays out of the function). `token` is the function's
+/// `AWS_SESSION_TOKEN`, which the extension asks for in
+/// `X-Aws-Parameters-Secrets-Token` (AWS Systems Manager User Guide, "Using
+/// Parameter Store parameters in AWS Lambda functions").
+///
+/// # Errors
+/// The extension cannot be reached, refuses (its status and body, which
+/// never hold the value), or answers without `Parameter.Value`.
+pub async fn ssm_parameter(port: u16, name: &str, token: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(&format!(
+        "http://localhost:{port}/systemsmanager/parameters/get"
+    ))?;
+    url.query_pairs_mut()
+        .append_pair("name", name)
+        .append_pair("withDecryption", "true");
+    // reqwest is built without a TLS provider of its own (the server
+    // installs one); plain HTTP to localhost needs none, but the client
+    // refuses to start without it.
+    clickward::services::delivery::http::install_crypto_provider();
+    let r = reqwest::Client::new()
+        .get(url)
+        .header("X-Aws-Parameters-Secrets-Token", token)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("asking the Parameters and Secrets extension for {name}"))?;
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "the Parameters and Secrets extension answered {status} for {name}: {}",
+        body.chars().take(200).collect::<String>()
+    );
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("the extension's answer for {name} is not JSON"))?;
+    v["Parameter"]["Value"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the extension's answer for {name} has no Parameter.Value"))
 }
 
 /// Writes `base64` (the cookie key) where the tracker reads its key.
@@ -201,5 +257,61 @@ mod tests {
         install_cookie_key(dir.path(), &good).unwrap();
         let written = std::fs::read(dir.path().join("secrets/cookie.key")).unwrap();
         assert_eq!(written, vec![9u8; 64]);
+    }
+}
+
+#[cfg(test)]
+mod extension_tests {
+    use super::*;
+    use axum::extract::Query;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    /// A stand-in for the extension: it answers the documented request
+    /// shape, and refuses a missing or wrong token as the extension does.
+    async fn fake_extension() -> u16 {
+        let app = axum::Router::new().route(
+            "/systemsmanager/parameters/get",
+            get(
+                |headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    if headers.get("x-aws-parameters-secrets-token").and_then(|v| v.to_str().ok())
+                        != Some("session-token")
+                    {
+                        return (StatusCode::UNAUTHORIZED, "not authorized".to_owned());
+                    }
+                    if q.get("withDecryption").map(String::as_str) != Some("true") {
+                        return (StatusCode::BAD_REQUEST, "encrypted".to_owned());
+                    }
+                    match q.get("name").map(String::as_str) {
+                        Some("/clickward/cookie-key") => (
+                            StatusCode::OK,
+                            serde_json::json!({"Parameter": {"Name": "/clickward/cookie-key", "Type": "SecureString", "Value": "a2V5"}}).to_string(),
+                        ),
+                        _ => (StatusCode::BAD_REQUEST, "ParameterNotFound".to_owned()),
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_parameter_comes_decrypted_from_the_extension() {
+        let port = fake_extension().await;
+        let v = ssm_parameter(port, "/clickward/cookie-key", "session-token")
+            .await
+            .unwrap();
+        assert_eq!(v, "a2V5");
+        let e = ssm_parameter(port, "/clickward/cookie-key", "wrong")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("401"), "{e}");
+        let e = ssm_parameter(port, "/nothing", "session-token")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("ParameterNotFound"), "{e}");
     }
 }

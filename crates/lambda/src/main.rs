@@ -16,7 +16,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<(), lambda_http::Error> {
     let started = Instant::now();
     clickward::telemetry::init_logging();
-    let env = Env::from_process();
+    let mut env = Env::from_process();
+    if env.cookie_key.is_none()
+        && let Some(name) = &env.cookie_key_param
+    {
+        let token = std::env::var("AWS_SESSION_TOKEN").unwrap_or_default();
+        env.cookie_key = Some(
+            clickward_lambda::ssm_parameter(clickward_lambda::extension_port(), name, &token)
+                .await?,
+        );
+    }
     let cfg = env.config()?.validate()?;
     let f = Function::start(cfg, Arc::new(SystemClock)).await?;
     // The cold start's own part (the runtime's is in the REPORT line).
