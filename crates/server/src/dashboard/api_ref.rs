@@ -258,14 +258,24 @@ fn reference(doc: &Value) -> Reference {
         }
     }
     groups.sort_by(|a, b| a.tag.cmp(&b.tag));
-    let schemas = doc["components"]["schemas"]
+    let components = &doc["components"]["schemas"];
+    let schemas = components
         .as_object()
         .into_iter()
         .flat_map(|s| s.iter())
         .map(|(name, s)| {
-            // A flattened view: the properties of every member.
+            // A flattened view: the properties of every member, a named
+            // member's from its own schema.
+            let member = |m: &Value| {
+                let named = m
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|n| components.get(n));
+                fields(named.unwrap_or(m))
+            };
             let fields: Vec<FieldItem> = match s.get("allOf").and_then(Value::as_array) {
-                Some(all) => all.iter().flat_map(fields).collect(),
+                Some(all) => all.iter().flat_map(member).collect(),
                 None => fields(s),
             };
             SchemaItem {

@@ -85,7 +85,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Every `/api/v1` route (paths relative to it) with its OpenAPI operation:
 /// the router and the document come from the same list, so neither can
-/// miss a route ([`openapi::document`]).
+/// miss a route ([`openapi::document_json`]).
 pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     use api::*;
     let erasures = OpenApiRouter::new()

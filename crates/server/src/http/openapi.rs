@@ -387,8 +387,8 @@ fn require_on_create(v: &mut serde_json::Value) {
     }
 }
 
-/// The whole document.
-pub fn document() -> OpenApi {
+/// The document as utoipa makes it (before [`document_json`]'s repairs).
+fn document() -> OpenApi {
     let mut doc = Fixed::openapi();
     let routes = super::api_routes().into_openapi();
     doc.paths = routes.paths;
@@ -403,7 +403,7 @@ pub fn document() -> OpenApi {
 /// The whole document as JSON, as served.
 ///
 /// utoipa 5.5 serializes a Link object's fields in snake case
-/// (`operation_id`, `request_body`) where OpenAPI 3.1 §4.8.20 names them
+/// (`operation_id`, `request_body`) where OpenAPI 3.1 (Link Object) names them
 /// `operationId` and `requestBody`; clients ignore the misspelled ones, so
 /// they are renamed here until utoipa does it.
 pub fn document_json() -> serde_json::Value {

@@ -1,7 +1,9 @@
 //! The running server: shared state, start-up, background tasks, shutdown.
 //!
-//! [`Server::start`] is a function of (config, listener, clock), so tests run
-//! the real server on port 0 with an injected clock.
+//! [`assemble`] builds the state and starts the background work for a
+//! [`Shape`]; [`Server::start`] (config, listener, clock) serves it on a
+//! listener, so tests run the real server on port 0 with an injected clock,
+//! and [`Function::start`] hands its router to a Lambda runtime.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
