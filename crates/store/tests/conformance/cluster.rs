@@ -14,6 +14,25 @@ pub(super) async fn second_node(g: &Guard) -> S {
     )
 }
 
+/// Disables link `a` of the seed catalogue: a catalogue change.
+async fn disable_link_a(s: &S) {
+    let link = s.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
+    s.save_link(
+        LinkInput {
+            code: link.link.code.clone(),
+            program: link.link.program.clone(),
+            affiliate: link.link.affiliate.clone(),
+            destination: link.link.destination.clone(),
+            redirect: None,
+            utm: UtmDefaults::new(),
+            status: Status::Disabled,
+        },
+        SaveMode::Update,
+    )
+    .await
+    .unwrap();
+}
+
 /// A double tap whose two clicks reach the database through two nodes at
 /// the same moment counts once, however the batches interleave.
 #[tokio::test]
@@ -129,22 +148,7 @@ async fn catalogue_changes_are_announced_to_other_nodes() {
         .unwrap()
         .unwrap();
     assert_eq!(first.channel, clickward_store::CATALOG_CHANNEL);
-    let mut link = a.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
-    link.link.status = Status::Disabled;
-    a.save_link(
-        LinkInput {
-            code: link.link.code.clone(),
-            program: link.link.program.clone(),
-            affiliate: link.link.affiliate.clone(),
-            destination: link.link.destination.clone(),
-            redirect: None,
-            utm: UtmDefaults::new(),
-            status: Status::Disabled,
-        },
-        SaveMode::Update,
-    )
-    .await
-    .unwrap();
+    disable_link_a(&a).await;
     let n = tokio::time::timeout(std::time::Duration::from_secs(1), notices.recv())
         .await
         .expect("a notice within a second")
@@ -184,21 +188,7 @@ async fn installations_in_other_schemas_hear_nothing_of_each_other() {
         .unwrap();
     assert_eq!(hello.payload, "", "the listener's own hello");
     // The other installation changes its catalogue and publishes an event…
-    let link = a.get_link(LinkCode::parse("a").unwrap()).await.unwrap();
-    a.save_link(
-        LinkInput {
-            code: link.link.code.clone(),
-            program: link.link.program.clone(),
-            affiliate: link.link.affiliate.clone(),
-            destination: link.link.destination.clone(),
-            redirect: None,
-            utm: UtmDefaults::new(),
-            status: Status::Disabled,
-        },
-        SaveMode::Update,
-    )
-    .await
-    .unwrap();
+    disable_link_a(&a).await;
     a.publish(clickward_store::EVENTS_CHANNEL, "{\"from\":\"a\"}".into())
         .await
         .unwrap();
